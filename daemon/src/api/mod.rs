@@ -1,0 +1,223 @@
+//! The HTTP API (axum): contacts, stage changes, follow-ups and inquiries come
+//! in here and become events in the inbox. Bad input gets a 4xx with a message.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::clock::{Clock, parse_time};
+use crate::config::Config;
+use crate::store::{self, Contact, Invalid, NewContact, NewFollowUp, Store};
+
+#[derive(Clone)]
+struct AppState {
+    store: Store,
+    clock: Clock,
+    engine_wake: Arc<Notify>,
+    token: Option<Arc<str>>,
+}
+
+/// An error answered to the client: a status and a message it can act on.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        if let Some(invalid) = e.downcast_ref::<Invalid>() {
+            return ApiError(StatusCode::UNPROCESSABLE_ENTITY, invalid.0.clone());
+        }
+        warn!("api: {e:#}");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the daemon's log".into())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError(e.status(), e.body_text())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Binds the API and returns the task that serves it until `cancel`.
+pub async fn serve(
+    config: &Config,
+    store: Store,
+    clock: Clock,
+    engine_wake: Arc<Notify>,
+    cancel: CancellationToken,
+) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    let token = config.api_token();
+    if token.is_none() && !config.api.bind.ip().is_loopback() {
+        anyhow::bail!(
+            "the API binds {} without a token: set ${} or bind to 127.0.0.1",
+            config.api.bind,
+            config.api.token_env
+        );
+    }
+    let state = AppState { store, clock, engine_wake, token: token.map(Into::into) };
+    let listener = tokio::net::TcpListener::bind(config.api.bind)
+        .await
+        .with_context(|| format!("bind the API to {}", config.api.bind))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    info!(%addr, auth = state.token.is_some(), "API listening");
+    let app = router(state);
+    Ok(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await });
+        if let Err(e) = server.await {
+            warn!("API server: {e}");
+        }
+    })
+}
+
+fn router(state: AppState) -> Router {
+    let authed = Router::new()
+        .route("/contacts", post(add_contact))
+        .route("/contacts/{contact}", get(show_contact))
+        .route("/contacts/{contact}/stage", post(change_stage))
+        .route("/contacts/{contact}/follow-ups", post(log_follow_up))
+        .route("/contacts/{contact}/inquiries", post(add_inquiry))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new().route("/health", get(health)).merge(authed).with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token) {
+            return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn contact(conn: &mut store::Conn, reference: &str) -> Result<Contact, ApiError> {
+    store::find_contact(conn, reference)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no contact `{reference}` (give an id or an email)")))
+}
+
+async fn add_contact(State(s): State<AppState>, body: Result<Json<NewContact>, JsonRejection>) -> ApiResult {
+    let Json(new) = body?;
+    let mut tx = s.store.write().await?;
+    let id = store::insert_contact(&mut tx, &new, s.clock.now_ms()).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    s.engine_wake.notify_one();
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+async fn show_contact(State(s): State<AppState>, Path(reference): Path<String>) -> ApiResult {
+    let mut conn = s.store.pool.acquire().await.map_err(anyhow::Error::from)?;
+    let contact = contact(&mut conn, &reference).await?;
+    let follow_ups = store::follow_ups_of(&mut conn, contact.id, 20).await?;
+    Ok(Json(json!({ "contact": contact, "follow_ups": follow_ups })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageChange {
+    stage: String,
+}
+
+async fn change_stage(State(s): State<AppState>, Path(reference): Path<String>, body: Result<Json<StageChange>, JsonRejection>) -> ApiResult {
+    let Json(change) = body?;
+    let mut tx = s.store.write().await?;
+    let contact = contact(&mut tx, &reference).await?;
+    let event = store::set_stage(&mut tx, &contact, &change.stage, "api", s.clock.now_ms()).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    s.engine_wake.notify_one();
+    let status = if event.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(json!({ "event_id": event, "changed": event.is_some() }))).into_response())
+}
+
+/// A follow-up as the API takes it: times as text (`3d`, RFC 3339, local date-time).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUpInput {
+    pub at: Option<String>,
+    pub channel: String,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default)]
+    pub feedback: String,
+    pub intent_grade: Option<String>,
+    pub next_follow_up: Option<String>,
+    pub next_goal: Option<String>,
+    pub result: Option<String>,
+    pub owner: Option<String>,
+}
+
+impl FollowUpInput {
+    /// Resolves the times in the contact's own time zone.
+    pub fn resolve(self, contact: &Contact, now: i64) -> Result<NewFollowUp, Invalid> {
+        let time = |t: Option<String>| t.map(|t| parse_time(&t, now, &contact.time_zone).map_err(Invalid)).transpose();
+        Ok(NewFollowUp {
+            at: time(self.at)?,
+            channel: self.channel,
+            summary: self.summary,
+            feedback: self.feedback,
+            intent_grade: self.intent_grade,
+            next_follow_up_at: time(self.next_follow_up)?,
+            next_goal: self.next_goal,
+            result: self.result,
+            owner: self.owner,
+        })
+    }
+}
+
+async fn log_follow_up(State(s): State<AppState>, Path(reference): Path<String>, body: Result<Json<FollowUpInput>, JsonRejection>) -> ApiResult {
+    let Json(input) = body?;
+    let now = s.clock.now_ms();
+    let mut tx = s.store.write().await?;
+    let contact = contact(&mut tx, &reference).await?;
+    let follow_up = input.resolve(&contact, now).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
+    let id = store::log_follow_up(&mut tx, &contact, &follow_up, now).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    s.engine_wake.notify_one();
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InquiryInput {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    channel: String,
+}
+
+async fn add_inquiry(State(s): State<AppState>, Path(reference): Path<String>, body: Result<Json<InquiryInput>, JsonRejection>) -> ApiResult {
+    let Json(input) = body?;
+    let mut tx = s.store.write().await?;
+    let contact = contact(&mut tx, &reference).await?;
+    let id = store::add_inquiry(&mut tx, contact.id, &input.message, &input.channel, s.clock.now_ms()).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    s.engine_wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(json!({ "inquiry_id": id }))).into_response())
+}

@@ -1,0 +1,262 @@
+//! What each CLI command does. The CLI writes straight to the database (the
+//! daemon notices within a second); it shares the store functions with the API.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+
+use crate::api::FollowUpInput;
+use crate::clock::{display_ms, parse_time};
+use crate::config::Config;
+use crate::daemon;
+use crate::plugins::PluginHost;
+use crate::store::{self, NewContact};
+use crate::workflow::WorkflowSet;
+
+/// `nudge check`: validates the workflow folder; Err (exit 1) on any problem.
+pub fn check(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
+    let dir = dir.unwrap_or(&config.workflows);
+    let plugins = PluginHost::load(&config.plugins)?;
+    match WorkflowSet::load(dir, &plugins.channels()) {
+        Ok(set) => {
+            println!(
+                "ok: {} workflows, {} templates, {} cadences in {} (set {})",
+                set.workflows.len(),
+                set.templates.len(),
+                set.cadences.len(),
+                dir.display(),
+                set.hash
+            );
+            Ok(())
+        }
+        Err(diagnostics) => {
+            eprintln!("{}", diagnostics.render(std::io::stderr().is_terminal()));
+            bail!("{} has {} problem(s)", dir.display(), diagnostics.items.len())
+        }
+    }
+}
+
+pub async fn contact_add(config: &Config, new: NewContact) -> anyhow::Result<()> {
+    let (store, clock) = daemon::open(config).await?;
+    let mut tx = store.write().await?;
+    let id = store::insert_contact(&mut tx, &new, clock.now_ms()).await?;
+    tx.commit().await?;
+    println!("contact {id} added");
+    Ok(())
+}
+
+/// Imports contacts from a CSV with a header row naming the columns (name is
+/// required; tags are separated by `;`). Bad rows are reported and skipped; a
+/// contact whose email exists already is left as it is, so re-importing is harmless.
+pub async fn contact_import(config: &Config, file: &Path) -> anyhow::Result<()> {
+    let (store, clock) = daemon::open(config).await?;
+    let mut reader = csv::Reader::from_path(file).with_context(|| format!("open {}", file.display()))?;
+    let headers = reader.headers()?.clone();
+    let known = [
+        "name", "company", "email", "phone", "owner", "stage", "intent_grade", "value_tier", "tags", "source",
+        "time_zone", "locale", "consent",
+    ];
+    if let Some(unknown) = headers.iter().find(|h| !known.contains(h)) {
+        bail!("{}: unknown column `{unknown}`; columns are: {}", file.display(), known.join(", "));
+    }
+    let (mut added, mut existing, mut bad) = (0, 0, 0);
+    let mut tx = store.write().await?;
+    for (index, record) in reader.records().enumerate() {
+        let line = record.as_ref().ok().and_then(|r| r.position()).map_or(index as u64 + 2, |p| p.line());
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("{}:{line}: skipped: {e}", file.display());
+                bad += 1;
+                continue;
+            }
+        };
+        let field = |name: &str| {
+            headers.iter().position(|h| h == name).and_then(|i| record.get(i)).map(str::trim).filter(|v| !v.is_empty()).map(String::from)
+        };
+        let new = NewContact {
+            name: field("name").unwrap_or_default(),
+            company: field("company").unwrap_or_default(),
+            email: field("email"),
+            phone: field("phone"),
+            owner: field("owner").unwrap_or_default(),
+            stage: field("stage"),
+            intent_grade: field("intent_grade"),
+            value_tier: field("value_tier"),
+            tags: field("tags").map(|t| t.split(';').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+            source: field("source").unwrap_or_default(),
+            time_zone: field("time_zone"),
+            locale: field("locale"),
+            consent: field("consent"),
+        };
+        if let Some(email) = &new.email
+            && store::find_contact(&mut tx, email).await?.is_some()
+        {
+            existing += 1;
+            continue;
+        }
+        match store::insert_contact(&mut tx, &new, clock.now_ms()).await {
+            Ok(_) => added += 1,
+            Err(e) => {
+                eprintln!("{}:{line}: skipped: {e:#}", file.display());
+                bad += 1;
+            }
+        }
+        if (added + 1) % 1000 == 0 {
+            tx.commit().await?;
+            tx = store.write().await?;
+        }
+    }
+    tx.commit().await?;
+    println!("imported {added} contacts, {existing} already present, {bad} bad rows skipped");
+    Ok(())
+}
+
+pub async fn contact_show(config: &Config, reference: &str) -> anyhow::Result<()> {
+    let (store, _) = daemon::open(config).await?;
+    let mut conn = store.pool.acquire().await?;
+    let contact = store::find_contact(&mut conn, reference).await?.with_context(|| format!("no contact `{reference}`"))?;
+    let follow_ups = store::follow_ups_of(&mut conn, contact.id, 10).await?;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("#{} {} ({})", contact.id, contact.name, if contact.company.is_empty() { "-" } else { &contact.company });
+    println!("  email {}  phone {}  owner {}", opt(&contact.email), opt(&contact.phone), contact.owner);
+    println!(
+        "  stage {}  intent {}  tier {}  tags [{}]  source {}",
+        contact.stage,
+        opt(&contact.intent_grade),
+        opt(&contact.value_tier),
+        contact.tags.0.join(", "),
+        contact.source
+    );
+    println!("  time zone {}  locale {}  consent {}", contact.time_zone, contact.locale, contact.consent);
+    match contact.next_follow_up_at {
+        Some(at) => println!("  next follow-up {} ({})", display_ms(at), opt(&contact.next_goal)),
+        None => println!("  next follow-up: none"),
+    }
+    for f in follow_ups {
+        println!(
+            "  - {} {} [{}] {}{}",
+            display_ms(f.at),
+            f.channel,
+            f.result,
+            f.summary,
+            f.status_change.map(|s| format!(" ({s})")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn stage_set(config: &Config, reference: &str, stage: &str) -> anyhow::Result<()> {
+    let (store, clock) = daemon::open(config).await?;
+    let mut tx = store.write().await?;
+    let contact = store::find_contact(&mut tx, reference).await?.with_context(|| format!("no contact `{reference}`"))?;
+    let event = store::set_stage(&mut tx, &contact, stage, "cli", clock.now_ms()).await?;
+    tx.commit().await?;
+    match event {
+        Some(_) => println!("contact {} stage {} -> {stage}", contact.id, contact.stage),
+        None => println!("contact {} is already at stage {stage}", contact.id),
+    }
+    Ok(())
+}
+
+pub async fn follow_up_log(config: &Config, reference: &str, input: FollowUpInput) -> anyhow::Result<()> {
+    let (store, clock) = daemon::open(config).await?;
+    let now = clock.now_ms();
+    let mut tx = store.write().await?;
+    let contact = store::find_contact(&mut tx, reference).await?.with_context(|| format!("no contact `{reference}`"))?;
+    let follow_up = input.resolve(&contact, now)?;
+    let id = store::log_follow_up(&mut tx, &contact, &follow_up, now).await?;
+    tx.commit().await?;
+    match follow_up.next_follow_up_at {
+        Some(at) => println!("follow-up {id} logged; next follow-up {}", display_ms(at)),
+        None => println!("follow-up {id} logged; no next follow-up set"),
+    }
+    Ok(())
+}
+
+pub async fn inquiry_add(config: &Config, reference: &str, message: &str, channel: &str) -> anyhow::Result<()> {
+    let (store, clock) = daemon::open(config).await?;
+    let mut tx = store.write().await?;
+    let contact = store::find_contact(&mut tx, reference).await?.with_context(|| format!("no contact `{reference}`"))?;
+    let id = store::add_inquiry(&mut tx, contact.id, message, channel, clock.now_ms()).await?;
+    tx.commit().await?;
+    println!("inquiry {id} recorded for contact {}", contact.id);
+    Ok(())
+}
+
+/// `nudge status`: overdue follow-ups per owner, runs, timers and the outbox.
+pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
+    let (store, clock) = daemon::open(config).await?;
+    let now = clock.now_ms();
+    let pool = &store.pool;
+    let overdue: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT owner, COUNT(*), MIN(next_follow_up_at) FROM contacts
+         WHERE next_follow_up_at IS NOT NULL AND next_follow_up_at <= ? GROUP BY owner ORDER BY COUNT(*) DESC, owner",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    let runs: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status").fetch_all(pool).await?;
+    let (timers, next_timer): (i64, Option<i64>) =
+        sqlx::query_as("SELECT COUNT(*), MIN(due_at) FROM timers WHERE fired_at IS NULL").fetch_one(pool).await?;
+    let outbox: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status").fetch_all(pool).await?;
+    let unprocessed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL").fetch_one(pool).await?;
+    if as_json {
+        let counts = |rows: &[(String, i64)]| rows.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>();
+        let report = json!({
+            "now": now,
+            "overdue_by_owner": overdue.iter().map(|(o, n, since)| json!({"owner": o, "overdue": n, "oldest_due_at": since})).collect::<Vec<_>>(),
+            "runs": counts(&runs),
+            "timers": { "pending": timers, "next_due_at": next_timer },
+            "outbox": counts(&outbox),
+            "events_unprocessed": unprocessed,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("now: {}{}", display_ms(now), if clock.is_virtual() { " (virtual clock)" } else { "" });
+    println!("overdue follow-ups by owner:");
+    if overdue.is_empty() {
+        println!("  none");
+    }
+    for (owner, count, oldest) in &overdue {
+        let owner = if owner.is_empty() { "(no owner)" } else { owner };
+        println!("  {owner:<32} {count:>6}   oldest due {}", display_ms(*oldest));
+    }
+    let line = |rows: &[(String, i64)]| {
+        if rows.is_empty() { "none".to_string() } else { rows.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ") }
+    };
+    println!("runs: {}", line(&runs));
+    println!(
+        "timers: {timers} pending{}",
+        next_timer.map(|t| format!(", next at {}", display_ms(t))).unwrap_or_default()
+    );
+    println!("outbox: {}", line(&outbox));
+    println!("events waiting for the daemon: {unprocessed}");
+    Ok(())
+}
+
+/// `nudge clock`: shows or moves the virtual clock.
+pub async fn clock(config: &Config, set: Option<&str>, advance: Option<&str>) -> anyhow::Result<()> {
+    if config.clock != crate::config::ClockKind::Virtual {
+        bail!("this config runs on the system clock; set `clock = \"virtual\"` in nudge.toml to move time by hand");
+    }
+    let (store, clock) = daemon::open(config).await?;
+    let now = clock.now_ms();
+    let target = match (set, advance) {
+        (Some(t), _) => parse_time(t, now, "UTC").map_err(anyhow::Error::msg)?,
+        (None, Some(d)) => {
+            let span = crate::workflow::parse_duration(d).map_err(anyhow::Error::msg)?;
+            crate::workflow::add_span(now, span, "UTC")
+        }
+        (None, None) => now,
+    };
+    if target < now {
+        bail!("the virtual clock only moves forward (now {})", display_ms(now));
+    }
+    store.set_virtual_now(target).await?;
+    println!("virtual clock: {}", display_ms(target));
+    Ok(())
+}

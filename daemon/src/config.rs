@@ -1,0 +1,165 @@
+//! Daemon settings from one `nudge.toml`. Every field has a default so that the
+//! daemon runs out of the box; secrets come from the environment, never the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+/// The whole of `nudge.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// SQLite database file.
+    pub database: PathBuf,
+    /// Folder of workflow files (`*.toml`, `templates/*.toml`, `cadences.toml`).
+    pub workflows: PathBuf,
+    /// Folder of extra channel plugins (`*.wasm`), beside the built-in email plugin.
+    pub plugins: PathBuf,
+    /// Where messages go as `.eml` files when no SMTP server is configured.
+    pub outbox_dir: PathBuf,
+    /// `system` (wall time) or `virtual` (time only moves by `nudge clock`).
+    pub clock: ClockKind,
+    pub email: EmailConfig,
+    pub smtp: Option<SmtpConfig>,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockKind {
+    #[default]
+    System,
+    Virtual,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The From header of every message, e.g. `Sales Team <sales@example.com>`.
+    pub from: String,
+    /// Domain of generated Message-IDs; defaults to the From address's domain.
+    pub message_id_domain: Option<String>,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig { from: "nudge <nudge@localhost>".into(), message_id_domain: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain SMTP: only for a relay on the same host or a test server.
+    None,
+    #[default]
+    Starttls,
+    /// Implicit TLS (port 465).
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    /// Name of the environment variable holding the password.
+    #[serde(default = "default_password_env")]
+    pub password_env: String,
+    /// Seconds one send may take from connect to the server's answer after DATA.
+    #[serde(default = "default_send_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_password_env() -> String {
+    "NUDGE_SMTP_PASSWORD".into()
+}
+fn default_send_timeout() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub bind: SocketAddr,
+    /// Name of the environment variable holding the bearer token.
+    pub token_env: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { bind: "127.0.0.1:8425".parse().expect("valid address"), token_env: "NUDGE_API_TOKEN".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database: "data/nudge.db".into(),
+            workflows: "workflows".into(),
+            plugins: "plugins.d".into(),
+            outbox_dir: "data/outbox".into(),
+            clock: ClockKind::System,
+            email: EmailConfig::default(),
+            smtp: None,
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; relative paths inside it are taken from the file's folder.
+    /// Without an explicit path a missing `nudge.toml` means "all defaults".
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("nudge.toml"), false),
+        };
+        if !required && !path.exists() {
+            return Ok(Config::default());
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("read config {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for p in [&mut config.database, &mut config.workflows, &mut config.plugins, &mut config.outbox_dir] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+
+    /// The API bearer token, if the environment sets one.
+    pub fn api_token(&self) -> Option<String> {
+        std::env::var(&self.api.token_env).ok().filter(|t| !t.is_empty())
+    }
+
+    /// The SMTP password, if the environment sets one.
+    pub fn smtp_password(&self) -> Option<String> {
+        let smtp = self.smtp.as_ref()?;
+        std::env::var(&smtp.password_env).ok()
+    }
+
+    /// Domain used in Message-IDs.
+    pub fn message_id_domain(&self) -> String {
+        if let Some(d) = &self.email.message_id_domain {
+            return d.clone();
+        }
+        self.email
+            .from
+            .rsplit_once('@')
+            .map(|(_, d)| d.trim_end_matches('>').trim().to_string())
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    }
+}

@@ -1,0 +1,101 @@
+//! `nudge run`: wires the store, workflows, plugin host, engine, delivery, the
+//! API and the workflow watcher together, and shuts them down on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::clock::Clock;
+use crate::config::{ClockKind, Config};
+use crate::delivery::Delivery;
+use crate::plugins::PluginHost;
+use crate::runs::Engine;
+use crate::store::Store;
+use crate::workflow::{WorkflowSet, reload};
+use crate::{api, scheduler};
+
+/// Opens the store and the clock the config asks for (shared by the daemon and the CLI).
+pub async fn open(config: &Config) -> anyhow::Result<(Store, Clock)> {
+    let store = Store::open(&config.database).await?;
+    let clock = match config.clock {
+        ClockKind::System => Clock::System,
+        ClockKind::Virtual => {
+            let now = match store.virtual_now().await? {
+                Some(now) => now,
+                None => {
+                    // First start on virtual time: begin at the wall time, once.
+                    let now = jiff::Timestamp::now().as_millisecond();
+                    store.set_virtual_now(now).await?;
+                    now
+                }
+            };
+            Clock::virtual_at(jiff::Timestamp::from_millisecond(now)?)
+        }
+    };
+    Ok((store, clock))
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (store, clock) = open(&config).await?;
+    let plugins = {
+        let dir = config.plugins.clone();
+        Arc::new(tokio::task::spawn_blocking(move || PluginHost::load(&dir)).await??)
+    };
+    let channels = plugins.channels();
+    let workflows = WorkflowSet::load(&config.workflows, &channels)
+        .map_err(|d| anyhow::anyhow!("{}\nfix the workflow files and start again", d.render(false)))?;
+    info!(
+        workflows = workflows.workflows.len(),
+        templates = workflows.templates.len(),
+        set = %workflows.hash,
+        dir = %config.workflows.display(),
+        "workflows loaded"
+    );
+    let engine = Arc::new(
+        Engine::new(store.clone(), clock.clone(), plugins, workflows, config.message_id_domain())
+            .await
+            .context("start the engine")?,
+    );
+    let engine_wake = Arc::new(Notify::new());
+    let cancel = CancellationToken::new();
+    let delivery = Delivery::new(&config, store.clone(), clock.clone(), engine.delivery_wake.clone())?;
+    let api = api::serve(&config, store.clone(), clock.clone(), engine_wake.clone(), cancel.clone()).await?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(scheduler::run(engine.clone(), engine_wake.clone(), cancel.clone()));
+    tasks.spawn(delivery.run(cancel.clone()));
+    tasks.spawn(scheduler::watch_changes(
+        store.clone(),
+        clock.clone(),
+        vec![engine_wake.clone(), engine.delivery_wake.clone()],
+        cancel.clone(),
+    ));
+    tasks.spawn(reload::watch(config.workflows.clone(), engine.clone(), engine_wake.clone(), cancel.clone()));
+    tasks.spawn(api);
+    info!(clock = if clock.is_virtual() { "virtual" } else { "system" }, "nudge is running");
+
+    shutdown_signal().await;
+    info!("shutting down: finishing the current step, claiming nothing new");
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    store.pool.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.ok();
+}

@@ -1,0 +1,130 @@
+//! Delivery: claims due outbox rows, sends each through the configured
+//! transport (SMTP, or `.eml` files when no server is configured), and records
+//! every attempt. Transient failures are retried with backoff.
+
+mod email;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::{self, Outcome, OutboxRow, Store};
+
+pub use email::Mailer;
+
+/// Attempts before a row is given up as failed.
+const MAX_ATTEMPTS: i64 = 8;
+const BATCH: i64 = 32;
+
+/// The delivery worker.
+pub struct Delivery {
+    store: Store,
+    clock: Clock,
+    mailer: Mailer,
+    wake: Arc<Notify>,
+}
+
+impl Delivery {
+    pub fn new(config: &Config, store: Store, clock: Clock, wake: Arc<Notify>) -> anyhow::Result<Delivery> {
+        Ok(Delivery { mailer: Mailer::new(config)?, store, clock, wake })
+    }
+
+    /// Runs until cancelled: delivers what is due, then sleeps until the next
+    /// retry is due or new rows are committed.
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            let pause = match self.deliver_due().await {
+                Ok(0) => self.until_next().await,
+                Ok(_) => Duration::ZERO,
+                Err(e) => {
+                    warn!("delivery: {e:#}");
+                    Duration::from_secs(1)
+                }
+            };
+            if pause.is_zero() {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn until_next(&self) -> Duration {
+        let next = match self.store.pool.acquire().await {
+            Ok(mut conn) => store::next_outbox_due(&mut conn).await.ok().flatten(),
+            Err(_) => None,
+        };
+        match next {
+            // Virtual time moves only on command; the change watcher wakes us then.
+            Some(_) if self.clock.is_virtual() => Duration::from_secs(60),
+            Some(at) => Duration::from_millis((at - self.clock.now_ms()).clamp(1, 60_000) as u64),
+            None => Duration::from_secs(60),
+        }
+    }
+
+    /// Sends every due row once; returns how many were attempted.
+    pub async fn deliver_due(&self) -> anyhow::Result<usize> {
+        let rows = {
+            let mut conn = self.store.pool.acquire().await?;
+            store::due_outbox(&mut conn, self.clock.now_ms(), BATCH).await?
+        };
+        for row in &rows {
+            let started = self.clock.now_ms();
+            let outcome = match row.channel.as_str() {
+                "email" => self.mailer.send(row, started).await,
+                other => Outcome::Permanent(format!("no delivery route for channel `{other}`")),
+            };
+            self.record(row, started, &outcome).await?;
+        }
+        Ok(rows.len())
+    }
+
+    async fn record(&self, row: &OutboxRow, started: i64, outcome: &Outcome) -> anyhow::Result<()> {
+        let now = self.clock.now_ms();
+        let retry_at = match outcome {
+            Outcome::Transient(_) if row.attempts + 1 < MAX_ATTEMPTS => Some(now + backoff_ms(row.id, row.attempts)),
+            _ => None,
+        };
+        match outcome {
+            Outcome::Sent => info!(outbox_id = row.id, message_id = %row.message_id, to = %row.recipient, "sent"),
+            Outcome::Transient(d) => warn!(outbox_id = row.id, attempt = row.attempts + 1, retry = retry_at.is_some(), "transient failure: {d}"),
+            Outcome::Permanent(d) => warn!(outbox_id = row.id, "permanent failure: {d}"),
+        }
+        let mut tx = self.store.write().await?;
+        store::record_attempt(&mut tx, row, started, outcome, retry_at, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// 30 s doubling per attempt, capped at an hour, with up to 20 % jitter derived
+/// from the row id so that rows failing together do not retry together.
+fn backoff_ms(row_id: i64, attempts: i64) -> i64 {
+    let base = (30_000i64 << attempts.clamp(0, 7)).min(3_600_000);
+    let jitter = (row_id.wrapping_mul(2_654_435_761) & 0xffff) * base / 5 / 0xffff;
+    base + jitter
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_ms;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!((30_000..=36_000).contains(&backoff_ms(1, 0)));
+        assert!((60_000..=72_000).contains(&backoff_ms(1, 1)));
+        assert!(backoff_ms(7, 20) <= 3_600_000 * 6 / 5);
+        assert_ne!(backoff_ms(1, 3), backoff_ms(2, 3));
+    }
+}

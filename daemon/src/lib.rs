@@ -1,0 +1,15 @@
+//! nudge: a follow-up automation daemon. See ARCHITECTURE.md for the flow:
+//! sources -> events -> triggers -> runs -> outbox -> delivery.
+
+pub mod api;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod delivery;
+pub mod plugins;
+pub mod runs;
+pub mod scheduler;
+pub mod store;
+pub mod triggers;
+pub mod workflow;

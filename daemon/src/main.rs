@@ -1,0 +1,238 @@
+//! The `nudge` command line: parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use nudge::api::FollowUpInput;
+use nudge::commands;
+use nudge::config::Config;
+use nudge::store::NewContact;
+
+#[derive(Parser)]
+#[command(name = "nudge", version, about = "Customer follow-up automation: workflow files, channel plugins, one SQLite file")]
+struct Cli {
+    /// Settings file (default: ./nudge.toml if present, else built-in defaults).
+    #[arg(long, global = true, env = "NUDGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format of the daemon.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: API, engine, scheduler, delivery, workflow hot reload.
+    Run,
+    /// Validate the workflow folder; exit 1 on any problem.
+    Check {
+        /// Folder to check (default: the config's workflows folder).
+        dir: Option<PathBuf>,
+    },
+    /// Add, import or show contacts.
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Change a contact's lifecycle stage.
+    #[command(subcommand)]
+    Stage(StageCommand),
+    /// Log follow-ups (domain.md §4).
+    #[command(subcommand, name = "followup")]
+    FollowUp(FollowUpCommand),
+    /// Record inquiries (they start the response SLA).
+    #[command(subcommand)]
+    Inquiry(InquiryCommand),
+    /// Overdue follow-ups per owner, runs, timers and the outbox.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or move the virtual clock (only with `clock = "virtual"`).
+    Clock {
+        /// Set to a time (RFC 3339, or a local date-time in UTC).
+        #[arg(long, conflicts_with = "advance")]
+        set: Option<String>,
+        /// Move forward by a duration, e.g. 3d or 15m.
+        #[arg(long)]
+        advance: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContactCommand {
+    /// Add one contact.
+    Add(ContactArgs),
+    /// Import contacts from a CSV file with a header row.
+    Import { file: PathBuf },
+    /// Show a contact (by id or email) and its latest follow-ups.
+    Show { contact: String },
+}
+
+#[derive(Args)]
+struct ContactArgs {
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value = "")]
+    company: String,
+    #[arg(long)]
+    email: Option<String>,
+    #[arg(long)]
+    phone: Option<String>,
+    /// The owner's email address (gets `notify_owner` messages).
+    #[arg(long, default_value = "")]
+    owner: String,
+    #[arg(long)]
+    stage: Option<String>,
+    /// Intent grade: A, B or C.
+    #[arg(long)]
+    intent: Option<String>,
+    /// Value tier: high, medium or low.
+    #[arg(long)]
+    tier: Option<String>,
+    /// A tag; repeat for more.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    #[arg(long, default_value = "")]
+    source: String,
+    /// IANA time zone, e.g. Asia/Shanghai.
+    #[arg(long)]
+    tz: Option<String>,
+    #[arg(long)]
+    locale: Option<String>,
+    /// granted, unknown or withdrawn.
+    #[arg(long)]
+    consent: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum StageCommand {
+    /// Set the stage; workflows triggered by `stage_changed` react.
+    Set { contact: String, stage: String },
+}
+
+#[derive(Subcommand)]
+enum FollowUpCommand {
+    /// Log a follow-up and set the next one.
+    Log {
+        contact: String,
+        /// phone, wechat, email, visit, ...
+        #[arg(long)]
+        channel: String,
+        #[arg(long, default_value = "")]
+        summary: String,
+        #[arg(long, default_value = "")]
+        feedback: String,
+        /// New intent grade decided in this contact.
+        #[arg(long)]
+        intent: Option<String>,
+        /// Next follow-up: a duration (3d), RFC 3339, or a local date-time in the contact's zone.
+        #[arg(long)]
+        next: Option<String>,
+        #[arg(long)]
+        goal: Option<String>,
+        /// in_progress, won, needs_follow_up or lost.
+        #[arg(long)]
+        result: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        /// When the contact happened (default: now).
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum InquiryCommand {
+    /// Record a new inquiry from a contact.
+    Add {
+        contact: String,
+        #[arg(long, default_value = "")]
+        message: String,
+        #[arg(long, default_value = "")]
+        channel: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start tokio");
+    let result = runtime.block_on(dispatch(cli.command, config));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Run => nudge::daemon::run(config).await,
+        Command::Check { dir } => commands::check(&config, dir.as_deref()),
+        Command::Contact(ContactCommand::Add(a)) => {
+            let new = NewContact {
+                name: a.name,
+                company: a.company,
+                email: a.email,
+                phone: a.phone,
+                owner: a.owner,
+                stage: a.stage,
+                intent_grade: a.intent,
+                value_tier: a.tier,
+                tags: a.tags,
+                source: a.source,
+                time_zone: a.tz,
+                locale: a.locale,
+                consent: a.consent,
+            };
+            commands::contact_add(&config, new).await
+        }
+        Command::Contact(ContactCommand::Import { file }) => commands::contact_import(&config, &file).await,
+        Command::Contact(ContactCommand::Show { contact }) => commands::contact_show(&config, &contact).await,
+        Command::Stage(StageCommand::Set { contact, stage }) => commands::stage_set(&config, &contact, &stage).await,
+        Command::FollowUp(FollowUpCommand::Log { contact, channel, summary, feedback, intent, next, goal, result, owner, at }) => {
+            let input = FollowUpInput {
+                at,
+                channel,
+                summary,
+                feedback,
+                intent_grade: intent,
+                next_follow_up: next,
+                next_goal: goal,
+                result,
+                owner,
+            };
+            commands::follow_up_log(&config, &contact, input).await
+        }
+        Command::Inquiry(InquiryCommand::Add { contact, message, channel }) => {
+            commands::inquiry_add(&config, &contact, &message, &channel).await
+        }
+        Command::Status { json } => commands::status(&config, json).await,
+        Command::Clock { set, advance } => commands::clock(&config, set.as_deref(), advance.as_deref()).await,
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,251 @@
+//! Contacts and the changes made to them. Every change that a workflow may react
+//! to writes its event in the same transaction.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::types::Json;
+
+use super::{Conn, insert_event, insert_timer};
+use crate::workflow::{INTENT_GRADES, STAGES, TIERS};
+
+/// A contact as stored.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct Contact {
+    pub id: i64,
+    pub name: String,
+    pub company: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub owner: String,
+    pub stage: String,
+    pub intent_grade: Option<String>,
+    pub value_tier: Option<String>,
+    pub tags: Json<Vec<String>>,
+    pub source: String,
+    pub time_zone: String,
+    pub locale: String,
+    pub consent: String,
+    pub next_follow_up_at: Option<i64>,
+    pub next_goal: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What a new contact is made of; everything but the name is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewContact {
+    pub name: String,
+    #[serde(default)]
+    pub company: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub owner: String,
+    pub stage: Option<String>,
+    pub intent_grade: Option<String>,
+    pub value_tier: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub source: String,
+    pub time_zone: Option<String>,
+    pub locale: Option<String>,
+    pub consent: Option<String>,
+}
+
+/// A value a person or a file gave that nudge cannot accept.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn check(value: &str, allowed: &[&str], what: &str) -> Result<(), Invalid> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(Invalid(format!("unknown {what} `{value}`; expected one of: {}", allowed.join(", "))))
+    }
+}
+
+impl NewContact {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.name.trim().is_empty() {
+            return Err(Invalid("a contact needs a name".into()));
+        }
+        if let Some(email) = &self.email
+            && email.parse::<lettre::Address>().is_err()
+        {
+            return Err(Invalid(format!("`{email}` is not an email address")));
+        }
+        if let Some(s) = &self.stage {
+            check(s, STAGES, "stage")?;
+        }
+        if let Some(g) = &self.intent_grade {
+            check(g, INTENT_GRADES, "intent grade")?;
+        }
+        if let Some(t) = &self.value_tier {
+            check(t, TIERS, "value tier")?;
+        }
+        if let Some(c) = &self.consent {
+            check(c, &["granted", "unknown", "withdrawn"], "consent")?;
+        }
+        if let Some(tz) = &self.time_zone
+            && jiff::tz::TimeZone::get(tz).is_err()
+        {
+            return Err(Invalid(format!("unknown time zone `{tz}`; use an IANA name like Asia/Shanghai")));
+        }
+        Ok(())
+    }
+}
+
+impl Contact {
+    /// The contact as conditions and templates see it (see `workflow::contact_schema`).
+    pub fn context(&self, follow_up_count: i64) -> serde_json::Value {
+        json!({
+            "id": self.id, "name": self.name, "company": self.company,
+            "email": self.email.clone().unwrap_or_default(), "phone": self.phone.clone().unwrap_or_default(),
+            "owner": self.owner, "stage": self.stage,
+            "intent_grade": self.intent_grade.clone().unwrap_or_default(),
+            "value_tier": self.value_tier.clone().unwrap_or_default(),
+            "tags": self.tags.0, "source": self.source, "time_zone": self.time_zone, "locale": self.locale,
+            "consent": self.consent, "follow_up_count": follow_up_count,
+            "has_next_follow_up": self.next_follow_up_at.is_some(),
+        })
+    }
+}
+
+/// Adds a contact and its `contact_created` event.
+pub async fn insert_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyhow::Result<i64> {
+    new.validate()?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO contacts (name, company, email, phone, owner, stage, intent_grade, value_tier, tags, source,
+                               time_zone, locale, consent, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(new.name.trim())
+    .bind(&new.company)
+    .bind(&new.email)
+    .bind(&new.phone)
+    .bind(&new.owner)
+    .bind(new.stage.as_deref().unwrap_or("lead"))
+    .bind(&new.intent_grade)
+    .bind(&new.value_tier)
+    .bind(Json(&new.tags))
+    .bind(&new.source)
+    .bind(new.time_zone.as_deref().unwrap_or("UTC"))
+    .bind(new.locale.as_deref().unwrap_or("en"))
+    .bind(new.consent.as_deref().unwrap_or("unknown"))
+    .bind(now)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            anyhow::Error::new(Invalid(format!("a contact with email {} exists already", new.email.as_deref().unwrap_or(""))))
+        }
+        _ => e.into(),
+    })?;
+    insert_event(conn, "contact_created", id, &json!({}), now).await?;
+    Ok(id)
+}
+
+/// Finds a contact by id (`42`) or email address.
+pub async fn find_contact(conn: &mut Conn, reference: &str) -> anyhow::Result<Option<Contact>> {
+    let reference = reference.trim();
+    Ok(match reference.parse::<i64>() {
+        Ok(id) => contact_by_id(conn, id).await?,
+        Err(_) => sqlx::query_as("SELECT * FROM contacts WHERE email = ?")
+            .bind(reference)
+            .fetch_optional(&mut *conn)
+            .await?,
+    })
+}
+
+pub async fn contact_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Contact>> {
+    Ok(sqlx::query_as("SELECT * FROM contacts WHERE id = ?").bind(id).fetch_optional(&mut *conn).await?)
+}
+
+/// A contact's condition/template context, with the derived counts.
+pub async fn contact_context(conn: &mut Conn, contact: &Contact) -> anyhow::Result<serde_json::Value> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follow_ups WHERE contact_id = ?")
+        .bind(contact.id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(contact.context(count))
+}
+
+/// Moves a contact to `stage`; emits `stage_changed` (with `by`, who did it) when it changed.
+pub async fn set_stage(conn: &mut Conn, contact: &Contact, stage: &str, by: &str, now: i64) -> anyhow::Result<Option<i64>> {
+    check(stage, STAGES, "stage")?;
+    if contact.stage == stage {
+        return Ok(None);
+    }
+    sqlx::query("UPDATE contacts SET stage = ?, updated_at = ? WHERE id = ?")
+        .bind(stage)
+        .bind(now)
+        .bind(contact.id)
+        .execute(&mut *conn)
+        .await?;
+    let payload = json!({ "from": contact.stage, "to": stage, "by": by });
+    Ok(Some(insert_event(conn, "stage_changed", contact.id, &payload, now).await?))
+}
+
+/// Sets one of the single-valued classification fields.
+pub async fn set_classification(conn: &mut Conn, contact_id: i64, field: Classification, value: &str, now: i64) -> anyhow::Result<()> {
+    let sql = match field {
+        Classification::ValueTier => {
+            check(value, TIERS, "value tier")?;
+            "UPDATE contacts SET value_tier = ?, updated_at = ? WHERE id = ?"
+        }
+        Classification::IntentGrade => {
+            check(value, INTENT_GRADES, "intent grade")?;
+            "UPDATE contacts SET intent_grade = ?, updated_at = ? WHERE id = ?"
+        }
+    };
+    sqlx::query(sql).bind(value).bind(now).bind(contact_id).execute(&mut *conn).await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Classification {
+    ValueTier,
+    IntentGrade,
+}
+
+/// Adds (`present = true`) or removes a tag.
+pub async fn set_tag(conn: &mut Conn, contact: &Contact, tag: &str, present: bool, now: i64) -> anyhow::Result<()> {
+    let mut tags = contact.tags.0.clone();
+    tags.retain(|t| t != tag);
+    if present {
+        tags.push(tag.to_string());
+    }
+    sqlx::query("UPDATE contacts SET tags = ?, updated_at = ? WHERE id = ?")
+        .bind(Json(&tags))
+        .bind(now)
+        .bind(contact.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets (or clears) the next follow-up. A timer fires at that time; if the time
+/// is still the contact's next follow-up then, the follow-up is overdue.
+pub async fn set_next_follow_up(
+    conn: &mut Conn,
+    contact_id: i64,
+    at: Option<i64>,
+    goal: Option<&str>,
+    now: i64,
+) -> anyhow::Result<()> {
+    sqlx::query("UPDATE contacts SET next_follow_up_at = ?, next_goal = ?, updated_at = ? WHERE id = ?")
+        .bind(at)
+        .bind(goal)
+        .bind(now)
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await?;
+    if let Some(at) = at {
+        insert_timer(conn, at, super::TimerKind::FollowUpDue, None, Some(contact_id)).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! Follow-up records (domain.md §4) and inquiries. Logging a follow-up answers
+//! the contact's open inquiries and sets the next follow-up time.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Classification, Conn, Contact, Invalid, insert_event, set_classification, set_next_follow_up};
+
+/// A follow-up as logged by a rep.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewFollowUp {
+    /// When the contact happened (unix ms); defaults to now.
+    pub at: Option<i64>,
+    pub channel: String,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default)]
+    pub feedback: String,
+    /// A new intent grade decided in this contact (recorded as "B -> A").
+    pub intent_grade: Option<String>,
+    pub next_follow_up_at: Option<i64>,
+    pub next_goal: Option<String>,
+    pub result: Option<String>,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct FollowUp {
+    pub id: i64,
+    pub contact_id: i64,
+    pub at: i64,
+    pub channel: String,
+    pub summary: String,
+    pub feedback: String,
+    pub status_change: Option<String>,
+    pub next_follow_up_at: Option<i64>,
+    pub next_goal: Option<String>,
+    pub result: String,
+    pub owner: String,
+}
+
+const RESULTS: &[&str] = &["in_progress", "won", "needs_follow_up", "lost"];
+
+/// Records a follow-up, in one transaction with everything it changes.
+pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp, now: i64) -> anyhow::Result<i64> {
+    if new.channel.trim().is_empty() {
+        return Err(Invalid("a follow-up needs a channel (phone, wechat, email, visit, ...)".into()).into());
+    }
+    let result = new.result.as_deref().unwrap_or("in_progress");
+    if !RESULTS.contains(&result) {
+        return Err(Invalid(format!("unknown result `{result}`; expected one of: {}", RESULTS.join(", "))).into());
+    }
+    let at = new.at.unwrap_or(now);
+    let status_change = match &new.intent_grade {
+        Some(grade) if Some(grade) != contact.intent_grade.as_ref() => {
+            set_classification(conn, contact.id, Classification::IntentGrade, grade, now).await?;
+            Some(format!("intent {} -> {grade}", contact.intent_grade.as_deref().unwrap_or("-")))
+        }
+        _ => None,
+    };
+    let owner = new.owner.clone().unwrap_or_else(|| contact.owner.clone());
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO follow_ups (contact_id, at, channel, summary, feedback, status_change, next_follow_up_at,
+                                 next_goal, result, owner, logged_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(contact.id)
+    .bind(at)
+    .bind(new.channel.trim())
+    .bind(&new.summary)
+    .bind(&new.feedback)
+    .bind(&status_change)
+    .bind(new.next_follow_up_at)
+    .bind(&new.next_goal)
+    .bind(result)
+    .bind(&owner)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    set_next_follow_up(conn, contact.id, new.next_follow_up_at, new.next_goal.as_deref(), now).await?;
+    // Any contact with the customer answers the inquiries they were waiting on.
+    sqlx::query("UPDATE inquiries SET answered_at = ? WHERE contact_id = ? AND answered_at IS NULL AND received_at <= ?")
+        .bind(at)
+        .bind(contact.id)
+        .bind(at.max(now))
+        .execute(&mut *conn)
+        .await?;
+    let payload = json!({ "follow_up_id": id, "channel": new.channel, "result": result });
+    insert_event(conn, "follow_up_logged", contact.id, &payload, now).await?;
+    Ok(id)
+}
+
+pub async fn follow_ups_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::Result<Vec<FollowUp>> {
+    Ok(sqlx::query_as(
+        "SELECT id, contact_id, at, channel, summary, feedback, status_change, next_follow_up_at, next_goal, result, owner
+         FROM follow_ups WHERE contact_id = ? ORDER BY at DESC, id DESC LIMIT ?",
+    )
+    .bind(contact_id)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Records a new inquiry and its `inquiry_received` event.
+pub async fn add_inquiry(conn: &mut Conn, contact_id: i64, message: &str, channel: &str, now: i64) -> anyhow::Result<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO inquiries (contact_id, message, channel, received_at) VALUES (?, ?, ?, ?) RETURNING id",
+    )
+    .bind(contact_id)
+    .bind(message)
+    .bind(channel)
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    insert_event(conn, "inquiry_received", contact_id, &json!({ "inquiry_id": id, "channel": channel }), now).await?;
+    Ok(id)
+}
+
+/// Whether an inquiry is still waiting for its first answer.
+pub async fn inquiry_open(conn: &mut Conn, inquiry_id: i64) -> anyhow::Result<bool> {
+    let answered: Option<Option<i64>> = sqlx::query_scalar("SELECT answered_at FROM inquiries WHERE id = ?")
+        .bind(inquiry_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(matches!(answered, Some(None)))
+}

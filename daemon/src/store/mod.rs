@@ -1,0 +1,103 @@
+//! All state in one SQLite file through sqlx: migrations at open, WAL so the CLI
+//! and the daemon can write side by side. Functions take a connection so that a
+//! state change and the rows it causes (events, timers, outbox) commit together.
+
+mod contacts;
+mod events;
+mod follow_ups;
+mod outbox;
+mod runs;
+mod timers;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+pub use contacts::*;
+pub use events::*;
+pub use follow_ups::*;
+pub use outbox::*;
+pub use runs::*;
+pub use timers::*;
+
+pub type Conn = sqlx::SqliteConnection;
+pub type Tx = Transaction<'static, Sqlite>;
+
+/// The database handle shared by the daemon's tasks and the CLI.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> anyhow::Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("create database folder {}", dir.display()))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an event is acknowledged only once it survives power loss, not just a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("open database at {}", path.display()))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrate database at {}", path.display()))?;
+        Ok(Store { pool })
+    }
+
+    /// Starts a write transaction. IMMEDIATE takes the write lock up front, so a
+    /// transaction that reads and then writes never fails halfway because the CLI
+    /// or another task wrote in between; it waits (busy_timeout) instead.
+    pub async fn write(&self) -> anyhow::Result<Tx> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The virtual clock's stored reading, if it was ever set.
+    pub async fn virtual_now(&self) -> anyhow::Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT now_ms FROM virtual_clock WHERE id = 1").fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn set_virtual_now(&self, now_ms: i64) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO virtual_clock (id, now_ms) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET now_ms = excluded.now_ms")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a workflow set so that runs pinned to it can be resumed after it is replaced.
+    pub async fn save_workflow_set(&self, hash: &str, files: &[(String, String)], now: i64) -> anyhow::Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO workflow_sets (hash, files, loaded_at) VALUES (?, ?, ?)")
+            .bind(hash)
+            .bind(serde_json::to_string(files)?)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn workflow_set_files(&self, hash: &str) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        let files: Option<String> = sqlx::query_scalar("SELECT files FROM workflow_sets WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match files {
+            Some(f) => Some(serde_json::from_str(&f)?),
+            None => None,
+        })
+    }
+}

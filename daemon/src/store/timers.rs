@@ -1,0 +1,63 @@
+//! Timers: rows with a due time, fired by the scheduler, which survive restarts.
+
+use super::Conn;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    /// A run's wait (or delayed start) is over.
+    ResumeRun,
+    /// A contact's next follow-up time has come.
+    FollowUpDue,
+}
+
+impl TimerKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::ResumeRun => "resume_run",
+            TimerKind::FollowUpDue => "follow_up_due",
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Timer {
+    pub id: i64,
+    pub due_at: i64,
+    pub kind: String,
+    pub run_id: Option<i64>,
+    pub contact_id: Option<i64>,
+}
+
+pub async fn insert_timer(conn: &mut Conn, due_at: i64, kind: TimerKind, run_id: Option<i64>, contact_id: Option<i64>) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("INSERT INTO timers (due_at, kind, run_id, contact_id) VALUES (?, ?, ?, ?) RETURNING id")
+        .bind(due_at)
+        .bind(kind.as_str())
+        .bind(run_id)
+        .bind(contact_id)
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+pub async fn due_timers(conn: &mut Conn, now: i64, limit: i64) -> anyhow::Result<Vec<Timer>> {
+    Ok(sqlx::query_as(
+        "SELECT id, due_at, kind, run_id, contact_id FROM timers WHERE fired_at IS NULL AND due_at <= ? ORDER BY due_at, id LIMIT ?",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Marks a timer fired; false if it had fired already (so its effect must not repeat).
+pub async fn mark_timer_fired(conn: &mut Conn, id: i64, now: i64) -> anyhow::Result<bool> {
+    let done = sqlx::query("UPDATE timers SET fired_at = ? WHERE id = ? AND fired_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn next_timer_due(conn: &mut Conn) -> anyhow::Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT MIN(due_at) FROM timers WHERE fired_at IS NULL").fetch_one(&mut *conn).await?)
+}

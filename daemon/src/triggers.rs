@@ -1,0 +1,67 @@
+//! Events -> runs: which workflows an event starts, when the run begins, and
+//! whether its trigger still holds before each step.
+
+use serde_json::json;
+
+use crate::store::{self, Conn, Contact, Event};
+use crate::workflow::{Trigger, Workflow, add_span};
+
+/// Whether `workflow`'s trigger matches `event` (the `when` condition is checked separately).
+pub fn matches(trigger: &Trigger, event: &Event) -> bool {
+    let payload = &event.payload.0;
+    let field = |name: &str| payload.get(name).and_then(|v| v.as_str());
+    match trigger {
+        Trigger::ContactCreated => event.kind == "contact_created",
+        Trigger::FollowUpLogged => event.kind == "follow_up_logged",
+        Trigger::FollowUpOverdue { .. } => event.kind == "follow_up_overdue",
+        Trigger::InquiryReceived { .. } => event.kind == "inquiry_received",
+        Trigger::StageChanged { from, to } => {
+            event.kind == "stage_changed"
+                && from.as_deref().is_none_or(|f| field("from") == Some(f))
+                && to.as_deref().is_none_or(|t| field("to") == Some(t))
+        }
+    }
+}
+
+/// The event as conditions and templates see it (see `workflow::event_schema`).
+pub fn event_context(event: &Event) -> serde_json::Value {
+    let p = &event.payload.0;
+    json!({
+        "kind": event.kind,
+        "from": p.get("from").and_then(|v| v.as_str()).unwrap_or(""),
+        "to": p.get("to").and_then(|v| v.as_str()).unwrap_or(""),
+        "inquiry_id": p.get("inquiry_id").and_then(|v| v.as_i64()).unwrap_or(0),
+    })
+}
+
+/// When a run of `workflow` for `event` begins: now, or later for an overdue
+/// grace period or an inquiry's response SLA.
+pub fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) -> i64 {
+    match &workflow.trigger {
+        Trigger::FollowUpOverdue { grace } => {
+            let due = event.payload.0.get("due_at").and_then(|v| v.as_i64()).unwrap_or(event.occurred_at);
+            add_span(due, *grace, &contact.time_zone)
+        }
+        Trigger::InquiryReceived { sla: Some(sla) } => {
+            add_span(event.occurred_at, sla.for_tier(contact.value_tier.as_deref()), &contact.time_zone)
+        }
+        _ => event.occurred_at,
+    }
+}
+
+/// Why a run must stop, if the situation that started it no longer holds. A run whose trigger no
+/// longer holds (the follow-up was logged, the inquiry answered) is cancelled
+/// before its next step, so no reminder goes out for work already done.
+pub async fn cancel_reason(conn: &mut Conn, trigger: &Trigger, context: &serde_json::Value, contact: &Contact) -> anyhow::Result<Option<&'static str>> {
+    Ok(match trigger {
+        Trigger::FollowUpOverdue { .. } => {
+            let due = context.get("due_at").and_then(|v| v.as_i64());
+            (contact.next_follow_up_at != due || due.is_none()).then_some("a follow-up was logged since it fell due")
+        }
+        Trigger::InquiryReceived { sla: Some(_) } => {
+            let id = context.get("inquiry_id").and_then(|v| v.as_i64()).unwrap_or(0);
+            (!store::inquiry_open(conn, id).await?).then_some("the inquiry was answered")
+        }
+        _ => None,
+    })
+}

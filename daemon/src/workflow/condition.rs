@@ -1,0 +1,229 @@
+//! `when` conditions: CEL expressions over the contact and the triggering event.
+//!
+//! The `cel` crate has no type checker, so a condition is checked at load in two
+//! passes: every `contact.x` / `event.x` must name a known field, and the
+//! expression is evaluated against a probe contact whose fields all hold values
+//! of their real types, which surfaces type errors such as comparing a string
+//! with a number, and a result that is not a bool.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use cel::common::ast::{Expr, IdedExpr};
+use cel::{Context, Env, Program, Value};
+use serde_json::json;
+
+/// The fields a condition can read, with a sample value of each field's type.
+pub fn contact_schema() -> serde_json::Value {
+    json!({
+        "id": 1, "name": "probe", "company": "probe", "email": "probe@example.com", "phone": "",
+        "owner": "owner@example.com", "stage": "lead", "intent_grade": "A", "value_tier": "high",
+        "tags": ["probe"], "source": "ads", "time_zone": "UTC", "locale": "en", "consent": "granted",
+        "follow_up_count": 0, "has_next_follow_up": false,
+    })
+}
+
+/// The event fields a condition can read (absent ones are empty strings / zero).
+pub fn event_schema() -> serde_json::Value {
+    json!({ "kind": "stage_changed", "from": "lead", "to": "inquiry", "inquiry_id": 0 })
+}
+
+/// A compiled condition.
+pub struct Condition {
+    pub source: String,
+    program: Program,
+    env: Arc<Env>,
+}
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Condition").field(&self.source).finish()
+    }
+}
+
+/// A problem in a condition, at a byte range of the expression.
+#[derive(Debug)]
+pub struct ConditionError {
+    pub span: Range<usize>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Condition {
+    pub fn compile(source: &str) -> Result<Condition, ConditionError> {
+        let env = Arc::new(Env::stdlib());
+        let program = env.compile(source).map_err(|errors| {
+            let first = errors.errors.into_iter().next();
+            let (span, message) = match first {
+                Some(e) => (offset_of(source, e.pos.0, e.pos.1), e.msg),
+                None => (0..0, "could not parse".to_string()),
+            };
+            ConditionError {
+                span: span.clone(),
+                message: format!("CEL syntax error: {message}"),
+                help: Some("conditions are CEL, e.g. `contact.intent_grade == \"A\" && \"vip\" in contact.tags`".into()),
+            }
+        })?;
+        let condition = Condition { source: source.to_string(), program, env };
+        condition.check_fields()?;
+        match condition.evaluate(&contact_schema(), &event_schema()) {
+            Ok(_) => Ok(condition),
+            Err(message) => Err(ConditionError {
+                span: 0..source.len(),
+                message: format!("type error: {message}"),
+                help: Some("a condition must be a bool built from contact fields, e.g. `contact.tags.size() > 0`".into()),
+            }),
+        }
+    }
+
+    /// True when the condition holds. Errors at run time (e.g. a missing map key)
+    /// are reported, never taken as true.
+    pub fn evaluate(&self, contact: &serde_json::Value, event: &serde_json::Value) -> Result<bool, String> {
+        let mut ctx = Context::with_env(self.env.clone());
+        ctx.add_variable("contact", cel::to_value(contact).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("{e:?}"))?;
+        ctx.add_variable("event", cel::to_value(event).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("{e:?}"))?;
+        match self.program.execute(&ctx) {
+            Ok(Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("the condition gives {:?}, not a bool", other.type_of())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn check_fields(&self) -> Result<(), ConditionError> {
+        let known: BTreeMap<&str, Vec<String>> = [
+            ("contact", keys(&contact_schema())),
+            ("event", keys(&event_schema())),
+        ]
+        .into_iter()
+        .collect();
+        let info = self.program.source_info();
+        let offset = |id: u64| info.offset_for(id).map(|(start, _)| start as usize);
+        let mut bound = Vec::new();
+        let mut problem: Option<ConditionError> = None;
+        walk(self.program.expression(), &mut bound, &mut |expr, bound| {
+            if problem.is_some() {
+                return;
+            }
+            match &expr.expr {
+                Expr::Select(select) => {
+                    if let Expr::Ident(root) = &select.operand.expr
+                        && let Some(fields) = known.get(root.as_str())
+                        && !fields.contains(&select.field)
+                    {
+                        // From `contact` to the end of the field name (the select node sits at the dot).
+                        let start = offset(select.operand.id).unwrap_or(0);
+                        let end = offset(expr.id).map_or(self.source.len(), |dot| dot + 1 + select.field.len());
+                        let names = fields.iter().map(String::as_str);
+                        problem = Some(ConditionError {
+                            span: start..end.min(self.source.len()),
+                            message: format!("`{root}` has no field `{}`", select.field),
+                            help: Some(
+                                super::diagnostic::did_you_mean(&select.field, names)
+                                    .unwrap_or_else(|| format!("known fields: {}", fields.join(", "))),
+                            ),
+                        });
+                    }
+                }
+                Expr::Ident(name) if !known.contains_key(name.as_str()) && !bound.contains(name) => {
+                    let start = offset(expr.id).unwrap_or(0);
+                    problem = Some(ConditionError {
+                        span: start..(start + name.len()).min(self.source.len()),
+                        message: format!("unknown name `{name}`"),
+                        help: Some("a condition reads `contact.<field>` and `event.<field>`".into()),
+                    });
+                }
+                _ => {}
+            }
+        });
+        problem.map_or(Ok(()), Err)
+    }
+}
+
+fn keys(v: &serde_json::Value) -> Vec<String> {
+    v.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+}
+
+/// Visits every node; comprehension variables (from `exists`, `all`, ...) are in `bound` inside them.
+fn walk(expr: &IdedExpr, bound: &mut Vec<String>, visit: &mut dyn FnMut(&IdedExpr, &Vec<String>)) {
+    visit(expr, bound);
+    match &expr.expr {
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                walk(target, bound, visit);
+            }
+            for arg in &call.args {
+                walk(arg, bound, visit);
+            }
+        }
+        Expr::Select(select) => walk(&select.operand, bound, visit),
+        Expr::List(list) => list.elements.iter().for_each(|e| walk(e, bound, visit)),
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(e) = &entry.expr {
+                    walk(&e.key, bound, visit);
+                    walk(&e.value, bound, visit);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            walk(&c.iter_range, bound, visit);
+            let before = bound.len();
+            bound.push(c.iter_var.clone());
+            bound.extend(c.iter_var2.clone());
+            bound.push(c.accu_var.clone());
+            for e in [&c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
+                walk(e, bound, visit);
+            }
+            bound.truncate(before);
+        }
+        _ => {}
+    }
+}
+
+/// Byte offset of a 1-based (line, column) position reported by the CEL parser.
+fn offset_of(source: &str, line: isize, col: isize) -> Range<usize> {
+    let mut offset = 0;
+    for (i, text) in source.split_inclusive('\n').enumerate() {
+        if i as isize + 1 == line {
+            let col = (col.max(0) as usize).min(text.len());
+            let at = offset + col;
+            return at..(at + 1).min(source.len()).max(at);
+        }
+        offset += text.len();
+    }
+    source.len()..source.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_on_matching_contact() {
+        let c = Condition::compile(r#"contact.intent_grade == "A" && "vip" in contact.tags"#).unwrap();
+        let mut contact = contact_schema();
+        contact["tags"] = json!(["vip"]);
+        assert!(c.evaluate(&contact, &event_schema()).unwrap());
+        contact["intent_grade"] = json!("B");
+        assert!(!c.evaluate(&contact, &event_schema()).unwrap());
+    }
+
+    #[test]
+    fn unknown_field_is_reported_with_suggestion() {
+        let err = Condition::compile(r#"contact.intent_grad == "A""#).unwrap_err();
+        assert!(err.message.contains("intent_grad"), "{}", err.message);
+        assert_eq!(err.help.as_deref(), Some("did you mean `intent_grade`?"));
+        assert_eq!(err.span.start, 0);
+    }
+
+    #[test]
+    fn type_errors_and_non_bool_results_are_refused() {
+        assert!(Condition::compile(r#"contact.name > 3"#).unwrap_err().message.starts_with("type error"));
+        assert!(Condition::compile(r#"contact.name"#).unwrap_err().message.contains("not a bool"));
+        assert!(Condition::compile(r#"contact.tags.exists(t, t == "vip")"#).is_ok());
+        assert!(Condition::compile(r#"contact.name == "#).unwrap_err().message.contains("syntax"));
+    }
+}

@@ -1,0 +1,245 @@
+//! Workflow files: parse (TOML with spans) -> validate the whole set -> a
+//! compiled [`WorkflowSet`] that the engine runs. A set is identified by the
+//! hash of its files; runs are pinned to the set they started with.
+//!
+//! The folder holds `*.toml` workflows, `templates/*.toml` message templates and
+//! an optional `cadences.toml` of named cadence tables.
+
+mod condition;
+mod diagnostic;
+mod parse;
+pub mod reload;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use jiff::Span;
+use sha2::{Digest, Sha256};
+
+pub use condition::{Condition, contact_schema, event_schema};
+pub use diagnostic::{Diagnostic, Diagnostics};
+
+/// Lifecycle stages (domain.md §1), in order.
+pub const STAGES: &[&str] =
+    &["lead", "inquiry", "intent", "sample", "first_order", "repeat", "loyal", "dormant", "churned"];
+/// Value tiers (domain.md §1).
+pub const TIERS: &[&str] = &["high", "medium", "low"];
+/// Intent grades (domain.md §1).
+pub const INTENT_GRADES: &[&str] = &["A", "B", "C"];
+
+/// A validated, compiled set of workflow files.
+#[derive(Debug)]
+pub struct WorkflowSet {
+    /// sha256 over every file's path and content.
+    pub hash: String,
+    /// (path, source) of every file, as loaded; stored so pinned runs can recompile it.
+    pub files: Vec<(String, String)>,
+    pub workflows: Vec<Workflow>,
+    pub templates: BTreeMap<String, Template>,
+    pub cadences: BTreeMap<String, Cadence>,
+}
+
+/// One workflow file.
+#[derive(Debug)]
+pub struct Workflow {
+    /// The file's stem, e.g. `inquiry-sla` for `inquiry-sla.toml`.
+    pub name: String,
+    pub file: String,
+    pub description: String,
+    pub enabled: bool,
+    pub trigger: Trigger,
+    pub when: Option<Condition>,
+    /// Values passed to templates as `vars`.
+    pub vars: serde_json::Value,
+    pub steps: Vec<Step>,
+}
+
+/// What starts a run.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    ContactCreated,
+    StageChanged { from: Option<String>, to: Option<String> },
+    FollowUpLogged,
+    /// The contact's next follow-up time passed with no new record; the run
+    /// starts `grace` after the due time if still no record has been logged.
+    FollowUpOverdue { grace: Span },
+    /// A new inquiry; with an SLA the run starts when the SLA for the contact's
+    /// value tier has passed without a reply.
+    InquiryReceived { sla: Option<Sla> },
+}
+
+/// Response time allowed for an inquiry, by value tier.
+#[derive(Debug, Clone)]
+pub struct Sla {
+    pub default: Span,
+    pub by_tier: BTreeMap<String, Span>,
+}
+
+impl Sla {
+    pub fn for_tier(&self, tier: Option<&str>) -> Span {
+        tier.and_then(|t| self.by_tier.get(t)).copied().unwrap_or(self.default)
+    }
+}
+
+/// One step of a workflow.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Send { channel: String, template: String },
+    NotifyOwner { template: String },
+    Wait(Span),
+    ScheduleFollowUp { after: FollowUpAfter, goal: Option<String> },
+    SetStage(String),
+    SetTier(String),
+    SetIntent(String),
+    Tag(String),
+    Untag(String),
+}
+
+impl Step {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Send { .. } => "send",
+            Step::NotifyOwner { .. } => "notify_owner",
+            Step::Wait(_) => "wait",
+            Step::ScheduleFollowUp { .. } => "schedule_follow_up",
+            Step::SetStage(_) => "set_stage",
+            Step::SetTier(_) => "set_tier",
+            Step::SetIntent(_) => "set_intent",
+            Step::Tag(_) => "tag",
+            Step::Untag(_) => "untag",
+        }
+    }
+}
+
+/// When the next follow-up falls.
+#[derive(Debug, Clone)]
+pub enum FollowUpAfter {
+    Fixed(Span),
+    /// Looked up in a named cadence table by a contact field.
+    Cadence(String),
+}
+
+/// A message template: a channel and the fields its plugin renders.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub name: String,
+    pub channel: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// A named cadence table, e.g. intent grade A -> 3d, B -> 7d, C -> 15d.
+#[derive(Debug, Clone)]
+pub struct Cadence {
+    /// The contact field that picks the row: `intent_grade`, `value_tier` or `stage`.
+    pub by: String,
+    pub every: BTreeMap<String, Span>,
+    pub default: Option<Span>,
+}
+
+impl Cadence {
+    pub fn interval_for(&self, value: Option<&str>) -> Option<Span> {
+        value.and_then(|v| self.every.get(v)).copied().or(self.default)
+    }
+}
+
+/// Contact fields that a cadence table may be keyed by.
+pub const CADENCE_KEYS: &[&str] = &["intent_grade", "value_tier", "stage", "source"];
+
+impl WorkflowSet {
+    /// Reads every workflow, template and cadence file under `dir`.
+    pub fn read_dir(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
+        let mut files = Vec::new();
+        for sub in [dir.to_path_buf(), dir.join("templates")] {
+            let entries = match std::fs::read_dir(&sub) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && sub != dir => continue,
+                Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", sub.display()))),
+            };
+            for entry in entries {
+                let path = entry?.path();
+                if path.is_file() && path.extension().is_some_and(|e| e == "toml") {
+                    let source = std::fs::read_to_string(&path)
+                        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                    files.push((path.display().to_string(), source));
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Loads and validates the folder as one set.
+    pub fn load(dir: &Path, channels: &[String]) -> Result<WorkflowSet, Diagnostics> {
+        let files = Self::read_dir(dir).map_err(|e| Diagnostics {
+            items: vec![Diagnostic::new(&dir.display().to_string(), 0..0, format!("cannot read workflows: {e}"))],
+            sources: vec![],
+        })?;
+        Self::compile(files, channels)
+    }
+
+    /// Validates a set of (path, source) files; every problem in every file is reported at once.
+    pub fn compile(files: Vec<(String, String)>, channels: &[String]) -> Result<WorkflowSet, Diagnostics> {
+        let mut hasher = Sha256::new();
+        for (path, source) in &files {
+            hasher.update(path.as_bytes());
+            hasher.update([0]);
+            hasher.update(source.as_bytes());
+            hasher.update([0]);
+        }
+        let hash = format!("{:x}", hasher.finalize())[..16].to_string();
+        match parse::compile_set(&files, channels) {
+            Ok((workflows, templates, cadences)) => Ok(WorkflowSet { hash, files, workflows, templates, cadences }),
+            Err(items) => Err(Diagnostics { items, sources: files }),
+        }
+    }
+
+    pub fn workflow(&self, name: &str) -> Option<&Workflow> {
+        self.workflows.iter().find(|w| w.name == name)
+    }
+}
+
+/// Parses a duration such as `3d`, `24h`, `15m`, `2d 12h` or `1w`.
+pub fn parse_duration(text: &str) -> Result<Span, String> {
+    let span: Span = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration"))?;
+    if span.is_negative() {
+        return Err(format!("`{text}` is negative"));
+    }
+    Ok(span)
+}
+
+/// Adds a span to a time in a contact's time zone, so "3d" means the same local
+/// time three days later even across a DST change.
+pub fn add_span(at_ms: i64, span: Span, time_zone: &str) -> i64 {
+    let tz = jiff::tz::TimeZone::get(time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let at = jiff::Timestamp::from_millisecond(at_ms).expect("stored times are in range");
+    at.to_zoned(tz)
+        .checked_add(span)
+        .map(|z| z.timestamp().as_millisecond())
+        .unwrap_or(i64::MAX / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3d").unwrap().get_days(), 3);
+        assert_eq!(parse_duration("15m").unwrap().get_minutes(), 15);
+        assert!(parse_duration("3 parsecs").is_err());
+        assert!(parse_duration("-3d").is_err());
+    }
+
+    #[test]
+    fn days_are_local_days_across_dst() {
+        // 2026-03-07 09:00 in New York is 14:00 UTC; DST starts 2026-03-08.
+        let start = jiff::Timestamp::from_second(1_772_892_000).unwrap().as_millisecond();
+        let later = add_span(start, parse_duration("2d").unwrap(), "America/New_York");
+        assert_eq!(later - start, (48 - 1) * 3_600_000);
+        let utc = add_span(start, parse_duration("2d").unwrap(), "UTC");
+        assert_eq!(utc - start, 48 * 3_600_000);
+    }
+}

@@ -1,0 +1,588 @@
+//! TOML -> compiled workflows. serde gives the shape (with spans and unknown-key
+//! errors); everything serde cannot know (conditions, durations, references to
+//! templates, channels, cadences, stage names) is checked here, and every
+//! problem is collected rather than stopping at the first.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::diagnostic::{Diagnostic, did_you_mean};
+use super::*;
+
+type Problems = Vec<Diagnostic>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflow {
+    description: Option<String>,
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+    trigger: Spanned<RawTrigger>,
+    when: Option<Spanned<String>>,
+    #[serde(default)]
+    vars: toml::Table,
+    steps: Spanned<Vec<Spanned<RawStep>>>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    on: Spanned<String>,
+    from: Option<Spanned<String>>,
+    to: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
+    sla: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    send: Option<Spanned<RawSend>>,
+    notify_owner: Option<Spanned<RawNotify>>,
+    wait: Option<Spanned<String>>,
+    schedule_follow_up: Option<Spanned<RawSchedule>>,
+    set_stage: Option<Spanned<String>>,
+    set_tier: Option<Spanned<String>>,
+    set_intent: Option<Spanned<String>>,
+    tag: Option<Spanned<String>>,
+    untag: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSend {
+    channel: Spanned<String>,
+    template: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    template: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    #[serde(rename = "in")]
+    after: Option<Spanned<String>>,
+    cadence: Option<Spanned<String>>,
+    goal: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCadence {
+    by: Spanned<String>,
+    every: BTreeMap<Spanned<String>, Spanned<String>>,
+    default: Option<Spanned<String>>,
+}
+
+const TRIGGERS: &[&str] =
+    &["contact_created", "stage_changed", "follow_up_logged", "follow_up_overdue", "inquiry_received"];
+
+type Compiled = (Vec<Workflow>, BTreeMap<String, Template>, BTreeMap<String, Cadence>);
+
+pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Result<Compiled, Problems> {
+    let mut problems = Vec::new();
+    let mut templates = BTreeMap::new();
+    let mut cadences = BTreeMap::new();
+    let mut workflow_files = Vec::new();
+    for (path, source) in files {
+        let in_templates = Path::new(path).parent().and_then(|p| p.file_name()).is_some_and(|n| n == "templates");
+        if in_templates {
+            parse_templates(path, source, channels, &mut templates, &mut problems);
+        } else if Path::new(path).file_name().is_some_and(|n| n == "cadences.toml") {
+            parse_cadences(path, source, &mut cadences, &mut problems);
+        } else {
+            workflow_files.push((path, source));
+        }
+    }
+    let mut workflows: Vec<Workflow> = Vec::new();
+    for (path, source) in workflow_files {
+        if let Some(w) = parse_workflow(path, source, channels, &templates, &cadences, &mut problems) {
+            workflows.push(w);
+        }
+    }
+    if problems.is_empty() { Ok((workflows, templates, cadences)) } else { Err(problems) }
+}
+
+fn serde_problem(path: &str, source: &str, error: toml::de::Error) -> Diagnostic {
+    let span = error.span().unwrap_or(0..0);
+    let message = error.message().trim().to_string();
+    let mut d = Diagnostic::new(path, span.clone(), message.clone());
+    // serde names the accepted keys in its message ("expected one of `a`, `b`"):
+    // turn the closest into a suggestion.
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((written, expected)) = rest.split_once('`')
+    {
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let top_level = ["description", "enabled", "when", "vars", "steps"];
+        let help = if top_level.contains(&written) && candidates.contains(&"on") {
+            format!(
+                "`{written}` belongs to the workflow, not the trigger: in TOML, keys after a `[trigger]` header \
+                 belong to that table; move `{written}` above `[trigger]`"
+            )
+        } else {
+            did_you_mean(written, candidates.iter().copied())
+                .unwrap_or_else(|| format!("remove `{written}`; allowed here: {}", candidates.join(", ")))
+        };
+        d = d.help(help);
+    } else if source.get(span).is_some_and(|s| s.trim().is_empty()) {
+        d = d.help("check the TOML syntax at this position");
+    }
+    d
+}
+
+fn at<T>(s: &Spanned<T>) -> Range<usize> {
+    s.span()
+}
+
+fn parse_templates(
+    path: &str,
+    source: &str,
+    channels: &[String],
+    templates: &mut BTreeMap<String, Template>,
+    problems: &mut Problems,
+) {
+    let raw: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>> = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => return problems.push(serde_problem(path, source, e)),
+    };
+    for (name, fields) in raw {
+        let channel = fields.iter().find(|(k, _)| k.get_ref() == "channel").map(|(_, v)| v.clone());
+        let Some(channel) = channel else {
+            problems.push(
+                Diagnostic::new(path, at(&name), format!("template `{}` has no channel", name.get_ref()))
+                    .help("add `channel = \"email\"` (or another installed channel) to the template"),
+            );
+            continue;
+        };
+        if !channels.contains(channel.get_ref()) {
+            problems.push(unknown_channel(path, &channel, channels));
+        }
+        if templates.contains_key(name.get_ref()) {
+            problems.push(
+                Diagnostic::new(path, at(&name), format!("template `{}` is defined twice", name.get_ref()))
+                    .help("template names are shared by the whole folder; rename one of them"),
+            );
+            continue;
+        }
+        let fields = fields
+            .into_iter()
+            .filter(|(k, _)| k.get_ref() != "channel")
+            .map(|(k, v)| (k.into_inner(), v.into_inner()))
+            .collect();
+        templates.insert(
+            name.get_ref().clone(),
+            Template { name: name.into_inner(), channel: channel.into_inner(), fields },
+        );
+    }
+}
+
+fn unknown_channel(path: &str, channel: &Spanned<String>, channels: &[String]) -> Diagnostic {
+    let help = did_you_mean(channel.get_ref(), channels.iter().map(String::as_str))
+        .unwrap_or_else(|| format!("installed channels: {}", channels.join(", ")));
+    Diagnostic::new(path, at(channel), format!("unknown channel `{}`", channel.get_ref())).help(help)
+}
+
+fn duration(path: &str, text: &Spanned<String>, problems: &mut Problems) -> Option<Span> {
+    match parse_duration(text.get_ref()) {
+        Ok(span) => Some(span),
+        Err(message) => {
+            problems.push(
+                Diagnostic::new(path, at(text), message)
+                    .help("write a duration like \"30s\", \"15m\", \"24h\", \"3d\", \"2w\" or \"1d 12h\""),
+            );
+            None
+        }
+    }
+}
+
+fn one_of(path: &str, value: &Spanned<String>, allowed: &[&str], what: &str, problems: &mut Problems) -> bool {
+    if allowed.contains(&value.get_ref().as_str()) {
+        return true;
+    }
+    let help = did_you_mean(value.get_ref(), allowed.iter().copied())
+        .unwrap_or_else(|| format!("{what} is one of: {}", allowed.join(", ")));
+    problems.push(Diagnostic::new(path, at(value), format!("unknown {what} `{}`", value.get_ref())).help(help));
+    false
+}
+
+fn parse_cadences(path: &str, source: &str, cadences: &mut BTreeMap<String, Cadence>, problems: &mut Problems) {
+    let raw: BTreeMap<String, RawCadence> = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => return problems.push(serde_problem(path, source, e)),
+    };
+    for (name, raw) in raw {
+        one_of(path, &raw.by, CADENCE_KEYS, "cadence key", problems);
+        let mut every = BTreeMap::new();
+        for (value, interval) in &raw.every {
+            if let Some(span) = duration(path, interval, problems) {
+                every.insert(value.get_ref().clone(), span);
+            }
+        }
+        let default = raw.default.as_ref().and_then(|d| duration(path, d, problems));
+        cadences.insert(name, Cadence { by: raw.by.into_inner(), every, default });
+    }
+}
+
+fn parse_workflow(
+    path: &str,
+    source: &str,
+    channels: &[String],
+    templates: &BTreeMap<String, Template>,
+    cadences: &BTreeMap<String, Cadence>,
+    problems: &mut Problems,
+) -> Option<Workflow> {
+    let raw: RawWorkflow = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => {
+            problems.push(serde_problem(path, source, e));
+            return None;
+        }
+    };
+    let before = problems.len();
+    let trigger = parse_trigger(path, &raw.trigger, problems);
+    let when = raw.when.as_ref().and_then(|w| match Condition::compile(w.get_ref()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let base = string_content_start(source, w.span().start);
+            let span = base + e.span.start..base + e.span.end;
+            let mut d = Diagnostic::new(path, span, format!("in `when`: {}", e.message));
+            if let Some(help) = e.help {
+                d = d.help(help);
+            }
+            problems.push(d);
+            None
+        }
+    });
+    if raw.steps.get_ref().is_empty() {
+        problems.push(
+            Diagnostic::new(path, at(&raw.steps), "a workflow needs at least one step")
+                .help("add a `[[steps]]` table, e.g. `send = { channel = \"email\", template = \"...\" }`"),
+        );
+    }
+    let mut steps = Vec::new();
+    for step in raw.steps.get_ref() {
+        if let Some(step) = parse_step(path, step, channels, templates, cadences, problems) {
+            steps.push(step);
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    let name = Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    Some(Workflow {
+        name,
+        file: path.to_string(),
+        description: raw.description.unwrap_or_default(),
+        enabled: raw.enabled,
+        trigger: trigger?,
+        when,
+        vars: serde_json::to_value(&raw.vars).unwrap_or_default(),
+        steps,
+    })
+}
+
+/// Byte offset where a TOML string's content starts, given the offset of its opening quote.
+fn string_content_start(source: &str, quote: usize) -> usize {
+    let rest = &source[quote..];
+    let opener = ["\"\"\"", "'''", "\"", "'"].into_iter().find(|q| rest.starts_with(q)).unwrap_or("");
+    let mut start = quote + opener.len();
+    // A newline right after a multi-line opener is not part of the string.
+    if opener.len() == 3 && source[start..].starts_with('\n') {
+        start += 1;
+    }
+    start
+}
+
+fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems) -> Option<Trigger> {
+    let t = raw.get_ref();
+    if !one_of(path, &t.on, TRIGGERS, "trigger", problems) {
+        return None;
+    }
+    let on = t.on.get_ref().as_str();
+    let not_here = |key: &str, span: Range<usize>| {
+        Diagnostic::new(path, span, format!("`{key}` does not apply to trigger `{on}`"))
+            .help(format!("remove `{key}`, or use a trigger that takes it"))
+    };
+    let mut ok = true;
+    for (key, value) in [("from", &t.from), ("to", &t.to)] {
+        if let Some(v) = value {
+            if on != "stage_changed" {
+                problems.push(not_here(key, at(v)));
+                ok = false;
+            } else if !one_of(path, v, STAGES, "stage", problems) {
+                ok = false;
+            }
+        }
+    }
+    if let Some(g) = &t.grace
+        && on != "follow_up_overdue"
+    {
+        problems.push(not_here("grace", at(g)));
+        ok = false;
+    }
+    if let Some(s) = &t.sla
+        && on != "inquiry_received"
+    {
+        problems.push(not_here("sla", at(s)));
+        ok = false;
+    }
+    let trigger = match on {
+        "contact_created" => Trigger::ContactCreated,
+        "follow_up_logged" => Trigger::FollowUpLogged,
+        "stage_changed" => Trigger::StageChanged {
+            from: t.from.as_ref().map(|s| s.get_ref().clone()),
+            to: t.to.as_ref().map(|s| s.get_ref().clone()),
+        },
+        "follow_up_overdue" => Trigger::FollowUpOverdue {
+            grace: match &t.grace {
+                Some(g) => duration(path, g, problems)?,
+                None => Span::new(),
+            },
+        },
+        "inquiry_received" => Trigger::InquiryReceived {
+            sla: match &t.sla {
+                None => None,
+                Some(sla) => Some(parse_sla(path, sla, problems)?),
+            },
+        },
+        _ => unreachable!("checked against TRIGGERS"),
+    };
+    ok.then_some(trigger)
+}
+
+fn parse_sla(
+    path: &str,
+    raw: &Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+    problems: &mut Problems,
+) -> Option<Sla> {
+    let mut default = None;
+    let mut by_tier = BTreeMap::new();
+    let before = problems.len();
+    for (key, value) in raw.get_ref() {
+        let span = duration(path, value, problems);
+        if key.get_ref() == "default" {
+            default = span;
+        } else if one_of(path, key, TIERS, "value tier", problems)
+            && let Some(span) = span
+        {
+            by_tier.insert(key.get_ref().clone(), span);
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+    match default {
+        Some(default) => Some(Sla { default, by_tier }),
+        None => {
+            problems.push(
+                Diagnostic::new(path, at(raw), "the SLA has no `default`")
+                    .help("add `default = \"15m\"`: it applies to contacts whose tier has no entry"),
+            );
+            None
+        }
+    }
+}
+
+fn parse_step(
+    path: &str,
+    raw: &Spanned<RawStep>,
+    channels: &[String],
+    templates: &BTreeMap<String, Template>,
+    cadences: &BTreeMap<String, Cadence>,
+    problems: &mut Problems,
+) -> Option<Step> {
+    let s = raw.get_ref();
+    let set = [
+        s.send.is_some(),
+        s.notify_owner.is_some(),
+        s.wait.is_some(),
+        s.schedule_follow_up.is_some(),
+        s.set_stage.is_some(),
+        s.set_tier.is_some(),
+        s.set_intent.is_some(),
+        s.tag.is_some(),
+        s.untag.is_some(),
+    ]
+    .into_iter()
+    .filter(|x| *x)
+    .count();
+    if set != 1 {
+        problems.push(
+            Diagnostic::new(path, at(raw), format!("a step does exactly one thing; this one has {set} actions"))
+                .help("give each `[[steps]]` table one of: send, notify_owner, wait, schedule_follow_up, set_stage, set_tier, set_intent, tag, untag"),
+        );
+        return None;
+    }
+    let template_ref = |name: &Spanned<String>, channel: Option<&Spanned<String>>, problems: &mut Problems| {
+        match templates.get(name.get_ref()) {
+            None => {
+                let help = did_you_mean(name.get_ref(), templates.keys().map(String::as_str))
+                    .unwrap_or_else(|| "define it in a file under templates/".to_string());
+                problems.push(Diagnostic::new(path, at(name), format!("unknown template `{}`", name.get_ref())).help(help));
+                false
+            }
+            Some(t) => match channel {
+                Some(c) if *c.get_ref() != t.channel => {
+                    problems.push(
+                        Diagnostic::new(
+                            path,
+                            at(name),
+                            format!("template `{}` is for channel `{}`, not `{}`", t.name, t.channel, c.get_ref()),
+                        )
+                        .help("use a template written for this channel"),
+                    );
+                    false
+                }
+                None if t.channel != "email" => {
+                    problems.push(
+                        Diagnostic::new(path, at(name), format!("`notify_owner` sends email; template `{}` is for `{}`", t.name, t.channel))
+                            .help("use an email template"),
+                    );
+                    false
+                }
+                _ => true,
+            },
+        }
+    };
+    if let Some(send) = &s.send {
+        let send = send.get_ref();
+        let channel_ok = channels.contains(send.channel.get_ref());
+        if !channel_ok {
+            problems.push(unknown_channel(path, &send.channel, channels));
+        }
+        let template_ok = template_ref(&send.template, Some(&send.channel), problems);
+        return (channel_ok && template_ok)
+            .then(|| Step::Send { channel: send.channel.get_ref().clone(), template: send.template.get_ref().clone() });
+    }
+    if let Some(notify) = &s.notify_owner {
+        let template = &notify.get_ref().template;
+        return template_ref(template, None, problems).then(|| Step::NotifyOwner { template: template.get_ref().clone() });
+    }
+    if let Some(wait) = &s.wait {
+        return duration(path, wait, problems).map(Step::Wait);
+    }
+    if let Some(schedule) = &s.schedule_follow_up {
+        let r = schedule.get_ref();
+        let after = match (&r.after, &r.cadence) {
+            (Some(after), None) => FollowUpAfter::Fixed(duration(path, after, problems)?),
+            (None, Some(cadence)) => {
+                if !cadences.contains_key(cadence.get_ref()) {
+                    let help = did_you_mean(cadence.get_ref(), cadences.keys().map(String::as_str))
+                        .unwrap_or_else(|| "define it in cadences.toml".to_string());
+                    problems.push(
+                        Diagnostic::new(path, at(cadence), format!("unknown cadence `{}`", cadence.get_ref())).help(help),
+                    );
+                    return None;
+                }
+                FollowUpAfter::Cadence(cadence.get_ref().clone())
+            }
+            _ => {
+                problems.push(
+                    Diagnostic::new(path, at(schedule), "`schedule_follow_up` needs exactly one of `in` and `cadence`")
+                        .help("write `{ in = \"3d\" }` or `{ cadence = \"intent\" }`"),
+                );
+                return None;
+            }
+        };
+        return Some(Step::ScheduleFollowUp { after, goal: r.goal.clone() });
+    }
+    let checked = |value: &Spanned<String>, allowed: &[&str], what: &str, problems: &mut Problems| {
+        one_of(path, value, allowed, what, problems).then(|| value.get_ref().clone())
+    };
+    if let Some(stage) = &s.set_stage {
+        return checked(stage, STAGES, "stage", problems).map(Step::SetStage);
+    }
+    if let Some(tier) = &s.set_tier {
+        return checked(tier, TIERS, "value tier", problems).map(Step::SetTier);
+    }
+    if let Some(grade) = &s.set_intent {
+        return checked(grade, INTENT_GRADES, "intent grade", problems).map(Step::SetIntent);
+    }
+    let tag = |value: &Spanned<String>, problems: &mut Problems| {
+        let t = value.get_ref().trim();
+        if t.is_empty() {
+            problems.push(Diagnostic::new(path, at(value), "a tag cannot be empty").help("write the tag's name"));
+            return None;
+        }
+        Some(t.to_string())
+    };
+    if let Some(t) = &s.tag {
+        return tag(t, problems).map(Step::Tag);
+    }
+    if let Some(t) = &s.untag {
+        return tag(t, problems).map(Step::Untag);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATES: (&str, &str) = (
+        "wf/templates/email.toml",
+        "[hello]\nchannel = \"email\"\nsubject = \"Hi {{ contact.name }}\"\ntext = \"t\"\n",
+    );
+
+    fn compile(workflow: &str) -> Result<Compiled, Problems> {
+        let files = vec![TEMPLATES, ("wf/a.toml", workflow)];
+        let files: Vec<(String, String)> = files.into_iter().map(|(a, b)| (a.into(), b.into())).collect();
+        compile_set(&files, &["email".to_string()])
+    }
+
+    fn first_problem(workflow: &str) -> (String, (usize, usize), Option<String>) {
+        let problems = compile(workflow).err().expect("should fail");
+        let d = &problems[0];
+        (d.message.clone(), d.line_col(workflow), d.help.clone())
+    }
+
+    #[test]
+    fn a_valid_workflow_compiles() {
+        let (w, _, _) = compile(
+            "[trigger]\non = \"stage_changed\"\nto = \"inquiry\"\n[[steps]]\nsend = { channel = \"email\", template = \"hello\" }\n[[steps]]\nwait = \"3d\"\n",
+        )
+        .unwrap();
+        assert_eq!(w[0].steps.len(), 2);
+        assert!(matches!(&w[0].trigger, Trigger::StageChanged { from: None, to: Some(to) } if to == "inquiry"));
+    }
+
+    #[test]
+    fn unknown_key_points_at_it_with_a_suggestion() {
+        let (msg, pos, help) = first_problem("[trigger]\non = \"stage_changed\"\ntoo = \"x\"\n[[steps]]\nwait = \"1d\"\n");
+        assert!(msg.contains("unknown field `too`"), "{msg}");
+        assert_eq!(pos, (3, 1));
+        assert_eq!(help.as_deref(), Some("did you mean `to`?"));
+    }
+
+    #[test]
+    fn semantic_errors_are_all_reported() {
+        let src = "[trigger]\non = \"stage_changed\"\nto = \"inquriy\"\n[[steps]]\nwait = \"3 parsecs\"\n[[steps]]\nsend = { channel = \"fax\", template = \"helo\" }\n";
+        let problems = compile(src).err().unwrap();
+        let got: Vec<_> = problems.iter().map(|d| (d.line_col(src), d.message.clone())).collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[0].0, (3, 6));
+        assert_eq!(got[1].0, (5, 8));
+        assert_eq!(got[2].0, (7, 20));
+        assert_eq!(got[3].0, (7, 38));
+    }
+
+    #[test]
+    fn condition_errors_point_into_the_expression() {
+        let src = "when = \"contact.stagee == 'lead'\"\n[trigger]\non = \"contact_created\"\n[[steps]]\nwait = \"1d\"\n";
+        let (msg, pos, help) = first_problem(src);
+        assert!(msg.contains("no field `stagee`"), "{msg}");
+        assert_eq!(pos, (1, 9));
+        assert_eq!(help.as_deref(), Some("did you mean `stage`?"));
+    }
+}
