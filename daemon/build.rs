@@ -12,7 +12,13 @@ const TARGET: &str = "wasm32-wasip2";
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
-    for watched in ["plugins/email/src", "plugins/email/Cargo.toml", "plugin-sdk/src", "plugin-sdk/wit", "Cargo.lock"] {
+    for watched in [
+        "plugins/email/src",
+        "plugins/email/Cargo.toml",
+        "plugin-sdk/src",
+        "plugin-sdk/wit",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     ensure_target();
@@ -21,32 +27,65 @@ fn main() {
     let mut build = Command::new(cargo);
     build
         .current_dir(&root)
-        .args(["build", "--release", "-p", "nudge-email-plugin", "--target", TARGET])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "nudge-email-plugin",
+            "--target",
+            TARGET,
+        ])
         .env("CARGO_TARGET_DIR", &target_dir);
     // What the outer cargo sets for compiling the daemon must not leak into the plugin's build.
-    for var in ["RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"] {
+    for var in [
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
         build.env_remove(var);
     }
     let status = build.status().expect("run cargo to build the email plugin");
     if !status.success() {
         panic!("building plugins/email for {TARGET} failed (see the output above)");
     }
-    let wasm = target_dir.join(TARGET).join("release").join("nudge_email_plugin.wasm");
+    let wasm = target_dir
+        .join(TARGET)
+        .join("release")
+        .join("nudge_email_plugin.wasm");
     println!("cargo:rustc-env=NUDGE_EMAIL_PLUGIN_WASM={}", wasm.display());
 }
 
 /// Installs the wasm target through rustup when it is missing, once, loudly.
 fn ensure_target() {
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
     match installed {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == TARGET) => {}
+        Ok(out)
+            if String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET) => {}
         Ok(_) => {
-            println!("cargo:warning=installing the {TARGET} target with rustup (needed for the email plugin)");
-            let ok = Command::new("rustup").args(["target", "add", TARGET]).status().is_ok_and(|s| s.success());
+            println!(
+                "cargo:warning=installing the {TARGET} target with rustup (needed for the email plugin)"
+            );
+            let ok = Command::new("rustup")
+                .args(["target", "add", TARGET])
+                .status()
+                .is_ok_and(|s| s.success());
             if !ok {
-                panic!("the {TARGET} target is missing and `rustup target add {TARGET}` failed; install it and build again");
+                panic!(
+                    "the {TARGET} target is missing and `rustup target add {TARGET}` failed; install it and build again"
+                );
             }
         }
-        Err(_) => println!("cargo:warning=rustup not found; assuming the {TARGET} target is installed"),
+        Err(_) => {
+            println!("cargo:warning=rustup not found; assuming the {TARGET} target is installed")
+        }
     }
 }

@@ -64,7 +64,12 @@ pub fn parse_time(text: &str, now_ms: i64, time_zone: &str) -> Result<i64, Strin
     }
     let tz = jiff::tz::TimeZone::get(time_zone).map_err(|e| e.to_string())?;
     if let Ok(dt) = text.parse::<jiff::civil::DateTime>() {
-        return dt.to_zoned(tz).map(|z| z.timestamp().as_millisecond()).map_err(|e| e.to_string());
+        return dt
+            .to_zoned(tz)
+            .map(|z| z.timestamp().as_millisecond())
+            .map_err(|e| e.to_string());
     }
-    Err(format!("`{text}` is neither a duration (3d), an RFC 3339 time nor a local date-time (2026-11-25 10:00)"))
+    Err(format!(
+        "`{text}` is neither a duration (3d), an RFC 3339 time nor a local date-time (2026-11-25 10:00)"
+    ))
 }

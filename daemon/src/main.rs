@@ -10,7 +10,11 @@ use nudge::config::Config;
 use nudge::store::NewContact;
 
 #[derive(Parser)]
-#[command(name = "nudge", version, about = "Customer follow-up automation: workflow files, channel plugins, one SQLite file")]
+#[command(
+    name = "nudge",
+    version,
+    about = "Customer follow-up automation: workflow files, channel plugins, one SQLite file"
+)]
 struct Cli {
     /// Settings file (default: ./nudge.toml if present, else built-in defaults).
     #[arg(long, global = true, env = "NUDGE_CONFIG")]
@@ -170,7 +174,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("start tokio");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start tokio");
     let result = runtime.block_on(dispatch(cli.command, config));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -203,10 +210,27 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             };
             commands::contact_add(&config, new).await
         }
-        Command::Contact(ContactCommand::Import { file }) => commands::contact_import(&config, &file).await,
-        Command::Contact(ContactCommand::Show { contact }) => commands::contact_show(&config, &contact).await,
-        Command::Stage(StageCommand::Set { contact, stage }) => commands::stage_set(&config, &contact, &stage).await,
-        Command::FollowUp(FollowUpCommand::Log { contact, channel, summary, feedback, intent, next, goal, result, owner, at }) => {
+        Command::Contact(ContactCommand::Import { file }) => {
+            commands::contact_import(&config, &file).await
+        }
+        Command::Contact(ContactCommand::Show { contact }) => {
+            commands::contact_show(&config, &contact).await
+        }
+        Command::Stage(StageCommand::Set { contact, stage }) => {
+            commands::stage_set(&config, &contact, &stage).await
+        }
+        Command::FollowUp(FollowUpCommand::Log {
+            contact,
+            channel,
+            summary,
+            feedback,
+            intent,
+            next,
+            goal,
+            result,
+            owner,
+            at,
+        }) => {
             let input = FollowUpInput {
                 at,
                 channel,
@@ -220,17 +244,25 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             };
             commands::follow_up_log(&config, &contact, input).await
         }
-        Command::Inquiry(InquiryCommand::Add { contact, message, channel }) => {
-            commands::inquiry_add(&config, &contact, &message, &channel).await
-        }
+        Command::Inquiry(InquiryCommand::Add {
+            contact,
+            message,
+            channel,
+        }) => commands::inquiry_add(&config, &contact, &message, &channel).await,
         Command::Status { json } => commands::status(&config, json).await,
-        Command::Clock { set, advance } => commands::clock(&config, set.as_deref(), advance.as_deref()).await,
+        Command::Clock { set, advance } => {
+            commands::clock(&config, set.as_deref(), advance.as_deref()).await
+        }
     }
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -39,12 +39,19 @@ pub fn event_context(event: &Event) -> serde_json::Value {
 pub fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) -> i64 {
     match &workflow.trigger {
         Trigger::FollowUpOverdue { grace } => {
-            let due = event.payload.0.get("due_at").and_then(|v| v.as_i64()).unwrap_or(event.occurred_at);
+            let due = event
+                .payload
+                .0
+                .get("due_at")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(event.occurred_at);
             add_span(due, *grace, &contact.time_zone)
         }
-        Trigger::InquiryReceived { sla: Some(sla) } => {
-            add_span(event.occurred_at, sla.for_tier(contact.value_tier.as_deref()), &contact.time_zone)
-        }
+        Trigger::InquiryReceived { sla: Some(sla) } => add_span(
+            event.occurred_at,
+            sla.for_tier(contact.value_tier.as_deref()),
+            &contact.time_zone,
+        ),
         _ => event.occurred_at,
     }
 }
@@ -52,14 +59,23 @@ pub fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) -> i64 {
 /// Why a run must stop, if the situation that started it no longer holds. A run whose trigger no
 /// longer holds (the follow-up was logged, the inquiry answered) is cancelled
 /// before its next step, so no reminder goes out for work already done.
-pub async fn cancel_reason(conn: &mut Conn, trigger: &Trigger, context: &serde_json::Value, contact: &Contact) -> anyhow::Result<Option<&'static str>> {
+pub async fn cancel_reason(
+    conn: &mut Conn,
+    trigger: &Trigger,
+    context: &serde_json::Value,
+    contact: &Contact,
+) -> anyhow::Result<Option<&'static str>> {
     Ok(match trigger {
         Trigger::FollowUpOverdue { .. } => {
             let due = context.get("due_at").and_then(|v| v.as_i64());
-            (contact.next_follow_up_at != due || due.is_none()).then_some("a follow-up was logged since it fell due")
+            (contact.next_follow_up_at != due || due.is_none())
+                .then_some("a follow-up was logged since it fell due")
         }
         Trigger::InquiryReceived { sla: Some(_) } => {
-            let id = context.get("inquiry_id").and_then(|v| v.as_i64()).unwrap_or(0);
+            let id = context
+                .get("inquiry_id")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
             (!store::inquiry_open(conn, id).await?).then_some("the inquiry was answered")
         }
         _ => None,

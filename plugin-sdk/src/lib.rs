@@ -21,7 +21,6 @@ wit_bindgen::generate!({
     default_bindings_module: "nudge_plugin_sdk",
 });
 
-
 pub use exports::nudge::channel::plugin::Guest;
 pub use nudge::channel::types::{PluginInfo, RenderError, RenderRequest, Rendered};
 

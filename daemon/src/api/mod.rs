@@ -45,7 +45,10 @@ impl From<anyhow::Error> for ApiError {
             return ApiError(StatusCode::UNPROCESSABLE_ENTITY, invalid.0.clone());
         }
         warn!("api: {e:#}");
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the daemon's log".into())
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; see the daemon's log".into(),
+        )
     }
 }
 
@@ -73,7 +76,12 @@ pub async fn serve(
             config.api.token_env
         );
     }
-    let state = AppState { store, clock, engine_wake, token: token.map(Into::into) };
+    let state = AppState {
+        store,
+        clock,
+        engine_wake,
+        token: token.map(Into::into),
+    };
     let listener = tokio::net::TcpListener::bind(config.api.bind)
         .await
         .with_context(|| format!("bind the API to {}", config.api.bind))?;
@@ -81,7 +89,8 @@ pub async fn serve(
     info!(%addr, auth = state.token.is_some(), "API listening");
     let app = router(state);
     Ok(async move {
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await });
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await });
         if let Err(e) = server.await {
             warn!("API server: {e}");
         }
@@ -96,7 +105,10 @@ fn router(state: AppState) -> Router {
         .route("/contacts/{contact}/follow-ups", post(log_follow_up))
         .route("/contacts/{contact}/inquiries", post(add_inquiry))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new().route("/health", get(health)).merge(authed).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .merge(authed)
+        .with_state(state)
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -107,7 +119,11 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(token) {
-            return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".into(),
+            )
+            .into_response();
         }
     }
     next.run(request).await
@@ -118,12 +134,18 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn contact(conn: &mut store::Conn, reference: &str) -> Result<Contact, ApiError> {
-    store::find_contact(conn, reference)
-        .await?
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no contact `{reference}` (give an id or an email)")))
+    store::find_contact(conn, reference).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no contact `{reference}` (give an id or an email)"),
+        )
+    })
 }
 
-async fn add_contact(State(s): State<AppState>, body: Result<Json<NewContact>, JsonRejection>) -> ApiResult {
+async fn add_contact(
+    State(s): State<AppState>,
+    body: Result<Json<NewContact>, JsonRejection>,
+) -> ApiResult {
     let Json(new) = body?;
     let mut tx = s.store.write().await?;
     let id = store::insert_contact(&mut tx, &new, s.clock.now_ms()).await?;
@@ -145,15 +167,27 @@ struct StageChange {
     stage: String,
 }
 
-async fn change_stage(State(s): State<AppState>, Path(reference): Path<String>, body: Result<Json<StageChange>, JsonRejection>) -> ApiResult {
+async fn change_stage(
+    State(s): State<AppState>,
+    Path(reference): Path<String>,
+    body: Result<Json<StageChange>, JsonRejection>,
+) -> ApiResult {
     let Json(change) = body?;
     let mut tx = s.store.write().await?;
     let contact = contact(&mut tx, &reference).await?;
     let event = store::set_stage(&mut tx, &contact, &change.stage, "api", s.clock.now_ms()).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     s.engine_wake.notify_one();
-    let status = if event.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
-    Ok((status, Json(json!({ "event_id": event, "changed": event.is_some() }))).into_response())
+    let status = if event.is_some() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({ "event_id": event, "changed": event.is_some() })),
+    )
+        .into_response())
 }
 
 /// A follow-up as the API takes it: times as text (`3d`, RFC 3339, local date-time).
@@ -176,7 +210,10 @@ pub struct FollowUpInput {
 impl FollowUpInput {
     /// Resolves the times in the contact's own time zone.
     pub fn resolve(self, contact: &Contact, now: i64) -> Result<NewFollowUp, Invalid> {
-        let time = |t: Option<String>| t.map(|t| parse_time(&t, now, &contact.time_zone).map_err(Invalid)).transpose();
+        let time = |t: Option<String>| {
+            t.map(|t| parse_time(&t, now, &contact.time_zone).map_err(Invalid))
+                .transpose()
+        };
         Ok(NewFollowUp {
             at: time(self.at)?,
             channel: self.channel,
@@ -191,12 +228,18 @@ impl FollowUpInput {
     }
 }
 
-async fn log_follow_up(State(s): State<AppState>, Path(reference): Path<String>, body: Result<Json<FollowUpInput>, JsonRejection>) -> ApiResult {
+async fn log_follow_up(
+    State(s): State<AppState>,
+    Path(reference): Path<String>,
+    body: Result<Json<FollowUpInput>, JsonRejection>,
+) -> ApiResult {
     let Json(input) = body?;
     let now = s.clock.now_ms();
     let mut tx = s.store.write().await?;
     let contact = contact(&mut tx, &reference).await?;
-    let follow_up = input.resolve(&contact, now).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
+    let follow_up = input
+        .resolve(&contact, now)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
     let id = store::log_follow_up(&mut tx, &contact, &follow_up, now).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     s.engine_wake.notify_one();
@@ -212,11 +255,22 @@ struct InquiryInput {
     channel: String,
 }
 
-async fn add_inquiry(State(s): State<AppState>, Path(reference): Path<String>, body: Result<Json<InquiryInput>, JsonRejection>) -> ApiResult {
+async fn add_inquiry(
+    State(s): State<AppState>,
+    Path(reference): Path<String>,
+    body: Result<Json<InquiryInput>, JsonRejection>,
+) -> ApiResult {
     let Json(input) = body?;
     let mut tx = s.store.write().await?;
     let contact = contact(&mut tx, &reference).await?;
-    let id = store::add_inquiry(&mut tx, contact.id, &input.message, &input.channel, s.clock.now_ms()).await?;
+    let id = store::add_inquiry(
+        &mut tx,
+        contact.id,
+        &input.message,
+        &input.channel,
+        s.clock.now_ms(),
+    )
+    .await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     s.engine_wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "inquiry_id": id }))).into_response())

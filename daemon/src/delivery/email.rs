@@ -12,10 +12,13 @@ use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{Config, SmtpTls};
-use crate::store::{Outcome, OutboxRow};
+use crate::store::{OutboxRow, Outcome};
 
 enum Route {
-    Smtp { transport: AsyncSmtpTransport<Tokio1Executor>, deadline: Duration },
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        deadline: Duration,
+    },
     EmlDir(PathBuf),
 }
 
@@ -27,26 +30,42 @@ pub struct Mailer {
 
 impl Mailer {
     pub fn new(config: &Config) -> anyhow::Result<Mailer> {
-        let from: Mailbox = config.email.from.parse().with_context(|| format!("email.from `{}` is not a mailbox", config.email.from))?;
+        let from: Mailbox = config
+            .email
+            .from
+            .parse()
+            .with_context(|| format!("email.from `{}` is not a mailbox", config.email.from))?;
         let route = match &config.smtp {
             None => Route::EmlDir(config.outbox_dir.clone()),
             Some(smtp) => {
-                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).port(smtp.port);
+                let mut builder =
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+                        .port(smtp.port);
                 builder = match smtp.tls {
                     SmtpTls::None => builder.tls(Tls::None),
-                    SmtpTls::Starttls => builder.tls(Tls::Required(TlsParameters::new(smtp.host.clone())?)),
-                    SmtpTls::Tls => builder.tls(Tls::Wrapper(TlsParameters::new(smtp.host.clone())?)),
+                    SmtpTls::Starttls => {
+                        builder.tls(Tls::Required(TlsParameters::new(smtp.host.clone())?))
+                    }
+                    SmtpTls::Tls => {
+                        builder.tls(Tls::Wrapper(TlsParameters::new(smtp.host.clone())?))
+                    }
                 };
                 if let Some(user) = &smtp.username {
                     let password = config.smtp_password().with_context(|| {
-                        format!("smtp.username is set but ${} holds no password", smtp.password_env)
+                        format!(
+                            "smtp.username is set but ${} holds no password",
+                            smtp.password_env
+                        )
                     })?;
                     builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
                 let deadline = Duration::from_secs(smtp.timeout_secs.max(1));
                 // lettre's own timeout covers each command; the outer deadline covers the whole send.
                 let transport = builder.timeout(Some(deadline)).build();
-                Route::Smtp { transport, deadline }
+                Route::Smtp {
+                    transport,
+                    deadline,
+                }
             }
         };
         Ok(Mailer { from, route })
@@ -63,11 +82,16 @@ impl Mailer {
                 Ok(()) => Outcome::Sent,
                 Err(e) => Outcome::Transient(format!("write .eml: {e:#}")),
             },
-            Route::Smtp { transport, deadline } => match tokio::time::timeout(*deadline, transport.send(message)).await {
+            Route::Smtp {
+                transport,
+                deadline,
+            } => match tokio::time::timeout(*deadline, transport.send(message)).await {
                 Ok(Ok(_)) => Outcome::Sent,
                 Ok(Err(e)) if e.is_permanent() => Outcome::Permanent(e.to_string()),
                 Ok(Err(e)) => Outcome::Transient(e.to_string()),
-                Err(_) => Outcome::Transient(format!("no answer within {deadline:?} (outcome unknown)")),
+                Err(_) => {
+                    Outcome::Transient(format!("no answer within {deadline:?} (outcome unknown)"))
+                }
             },
         }
     }
@@ -90,7 +114,10 @@ fn build(from: &Mailbox, row: &OutboxRow, now_ms: i64) -> anyhow::Result<Message
     let m = &row.message.0;
     check_header("subject", &m.subject)?;
     check_header("recipient name", &m.to_name)?;
-    let to = Mailbox::new(Some(m.to_name.clone()).filter(|n| !n.is_empty() && n != &m.to_address), m.to_address.parse()?);
+    let to = Mailbox::new(
+        Some(m.to_name.clone()).filter(|n| !n.is_empty() && n != &m.to_address),
+        m.to_address.parse()?,
+    );
     let builder = Message::builder()
         .from(from.clone())
         .to(to)
@@ -98,9 +125,20 @@ fn build(from: &Mailbox, row: &OutboxRow, now_ms: i64) -> anyhow::Result<Message
         .message_id(Some(row.message_id.clone()))
         .date(SystemTime::UNIX_EPOCH + Duration::from_millis(now_ms.max(0) as u64));
     let message = match (&m.text, &m.html) {
-        (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(normalise(text), normalise(html)))?,
-        (None, Some(html)) => builder.singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(normalise(html)))?,
-        (Some(text), None) => builder.singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(normalise(text)))?,
+        (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(
+            normalise(text),
+            normalise(html),
+        ))?,
+        (None, Some(html)) => builder.singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_HTML)
+                .body(normalise(html)),
+        )?,
+        (Some(text), None) => builder.singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(normalise(text)),
+        )?,
         (None, None) => anyhow::bail!("the message has no body"),
     };
     Ok(message)
@@ -108,7 +146,9 @@ fn build(from: &Mailbox, row: &OutboxRow, now_ms: i64) -> anyhow::Result<Message
 
 /// Writes atomically (temp file + rename), so a reader never sees half a message.
 async fn write_eml(dir: &std::path::Path, row: &OutboxRow, bytes: &[u8]) -> anyhow::Result<()> {
-    tokio::fs::create_dir_all(dir).await.with_context(|| format!("create {}", dir.display()))?;
+    tokio::fs::create_dir_all(dir)
+        .await
+        .with_context(|| format!("create {}", dir.display()))?;
     let name = format!("{:08}-{}.eml", row.id, row.idempotency_key);
     let tmp = dir.join(format!(".{name}.tmp"));
     tokio::fs::write(&tmp, bytes).await?;

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::store::{self, Outcome, OutboxRow, Store};
+use crate::store::{self, OutboxRow, Outcome, Store};
 
 pub use email::Mailer;
 
@@ -30,8 +30,18 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(config: &Config, store: Store, clock: Clock, wake: Arc<Notify>) -> anyhow::Result<Delivery> {
-        Ok(Delivery { mailer: Mailer::new(config)?, store, clock, wake })
+    pub fn new(
+        config: &Config,
+        store: Store,
+        clock: Clock,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<Delivery> {
+        Ok(Delivery {
+            mailer: Mailer::new(config)?,
+            store,
+            clock,
+            wake,
+        })
     }
 
     /// Runs until cancelled: delivers what is due, then sleeps until the next
@@ -93,12 +103,21 @@ impl Delivery {
     async fn record(&self, row: &OutboxRow, started: i64, outcome: &Outcome) -> anyhow::Result<()> {
         let now = self.clock.now_ms();
         let retry_at = match outcome {
-            Outcome::Transient(_) if row.attempts + 1 < MAX_ATTEMPTS => Some(now + backoff_ms(row.id, row.attempts)),
+            Outcome::Transient(_) if row.attempts + 1 < MAX_ATTEMPTS => {
+                Some(now + backoff_ms(row.id, row.attempts))
+            }
             _ => None,
         };
         match outcome {
-            Outcome::Sent => info!(outbox_id = row.id, message_id = %row.message_id, to = %row.recipient, "sent"),
-            Outcome::Transient(d) => warn!(outbox_id = row.id, attempt = row.attempts + 1, retry = retry_at.is_some(), "transient failure: {d}"),
+            Outcome::Sent => {
+                info!(outbox_id = row.id, message_id = %row.message_id, to = %row.recipient, "sent")
+            }
+            Outcome::Transient(d) => warn!(
+                outbox_id = row.id,
+                attempt = row.attempts + 1,
+                retry = retry_at.is_some(),
+                "transient failure: {d}"
+            ),
             Outcome::Permanent(d) => warn!(outbox_id = row.id, "permanent failure: {d}"),
         }
         let mut tx = self.store.write().await?;

@@ -63,7 +63,10 @@ struct Sandbox {
 
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -88,7 +91,11 @@ impl PluginHost {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::<Sandbox>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        let mut host = PluginHost { engine, plugins: Vec::new(), by_channel: BTreeMap::new() };
+        let mut host = PluginHost {
+            engine,
+            plugins: Vec::new(),
+            by_channel: BTreeMap::new(),
+        };
 
         let mut sources = vec![("built-in".to_string(), EMAIL_PLUGIN.to_vec())];
         if let Ok(entries) = std::fs::read_dir(dir) {
@@ -98,19 +105,24 @@ impl PluginHost {
                 .collect();
             files.sort();
             for file in files {
-                let bytes = std::fs::read(&file).with_context(|| format!("read plugin {}", file.display()))?;
+                let bytes = std::fs::read(&file)
+                    .with_context(|| format!("read plugin {}", file.display()))?;
                 sources.push((file.display().to_string(), bytes));
             }
         }
         for (origin, bytes) in sources {
-            let component = anyhow_result(Component::new(&host.engine, &bytes)).with_context(|| format!("compile plugin {origin}"))?;
+            let component = anyhow_result(Component::new(&host.engine, &bytes))
+                .with_context(|| format!("compile plugin {origin}"))?;
             let pre = anyhow_result(linker.instantiate_pre(&component)).with_context(|| {
                 format!("plugin {origin} needs imports that nudge does not give plugins")
             })?;
-            let pre = anyhow_result(ChannelPre::new(pre)).with_context(|| format!("plugin {origin} does not export the nudge:channel world"))?;
+            let pre = anyhow_result(ChannelPre::new(pre)).with_context(|| {
+                format!("plugin {origin} does not export the nudge:channel world")
+            })?;
             let mut store = host.store();
             let info = anyhow_result(
-                pre.instantiate(&mut store).and_then(|instance| instance.nudge_channel_plugin().call_info(&mut store)),
+                pre.instantiate(&mut store)
+                    .and_then(|instance| instance.nudge_channel_plugin().call_info(&mut store)),
             )
             .with_context(|| format!("plugin {origin}: info() failed"))?;
             let index = host.plugins.len();
@@ -118,7 +130,12 @@ impl PluginHost {
                 host.by_channel.insert(channel.clone(), index);
             }
             host.plugins.push(Plugin {
-                meta: PluginMeta { name: info.name, version: info.version, channels: info.channels, origin },
+                meta: PluginMeta {
+                    name: info.name,
+                    version: info.version,
+                    channels: info.channels,
+                    origin,
+                },
                 pre,
             });
         }
@@ -130,7 +147,10 @@ impl PluginHost {
         let sandbox = Sandbox {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT).trap_on_grow_failure(true).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(MEMORY_LIMIT)
+                .trap_on_grow_failure(true)
+                .build(),
         };
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limits);
@@ -154,18 +174,35 @@ impl PluginHost {
         template: &[(String, String)],
         context: &serde_json::Value,
     ) -> Result<RenderedMessage, RenderFailure> {
-        let index = *self.by_channel.get(channel).ok_or_else(|| RenderFailure::UnknownChannel(channel.into()))?;
+        let index = *self
+            .by_channel
+            .get(channel)
+            .ok_or_else(|| RenderFailure::UnknownChannel(channel.into()))?;
         let mut store = self.store();
-        let instance = self.plugins[index].pre.instantiate(&mut store).map_err(|e| RenderFailure::Trap(e.into()))?;
+        let instance = self.plugins[index]
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| RenderFailure::Trap(e.into()))?;
         let request = RenderRequest {
             channel: channel.to_string(),
             template: template.to_vec(),
             context_json: context.to_string(),
         };
-        match instance.nudge_channel_plugin().call_render(&mut store, &request).map_err(|e| RenderFailure::Trap(e.into()))? {
-            Ok(r) => Ok(RenderedMessage { subject: r.subject, text: r.text, html: r.html }),
+        match instance
+            .nudge_channel_plugin()
+            .call_render(&mut store, &request)
+            .map_err(|e| RenderFailure::Trap(e.into()))?
+        {
+            Ok(r) => Ok(RenderedMessage {
+                subject: r.subject,
+                text: r.text,
+                html: r.html,
+            }),
             Err(e) => Err(match e.field {
-                Some(field) => RenderFailure::Template { field, message: e.message },
+                Some(field) => RenderFailure::Template {
+                    field,
+                    message: e.message,
+                },
                 None => RenderFailure::Refused(e.message),
             }),
         }

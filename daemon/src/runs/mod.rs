@@ -57,8 +57,13 @@ impl Engine {
     /// Makes `set` the one new events are matched against. Runs already started
     /// keep the set they started with.
     pub async fn install(&self, set: Arc<WorkflowSet>) -> anyhow::Result<()> {
-        self.store.save_workflow_set(&set.hash, &set.files, self.clock.now_ms()).await?;
-        self.pinned.lock().unwrap().insert(set.hash.clone(), set.clone());
+        self.store
+            .save_workflow_set(&set.hash, &set.files, self.clock.now_ms())
+            .await?;
+        self.pinned
+            .lock()
+            .unwrap()
+            .insert(set.hash.clone(), set.clone());
         *self.current.write().unwrap() = set;
         Ok(())
     }
@@ -72,11 +77,18 @@ impl Engine {
         if let Some(set) = self.pinned.lock().unwrap().get(hash) {
             return Ok(set.clone());
         }
-        let files = self.store.workflow_set_files(hash).await?.with_context(|| format!("workflow set {hash} is not stored"))?;
+        let files = self
+            .store
+            .workflow_set_files(hash)
+            .await?
+            .with_context(|| format!("workflow set {hash} is not stored"))?;
         let set = WorkflowSet::compile(files, &self.plugins.channels())
             .map_err(|d| anyhow::anyhow!("stored workflow set {hash} no longer compiles:\n{d}"))?;
         let set = Arc::new(set);
-        self.pinned.lock().unwrap().insert(hash.to_string(), set.clone());
+        self.pinned
+            .lock()
+            .unwrap()
+            .insert(hash.to_string(), set.clone());
         Ok(set)
     }
 
@@ -106,7 +118,11 @@ impl Engine {
             if let Some(contact) = store::contact_by_id(&mut tx, event.contact_id).await? {
                 let contact_ctx = store::contact_context(&mut tx, &contact).await?;
                 let event_ctx = triggers::event_context(event);
-                for workflow in set.workflows.iter().filter(|w| w.enabled && triggers::matches(&w.trigger, event)) {
+                for workflow in set
+                    .workflows
+                    .iter()
+                    .filter(|w| w.enabled && triggers::matches(&w.trigger, event))
+                {
                     if let Some(condition) = &workflow.when {
                         match condition.evaluate(&contact_ctx, &event_ctx) {
                             Ok(true) => {}
@@ -121,10 +137,27 @@ impl Engine {
                     let status = if start <= now { "ready" } else { "waiting" };
                     let mut context = event.payload.0.clone();
                     context["kind"] = json!(event.kind);
-                    let run = store::insert_run(&mut tx, &workflow.name, &set.hash, contact.id, event.id, status, &context, now).await?;
+                    let run = store::insert_run(
+                        &mut tx,
+                        &workflow.name,
+                        &set.hash,
+                        contact.id,
+                        event.id,
+                        status,
+                        &context,
+                        now,
+                    )
+                    .await?;
                     if let Some(run_id) = run {
                         if status == "waiting" {
-                            store::insert_timer(&mut tx, start, TimerKind::ResumeRun, Some(run_id), None).await?;
+                            store::insert_timer(
+                                &mut tx,
+                                start,
+                                TimerKind::ResumeRun,
+                                Some(run_id),
+                                None,
+                            )
+                            .await?;
                         }
                         info!(run_id, workflow = %workflow.name, contact_id = contact.id, event = %event.kind, "run started");
                     }
@@ -159,8 +192,17 @@ impl Engine {
                         None => None,
                     };
                     // A newer follow-up moved the date: this timer is stale.
-                    if let Some(contact) = contact.filter(|c| c.next_follow_up_at == Some(timer.due_at)) {
-                        store::insert_event(&mut tx, "follow_up_overdue", contact.id, &json!({ "due_at": timer.due_at }), now).await?;
+                    if let Some(contact) =
+                        contact.filter(|c| c.next_follow_up_at == Some(timer.due_at))
+                    {
+                        store::insert_event(
+                            &mut tx,
+                            "follow_up_overdue",
+                            contact.id,
+                            &json!({ "due_at": timer.due_at }),
+                            now,
+                        )
+                        .await?;
                     }
                 }
                 other => warn!(timer_id = timer.id, "unknown timer kind {other}"),
@@ -179,7 +221,14 @@ impl Engine {
             if let Err(e) = self.advance(run_id).await {
                 warn!(run_id, "run failed: {e:#}");
                 let mut conn = self.store.pool.acquire().await?;
-                store::end_run(&mut conn, run_id, "failed", &format!("{e:#}"), self.clock.now_ms()).await?;
+                store::end_run(
+                    &mut conn,
+                    run_id,
+                    "failed",
+                    &format!("{e:#}"),
+                    self.clock.now_ms(),
+                )
+                .await?;
             }
         }
         Ok(runs.len())
@@ -189,57 +238,91 @@ impl Engine {
     async fn advance(&self, run_id: i64) -> anyhow::Result<()> {
         loop {
             let mut conn = self.store.pool.acquire().await?;
-            let Some(run) = store::load_run(&mut conn, run_id).await? else { return Ok(()) };
+            let Some(run) = store::load_run(&mut conn, run_id).await? else {
+                return Ok(());
+            };
             if run.status != "ready" {
                 return Ok(());
             }
             let set = self.set_for(&run.set_hash).await?;
-            let workflow = set.workflow(&run.workflow).with_context(|| format!("workflow {} is not in its set", run.workflow))?;
+            let workflow = set
+                .workflow(&run.workflow)
+                .with_context(|| format!("workflow {} is not in its set", run.workflow))?;
             let now = self.clock.now_ms();
             let Some(step) = workflow.steps.get(run.next_step as usize) else {
                 store::end_run(&mut conn, run.id, "done", "all steps done", now).await?;
                 info!(run_id, workflow = %workflow.name, "run done");
                 return Ok(());
             };
-            let contact = store::contact_by_id(&mut conn, run.contact_id).await?.context("contact is gone")?;
-            if let Some(reason) = triggers::cancel_reason(&mut conn, &workflow.trigger, &run.context.0, &contact).await? {
+            let contact = store::contact_by_id(&mut conn, run.contact_id)
+                .await?
+                .context("contact is gone")?;
+            if let Some(reason) =
+                triggers::cancel_reason(&mut conn, &workflow.trigger, &run.context.0, &contact)
+                    .await?
+            {
                 store::end_run(&mut conn, run.id, "cancelled", reason, now).await?;
                 info!(run_id, workflow = %workflow.name, reason, "run cancelled");
                 return Ok(());
             }
             let contact_ctx = store::contact_context(&mut conn, &contact).await?;
             drop(conn);
-            self.step(&run, workflow, step, &contact, contact_ctx).await?;
+            self.step(&run, workflow, step, &contact, contact_ctx)
+                .await?;
         }
     }
 
-    async fn step(&self, run: &Run, workflow: &Workflow, step: &Step, contact: &Contact, contact_ctx: serde_json::Value) -> anyhow::Result<()> {
+    async fn step(
+        &self,
+        run: &Run,
+        workflow: &Workflow,
+        step: &Step,
+        contact: &Contact,
+        contact_ctx: serde_json::Value,
+    ) -> anyhow::Result<()> {
         let kind = step.kind();
         let mut status = "ready";
         // Rendering is pure and may be slow, so it happens before the transaction opens.
         let message = match step {
             Step::Send { channel, template } => {
-                let to = contact.email.clone().filter(|_| contact.consent != "withdrawn");
+                let to = contact
+                    .email
+                    .clone()
+                    .filter(|_| contact.consent != "withdrawn");
                 match to {
                     Some(to) => Some((channel.as_str(), template, contact.name.clone(), to, "")),
                     None => None,
                 }
             }
-            Step::NotifyOwner { template } => {
-                Some(("email", template, contact.owner.clone(), contact.owner.clone(), "-owner")).filter(|m| m.3.contains('@'))
-            }
+            Step::NotifyOwner { template } => Some((
+                "email",
+                template,
+                contact.owner.clone(),
+                contact.owner.clone(),
+                "-owner",
+            ))
+            .filter(|m| m.3.contains('@')),
             _ => None,
         };
         let rendered = match &message {
             Some((channel, template, ..)) => {
-                let template = self.set_for(&run.set_hash).await?.templates.get(*template).cloned().context("template missing")?;
+                let template = self
+                    .set_for(&run.set_hash)
+                    .await?
+                    .templates
+                    .get(*template)
+                    .cloned()
+                    .context("template missing")?;
                 let context = json!({
                     "contact": contact_ctx, "vars": workflow.vars, "event": run.context.0,
                     "owner": { "email": contact.owner }, "workflow": workflow.name,
                 });
                 let plugins = self.plugins.clone();
                 let channel = channel.to_string();
-                let out = tokio::task::spawn_blocking(move || plugins.render(&channel, &template.fields, &context)).await?;
+                let out = tokio::task::spawn_blocking(move || {
+                    plugins.render(&channel, &template.fields, &context)
+                })
+                .await?;
                 Some(out.with_context(|| format!("render template `{}`", template.name))?)
             }
             None => None,
@@ -249,7 +332,10 @@ impl Engine {
         let detail = match step {
             Step::Send { .. } | Step::NotifyOwner { .. } => match (message, rendered) {
                 (Some((channel, _, to_name, to_address, suffix)), Some(r)) => {
-                    let key = format!("run{}-step{}-contact{}{suffix}", run.id, run.next_step, contact.id);
+                    let key = format!(
+                        "run{}-step{}-contact{}{suffix}",
+                        run.id, run.next_step, contact.id
+                    );
                     let message_id = format!("<{key}@{}>", self.message_id_domain);
                     let outbound = OutboundMessage {
                         to_name,
@@ -269,13 +355,16 @@ impl Engine {
                     store::insert_outbox(&mut tx, &row, now).await?;
                     format!("queued {message_id} to {to_address}")
                 }
-                _ if matches!(step, Step::NotifyOwner { .. }) => "skipped: the contact has no owner email".into(),
+                _ if matches!(step, Step::NotifyOwner { .. }) => {
+                    "skipped: the contact has no owner email".into()
+                }
                 _ if contact.consent == "withdrawn" => "skipped: consent withdrawn".into(),
                 _ => "skipped: no email address".into(),
             },
             Step::Wait(span) => {
                 let until = add_span(now, *span, &contact.time_zone);
-                store::insert_timer(&mut tx, until, TimerKind::ResumeRun, Some(run.id), None).await?;
+                store::insert_timer(&mut tx, until, TimerKind::ResumeRun, Some(run.id), None)
+                    .await?;
                 status = "waiting";
                 format!("wait until {}", crate::clock::display_ms(until))
             }
@@ -292,22 +381,50 @@ impl Engine {
                 match span {
                     Some(span) => {
                         let at = add_span(now, span, &contact.time_zone);
-                        store::set_next_follow_up(&mut tx, contact.id, Some(at), goal.as_deref(), now).await?;
+                        store::set_next_follow_up(
+                            &mut tx,
+                            contact.id,
+                            Some(at),
+                            goal.as_deref(),
+                            now,
+                        )
+                        .await?;
                         format!("next follow-up {}", crate::clock::display_ms(at))
                     }
                     None => "skipped: the cadence has no interval for this contact".into(),
                 }
             }
             Step::SetStage(stage) => {
-                store::set_stage(&mut tx, contact, stage, &format!("workflow:{}", workflow.name), now).await?;
+                store::set_stage(
+                    &mut tx,
+                    contact,
+                    stage,
+                    &format!("workflow:{}", workflow.name),
+                    now,
+                )
+                .await?;
                 format!("stage {} -> {stage}", contact.stage)
             }
             Step::SetTier(tier) => {
-                store::set_classification(&mut tx, contact.id, store::Classification::ValueTier, tier, now).await?;
+                store::set_classification(
+                    &mut tx,
+                    contact.id,
+                    store::Classification::ValueTier,
+                    tier,
+                    now,
+                )
+                .await?;
                 format!("value tier -> {tier}")
             }
             Step::SetIntent(grade) => {
-                store::set_classification(&mut tx, contact.id, store::Classification::IntentGrade, grade, now).await?;
+                store::set_classification(
+                    &mut tx,
+                    contact.id,
+                    store::Classification::IntentGrade,
+                    grade,
+                    now,
+                )
+                .await?;
                 format!("intent grade -> {grade}")
             }
             Step::Tag(tag) => {

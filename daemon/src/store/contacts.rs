@@ -63,7 +63,10 @@ fn check(value: &str, allowed: &[&str], what: &str) -> Result<(), Invalid> {
     if allowed.contains(&value) {
         Ok(())
     } else {
-        Err(Invalid(format!("unknown {what} `{value}`; expected one of: {}", allowed.join(", "))))
+        Err(Invalid(format!(
+            "unknown {what} `{value}`; expected one of: {}",
+            allowed.join(", ")
+        )))
     }
 }
 
@@ -92,7 +95,9 @@ impl NewContact {
         if let Some(tz) = &self.time_zone
             && jiff::tz::TimeZone::get(tz).is_err()
         {
-            return Err(Invalid(format!("unknown time zone `{tz}`; use an IANA name like Asia/Shanghai")));
+            return Err(Invalid(format!(
+                "unknown time zone `{tz}`; use an IANA name like Asia/Shanghai"
+            )));
         }
         Ok(())
     }
@@ -154,19 +159,27 @@ pub async fn find_contact(conn: &mut Conn, reference: &str) -> anyhow::Result<Op
     let reference = reference.trim();
     Ok(match reference.parse::<i64>() {
         Ok(id) => contact_by_id(conn, id).await?,
-        Err(_) => sqlx::query_as("SELECT * FROM contacts WHERE email = ?")
-            .bind(reference)
-            .fetch_optional(&mut *conn)
-            .await?,
+        Err(_) => {
+            sqlx::query_as("SELECT * FROM contacts WHERE email = ?")
+                .bind(reference)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
     })
 }
 
 pub async fn contact_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Contact>> {
-    Ok(sqlx::query_as("SELECT * FROM contacts WHERE id = ?").bind(id).fetch_optional(&mut *conn).await?)
+    Ok(sqlx::query_as("SELECT * FROM contacts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 /// A contact's condition/template context, with the derived counts.
-pub async fn contact_context(conn: &mut Conn, contact: &Contact) -> anyhow::Result<serde_json::Value> {
+pub async fn contact_context(
+    conn: &mut Conn,
+    contact: &Contact,
+) -> anyhow::Result<serde_json::Value> {
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follow_ups WHERE contact_id = ?")
         .bind(contact.id)
         .fetch_one(&mut *conn)
@@ -175,7 +188,13 @@ pub async fn contact_context(conn: &mut Conn, contact: &Contact) -> anyhow::Resu
 }
 
 /// Moves a contact to `stage`; emits `stage_changed` (with `by`, who did it) when it changed.
-pub async fn set_stage(conn: &mut Conn, contact: &Contact, stage: &str, by: &str, now: i64) -> anyhow::Result<Option<i64>> {
+pub async fn set_stage(
+    conn: &mut Conn,
+    contact: &Contact,
+    stage: &str,
+    by: &str,
+    now: i64,
+) -> anyhow::Result<Option<i64>> {
     check(stage, STAGES, "stage")?;
     if contact.stage == stage {
         return Ok(None);
@@ -187,11 +206,19 @@ pub async fn set_stage(conn: &mut Conn, contact: &Contact, stage: &str, by: &str
         .execute(&mut *conn)
         .await?;
     let payload = json!({ "from": contact.stage, "to": stage, "by": by });
-    Ok(Some(insert_event(conn, "stage_changed", contact.id, &payload, now).await?))
+    Ok(Some(
+        insert_event(conn, "stage_changed", contact.id, &payload, now).await?,
+    ))
 }
 
 /// Sets one of the single-valued classification fields.
-pub async fn set_classification(conn: &mut Conn, contact_id: i64, field: Classification, value: &str, now: i64) -> anyhow::Result<()> {
+pub async fn set_classification(
+    conn: &mut Conn,
+    contact_id: i64,
+    field: Classification,
+    value: &str,
+    now: i64,
+) -> anyhow::Result<()> {
     let sql = match field {
         Classification::ValueTier => {
             check(value, TIERS, "value tier")?;
@@ -202,7 +229,12 @@ pub async fn set_classification(conn: &mut Conn, contact_id: i64, field: Classif
             "UPDATE contacts SET intent_grade = ?, updated_at = ? WHERE id = ?"
         }
     };
-    sqlx::query(sql).bind(value).bind(now).bind(contact_id).execute(&mut *conn).await?;
+    sqlx::query(sql)
+        .bind(value)
+        .bind(now)
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -213,7 +245,13 @@ pub enum Classification {
 }
 
 /// Adds (`present = true`) or removes a tag.
-pub async fn set_tag(conn: &mut Conn, contact: &Contact, tag: &str, present: bool, now: i64) -> anyhow::Result<()> {
+pub async fn set_tag(
+    conn: &mut Conn,
+    contact: &Contact,
+    tag: &str,
+    present: bool,
+    now: i64,
+) -> anyhow::Result<()> {
     let mut tags = contact.tags.0.clone();
     tags.retain(|t| t != tag);
     if present {
@@ -237,15 +275,24 @@ pub async fn set_next_follow_up(
     goal: Option<&str>,
     now: i64,
 ) -> anyhow::Result<()> {
-    sqlx::query("UPDATE contacts SET next_follow_up_at = ?, next_goal = ?, updated_at = ? WHERE id = ?")
-        .bind(at)
-        .bind(goal)
-        .bind(now)
-        .bind(contact_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE contacts SET next_follow_up_at = ?, next_goal = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(at)
+    .bind(goal)
+    .bind(now)
+    .bind(contact_id)
+    .execute(&mut *conn)
+    .await?;
     if let Some(at) = at {
-        insert_timer(conn, at, super::TimerKind::FollowUpDue, None, Some(contact_id)).await?;
+        insert_timer(
+            conn,
+            at,
+            super::TimerKind::FollowUpDue,
+            None,
+            Some(contact_id),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -11,7 +11,13 @@ pub struct Event {
     pub occurred_at: i64,
 }
 
-pub async fn insert_event(conn: &mut Conn, kind: &str, contact_id: i64, payload: &serde_json::Value, now: i64) -> anyhow::Result<i64> {
+pub async fn insert_event(
+    conn: &mut Conn,
+    kind: &str,
+    contact_id: i64,
+    payload: &serde_json::Value,
+    now: i64,
+) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar("INSERT INTO events (kind, contact_id, payload, occurred_at) VALUES (?, ?, ?, ?) RETURNING id")
         .bind(kind)
         .bind(contact_id)
@@ -31,6 +37,10 @@ pub async fn unprocessed_events(conn: &mut Conn, limit: i64) -> anyhow::Result<V
 }
 
 pub async fn mark_event_processed(conn: &mut Conn, id: i64, now: i64) -> anyhow::Result<()> {
-    sqlx::query("UPDATE events SET processed_at = ? WHERE id = ?").bind(now).bind(id).execute(&mut *conn).await?;
+    sqlx::query("UPDATE events SET processed_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Classification, Conn, Contact, Invalid, insert_event, set_classification, set_next_follow_up};
+use super::{
+    Classification, Conn, Contact, Invalid, insert_event, set_classification, set_next_follow_up,
+};
 
 /// A follow-up as logged by a rep.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -43,19 +45,34 @@ pub struct FollowUp {
 const RESULTS: &[&str] = &["in_progress", "won", "needs_follow_up", "lost"];
 
 /// Records a follow-up, in one transaction with everything it changes.
-pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp, now: i64) -> anyhow::Result<i64> {
+pub async fn log_follow_up(
+    conn: &mut Conn,
+    contact: &Contact,
+    new: &NewFollowUp,
+    now: i64,
+) -> anyhow::Result<i64> {
     if new.channel.trim().is_empty() {
-        return Err(Invalid("a follow-up needs a channel (phone, wechat, email, visit, ...)".into()).into());
+        return Err(Invalid(
+            "a follow-up needs a channel (phone, wechat, email, visit, ...)".into(),
+        )
+        .into());
     }
     let result = new.result.as_deref().unwrap_or("in_progress");
     if !RESULTS.contains(&result) {
-        return Err(Invalid(format!("unknown result `{result}`; expected one of: {}", RESULTS.join(", "))).into());
+        return Err(Invalid(format!(
+            "unknown result `{result}`; expected one of: {}",
+            RESULTS.join(", ")
+        ))
+        .into());
     }
     let at = new.at.unwrap_or(now);
     let status_change = match &new.intent_grade {
         Some(grade) if Some(grade) != contact.intent_grade.as_ref() => {
             set_classification(conn, contact.id, Classification::IntentGrade, grade, now).await?;
-            Some(format!("intent {} -> {grade}", contact.intent_grade.as_deref().unwrap_or("-")))
+            Some(format!(
+                "intent {} -> {grade}",
+                contact.intent_grade.as_deref().unwrap_or("-")
+            ))
         }
         _ => None,
     };
@@ -78,7 +95,14 @@ pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    set_next_follow_up(conn, contact.id, new.next_follow_up_at, new.next_goal.as_deref(), now).await?;
+    set_next_follow_up(
+        conn,
+        contact.id,
+        new.next_follow_up_at,
+        new.next_goal.as_deref(),
+        now,
+    )
+    .await?;
     // Any contact with the customer answers the inquiries they were waiting on.
     sqlx::query("UPDATE inquiries SET answered_at = ? WHERE contact_id = ? AND answered_at IS NULL AND received_at <= ?")
         .bind(at)
@@ -91,7 +115,11 @@ pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp
     Ok(id)
 }
 
-pub async fn follow_ups_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::Result<Vec<FollowUp>> {
+pub async fn follow_ups_of(
+    conn: &mut Conn,
+    contact_id: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<FollowUp>> {
     Ok(sqlx::query_as(
         "SELECT id, contact_id, at, channel, summary, feedback, status_change, next_follow_up_at, next_goal, result, owner
          FROM follow_ups WHERE contact_id = ? ORDER BY at DESC, id DESC LIMIT ?",
@@ -103,7 +131,13 @@ pub async fn follow_ups_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyh
 }
 
 /// Records a new inquiry and its `inquiry_received` event.
-pub async fn add_inquiry(conn: &mut Conn, contact_id: i64, message: &str, channel: &str, now: i64) -> anyhow::Result<i64> {
+pub async fn add_inquiry(
+    conn: &mut Conn,
+    contact_id: i64,
+    message: &str,
+    channel: &str,
+    now: i64,
+) -> anyhow::Result<i64> {
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO inquiries (contact_id, message, channel, received_at) VALUES (?, ?, ?, ?) RETURNING id",
     )
@@ -113,15 +147,23 @@ pub async fn add_inquiry(conn: &mut Conn, contact_id: i64, message: &str, channe
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    insert_event(conn, "inquiry_received", contact_id, &json!({ "inquiry_id": id, "channel": channel }), now).await?;
+    insert_event(
+        conn,
+        "inquiry_received",
+        contact_id,
+        &json!({ "inquiry_id": id, "channel": channel }),
+        now,
+    )
+    .await?;
     Ok(id)
 }
 
 /// Whether an inquiry is still waiting for its first answer.
 pub async fn inquiry_open(conn: &mut Conn, inquiry_id: i64) -> anyhow::Result<bool> {
-    let answered: Option<Option<i64>> = sqlx::query_scalar("SELECT answered_at FROM inquiries WHERE id = ?")
-        .bind(inquiry_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let answered: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT answered_at FROM inquiries WHERE id = ?")
+            .bind(inquiry_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(matches!(answered, Some(None)))
 }

@@ -36,7 +36,11 @@ pub struct NewOutboxRow<'a> {
 }
 
 /// Queues a message; a second row with the same idempotency key is ignored.
-pub async fn insert_outbox(conn: &mut Conn, row: &NewOutboxRow<'_>, now: i64) -> anyhow::Result<bool> {
+pub async fn insert_outbox(
+    conn: &mut Conn,
+    row: &NewOutboxRow<'_>,
+    now: i64,
+) -> anyhow::Result<bool> {
     let done = sqlx::query(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message, next_attempt_at, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
@@ -67,7 +71,11 @@ pub async fn due_outbox(conn: &mut Conn, now: i64, limit: i64) -> anyhow::Result
 }
 
 pub async fn next_outbox_due(conn: &mut Conn) -> anyhow::Result<Option<i64>> {
-    Ok(sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'").fetch_one(&mut *conn).await?)
+    Ok(
+        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
 }
 
 /// How one delivery attempt ended.

@@ -51,33 +51,52 @@ pub async fn load_run(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Run>> {
 }
 
 pub async fn ready_runs(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<i64>> {
-    Ok(sqlx::query_scalar("SELECT id FROM runs WHERE status = 'ready' ORDER BY id LIMIT ?")
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT id FROM runs WHERE status = 'ready' ORDER BY id LIMIT ?")
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?,
+    )
 }
 
 /// Records step `step` as finished and moves the run on to the next one, with `status`.
-pub async fn finish_step(conn: &mut Conn, run: &Run, kind: &str, detail: &str, status: &str, now: i64) -> anyhow::Result<()> {
-    sqlx::query("INSERT INTO run_steps (run_id, step, kind, detail, finished_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(run.id)
-        .bind(run.next_step)
-        .bind(kind)
-        .bind(detail)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE runs SET next_step = next_step + 1, status = ?, updated_at = ? WHERE id = ?")
-        .bind(status)
-        .bind(now)
-        .bind(run.id)
-        .execute(&mut *conn)
-        .await?;
+pub async fn finish_step(
+    conn: &mut Conn,
+    run: &Run,
+    kind: &str,
+    detail: &str,
+    status: &str,
+    now: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO run_steps (run_id, step, kind, detail, finished_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(run.id)
+    .bind(run.next_step)
+    .bind(kind)
+    .bind(detail)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE runs SET next_step = next_step + 1, status = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(status)
+    .bind(now)
+    .bind(run.id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 /// Ends a run: `done`, `cancelled` (its trigger no longer holds) or `failed`.
-pub async fn end_run(conn: &mut Conn, run_id: i64, status: &str, outcome: &str, now: i64) -> anyhow::Result<()> {
+pub async fn end_run(
+    conn: &mut Conn,
+    run_id: i64,
+    status: &str,
+    outcome: &str,
+    now: i64,
+) -> anyhow::Result<()> {
     sqlx::query("UPDATE runs SET status = ?, outcome = ?, updated_at = ? WHERE id = ?")
         .bind(status)
         .bind(outcome)
@@ -90,10 +109,12 @@ pub async fn end_run(conn: &mut Conn, run_id: i64, status: &str, outcome: &str, 
 
 /// Wakes a waiting run; false if it was not waiting (cancelled meanwhile, or woken already).
 pub async fn wake_run(conn: &mut Conn, run_id: i64, now: i64) -> anyhow::Result<bool> {
-    let done = sqlx::query("UPDATE runs SET status = 'ready', updated_at = ? WHERE id = ? AND status = 'waiting'")
-        .bind(now)
-        .bind(run_id)
-        .execute(&mut *conn)
-        .await?;
+    let done = sqlx::query(
+        "UPDATE runs SET status = 'ready', updated_at = ? WHERE id = ? AND status = 'waiting'",
+    )
+    .bind(now)
+    .bind(run_id)
+    .execute(&mut *conn)
+    .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -28,14 +28,22 @@ pub struct Timer {
     pub contact_id: Option<i64>,
 }
 
-pub async fn insert_timer(conn: &mut Conn, due_at: i64, kind: TimerKind, run_id: Option<i64>, contact_id: Option<i64>) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("INSERT INTO timers (due_at, kind, run_id, contact_id) VALUES (?, ?, ?, ?) RETURNING id")
-        .bind(due_at)
-        .bind(kind.as_str())
-        .bind(run_id)
-        .bind(contact_id)
-        .fetch_one(&mut *conn)
-        .await?)
+pub async fn insert_timer(
+    conn: &mut Conn,
+    due_at: i64,
+    kind: TimerKind,
+    run_id: Option<i64>,
+    contact_id: Option<i64>,
+) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO timers (due_at, kind, run_id, contact_id) VALUES (?, ?, ?, ?) RETURNING id",
+    )
+    .bind(due_at)
+    .bind(kind.as_str())
+    .bind(run_id)
+    .bind(contact_id)
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 pub async fn due_timers(conn: &mut Conn, now: i64, limit: i64) -> anyhow::Result<Vec<Timer>> {
@@ -59,5 +67,9 @@ pub async fn mark_timer_fired(conn: &mut Conn, id: i64, now: i64) -> anyhow::Res
 }
 
 pub async fn next_timer_due(conn: &mut Conn) -> anyhow::Result<Option<i64>> {
-    Ok(sqlx::query_scalar("SELECT MIN(due_at) FROM timers WHERE fired_at IS NULL").fetch_one(&mut *conn).await?)
+    Ok(
+        sqlx::query_scalar("SELECT MIN(due_at) FROM timers WHERE fired_at IS NULL")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
 }

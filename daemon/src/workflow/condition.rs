@@ -65,7 +65,11 @@ impl Condition {
                 help: Some("conditions are CEL, e.g. `contact.intent_grade == \"A\" && \"vip\" in contact.tags`".into()),
             }
         })?;
-        let condition = Condition { source: source.to_string(), program, env };
+        let condition = Condition {
+            source: source.to_string(),
+            program,
+            env,
+        };
         condition.check_fields()?;
         match condition.evaluate(&contact_schema(), &event_schema()) {
             Ok(_) => Ok(condition),
@@ -79,15 +83,25 @@ impl Condition {
 
     /// True when the condition holds. Errors at run time (e.g. a missing map key)
     /// are reported, never taken as true.
-    pub fn evaluate(&self, contact: &serde_json::Value, event: &serde_json::Value) -> Result<bool, String> {
+    pub fn evaluate(
+        &self,
+        contact: &serde_json::Value,
+        event: &serde_json::Value,
+    ) -> Result<bool, String> {
         let mut ctx = Context::with_env(self.env.clone());
-        ctx.add_variable("contact", cel::to_value(contact).map_err(|e| e.to_string())?)
-            .map_err(|e| format!("{e:?}"))?;
+        ctx.add_variable(
+            "contact",
+            cel::to_value(contact).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("{e:?}"))?;
         ctx.add_variable("event", cel::to_value(event).map_err(|e| e.to_string())?)
             .map_err(|e| format!("{e:?}"))?;
         match self.program.execute(&ctx) {
             Ok(Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!("the condition gives {:?}, not a bool", other.type_of())),
+            Ok(other) => Err(format!(
+                "the condition gives {:?}, not a bool",
+                other.type_of()
+            )),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -115,24 +129,31 @@ impl Condition {
                     {
                         // From `contact` to the end of the field name (the select node sits at the dot).
                         let start = offset(select.operand.id).unwrap_or(0);
-                        let end = offset(expr.id).map_or(self.source.len(), |dot| dot + 1 + select.field.len());
+                        let end = offset(expr.id)
+                            .map_or(self.source.len(), |dot| dot + 1 + select.field.len());
                         let names = fields.iter().map(String::as_str);
                         problem = Some(ConditionError {
                             span: start..end.min(self.source.len()),
                             message: format!("`{root}` has no field `{}`", select.field),
                             help: Some(
                                 super::diagnostic::did_you_mean(&select.field, names)
-                                    .unwrap_or_else(|| format!("known fields: {}", fields.join(", "))),
+                                    .unwrap_or_else(|| {
+                                        format!("known fields: {}", fields.join(", "))
+                                    }),
                             ),
                         });
                     }
                 }
-                Expr::Ident(name) if !known.contains_key(name.as_str()) && !bound.contains(name) => {
+                Expr::Ident(name)
+                    if !known.contains_key(name.as_str()) && !bound.contains(name) =>
+                {
                     let start = offset(expr.id).unwrap_or(0);
                     problem = Some(ConditionError {
                         span: start..(start + name.len()).min(self.source.len()),
                         message: format!("unknown name `{name}`"),
-                        help: Some("a condition reads `contact.<field>` and `event.<field>`".into()),
+                        help: Some(
+                            "a condition reads `contact.<field>` and `event.<field>`".into(),
+                        ),
                     });
                 }
                 _ => {}
@@ -143,7 +164,9 @@ impl Condition {
 }
 
 fn keys(v: &serde_json::Value) -> Vec<String> {
-    v.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    v.as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// Visits every node; comprehension variables (from `exists`, `all`, ...) are in `bound` inside them.
@@ -203,7 +226,8 @@ mod tests {
 
     #[test]
     fn holds_on_matching_contact() {
-        let c = Condition::compile(r#"contact.intent_grade == "A" && "vip" in contact.tags"#).unwrap();
+        let c =
+            Condition::compile(r#"contact.intent_grade == "A" && "vip" in contact.tags"#).unwrap();
         let mut contact = contact_schema();
         contact["tags"] = json!(["vip"]);
         assert!(c.evaluate(&contact, &event_schema()).unwrap());
@@ -221,9 +245,24 @@ mod tests {
 
     #[test]
     fn type_errors_and_non_bool_results_are_refused() {
-        assert!(Condition::compile(r#"contact.name > 3"#).unwrap_err().message.starts_with("type error"));
-        assert!(Condition::compile(r#"contact.name"#).unwrap_err().message.contains("not a bool"));
+        assert!(
+            Condition::compile(r#"contact.name > 3"#)
+                .unwrap_err()
+                .message
+                .starts_with("type error")
+        );
+        assert!(
+            Condition::compile(r#"contact.name"#)
+                .unwrap_err()
+                .message
+                .contains("not a bool")
+        );
         assert!(Condition::compile(r#"contact.tags.exists(t, t == "vip")"#).is_ok());
-        assert!(Condition::compile(r#"contact.name == "#).unwrap_err().message.contains("syntax"));
+        assert!(
+            Condition::compile(r#"contact.name == "#)
+                .unwrap_err()
+                .message
+                .contains("syntax")
+        );
     }
 }

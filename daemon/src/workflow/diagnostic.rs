@@ -20,7 +20,12 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(file: &str, span: Range<usize>, message: impl Into<String>) -> Self {
-        Diagnostic { file: file.to_string(), span, message: message.into(), help: None }
+        Diagnostic {
+            file: file.to_string(),
+            span,
+            message: message.into(),
+            help: None,
+        }
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -54,7 +59,11 @@ impl Diagnostic {
         if let Some(help) = &self.help {
             message = message.footer(Level::Help.title(help));
         }
-        let renderer = if color { Renderer::styled() } else { Renderer::plain() };
+        let renderer = if color {
+            Renderer::styled()
+        } else {
+            Renderer::plain()
+        };
         renderer.render(message).to_string()
     }
 }
@@ -88,7 +97,10 @@ impl Diagnostics {
             out.push_str("\n\n");
         }
         let n = self.items.len();
-        out.push_str(&format!("error: {n} problem{} in workflow files", if n == 1 { "" } else { "s" }));
+        out.push_str(&format!(
+            "error: {n} problem{} in workflow files",
+            if n == 1 { "" } else { "s" }
+        ));
         out
     }
 }
@@ -102,7 +114,10 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// "did you mean `x`?" when one candidate is close to what was written.
-pub fn did_you_mean<'a>(written: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    written: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(written, c), c))

@@ -20,8 +20,17 @@ pub use condition::{Condition, contact_schema, event_schema};
 pub use diagnostic::{Diagnostic, Diagnostics};
 
 /// Lifecycle stages (domain.md §1), in order.
-pub const STAGES: &[&str] =
-    &["lead", "inquiry", "intent", "sample", "first_order", "repeat", "loyal", "dormant", "churned"];
+pub const STAGES: &[&str] = &[
+    "lead",
+    "inquiry",
+    "intent",
+    "sample",
+    "first_order",
+    "repeat",
+    "loyal",
+    "dormant",
+    "churned",
+];
 /// Value tiers (domain.md §1).
 pub const TIERS: &[&str] = &["high", "medium", "low"];
 /// Intent grades (domain.md §1).
@@ -58,14 +67,21 @@ pub struct Workflow {
 #[derive(Debug, Clone)]
 pub enum Trigger {
     ContactCreated,
-    StageChanged { from: Option<String>, to: Option<String> },
+    StageChanged {
+        from: Option<String>,
+        to: Option<String>,
+    },
     FollowUpLogged,
     /// The contact's next follow-up time passed with no new record; the run
     /// starts `grace` after the due time if still no record has been logged.
-    FollowUpOverdue { grace: Span },
+    FollowUpOverdue {
+        grace: Span,
+    },
     /// A new inquiry; with an SLA the run starts when the SLA for the contact's
     /// value tier has passed without a reply.
-    InquiryReceived { sla: Option<Sla> },
+    InquiryReceived {
+        sla: Option<Sla>,
+    },
 }
 
 /// Response time allowed for an inquiry, by value tier.
@@ -77,17 +93,27 @@ pub struct Sla {
 
 impl Sla {
     pub fn for_tier(&self, tier: Option<&str>) -> Span {
-        tier.and_then(|t| self.by_tier.get(t)).copied().unwrap_or(self.default)
+        tier.and_then(|t| self.by_tier.get(t))
+            .copied()
+            .unwrap_or(self.default)
     }
 }
 
 /// One step of a workflow.
 #[derive(Debug, Clone)]
 pub enum Step {
-    Send { channel: String, template: String },
-    NotifyOwner { template: String },
+    Send {
+        channel: String,
+        template: String,
+    },
+    NotifyOwner {
+        template: String,
+    },
     Wait(Span),
-    ScheduleFollowUp { after: FollowUpAfter, goal: Option<String> },
+    ScheduleFollowUp {
+        after: FollowUpAfter,
+        goal: Option<String>,
+    },
     SetStage(String),
     SetTier(String),
     SetIntent(String),
@@ -138,7 +164,10 @@ pub struct Cadence {
 
 impl Cadence {
     pub fn interval_for(&self, value: Option<&str>) -> Option<Span> {
-        value.and_then(|v| self.every.get(v)).copied().or(self.default)
+        value
+            .and_then(|v| self.every.get(v))
+            .copied()
+            .or(self.default)
     }
 }
 
@@ -153,13 +182,19 @@ impl WorkflowSet {
             let entries = match std::fs::read_dir(&sub) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && sub != dir => continue,
-                Err(e) => return Err(std::io::Error::new(e.kind(), format!("{}: {e}", sub.display()))),
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", sub.display()),
+                    ));
+                }
             };
             for entry in entries {
                 let path = entry?.path();
                 if path.is_file() && path.extension().is_some_and(|e| e == "toml") {
-                    let source = std::fs::read_to_string(&path)
-                        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                    let source = std::fs::read_to_string(&path).map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                    })?;
                     files.push((path.display().to_string(), source));
                 }
             }
@@ -171,14 +206,21 @@ impl WorkflowSet {
     /// Loads and validates the folder as one set.
     pub fn load(dir: &Path, channels: &[String]) -> Result<WorkflowSet, Diagnostics> {
         let files = Self::read_dir(dir).map_err(|e| Diagnostics {
-            items: vec![Diagnostic::new(&dir.display().to_string(), 0..0, format!("cannot read workflows: {e}"))],
+            items: vec![Diagnostic::new(
+                &dir.display().to_string(),
+                0..0,
+                format!("cannot read workflows: {e}"),
+            )],
             sources: vec![],
         })?;
         Self::compile(files, channels)
     }
 
     /// Validates a set of (path, source) files; every problem in every file is reported at once.
-    pub fn compile(files: Vec<(String, String)>, channels: &[String]) -> Result<WorkflowSet, Diagnostics> {
+    pub fn compile(
+        files: Vec<(String, String)>,
+        channels: &[String],
+    ) -> Result<WorkflowSet, Diagnostics> {
         let mut hasher = Sha256::new();
         for (path, source) in &files {
             hasher.update(path.as_bytes());
@@ -188,8 +230,17 @@ impl WorkflowSet {
         }
         let hash = format!("{:x}", hasher.finalize())[..16].to_string();
         match parse::compile_set(&files, channels) {
-            Ok((workflows, templates, cadences)) => Ok(WorkflowSet { hash, files, workflows, templates, cadences }),
-            Err(items) => Err(Diagnostics { items, sources: files }),
+            Ok((workflows, templates, cadences)) => Ok(WorkflowSet {
+                hash,
+                files,
+                workflows,
+                templates,
+                cadences,
+            }),
+            Err(items) => Err(Diagnostics {
+                items,
+                sources: files,
+            }),
         }
     }
 
@@ -236,7 +287,9 @@ mod tests {
     #[test]
     fn days_are_local_days_across_dst() {
         // 2026-03-07 09:00 in New York is 14:00 UTC; DST starts 2026-03-08.
-        let start = jiff::Timestamp::from_second(1_772_892_000).unwrap().as_millisecond();
+        let start = jiff::Timestamp::from_second(1_772_892_000)
+            .unwrap()
+            .as_millisecond();
         let later = add_span(start, parse_duration("2d").unwrap(), "America/New_York");
         assert_eq!(later - start, (48 - 1) * 3_600_000);
         let utc = add_span(start, parse_duration("2d").unwrap(), "UTC");

@@ -29,14 +29,21 @@ impl Guest for Email {
                 format!("unknown email template field `{unknown}`; expected subject, text or html"),
             ));
         }
-        let context: serde_json::Value = serde_json::from_str(&request.context_json)
-            .map_err(|e| RenderError { field: None, message: format!("context is not JSON: {e}") })?;
+        let context: serde_json::Value =
+            serde_json::from_str(&request.context_json).map_err(|e| RenderError {
+                field: None,
+                message: format!("context is not JSON: {e}"),
+            })?;
 
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Only the html field is HTML: escaping the subject would show "&amp;" in inboxes.
         env.set_auto_escape_callback(|name| {
-            if name == "html" { AutoEscape::Html } else { AutoEscape::None }
+            if name == "html" {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
         });
         for field in FIELDS {
             if let Some(source) = request.field(field) {
@@ -59,10 +66,16 @@ impl Guest for Email {
             html: render("html")?,
         };
         if rendered.subject.as_deref().unwrap_or("").is_empty() {
-            return Err(RenderError::in_field("subject", "an email needs a non-empty subject"));
+            return Err(RenderError::in_field(
+                "subject",
+                "an email needs a non-empty subject",
+            ));
         }
         if rendered.text.is_none() && rendered.html.is_none() {
-            return Err(RenderError::in_field("text", "an email needs a text or an html body"));
+            return Err(RenderError::in_field(
+                "text",
+                "an email needs a text or an html body",
+            ));
         }
         Ok(rendered)
     }
@@ -71,7 +84,10 @@ impl Guest for Email {
 /// minijinja's message plus where in the template it happened.
 fn describe(error: &minijinja::Error) -> String {
     match error.line() {
-        Some(line) => format!("{} (template line {line})", error.detail().unwrap_or(&error.to_string())),
+        Some(line) => format!(
+            "{} (template line {line})",
+            error.detail().unwrap_or(&error.to_string())
+        ),
         None => error.to_string(),
     }
 }
@@ -85,7 +101,10 @@ mod tests {
     fn request(template: &[(&str, &str)], context: &str) -> RenderRequest {
         RenderRequest {
             channel: "email".into(),
-            template: template.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            template: template
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             context_json: context.into(),
         }
     }
@@ -93,7 +112,11 @@ mod tests {
     #[test]
     fn renders_subject_text_and_escaped_html() {
         let out = Email::render(request(
-            &[("subject", "Hi {{ contact.name }}"), ("text", "T {{ contact.name }}"), ("html", "<p>{{ contact.name }}</p>")],
+            &[
+                ("subject", "Hi {{ contact.name }}"),
+                ("text", "T {{ contact.name }}"),
+                ("html", "<p>{{ contact.name }}</p>"),
+            ],
             r#"{"contact": {"name": "Tom & Jerry"}}"#,
         ))
         .unwrap();
@@ -104,8 +127,11 @@ mod tests {
 
     #[test]
     fn undefined_variable_is_an_error_naming_the_field() {
-        let err = Email::render(request(&[("subject", "Hi {{ contact.nmae }}"), ("text", "x")], r#"{"contact": {"name": "A"}}"#))
-            .unwrap_err();
+        let err = Email::render(request(
+            &[("subject", "Hi {{ contact.nmae }}"), ("text", "x")],
+            r#"{"contact": {"name": "A"}}"#,
+        ))
+        .unwrap_err();
         assert_eq!(err.field.as_deref(), Some("subject"));
         assert!(err.message.contains("undefined"), "{}", err.message);
     }

@@ -1,0 +1,404 @@
+//! The test harness: a real `nudge` binary on a real SQLite file in a temp
+//! folder, a real aiosmtpd server, the real wasm email plugin, and the virtual
+//! clock so that days pass in milliseconds. Waits poll for an outcome with a
+//! generous deadline; no test asserts on elapsed time.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nudge");
+/// How long to wait for something that should happen within a second or two.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The Python that has aiosmtpd: $NUDGE_TEST_PYTHON, or a venv under target/
+/// created on first use (the machine needs python3 and access to PyPI once).
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        if let Ok(p) = std::env::var("NUDGE_TEST_PYTHON") {
+            return PathBuf::from(p);
+        }
+        let venv = repo_root().join("target").join("test-venv");
+        let python = venv.join("bin").join("python");
+        let has_aiosmtpd = |p: &Path| Command::new(p).args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
+        if !has_aiosmtpd(&python) {
+            // Several test binaries may get here at once: build aside, then rename into place.
+            let tmp = venv.with_extension(format!("tmp{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            let ok = Command::new("python3").args(["-m", "venv"]).arg(&tmp).status().is_ok_and(|s| s.success())
+                && Command::new(tmp.join("bin/pip")).args(["install", "-q", "aiosmtpd"]).status().is_ok_and(|s| s.success());
+            assert!(ok, "could not create a Python venv with aiosmtpd at {}; run .ci/run or set NUDGE_TEST_PYTHON", tmp.display());
+            if std::fs::rename(&tmp, &venv).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            assert!(has_aiosmtpd(&python), "no aiosmtpd in {}", venv.display());
+        }
+        python
+    })
+}
+
+/// A message as the SMTP server recorded it.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub message_id: String,
+    pub text: String,
+}
+
+/// A real SMTP server (aiosmtpd), stopped when dropped.
+pub struct SmtpServer {
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl SmtpServer {
+    pub fn start(dir: &Path) -> SmtpServer {
+        let log = dir.join("smtp.jsonl");
+        let mut child = Command::new(python())
+            .arg(repo_root().join("tests/smtp_server.py"))
+            .arg("--log")
+            .arg(&log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the SMTP server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("SMTP server said {line:?}"));
+        SmtpServer { child, port, log }
+    }
+
+    /// Every message received so far.
+    pub fn mails(&self) -> Vec<Mail> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| Mail {
+                to: v["rcpt_tos"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_string())
+                    .collect(),
+                subject: v["subject"].as_str().unwrap_or("").to_string(),
+                message_id: v["message_id"].as_str().unwrap_or("").to_string(),
+                text: v["text"].as_str().unwrap_or("").to_string(),
+            })
+            .collect()
+    }
+
+    /// Messages to `address`.
+    pub fn mails_to(&self, address: &str) -> Vec<Mail> {
+        self.mails()
+            .into_iter()
+            .filter(|m| m.to.iter().any(|t| t == address))
+            .collect()
+    }
+
+    /// Waits until a message to `address` whose subject contains `subject` arrives.
+    pub fn wait_for(&self, address: &str, subject: &str) -> Mail {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(m) = self
+                .mails_to(address)
+                .into_iter()
+                .find(|m| m.subject.contains(subject))
+            {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no mail to {address} with subject {subject:?}; got {:#?}",
+                self.mails()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One nudge installation in a temp folder: config, database, workflows copy.
+pub struct Nudge {
+    pub dir: tempfile::TempDir,
+    pub api_port: u16,
+    daemon: Option<Child>,
+    pub token: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+impl Nudge {
+    /// A fresh installation with the shipped workflows, virtual time at `start`,
+    /// sending to `smtp`.
+    pub fn new(smtp: &SmtpServer, start: &str) -> Nudge {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(
+            &repo_root().join("workflows"),
+            &dir.path().join("workflows"),
+        );
+        let api_port = free_port();
+        std::fs::write(
+            dir.path().join("nudge.toml"),
+            format!(
+                "database = \"nudge.db\"\nworkflows = \"workflows\"\nclock = \"virtual\"\n\
+                 [email]\nfrom = \"Sales <sales@nudge.test>\"\n\
+                 [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\n\
+                 [api]\nbind = \"127.0.0.1:{api_port}\"\ntoken_env = \"NUDGE_TEST_TOKEN\"\n",
+                smtp.port
+            ),
+        )
+        .unwrap();
+        let nudge = Nudge {
+            dir,
+            api_port,
+            daemon: None,
+            token: "test-token".into(),
+        };
+        nudge.cli(&["clock", "--set", start]);
+        nudge
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(self.path("nudge.toml"))
+            .env("NUDGE_TEST_TOKEN", &self.token)
+            .env("NUDGE_LOG", "info,sqlx=warn");
+        cmd
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "nudge {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a CLI command; returns (success, stdout, stderr).
+    pub fn try_cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.command().args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    /// Starts the daemon and waits until its API answers.
+    pub fn start(&mut self) {
+        assert!(self.daemon.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("daemon.log"))
+            .unwrap();
+        let child = self
+            .command()
+            .arg("run")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        while self.http("GET", "/health", None).0 != 200 {
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not come up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it to exit cleanly.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "daemon exited with {status}:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+
+    /// Waits until the daemon's log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log never said {needle:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `nudge status --json`.
+    pub fn status(&self) -> Value {
+        serde_json::from_str(&self.cli(&["status", "--json"])).unwrap()
+    }
+
+    /// Waits until the daemon has nothing left to do now: every event taken,
+    /// no run ready, nothing in the outbox due.
+    pub fn settle(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let s = self.status();
+            let idle = s["events_unprocessed"] == 0
+                && s["runs"].get("ready").is_none()
+                && s["outbox"].get("pending").is_none();
+            if idle {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon never settled: {s:#}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Moves the virtual clock forward.
+    pub fn advance(&self, by: &str) {
+        self.cli(&["clock", "--advance", by]);
+    }
+
+    /// A raw HTTP/1.1 request to the API; returns (status, JSON body).
+    pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        self.http_with_token(method, path, body, Some(&self.token.clone()))
+    }
+
+    pub fn http_with_token(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.api_port)) else {
+            return (0, Value::Null);
+        };
+        let body = body.unwrap_or("");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(request.as_bytes()).is_err() {
+            return (0, Value::Null);
+        }
+        let mut response = String::new();
+        if stream.read_to_string(&mut response).is_err() {
+            return (0, Value::Null);
+        }
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or("");
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+        )
+    }
+}
+
+impl Drop for Nudge {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A test folder for the SMTP server's log.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
