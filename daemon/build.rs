@@ -27,14 +27,7 @@ fn main() {
     let mut build = Command::new(cargo);
     build
         .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "nudge-email-plugin",
-            "--target",
-            TARGET,
-        ])
+        .args(["build", "--release", "-p", "nudge-email-plugin", "--target", TARGET])
         .env("CARGO_TARGET_DIR", &target_dir);
     // What the outer cargo sets for compiling the daemon must not leak into the plugin's build.
     for var in [
@@ -53,27 +46,17 @@ fn main() {
     if !status.success() {
         panic!("building plugins/email for {TARGET} failed (see the output above)");
     }
-    let wasm = target_dir
-        .join(TARGET)
-        .join("release")
-        .join("nudge_email_plugin.wasm");
+    let wasm = target_dir.join(TARGET).join("release").join("nudge_email_plugin.wasm");
     println!("cargo:rustc-env=NUDGE_EMAIL_PLUGIN_WASM={}", wasm.display());
 }
 
 /// Installs the wasm target through rustup when it is missing, once, loudly.
 fn ensure_target() {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output();
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
     match installed {
-        Ok(out)
-            if String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .any(|l| l.trim() == TARGET) => {}
+        Ok(out) if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == TARGET) => {}
         Ok(_) => {
-            println!(
-                "cargo:warning=installing the {TARGET} target with rustup (needed for the email plugin)"
-            );
+            println!("cargo:warning=installing the {TARGET} target with rustup (needed for the email plugin)");
             let ok = Command::new("rustup")
                 .args(["target", "add", TARGET])
                 .status()

@@ -50,26 +50,14 @@ fn stage_change_by_cli_and_by_api_sends_the_rendered_email() {
     );
     assert_eq!(status, 201, "{body}");
     let id = body["id"].as_i64().unwrap();
-    let (status, body) = nudge.http(
-        "POST",
-        &format!("/contacts/{id}/stage"),
-        Some(r#"{"stage": "intent"}"#),
-    );
+    let (status, body) = nudge.http("POST", &format!("/contacts/{id}/stage"), Some(r#"{"stage": "intent"}"#));
     assert_eq!(status, 202, "{body}");
     let mail = smtp.wait_for("li@example.com", "Li Na");
     assert_eq!(mail.subject, "Li Na, a proposal for Beta Ltd");
 
     nudge.settle();
-    assert_eq!(
-        smtp.mails_to("zhang@example.com").len(),
-        1,
-        "one proposal each"
-    );
-    assert_eq!(
-        smtp.mails_to("li@example.com").len(),
-        1,
-        "one proposal each"
-    );
+    assert_eq!(smtp.mails_to("zhang@example.com").len(), 1, "one proposal each");
+    assert_eq!(smtp.mails_to("li@example.com").len(), 1, "one proposal each");
     nudge.stop();
 }
 
@@ -87,8 +75,7 @@ fn api_rejects_bad_input_and_missing_tokens_with_4xx() {
     );
     let (status, _) = nudge.http_with_token("POST", "/contacts", Some(r#"{"name": "X"}"#), None);
     assert_eq!(status, 401);
-    let (status, _) =
-        nudge.http_with_token("POST", "/contacts", Some(r#"{"name": "X"}"#), Some("wrong"));
+    let (status, _) = nudge.http_with_token("POST", "/contacts", Some(r#"{"name": "X"}"#), Some("wrong"));
     assert_eq!(status, 401);
 
     let (status, body) = nudge.http("POST", "/contacts", Some(r#"{"name": "X", "#));
@@ -96,24 +83,13 @@ fn api_rejects_bad_input_and_missing_tokens_with_4xx() {
     let (status, body) = nudge.http("POST", "/contacts", Some(r#"{"name": "X", "nmae": "Y"}"#));
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("nmae"), "{body}");
-    let (status, body) = nudge.http(
-        "POST",
-        "/contacts",
-        Some(r#"{"name": "X", "stage": "bogus"}"#),
-    );
+    let (status, body) = nudge.http("POST", "/contacts", Some(r#"{"name": "X", "stage": "bogus"}"#));
     assert_eq!(status, 422);
     assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("unknown stage `bogus`"),
+        body["error"].as_str().unwrap().contains("unknown stage `bogus`"),
         "{body}"
     );
-    let (status, body) = nudge.http(
-        "POST",
-        "/contacts/999/stage",
-        Some(r#"{"stage": "intent"}"#),
-    );
+    let (status, body) = nudge.http("POST", "/contacts/999/stage", Some(r#"{"stage": "intent"}"#));
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("999"), "{body}");
     let (status, _) = nudge.http(
@@ -204,22 +180,14 @@ fn overdue_follow_up_fires_the_workflow_once_on_the_daemon_clock() {
     // 24 h due + 2 h grace (overdue-reminder.toml) has passed for Wang Fang only.
     nudge.advance("6h 1m");
     let reminder = smtp.wait_for("rep@corp.test", "Overdue follow-up: Wang Fang");
-    assert!(
-        reminder.text.contains("nudge followup log"),
-        "{}",
-        reminder.text
-    );
+    assert!(reminder.text.contains("nudge followup log"), "{}", reminder.text);
     nudge.settle();
     let overdue: Vec<_> = smtp
         .mails_to("rep@corp.test")
         .into_iter()
         .filter(|m| m.subject.contains("Overdue"))
         .collect();
-    assert_eq!(
-        overdue.len(),
-        1,
-        "one reminder, for Wang Fang only: {overdue:#?}"
-    );
+    assert_eq!(overdue.len(), 1, "one reminder, for Wang Fang only: {overdue:#?}");
     let status = nudge.status();
     assert_eq!(
         status["overdue_by_owner"][0],
@@ -307,9 +275,7 @@ fn unanswered_inquiry_escalates_to_the_owner_and_a_reply_in_time_cancels_it() {
     ]);
     nudge.settle();
     assert!(
-        smtp.mails()
-            .iter()
-            .all(|m| !m.subject.contains("Unanswered")),
+        smtp.mails().iter().all(|m| !m.subject.contains("Unanswered")),
         "SLA not yet passed"
     );
 
@@ -361,42 +327,21 @@ fn an_invalid_edit_is_reported_with_its_position_and_the_previous_version_keeps_
     );
 
     // The last good version still fires.
-    nudge.cli(&[
-        "contact",
-        "add",
-        "--name",
-        "Zhou Min",
-        "--email",
-        "zhou@example.com",
-    ]);
+    nudge.cli(&["contact", "add", "--name", "Zhou Min", "--email", "zhou@example.com"]);
     nudge.cli(&["stage", "set", "zhou@example.com", "intent"]);
     smtp.wait_for("zhou@example.com", "Zhou Min, a proposal");
 
     // A valid edit is swapped in: the new vars reach the next message.
     std::fs::write(
         &file,
-        original.replace(
-            "free samples and a first-order discount",
-            "a 5 % loyalty discount",
-        ),
+        original.replace("free samples and a first-order discount", "a 5 % loyalty discount"),
     )
     .unwrap();
     nudge.wait_for_log("workflows reloaded");
-    nudge.cli(&[
-        "contact",
-        "add",
-        "--name",
-        "Sun Li",
-        "--email",
-        "sun@example.com",
-    ]);
+    nudge.cli(&["contact", "add", "--name", "Sun Li", "--email", "sun@example.com"]);
     nudge.cli(&["stage", "set", "sun@example.com", "intent"]);
     let mail = smtp.wait_for("sun@example.com", "Sun Li, a proposal");
-    assert!(
-        mail.text.contains("a 5 % loyalty discount"),
-        "{}",
-        mail.text
-    );
+    assert!(mail.text.contains("a 5 % loyalty discount"), "{}", mail.text);
     nudge.stop();
 }
 
@@ -450,11 +395,7 @@ fn pending_timers_fire_once_after_a_restart() {
     nudge.stop();
     for address in ["liu@example.com", "ma@example.com"] {
         let mails = smtp.mails_to(address);
-        assert_eq!(
-            mails.len(),
-            1,
-            "exactly one sample check to {address}: {mails:#?}"
-        );
+        assert_eq!(mails.len(), 1, "exactly one sample check to {address}: {mails:#?}");
     }
 }
 
@@ -475,10 +416,6 @@ fn check_accepts_the_shipped_workflows() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.starts_with("ok: 10 workflows"), "{stdout}");
 }

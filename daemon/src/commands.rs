@@ -33,11 +33,7 @@ pub fn check(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
         }
         Err(diagnostics) => {
             eprintln!("{}", diagnostics.render(std::io::stderr().is_terminal()));
-            bail!(
-                "{} has {} problem(s)",
-                dir.display(),
-                diagnostics.items.len()
-            )
+            bail!("{} has {} problem(s)", dir.display(), diagnostics.items.len())
         }
     }
 }
@@ -56,8 +52,7 @@ pub async fn contact_add(config: &Config, new: NewContact) -> anyhow::Result<()>
 /// contact whose email exists already is left as it is, so re-importing is harmless.
 pub async fn contact_import(config: &Config, file: &Path) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
-    let mut reader =
-        csv::Reader::from_path(file).with_context(|| format!("open {}", file.display()))?;
+    let mut reader = csv::Reader::from_path(file).with_context(|| format!("open {}", file.display()))?;
     let headers = reader.headers()?.clone();
     let known = [
         "name",
@@ -188,11 +183,7 @@ pub async fn contact_show(config: &Config, reference: &str) -> anyhow::Result<()
         contact.time_zone, contact.locale, contact.consent
     );
     match contact.next_follow_up_at {
-        Some(at) => println!(
-            "  next follow-up {} ({})",
-            display_ms(at),
-            opt(&contact.next_goal)
-        ),
+        Some(at) => println!("  next follow-up {} ({})", display_ms(at), opt(&contact.next_goal)),
         None => println!("  next follow-up: none"),
     }
     for f in follow_ups {
@@ -202,9 +193,7 @@ pub async fn contact_show(config: &Config, reference: &str) -> anyhow::Result<()
             f.channel,
             f.result,
             f.summary,
-            f.status_change
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default()
+            f.status_change.map(|s| format!(" ({s})")).unwrap_or_default()
         );
     }
     Ok(())
@@ -225,11 +214,7 @@ pub async fn stage_set(config: &Config, reference: &str, stage: &str) -> anyhow:
     Ok(())
 }
 
-pub async fn follow_up_log(
-    config: &Config,
-    reference: &str,
-    input: FollowUpInput,
-) -> anyhow::Result<()> {
+pub async fn follow_up_log(config: &Config, reference: &str, input: FollowUpInput) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let now = clock.now_ms();
     let mut tx = store.write().await?;
@@ -246,12 +231,7 @@ pub async fn follow_up_log(
     Ok(())
 }
 
-pub async fn inquiry_add(
-    config: &Config,
-    reference: &str,
-    message: &str,
-    channel: &str,
-) -> anyhow::Result<()> {
+pub async fn inquiry_add(config: &Config, reference: &str, message: &str, channel: &str) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;
     let contact = store::find_contact(&mut tx, reference)
@@ -275,10 +255,9 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
     .bind(now)
     .fetch_all(pool)
     .await?;
-    let runs: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
-            .fetch_all(pool)
-            .await?;
+    let runs: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
+        .fetch_all(pool)
+        .await?;
     let (timers, next_timer): (i64, Option<i64>) =
         sqlx::query_as("SELECT COUNT(*), MIN(due_at) FROM timers WHERE fired_at IS NULL")
             .fetch_one(pool)
@@ -287,10 +266,9 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
         sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status")
             .fetch_all(pool)
             .await?;
-    let unprocessed: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL")
-            .fetch_one(pool)
-            .await?;
+    let unprocessed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL")
+        .fetch_one(pool)
+        .await?;
     if as_json {
         let counts = |rows: &[(String, i64)]| {
             rows.iter()
@@ -311,26 +289,15 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
     println!(
         "now: {}{}",
         display_ms(now),
-        if clock.is_virtual() {
-            " (virtual clock)"
-        } else {
-            ""
-        }
+        if clock.is_virtual() { " (virtual clock)" } else { "" }
     );
     println!("overdue follow-ups by owner:");
     if overdue.is_empty() {
         println!("  none");
     }
     for (owner, count, oldest) in &overdue {
-        let owner = if owner.is_empty() {
-            "(no owner)"
-        } else {
-            owner
-        };
-        println!(
-            "  {owner:<32} {count:>6}   oldest due {}",
-            display_ms(*oldest)
-        );
+        let owner = if owner.is_empty() { "(no owner)" } else { owner };
+        println!("  {owner:<32} {count:>6}   oldest due {}", display_ms(*oldest));
     }
     let line = |rows: &[(String, i64)]| {
         if rows.is_empty() {
@@ -355,15 +322,9 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
 }
 
 /// `nudge clock`: shows or moves the virtual clock.
-pub async fn clock(
-    config: &Config,
-    set: Option<&str>,
-    advance: Option<&str>,
-) -> anyhow::Result<()> {
+pub async fn clock(config: &Config, set: Option<&str>, advance: Option<&str>) -> anyhow::Result<()> {
     if config.clock != crate::config::ClockKind::Virtual {
-        bail!(
-            "this config runs on the system clock; set `clock = \"virtual\"` in nudge.toml to move time by hand"
-        );
+        bail!("this config runs on the system clock; set `clock = \"virtual\"` in nudge.toml to move time by hand");
     }
     let (store, clock) = daemon::open(config).await?;
     let now = clock.now_ms();

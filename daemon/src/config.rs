@@ -133,10 +133,8 @@ impl Config {
         if !required && !path.exists() {
             return Ok(Config::default());
         }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("read config {}", path.display()))?;
-        let mut config: Config =
-            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("read config {}", path.display()))?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?;
         let base = path.parent().unwrap_or(Path::new(""));
         for p in [
             &mut config.database,
@@ -153,9 +151,7 @@ impl Config {
 
     /// The API bearer token, if the environment sets one.
     pub fn api_token(&self) -> Option<String> {
-        std::env::var(&self.api.token_env)
-            .ok()
-            .filter(|t| !t.is_empty())
+        std::env::var(&self.api.token_env).ok().filter(|t| !t.is_empty())
     }
 
     /// The SMTP password, if the environment sets one.

@@ -45,12 +45,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(tokio::task::spawn_blocking(move || PluginHost::load(&dir)).await??)
     };
     let channels = plugins.channels();
-    let workflows = WorkflowSet::load(&config.workflows, &channels).map_err(|d| {
-        anyhow::anyhow!(
-            "{}\nfix the workflow files and start again",
-            d.render(false)
-        )
-    })?;
+    let workflows = WorkflowSet::load(&config.workflows, &channels)
+        .map_err(|d| anyhow::anyhow!("{}\nfix the workflow files and start again", d.render(false)))?;
     info!(
         workflows = workflows.workflows.len(),
         templates = workflows.templates.len(),
@@ -71,12 +67,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let engine_wake = Arc::new(Notify::new());
     let cancel = CancellationToken::new();
-    let delivery = Delivery::new(
-        &config,
-        store.clone(),
-        clock.clone(),
-        engine.delivery_wake.clone(),
-    )?;
+    let delivery = Delivery::new(&config, store.clone(), clock.clone(), engine.delivery_wake.clone())?;
     let api = api::serve(
         &config,
         store.clone(),
@@ -87,11 +78,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await?;
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(scheduler::run(
-        engine.clone(),
-        engine_wake.clone(),
-        cancel.clone(),
-    ));
+    tasks.spawn(scheduler::run(engine.clone(), engine_wake.clone(), cancel.clone()));
     tasks.spawn(delivery.run(cancel.clone()));
     tasks.spawn(scheduler::watch_changes(
         store.clone(),
@@ -107,11 +94,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     tasks.spawn(api);
     info!(
-        clock = if clock.is_virtual() {
-            "virtual"
-        } else {
-            "system"
-        },
+        clock = if clock.is_virtual() { "virtual" } else { "system" },
         "nudge is running"
     );
 
@@ -128,8 +111,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -72,7 +72,7 @@ enum Command {
 #[derive(Subcommand)]
 enum ContactCommand {
     /// Add one contact.
-    Add(ContactArgs),
+    Add(Box<ContactArgs>),
     /// Import contacts from a CSV file with a header row.
     Import { file: PathBuf },
     /// Show a contact (by id or email) and its latest follow-ups.
@@ -210,15 +210,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             };
             commands::contact_add(&config, new).await
         }
-        Command::Contact(ContactCommand::Import { file }) => {
-            commands::contact_import(&config, &file).await
-        }
-        Command::Contact(ContactCommand::Show { contact }) => {
-            commands::contact_show(&config, &contact).await
-        }
-        Command::Stage(StageCommand::Set { contact, stage }) => {
-            commands::stage_set(&config, &contact, &stage).await
-        }
+        Command::Contact(ContactCommand::Import { file }) => commands::contact_import(&config, &file).await,
+        Command::Contact(ContactCommand::Show { contact }) => commands::contact_show(&config, &contact).await,
+        Command::Stage(StageCommand::Set { contact, stage }) => commands::stage_set(&config, &contact, &stage).await,
         Command::FollowUp(FollowUpCommand::Log {
             contact,
             channel,
@@ -250,15 +244,12 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             channel,
         }) => commands::inquiry_add(&config, &contact, &message, &channel).await,
         Command::Status { json } => commands::status(&config, json).await,
-        Command::Clock { set, advance } => {
-            commands::clock(&config, set.as_deref(), advance.as_deref()).await
-        }
+        Command::Clock { set, advance } => commands::clock(&config, set.as_deref(), advance.as_deref()).await,
     }
 }
 
 fn init_logs(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG").unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -36,9 +36,9 @@ pub async fn run(engine: Arc<Engine>, wake: Arc<Notify>, cancel: CancellationTok
         }
         let pause = match engine.next_due().await {
             Ok(Some(_)) if engine.clock.is_virtual() => MAX_SLEEP,
-            Ok(Some(due)) => Duration::from_millis(
-                (due - engine.clock.now_ms()).clamp(0, MAX_SLEEP.as_millis() as i64) as u64,
-            ),
+            Ok(Some(due)) => {
+                Duration::from_millis((due - engine.clock.now_ms()).clamp(0, MAX_SLEEP.as_millis() as i64) as u64)
+            }
             Ok(None) => MAX_SLEEP,
             Err(e) => {
                 warn!("next timer: {e:#}");
@@ -56,12 +56,7 @@ pub async fn run(engine: Arc<Engine>, wake: Arc<Notify>, cancel: CancellationTok
 /// Watches the database for commits by other processes (`PRAGMA data_version`
 /// changes only then) and wakes the engine and delivery; on virtual time it
 /// also brings the clock to the stored reading.
-pub async fn watch_changes(
-    store: Store,
-    clock: Clock,
-    wakes: Vec<Arc<Notify>>,
-    cancel: CancellationToken,
-) {
+pub async fn watch_changes(store: Store, clock: Clock, wakes: Vec<Arc<Notify>>, cancel: CancellationToken) {
     let mut conn = match store.pool.acquire().await {
         Ok(c) => c.detach(),
         Err(e) => return error!("change watcher: {e:#}"),
@@ -72,10 +67,7 @@ pub async fn watch_changes(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(WATCH_INTERVAL) => {}
         }
-        let version: i64 = match sqlx::query_scalar("PRAGMA data_version")
-            .fetch_one(&mut conn)
-            .await
-        {
+        let version: i64 = match sqlx::query_scalar("PRAGMA data_version").fetch_one(&mut conn).await {
             Ok(v) => v,
             Err(e) => {
                 warn!("change watcher: {e:#}");

@@ -68,14 +68,10 @@ pub async fn cancel_reason(
     Ok(match trigger {
         Trigger::FollowUpOverdue { .. } => {
             let due = context.get("due_at").and_then(|v| v.as_i64());
-            (contact.next_follow_up_at != due || due.is_none())
-                .then_some("a follow-up was logged since it fell due")
+            (contact.next_follow_up_at != due || due.is_none()).then_some("a follow-up was logged since it fell due")
         }
         Trigger::InquiryReceived { sla: Some(_) } => {
-            let id = context
-                .get("inquiry_id")
-                .and_then(|v| v.as_i64())
-                .unwrap_or(0);
+            let id = context.get("inquiry_id").and_then(|v| v.as_i64()).unwrap_or(0);
             (!store::inquiry_open(conn, id).await?).then_some("the inquiry was answered")
         }
         _ => None,

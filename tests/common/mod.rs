@@ -19,10 +19,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_nudge");
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 /// The Python that has aiosmtpd: $NUDGE_TEST_PYTHON, or a venv under target/
@@ -35,14 +32,30 @@ fn python() -> &'static Path {
         }
         let venv = repo_root().join("target").join("test-venv");
         let python = venv.join("bin").join("python");
-        let has_aiosmtpd = |p: &Path| Command::new(p).args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success());
+        let has_aiosmtpd = |p: &Path| {
+            Command::new(p)
+                .args(["-c", "import aiosmtpd"])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
         if !has_aiosmtpd(&python) {
             // Several test binaries may get here at once: build aside, then rename into place.
             let tmp = venv.with_extension(format!("tmp{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&tmp);
-            let ok = Command::new("python3").args(["-m", "venv"]).arg(&tmp).status().is_ok_and(|s| s.success())
-                && Command::new(tmp.join("bin/pip")).args(["install", "-q", "aiosmtpd"]).status().is_ok_and(|s| s.success());
-            assert!(ok, "could not create a Python venv with aiosmtpd at {}; run .ci/run or set NUDGE_TEST_PYTHON", tmp.display());
+            let ok = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&tmp)
+                .status()
+                .is_ok_and(|s| s.success())
+                && Command::new(tmp.join("bin/pip"))
+                    .args(["install", "-q", "aiosmtpd"])
+                    .status()
+                    .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "could not create a Python venv with aiosmtpd at {}; run .ci/run or set NUDGE_TEST_PYTHON",
+                tmp.display()
+            );
             if std::fs::rename(&tmp, &venv).is_err() {
                 let _ = std::fs::remove_dir_all(&tmp);
             }
@@ -122,11 +135,7 @@ impl SmtpServer {
     pub fn wait_for(&self, address: &str, subject: &str) -> Mail {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Some(m) = self
-                .mails_to(address)
-                .into_iter()
-                .find(|m| m.subject.contains(subject))
-            {
+            if let Some(m) = self.mails_to(address).into_iter().find(|m| m.subject.contains(subject)) {
                 return m;
             }
             assert!(
@@ -180,10 +189,7 @@ impl Nudge {
     /// sending to `smtp`.
     pub fn new(smtp: &SmtpServer, start: &str) -> Nudge {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(
-            &repo_root().join("workflows"),
-            &dir.path().join("workflows"),
-        );
+        copy_dir(&repo_root().join("workflows"), &dir.path().join("workflows"));
         let api_port = free_port();
         std::fs::write(
             dir.path().join("nudge.toml"),
@@ -262,11 +268,7 @@ impl Nudge {
             if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
                 panic!("daemon exited with {status}:\n{}", self.log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not come up:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "daemon did not come up:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -279,11 +281,7 @@ impl Nudge {
                 .status()
                 .unwrap();
             let status = child.wait().unwrap();
-            assert!(
-                status.success(),
-                "daemon exited with {status}:\n{}",
-                self.log()
-            );
+            assert!(status.success(), "daemon exited with {status}:\n{}", self.log());
         }
     }
 
@@ -307,10 +305,7 @@ impl Nudge {
             if log.contains(needle) {
                 return log;
             }
-            assert!(
-                Instant::now() < deadline,
-                "log never said {needle:?}:\n{log}"
-            );
+            assert!(Instant::now() < deadline, "log never said {needle:?}:\n{log}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -332,11 +327,7 @@ impl Nudge {
             if idle {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon never settled: {s:#}\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "daemon never settled: {s:#}\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -351,13 +342,7 @@ impl Nudge {
         self.http_with_token(method, path, body, Some(&self.token.clone()))
     }
 
-    pub fn http_with_token(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        token: Option<&str>,
-    ) -> (u16, Value) {
+    pub fn http_with_token(&self, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, Value) {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.api_port)) else {
             return (0, Value::Null);
         };
@@ -376,15 +361,8 @@ impl Nudge {
         if stream.read_to_string(&mut response).is_err() {
             return (0, Value::Null);
         }
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or("");
+        let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
         (
             status,
             serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),

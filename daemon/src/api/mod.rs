@@ -89,8 +89,7 @@ pub async fn serve(
     info!(%addr, auth = state.token.is_some(), "API listening");
     let app = router(state);
     Ok(async move {
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { cancel.cancelled().await });
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await });
         if let Err(e) = server.await {
             warn!("API server: {e}");
         }
@@ -119,11 +118,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(token) {
-            return ApiError(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token".into(),
-            )
-            .into_response();
+            return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
         }
     }
     next.run(request).await
@@ -142,10 +137,7 @@ async fn contact(conn: &mut store::Conn, reference: &str) -> Result<Contact, Api
     })
 }
 
-async fn add_contact(
-    State(s): State<AppState>,
-    body: Result<Json<NewContact>, JsonRejection>,
-) -> ApiResult {
+async fn add_contact(State(s): State<AppState>, body: Result<Json<NewContact>, JsonRejection>) -> ApiResult {
     let Json(new) = body?;
     let mut tx = s.store.write().await?;
     let id = store::insert_contact(&mut tx, &new, s.clock.now_ms()).await?;
@@ -183,11 +175,7 @@ async fn change_stage(
     } else {
         StatusCode::OK
     };
-    Ok((
-        status,
-        Json(json!({ "event_id": event, "changed": event.is_some() })),
-    )
-        .into_response())
+    Ok((status, Json(json!({ "event_id": event, "changed": event.is_some() }))).into_response())
 }
 
 /// A follow-up as the API takes it: times as text (`3d`, RFC 3339, local date-time).
@@ -263,14 +251,7 @@ async fn add_inquiry(
     let Json(input) = body?;
     let mut tx = s.store.write().await?;
     let contact = contact(&mut tx, &reference).await?;
-    let id = store::add_inquiry(
-        &mut tx,
-        contact.id,
-        &input.message,
-        &input.channel,
-        s.clock.now_ms(),
-    )
-    .await?;
+    let id = store::add_inquiry(&mut tx, contact.id, &input.message, &input.channel, s.clock.now_ms()).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     s.engine_wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "inquiry_id": id }))).into_response())

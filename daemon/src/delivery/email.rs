@@ -38,34 +38,22 @@ impl Mailer {
         let route = match &config.smtp {
             None => Route::EmlDir(config.outbox_dir.clone()),
             Some(smtp) => {
-                let mut builder =
-                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
-                        .port(smtp.port);
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).port(smtp.port);
                 builder = match smtp.tls {
                     SmtpTls::None => builder.tls(Tls::None),
-                    SmtpTls::Starttls => {
-                        builder.tls(Tls::Required(TlsParameters::new(smtp.host.clone())?))
-                    }
-                    SmtpTls::Tls => {
-                        builder.tls(Tls::Wrapper(TlsParameters::new(smtp.host.clone())?))
-                    }
+                    SmtpTls::Starttls => builder.tls(Tls::Required(TlsParameters::new(smtp.host.clone())?)),
+                    SmtpTls::Tls => builder.tls(Tls::Wrapper(TlsParameters::new(smtp.host.clone())?)),
                 };
                 if let Some(user) = &smtp.username {
                     let password = config.smtp_password().with_context(|| {
-                        format!(
-                            "smtp.username is set but ${} holds no password",
-                            smtp.password_env
-                        )
+                        format!("smtp.username is set but ${} holds no password", smtp.password_env)
                     })?;
                     builder = builder.credentials(Credentials::new(user.clone(), password));
                 }
                 let deadline = Duration::from_secs(smtp.timeout_secs.max(1));
                 // lettre's own timeout covers each command; the outer deadline covers the whole send.
                 let transport = builder.timeout(Some(deadline)).build();
-                Route::Smtp {
-                    transport,
-                    deadline,
-                }
+                Route::Smtp { transport, deadline }
             }
         };
         Ok(Mailer { from, route })
@@ -82,16 +70,12 @@ impl Mailer {
                 Ok(()) => Outcome::Sent,
                 Err(e) => Outcome::Transient(format!("write .eml: {e:#}")),
             },
-            Route::Smtp {
-                transport,
-                deadline,
-            } => match tokio::time::timeout(*deadline, transport.send(message)).await {
+            Route::Smtp { transport, deadline } => match tokio::time::timeout(*deadline, transport.send(message)).await
+            {
                 Ok(Ok(_)) => Outcome::Sent,
                 Ok(Err(e)) if e.is_permanent() => Outcome::Permanent(e.to_string()),
                 Ok(Err(e)) => Outcome::Transient(e.to_string()),
-                Err(_) => {
-                    Outcome::Transient(format!("no answer within {deadline:?} (outcome unknown)"))
-                }
+                Err(_) => Outcome::Transient(format!("no answer within {deadline:?} (outcome unknown)")),
             },
         }
     }
@@ -125,10 +109,9 @@ fn build(from: &Mailbox, row: &OutboxRow, now_ms: i64) -> anyhow::Result<Message
         .message_id(Some(row.message_id.clone()))
         .date(SystemTime::UNIX_EPOCH + Duration::from_millis(now_ms.max(0) as u64));
     let message = match (&m.text, &m.html) {
-        (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(
-            normalise(text),
-            normalise(html),
-        ))?,
+        (Some(text), Some(html)) => {
+            builder.multipart(MultiPart::alternative_plain_html(normalise(text), normalise(html)))?
+        }
         (None, Some(html)) => builder.singlepart(
             SinglePart::builder()
                 .header(ContentType::TEXT_HTML)

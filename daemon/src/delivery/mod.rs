@@ -30,12 +30,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(
-        config: &Config,
-        store: Store,
-        clock: Clock,
-        wake: Arc<Notify>,
-    ) -> anyhow::Result<Delivery> {
+    pub fn new(config: &Config, store: Store, clock: Clock, wake: Arc<Notify>) -> anyhow::Result<Delivery> {
         Ok(Delivery {
             mailer: Mailer::new(config)?,
             store,
@@ -103,9 +98,7 @@ impl Delivery {
     async fn record(&self, row: &OutboxRow, started: i64, outcome: &Outcome) -> anyhow::Result<()> {
         let now = self.clock.now_ms();
         let retry_at = match outcome {
-            Outcome::Transient(_) if row.attempts + 1 < MAX_ATTEMPTS => {
-                Some(now + backoff_ms(row.id, row.attempts))
-            }
+            Outcome::Transient(_) if row.attempts + 1 < MAX_ATTEMPTS => Some(now + backoff_ms(row.id, row.attempts)),
             _ => None,
         };
         match outcome {

@@ -105,20 +105,17 @@ impl PluginHost {
                 .collect();
             files.sort();
             for file in files {
-                let bytes = std::fs::read(&file)
-                    .with_context(|| format!("read plugin {}", file.display()))?;
+                let bytes = std::fs::read(&file).with_context(|| format!("read plugin {}", file.display()))?;
                 sources.push((file.display().to_string(), bytes));
             }
         }
         for (origin, bytes) in sources {
             let component = anyhow_result(Component::new(&host.engine, &bytes))
                 .with_context(|| format!("compile plugin {origin}"))?;
-            let pre = anyhow_result(linker.instantiate_pre(&component)).with_context(|| {
-                format!("plugin {origin} needs imports that nudge does not give plugins")
-            })?;
-            let pre = anyhow_result(ChannelPre::new(pre)).with_context(|| {
-                format!("plugin {origin} does not export the nudge:channel world")
-            })?;
+            let pre = anyhow_result(linker.instantiate_pre(&component))
+                .with_context(|| format!("plugin {origin} needs imports that nudge does not give plugins"))?;
+            let pre = anyhow_result(ChannelPre::new(pre))
+                .with_context(|| format!("plugin {origin} does not export the nudge:channel world"))?;
             let mut store = host.store();
             let info = anyhow_result(
                 pre.instantiate(&mut store)

@@ -19,6 +19,16 @@ use crate::workflow::{FollowUpAfter, Step, Workflow, WorkflowSet, add_span};
 /// Batch size for each kind of work in one tick.
 const BATCH: i64 = 64;
 
+/// A message a step is about to send.
+struct Outgoing<'a> {
+    channel: &'a str,
+    template: &'a str,
+    name: String,
+    address: String,
+    /// Tells apart two messages of one step (the contact's and the owner's).
+    key_suffix: &'static str,
+}
+
 /// The engine: turns events into runs, fires timers, advances runs.
 pub struct Engine {
     pub store: Store,
@@ -60,10 +70,7 @@ impl Engine {
         self.store
             .save_workflow_set(&set.hash, &set.files, self.clock.now_ms())
             .await?;
-        self.pinned
-            .lock()
-            .unwrap()
-            .insert(set.hash.clone(), set.clone());
+        self.pinned.lock().unwrap().insert(set.hash.clone(), set.clone());
         *self.current.write().unwrap() = set;
         Ok(())
     }
@@ -85,10 +92,7 @@ impl Engine {
         let set = WorkflowSet::compile(files, &self.plugins.channels())
             .map_err(|d| anyhow::anyhow!("stored workflow set {hash} no longer compiles:\n{d}"))?;
         let set = Arc::new(set);
-        self.pinned
-            .lock()
-            .unwrap()
-            .insert(hash.to_string(), set.clone());
+        self.pinned.lock().unwrap().insert(hash.to_string(), set.clone());
         Ok(set)
     }
 
@@ -137,27 +141,18 @@ impl Engine {
                     let status = if start <= now { "ready" } else { "waiting" };
                     let mut context = event.payload.0.clone();
                     context["kind"] = json!(event.kind);
-                    let run = store::insert_run(
-                        &mut tx,
-                        &workflow.name,
-                        &set.hash,
-                        contact.id,
-                        event.id,
+                    let new_run = store::NewRun {
+                        workflow: &workflow.name,
+                        set_hash: &set.hash,
+                        contact_id: contact.id,
+                        event_id: event.id,
                         status,
-                        &context,
-                        now,
-                    )
-                    .await?;
+                        context: &context,
+                    };
+                    let run = store::insert_run(&mut tx, &new_run, now).await?;
                     if let Some(run_id) = run {
                         if status == "waiting" {
-                            store::insert_timer(
-                                &mut tx,
-                                start,
-                                TimerKind::ResumeRun,
-                                Some(run_id),
-                                None,
-                            )
-                            .await?;
+                            store::insert_timer(&mut tx, start, TimerKind::ResumeRun, Some(run_id), None).await?;
                         }
                         info!(run_id, workflow = %workflow.name, contact_id = contact.id, event = %event.kind, "run started");
                     }
@@ -192,9 +187,7 @@ impl Engine {
                         None => None,
                     };
                     // A newer follow-up moved the date: this timer is stale.
-                    if let Some(contact) =
-                        contact.filter(|c| c.next_follow_up_at == Some(timer.due_at))
-                    {
+                    if let Some(contact) = contact.filter(|c| c.next_follow_up_at == Some(timer.due_at)) {
                         store::insert_event(
                             &mut tx,
                             "follow_up_overdue",
@@ -221,14 +214,7 @@ impl Engine {
             if let Err(e) = self.advance(run_id).await {
                 warn!(run_id, "run failed: {e:#}");
                 let mut conn = self.store.pool.acquire().await?;
-                store::end_run(
-                    &mut conn,
-                    run_id,
-                    "failed",
-                    &format!("{e:#}"),
-                    self.clock.now_ms(),
-                )
-                .await?;
+                store::end_run(&mut conn, run_id, "failed", &format!("{e:#}"), self.clock.now_ms()).await?;
             }
         }
         Ok(runs.len())
@@ -258,8 +244,7 @@ impl Engine {
                 .await?
                 .context("contact is gone")?;
             if let Some(reason) =
-                triggers::cancel_reason(&mut conn, &workflow.trigger, &run.context.0, &contact)
-                    .await?
+                triggers::cancel_reason(&mut conn, &workflow.trigger, &run.context.0, &contact).await?
             {
                 store::end_run(&mut conn, run.id, "cancelled", reason, now).await?;
                 info!(run_id, workflow = %workflow.name, reason, "run cancelled");
@@ -267,8 +252,7 @@ impl Engine {
             }
             let contact_ctx = store::contact_context(&mut conn, &contact).await?;
             drop(conn);
-            self.step(&run, workflow, step, &contact, contact_ctx)
-                .await?;
+            self.step(&run, workflow, step, &contact, contact_ctx).await?;
         }
     }
 
@@ -283,63 +267,61 @@ impl Engine {
         let kind = step.kind();
         let mut status = "ready";
         // Rendering is pure and may be slow, so it happens before the transaction opens.
-        let message = match step {
-            Step::Send { channel, template } => {
-                let to = contact
+        let outgoing =
+            match step {
+                Step::Send { channel, template } => contact
                     .email
                     .clone()
-                    .filter(|_| contact.consent != "withdrawn");
-                match to {
-                    Some(to) => Some((channel.as_str(), template, contact.name.clone(), to, "")),
-                    None => None,
+                    .filter(|_| contact.consent != "withdrawn")
+                    .map(|address| Outgoing {
+                        channel,
+                        template,
+                        name: contact.name.clone(),
+                        address,
+                        key_suffix: "",
+                    }),
+                Step::NotifyOwner { template } => {
+                    Some(contact.owner.clone())
+                        .filter(|o| o.contains('@'))
+                        .map(|address| Outgoing {
+                            channel: "email",
+                            template,
+                            name: String::new(),
+                            address,
+                            key_suffix: "-owner",
+                        })
                 }
-            }
-            Step::NotifyOwner { template } => Some((
-                "email",
-                template,
-                contact.owner.clone(),
-                contact.owner.clone(),
-                "-owner",
-            ))
-            .filter(|m| m.3.contains('@')),
-            _ => None,
-        };
-        let rendered = match &message {
-            Some((channel, template, ..)) => {
-                let template = self
-                    .set_for(&run.set_hash)
-                    .await?
-                    .templates
-                    .get(*template)
-                    .cloned()
-                    .context("template missing")?;
+                _ => None,
+            };
+        let rendered = match &outgoing {
+            Some(out) => {
+                let set = self.set_for(&run.set_hash).await?;
+                let template = set.templates.get(out.template).cloned().context("template missing")?;
                 let context = json!({
                     "contact": contact_ctx, "vars": workflow.vars, "event": run.context.0,
                     "owner": { "email": contact.owner }, "workflow": workflow.name,
                 });
                 let plugins = self.plugins.clone();
-                let channel = channel.to_string();
-                let out = tokio::task::spawn_blocking(move || {
-                    plugins.render(&channel, &template.fields, &context)
-                })
-                .await?;
-                Some(out.with_context(|| format!("render template `{}`", template.name))?)
+                let channel = out.channel.to_string();
+                let result =
+                    tokio::task::spawn_blocking(move || plugins.render(&channel, &template.fields, &context)).await?;
+                Some(result.with_context(|| format!("render template `{}`", out.template))?)
             }
             None => None,
         };
         let now = self.clock.now_ms();
         let mut tx = self.store.write().await?;
         let detail = match step {
-            Step::Send { .. } | Step::NotifyOwner { .. } => match (message, rendered) {
-                (Some((channel, _, to_name, to_address, suffix)), Some(r)) => {
+            Step::Send { .. } | Step::NotifyOwner { .. } => match (outgoing, rendered) {
+                (Some(out), Some(r)) => {
                     let key = format!(
-                        "run{}-step{}-contact{}{suffix}",
-                        run.id, run.next_step, contact.id
+                        "run{}-step{}-contact{}{}",
+                        run.id, run.next_step, contact.id, out.key_suffix
                     );
                     let message_id = format!("<{key}@{}>", self.message_id_domain);
                     let outbound = OutboundMessage {
-                        to_name,
-                        to_address: to_address.clone(),
+                        to_name: out.name,
+                        to_address: out.address.clone(),
                         subject: r.subject.unwrap_or_default(),
                         text: r.text,
                         html: r.html,
@@ -349,22 +331,19 @@ impl Engine {
                         message_id: &message_id,
                         run_id: Some(run.id),
                         contact_id: Some(contact.id),
-                        channel,
+                        channel: out.channel,
                         message: &outbound,
                     };
                     store::insert_outbox(&mut tx, &row, now).await?;
-                    format!("queued {message_id} to {to_address}")
+                    format!("queued {message_id} to {}", out.address)
                 }
-                _ if matches!(step, Step::NotifyOwner { .. }) => {
-                    "skipped: the contact has no owner email".into()
-                }
+                _ if matches!(step, Step::NotifyOwner { .. }) => "skipped: the contact has no owner email".into(),
                 _ if contact.consent == "withdrawn" => "skipped: consent withdrawn".into(),
                 _ => "skipped: no email address".into(),
             },
             Step::Wait(span) => {
                 let until = add_span(now, *span, &contact.time_zone);
-                store::insert_timer(&mut tx, until, TimerKind::ResumeRun, Some(run.id), None)
-                    .await?;
+                store::insert_timer(&mut tx, until, TimerKind::ResumeRun, Some(run.id), None).await?;
                 status = "waiting";
                 format!("wait until {}", crate::clock::display_ms(until))
             }
@@ -381,50 +360,22 @@ impl Engine {
                 match span {
                     Some(span) => {
                         let at = add_span(now, span, &contact.time_zone);
-                        store::set_next_follow_up(
-                            &mut tx,
-                            contact.id,
-                            Some(at),
-                            goal.as_deref(),
-                            now,
-                        )
-                        .await?;
+                        store::set_next_follow_up(&mut tx, contact.id, Some(at), goal.as_deref(), now).await?;
                         format!("next follow-up {}", crate::clock::display_ms(at))
                     }
                     None => "skipped: the cadence has no interval for this contact".into(),
                 }
             }
             Step::SetStage(stage) => {
-                store::set_stage(
-                    &mut tx,
-                    contact,
-                    stage,
-                    &format!("workflow:{}", workflow.name),
-                    now,
-                )
-                .await?;
+                store::set_stage(&mut tx, contact, stage, &format!("workflow:{}", workflow.name), now).await?;
                 format!("stage {} -> {stage}", contact.stage)
             }
             Step::SetTier(tier) => {
-                store::set_classification(
-                    &mut tx,
-                    contact.id,
-                    store::Classification::ValueTier,
-                    tier,
-                    now,
-                )
-                .await?;
+                store::set_classification(&mut tx, contact.id, store::Classification::ValueTier, tier, now).await?;
                 format!("value tier -> {tier}")
             }
             Step::SetIntent(grade) => {
-                store::set_classification(
-                    &mut tx,
-                    contact.id,
-                    store::Classification::IntentGrade,
-                    grade,
-                    now,
-                )
-                .await?;
+                store::set_classification(&mut tx, contact.id, store::Classification::IntentGrade, grade, now).await?;
                 format!("intent grade -> {grade}")
             }
             Step::Tag(tag) => {

@@ -145,9 +145,10 @@ pub async fn insert_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyh
     .fetch_one(&mut *conn)
     .await
     .map_err(|e| match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            anyhow::Error::new(Invalid(format!("a contact with email {} exists already", new.email.as_deref().unwrap_or(""))))
-        }
+        sqlx::Error::Database(d) if d.is_unique_violation() => anyhow::Error::new(Invalid(format!(
+            "a contact with email {} exists already",
+            new.email.as_deref().unwrap_or("")
+        ))),
         _ => e.into(),
     })?;
     insert_event(conn, "contact_created", id, &json!({}), now).await?;
@@ -176,10 +177,7 @@ pub async fn contact_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Co
 }
 
 /// A contact's condition/template context, with the derived counts.
-pub async fn contact_context(
-    conn: &mut Conn,
-    contact: &Contact,
-) -> anyhow::Result<serde_json::Value> {
+pub async fn contact_context(conn: &mut Conn, contact: &Contact) -> anyhow::Result<serde_json::Value> {
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follow_ups WHERE contact_id = ?")
         .bind(contact.id)
         .fetch_one(&mut *conn)
@@ -245,13 +243,7 @@ pub enum Classification {
 }
 
 /// Adds (`present = true`) or removes a tag.
-pub async fn set_tag(
-    conn: &mut Conn,
-    contact: &Contact,
-    tag: &str,
-    present: bool,
-    now: i64,
-) -> anyhow::Result<()> {
+pub async fn set_tag(conn: &mut Conn, contact: &Contact, tag: &str, present: bool, now: i64) -> anyhow::Result<()> {
     let mut tags = contact.tags.0.clone();
     tags.retain(|t| t != tag);
     if present {
@@ -275,24 +267,15 @@ pub async fn set_next_follow_up(
     goal: Option<&str>,
     now: i64,
 ) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE contacts SET next_follow_up_at = ?, next_goal = ?, updated_at = ? WHERE id = ?",
-    )
-    .bind(at)
-    .bind(goal)
-    .bind(now)
-    .bind(contact_id)
-    .execute(&mut *conn)
-    .await?;
-    if let Some(at) = at {
-        insert_timer(
-            conn,
-            at,
-            super::TimerKind::FollowUpDue,
-            None,
-            Some(contact_id),
-        )
+    sqlx::query("UPDATE contacts SET next_follow_up_at = ?, next_goal = ?, updated_at = ? WHERE id = ?")
+        .bind(at)
+        .bind(goal)
+        .bind(now)
+        .bind(contact_id)
+        .execute(&mut *conn)
         .await?;
+    if let Some(at) = at {
+        insert_timer(conn, at, super::TimerKind::FollowUpDue, None, Some(contact_id)).await?;
     }
     Ok(())
 }

@@ -18,13 +18,15 @@ pub async fn insert_event(
     payload: &serde_json::Value,
     now: i64,
 ) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("INSERT INTO events (kind, contact_id, payload, occurred_at) VALUES (?, ?, ?, ?) RETURNING id")
-        .bind(kind)
-        .bind(contact_id)
-        .bind(sqlx::types::Json(payload))
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await?)
+    Ok(sqlx::query_scalar(
+        "INSERT INTO events (kind, contact_id, payload, occurred_at) VALUES (?, ?, ?, ?) RETURNING id",
+    )
+    .bind(kind)
+    .bind(contact_id)
+    .bind(sqlx::types::Json(payload))
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 pub async fn unprocessed_events(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Event>> {

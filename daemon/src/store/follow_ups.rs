@@ -4,9 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{
-    Classification, Conn, Contact, Invalid, insert_event, set_classification, set_next_follow_up,
-};
+use super::{Classification, Conn, Contact, Invalid, insert_event, set_classification, set_next_follow_up};
 
 /// A follow-up as logged by a rep.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -45,17 +43,9 @@ pub struct FollowUp {
 const RESULTS: &[&str] = &["in_progress", "won", "needs_follow_up", "lost"];
 
 /// Records a follow-up, in one transaction with everything it changes.
-pub async fn log_follow_up(
-    conn: &mut Conn,
-    contact: &Contact,
-    new: &NewFollowUp,
-    now: i64,
-) -> anyhow::Result<i64> {
+pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp, now: i64) -> anyhow::Result<i64> {
     if new.channel.trim().is_empty() {
-        return Err(Invalid(
-            "a follow-up needs a channel (phone, wechat, email, visit, ...)".into(),
-        )
-        .into());
+        return Err(Invalid("a follow-up needs a channel (phone, wechat, email, visit, ...)".into()).into());
     }
     let result = new.result.as_deref().unwrap_or("in_progress");
     if !RESULTS.contains(&result) {
@@ -95,31 +85,22 @@ pub async fn log_follow_up(
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    set_next_follow_up(
-        conn,
-        contact.id,
-        new.next_follow_up_at,
-        new.next_goal.as_deref(),
-        now,
-    )
-    .await?;
+    set_next_follow_up(conn, contact.id, new.next_follow_up_at, new.next_goal.as_deref(), now).await?;
     // Any contact with the customer answers the inquiries they were waiting on.
-    sqlx::query("UPDATE inquiries SET answered_at = ? WHERE contact_id = ? AND answered_at IS NULL AND received_at <= ?")
-        .bind(at)
-        .bind(contact.id)
-        .bind(at.max(now))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE inquiries SET answered_at = ? WHERE contact_id = ? AND answered_at IS NULL AND received_at <= ?",
+    )
+    .bind(at)
+    .bind(contact.id)
+    .bind(at.max(now))
+    .execute(&mut *conn)
+    .await?;
     let payload = json!({ "follow_up_id": id, "channel": new.channel, "result": result });
     insert_event(conn, "follow_up_logged", contact.id, &payload, now).await?;
     Ok(id)
 }
 
-pub async fn follow_ups_of(
-    conn: &mut Conn,
-    contact_id: i64,
-    limit: i64,
-) -> anyhow::Result<Vec<FollowUp>> {
+pub async fn follow_ups_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::Result<Vec<FollowUp>> {
     Ok(sqlx::query_as(
         "SELECT id, contact_id, at, channel, summary, feedback, status_change, next_follow_up_at, next_goal, result, owner
          FROM follow_ups WHERE contact_id = ? ORDER BY at DESC, id DESC LIMIT ?",
@@ -160,10 +141,9 @@ pub async fn add_inquiry(
 
 /// Whether an inquiry is still waiting for its first answer.
 pub async fn inquiry_open(conn: &mut Conn, inquiry_id: i64) -> anyhow::Result<bool> {
-    let answered: Option<Option<i64>> =
-        sqlx::query_scalar("SELECT answered_at FROM inquiries WHERE id = ?")
-            .bind(inquiry_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let answered: Option<Option<i64>> = sqlx::query_scalar("SELECT answered_at FROM inquiries WHERE id = ?")
+        .bind(inquiry_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(matches!(answered, Some(None)))
 }

@@ -37,8 +37,7 @@ impl Store {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("create database folder {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("create database folder {}", dir.display()))?;
         }
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
@@ -69,11 +68,9 @@ impl Store {
 
     /// The virtual clock's stored reading, if it was ever set.
     pub async fn virtual_now(&self) -> anyhow::Result<Option<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT now_ms FROM virtual_clock WHERE id = 1")
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT now_ms FROM virtual_clock WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     pub async fn set_virtual_now(&self, now_ms: i64) -> anyhow::Result<()> {
@@ -85,32 +82,21 @@ impl Store {
     }
 
     /// Records a workflow set so that runs pinned to it can be resumed after it is replaced.
-    pub async fn save_workflow_set(
-        &self,
-        hash: &str,
-        files: &[(String, String)],
-        now: i64,
-    ) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO workflow_sets (hash, files, loaded_at) VALUES (?, ?, ?)",
-        )
-        .bind(hash)
-        .bind(serde_json::to_string(files)?)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+    pub async fn save_workflow_set(&self, hash: &str, files: &[(String, String)], now: i64) -> anyhow::Result<()> {
+        sqlx::query("INSERT OR IGNORE INTO workflow_sets (hash, files, loaded_at) VALUES (?, ?, ?)")
+            .bind(hash)
+            .bind(serde_json::to_string(files)?)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
-    pub async fn workflow_set_files(
-        &self,
-        hash: &str,
-    ) -> anyhow::Result<Option<Vec<(String, String)>>> {
-        let files: Option<String> =
-            sqlx::query_scalar("SELECT files FROM workflow_sets WHERE hash = ?")
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?;
+    pub async fn workflow_set_files(&self, hash: &str) -> anyhow::Result<Option<Vec<(String, String)>>> {
+        let files: Option<String> = sqlx::query_scalar("SELECT files FROM workflow_sets WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match files {
             Some(f) => Some(serde_json::from_str(&f)?),
             None => None,

@@ -36,11 +36,7 @@ pub struct NewOutboxRow<'a> {
 }
 
 /// Queues a message; a second row with the same idempotency key is ignored.
-pub async fn insert_outbox(
-    conn: &mut Conn,
-    row: &NewOutboxRow<'_>,
-    now: i64,
-) -> anyhow::Result<bool> {
+pub async fn insert_outbox(conn: &mut Conn, row: &NewOutboxRow<'_>, now: i64) -> anyhow::Result<bool> {
     let done = sqlx::query(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message, next_attempt_at, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",

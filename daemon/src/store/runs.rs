@@ -14,27 +14,30 @@ pub struct Run {
     pub context: sqlx::types::Json<serde_json::Value>,
 }
 
+/// A run about to start.
+pub struct NewRun<'a> {
+    pub workflow: &'a str,
+    pub set_hash: &'a str,
+    pub contact_id: i64,
+    pub event_id: i64,
+    /// `ready`, or `waiting` for a delayed start.
+    pub status: &'a str,
+    /// The trigger's data (the event payload and kind).
+    pub context: &'a serde_json::Value,
+}
+
 /// Starts a run; `None` if this workflow already ran for this event.
-pub async fn insert_run(
-    conn: &mut Conn,
-    workflow: &str,
-    set_hash: &str,
-    contact_id: i64,
-    event_id: i64,
-    status: &str,
-    context: &serde_json::Value,
-    now: i64,
-) -> anyhow::Result<Option<i64>> {
+pub async fn insert_run(conn: &mut Conn, run: &NewRun<'_>, now: i64) -> anyhow::Result<Option<i64>> {
     Ok(sqlx::query_scalar(
         "INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, started_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow, event_id) DO NOTHING RETURNING id",
     )
-    .bind(workflow)
-    .bind(set_hash)
-    .bind(contact_id)
-    .bind(event_id)
-    .bind(status)
-    .bind(sqlx::types::Json(context))
+    .bind(run.workflow)
+    .bind(run.set_hash)
+    .bind(run.contact_id)
+    .bind(run.event_id)
+    .bind(run.status)
+    .bind(sqlx::types::Json(run.context))
     .bind(now)
     .bind(now)
     .fetch_optional(&mut *conn)
@@ -68,35 +71,25 @@ pub async fn finish_step(
     status: &str,
     now: i64,
 ) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO run_steps (run_id, step, kind, detail, finished_at) VALUES (?, ?, ?, ?, ?)",
-    )
-    .bind(run.id)
-    .bind(run.next_step)
-    .bind(kind)
-    .bind(detail)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE runs SET next_step = next_step + 1, status = ?, updated_at = ? WHERE id = ?",
-    )
-    .bind(status)
-    .bind(now)
-    .bind(run.id)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("INSERT INTO run_steps (run_id, step, kind, detail, finished_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(run.id)
+        .bind(run.next_step)
+        .bind(kind)
+        .bind(detail)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE runs SET next_step = next_step + 1, status = ?, updated_at = ? WHERE id = ?")
+        .bind(status)
+        .bind(now)
+        .bind(run.id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 /// Ends a run: `done`, `cancelled` (its trigger no longer holds) or `failed`.
-pub async fn end_run(
-    conn: &mut Conn,
-    run_id: i64,
-    status: &str,
-    outcome: &str,
-    now: i64,
-) -> anyhow::Result<()> {
+pub async fn end_run(conn: &mut Conn, run_id: i64, status: &str, outcome: &str, now: i64) -> anyhow::Result<()> {
     sqlx::query("UPDATE runs SET status = ?, outcome = ?, updated_at = ? WHERE id = ?")
         .bind(status)
         .bind(outcome)
@@ -109,12 +102,10 @@ pub async fn end_run(
 
 /// Wakes a waiting run; false if it was not waiting (cancelled meanwhile, or woken already).
 pub async fn wake_run(conn: &mut Conn, run_id: i64, now: i64) -> anyhow::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE runs SET status = 'ready', updated_at = ? WHERE id = ? AND status = 'waiting'",
-    )
-    .bind(now)
-    .bind(run_id)
-    .execute(&mut *conn)
-    .await?;
+    let done = sqlx::query("UPDATE runs SET status = 'ready', updated_at = ? WHERE id = ? AND status = 'waiting'")
+        .bind(now)
+        .bind(run_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(done.rows_affected() == 1)
 }

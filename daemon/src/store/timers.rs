@@ -35,15 +35,15 @@ pub async fn insert_timer(
     run_id: Option<i64>,
     contact_id: Option<i64>,
 ) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO timers (due_at, kind, run_id, contact_id) VALUES (?, ?, ?, ?) RETURNING id",
+    Ok(
+        sqlx::query_scalar("INSERT INTO timers (due_at, kind, run_id, contact_id) VALUES (?, ?, ?, ?) RETURNING id")
+            .bind(due_at)
+            .bind(kind.as_str())
+            .bind(run_id)
+            .bind(contact_id)
+            .fetch_one(&mut *conn)
+            .await?,
     )
-    .bind(due_at)
-    .bind(kind.as_str())
-    .bind(run_id)
-    .bind(contact_id)
-    .fetch_one(&mut *conn)
-    .await?)
 }
 
 pub async fn due_timers(conn: &mut Conn, now: i64, limit: i64) -> anyhow::Result<Vec<Timer>> {

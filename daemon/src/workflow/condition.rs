@@ -62,7 +62,9 @@ impl Condition {
             ConditionError {
                 span: span.clone(),
                 message: format!("CEL syntax error: {message}"),
-                help: Some("conditions are CEL, e.g. `contact.intent_grade == \"A\" && \"vip\" in contact.tags`".into()),
+                help: Some(
+                    "conditions are CEL, e.g. `contact.intent_grade == \"A\" && \"vip\" in contact.tags`".into(),
+                ),
             }
         })?;
         let condition = Condition {
@@ -76,43 +78,33 @@ impl Condition {
             Err(message) => Err(ConditionError {
                 span: 0..source.len(),
                 message: format!("type error: {message}"),
-                help: Some("a condition must be a bool built from contact fields, e.g. `contact.tags.size() > 0`".into()),
+                help: Some(
+                    "a condition must be a bool built from contact fields, e.g. `contact.tags.size() > 0`".into(),
+                ),
             }),
         }
     }
 
     /// True when the condition holds. Errors at run time (e.g. a missing map key)
     /// are reported, never taken as true.
-    pub fn evaluate(
-        &self,
-        contact: &serde_json::Value,
-        event: &serde_json::Value,
-    ) -> Result<bool, String> {
+    pub fn evaluate(&self, contact: &serde_json::Value, event: &serde_json::Value) -> Result<bool, String> {
         let mut ctx = Context::with_env(self.env.clone());
-        ctx.add_variable(
-            "contact",
-            cel::to_value(contact).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| format!("{e:?}"))?;
+        ctx.add_variable("contact", cel::to_value(contact).map_err(|e| e.to_string())?)
+            .map_err(|e| format!("{e:?}"))?;
         ctx.add_variable("event", cel::to_value(event).map_err(|e| e.to_string())?)
             .map_err(|e| format!("{e:?}"))?;
         match self.program.execute(&ctx) {
             Ok(Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!(
-                "the condition gives {:?}, not a bool",
-                other.type_of()
-            )),
+            Ok(other) => Err(format!("the condition gives {:?}, not a bool", other.type_of())),
             Err(e) => Err(e.to_string()),
         }
     }
 
     fn check_fields(&self) -> Result<(), ConditionError> {
-        let known: BTreeMap<&str, Vec<String>> = [
-            ("contact", keys(&contact_schema())),
-            ("event", keys(&event_schema())),
-        ]
-        .into_iter()
-        .collect();
+        let known: BTreeMap<&str, Vec<String>> =
+            [("contact", keys(&contact_schema())), ("event", keys(&event_schema()))]
+                .into_iter()
+                .collect();
         let info = self.program.source_info();
         let offset = |id: u64| info.offset_for(id).map(|(start, _)| start as usize);
         let mut bound = Vec::new();
@@ -129,31 +121,24 @@ impl Condition {
                     {
                         // From `contact` to the end of the field name (the select node sits at the dot).
                         let start = offset(select.operand.id).unwrap_or(0);
-                        let end = offset(expr.id)
-                            .map_or(self.source.len(), |dot| dot + 1 + select.field.len());
+                        let end = offset(expr.id).map_or(self.source.len(), |dot| dot + 1 + select.field.len());
                         let names = fields.iter().map(String::as_str);
                         problem = Some(ConditionError {
                             span: start..end.min(self.source.len()),
                             message: format!("`{root}` has no field `{}`", select.field),
                             help: Some(
                                 super::diagnostic::did_you_mean(&select.field, names)
-                                    .unwrap_or_else(|| {
-                                        format!("known fields: {}", fields.join(", "))
-                                    }),
+                                    .unwrap_or_else(|| format!("known fields: {}", fields.join(", "))),
                             ),
                         });
                     }
                 }
-                Expr::Ident(name)
-                    if !known.contains_key(name.as_str()) && !bound.contains(name) =>
-                {
+                Expr::Ident(name) if !known.contains_key(name.as_str()) && !bound.contains(name) => {
                     let start = offset(expr.id).unwrap_or(0);
                     problem = Some(ConditionError {
                         span: start..(start + name.len()).min(self.source.len()),
                         message: format!("unknown name `{name}`"),
-                        help: Some(
-                            "a condition reads `contact.<field>` and `event.<field>`".into(),
-                        ),
+                        help: Some("a condition reads `contact.<field>` and `event.<field>`".into()),
                     });
                 }
                 _ => {}
@@ -164,9 +149,7 @@ impl Condition {
 }
 
 fn keys(v: &serde_json::Value) -> Vec<String> {
-    v.as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default()
+    v.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
 }
 
 /// Visits every node; comprehension variables (from `exists`, `all`, ...) are in `bound` inside them.
@@ -226,8 +209,7 @@ mod tests {
 
     #[test]
     fn holds_on_matching_contact() {
-        let c =
-            Condition::compile(r#"contact.intent_grade == "A" && "vip" in contact.tags"#).unwrap();
+        let c = Condition::compile(r#"contact.intent_grade == "A" && "vip" in contact.tags"#).unwrap();
         let mut contact = contact_schema();
         contact["tags"] = json!(["vip"]);
         assert!(c.evaluate(&contact, &event_schema()).unwrap());

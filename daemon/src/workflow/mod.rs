@@ -93,27 +93,17 @@ pub struct Sla {
 
 impl Sla {
     pub fn for_tier(&self, tier: Option<&str>) -> Span {
-        tier.and_then(|t| self.by_tier.get(t))
-            .copied()
-            .unwrap_or(self.default)
+        tier.and_then(|t| self.by_tier.get(t)).copied().unwrap_or(self.default)
     }
 }
 
 /// One step of a workflow.
 #[derive(Debug, Clone)]
 pub enum Step {
-    Send {
-        channel: String,
-        template: String,
-    },
-    NotifyOwner {
-        template: String,
-    },
+    Send { channel: String, template: String },
+    NotifyOwner { template: String },
     Wait(Span),
-    ScheduleFollowUp {
-        after: FollowUpAfter,
-        goal: Option<String>,
-    },
+    ScheduleFollowUp { after: FollowUpAfter, goal: Option<String> },
     SetStage(String),
     SetTier(String),
     SetIntent(String),
@@ -164,10 +154,7 @@ pub struct Cadence {
 
 impl Cadence {
     pub fn interval_for(&self, value: Option<&str>) -> Option<Span> {
-        value
-            .and_then(|v| self.every.get(v))
-            .copied()
-            .or(self.default)
+        value.and_then(|v| self.every.get(v)).copied().or(self.default)
     }
 }
 
@@ -183,18 +170,14 @@ impl WorkflowSet {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && sub != dir => continue,
                 Err(e) => {
-                    return Err(std::io::Error::new(
-                        e.kind(),
-                        format!("{}: {e}", sub.display()),
-                    ));
+                    return Err(std::io::Error::new(e.kind(), format!("{}: {e}", sub.display())));
                 }
             };
             for entry in entries {
                 let path = entry?.path();
                 if path.is_file() && path.extension().is_some_and(|e| e == "toml") {
-                    let source = std::fs::read_to_string(&path).map_err(|e| {
-                        std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                    })?;
+                    let source = std::fs::read_to_string(&path)
+                        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
                     files.push((path.display().to_string(), source));
                 }
             }
@@ -217,10 +200,7 @@ impl WorkflowSet {
     }
 
     /// Validates a set of (path, source) files; every problem in every file is reported at once.
-    pub fn compile(
-        files: Vec<(String, String)>,
-        channels: &[String],
-    ) -> Result<WorkflowSet, Diagnostics> {
+    pub fn compile(files: Vec<(String, String)>, channels: &[String]) -> Result<WorkflowSet, Diagnostics> {
         let mut hasher = Sha256::new();
         for (path, source) in &files {
             hasher.update(path.as_bytes());
@@ -237,10 +217,7 @@ impl WorkflowSet {
                 templates,
                 cadences,
             }),
-            Err(items) => Err(Diagnostics {
-                items,
-                sources: files,
-            }),
+            Err(items) => Err(Diagnostics { items, sources: files }),
         }
     }
 
@@ -251,10 +228,7 @@ impl WorkflowSet {
 
 /// Parses a duration such as `3d`, `24h`, `15m`, `2d 12h` or `1w`.
 pub fn parse_duration(text: &str) -> Result<Span, String> {
-    let span: Span = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration"))?;
+    let span: Span = text.trim().parse().map_err(|_| format!("`{text}` is not a duration"))?;
     if span.is_negative() {
         return Err(format!("`{text}` is negative"));
     }
@@ -287,9 +261,7 @@ mod tests {
     #[test]
     fn days_are_local_days_across_dst() {
         // 2026-03-07 09:00 in New York is 14:00 UTC; DST starts 2026-03-08.
-        let start = jiff::Timestamp::from_second(1_772_892_000)
-            .unwrap()
-            .as_millisecond();
+        let start = jiff::Timestamp::from_second(1_772_892_000).unwrap().as_millisecond();
         let later = add_span(start, parse_duration("2d").unwrap(), "America/New_York");
         assert_eq!(later - start, (48 - 1) * 3_600_000);
         let utc = add_span(start, parse_duration("2d").unwrap(), "UTC");

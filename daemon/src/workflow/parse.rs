@@ -93,16 +93,9 @@ const TRIGGERS: &[&str] = &[
     "inquiry_received",
 ];
 
-type Compiled = (
-    Vec<Workflow>,
-    BTreeMap<String, Template>,
-    BTreeMap<String, Cadence>,
-);
+type Compiled = (Vec<Workflow>, BTreeMap<String, Template>, BTreeMap<String, Cadence>);
 
-pub(super) fn compile_set(
-    files: &[(String, String)],
-    channels: &[String],
-) -> Result<Compiled, Problems> {
+pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Result<Compiled, Problems> {
     let mut problems = Vec::new();
     let mut templates = BTreeMap::new();
     let mut cadences = BTreeMap::new();
@@ -114,10 +107,7 @@ pub(super) fn compile_set(
             .is_some_and(|n| n == "templates");
         if in_templates {
             parse_templates(path, source, channels, &mut templates, &mut problems);
-        } else if Path::new(path)
-            .file_name()
-            .is_some_and(|n| n == "cadences.toml")
-        {
+        } else if Path::new(path).file_name().is_some_and(|n| n == "cadences.toml") {
             parse_cadences(path, source, &mut cadences, &mut problems);
         } else {
             workflow_files.push((path, source));
@@ -125,9 +115,7 @@ pub(super) fn compile_set(
     }
     let mut workflows: Vec<Workflow> = Vec::new();
     for (path, source) in workflow_files {
-        if let Some(w) =
-            parse_workflow(path, source, channels, &templates, &cadences, &mut problems)
-        {
+        if let Some(w) = parse_workflow(path, source, channels, &templates, &cadences, &mut problems) {
             workflows.push(w);
         }
     }
@@ -155,12 +143,8 @@ fn serde_problem(path: &str, source: &str, error: toml::de::Error) -> Diagnostic
                  belong to that table; move `{written}` above `[trigger]`"
             )
         } else {
-            did_you_mean(written, candidates.iter().copied()).unwrap_or_else(|| {
-                format!(
-                    "remove `{written}`; allowed here: {}",
-                    candidates.join(", ")
-                )
-            })
+            did_you_mean(written, candidates.iter().copied())
+                .unwrap_or_else(|| format!("remove `{written}`; allowed here: {}", candidates.join(", ")))
         };
         d = d.help(help);
     } else if source.get(span).is_some_and(|s| s.trim().is_empty()) {
@@ -180,11 +164,10 @@ fn parse_templates(
     templates: &mut BTreeMap<String, Template>,
     problems: &mut Problems,
 ) {
-    let raw: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>> =
-        match toml::from_str(source) {
-            Ok(raw) => raw,
-            Err(e) => return problems.push(serde_problem(path, source, e)),
-        };
+    let raw: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>> = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => return problems.push(serde_problem(path, source, e)),
+    };
     for (name, fields) in raw {
         let channel = fields
             .iter()
@@ -192,12 +175,8 @@ fn parse_templates(
             .map(|(_, v)| v.clone());
         let Some(channel) = channel else {
             problems.push(
-                Diagnostic::new(
-                    path,
-                    at(&name),
-                    format!("template `{}` has no channel", name.get_ref()),
-                )
-                .help("add `channel = \"email\"` (or another installed channel) to the template"),
+                Diagnostic::new(path, at(&name), format!("template `{}` has no channel", name.get_ref()))
+                    .help("add `channel = \"email\"` (or another installed channel) to the template"),
             );
             continue;
         };
@@ -234,55 +213,33 @@ fn parse_templates(
 fn unknown_channel(path: &str, channel: &Spanned<String>, channels: &[String]) -> Diagnostic {
     let help = did_you_mean(channel.get_ref(), channels.iter().map(String::as_str))
         .unwrap_or_else(|| format!("installed channels: {}", channels.join(", ")));
-    Diagnostic::new(
-        path,
-        at(channel),
-        format!("unknown channel `{}`", channel.get_ref()),
-    )
-    .help(help)
+    Diagnostic::new(path, at(channel), format!("unknown channel `{}`", channel.get_ref())).help(help)
 }
 
 fn duration(path: &str, text: &Spanned<String>, problems: &mut Problems) -> Option<Span> {
     match parse_duration(text.get_ref()) {
         Ok(span) => Some(span),
         Err(message) => {
-            problems.push(Diagnostic::new(path, at(text), message).help(
-                "write a duration like \"30s\", \"15m\", \"24h\", \"3d\", \"2w\" or \"1d 12h\"",
-            ));
+            problems.push(
+                Diagnostic::new(path, at(text), message)
+                    .help("write a duration like \"30s\", \"15m\", \"24h\", \"3d\", \"2w\" or \"1d 12h\""),
+            );
             None
         }
     }
 }
 
-fn one_of(
-    path: &str,
-    value: &Spanned<String>,
-    allowed: &[&str],
-    what: &str,
-    problems: &mut Problems,
-) -> bool {
+fn one_of(path: &str, value: &Spanned<String>, allowed: &[&str], what: &str, problems: &mut Problems) -> bool {
     if allowed.contains(&value.get_ref().as_str()) {
         return true;
     }
     let help = did_you_mean(value.get_ref(), allowed.iter().copied())
         .unwrap_or_else(|| format!("{what} is one of: {}", allowed.join(", ")));
-    problems.push(
-        Diagnostic::new(
-            path,
-            at(value),
-            format!("unknown {what} `{}`", value.get_ref()),
-        )
-        .help(help),
-    );
+    problems.push(Diagnostic::new(path, at(value), format!("unknown {what} `{}`", value.get_ref())).help(help));
     false
 }
 
-fn parse_cadences(
-    path: &str,
-    source: &str,
-    cadences: &mut BTreeMap<String, Cadence>,
-    problems: &mut Problems,
-) {
+fn parse_cadences(path: &str, source: &str, cadences: &mut BTreeMap<String, Cadence>, problems: &mut Problems) {
     let raw: BTreeMap<String, RawCadence> = match toml::from_str(source) {
         Ok(raw) => raw,
         Err(e) => return problems.push(serde_problem(path, source, e)),
@@ -295,10 +252,7 @@ fn parse_cadences(
                 every.insert(value.get_ref().clone(), span);
             }
         }
-        let default = raw
-            .default
-            .as_ref()
-            .and_then(|d| duration(path, d, problems));
+        let default = raw.default.as_ref().and_then(|d| duration(path, d, problems));
         cadences.insert(
             name,
             Cadence {
@@ -327,22 +281,19 @@ fn parse_workflow(
     };
     let before = problems.len();
     let trigger = parse_trigger(path, &raw.trigger, problems);
-    let when = raw
-        .when
-        .as_ref()
-        .and_then(|w| match Condition::compile(w.get_ref()) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                let base = string_content_start(source, w.span().start);
-                let span = base + e.span.start..base + e.span.end;
-                let mut d = Diagnostic::new(path, span, format!("in `when`: {}", e.message));
-                if let Some(help) = e.help {
-                    d = d.help(help);
-                }
-                problems.push(d);
-                None
+    let when = raw.when.as_ref().and_then(|w| match Condition::compile(w.get_ref()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let base = string_content_start(source, w.span().start);
+            let span = base + e.span.start..base + e.span.end;
+            let mut d = Diagnostic::new(path, span, format!("in `when`: {}", e.message));
+            if let Some(help) = e.help {
+                d = d.help(help);
             }
-        });
+            problems.push(d);
+            None
+        }
+    });
     if raw.steps.get_ref().is_empty() {
         problems.push(
             Diagnostic::new(path, at(&raw.steps), "a workflow needs at least one step")
@@ -389,23 +340,15 @@ fn string_content_start(source: &str, quote: usize) -> usize {
     start
 }
 
-fn parse_trigger(
-    path: &str,
-    raw: &Spanned<RawTrigger>,
-    problems: &mut Problems,
-) -> Option<Trigger> {
+fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems) -> Option<Trigger> {
     let t = raw.get_ref();
     if !one_of(path, &t.on, TRIGGERS, "trigger", problems) {
         return None;
     }
     let on = t.on.get_ref().as_str();
     let not_here = |key: &str, span: Range<usize>| {
-        Diagnostic::new(
-            path,
-            span,
-            format!("`{key}` does not apply to trigger `{on}`"),
-        )
-        .help(format!("remove `{key}`, or use a trigger that takes it"))
+        Diagnostic::new(path, span, format!("`{key}` does not apply to trigger `{on}`"))
+            .help(format!("remove `{key}`, or use a trigger that takes it"))
     };
     let mut ok = true;
     for (key, value) in [("from", &t.from), ("to", &t.to)] {
@@ -479,9 +422,8 @@ fn parse_sla(
         Some(default) => Some(Sla { default, by_tier }),
         None => {
             problems.push(
-                Diagnostic::new(path, at(raw), "the SLA has no `default`").help(
-                    "add `default = \"15m\"`: it applies to contacts whose tier has no entry",
-                ),
+                Diagnostic::new(path, at(raw), "the SLA has no `default`")
+                    .help("add `default = \"15m\"`: it applies to contacts whose tier has no entry"),
             );
             None
         }
@@ -519,55 +461,49 @@ fn parse_step(
         return None;
     }
     let template_ref =
-        |name: &Spanned<String>, channel: Option<&Spanned<String>>, problems: &mut Problems| {
-            match templates.get(name.get_ref()) {
-                None => {
-                    let help = did_you_mean(name.get_ref(), templates.keys().map(String::as_str))
-                        .unwrap_or_else(|| "define it in a file under templates/".to_string());
+        |name: &Spanned<String>, channel: Option<&Spanned<String>>, problems: &mut Problems| match templates
+            .get(name.get_ref())
+        {
+            None => {
+                let help = did_you_mean(name.get_ref(), templates.keys().map(String::as_str))
+                    .unwrap_or_else(|| "define it in a file under templates/".to_string());
+                problems
+                    .push(Diagnostic::new(path, at(name), format!("unknown template `{}`", name.get_ref())).help(help));
+                false
+            }
+            Some(t) => match channel {
+                Some(c) if *c.get_ref() != t.channel => {
                     problems.push(
                         Diagnostic::new(
                             path,
                             at(name),
-                            format!("unknown template `{}`", name.get_ref()),
+                            format!(
+                                "template `{}` is for channel `{}`, not `{}`",
+                                t.name,
+                                t.channel,
+                                c.get_ref()
+                            ),
                         )
-                        .help(help),
+                        .help("use a template written for this channel"),
                     );
                     false
                 }
-                Some(t) => match channel {
-                    Some(c) if *c.get_ref() != t.channel => {
-                        problems.push(
-                            Diagnostic::new(
-                                path,
-                                at(name),
-                                format!(
-                                    "template `{}` is for channel `{}`, not `{}`",
-                                    t.name,
-                                    t.channel,
-                                    c.get_ref()
-                                ),
-                            )
-                            .help("use a template written for this channel"),
-                        );
-                        false
-                    }
-                    None if t.channel != "email" => {
-                        problems.push(
-                            Diagnostic::new(
-                                path,
-                                at(name),
-                                format!(
-                                    "`notify_owner` sends email; template `{}` is for `{}`",
-                                    t.name, t.channel
-                                ),
-                            )
-                            .help("use an email template"),
-                        );
-                        false
-                    }
-                    _ => true,
-                },
-            }
+                None if t.channel != "email" => {
+                    problems.push(
+                        Diagnostic::new(
+                            path,
+                            at(name),
+                            format!(
+                                "`notify_owner` sends email; template `{}` is for `{}`",
+                                t.name, t.channel
+                            ),
+                        )
+                        .help("use an email template"),
+                    );
+                    false
+                }
+                _ => true,
+            },
         };
     if let Some(send) = &s.send {
         let send = send.get_ref();
@@ -599,12 +535,8 @@ fn parse_step(
                     let help = did_you_mean(cadence.get_ref(), cadences.keys().map(String::as_str))
                         .unwrap_or_else(|| "define it in cadences.toml".to_string());
                     problems.push(
-                        Diagnostic::new(
-                            path,
-                            at(cadence),
-                            format!("unknown cadence `{}`", cadence.get_ref()),
-                        )
-                        .help(help),
+                        Diagnostic::new(path, at(cadence), format!("unknown cadence `{}`", cadence.get_ref()))
+                            .help(help),
                     );
                     return None;
                 }
@@ -627,10 +559,9 @@ fn parse_step(
             goal: r.goal.clone(),
         });
     }
-    let checked =
-        |value: &Spanned<String>, allowed: &[&str], what: &str, problems: &mut Problems| {
-            one_of(path, value, allowed, what, problems).then(|| value.get_ref().clone())
-        };
+    let checked = |value: &Spanned<String>, allowed: &[&str], what: &str, problems: &mut Problems| {
+        one_of(path, value, allowed, what, problems).then(|| value.get_ref().clone())
+    };
     if let Some(stage) = &s.set_stage {
         return checked(stage, STAGES, "stage", problems).map(Step::SetStage);
     }
@@ -643,10 +574,7 @@ fn parse_step(
     let tag = |value: &Spanned<String>, problems: &mut Problems| {
         let t = value.get_ref().trim();
         if t.is_empty() {
-            problems.push(
-                Diagnostic::new(path, at(value), "a tag cannot be empty")
-                    .help("write the tag's name"),
-            );
+            problems.push(Diagnostic::new(path, at(value), "a tag cannot be empty").help("write the tag's name"));
             return None;
         }
         Some(t.to_string())
@@ -671,15 +599,12 @@ mod tests {
 
     fn compile(workflow: &str) -> Result<Compiled, Problems> {
         let files = vec![TEMPLATES, ("wf/a.toml", workflow)];
-        let files: Vec<(String, String)> = files
-            .into_iter()
-            .map(|(a, b)| (a.into(), b.into()))
-            .collect();
+        let files: Vec<(String, String)> = files.into_iter().map(|(a, b)| (a.into(), b.into())).collect();
         compile_set(&files, &["email".to_string()])
     }
 
     fn first_problem(workflow: &str) -> (String, (usize, usize), Option<String>) {
-        let problems = compile(workflow).err().expect("should fail");
+        let problems = compile(workflow).expect_err("should fail");
         let d = &problems[0];
         (d.message.clone(), d.line_col(workflow), d.help.clone())
     }
@@ -691,16 +616,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(w[0].steps.len(), 2);
-        assert!(
-            matches!(&w[0].trigger, Trigger::StageChanged { from: None, to: Some(to) } if to == "inquiry")
-        );
+        assert!(matches!(&w[0].trigger, Trigger::StageChanged { from: None, to: Some(to) } if to == "inquiry"));
     }
 
     #[test]
     fn unknown_key_points_at_it_with_a_suggestion() {
-        let (msg, pos, help) = first_problem(
-            "[trigger]\non = \"stage_changed\"\ntoo = \"x\"\n[[steps]]\nwait = \"1d\"\n",
-        );
+        let (msg, pos, help) =
+            first_problem("[trigger]\non = \"stage_changed\"\ntoo = \"x\"\n[[steps]]\nwait = \"1d\"\n");
         assert!(msg.contains("unknown field `too`"), "{msg}");
         assert_eq!(pos, (3, 1));
         assert_eq!(help.as_deref(), Some("did you mean `to`?"));
@@ -710,10 +632,7 @@ mod tests {
     fn semantic_errors_are_all_reported() {
         let src = "[trigger]\non = \"stage_changed\"\nto = \"inquriy\"\n[[steps]]\nwait = \"3 parsecs\"\n[[steps]]\nsend = { channel = \"fax\", template = \"helo\" }\n";
         let problems = compile(src).err().unwrap();
-        let got: Vec<_> = problems
-            .iter()
-            .map(|d| (d.line_col(src), d.message.clone()))
-            .collect();
+        let got: Vec<_> = problems.iter().map(|d| (d.line_col(src), d.message.clone())).collect();
         assert_eq!(got.len(), 4, "{got:?}");
         assert_eq!(got[0].0, (3, 6));
         assert_eq!(got[1].0, (5, 8));
@@ -723,7 +642,8 @@ mod tests {
 
     #[test]
     fn condition_errors_point_into_the_expression() {
-        let src = "when = \"contact.stagee == 'lead'\"\n[trigger]\non = \"contact_created\"\n[[steps]]\nwait = \"1d\"\n";
+        let src =
+            "when = \"contact.stagee == 'lead'\"\n[trigger]\non = \"contact_created\"\n[[steps]]\nwait = \"1d\"\n";
         let (msg, pos, help) = first_problem(src);
         assert!(msg.contains("no field `stagee`"), "{msg}");
         assert_eq!(pos, (1, 9));

@@ -17,12 +17,7 @@ use crate::runs::Engine;
 /// Editors write a file in several steps; wait this long for quiet before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
-pub async fn watch(
-    dir: PathBuf,
-    engine: Arc<Engine>,
-    engine_wake: Arc<Notify>,
-    cancel: CancellationToken,
-) {
+pub async fn watch(dir: PathBuf, engine: Arc<Engine>, engine_wake: Arc<Notify>, cancel: CancellationToken) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let debouncer = notify_debouncer_mini::new_debouncer(DEBOUNCE, move |result| {
         let _ = tx.send(result);
@@ -30,17 +25,11 @@ pub async fn watch(
     let mut debouncer = match debouncer {
         Ok(d) => d,
         Err(e) => {
-            return error!(
-                "cannot watch {}: {e}; workflow changes need a restart",
-                dir.display()
-            );
+            return error!("cannot watch {}: {e}; workflow changes need a restart", dir.display());
         }
     };
     if let Err(e) = debouncer.watcher().watch(&dir, RecursiveMode::Recursive) {
-        return error!(
-            "cannot watch {}: {e}; workflow changes need a restart",
-            dir.display()
-        );
+        return error!("cannot watch {}: {e}; workflow changes need a restart", dir.display());
     }
     loop {
         let events = tokio::select! {

@@ -19,21 +19,16 @@ impl Guest for Email {
     }
 
     fn render(request: RenderRequest) -> Result<Rendered, RenderError> {
-        if let Some((unknown, _)) = request
-            .template
-            .iter()
-            .find(|(key, _)| !FIELDS.contains(&key.as_str()))
-        {
+        if let Some((unknown, _)) = request.template.iter().find(|(key, _)| !FIELDS.contains(&key.as_str())) {
             return Err(RenderError::in_field(
                 unknown,
                 format!("unknown email template field `{unknown}`; expected subject, text or html"),
             ));
         }
-        let context: serde_json::Value =
-            serde_json::from_str(&request.context_json).map_err(|e| RenderError {
-                field: None,
-                message: format!("context is not JSON: {e}"),
-            })?;
+        let context: serde_json::Value = serde_json::from_str(&request.context_json).map_err(|e| RenderError {
+            field: None,
+            message: format!("context is not JSON: {e}"),
+        })?;
 
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -66,16 +61,10 @@ impl Guest for Email {
             html: render("html")?,
         };
         if rendered.subject.as_deref().unwrap_or("").is_empty() {
-            return Err(RenderError::in_field(
-                "subject",
-                "an email needs a non-empty subject",
-            ));
+            return Err(RenderError::in_field("subject", "an email needs a non-empty subject"));
         }
         if rendered.text.is_none() && rendered.html.is_none() {
-            return Err(RenderError::in_field(
-                "text",
-                "an email needs a text or an html body",
-            ));
+            return Err(RenderError::in_field("text", "an email needs a text or an html body"));
         }
         Ok(rendered)
     }
@@ -101,10 +90,7 @@ mod tests {
     fn request(template: &[(&str, &str)], context: &str) -> RenderRequest {
         RenderRequest {
             channel: "email".into(),
-            template: template
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            template: template.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             context_json: context.into(),
         }
     }
