@@ -27,7 +27,19 @@ fn main() {
     let mut build = Command::new(cargo);
     build
         .current_dir(&root)
-        .args(["build", "--release", "-p", "nudge-email-plugin", "--target", TARGET])
+        // A cdylib only for wasm: natively the plugin is a plain rlib that unit-tests
+        // like any crate (wit-bindgen's export names do not link as a native cdylib).
+        .args([
+            "rustc",
+            "--release",
+            "-p",
+            "nudge-email-plugin",
+            "--lib",
+            "--target",
+            TARGET,
+            "--crate-type",
+            "cdylib",
+        ])
         .env("CARGO_TARGET_DIR", &target_dir);
     // What the outer cargo sets for compiling the daemon must not leak into the plugin's build.
     for var in [

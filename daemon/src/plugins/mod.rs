@@ -14,7 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 wasmtime::component::bindgen!({ path: "../plugin-sdk/wit", world: "channel" });
 
-use nudge::channel::types::RenderRequest;
+use self::nudge::channel::types::RenderRequest;
 
 /// The email plugin built from plugins/email, embedded so the daemon runs out of the box.
 const EMAIL_PLUGIN: &[u8] = include_bytes!(env!("NUDGE_EMAIL_PLUGIN_WASM"));
