@@ -1,10 +1,11 @@
-//! Builds the first-party email plugin to wasm32-wasip2 so the daemon can embed
-//! it: `cargo build` / `cargo test` on a fresh clone need nothing else.
+//! Builds the plugins to wasm32-wasip2: the first-party email and SMS plugins,
+//! which the daemon embeds, and the WeCom and hostile test plugins, which the
+//! tests install. `cargo build` / `cargo test` on a fresh clone need nothing else.
 //!
 //! The nested cargo gets its own target dir: sharing the outer build's would
 //! deadlock on its lock.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
@@ -23,24 +24,38 @@ fn main() {
     }
     ensure_target();
     let target_dir = root.join("target").join("plugin-build");
+    // Embedded in the daemon (email, sms), installed by tests (wecom, the hostile test plugin).
+    for (package, env) in [
+        ("nudge-email-plugin", "NUDGE_EMAIL_PLUGIN_WASM"),
+        ("nudge-sms-plugin", "NUDGE_SMS_PLUGIN_WASM"),
+        ("nudge-wecom-plugin", "NUDGE_WECOM_PLUGIN_WASM"),
+        ("nudge-hostile-plugin", "NUDGE_HOSTILE_PLUGIN_WASM"),
+    ] {
+        let wasm = build_plugin(&root, &target_dir, package);
+        println!("cargo:rustc-env={env}={}", wasm.display());
+    }
+}
+
+/// Builds one plugin crate as a wasm component and returns the file.
+fn build_plugin(root: &Path, target_dir: &Path, package: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
-        .current_dir(&root)
-        // A cdylib only for wasm: natively the plugin is a plain rlib that unit-tests
+        .current_dir(root)
+        // A cdylib only for wasm: natively a plugin is a plain rlib that unit-tests
         // like any crate (wit-bindgen's export names do not link as a native cdylib).
         .args([
             "rustc",
             "--release",
             "-p",
-            "nudge-email-plugin",
+            package,
             "--lib",
             "--target",
             TARGET,
             "--crate-type",
             "cdylib",
         ])
-        .env("CARGO_TARGET_DIR", &target_dir);
+        .env("CARGO_TARGET_DIR", target_dir);
     // What the outer cargo sets for compiling the daemon must not leak into the plugin's build.
     for var in [
         "RUSTC_WORKSPACE_WRAPPER",
@@ -54,12 +69,14 @@ fn main() {
     ] {
         build.env_remove(var);
     }
-    let status = build.status().expect("run cargo to build the email plugin");
+    let status = build.status().expect("run cargo to build a plugin");
     if !status.success() {
-        panic!("building plugins/email for {TARGET} failed (see the output above)");
+        panic!("building {package} for {TARGET} failed (see the output above)");
     }
-    let wasm = target_dir.join(TARGET).join("release").join("nudge_email_plugin.wasm");
-    println!("cargo:rustc-env=NUDGE_EMAIL_PLUGIN_WASM={}", wasm.display());
+    target_dir
+        .join(TARGET)
+        .join("release")
+        .join(format!("{}.wasm", package.replace('-', "_")))
 }
 
 /// Installs the wasm target through rustup when it is missing, once, loudly.

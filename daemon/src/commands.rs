@@ -18,7 +18,7 @@ use crate::workflow::WorkflowSet;
 /// `nudge check`: validates the workflow folder; Err (exit 1) on any problem.
 pub fn check(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
     let dir = dir.unwrap_or(&config.workflows);
-    let plugins = PluginHost::load(&config.plugins)?;
+    let plugins = PluginHost::load(&config.plugin_settings(), None)?;
     match WorkflowSet::load(dir, &plugins.channels()) {
         Ok(set) => {
             println!(
@@ -269,6 +269,11 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
     let unprocessed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL")
         .fetch_one(pool)
         .await?;
+    let outbox_due: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?")
+            .bind(now)
+            .fetch_one(pool)
+            .await?;
     if as_json {
         let counts = |rows: &[(String, i64)]| {
             rows.iter()
@@ -281,6 +286,7 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
             "runs": counts(&runs),
             "timers": { "pending": timers, "next_due_at": next_timer },
             "outbox": counts(&outbox),
+            "outbox_due": outbox_due,
             "events_unprocessed": unprocessed,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -316,7 +322,7 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
             .map(|t| format!(", next at {}", display_ms(t)))
             .unwrap_or_default()
     );
-    println!("outbox: {}", line(&outbox));
+    println!("outbox: {} ({outbox_due} due now)", line(&outbox));
     println!("events waiting for the daemon: {unprocessed}");
     Ok(())
 }
@@ -344,5 +350,84 @@ pub async fn clock(config: &Config, set: Option<&str>, advance: Option<&str>) ->
     }
     store.set_virtual_now(target).await?;
     println!("virtual clock: {}", display_ms(target));
+    Ok(())
+}
+
+/// `nudge plugin list`: every loaded plugin.
+pub fn plugin_list(config: &Config) -> anyhow::Result<()> {
+    let host = PluginHost::load(&config.plugin_settings(), None)?;
+    for p in host.plugins() {
+        let m = &p.manifest;
+        println!(
+            "{:<10} {:<8} interface {:<6} channels [{}]  {}",
+            m.id,
+            m.version,
+            m.interface,
+            p.channels.join(", "),
+            p.origin
+        );
+    }
+    Ok(())
+}
+
+/// A `nudge plugin test` fixture.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginFixture {
+    /// Defaults to the plugin's first channel.
+    channel: Option<String>,
+    template: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    context: serde_json::Value,
+    /// Replaces the plugin's `[plugin.<id>]` table from nudge.toml.
+    config: Option<serde_json::Value>,
+    /// With a recipient, also shows the HTTP requests the plugin would have sent.
+    recipient: Option<String>,
+}
+
+/// `nudge plugin test <id|folder> <fixture.json>`: renders a fixture through the
+/// real host and prints the result and what it cost.
+pub fn plugin_test(config: &Config, plugin: &str, fixture: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(fixture).with_context(|| format!("read {}", fixture.display()))?;
+    let fixture: PluginFixture =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a fixture", fixture.display()))?;
+    let mut settings = config.plugin_settings();
+    let folder = Path::new(plugin);
+    let id = if folder.join("plugin.toml").is_file() {
+        settings.dir = folder.parent().map(Path::to_path_buf).unwrap_or_default();
+        let manifest = std::fs::read_to_string(folder.join("plugin.toml"))?;
+        crate::plugins::Manifest::parse(&manifest, &folder.display().to_string())?.id
+    } else {
+        plugin.to_string()
+    };
+    if let Some(c) = fixture.config {
+        settings.config.insert(id.clone(), c);
+    }
+    let host = PluginHost::load(&settings, None)?;
+    let loaded = host
+        .by_id(&id)
+        .with_context(|| format!("no plugin `{id}` (see `nudge plugin list`)"))?;
+    let channel = fixture
+        .channel
+        .or_else(|| loaded.channels.first().cloned())
+        .context("the plugin serves no channel")?;
+    let template: Vec<(String, String)> = fixture.template.into_iter().collect();
+    let (message, stats) = host.render(&channel, &template, &fixture.context)?;
+    println!("{}", serde_json::to_string_pretty(&message)?);
+    if let Some(recipient) = fixture.recipient {
+        for r in host.build_request(&channel, &message, &recipient)? {
+            println!("{} {}", r.method, r.url);
+            for (k, v) in &r.headers {
+                println!("{k}: {v}");
+            }
+            println!("\n{}\n", String::from_utf8_lossy(&r.body));
+        }
+    }
+    eprintln!(
+        "plugin {id} on channel {channel}: {:.2} ms, {} fuel, peak memory {} KiB",
+        stats.elapsed.as_secs_f64() * 1000.0,
+        stats.fuel,
+        stats.peak_memory / 1024
+    );
     Ok(())
 }

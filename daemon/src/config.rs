@@ -1,6 +1,7 @@
 //! Daemon settings from one `nudge.toml`. Every field has a default so that the
 //! daemon runs out of the box; secrets come from the environment, never the file.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -15,8 +16,16 @@ pub struct Config {
     pub database: PathBuf,
     /// Folder of workflow files (`*.toml`, `templates/*.toml`, `cadences.toml`).
     pub workflows: PathBuf,
-    /// Folder of extra channel plugins (`*.wasm`), beside the built-in email plugin.
+    /// Folder of installed channel plugins (`<id>/plugin.toml` + `<id>/plugin.wasm`),
+    /// beside the built-in email and SMS plugins. Watched: changes apply without a restart.
     pub plugins: PathBuf,
+    /// Where compiled plugins are cached, so a restart does not recompile them.
+    pub plugin_cache: PathBuf,
+    /// Each plugin's settings: `[plugin.<id>]` tables, checked against its manifest.
+    #[serde(rename = "plugin")]
+    pub plugin_config: BTreeMap<String, toml::Table>,
+    /// Outbound HTTP for plugins that deliver over HTTP (SMS providers, WeCom).
+    pub http: HttpConfig,
     /// Where messages go as `.eml` files when no SMTP server is configured.
     pub outbox_dir: PathBuf,
     /// `system` (wall time) or `virtual` (time only moves by `nudge clock`).
@@ -24,6 +33,30 @@ pub struct Config {
     pub email: EmailConfig,
     pub smtp: Option<SmtpConfig>,
     pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Hosts each plugin may reach besides those in its manifest, e.g. `sms = ["sms.example.com"]`.
+    pub allow_hosts: BTreeMap<String, Vec<String>>,
+    /// Allow loopback, private and link-local addresses (only for tests and local gateways).
+    pub allow_private_hosts: bool,
+    /// Seconds one request may take, connect to last byte.
+    pub timeout_secs: u64,
+    /// Largest response body read.
+    pub max_response_kb: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            allow_hosts: BTreeMap::new(),
+            allow_private_hosts: false,
+            timeout_secs: 10,
+            max_response_kb: 256,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -113,6 +146,9 @@ impl Default for Config {
             database: "data/nudge.db".into(),
             workflows: "workflows".into(),
             plugins: "plugins.d".into(),
+            plugin_cache: "data/plugin-cache".into(),
+            plugin_config: BTreeMap::new(),
+            http: HttpConfig::default(),
             outbox_dir: "data/outbox".into(),
             clock: ClockKind::System,
             email: EmailConfig::default(),
@@ -140,6 +176,7 @@ impl Config {
             &mut config.database,
             &mut config.workflows,
             &mut config.plugins,
+            &mut config.plugin_cache,
             &mut config.outbox_dir,
         ] {
             if p.is_relative() {
@@ -147,6 +184,19 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// Where plugins come from and their settings.
+    pub fn plugin_settings(&self) -> crate::plugins::PluginSettings {
+        crate::plugins::PluginSettings {
+            dir: self.plugins.clone(),
+            cache: Some(self.plugin_cache.clone()),
+            config: self
+                .plugin_config
+                .iter()
+                .map(|(id, table)| (id.clone(), serde_json::to_value(table).unwrap_or_default()))
+                .collect(),
+        }
     }
 
     /// The API bearer token, if the environment sets one.

@@ -11,7 +11,7 @@ use tracing::info;
 use crate::clock::Clock;
 use crate::config::{ClockKind, Config};
 use crate::delivery::Delivery;
-use crate::plugins::PluginHost;
+use crate::plugins::{PluginHost, Plugins};
 use crate::runs::Engine;
 use crate::store::Store;
 use crate::workflow::{WorkflowSet, reload};
@@ -41,10 +41,10 @@ pub async fn open(config: &Config) -> anyhow::Result<(Store, Clock)> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (store, clock) = open(&config).await?;
     let plugins = {
-        let dir = config.plugins.clone();
-        Arc::new(tokio::task::spawn_blocking(move || PluginHost::load(&dir)).await??)
+        let settings = config.plugin_settings();
+        Plugins::new(tokio::task::spawn_blocking(move || PluginHost::load(&settings, None)).await??)
     };
-    let channels = plugins.channels();
+    let channels = plugins.get().channels();
     let workflows = WorkflowSet::load(&config.workflows, &channels)
         .map_err(|d| anyhow::anyhow!("{}\nfix the workflow files and start again", d.render(false)))?;
     info!(
@@ -58,7 +58,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Engine::new(
             store.clone(),
             clock.clone(),
-            plugins,
+            plugins.clone(),
             workflows,
             config.message_id_domain(),
         )
@@ -67,7 +67,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let engine_wake = Arc::new(Notify::new());
     let cancel = CancellationToken::new();
-    let delivery = Delivery::new(&config, store.clone(), clock.clone(), engine.delivery_wake.clone())?;
+    let delivery = Delivery::new(
+        &config,
+        store.clone(),
+        clock.clone(),
+        plugins.clone(),
+        engine.delivery_wake.clone(),
+    )?;
     let api = api::serve(
         &config,
         store.clone(),
@@ -90,6 +96,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.workflows.clone(),
         engine.clone(),
         engine_wake.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(crate::plugins::watch(
+        config.plugin_settings(),
+        plugins.clone(),
         cancel.clone(),
     ));
     tasks.spawn(api);

@@ -12,4 +12,5 @@ pub mod runs;
 pub mod scheduler;
 pub mod store;
 pub mod triggers;
+pub mod watch;
 pub mod workflow;

@@ -53,6 +53,9 @@ enum Command {
     /// Record inquiries (they start the response SLA).
     #[command(subcommand)]
     Inquiry(InquiryCommand),
+    /// List plugins, or run one on a fixture.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Overdue follow-ups per owner, runs, timers and the outbox.
     Status {
         #[arg(long)]
@@ -116,6 +119,15 @@ struct ContactArgs {
 }
 
 #[derive(Subcommand)]
+enum PluginCommand {
+    /// Every loaded plugin: id, version, interface, channels, origin.
+    List,
+    /// Run a plugin (an id, or a folder with plugin.toml and plugin.wasm) through
+    /// the real host on a JSON fixture; prints the result, time, fuel and peak memory.
+    Test { plugin: String, fixture: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum StageCommand {
     /// Set the stage; workflows triggered by `stage_changed` react.
     Set { contact: String, stage: String },
@@ -174,11 +186,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("start tokio");
-    let result = runtime.block_on(dispatch(cli.command, config));
+    // Plugin calls block (wasmtime's WASI bindings drive their own runtime), so the
+    // commands that make them run outside the async runtime.
+    let result = match cli.command {
+        Command::Check { dir } => commands::check(&config, dir.as_deref()),
+        Command::Plugin(PluginCommand::List) => commands::plugin_list(&config),
+        Command::Plugin(PluginCommand::Test { plugin, fixture }) => commands::plugin_test(&config, &plugin, &fixture),
+        command => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("start tokio");
+            runtime.block_on(dispatch(command, config))
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -191,7 +212,7 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Run => nudge::daemon::run(config).await,
-        Command::Check { dir } => commands::check(&config, dir.as_deref()),
+        Command::Check { .. } | Command::Plugin(_) => unreachable!("run outside the runtime, in main"),
         Command::Contact(ContactCommand::Add(a)) => {
             let new = NewContact {
                 name: a.name,

@@ -22,6 +22,48 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// Polls `probe` until it gives a value; panics with `describe()` after PATIENCE.
+pub fn wait_until<T>(mut probe: impl FnMut() -> Option<T>, describe: impl Fn() -> String) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{}", describe());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A test server child process that prints "PORT <n>" once listening; killed when dropped.
+struct ServerProcess {
+    child: Child,
+    port: u16,
+}
+
+impl ServerProcess {
+    fn spawn(mut command: Command) -> ServerProcess {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a test server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok());
+        let port = port.unwrap_or_else(|| panic!("test server said {line:?}"));
+        ServerProcess { child, port }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The Python that has aiosmtpd: $NUDGE_TEST_PYTHON, or a venv under target/
 /// created on first use (the machine needs python3 and access to PyPI once).
 fn python() -> &'static Path {
@@ -76,7 +118,7 @@ pub struct Mail {
 
 /// A real SMTP server (aiosmtpd), stopped when dropped.
 pub struct SmtpServer {
-    child: Child,
+    process: ServerProcess,
     pub port: u16,
     log: PathBuf,
 }
@@ -84,24 +126,17 @@ pub struct SmtpServer {
 impl SmtpServer {
     pub fn start(dir: &Path) -> SmtpServer {
         let log = dir.join("smtp.jsonl");
-        let mut child = Command::new(python())
+        let mut command = Command::new(python());
+        command
             .arg(repo_root().join("tests/smtp_server.py"))
             .arg("--log")
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the SMTP server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("PORT ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("SMTP server said {line:?}"));
-        SmtpServer { child, port, log }
+            .arg(&log);
+        let process = ServerProcess::spawn(command);
+        SmtpServer {
+            port: process.port,
+            process,
+            log,
+        }
     }
 
     /// Every message received so far.
@@ -133,25 +168,10 @@ impl SmtpServer {
 
     /// Waits until a message to `address` whose subject contains `subject` arrives.
     pub fn wait_for(&self, address: &str, subject: &str) -> Mail {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(m) = self.mails_to(address).into_iter().find(|m| m.subject.contains(subject)) {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no mail to {address} with subject {subject:?}; got {:#?}",
-                self.mails()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        wait_until(
+            || self.mails_to(address).into_iter().find(|m| m.subject.contains(subject)),
+            || format!("no mail to {address} with subject {subject:?}; got {:#?}", self.mails()),
+        )
     }
 }
 
@@ -161,6 +181,8 @@ pub struct Nudge {
     pub api_port: u16,
     daemon: Option<Child>,
     pub token: String,
+    /// Extra environment for every nudge process (e.g. plugin secrets).
+    pub env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -188,6 +210,11 @@ impl Nudge {
     /// A fresh installation with the shipped workflows, virtual time at `start`,
     /// sending to `smtp`.
     pub fn new(smtp: &SmtpServer, start: &str) -> Nudge {
+        Nudge::with_config(smtp, start, "")
+    }
+
+    /// As `new`, with more settings appended to nudge.toml.
+    pub fn with_config(smtp: &SmtpServer, start: &str, extra: &str) -> Nudge {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(&repo_root().join("workflows"), &dir.path().join("workflows"));
         let api_port = free_port();
@@ -197,7 +224,7 @@ impl Nudge {
                 "database = \"nudge.db\"\nworkflows = \"workflows\"\nclock = \"virtual\"\n\
                  [email]\nfrom = \"Sales <sales@nudge.test>\"\n\
                  [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\n\
-                 [api]\nbind = \"127.0.0.1:{api_port}\"\ntoken_env = \"NUDGE_TEST_TOKEN\"\n",
+                 [api]\nbind = \"127.0.0.1:{api_port}\"\ntoken_env = \"NUDGE_TEST_TOKEN\"\n{extra}\n",
                 smtp.port
             ),
         )
@@ -207,6 +234,7 @@ impl Nudge {
             api_port,
             daemon: None,
             token: "test-token".into(),
+            env: Vec::new(),
         };
         nudge.cli(&["clock", "--set", start]);
         nudge
@@ -221,7 +249,8 @@ impl Nudge {
         cmd.arg("--config")
             .arg(self.path("nudge.toml"))
             .env("NUDGE_TEST_TOKEN", &self.token)
-            .env("NUDGE_LOG", "info,sqlx=warn");
+            .env("NUDGE_LOG", "info,sqlx=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -299,15 +328,10 @@ impl Nudge {
 
     /// Waits until the daemon's log contains `needle`.
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return log;
-            }
-            assert!(Instant::now() < deadline, "log never said {needle:?}:\n{log}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            || Some(self.log()).filter(|l| l.contains(needle)),
+            || format!("log never said {needle:?}:\n{}", self.log()),
+        )
     }
 
     /// `nudge status --json`.
@@ -318,18 +342,11 @@ impl Nudge {
     /// Waits until the daemon has nothing left to do now: every event taken,
     /// no run ready, nothing in the outbox due.
     pub fn settle(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let s = self.status();
-            let idle = s["events_unprocessed"] == 0
-                && s["runs"].get("ready").is_none()
-                && s["outbox"].get("pending").is_none();
-            if idle {
-                return;
-            }
-            assert!(Instant::now() < deadline, "daemon never settled: {s:#}\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let idle = |s: &Value| s["events_unprocessed"] == 0 && s["runs"].get("ready").is_none() && s["outbox_due"] == 0;
+        wait_until(
+            || Some(self.status()).filter(idle).map(|_| ()),
+            || format!("daemon never settled: {:#}\n{}", self.status(), self.log()),
+        )
     }
 
     /// Moves the virtual clock forward.
@@ -366,6 +383,73 @@ impl Nudge {
         (
             status,
             serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+        )
+    }
+}
+
+impl Nudge {
+    /// Installs a plugin into the plugins folder (`plugins.d/<id>/`).
+    pub fn install_plugin(&self, id: &str, wasm: &Path, manifest: &Path) {
+        let dir = self.path("plugins.d").join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(manifest, dir.join("plugin.toml")).unwrap();
+        // Written aside and renamed, as an installer should, so the watcher never sees half a file.
+        std::fs::copy(wasm, dir.join(".plugin.wasm.tmp")).unwrap();
+        std::fs::rename(dir.join(".plugin.wasm.tmp"), dir.join("plugin.wasm")).unwrap();
+    }
+
+    /// Writes (or replaces) a file in the workflows folder.
+    pub fn write_workflow(&self, rel: &str, content: &str) {
+        std::fs::write(self.path("workflows").join(rel), content).unwrap();
+    }
+}
+
+/// A scripted HTTP server (Python's stdlib) standing in for an SMS provider or WeCom.
+pub struct HttpServer {
+    process: ServerProcess,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl HttpServer {
+    /// `answers`: JSON list of {"status", "body"}; the last repeats.
+    pub fn start(dir: &Path, answers: &str) -> HttpServer {
+        let log = dir.join("http.jsonl");
+        let mut command = Command::new("python3");
+        command
+            .arg(repo_root().join("tests/http_server.py"))
+            .arg("--log")
+            .arg(&log)
+            .arg("--answers")
+            .arg(answers);
+        let process = ServerProcess::spawn(command);
+        HttpServer {
+            port: process.port,
+            process,
+            log,
+        }
+    }
+
+    /// Every request so far: (path, body).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| {
+                (
+                    v["path"].as_str().unwrap_or("").to_string(),
+                    v["body"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub fn wait_for_requests(&self, n: usize) -> Vec<(String, String)> {
+        wait_until(
+            || Some(self.requests()).filter(|r| r.len() >= n),
+            || format!("only some of {n} requests arrived: {:#?}", self.requests()),
         )
     }
 }

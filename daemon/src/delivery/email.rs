@@ -138,3 +138,56 @@ async fn write_eml(dir: &std::path::Path, row: &OutboxRow, bytes: &[u8]) -> anyh
     tokio::fs::rename(&tmp, dir.join(&name)).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::OutboundMessage;
+
+    fn row(subject: &str, to_name: &str, text: &str) -> OutboxRow {
+        OutboxRow {
+            id: 1,
+            idempotency_key: "run1-step0-contact1".into(),
+            message_id: "<run1-step0-contact1@nudge.test>".into(),
+            channel: "email".into(),
+            recipient: "li@example.com".into(),
+            message: sqlx::types::Json(OutboundMessage {
+                to_name: to_name.into(),
+                to_address: "li@example.com".into(),
+                subject: subject.into(),
+                text: Some(text.into()),
+                html: None,
+                extra: Vec::new(),
+            }),
+            attempts: 0,
+        }
+    }
+
+    fn from() -> Mailbox {
+        "Sales <sales@nudge.test>".parse().unwrap()
+    }
+
+    #[test]
+    fn header_injection_is_refused_before_lettre_sees_it() {
+        for (subject, name) in [
+            ("Hi\r\nBcc: victim@example.com", "Li"),
+            ("Hi\nBcc: victim@example.com", "Li"),
+            ("Hi\0", "Li"),
+            ("Hi", "Li\r\nBcc: victim@example.com"),
+            ("Hi", "Li\u{7f}"),
+        ] {
+            let err = build(&from(), &row(subject, name, "body"), 0).unwrap_err().to_string();
+            assert!(err.contains("control character"), "{subject:?} / {name:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn message_id_is_set_and_bare_carriage_returns_are_normalised() {
+        let message = build(&from(), &row("Hello", "Li Na", "one\rtwo\r\nthree"), 0).unwrap();
+        let wire = String::from_utf8(message.formatted()).unwrap();
+        assert!(wire.contains("Message-ID: <run1-step0-contact1@nudge.test>"), "{wire}");
+        assert!(wire.contains("To: \"Li Na\" <li@example.com>"), "{wire}");
+        assert!(wire.contains("one\r\ntwo\r\nthree"), "{wire}");
+        assert!(!wire.replace("\r\n", "").contains('\r'), "no bare CR on the wire");
+    }
+}

@@ -1,8 +1,9 @@
-//! Delivery: claims due outbox rows, sends each through the configured
-//! transport (SMTP, or `.eml` files when no server is configured), and records
+//! Delivery: claims due outbox rows, sends each (email by SMTP or as `.eml`
+//! files; other channels over HTTP as their plugin describes), and records
 //! every attempt. Transient failures are retried with backoff.
 
 mod email;
+pub mod http;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, HttpConfig};
+use crate::plugins::{Plugins, ProviderVerdict, RenderedMessage};
 use crate::store::{self, OutboxRow, Outcome, Store};
 
 pub use email::Mailer;
@@ -26,15 +28,25 @@ pub struct Delivery {
     store: Store,
     clock: Clock,
     mailer: Mailer,
+    plugins: Plugins,
+    http: HttpConfig,
     wake: Arc<Notify>,
 }
 
 impl Delivery {
-    pub fn new(config: &Config, store: Store, clock: Clock, wake: Arc<Notify>) -> anyhow::Result<Delivery> {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        clock: Clock,
+        plugins: Plugins,
+        wake: Arc<Notify>,
+    ) -> anyhow::Result<Delivery> {
         Ok(Delivery {
             mailer: Mailer::new(config)?,
             store,
             clock,
+            plugins,
+            http: config.http.clone(),
             wake,
         })
     }
@@ -88,11 +100,57 @@ impl Delivery {
             let started = self.clock.now_ms();
             let outcome = match row.channel.as_str() {
                 "email" => self.mailer.send(row, started).await,
-                other => Outcome::Permanent(format!("no delivery route for channel `{other}`")),
+                channel => self.send_http(channel, row).await,
             };
             self.record(row, started, &outcome).await?;
         }
         Ok(rows.len())
+    }
+
+    /// Delivers through the channel plugin's HTTP requests, sent in order; the
+    /// plugin reads each answer (some providers report errors in a 200 body).
+    async fn send_http(&self, channel: &str, row: &OutboxRow) -> Outcome {
+        let host = self.plugins.get();
+        let plugin = match host.for_channel(channel) {
+            Ok(p) => p.clone(),
+            Err(e) => return Outcome::Transient(format!("{e}; retried once the plugin is installed")),
+        };
+        let m = &row.message.0;
+        let message = RenderedMessage {
+            subject: Some(m.subject.clone()).filter(|s| !s.is_empty()),
+            text: m.text.clone(),
+            html: m.html.clone(),
+            extra: m.extra.clone(),
+        };
+        let (channel_owned, recipient, blocking_host) = (channel.to_string(), row.recipient.clone(), host.clone());
+        let requests =
+            tokio::task::spawn_blocking(move || blocking_host.build_request(&channel_owned, &message, &recipient))
+                .await;
+        let requests = match requests {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Outcome::Permanent(format!("plugin could not build the request: {e}")),
+            Err(e) => return Outcome::Transient(format!("plugin call: {e}")),
+        };
+        let mut last = Outcome::Permanent("the plugin built no request".into());
+        for request in requests {
+            let response = match http::send(&plugin, &self.http, request).await {
+                Ok(r) => r,
+                Err(outcome) => return outcome,
+            };
+            let (channel_owned, blocking_host) = (channel.to_string(), host.clone());
+            let verdict = tokio::task::spawn_blocking(move || {
+                blocking_host.interpret_response(&channel_owned, response.status, response.headers, response.body)
+            })
+            .await;
+            last = match verdict {
+                Ok(Ok(ProviderVerdict::Sent(_))) => Outcome::Sent,
+                Ok(Ok(ProviderVerdict::RetryLater(why))) => return Outcome::Transient(why),
+                Ok(Ok(ProviderVerdict::Failed(why))) => return Outcome::Permanent(why),
+                Ok(Err(e)) => return Outcome::Transient(format!("plugin could not read the answer: {e}")),
+                Err(e) => return Outcome::Transient(format!("plugin call: {e}")),
+            };
+        }
+        last
     }
 
     async fn record(&self, row: &OutboxRow, started: i64, outcome: &Outcome) -> anyhow::Result<()> {

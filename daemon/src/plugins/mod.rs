@@ -1,158 +1,255 @@
-//! The plugin host: channel plugins are WebAssembly components (WIT world
-//! `nudge:channel/channel` in plugin-sdk) run by wasmtime. Each message gets a
-//! fresh Store with no filesystem, network, environment or arguments, a fuel
-//! budget and a memory cap, so a broken or hostile plugin can only fail the
-//! message it was asked to render.
+//! The plugin host: channel plugins are WebAssembly components (WIT package
+//! `nudge:channel`, in plugin-sdk/wit) run by wasmtime. Every call gets a fresh
+//! Store from a pooling allocator and a shared InstancePre, with no files,
+//! sockets, environment or arguments, a wall-clock deadline, a fuel budget, a
+//! memory cap and an output cap from the plugin's manifest. A broken or hostile
+//! plugin can only fail the message it was asked about.
+
+mod cache;
+pub mod manifest;
+mod sandbox;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use serde_json::Value;
+use tracing::{info, warn};
+use wasmtime::component::Component;
 
-wasmtime::component::bindgen!({ path: "../plugin-sdk/wit", world: "channel" });
+pub use manifest::{Manifest, Recipient};
+pub use sandbox::{CallStats, PluginError};
 
-use self::nudge::channel::types::RenderRequest;
+use self::sandbox::nudge::channel::types as wit;
+use sandbox::{ChannelPre, Runtime};
 
-/// The email plugin built from plugins/email, embedded so the daemon runs out of the box.
-const EMAIL_PLUGIN: &[u8] = include_bytes!(env!("NUDGE_EMAIL_PLUGIN_WASM"));
-
-/// Instructions one render may execute before it is stopped.
-const FUEL_PER_RENDER: u64 = 2_000_000_000;
-/// Linear memory one plugin instance may grow to.
-const MEMORY_LIMIT: usize = 64 << 20;
-
-/// What a loaded plugin says about itself.
-#[derive(Debug, Clone)]
-pub struct PluginMeta {
-    pub name: String,
-    pub version: String,
-    pub channels: Vec<String>,
-    /// Where it came from: "built-in" or its file.
-    pub origin: String,
-}
+/// First-party plugins built from plugins/ by build.rs and embedded in the binary.
+const BUILT_IN: &[(&str, &[u8], &str)] = &[
+    (
+        "email",
+        include_bytes!(env!("NUDGE_EMAIL_PLUGIN_WASM")),
+        include_str!("../../../plugins/email/plugin.toml"),
+    ),
+    (
+        "sms",
+        include_bytes!(env!("NUDGE_SMS_PLUGIN_WASM")),
+        include_str!("../../../plugins/sms/plugin.toml"),
+    ),
+];
 
 /// A rendered message.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RenderedMessage {
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
+    #[serde(default)]
+    pub extra: Vec<(String, String)>,
 }
 
-/// Why a plugin could not render a message.
-#[derive(Debug, thiserror::Error)]
-pub enum RenderFailure {
-    #[error("no plugin serves channel `{0}`")]
-    UnknownChannel(String),
-    #[error("template field `{field}`: {message}")]
-    Template { field: String, message: String },
-    #[error("plugin refused: {0}")]
-    Refused(String),
-    #[error("plugin crashed: {0:#}")]
-    Trap(anyhow::Error),
+/// An HTTP request a plugin asked the host to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
-struct Sandbox {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
+/// What a provider's answer means, as the plugin reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProviderVerdict {
+    Sent(String),
+    RetryLater(String),
+    Failed(String),
 }
 
-impl WasiView for Sandbox {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+/// One loaded plugin.
+pub struct Plugin {
+    pub manifest: Manifest,
+    pub channels: Vec<String>,
+    /// Where it came from: "built-in" or its folder.
+    pub origin: String,
+    /// The admin's `[plugin.<id>]` table, as JSON.
+    pub config: Value,
+    /// Hash of the wasm, the manifest and the config: unchanged means nothing to reload.
+    fingerprint: String,
+    pre: ChannelPre<sandbox::Sandbox>,
+}
+
+/// Every loaded plugin, by id and by channel.
+pub struct PluginHost {
+    runtime: Arc<Runtime>,
+    plugins: BTreeMap<String, Arc<Plugin>>,
+    by_channel: BTreeMap<String, String>,
+}
+
+/// The current plugin set, swapped whole when the plugins folder changes.
+#[derive(Clone)]
+pub struct Plugins(Arc<RwLock<Arc<PluginHost>>>);
+
+impl Plugins {
+    pub fn new(host: PluginHost) -> Plugins {
+        Plugins(Arc::new(RwLock::new(Arc::new(host))))
+    }
+
+    pub fn get(&self) -> Arc<PluginHost> {
+        self.0.read().unwrap().clone()
+    }
+
+    pub fn replace(&self, host: PluginHost) {
+        *self.0.write().unwrap() = Arc::new(host);
     }
 }
 
-struct Plugin {
-    meta: PluginMeta,
-    pre: ChannelPre<Sandbox>,
-}
-
-/// Every loaded plugin, by channel.
-pub struct PluginHost {
-    engine: Engine,
-    plugins: Vec<Plugin>,
-    by_channel: BTreeMap<String, usize>,
+/// Where plugins come from and how they are configured.
+#[derive(Clone, Debug)]
+pub struct PluginSettings {
+    /// Folder of installed plugins: `<dir>/<id>/plugin.toml` + `plugin.wasm`.
+    pub dir: PathBuf,
+    /// Folder for compiled components; None compiles every time.
+    pub cache: Option<PathBuf>,
+    /// `[plugin.<id>]` tables from nudge.toml.
+    pub config: BTreeMap<String, Value>,
 }
 
 impl PluginHost {
-    /// Loads the built-in email plugin and every `*.wasm` in `dir` (if it exists);
-    /// a plugin in `dir` that serves a channel replaces the built-in one for it.
-    pub fn load(dir: &Path) -> anyhow::Result<PluginHost> {
-        let mut config = Config::new();
-        config.consume_fuel(true);
-        let engine = Engine::new(&config)?;
-        let mut linker = Linker::<Sandbox>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    /// Loads the built-in plugins and every plugin folder under `settings.dir`.
+    /// A plugin that fails to load is reported; with `previous`, its last good
+    /// version keeps serving, otherwise loading fails.
+    pub fn load(settings: &PluginSettings, previous: Option<&PluginHost>) -> anyhow::Result<PluginHost> {
+        let runtime = match previous {
+            Some(p) => p.runtime.clone(),
+            None => Arc::new(Runtime::new()?),
+        };
         let mut host = PluginHost {
-            engine,
-            plugins: Vec::new(),
+            runtime,
+            plugins: BTreeMap::new(),
             by_channel: BTreeMap::new(),
         };
-
-        let mut sources = vec![("built-in".to_string(), EMAIL_PLUGIN.to_vec())];
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            let mut files: Vec<_> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
-                .collect();
-            files.sort();
-            for file in files {
-                let bytes = std::fs::read(&file).with_context(|| format!("read plugin {}", file.display()))?;
-                sources.push((file.display().to_string(), bytes));
+        let mut sources: Vec<(String, Vec<u8>, String)> = BUILT_IN
+            .iter()
+            .map(|(_, wasm, manifest)| ("built-in".to_string(), wasm.to_vec(), manifest.to_string()))
+            .collect();
+        for folder in installed(&settings.dir) {
+            let read = |name: &str| {
+                std::fs::read(folder.join(name)).with_context(|| format!("read {}", folder.join(name).display()))
+            };
+            match (
+                read("plugin.wasm"),
+                read("plugin.toml").map(|b| String::from_utf8_lossy(&b).into_owned()),
+            ) {
+                (Ok(wasm), Ok(manifest)) => sources.push((folder.display().to_string(), wasm, manifest)),
+                (Err(e), _) | (_, Err(e)) => {
+                    if previous.is_none() {
+                        return Err(e);
+                    }
+                    warn!("plugin {}: {e:#}", folder.display());
+                }
             }
         }
-        for (origin, bytes) in sources {
-            let component = anyhow_result(Component::new(&host.engine, &bytes))
-                .with_context(|| format!("compile plugin {origin}"))?;
-            let pre = anyhow_result(linker.instantiate_pre(&component))
-                .with_context(|| format!("plugin {origin} needs imports that nudge does not give plugins"))?;
-            let pre = anyhow_result(ChannelPre::new(pre))
-                .with_context(|| format!("plugin {origin} does not export the nudge:channel world"))?;
-            let mut store = host.store();
-            let info = anyhow_result(
-                pre.instantiate(&mut store)
-                    .and_then(|instance| instance.nudge_channel_plugin().call_info(&mut store)),
-            )
-            .with_context(|| format!("plugin {origin}: info() failed"))?;
-            let index = host.plugins.len();
-            for channel in &info.channels {
-                host.by_channel.insert(channel.clone(), index);
-            }
-            host.plugins.push(Plugin {
-                meta: PluginMeta {
-                    name: info.name,
-                    version: info.version,
-                    channels: info.channels,
-                    origin,
-                },
-                pre,
+        for (origin, wasm, manifest) in sources {
+            let fingerprint = fingerprint(&wasm, &manifest, settings);
+            let unchanged = previous.and_then(|p| {
+                p.plugins
+                    .values()
+                    .find(|old| old.origin == origin && old.fingerprint == fingerprint)
+                    .cloned()
             });
+            if let Some(plugin) = unchanged {
+                host.insert(plugin);
+                continue;
+            }
+            match host.load_one(&origin, &wasm, &manifest, fingerprint, settings) {
+                Ok(plugin) => {
+                    info!(plugin = %plugin.manifest.id, version = %plugin.manifest.version, origin = %origin, channels = ?plugin.channels, "plugin loaded");
+                    host.insert(Arc::new(plugin));
+                }
+                Err(e) => {
+                    let kept = previous.and_then(|p| p.plugins.values().find(|old| old.origin == origin).cloned());
+                    match kept {
+                        Some(old) => {
+                            warn!(
+                                "plugin {origin} rejected, version {} keeps serving: {e:#}",
+                                old.manifest.version
+                            );
+                            host.insert(old);
+                        }
+                        None if previous.is_some() => warn!("plugin {origin} rejected: {e:#}"),
+                        None => return Err(e),
+                    }
+                }
+            }
         }
         Ok(host)
     }
 
-    /// A fresh sandbox: no preopened dirs, no sockets, no env, no args.
-    fn store(&self) -> Store<Sandbox> {
-        let sandbox = Sandbox {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(MEMORY_LIMIT)
-                .trap_on_grow_failure(true)
-                .build(),
+    fn insert(&mut self, plugin: Arc<Plugin>) {
+        // A plugin from the folder replaces a built-in with the same id (it comes later).
+        if let Some(old) = self.plugins.remove(&plugin.manifest.id) {
+            self.by_channel.retain(|_, id| *id != old.manifest.id);
+        }
+        for channel in &plugin.channels {
+            self.by_channel.insert(channel.clone(), plugin.manifest.id.clone());
+        }
+        self.plugins.insert(plugin.manifest.id.clone(), plugin);
+    }
+
+    fn load_one(
+        &self,
+        origin: &str,
+        wasm: &[u8],
+        manifest: &str,
+        fingerprint: String,
+        settings: &PluginSettings,
+    ) -> anyhow::Result<Plugin> {
+        let manifest = Manifest::parse(manifest, &format!("{origin}/plugin.toml"))?;
+        let component = cache::compile(&self.runtime.engine, wasm, settings.cache.as_deref())
+            .with_context(|| format!("plugin {}: not a valid WebAssembly component", manifest.id))?;
+        check_exported_interface(&self.runtime.engine, &component, &manifest)?;
+        let pre = self
+            .runtime
+            .prepare(&component)
+            .with_context(|| format!("plugin {}", manifest.id))?;
+        let config = settings
+            .config
+            .get(&manifest.id)
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        let mut plugin = Plugin {
+            manifest,
+            channels: Vec::new(),
+            origin: origin.to_string(),
+            config,
+            fingerprint,
+            pre,
         };
-        let mut store = Store::new(&self.engine, sandbox);
-        store.limiter(|s| &mut s.limits);
-        store.set_fuel(FUEL_PER_RENDER).expect("fuel is enabled");
-        store
+        let (info, _) = self.runtime.call(&plugin, |store, p| p.call_info(store))?;
+        if info.name != plugin.manifest.id {
+            anyhow::bail!(
+                "plugin.toml says id `{}` but the plugin calls itself `{}`",
+                plugin.manifest.id,
+                info.name
+            );
+        }
+        plugin.channels = info.channels;
+        plugin
+            .manifest
+            .check_config(&plugin.config)
+            .map_err(anyhow::Error::msg)?;
+        let config_json = plugin.config.to_string();
+        let (checked, _) = self
+            .runtime
+            .call(&plugin, |store, p| p.call_validate_config(store, &config_json))?;
+        checked.map_err(|e| anyhow::anyhow!("[plugin.{}] in nudge.toml: {e}", plugin.manifest.id))?;
+        Ok(plugin)
+    }
+
+    /// Whether `other` holds exactly the same plugins.
+    pub fn same_as(&self, other: &PluginHost) -> bool {
+        let prints = |h: &PluginHost| h.plugins.values().map(|p| p.fingerprint.clone()).collect::<Vec<_>>();
+        prints(self) == prints(other)
     }
 
     /// Channels served, sorted.
@@ -160,53 +257,203 @@ impl PluginHost {
         self.by_channel.keys().cloned().collect()
     }
 
-    pub fn plugins(&self) -> impl Iterator<Item = &PluginMeta> {
-        self.plugins.iter().map(|p| &p.meta)
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.values()
     }
 
-    /// Renders one message in a fresh instance. Blocking: call from a blocking thread.
+    /// The plugin serving `channel`.
+    pub fn for_channel(&self, channel: &str) -> Result<&Arc<Plugin>, PluginError> {
+        self.by_channel
+            .get(channel)
+            .and_then(|id| self.plugins.get(id))
+            .ok_or_else(|| PluginError::Refused(format!("no plugin serves channel `{channel}`")))
+    }
+
+    /// The plugin with this id.
+    pub fn by_id(&self, id: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.get(id)
+    }
+
+    /// Renders one message in a fresh sandbox. Blocking: call from a blocking thread.
     pub fn render(
         &self,
         channel: &str,
         template: &[(String, String)],
-        context: &serde_json::Value,
-    ) -> Result<RenderedMessage, RenderFailure> {
-        let index = *self
-            .by_channel
-            .get(channel)
-            .ok_or_else(|| RenderFailure::UnknownChannel(channel.into()))?;
-        let mut store = self.store();
-        let instance = self.plugins[index]
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| RenderFailure::Trap(e.into()))?;
-        let request = RenderRequest {
+        context: &Value,
+    ) -> Result<(RenderedMessage, CallStats), PluginError> {
+        let plugin = self.for_channel(channel)?;
+        let request = wit::RenderRequest {
             channel: channel.to_string(),
             template: template.to_vec(),
             context_json: context.to_string(),
+            config_json: plugin.config.to_string(),
         };
-        match instance
-            .nudge_channel_plugin()
-            .call_render(&mut store, &request)
-            .map_err(|e| RenderFailure::Trap(e.into()))?
-        {
-            Ok(r) => Ok(RenderedMessage {
-                subject: r.subject,
-                text: r.text,
-                html: r.html,
-            }),
-            Err(e) => Err(match e.field {
-                Some(field) => RenderFailure::Template {
-                    field,
-                    message: e.message,
-                },
-                None => RenderFailure::Refused(e.message),
-            }),
+        let (result, stats) = self.runtime.call(plugin, |store, p| p.call_render(store, &request))?;
+        let r = result.map_err(|e| match e.field {
+            Some(field) => PluginError::Template {
+                field,
+                message: e.message,
+            },
+            None => PluginError::Refused(e.message),
+        })?;
+        let message = RenderedMessage {
+            subject: r.subject,
+            text: r.text,
+            html: r.html,
+            extra: r.extra,
+        };
+        let size = [&message.subject, &message.text, &message.html]
+            .iter()
+            .filter_map(|s| s.as_ref())
+            .map(String::len)
+            .sum::<usize>()
+            + message.extra.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let cap = plugin.manifest.limits.output_kb as usize * 1024;
+        if size > cap {
+            return Err(PluginError::Limit(format!(
+                "returned {} KiB, over its output limit of {} KiB",
+                size / 1024,
+                plugin.manifest.limits.output_kb
+            )));
         }
+        Ok((message, stats))
+    }
+
+    /// Asks the channel's plugin for the HTTP requests that deliver `message`.
+    pub fn build_request(
+        &self,
+        channel: &str,
+        message: &RenderedMessage,
+        recipient: &str,
+    ) -> Result<Vec<OutboundRequest>, PluginError> {
+        let plugin = self.for_channel(channel)?;
+        let rendered = wit::Rendered {
+            subject: message.subject.clone(),
+            text: message.text.clone(),
+            html: message.html.clone(),
+            extra: message.extra.clone(),
+        };
+        let config_json = plugin.config.to_string();
+        let (result, _) = self.runtime.call(plugin, |store, p| {
+            p.call_build_request(store, &rendered, recipient, &config_json)
+        })?;
+        let requests = result.map_err(|e| PluginError::Refused(e.message))?;
+        Ok(requests
+            .into_iter()
+            .map(|r| OutboundRequest {
+                method: r.method,
+                url: r.url,
+                headers: r.headers,
+                body: r.body,
+            })
+            .collect())
+    }
+
+    /// Asks the channel's plugin what a provider's answer means.
+    pub fn interpret_response(
+        &self,
+        channel: &str,
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<ProviderVerdict, PluginError> {
+        let plugin = self.for_channel(channel)?;
+        let response = wit::HttpResponse { status, headers, body };
+        let (outcome, _) = self
+            .runtime
+            .call(plugin, |store, p| p.call_interpret_response(store, &response))?;
+        Ok(match outcome {
+            wit::DeliveryOutcome::Sent(s) => ProviderVerdict::Sent(s),
+            wit::DeliveryOutcome::RetryLater(s) => ProviderVerdict::RetryLater(s),
+            wit::DeliveryOutcome::Failed(s) => ProviderVerdict::Failed(s),
+        })
     }
 }
 
-/// wasmtime has its own error type; this gives it anyhow's `context`.
-fn anyhow_result<T>(result: wasmtime::Result<T>) -> anyhow::Result<T> {
-    result.map_err(anyhow::Error::from)
+fn fingerprint(wasm: &[u8], manifest: &str, settings: &PluginSettings) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(wasm);
+    hash.update(manifest.as_bytes());
+    hash.update(serde_json::to_string(&settings.config).unwrap_or_default().as_bytes());
+    format!("{:x}", hash.finalize())
+}
+
+/// Plugin folders under `dir` (each with a plugin.toml), sorted; none if `dir` does not exist.
+fn installed(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut folders: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("plugin.toml").is_file())
+        .collect();
+    folders.sort();
+    folders
+}
+
+/// Reads the interface version from the component's own exports, so a plugin
+/// whose manifest claims one version but was built for another is caught too.
+fn check_exported_interface(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    manifest: &Manifest,
+) -> anyhow::Result<()> {
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let version = exports
+        .iter()
+        .find_map(|name| name.strip_prefix("nudge:channel/plugin@"));
+    match version {
+        Some(version) => manifest.check_interface(version),
+        None => anyhow::bail!(
+            "plugin {} does not export nudge:channel/plugin (it exports: {}); host supports interface {}",
+            manifest.id,
+            if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            },
+            manifest::SUPPORTED_INTERFACES
+        ),
+    }
+}
+
+/// Watches the plugins folder: a new or changed plugin is validated, compiled and
+/// swapped in; a broken one is reported and the previous version keeps serving.
+pub async fn watch(settings: PluginSettings, plugins: Plugins, cancel: tokio_util::sync::CancellationToken) {
+    if let Err(e) = std::fs::create_dir_all(&settings.dir) {
+        return warn!(
+            "cannot create plugins folder {}: {e}; plugin changes need a restart",
+            settings.dir.display()
+        );
+    }
+    let mut changes = match crate::watch::folder(&settings.dir) {
+        Ok(w) => w,
+        Err(e) => {
+            return warn!(
+                "cannot watch {}: {e}; plugin changes need a restart",
+                settings.dir.display()
+            );
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            change = changes.next() => if change.is_none() { return },
+        }
+        let (current, settings) = (plugins.get(), settings.clone());
+        match tokio::task::spawn_blocking(move || PluginHost::load(&settings, Some(&current))).await {
+            Ok(Ok(host)) if host.same_as(&plugins.get()) => {}
+            Ok(Ok(host)) => {
+                info!(channels = ?host.channels(), "plugins reloaded");
+                plugins.replace(host);
+            }
+            Ok(Err(e)) => warn!("plugins folder changed but could not be loaded: {e:#}"),
+            Err(e) => warn!("plugin reload: {e}"),
+        }
+    }
 }

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::plugins::PluginHost;
+use crate::plugins::{Plugins, Recipient};
 use crate::store::{self, Contact, NewOutboxRow, OutboundMessage, Run, Store, TimerKind};
 use crate::triggers;
 use crate::workflow::{FollowUpAfter, Step, Workflow, WorkflowSet, add_span};
@@ -33,7 +33,7 @@ struct Outgoing<'a> {
 pub struct Engine {
     pub store: Store,
     pub clock: Clock,
-    pub plugins: Arc<PluginHost>,
+    pub plugins: Plugins,
     pub message_id_domain: String,
     /// Woken when new outbox rows are committed.
     pub delivery_wake: Arc<Notify>,
@@ -46,7 +46,7 @@ impl Engine {
     pub async fn new(
         store: Store,
         clock: Clock,
-        plugins: Arc<PluginHost>,
+        plugins: Plugins,
         workflows: WorkflowSet,
         message_id_domain: String,
     ) -> anyhow::Result<Engine> {
@@ -89,7 +89,7 @@ impl Engine {
             .workflow_set_files(hash)
             .await?
             .with_context(|| format!("workflow set {hash} is not stored"))?;
-        let set = WorkflowSet::compile(files, &self.plugins.channels())
+        let set = WorkflowSet::compile(files, &self.plugins.get().channels())
             .map_err(|d| anyhow::anyhow!("stored workflow set {hash} no longer compiles:\n{d}"))?;
         let set = Arc::new(set);
         self.pinned.lock().unwrap().insert(hash.to_string(), set.clone());
@@ -267,11 +267,20 @@ impl Engine {
         let kind = step.kind();
         let mut status = "ready";
         // Rendering is pure and may be slow, so it happens before the transaction opens.
-        let outgoing =
-            match step {
-                Step::Send { channel, template } => contact
-                    .email
-                    .clone()
+        let outgoing = match step {
+            Step::Send { channel, template } => {
+                let recipient = self
+                    .plugins
+                    .get()
+                    .for_channel(channel)
+                    .map(|p| p.manifest.capabilities.recipient);
+                let address = match recipient {
+                    Ok(Recipient::Email) => contact.email.clone(),
+                    Ok(Recipient::Phone) => contact.phone.clone(),
+                    Ok(Recipient::None) => Some(String::new()),
+                    Err(_) => None,
+                };
+                address
                     .filter(|_| contact.consent != "withdrawn")
                     .map(|address| Outgoing {
                         channel,
@@ -279,20 +288,21 @@ impl Engine {
                         name: contact.name.clone(),
                         address,
                         key_suffix: "",
-                    }),
-                Step::NotifyOwner { template } => {
-                    Some(contact.owner.clone())
-                        .filter(|o| o.contains('@'))
-                        .map(|address| Outgoing {
-                            channel: "email",
-                            template,
-                            name: String::new(),
-                            address,
-                            key_suffix: "-owner",
-                        })
-                }
-                _ => None,
-            };
+                    })
+            }
+            Step::NotifyOwner { template } => {
+                Some(contact.owner.clone())
+                    .filter(|o| o.contains('@'))
+                    .map(|address| Outgoing {
+                        channel: "email",
+                        template,
+                        name: String::new(),
+                        address,
+                        key_suffix: "-owner",
+                    })
+            }
+            _ => None,
+        };
         let rendered = match &outgoing {
             Some(out) => {
                 let set = self.set_for(&run.set_hash).await?;
@@ -301,11 +311,12 @@ impl Engine {
                     "contact": contact_ctx, "vars": workflow.vars, "event": run.context.0,
                     "owner": { "email": contact.owner }, "workflow": workflow.name,
                 });
-                let plugins = self.plugins.clone();
+                let plugins = self.plugins.get();
                 let channel = out.channel.to_string();
                 let result =
                     tokio::task::spawn_blocking(move || plugins.render(&channel, &template.fields, &context)).await?;
-                Some(result.with_context(|| format!("render template `{}`", out.template))?)
+                let (message, _) = result.with_context(|| format!("render template `{}`", out.template))?;
+                Some(message)
             }
             None => None,
         };
@@ -325,6 +336,7 @@ impl Engine {
                         subject: r.subject.unwrap_or_default(),
                         text: r.text,
                         html: r.html,
+                        extra: r.extra,
                     };
                     let row = NewOutboxRow {
                         idempotency_key: &key,
@@ -339,7 +351,7 @@ impl Engine {
                 }
                 _ if matches!(step, Step::NotifyOwner { .. }) => "skipped: the contact has no owner email".into(),
                 _ if contact.consent == "withdrawn" => "skipped: consent withdrawn".into(),
-                _ => "skipped: no email address".into(),
+                _ => "skipped: the contact has no address for this channel".into(),
             },
             Step::Wait(span) => {
                 let until = add_span(now, *span, &contact.time_zone);

@@ -13,6 +13,9 @@ pub struct OutboundMessage {
     pub subject: String,
     pub text: Option<String>,
     pub html: Option<String>,
+    /// Channel-specific parts from the plugin (e.g. SMS template parameters).
+    #[serde(default)]
+    pub extra: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -85,6 +85,14 @@ struct RawCadence {
     default: Option<Spanned<String>>,
 }
 
+/// A template field: a template string, or a table of them (e.g. `params = { name = "{{ contact.name }}" }`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TemplateValue {
+    Text(String),
+    Table(BTreeMap<String, String>),
+}
+
 const TRIGGERS: &[&str] = &[
     "contact_created",
     "stage_changed",
@@ -126,7 +134,7 @@ pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Re
     }
 }
 
-fn serde_problem(path: &str, source: &str, error: toml::de::Error) -> Diagnostic {
+fn serde_problem(path: &str, error: toml::de::Error) -> Diagnostic {
     let span = error.span().unwrap_or(0..0);
     let message = error.message().trim().to_string();
     let mut d = Diagnostic::new(path, span.clone(), message.clone());
@@ -147,8 +155,17 @@ fn serde_problem(path: &str, source: &str, error: toml::de::Error) -> Diagnostic
                 .unwrap_or_else(|| format!("remove `{written}`; allowed here: {}", candidates.join(", ")))
         };
         d = d.help(help);
-    } else if source.get(span).is_some_and(|s| s.trim().is_empty()) {
-        d = d.help("check the TOML syntax at this position");
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        d = d.help(format!(
+            "add `{field} = ...` to this table (see the workflow file reference in README.md)"
+        ));
+    } else if message.starts_with("invalid type") {
+        d = d.help("write the value as the type the message asks for, e.g. a duration as a string: \"3d\"");
+    } else if message.starts_with("duplicate key") {
+        d = d.help("a key can appear once per table: remove or rename one of them");
+    } else {
+        d = d.help("fix the TOML syntax at this position (strings need quotes, tables need [brackets])");
     }
     d
 }
@@ -164,15 +181,19 @@ fn parse_templates(
     templates: &mut BTreeMap<String, Template>,
     problems: &mut Problems,
 ) {
-    let raw: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>> = match toml::from_str(source) {
+    let raw: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<TemplateValue>>> = match toml::from_str(source)
+    {
         Ok(raw) => raw,
-        Err(e) => return problems.push(serde_problem(path, source, e)),
+        Err(e) => return problems.push(serde_problem(path, e)),
     };
     for (name, fields) in raw {
         let channel = fields
             .iter()
             .find(|(k, _)| k.get_ref() == "channel")
-            .map(|(_, v)| v.clone());
+            .map(|(_, v)| match v.get_ref() {
+                TemplateValue::Text(text) => Spanned::new(v.span(), text.clone()),
+                TemplateValue::Table(_) => Spanned::new(v.span(), String::new()),
+            });
         let Some(channel) = channel else {
             problems.push(
                 Diagnostic::new(path, at(&name), format!("template `{}` has no channel", name.get_ref()))
@@ -194,10 +215,17 @@ fn parse_templates(
             );
             continue;
         }
+        // A table of strings (e.g. an SMS template's `params`) becomes `params.<name>` fields.
         let fields = fields
             .into_iter()
             .filter(|(k, _)| k.get_ref() != "channel")
-            .map(|(k, v)| (k.into_inner(), v.into_inner()))
+            .flat_map(|(k, v)| match v.into_inner() {
+                TemplateValue::Text(text) => vec![(k.into_inner(), text)],
+                TemplateValue::Table(table) => table
+                    .into_iter()
+                    .map(|(name, text)| (format!("{}.{name}", k.get_ref()), text))
+                    .collect(),
+            })
             .collect();
         templates.insert(
             name.get_ref().clone(),
@@ -242,7 +270,7 @@ fn one_of(path: &str, value: &Spanned<String>, allowed: &[&str], what: &str, pro
 fn parse_cadences(path: &str, source: &str, cadences: &mut BTreeMap<String, Cadence>, problems: &mut Problems) {
     let raw: BTreeMap<String, RawCadence> = match toml::from_str(source) {
         Ok(raw) => raw,
-        Err(e) => return problems.push(serde_problem(path, source, e)),
+        Err(e) => return problems.push(serde_problem(path, e)),
     };
     for (name, raw) in raw {
         one_of(path, &raw.by, CADENCE_KEYS, "cadence key", problems);
@@ -275,7 +303,7 @@ fn parse_workflow(
     let raw: RawWorkflow = match toml::from_str(source) {
         Ok(raw) => raw,
         Err(e) => {
-            problems.push(serde_problem(path, source, e));
+            problems.push(serde_problem(path, e));
             return None;
         }
     };
@@ -601,6 +629,26 @@ mod tests {
         let files = vec![TEMPLATES, ("wf/a.toml", workflow)];
         let files: Vec<(String, String)> = files.into_iter().map(|(a, b)| (a.into(), b.into())).collect();
         compile_set(&files, &["email".to_string()])
+    }
+
+    #[test]
+    fn every_shape_error_says_what_to_do() {
+        for src in [
+            "[trigger]\non = \"stage_changed\"\n[[steps]]\nwait = 3\n",
+            "[trigger]\n[[steps]]\nwait = \"1d\"\n",
+            "[trigger\non = 1\n",
+            "[trigger]\non = \"stage_changed\"\non = \"x\"\n[[steps]]\nwait = \"1d\"\n",
+        ] {
+            let problems = compile(src).expect_err("should fail");
+            assert!(problems.iter().all(|d| d.help.is_some()), "{src}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn rendered_diagnostics_show_file_line_column_source_and_help() {
+        let src = "[trigger]\non = \"stage_changed\"\nto = \"inquriy\"\n[[steps]]\nwait = \"1d\"\n";
+        let problems = compile(src).expect_err("should fail");
+        insta::assert_snapshot!(problems[0].render(src, false));
     }
 
     fn first_problem(workflow: &str) -> (String, (usize, usize), Option<String>) {

@@ -4,43 +4,25 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use notify::RecursiveMode;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::WorkflowSet;
 use crate::runs::Engine;
 
-/// Editors write a file in several steps; wait this long for quiet before reloading.
-const DEBOUNCE: Duration = Duration::from_millis(300);
-
 pub async fn watch(dir: PathBuf, engine: Arc<Engine>, engine_wake: Arc<Notify>, cancel: CancellationToken) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let debouncer = notify_debouncer_mini::new_debouncer(DEBOUNCE, move |result| {
-        let _ = tx.send(result);
-    });
-    let mut debouncer = match debouncer {
-        Ok(d) => d,
-        Err(e) => {
-            return error!("cannot watch {}: {e}; workflow changes need a restart", dir.display());
-        }
+    let mut changes = match crate::watch::folder(&dir) {
+        Ok(w) => w,
+        Err(e) => return error!("cannot watch {}: {e}; workflow changes need a restart", dir.display()),
     };
-    if let Err(e) = debouncer.watcher().watch(&dir, RecursiveMode::Recursive) {
-        return error!("cannot watch {}: {e}; workflow changes need a restart", dir.display());
-    }
     loop {
-        let events = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => return,
-            e = rx.recv() => match e { Some(e) => e, None => return },
-        };
-        if let Err(e) = events {
-            warn!("watching {}: {e}", dir.display());
-            continue;
+            change = changes.next() => if change.is_none() { return },
         }
-        let channels = engine.plugins.channels();
+        let channels = engine.plugins.get().channels();
         let loaded = {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || WorkflowSet::load(&dir, &channels)).await

@@ -1,0 +1,223 @@
+//! Delivery over HTTP for channels whose plugins describe requests as data
+//! (SMS providers, WeCom). The host, not the plugin, sends: only to hosts the
+//! plugin's manifest (or the admin) allows, never to private or link-local
+//! addresses unless the config says so, without following redirects, within a
+//! time limit and a response size cap. `${secret:NAME}` placeholders are filled
+//! from the environment here, only in the URL and headers (a body carries
+//! contact data, which must not be able to ask for a secret) and only for names
+//! the admin's config for that plugin mentions, so a plugin can neither read
+//! nor exfiltrate other secrets.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::config::HttpConfig;
+use crate::plugins::{OutboundRequest, Plugin};
+use crate::store::Outcome;
+
+/// A response as the plugin gets to read it.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Sends one request a plugin described; Err is the outcome when it cannot be sent.
+pub async fn send(plugin: &Plugin, config: &HttpConfig, request: OutboundRequest) -> Result<Response, Outcome> {
+    let secrets = referenced_secrets(&plugin.config);
+    let fill = |text: &str| fill_secrets(text, &secrets);
+    let url = reqwest::Url::parse(&fill(&request.url)?)
+        .map_err(|e| Outcome::Permanent(format!("bad URL from plugin: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Outcome::Permanent(format!("scheme `{}` is not allowed", url.scheme())));
+    }
+    let host = url.host_str().unwrap_or_default().to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let allowed = plugin
+        .manifest
+        .capabilities
+        .http_hosts
+        .iter()
+        .chain(config.allow_hosts.get(&plugin.manifest.id).into_iter().flatten())
+        .any(|h| h.eq_ignore_ascii_case(&host) || h.eq_ignore_ascii_case(&format!("{host}:{port}")));
+    if !allowed {
+        return Err(Outcome::Permanent(format!(
+            "plugin {} may not reach {host}:{port}; list it in its manifest's http_hosts or in [http.allow_hosts] {} = [...]",
+            plugin.manifest.id, plugin.manifest.id
+        )));
+    }
+    // Resolve once, check every address, and connect only to the checked one, so
+    // DNS cannot point the request somewhere else between check and connect.
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| Outcome::Transient(format!("resolve {host}: {e}")))?
+        .collect();
+    let Some(&addr) = addrs.first() else {
+        return Err(Outcome::Transient(format!("{host} has no address")));
+    };
+    if !config.allow_private_hosts
+        && let Some(private) = addrs.iter().find(|a| !is_public(a.ip()))
+    {
+        return Err(Outcome::Permanent(format!(
+            "{host} resolves to {}, a private address; refused (set [http] allow_private_hosts for local gateways)",
+            private.ip()
+        )));
+    }
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(config.timeout_secs.max(1)))
+        .resolve(&host, addr)
+        .build()
+        .map_err(|e| Outcome::Transient(format!("HTTP client: {e}")))?;
+    let method = reqwest::Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| Outcome::Permanent(format!("bad HTTP method `{}`", request.method)))?;
+    let mut builder = client.request(method, url);
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), fill(value)?);
+    }
+    let mut response = builder.body(request.body).send().await.map_err(|e| {
+        if e.is_timeout() {
+            Outcome::Transient(format!("no answer from {host} in time (outcome unknown)"))
+        } else {
+            Outcome::Transient(format!("request to {host}: {e}"))
+        }
+    })?;
+    let status = response.status();
+    if status.is_redirection() {
+        let to = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("?")
+            .to_string();
+        return Err(Outcome::Permanent(format!(
+            "{host} redirects to {to}; redirects are not followed"
+        )));
+    }
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let cap = config.max_response_kb as usize * 1024;
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Outcome::Transient(format!("read from {host}: {e}")))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(Outcome::Permanent(format!(
+                "{host} answered more than {} KiB",
+                config.max_response_kb
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Response {
+        status: status.as_u16(),
+        headers,
+        body,
+    })
+}
+
+/// Names of the secrets the admin's config for a plugin refers to.
+fn referenced_secrets(config: &serde_json::Value) -> BTreeSet<String> {
+    let text = config.to_string();
+    text.split("${secret:")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}').map(|(name, _)| name.to_string()))
+        .collect()
+}
+
+/// Replaces `${secret:NAME}` with the environment variable NAME, for allowed names only.
+fn fill_secrets(text: &str, allowed: &BTreeSet<String>) -> Result<String, Outcome> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${secret:") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "${secret:".len()..];
+        let Some((name, tail)) = after.split_once('}') else {
+            out.push_str(&rest[at..]);
+            return Ok(out);
+        };
+        if !allowed.contains(name) {
+            return Err(Outcome::Permanent(format!(
+                "the plugin refers to secret {name}, which its config does not name"
+            )));
+        }
+        let value = std::env::var(name)
+            .map_err(|_| Outcome::Permanent(format!("secret {name} is not set in the daemon's environment")))?;
+        out.push_str(&value);
+        rest = tail;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// False for loopback, private, link-local, unspecified, shared and unique-local addresses.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                !(v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80)
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_special_addresses_are_not_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn only_secrets_the_config_names_are_filled() {
+        let allowed = referenced_secrets(&serde_json::json!({"key": "${secret:NUDGE_TEST_SECRET_A}"}));
+        // SAFETY: no other code reads or writes this variable, whose name is unique to this test.
+        unsafe { std::env::set_var("NUDGE_TEST_SECRET_A", "s3cret") };
+        assert_eq!(
+            fill_secrets("k=${secret:NUDGE_TEST_SECRET_A}&x", &allowed).unwrap(),
+            "k=s3cret&x"
+        );
+        assert!(matches!(
+            fill_secrets("${secret:HOME}", &allowed),
+            Err(Outcome::Permanent(_))
+        ));
+        assert_eq!(fill_secrets("no placeholders", &allowed).unwrap(), "no placeholders");
+    }
+}

@@ -1,0 +1,209 @@
+//! The sandbox a plugin call runs in: one wasmtime Engine (pooling allocator,
+//! epoch interruption driven by a 1 ms ticker, fuel), a Linker that gives
+//! plugins WASI with nothing behind it, and a fresh Store per call with the
+//! plugin's limits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::Plugin;
+use super::manifest::MAX_MEMORY_MB;
+
+wasmtime::component::bindgen!({ path: "../plugin-sdk/wit", world: "channel" });
+
+pub use self::exports::nudge::channel::plugin::Guest as PluginExports;
+
+/// Bytes of stdout + stderr a plugin may write per call; beyond that its writes fail.
+const OUTPUT_LOG_CAP: usize = 16 * 1024;
+/// Epoch ticks per millisecond of deadline.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Why a plugin call failed; each says what happened in words an admin can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("template field `{field}`: {message}")]
+    Template { field: String, message: String },
+    #[error("plugin refused: {0}")]
+    Refused(String),
+    #[error("plugin stopped: {0}")]
+    Limit(String),
+    #[error("plugin crashed: {0}")]
+    Trap(String),
+}
+
+/// What one call cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallStats {
+    pub elapsed: Duration,
+    pub fuel: u64,
+    pub peak_memory: usize,
+}
+
+/// Per-call state: WASI with no capabilities, and the memory limiter.
+pub struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryCap,
+    log: MemoryOutputPipe,
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps linear memory and remembers the peak and whether the cap was hit.
+struct MemoryCap {
+    max: usize,
+    peak: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.hit = true;
+            // An error (not `false`) traps the plugin at once instead of letting it
+            // handle a failed allocation and carry on.
+            return Err(wasmtime::Error::msg("memory limit reached"));
+        }
+        self.peak = self.peak.max(desired);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The engine and linker shared by every plugin.
+pub struct Runtime {
+    pub engine: Engine,
+    linker: Linker<Sandbox>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new() -> anyhow::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(64)
+            .total_core_instances(640)
+            .total_memories(128)
+            .total_tables(640)
+            .max_memory_size(MAX_MEMORY_MB as usize * 1024 * 1024);
+        let mut config = Config::new();
+        config
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+        let mut linker = Linker::<Sandbox>::new(&engine);
+        // Rust's std for wasm32-wasip2 imports WASI; it gets the interfaces with
+        // nothing behind them (no preopens, env, args, network), see `store`.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (ticking, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(TICK);
+                match ticking.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        })?;
+        Ok(Runtime {
+            engine,
+            linker,
+            ticker_stop,
+        })
+    }
+
+    /// Links a component once; every call instantiates from the result.
+    pub fn prepare(&self, component: &Component) -> anyhow::Result<ChannelPre<Sandbox>> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            anyhow::anyhow!("imports something nudge does not give plugins ({e}); plugins may use only WASI basics")
+        })?;
+        ChannelPre::new(pre).map_err(|e| anyhow::anyhow!("does not export the nudge:channel world: {e}"))
+    }
+
+    fn store(&self, plugin: &Plugin) -> Store<Sandbox> {
+        let limits = &plugin.manifest.limits;
+        let log = MemoryOutputPipe::new(OUTPUT_LOG_CAP);
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(log.clone())
+            .stderr(log.clone())
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false);
+        let sandbox = Sandbox {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryCap {
+                max: limits.memory_mb as usize * 1024 * 1024,
+                peak: 0,
+                hit: false,
+            },
+            log,
+        };
+        let mut store = Store::new(&self.engine, sandbox);
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(limits.fuel).expect("fuel is enabled");
+        store.set_epoch_deadline(limits.deadline_ms.max(1));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Runs `f` against a fresh instance of `plugin` within its limits.
+    pub fn call<T>(
+        &self,
+        plugin: &Plugin,
+        f: impl FnOnce(&mut Store<Sandbox>, &PluginExports) -> wasmtime::Result<T>,
+    ) -> Result<(T, CallStats), PluginError> {
+        let started = Instant::now();
+        let mut store = self.store(plugin);
+        let result = plugin.pre.instantiate(&mut store).and_then(|instance| {
+            let exports = instance.nudge_channel_plugin().clone();
+            f(&mut store, &exports)
+        });
+        let limits = &plugin.manifest.limits;
+        let stats = CallStats {
+            elapsed: started.elapsed(),
+            fuel: limits.fuel - store.get_fuel().unwrap_or(0),
+            peak_memory: store.data().limiter.peak,
+        };
+        let log = store.data().log.contents();
+        if !log.is_empty() {
+            tracing::debug!(plugin = %plugin.manifest.id, "plugin output: {}", String::from_utf8_lossy(&log));
+        }
+        match result {
+            Ok(value) => Ok((value, stats)),
+            Err(e) => Err(match e.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => {
+                    PluginError::Limit(format!("exceeded its deadline of {} ms", limits.deadline_ms))
+                }
+                Some(Trap::OutOfFuel) => PluginError::Limit(format!("used up its fuel budget of {}", limits.fuel)),
+                _ if store.data().limiter.hit => {
+                    PluginError::Limit(format!("exceeded its memory limit of {} MiB", limits.memory_mb))
+                }
+                _ => PluginError::Trap(format!("{e:#}")),
+            }),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,246 @@
+//! The plugin platform end to end: the real host sandboxing real wasm plugins
+//! (hostile ones included), hot-swapping the plugins folder, and delivering
+//! over HTTP for plugins that describe requests as data.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use common::{HttpServer, Nudge, SmtpServer, scratch};
+
+const MONDAY_9AM: &str = "2026-11-23T09:00:00Z";
+
+fn hostile_wasm() -> PathBuf {
+    PathBuf::from(env!("NUDGE_HOSTILE_PLUGIN_WASM"))
+}
+
+fn wecom_wasm() -> PathBuf {
+    PathBuf::from(env!("NUDGE_WECOM_PLUGIN_WASM"))
+}
+
+fn manifest(rel: &str) -> PathBuf {
+    common::repo_root().join(rel)
+}
+
+/// Runs `nudge plugin test hostile` with a template asking for `behaviour`.
+fn hostile(nudge: &Nudge, behaviour: &str) -> (bool, String) {
+    let fixture = nudge.path(&format!("{behaviour}.json"));
+    let body = serde_json::json!({"template": {"behaviour": behaviour, "target": "127.0.0.1:9"}, "context": {}});
+    std::fs::write(&fixture, body.to_string()).unwrap();
+    let (ok, stdout, stderr) = nudge.try_cli(&["plugin", "test", "hostile", fixture.to_str().unwrap()]);
+    (ok, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn hostile_plugins_get_a_clear_error_and_nothing_else() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.install_plugin(
+        "hostile",
+        &hostile_wasm(),
+        &manifest("tests/hostile-plugin/plugin.toml"),
+    );
+
+    let (ok, out) = hostile(&nudge, "ok");
+    assert!(ok && out.contains("\"fine\""), "{out}");
+
+    let started = Instant::now();
+    let (ok, out) = hostile(&nudge, "loop");
+    assert!(!ok && out.contains("exceeded its deadline of 50 ms"), "{out}");
+    // Not a speed check: an endless loop that escaped its deadline would never return.
+    assert!(started.elapsed().as_secs() < 60, "the loop was not stopped");
+
+    let (ok, out) = hostile(&nudge, "memory");
+    assert!(!ok && out.contains("exceeded its memory limit of 16 MiB"), "{out}");
+    let (ok, out) = hostile(&nudge, "huge");
+    assert!(!ok && out.contains("over its output limit of 64 KiB"), "{out}");
+    let (ok, out) = hostile(&nudge, "trap");
+    assert!(
+        !ok && out.contains("plugin crashed") && out.contains("unreachable"),
+        "{out}"
+    );
+    let (ok, out) = hostile(&nudge, "file");
+    assert!(!ok && out.contains("cannot open a file"), "no preopened files: {out}");
+    let (ok, out) = hostile(&nudge, "socket");
+    assert!(!ok && out.contains("cannot open a socket"), "no network: {out}");
+}
+
+#[test]
+fn a_hostile_plugin_fails_its_own_run_while_the_daemon_keeps_sending() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.install_plugin(
+        "hostile",
+        &hostile_wasm(),
+        &manifest("tests/hostile-plugin/plugin.toml"),
+    );
+    nudge.write_workflow(
+        "templates/hostile.toml",
+        "[spin]\nchannel = \"hostile\"\nbehaviour = \"loop\"\n",
+    );
+    nudge.write_workflow(
+        "hostile-on-intent.toml",
+        "[trigger]\non = \"stage_changed\"\nto = \"intent\"\n\n[[steps]]\nsend = { channel = \"hostile\", template = \"spin\" }\n",
+    );
+    nudge.start();
+    for name in ["Gao", "Hu", "Jin"] {
+        let email = format!("{}@example.com", name.to_lowercase());
+        nudge.cli(&["contact", "add", "--name", name, "--email", &email]);
+        nudge.cli(&["stage", "set", &email, "intent"]);
+    }
+    // The shipped intent-proposal workflow still emails everyone.
+    for name in ["gao", "hu", "jin"] {
+        smtp.wait_for(&format!("{name}@example.com"), "a proposal");
+    }
+    nudge.settle();
+    let status = nudge.status();
+    assert_eq!(status["runs"]["failed"], 3, "{status}");
+    assert!(
+        nudge.log().contains("exceeded its deadline of 50 ms"),
+        "{}",
+        nudge.log()
+    );
+    nudge.stop();
+}
+
+#[test]
+fn plugins_built_for_another_interface_are_refused_with_the_supported_range() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    let old = tmp.path().join("old.toml");
+    std::fs::write(
+        &old,
+        std::fs::read_to_string(manifest("tests/hostile-plugin/plugin.toml"))
+            .unwrap()
+            .replace("interface = \"0.2.0\"", "interface = \"0.1.0\""),
+    )
+    .unwrap();
+    nudge.install_plugin("hostile", &hostile_wasm(), &old);
+    let (ok, _, stderr) = nudge.try_cli(&["plugin", "list"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("targets interface 0.1.0, host supports 0.2.0..0.2.x"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn compiled_plugins_are_cached_and_a_warm_start_does_not_recompile() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    let list = nudge.cli(&["plugin", "list"]);
+    assert!(list.contains("email") && list.contains("sms"), "{list}");
+    let cached = |dir: &Path| -> Vec<(PathBuf, std::time::SystemTime)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .map(|p| {
+                let modified = std::fs::metadata(&p).unwrap().modified().unwrap();
+                (p, modified)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let first = cached(&nudge.path("data/plugin-cache"));
+    assert_eq!(first.len(), 2, "one compiled file per built-in plugin: {first:?}");
+    nudge.cli(&["plugin", "list"]);
+    assert_eq!(
+        cached(&nudge.path("data/plugin-cache")),
+        first,
+        "the warm start reused the cache"
+    );
+}
+
+#[test]
+fn wecom_plugin_delivers_through_a_local_server_and_retries_on_45009() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let server = HttpServer::start(
+        tmp.path(),
+        r#"[{"status": 200, "body": "{\"errcode\":45009,\"errmsg\":\"api freq out of limit\"}"}, {"status": 200, "body": "{\"errcode\":0,\"errmsg\":\"ok\"}"}]"#,
+    );
+    let extra = format!(
+        "[plugin.wecom]\nwebhook_url = \"http://127.0.0.1:{port}/cgi-bin/webhook/send\"\nkey = \"${{secret:WECOM_KEY}}\"\n\
+         [http]\nallow_private_hosts = true\nallow_hosts = {{ wecom = [\"127.0.0.1:{port}\"] }}\n",
+        port = server.port
+    );
+    let mut nudge = Nudge::with_config(&smtp, MONDAY_9AM, &extra);
+    nudge.env.push(("WECOM_KEY".into(), "k-123".into()));
+    nudge.write_workflow(
+        "templates/team.toml",
+        "[deal_alert]\nchannel = \"wecom\"\nmarkdown = \"**New intent**: {{ contact.name }}\"\n",
+    );
+    nudge.write_workflow(
+        "team-alert.toml",
+        "[trigger]\non = \"stage_changed\"\nto = \"intent\"\n\n[[steps]]\nsend = { channel = \"wecom\", template = \"deal_alert\" }\n",
+    );
+    // Installed while nothing runs yet; `check` sees the new channel.
+    nudge.install_plugin("wecom", &wecom_wasm(), &manifest("plugins/wecom/plugin.toml"));
+    nudge.cli(&["check"]);
+    nudge.start();
+
+    nudge.cli(&[
+        "contact",
+        "add",
+        "--name",
+        "*Boss* [x](http://evil)",
+        "--email",
+        "boss@example.com",
+    ]);
+    nudge.cli(&["stage", "set", "boss@example.com", "intent"]);
+    nudge.settle();
+    let first = server.wait_for_requests(1);
+    assert_eq!(
+        first[0].0, "/cgi-bin/webhook/send?key=k-123",
+        "the host filled in the secret"
+    );
+    let body: serde_json::Value = serde_json::from_str(&first[0].1).unwrap();
+    assert_eq!(body["msgtype"], "markdown");
+    let content = body["markdown"]["content"].as_str().unwrap();
+    assert!(content.starts_with("**New intent**: "), "{content}");
+    assert!(
+        !content.contains("[x](http://evil)"),
+        "contact data is escaped: {content}"
+    );
+
+    // 45009 means "retry later": the row waits for its backoff, then goes through.
+    nudge.settle();
+    assert_eq!(nudge.status()["outbox"]["pending"], 1, "waiting for its retry");
+    nudge.advance("2m");
+    server.wait_for_requests(2);
+    nudge.settle();
+    let status = nudge.status();
+    assert_eq!(
+        status["outbox"]["sent"].as_i64().unwrap(),
+        2,
+        "the proposal email and the WeCom alert: {status}"
+    );
+    nudge.stop();
+}
+
+#[test]
+fn a_plugin_installed_while_running_is_swapped_in_and_a_broken_one_keeps_the_previous() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.start();
+    nudge.install_plugin(
+        "hostile",
+        &hostile_wasm(),
+        &manifest("tests/hostile-plugin/plugin.toml"),
+    );
+    nudge.wait_for_log("plugins reloaded");
+    assert!(nudge.log().contains("plugin loaded plugin=hostile"), "{}", nudge.log());
+
+    // A broken build replaces the file: reported, and the loaded version stays.
+    std::fs::write(nudge.path("plugins.d/hostile/plugin.wasm"), b"\0asm garbage").unwrap();
+    nudge.wait_for_log("rejected, version 0.1.0 keeps serving");
+    nudge.stop();
+}
