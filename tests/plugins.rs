@@ -244,3 +244,96 @@ fn a_plugin_installed_while_running_is_swapped_in_and_a_broken_one_keeps_the_pre
     nudge.wait_for_log("rejected, version 0.1.0 keeps serving");
     nudge.stop();
 }
+
+#[test]
+fn sms_goes_out_over_http_only_to_allowed_public_hosts_and_never_follows_redirects() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let server = HttpServer::start(
+        tmp.path(),
+        r#"[{"status": 302, "body": ""}, {"status": 201, "body": "{\"sid\": \"SM1\"}"}]"#,
+    );
+    let settings = |allow_private: bool| {
+        format!(
+            "[plugin.sms]\nmode = \"free_text\"\nendpoint = \"http://127.0.0.1:{port}/sms\"\nauth_header = \"Bearer ${{secret:SMS_TOKEN}}\"\n\
+             [http]\nallow_private_hosts = {allow_private}\nallow_hosts = {{ sms = [\"127.0.0.1:{port}\"] }}\n",
+            port = server.port
+        )
+    };
+    let mut nudge = Nudge::with_config(&smtp, MONDAY_9AM, &settings(true));
+    nudge.env.push(("SMS_TOKEN".into(), "tok-9".into()));
+    nudge.write_workflow(
+        "templates/sms.toml",
+        "[shipped]\nchannel = \"sms\"\ntext = \"{{ contact.name }}, your samples shipped\"\n",
+    );
+    nudge.write_workflow(
+        "sms-on-sample.toml",
+        "[trigger]\non = \"stage_changed\"\nto = \"sample\"\n\n[[steps]]\nsend = { channel = \"sms\", template = \"shipped\" }\n",
+    );
+    nudge.start();
+    nudge.cli(&[
+        "contact",
+        "add",
+        "--name",
+        "Redirected",
+        "--phone",
+        "+86 138 0000 0001",
+        "--stage",
+        "intent",
+    ]);
+    nudge.cli(&["stage", "set", "1", "sample"]);
+    server.wait_for_requests(1);
+    nudge.settle();
+    assert!(nudge.log().contains("redirects are not followed"), "{}", nudge.log());
+    assert_eq!(nudge.status()["outbox"]["failed"], 1);
+
+    nudge.cli(&[
+        "contact",
+        "add",
+        "--name",
+        "Li Lei",
+        "--phone",
+        "+8613800000002",
+        "--stage",
+        "intent",
+    ]);
+    nudge.cli(&["stage", "set", "2", "sample"]);
+    let requests = server.wait_for_requests(2);
+    nudge.settle();
+    let sent = &server.request_log()[1];
+    assert_eq!(sent["path"], "/sms");
+    assert_eq!(
+        sent["headers"]["authorization"], "Bearer tok-9",
+        "the host filled in the secret"
+    );
+    assert_eq!(
+        requests[1].1, "To=%2B8613800000002&Body=Li+Lei%2C+your+samples+shipped+Reply+STOP+to+opt+out",
+        "free text with the opt-out appended, form-encoded"
+    );
+    assert_eq!(nudge.status()["outbox"]["sent"], 1);
+    nudge.stop();
+
+    // The same provider on a loopback address, without the test-only permission: refused.
+    let config = std::fs::read_to_string(nudge.path("nudge.toml")).unwrap();
+    std::fs::write(
+        nudge.path("nudge.toml"),
+        config.replace("allow_private_hosts = true", "allow_private_hosts = false"),
+    )
+    .unwrap();
+    nudge.start();
+    nudge.cli(&[
+        "contact",
+        "add",
+        "--name",
+        "Wu",
+        "--phone",
+        "+8613800000003",
+        "--stage",
+        "intent",
+    ]);
+    nudge.cli(&["stage", "set", "3", "sample"]);
+    nudge.settle();
+    assert!(nudge.log().contains("a private address; refused"), "{}", nudge.log());
+    assert_eq!(server.requests().len(), 2, "nothing reached the private address");
+    nudge.stop();
+}

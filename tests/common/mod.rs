@@ -432,16 +432,23 @@ impl HttpServer {
 
     /// Every request so far: (path, body).
     pub fn requests(&self) -> Vec<(String, String)> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        self.request_log()
+            .iter()
             .map(|v| {
                 (
                     v["path"].as_str().unwrap_or("").to_string(),
                     v["body"].as_str().unwrap_or("").to_string(),
                 )
             })
+            .collect()
+    }
+
+    /// Every request so far as recorded: method, path, headers, body.
+    pub fn request_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .collect()
     }
 
