@@ -103,6 +103,7 @@ fn router(state: AppState) -> Router {
         .route("/contacts/{contact}/stage", post(change_stage))
         .route("/contacts/{contact}/follow-ups", post(log_follow_up))
         .route("/contacts/{contact}/inquiries", post(add_inquiry))
+        .route("/stage-changes", post(stage_change_by_email))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -176,6 +177,61 @@ async fn change_stage(
         StatusCode::OK
     };
     Ok((status, Json(json!({ "event_id": event, "changed": event.is_some() }))).into_response())
+}
+
+/// A stage change for a contact known by email, created on first sight: what a
+/// CRM or web form sends when it only knows who the customer is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageChangeByEmail {
+    email: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    company: String,
+    stage: String,
+}
+
+async fn stage_change_by_email(
+    State(s): State<AppState>,
+    body: Result<Json<StageChangeByEmail>, JsonRejection>,
+) -> ApiResult {
+    let Json(change) = body?;
+    let now = s.clock.now_ms();
+    let mut tx = s.store.write().await?;
+    let contact = match store::find_contact(&mut tx, &change.email).await? {
+        Some(contact) => contact,
+        None => {
+            let name = if change.name.trim().is_empty() {
+                change.email.clone()
+            } else {
+                change.name
+            };
+            let new = NewContact {
+                name,
+                company: change.company,
+                email: Some(change.email.clone()),
+                ..NewContact::default()
+            };
+            let id = store::insert_contact(&mut tx, &new, now).await?;
+            store::contact_by_id(&mut tx, id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("contact {id} vanished"))?
+        }
+    };
+    let event = store::set_stage(&mut tx, &contact, &change.stage, "api", now).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    s.engine_wake.notify_one();
+    let status = if event.is_some() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({ "contact_id": contact.id, "event_id": event, "changed": event.is_some() })),
+    )
+        .into_response())
 }
 
 /// A follow-up as the API takes it: times as text (`3d`, RFC 3339, local date-time).

@@ -116,9 +116,11 @@ impl Engine {
             store::unprocessed_events(&mut conn, BATCH).await?
         };
         let set = self.current();
+        // One transaction for the batch: each event's runs and its "processed" mark
+        // still commit together, and a batch costs one fsync instead of one per event.
+        let mut tx = self.store.write().await?;
         for event in &events {
             let now = self.clock.now_ms();
-            let mut tx = self.store.write().await?;
             if let Some(contact) = store::contact_by_id(&mut tx, event.contact_id).await? {
                 let contact_ctx = store::contact_context(&mut tx, &contact).await?;
                 let event_ctx = triggers::event_context(event);
@@ -159,8 +161,8 @@ impl Engine {
                 }
             }
             store::mark_event_processed(&mut tx, event.id, now).await?;
-            tx.commit().await?;
         }
+        tx.commit().await?;
         Ok(events.len())
     }
 
@@ -170,8 +172,9 @@ impl Engine {
             let mut conn = self.store.pool.acquire().await?;
             store::due_timers(&mut conn, now, BATCH).await?
         };
+        // One transaction for the batch, as for events.
+        let mut tx = self.store.write().await?;
         for timer in &timers {
-            let mut tx = self.store.write().await?;
             if !store::mark_timer_fired(&mut tx, timer.id, now).await? {
                 continue;
             }
@@ -200,8 +203,8 @@ impl Engine {
                 }
                 other => warn!(timer_id = timer.id, "unknown timer kind {other}"),
             }
-            tx.commit().await?;
         }
+        tx.commit().await?;
         Ok(timers.len())
     }
 
