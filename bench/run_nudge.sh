@@ -77,7 +77,7 @@ TOML
 }
 target_start(){  # $1 = run number; sets TARGET_PID
   rm -f "$RUN_DIR"/nudge.db*                 # fresh DB every run
-  NUDGE_LOG=warn "$NUDGE_BIN" --config "$RUN_DIR/nudge.toml" run > "$OUT/nudge-run$1.log" 2>&1 &
+  NUDGE_LOG="${NUDGE_LOG:-warn}" "$NUDGE_BIN" --config "$RUN_DIR/nudge.toml" run > "$OUT/nudge-run$1.log" 2>&1 &
   TARGET_PID=$!
   STARTED_PIDS+=("$TARGET_PID")
 }

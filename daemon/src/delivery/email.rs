@@ -7,12 +7,17 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use lettre::message::{Mailbox, MultiPart, SinglePart, header::ContentType};
+use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{Config, SmtpTls};
 use crate::store::{OutboxRow, Outcome};
+
+/// SMTP connections kept open. Each exchange is several round trips (and lettre
+/// does not turn off Nagle's algorithm), so throughput comes from parallel sessions.
+pub const POOL_SIZE: u32 = 32;
 
 enum Route {
     Smtp {
@@ -52,7 +57,10 @@ impl Mailer {
                 }
                 let deadline = Duration::from_secs(smtp.timeout_secs.max(1));
                 // lettre's own timeout covers each command; the outer deadline covers the whole send.
-                let transport = builder.timeout(Some(deadline)).build();
+                let transport = builder
+                    .timeout(Some(deadline))
+                    .pool_config(PoolConfig::new().max_size(POOL_SIZE))
+                    .build();
                 Route::Smtp { transport, deadline }
             }
         };

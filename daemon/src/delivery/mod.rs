@@ -8,6 +8,7 @@ pub mod http;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{self, StreamExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -21,7 +22,9 @@ pub use email::Mailer;
 
 /// Attempts before a row is given up as failed.
 const MAX_ATTEMPTS: i64 = 8;
-const BATCH: i64 = 32;
+const BATCH: i64 = 64;
+/// Sends in flight at once; the SMTP pool keeps as many connections open (email::POOL_SIZE).
+const CONCURRENT_SENDS: usize = email::POOL_SIZE as usize;
 
 /// The delivery worker.
 pub struct Delivery {
@@ -96,15 +99,26 @@ impl Delivery {
             let mut conn = self.store.pool.acquire().await?;
             store::due_outbox(&mut conn, self.clock.now_ms(), BATCH).await?
         };
-        for row in &rows {
-            let started = self.clock.now_ms();
-            let outcome = match row.channel.as_str() {
-                "email" => self.mailer.send(row, started).await,
-                channel => self.send_http(channel, row).await,
-            };
-            self.record(row, started, &outcome).await?;
-        }
-        Ok(rows.len())
+        // Several sends at once: each waits mostly on the network (an SMTP exchange
+        // is several round trips), so one at a time would leave the line idle.
+        let count = rows.len();
+        let attempts: Vec<(OutboxRow, i64, Outcome)> = stream::iter(rows)
+            .map(|row| self.attempt(row))
+            .buffer_unordered(CONCURRENT_SENDS)
+            .collect()
+            .await;
+        self.record(&attempts).await?;
+        Ok(count)
+    }
+
+    /// Sends one row by its channel's route.
+    async fn attempt(&self, row: OutboxRow) -> (OutboxRow, i64, Outcome) {
+        let started = self.clock.now_ms();
+        let outcome = match row.channel.as_str() {
+            "email" => self.mailer.send(&row, started).await,
+            channel => self.send_http(channel, &row).await,
+        };
+        (row, started, outcome)
     }
 
     /// Delivers through the channel plugin's HTTP requests, sent in order; the
@@ -153,8 +167,22 @@ impl Delivery {
         last
     }
 
-    async fn record(&self, row: &OutboxRow, started: i64, outcome: &Outcome) -> anyhow::Result<()> {
+    /// Records a batch of attempts in one transaction. A crash before it commits
+    /// means these rows are sent again after restart: the messages in flight,
+    /// each with its stable Message-ID.
+    async fn record(&self, attempts: &[(OutboxRow, i64, Outcome)]) -> anyhow::Result<()> {
         let now = self.clock.now_ms();
+        let mut tx = self.store.write().await?;
+        for (row, started, outcome) in attempts {
+            let retry_at = self.log_attempt(row, outcome, now);
+            store::record_attempt(&mut tx, row, *started, outcome, retry_at, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Logs an attempt; returns when a transient failure is retried (None once retries are used up).
+    fn log_attempt(&self, row: &OutboxRow, outcome: &Outcome, now: i64) -> Option<i64> {
         let retry_at = match outcome {
             Outcome::Transient(_) if row.attempts + 1 < MAX_ATTEMPTS => Some(now + backoff_ms(row.id, row.attempts)),
             _ => None,
@@ -171,10 +199,7 @@ impl Delivery {
             ),
             Outcome::Permanent(d) => warn!(outbox_id = row.id, "permanent failure: {d}"),
         }
-        let mut tx = self.store.write().await?;
-        store::record_attempt(&mut tx, row, started, outcome, retry_at, now).await?;
-        tx.commit().await?;
-        Ok(())
+        retry_at
     }
 }
 

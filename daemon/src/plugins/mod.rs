@@ -424,22 +424,35 @@ fn check_exported_interface(
 
 /// Watches the plugins folder: a new or changed plugin is validated, compiled and
 /// swapped in; a broken one is reported and the previous version keeps serving.
-pub async fn watch(settings: PluginSettings, plugins: Plugins, cancel: tokio_util::sync::CancellationToken) {
-    if let Err(e) = std::fs::create_dir_all(&settings.dir) {
-        return warn!(
-            "cannot create plugins folder {}: {e}; plugin changes need a restart",
-            settings.dir.display()
-        );
-    }
-    let mut changes = match crate::watch::folder(&settings.dir) {
-        Ok(w) => w,
-        Err(e) => {
-            return warn!(
+/// Starts watching at once (so no plugin installed after this call is missed)
+/// and returns the task that reloads on every change.
+pub fn watch(
+    settings: PluginSettings,
+    plugins: Plugins,
+    cancel: tokio_util::sync::CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    let changes = std::fs::create_dir_all(&settings.dir)
+        .map_err(notify::Error::io)
+        .and_then(|()| crate::watch::folder(&settings.dir))
+        .map_err(|e| {
+            warn!(
                 "cannot watch {}: {e}; plugin changes need a restart",
                 settings.dir.display()
-            );
-        }
-    };
+            )
+        })
+        .ok();
+    async move {
+        let Some(changes) = changes else { return };
+        reload_on_change(settings, changes, plugins, cancel).await
+    }
+}
+
+async fn reload_on_change(
+    settings: PluginSettings,
+    mut changes: crate::watch::FolderChanges,
+    plugins: Plugins,
+    cancel: tokio_util::sync::CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,

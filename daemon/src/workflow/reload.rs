@@ -12,11 +12,30 @@ use tracing::{error, info};
 use super::WorkflowSet;
 use crate::runs::Engine;
 
-pub async fn watch(dir: PathBuf, engine: Arc<Engine>, engine_wake: Arc<Notify>, cancel: CancellationToken) {
-    let mut changes = match crate::watch::folder(&dir) {
-        Ok(w) => w,
-        Err(e) => return error!("cannot watch {}: {e}; workflow changes need a restart", dir.display()),
-    };
+/// Starts watching at once (so no edit made after this call is missed) and
+/// returns the task that reloads on every change.
+pub fn watch(
+    dir: PathBuf,
+    engine: Arc<Engine>,
+    engine_wake: Arc<Notify>,
+    cancel: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    let changes = crate::watch::folder(&dir)
+        .map_err(|e| error!("cannot watch {}: {e}; workflow changes need a restart", dir.display()))
+        .ok();
+    async move {
+        let Some(changes) = changes else { return };
+        reload_on_change(dir, changes, engine, engine_wake, cancel).await
+    }
+}
+
+async fn reload_on_change(
+    dir: PathBuf,
+    mut changes: crate::watch::FolderChanges,
+    engine: Arc<Engine>,
+    engine_wake: Arc<Notify>,
+    cancel: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
