@@ -117,6 +117,17 @@ fn api_rejects_bad_input_and_missing_tokens_with_4xx() {
     );
     assert_eq!(status, 422, "{body}");
 
+    // A source that knows only the email creates the contact on first sight, and an
+    // "email" that is really an id is refused rather than taken for contact 1.
+    let (status, body) = nudge.http(
+        "POST",
+        "/stage-changes",
+        Some(r#"{"email": "new@example.com", "name": "New", "stage": "intent"}"#),
+    );
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = nudge.http("POST", "/stage-changes", Some(r#"{"email": "1", "stage": "lost"}"#));
+    assert_eq!(status, 422, "{body}");
+
     // The daemon is still serving after all that.
     assert_eq!(nudge.http("GET", "/health", None).0, 200);
     nudge.stop();

@@ -197,9 +197,16 @@ async fn stage_change_by_email(
     body: Result<Json<StageChangeByEmail>, JsonRejection>,
 ) -> ApiResult {
     let Json(change) = body?;
+    if change.email.parse::<lettre::Address>().is_err() {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("`{}` is not an email address", change.email),
+        ));
+    }
     let now = s.clock.now_ms();
     let mut tx = s.store.write().await?;
-    let contact = match store::find_contact(&mut tx, &change.email).await? {
+    // By email only: this route must never take "42" for contact 42.
+    let contact = match store::contact_by_email(&mut tx, &change.email).await? {
         Some(contact) => contact,
         None => {
             let name = if change.name.trim().is_empty() {

@@ -65,6 +65,8 @@ pub async fn send(plugin: &Plugin, config: &HttpConfig, request: OutboundRequest
         )));
     }
     let client = reqwest::Client::builder()
+        // A proxy would resolve the name itself, around the checked address.
+        .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(config.timeout_secs.max(1)))
         .resolve(&host, addr)
@@ -77,6 +79,8 @@ pub async fn send(plugin: &Plugin, config: &HttpConfig, request: OutboundRequest
         builder = builder.header(name.as_str(), fill(value)?);
     }
     let mut response = builder.body(request.body).send().await.map_err(|e| {
+        // The URL may hold a filled-in secret: keep it out of logs and the deliveries table.
+        let e = e.without_url();
         if e.is_timeout() {
             Outcome::Transient(format!("no answer from {host} in time (outcome unknown)"))
         } else {
@@ -105,7 +109,7 @@ pub async fn send(plugin: &Plugin, config: &HttpConfig, request: OutboundRequest
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| Outcome::Transient(format!("read from {host}: {e}")))?
+        .map_err(|e| Outcome::Transient(format!("read from {host}: {}", e.without_url())))?
     {
         if body.len() + chunk.len() > cap {
             return Err(Outcome::Permanent(format!(
@@ -167,15 +171,34 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_documentation()
-                || (a == 100 && (64..128).contains(&b)))
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b)))
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => {
-                let first = v6.segments()[0];
-                !(v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80)
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            // IPv4 inside IPv6 (mapped, compatible, NAT64, 6to4) is judged as that IPv4 address.
+            let embedded = |hi: u16, lo: u16| IpAddr::V4(std::net::Ipv4Addr::from(((hi as u32) << 16) | lo as u32));
+            match s {
+                [0, 0, 0, 0, 0, 0xffff, hi, lo] | [0, 0, 0, 0, 0, 0, hi, lo]
+                    if !v6.is_loopback() && !v6.is_unspecified() =>
+                {
+                    is_public(embedded(hi, lo))
+                }
+                [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => is_public(embedded(hi, lo)),
+                [0x2002, hi, lo, ..] => is_public(embedded(hi, lo)),
+                _ => {
+                    !(v6.is_loopback()
+                        || v6.is_unspecified()
+                        || v6.is_multicast()
+                        || (s[0] & 0xfe00) == 0xfc00
+                        || (s[0] & 0xffc0) == 0xfe80
+                        || (s[0] & 0xffc0) == 0xfec0)
+                }
             }
-        },
+        }
     }
 }
 
@@ -192,15 +215,24 @@ mod tests {
             "192.168.1.1",
             "169.254.169.254",
             "0.0.0.0",
+            "0.1.2.3",
             "100.64.0.1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "224.0.0.1",
             "::1",
             "fe80::1",
+            "fec0::1",
             "fd00::1",
             "::ffff:10.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::",
+            "ff02::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1"] {
+        for ip in ["8.8.8.8", "2606:4700::1111", "::ffff:1.1.1.1", "64:ff9b::808:808"] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -325,6 +325,18 @@ impl Engine {
         };
         let now = self.clock.now_ms();
         let mut tx = self.store.write().await?;
+        // The checks above ran before this transaction; repeat them inside it, so a
+        // follow-up logged or consent withdrawn meanwhile still wins.
+        let contact = &store::contact_by_id(&mut tx, contact.id)
+            .await?
+            .context("contact is gone")?;
+        if let Some(reason) = triggers::cancel_reason(&mut tx, &workflow.trigger, &run.context.0, contact).await? {
+            store::end_run(&mut tx, run.id, "cancelled", reason, now).await?;
+            tx.commit().await?;
+            info!(run_id = run.id, workflow = %workflow.name, reason, "run cancelled");
+            return Ok(());
+        }
+        let outgoing = outgoing.filter(|_| !(matches!(step, Step::Send { .. }) && contact.consent == "withdrawn"));
         let detail = match step {
             Step::Send { .. } | Step::NotifyOwner { .. } => match (outgoing, rendered) {
                 (Some(out), Some(r)) => {
@@ -402,7 +414,10 @@ impl Engine {
                 format!("untagged {tag}")
             }
         };
-        store::finish_step(&mut tx, run, kind, &detail, status, now).await?;
+        if !store::finish_step(&mut tx, run, kind, &detail, status, now).await? {
+            // Another worker moved this run on meanwhile: drop this attempt's effects.
+            return Ok(());
+        }
         tx.commit().await?;
         info!(run_id = run.id, workflow = %workflow.name, step = run.next_step, kind, contact_id = contact.id, "{detail}");
         if detail.starts_with("queued") {

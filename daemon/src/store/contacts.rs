@@ -160,13 +160,15 @@ pub async fn find_contact(conn: &mut Conn, reference: &str) -> anyhow::Result<Op
     let reference = reference.trim();
     Ok(match reference.parse::<i64>() {
         Ok(id) => contact_by_id(conn, id).await?,
-        Err(_) => {
-            sqlx::query_as("SELECT * FROM contacts WHERE email = ?")
-                .bind(reference)
-                .fetch_optional(&mut *conn)
-                .await?
-        }
+        Err(_) => contact_by_email(conn, reference).await?,
     })
+}
+
+pub async fn contact_by_email(conn: &mut Conn, email: &str) -> anyhow::Result<Option<Contact>> {
+    Ok(sqlx::query_as("SELECT * FROM contacts WHERE email = ?")
+        .bind(email.trim())
+        .fetch_optional(&mut *conn)
+        .await?)
 }
 
 pub async fn contact_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Contact>> {
@@ -270,6 +272,13 @@ pub async fn set_next_follow_up(
     sqlx::query("UPDATE contacts SET next_follow_up_at = ?, next_goal = ?, updated_at = ? WHERE id = ?")
         .bind(at)
         .bind(goal)
+        .bind(now)
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await?;
+    // Only the newest next follow-up may fall due: retire the timers of earlier ones,
+    // or setting the same time twice would make it overdue twice.
+    sqlx::query("UPDATE timers SET fired_at = ? WHERE kind = 'follow_up_due' AND contact_id = ? AND fired_at IS NULL")
         .bind(now)
         .bind(contact_id)
         .execute(&mut *conn)

@@ -92,7 +92,7 @@ pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp
     )
     .bind(at)
     .bind(contact.id)
-    .bind(at.max(now))
+    .bind(at)
     .execute(&mut *conn)
     .await?;
     let payload = json!({ "follow_up_id": id, "channel": new.channel, "result": result });

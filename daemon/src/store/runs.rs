@@ -62,7 +62,8 @@ pub async fn ready_runs(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<i64>>
     )
 }
 
-/// Records step `step` as finished and moves the run on to the next one, with `status`.
+/// Records step `step` as finished and moves the run on to the next one, with
+/// `status`; false (and nothing to commit) if the run is no longer at that step.
 pub async fn finish_step(
     conn: &mut Conn,
     run: &Run,
@@ -70,7 +71,20 @@ pub async fn finish_step(
     detail: &str,
     status: &str,
     now: i64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
+    let moved = sqlx::query(
+        "UPDATE runs SET next_step = next_step + 1, status = ?, updated_at = ?
+         WHERE id = ? AND status = 'ready' AND next_step = ?",
+    )
+    .bind(status)
+    .bind(now)
+    .bind(run.id)
+    .bind(run.next_step)
+    .execute(&mut *conn)
+    .await?;
+    if moved.rows_affected() != 1 {
+        return Ok(false);
+    }
     sqlx::query("INSERT INTO run_steps (run_id, step, kind, detail, finished_at) VALUES (?, ?, ?, ?, ?)")
         .bind(run.id)
         .bind(run.next_step)
@@ -79,13 +93,7 @@ pub async fn finish_step(
         .bind(now)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE runs SET next_step = next_step + 1, status = ?, updated_at = ? WHERE id = ?")
-        .bind(status)
-        .bind(now)
-        .bind(run.id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Ends a run: `done`, `cancelled` (its trigger no longer holds) or `failed`.
