@@ -168,7 +168,21 @@ async fn change_stage(
     let Json(change) = body?;
     let mut tx = s.store.write().await?;
     let contact = contact(&mut tx, &reference).await?;
-    let event = store::set_stage(&mut tx, &contact, &change.stage, "api", s.clock.now_ms()).await?;
+    let now = s.clock.now_ms();
+    set_stage_and_answer(&s, tx, &contact, &change.stage, now, json!({})).await
+}
+
+/// Sets the stage, commits, wakes the engine, and answers 202 with the event
+/// (200 when the stage was already that), plus `extra` fields.
+async fn set_stage_and_answer(
+    s: &AppState,
+    mut tx: store::Tx,
+    contact: &Contact,
+    stage: &str,
+    now: i64,
+    mut extra: serde_json::Value,
+) -> ApiResult {
+    let event = store::set_stage(&mut tx, contact, stage, "api", now).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     s.engine_wake.notify_one();
     let status = if event.is_some() {
@@ -176,7 +190,9 @@ async fn change_stage(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(json!({ "event_id": event, "changed": event.is_some() }))).into_response())
+    extra["event_id"] = json!(event);
+    extra["changed"] = json!(event.is_some());
+    Ok((status, Json(extra)).into_response())
 }
 
 /// A stage change for a contact known by email, created on first sight: what a
@@ -226,19 +242,15 @@ async fn stage_change_by_email(
                 .ok_or_else(|| anyhow::anyhow!("contact {id} vanished"))?
         }
     };
-    let event = store::set_stage(&mut tx, &contact, &change.stage, "api", now).await?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
-    s.engine_wake.notify_one();
-    let status = if event.is_some() {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        Json(json!({ "contact_id": contact.id, "event_id": event, "changed": event.is_some() })),
+    set_stage_and_answer(
+        &s,
+        tx,
+        &contact,
+        &change.stage,
+        now,
+        json!({ "contact_id": contact.id }),
     )
-        .into_response())
+    .await
 }
 
 /// A follow-up as the API takes it: times as text (`3d`, RFC 3339, local date-time).
