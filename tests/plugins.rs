@@ -83,7 +83,7 @@ fn a_hostile_plugin_fails_its_own_run_while_the_daemon_keeps_sending() {
     );
     nudge.write_workflow(
         "hostile-on-intent.toml",
-        "[trigger]\non = \"stage_changed\"\nto = \"intent\"\n\n[[steps]]\nsend = { channel = \"hostile\", template = \"spin\" }\n",
+        "category = \"transactional\"\n[trigger]\non = \"stage_changed\"\nto = \"intent\"\n\n[[steps]]\nsend = { channel = \"hostile\", template = \"spin\" }\n",
     );
     nudge.start();
     for name in ["Gao", "Hu", "Jin"] {
@@ -96,12 +96,29 @@ fn a_hostile_plugin_fails_its_own_run_while_the_daemon_keeps_sending() {
         smtp.wait_for(&format!("{name}@example.com"), "a proposal");
     }
     nudge.settle();
+    // A step that errs is retried with backoff, not failed at once ...
     let status = nudge.status();
-    assert_eq!(status["runs"]["failed"], 3, "{status}");
+    assert_eq!(status["runs"]["waiting"], 3, "{status}");
     assert!(
         nudge.log().contains("exceeded its deadline of 50 ms"),
         "{}",
         nudge.log()
+    );
+    // ... until the limit of errors in a row (8, with backoff from 30 s doubling: about an hour).
+    let failed = common::wait_until(
+        || {
+            nudge.advance("30m");
+            nudge.settle();
+            let status = nudge.status();
+            (status["runs"]["failed"] == 3).then_some(status)
+        },
+        || format!("runs did not fail after their retries: {}", nudge.status()),
+    );
+    assert!(failed["runs"].get("waiting").is_none(), "{failed}");
+    assert_eq!(
+        nudge.log().matches("step failed, retried in").count(),
+        3 * 7,
+        "seven retries per run"
     );
     nudge.stop();
 }
@@ -179,7 +196,7 @@ fn wecom_plugin_delivers_through_a_local_server_and_retries_on_45009() {
     );
     nudge.write_workflow(
         "team-alert.toml",
-        "[trigger]\non = \"stage_changed\"\nto = \"intent\"\n\n[[steps]]\nsend = { channel = \"wecom\", template = \"deal_alert\" }\n",
+        "category = \"transactional\"\n[trigger]\non = \"stage_changed\"\nto = \"intent\"\n\n[[steps]]\nsend = { channel = \"wecom\", template = \"deal_alert\" }\n",
     );
     // Installed while nothing runs yet; `check` sees the new channel.
     nudge.install_plugin("wecom", &wecom_wasm(), &manifest("plugins/wecom/plugin.toml"));
@@ -268,7 +285,7 @@ fn sms_goes_out_over_http_only_to_allowed_public_hosts_and_never_follows_redirec
     );
     nudge.write_workflow(
         "sms-on-sample.toml",
-        "[trigger]\non = \"stage_changed\"\nto = \"sample\"\n\n[[steps]]\nsend = { channel = \"sms\", template = \"shipped\" }\n",
+        "category = \"transactional\"\n[trigger]\non = \"stage_changed\"\nto = \"sample\"\n\n[[steps]]\nsend = { channel = \"sms\", template = \"shipped\" }\n",
     );
     nudge.start();
     nudge.cli(&[

@@ -10,7 +10,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use nudge::clock::Clock;
 use nudge::plugins::{PluginHost, PluginSettings, Plugins};
 use nudge::runs::Engine;
-use nudge::store::{self, NewContact, NewOutboxRow, OutboundMessage, Outcome, Store};
+use nudge::store::{self, Category, NewContact, NewOutboxRow, Next, OutboundMessage, Outcome, Store};
+use nudge::unsubscribe::Unsubscribe;
 use nudge::workflow::{Condition, WorkflowSet, contact_schema, event_schema};
 use serde_json::json;
 
@@ -102,6 +103,7 @@ fn outbox(c: &mut Criterion) {
         text: Some("body".into()),
         html: None,
         extra: Vec::new(),
+        unsubscribe: None,
     };
     let mut next_key = 0u64;
     // Queue a row, claim it, record it as sent: the outbox's cost per message
@@ -118,16 +120,17 @@ fn outbox(c: &mut Criterion) {
                     run_id: None,
                     contact_id: None,
                     channel: "email",
+                    category: Category::Transactional,
                     message: &message,
                 };
                 store::insert_outbox(&mut tx, &row, 0).await.unwrap();
                 tx.commit().await.unwrap();
                 let mut conn = store.pool.acquire().await.unwrap();
-                let claimed = store::due_outbox(&mut conn, 0, 32).await.unwrap();
+                let claimed = store::due_outbox(&mut conn, 0, 32, &[]).await.unwrap();
                 drop(conn);
                 let mut tx = store.write().await.unwrap();
                 for row in &claimed {
-                    store::record_attempt(&mut tx, row, 0, &Outcome::Sent, None, 0)
+                    store::record_attempt(&mut tx, row, 0, &Outcome::Sent, Next::Sent, 0)
                         .await
                         .unwrap();
                 }
@@ -180,6 +183,7 @@ fn overdue_scan(c: &mut Criterion) {
             Plugins::new(host),
             set,
             "bench.test".into(),
+            Unsubscribe::new(b"bench".to_vec(), "http://bench.test".into(), "u@bench.test".into()),
         ))
         .unwrap();
     let engine = Arc::new(engine);

@@ -431,3 +431,228 @@ pub fn plugin_test(config: &Config, plugin: &str, fixture: &Path) -> anyhow::Res
     );
     Ok(())
 }
+
+/// `nudge outbox list`: messages by status, newest first.
+pub async fn outbox_list(config: &Config, statuses: &[String], limit: i64, as_json: bool) -> anyhow::Result<()> {
+    let (store, _) = daemon::open(config).await?;
+    let mut conn = store.pool.acquire().await?;
+    let rows = store::list_outbox(&mut conn, statuses, limit).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!(
+            "no messages{}",
+            if statuses.is_empty() {
+                String::new()
+            } else {
+                format!(" with status {}", statuses.join(" or "))
+            }
+        );
+    }
+    for r in &rows {
+        println!(
+            "{:>8}  {:<10} {:<6} {:<13} {:<32} attempts {:>2}  {}",
+            r.id, r.status, r.channel, r.category, r.recipient, r.attempts, r.message_id
+        );
+        if let Some(error) = &r.last_error {
+            let when = if r.status == "pending" {
+                format!(" (next try {})", display_ms(r.next_attempt_at))
+            } else {
+                String::new()
+            };
+            println!("          last error: {error}{when}");
+        }
+    }
+    Ok(())
+}
+
+/// `nudge outbox retry|drop`: acts on the given rows, or on every row with `all_status`.
+pub async fn outbox_act(config: &Config, retry: bool, ids: &[i64], all_status: Option<&str>) -> anyhow::Result<()> {
+    let (store, clock) = daemon::open(config).await?;
+    let mut tx = store.write().await?;
+    let ids = match all_status {
+        Some(status) => store::outbox_ids_with_status(&mut tx, status).await?,
+        None => ids.to_vec(),
+    };
+    if ids.is_empty() {
+        bail!("name the messages (ids from `nudge outbox list`) or use --all <status>");
+    }
+    let now = clock.now_ms();
+    let changed = if retry {
+        store::retry_outbox(&mut tx, &ids, now).await?
+    } else {
+        store::drop_outbox(&mut tx, &ids, now).await?
+    };
+    tx.commit().await?;
+    let verb = if retry { "queued again" } else { "dropped" };
+    println!("{changed} of {} message(s) {verb}", ids.len());
+    if (changed as usize) < ids.len() {
+        eprintln!("note: sent messages (and, for retry, pending ones) are left as they are");
+    }
+    Ok(())
+}
+
+/// `nudge suppress add|remove|list`.
+pub async fn suppress(config: &Config, action: SuppressAction<'_>) -> anyhow::Result<()> {
+    let (store, clock) = daemon::open(config).await?;
+    let mut tx = store.write().await?;
+    match action {
+        SuppressAction::Add {
+            address,
+            channel,
+            detail,
+        } => {
+            let added = store::suppress(&mut tx, address, channel, "manual", detail, clock.now_ms()).await?;
+            tx.commit().await?;
+            println!(
+                "{address} {}",
+                if added { "suppressed" } else { "was suppressed already" }
+            );
+        }
+        SuppressAction::Remove { address, channel } => {
+            let removed = store::unsuppress(&mut tx, address, channel).await?;
+            tx.commit().await?;
+            println!(
+                "{address} {}",
+                if removed {
+                    "no longer suppressed"
+                } else {
+                    "was not suppressed"
+                }
+            );
+        }
+        SuppressAction::List { as_json } => {
+            let rows = store::list_suppressions(&mut tx).await?;
+            tx.commit().await?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no suppressed addresses");
+            }
+            for r in rows.iter().filter(|_| !as_json) {
+                println!(
+                    "{:<40} {:<6} {:<13} {}  {}",
+                    r.address,
+                    r.channel,
+                    r.reason,
+                    display_ms(r.created_at),
+                    r.detail
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub enum SuppressAction<'a> {
+    Add {
+        address: &'a str,
+        channel: &'a str,
+        detail: &'a str,
+    },
+    Remove {
+        address: &'a str,
+        channel: &'a str,
+    },
+    List {
+        as_json: bool,
+    },
+}
+
+/// `nudge segment list`: passes of segment workflows and their progress.
+pub async fn segment_list(config: &Config, as_json: bool) -> anyhow::Result<()> {
+    let (store, _) = daemon::open(config).await?;
+    let mut conn = store.pool.acquire().await?;
+    let passes = store::list_enrolments(&mut conn, 50).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&passes)?);
+        return Ok(());
+    }
+    if passes.is_empty() {
+        println!("no segment passes yet");
+    }
+    for p in &passes {
+        println!("{}", progress_line(p));
+    }
+    Ok(())
+}
+
+fn progress_line(p: &store::Enrolment) -> String {
+    let percent = if p.total > 0 {
+        (p.scanned * 100 / p.total).min(100)
+    } else {
+        100
+    };
+    format!(
+        "pass {:>4}  {:<28} {:<7} {:>3}%  scanned {:>9} of {:<9} enrolled {:>9}  since {}",
+        p.id,
+        p.workflow,
+        p.status,
+        percent,
+        p.scanned,
+        p.total,
+        p.enrolled,
+        display_ms(p.started_at)
+    )
+}
+
+/// `nudge segment run`: starts a pass of a segment workflow now (the daemon does
+/// the work); with `follow`, shows its progress until it is done.
+pub async fn segment_run(config: &Config, workflow: &str, follow: bool) -> anyhow::Result<()> {
+    let (store, clock) = daemon::open(config).await?;
+    let Some(hash) = store.latest_workflow_set().await? else {
+        bail!("the daemon has not loaded any workflows yet: start it with `nudge run` first");
+    };
+    let files = store.workflow_set_files(&hash).await?.unwrap_or_default();
+    let is_segment = files.iter().any(|(path, source)| {
+        Path::new(path).file_stem().is_some_and(|s| s == workflow)
+            && toml::from_str::<toml::Table>(source)
+                .ok()
+                .and_then(|t| t.get("trigger")?.get("on")?.as_str().map(|on| on == "segment"))
+                .unwrap_or(false)
+    });
+    if !is_segment {
+        bail!("`{workflow}` is not a segment workflow (`[trigger] on = \"segment\"`) in the daemon's workflows");
+    }
+    let now = clock.now_ms();
+    let mut tx = store.write().await?;
+    store::open_enrolment(&mut tx, workflow, &hash, now, now).await?;
+    tx.commit().await?;
+    println!("pass of {workflow} started; the daemon enrols the segment in batches");
+    if !follow {
+        return Ok(());
+    }
+    let terminal = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    loop {
+        let pass = {
+            let mut conn = store.pool.acquire().await?;
+            store::list_enrolments(&mut conn, 50)
+                .await?
+                .into_iter()
+                .find(|p| p.workflow == workflow && p.due_at == now)
+        };
+        let Some(pass) = pass else {
+            bail!("the pass disappeared")
+        };
+        let line = progress_line(&pass);
+        if line != last {
+            if terminal {
+                print!("\r{line}");
+                std::io::Write::flush(&mut std::io::stdout())?;
+            } else {
+                println!("{line}");
+            }
+            last = line;
+        }
+        if pass.status == "done" {
+            if terminal {
+                println!();
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

@@ -33,6 +33,100 @@ pub struct Config {
     pub email: EmailConfig,
     pub smtp: Option<SmtpConfig>,
     pub api: ApiConfig,
+    pub delivery: DeliveryConfig,
+    pub suppression: SuppressionConfig,
+    pub unsubscribe: UnsubscribeConfig,
+}
+
+/// Retries and what to do when the outcome of a send is unknown.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Attempts before a message that keeps failing transiently goes to the dead letters.
+    pub max_attempts: i64,
+    /// First retry after this many seconds, doubling each time (with jitter) ...
+    pub backoff_base_secs: i64,
+    /// ... up to this many.
+    pub backoff_cap_secs: i64,
+    /// Sends in flight at once (SMTP sessions kept open).
+    pub concurrency: usize,
+    /// A send whose outcome is unknown (no reply after the body): `hold` it for an
+    /// operator (`nudge outbox retry|drop`), or `resend` it once after the backoff
+    /// with the same Message-ID, which lets most receivers drop a duplicate.
+    pub on_unknown: OnUnknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnknown {
+    #[default]
+    Hold,
+    Resend,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_attempts: 8,
+            backoff_base_secs: 30,
+            backoff_cap_secs: 3600,
+            concurrency: 32,
+            on_unknown: OnUnknown::Hold,
+        }
+    }
+}
+
+/// How many bounces or complaints suppress an address (0: never).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SuppressionConfig {
+    pub hard_bounces: i64,
+    pub soft_bounces: i64,
+    pub complaints: i64,
+}
+
+impl Default for SuppressionConfig {
+    fn default() -> Self {
+        SuppressionConfig {
+            hard_bounces: 1,
+            soft_bounces: 3,
+            complaints: 1,
+        }
+    }
+}
+
+impl SuppressionConfig {
+    pub fn rules(&self) -> crate::store::SuppressionRules {
+        crate::store::SuppressionRules {
+            hard_bounces: self.hard_bounces,
+            soft_bounces: self.soft_bounces,
+            complaints: self.complaints,
+        }
+    }
+}
+
+/// Unsubscribe links in marketing email.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnsubscribeConfig {
+    /// The public address of this daemon's HTTP server, as recipients reach it
+    /// (e.g. `https://nudge.example.com`); defaults to `http://<api.bind>`.
+    pub base_url: Option<String>,
+    /// Address for `mailto:` unsubscribes; defaults to `unsubscribe@<message-ID domain>`.
+    pub mailto: Option<String>,
+    /// Environment variable with the key that signs unsubscribe tokens; without
+    /// it the daemon generates a key and keeps it in the database.
+    pub secret_env: String,
+}
+
+impl Default for UnsubscribeConfig {
+    fn default() -> Self {
+        UnsubscribeConfig {
+            base_url: None,
+            mailto: None,
+            secret_env: "NUDGE_UNSUBSCRIBE_SECRET".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +248,9 @@ impl Default for Config {
             email: EmailConfig::default(),
             smtp: None,
             api: ApiConfig::default(),
+            delivery: DeliveryConfig::default(),
+            suppression: SuppressionConfig::default(),
+            unsubscribe: UnsubscribeConfig::default(),
         }
     }
 }

@@ -54,6 +54,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         dir = %config.workflows.display(),
         "workflows loaded"
     );
+    let unsubscribe = crate::unsubscribe::Unsubscribe::from_config(&config, &store)
+        .await
+        .context("set up unsubscribe links")?;
     let engine = Arc::new(
         Engine::new(
             store.clone(),
@@ -61,6 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             plugins.clone(),
             workflows,
             config.message_id_domain(),
+            unsubscribe.clone(),
         )
         .await
         .context("start the engine")?,
@@ -79,6 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         clock.clone(),
         engine_wake.clone(),
+        unsubscribe,
         cancel.clone(),
     )
     .await?;

@@ -12,5 +12,6 @@ pub mod runs;
 pub mod scheduler;
 pub mod store;
 pub mod triggers;
+pub mod unsubscribe;
 pub mod watch;
 pub mod workflow;

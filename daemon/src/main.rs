@@ -56,6 +56,15 @@ enum Command {
     /// List plugins, or run one on a fixture.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Inspect the outbox; retry or drop dead, failed or unknown messages.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// Addresses that get nothing: unsubscribed, bounced, complained, or added by hand.
+    #[command(subcommand)]
+    Suppress(SuppressCommand),
+    /// Passes of segment (nurture) workflows over all contacts.
+    #[command(subcommand)]
+    Segment(SegmentCommand),
     /// Overdue follow-ups per owner, runs, timers and the outbox.
     Status {
         #[arg(long)]
@@ -69,6 +78,72 @@ enum Command {
         /// Move forward by a duration, e.g. 3d or 15m.
         #[arg(long)]
         advance: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Messages, newest first.
+    List {
+        /// pending, sent, failed, dead, unknown, suppressed or dropped; repeat for more.
+        #[arg(long)]
+        status: Vec<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue messages again (same Message-ID, fresh attempts).
+    Retry {
+        ids: Vec<i64>,
+        /// Every message with this status, e.g. dead or unknown.
+        #[arg(long, conflicts_with = "ids")]
+        all: Option<String>,
+    },
+    /// Give messages up for good.
+    Drop {
+        ids: Vec<i64>,
+        #[arg(long, conflicts_with = "ids")]
+        all: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SuppressCommand {
+    /// Suppress an address (email or phone).
+    Add {
+        address: String,
+        /// One channel, or every channel (`*`).
+        #[arg(long, default_value = "*")]
+        channel: String,
+        #[arg(long, default_value = "")]
+        detail: String,
+    },
+    /// Lift a suppression (`*`: on every channel).
+    Remove {
+        address: String,
+        #[arg(long, default_value = "*")]
+        channel: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SegmentCommand {
+    /// Passes and their progress.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a pass of a segment workflow now.
+    Run {
+        workflow: String,
+        /// Show progress until the pass is done.
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -265,6 +340,35 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             channel,
         }) => commands::inquiry_add(&config, &contact, &message, &channel).await,
         Command::Status { json } => commands::status(&config, json).await,
+        Command::Outbox(OutboxCommand::List { status, limit, json }) => {
+            commands::outbox_list(&config, &status, limit, json).await
+        }
+        Command::Outbox(OutboxCommand::Retry { ids, all }) => {
+            commands::outbox_act(&config, true, &ids, all.as_deref()).await
+        }
+        Command::Outbox(OutboxCommand::Drop { ids, all }) => {
+            commands::outbox_act(&config, false, &ids, all.as_deref()).await
+        }
+        Command::Suppress(command) => {
+            let action = match &command {
+                SuppressCommand::Add {
+                    address,
+                    channel,
+                    detail,
+                } => commands::SuppressAction::Add {
+                    address,
+                    channel,
+                    detail,
+                },
+                SuppressCommand::Remove { address, channel } => commands::SuppressAction::Remove { address, channel },
+                SuppressCommand::List { json } => commands::SuppressAction::List { as_json: *json },
+            };
+            commands::suppress(&config, action).await
+        }
+        Command::Segment(SegmentCommand::List { json }) => commands::segment_list(&config, json).await,
+        Command::Segment(SegmentCommand::Run { workflow, follow }) => {
+            commands::segment_run(&config, &workflow, follow).await
+        }
         Command::Clock { set, advance } => commands::clock(&config, set.as_deref(), advance.as_deref()).await,
     }
 }

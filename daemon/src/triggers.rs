@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use crate::store::{self, Conn, Contact, Event};
-use crate::workflow::{Trigger, Workflow, add_span};
+use crate::store::{self, Conn, Contact, Event, Run};
+use crate::workflow::{ExitOn, Trigger, Workflow, add_span};
 
 /// Whether `workflow`'s trigger matches `event` (the `when` condition is checked separately).
 pub fn matches(trigger: &Trigger, event: &Event) -> bool {
@@ -15,6 +15,8 @@ pub fn matches(trigger: &Trigger, event: &Event) -> bool {
         Trigger::FollowUpLogged => event.kind == "follow_up_logged",
         Trigger::FollowUpOverdue { .. } => event.kind == "follow_up_overdue",
         Trigger::InquiryReceived { .. } => event.kind == "inquiry_received",
+        // Segment runs come from a pass over all contacts, not from one event.
+        Trigger::Segment { .. } => false,
         Trigger::StageChanged { from, to } => {
             event.kind == "stage_changed"
                 && from.as_deref().is_none_or(|f| field("from") == Some(f))
@@ -56,10 +58,47 @@ pub fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) -> i64 {
     }
 }
 
-/// Why a run must stop, if the situation that started it no longer holds. A run whose trigger no
-/// longer holds (the follow-up was logged, the inquiry answered) is cancelled
-/// before its next step, so no reminder goes out for work already done.
-pub async fn cancel_reason(
+/// Why a run must stop before its next step, if it must: the situation that
+/// started it no longer holds (the follow-up was logged, the inquiry answered),
+/// or one of the workflow's exit conditions is met.
+pub async fn stop_reason(
+    conn: &mut Conn,
+    workflow: &Workflow,
+    run: &Run,
+    contact: &Contact,
+    contact_ctx: &serde_json::Value,
+) -> anyhow::Result<Option<String>> {
+    if let Some(reason) = trigger_gone(conn, &workflow.trigger, &run.context.0, contact).await? {
+        return Ok(Some(reason.to_string()));
+    }
+    let since = run.started_at;
+    for exit in &workflow.exit.on {
+        let met = match exit {
+            ExitOn::StageChanged => run.start_stage.as_deref().is_some_and(|s| s != contact.stage),
+            ExitOn::Replied => store::replied_since(conn, contact.id, since).await?,
+            ExitOn::Ordered => store::ordered_since(conn, contact.id, since).await?,
+            ExitOn::Unsubscribed => {
+                contact.consent == "withdrawn" || store::contact_suppressed(conn, contact, &["unsubscribed"]).await?
+            }
+            ExitOn::Bounced => {
+                store::contact_suppressed(conn, contact, &["hard_bounce", "soft_bounce", "complaint"]).await?
+            }
+        };
+        if met {
+            return Ok(Some(format!("exit condition met: {}", exit.name())));
+        }
+    }
+    if let Some(condition) = &workflow.exit.condition {
+        let event = json!({ "kind": run.context.0.get("kind").cloned().unwrap_or_default() });
+        if condition.evaluate(contact_ctx, &event).unwrap_or(false) {
+            return Ok(Some("exit condition met: exit_if".to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the trigger's situation has been dealt with.
+async fn trigger_gone(
     conn: &mut Conn,
     trigger: &Trigger,
     context: &serde_json::Value,

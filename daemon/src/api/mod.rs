@@ -9,7 +9,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -20,7 +20,8 @@ use tracing::{info, warn};
 
 use crate::clock::{Clock, parse_time};
 use crate::config::Config;
-use crate::store::{self, Contact, Invalid, NewContact, NewFollowUp, Store};
+use crate::store::{self, BounceKind, Contact, Invalid, NewContact, NewFollowUp, Store, SuppressionRules};
+use crate::unsubscribe::Unsubscribe;
 
 #[derive(Clone)]
 struct AppState {
@@ -28,6 +29,8 @@ struct AppState {
     clock: Clock,
     engine_wake: Arc<Notify>,
     token: Option<Arc<str>>,
+    unsubscribe: Unsubscribe,
+    suppression: SuppressionRules,
 }
 
 /// An error answered to the client: a status and a message it can act on.
@@ -66,6 +69,7 @@ pub async fn serve(
     store: Store,
     clock: Clock,
     engine_wake: Arc<Notify>,
+    unsubscribe: Unsubscribe,
     cancel: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     let token = config.api_token();
@@ -81,6 +85,8 @@ pub async fn serve(
         clock,
         engine_wake,
         token: token.map(Into::into),
+        unsubscribe,
+        suppression: config.suppression.rules(),
     };
     let listener = tokio::net::TcpListener::bind(config.api.bind)
         .await
@@ -104,9 +110,16 @@ fn router(state: AppState) -> Router {
         .route("/contacts/{contact}/follow-ups", post(log_follow_up))
         .route("/contacts/{contact}/inquiries", post(add_inquiry))
         .route("/stage-changes", post(stage_change_by_email))
+        .route("/bounces", post(report_bounce))
+        .route("/suppressions", post(add_suppression))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
+        // Recipients follow these links from their mail: no token, and the signed path is the proof.
+        .route(
+            "/unsubscribe/{token}",
+            get(unsubscribe_page).post(unsubscribe_one_click),
+        )
         .merge(authed)
         .with_state(state)
 }
@@ -330,4 +343,118 @@ async fn add_inquiry(
     tx.commit().await.map_err(anyhow::Error::from)?;
     s.engine_wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "inquiry_id": id }))).into_response())
+}
+
+/// The landing page of an unsubscribe link. A GET changes nothing (mail scanners
+/// prefetch links); the button POSTs like a mail client's one-click button.
+async fn unsubscribe_page(State(s): State<AppState>, Path(token): Path<String>) -> Response {
+    if s.unsubscribe.verify(&token).is_none() {
+        return forged_link();
+    }
+    Html(format!(
+        "<!doctype html><meta charset=utf-8><title>Unsubscribe</title>\
+         <form method=post action=\"/unsubscribe/{token}\">\
+         <input type=hidden name=List-Unsubscribe value=One-Click>\
+         <p>Stop all emails from us to this address?</p><button>Unsubscribe</button></form>"
+    ))
+    .into_response()
+}
+
+/// RFC 8058 one-click unsubscribe: suppresses the contact's addresses at once
+/// and withdraws consent. Answers 200 without a redirect; idempotent.
+async fn unsubscribe_one_click(State(s): State<AppState>, Path(token): Path<String>) -> Result<Response, ApiError> {
+    let Some(contact_id) = s.unsubscribe.verify(&token) else {
+        return Ok(forged_link());
+    };
+    let now = s.clock.now_ms();
+    let mut tx = s.store.write().await?;
+    let Some(contact) = store::contact_by_id(&mut tx, contact_id).await? else {
+        return Ok(forged_link());
+    };
+    for address in [&contact.email, &contact.phone].into_iter().flatten() {
+        store::suppress(&mut tx, address, "*", "unsubscribed", "one-click unsubscribe", now).await?;
+    }
+    store::withdraw_consent(&mut tx, contact.id, now).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    info!(contact_id, "unsubscribed");
+    s.engine_wake.notify_one();
+    Ok(
+        Html("<!doctype html><meta charset=utf-8><title>Unsubscribed</title><p>You are unsubscribed.</p>")
+            .into_response(),
+    )
+}
+
+fn forged_link() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html("<!doctype html><meta charset=utf-8><p>This unsubscribe link is not valid.</p>"),
+    )
+        .into_response()
+}
+
+/// A bounce or complaint reported by a mail provider's webhook or a feedback loop.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BounceInput {
+    address: String,
+    kind: String,
+    #[serde(default = "any_channel")]
+    channel: String,
+    #[serde(default)]
+    detail: String,
+}
+
+fn any_channel() -> String {
+    "email".into()
+}
+
+async fn report_bounce(State(s): State<AppState>, body: Result<Json<BounceInput>, JsonRejection>) -> ApiResult {
+    let Json(input) = body?;
+    let kind = BounceKind::parse(&input.kind).ok_or_else(|| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("kind `{}` is not one of hard, soft, complaint", input.kind),
+        )
+    })?;
+    let mut tx = s.store.write().await?;
+    let bounce = store::Bounce {
+        address: &input.address,
+        channel: &input.channel,
+        kind,
+        detail: &input.detail,
+        outbox_id: None,
+    };
+    let suppressed = store::record_bounce(&mut tx, &bounce, s.suppression, s.clock.now_ms()).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok((StatusCode::CREATED, Json(json!({ "suppressed": suppressed }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuppressionInput {
+    address: String,
+    #[serde(default = "all_channels")]
+    channel: String,
+    #[serde(default)]
+    detail: String,
+}
+
+fn all_channels() -> String {
+    "*".into()
+}
+
+async fn add_suppression(State(s): State<AppState>, body: Result<Json<SuppressionInput>, JsonRejection>) -> ApiResult {
+    let Json(input) = body?;
+    let mut tx = s.store.write().await?;
+    let added = store::suppress(
+        &mut tx,
+        &input.address,
+        &input.channel,
+        "manual",
+        &input.detail,
+        s.clock.now_ms(),
+    )
+    .await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok((StatusCode::CREATED, Json(json!({ "added": added }))).into_response())
 }

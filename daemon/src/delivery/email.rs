@@ -1,29 +1,39 @@
-//! Email delivery through lettre: builds the MIME message from an outbox row
-//! and sends it by SMTP, or writes it as an `.eml` file when no SMTP server is
-//! configured (the out-of-the-box default).
+//! Email delivery: builds the MIME message from an outbox row and sends it over
+//! SMTP, or writes it as an `.eml` file when no SMTP server is configured (the
+//! out-of-the-box default).
+//!
+//! The SMTP exchange is driven command by command (lettre's connection API) over
+//! our own small pool, because the outcome depends on where a failure happens:
+//! anything before the message body is sent can be retried safely, while a
+//! timeout or dropped connection after the body went out leaves the outcome
+//! unknown: the server may have queued the message.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use lettre::Message;
+use lettre::address::Envelope;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart, header::ContentType};
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use tokio::time::{Instant, timeout_at};
 
-use crate::config::{Config, SmtpTls};
+use crate::config::{Config, SmtpConfig, SmtpTls};
 use crate::store::{OutboxRow, Outcome};
 
-/// SMTP connections kept open. Each exchange is several round trips (and lettre
-/// does not turn off Nagle's algorithm), so throughput comes from parallel sessions.
-pub const POOL_SIZE: u32 = 32;
+/// SMTP sessions kept open. Each exchange is several round trips, so throughput
+/// comes from parallel sessions.
+pub const POOL_SIZE: usize = 32;
+/// An idle session older than this is closed rather than reused: servers drop idle clients.
+const IDLE_LIMIT: Duration = Duration::from_secs(30);
 
 enum Route {
-    Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-        deadline: Duration,
-    },
+    Smtp(Box<Smtp>),
     EmlDir(PathBuf),
 }
 
@@ -42,27 +52,7 @@ impl Mailer {
             .with_context(|| format!("email.from `{}` is not a mailbox", config.email.from))?;
         let route = match &config.smtp {
             None => Route::EmlDir(config.outbox_dir.clone()),
-            Some(smtp) => {
-                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).port(smtp.port);
-                builder = match smtp.tls {
-                    SmtpTls::None => builder.tls(Tls::None),
-                    SmtpTls::Starttls => builder.tls(Tls::Required(TlsParameters::new(smtp.host.clone())?)),
-                    SmtpTls::Tls => builder.tls(Tls::Wrapper(TlsParameters::new(smtp.host.clone())?)),
-                };
-                if let Some(user) = &smtp.username {
-                    let password = config.smtp_password().with_context(|| {
-                        format!("smtp.username is set but ${} holds no password", smtp.password_env)
-                    })?;
-                    builder = builder.credentials(Credentials::new(user.clone(), password));
-                }
-                let deadline = Duration::from_secs(smtp.timeout_secs.max(1));
-                // lettre's own timeout covers each command; the outer deadline covers the whole send.
-                let transport = builder
-                    .timeout(Some(deadline))
-                    .pool_config(PoolConfig::new().max_size(POOL_SIZE))
-                    .build();
-                Route::Smtp { transport, deadline }
-            }
+            Some(smtp) => Route::Smtp(Box::new(Smtp::new(config, smtp)?)),
         };
         Ok(Mailer { from, route })
     }
@@ -78,13 +68,208 @@ impl Mailer {
                 Ok(()) => Outcome::Sent,
                 Err(e) => Outcome::Transient(format!("write .eml: {e:#}")),
             },
-            Route::Smtp { transport, deadline } => match tokio::time::timeout(*deadline, transport.send(message)).await
-            {
-                Ok(Ok(_)) => Outcome::Sent,
-                Ok(Err(e)) if e.is_permanent() => Outcome::Permanent(e.to_string()),
-                Ok(Err(e)) => Outcome::Transient(e.to_string()),
-                Err(_) => Outcome::Transient(format!("no answer within {deadline:?} (outcome unknown)")),
-            },
+            Route::Smtp(smtp) => smtp.send(message.envelope(), &message.formatted()).await,
+        }
+    }
+}
+
+/// An SMTP server and the sessions open to it.
+struct Smtp {
+    host: String,
+    port: u16,
+    tls: SmtpTls,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    /// The whole exchange for one message, connect to the answer after the body.
+    deadline: Duration,
+    idle: Mutex<Vec<(Instant, AsyncSmtpConnection)>>,
+}
+
+enum Failure {
+    Smtp(lettre::transport::smtp::Error),
+    TimedOut,
+}
+
+/// How far an exchange got when it failed.
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    Connect,
+    Envelope,
+    Recipient,
+    Body,
+}
+
+impl Smtp {
+    fn new(config: &Config, smtp: &SmtpConfig) -> anyhow::Result<Smtp> {
+        let credentials = match &smtp.username {
+            Some(user) => {
+                let password = config
+                    .smtp_password()
+                    .with_context(|| format!("smtp.username is set but ${} holds no password", smtp.password_env))?;
+                Some(Credentials::new(user.clone(), password))
+            }
+            None => None,
+        };
+        Ok(Smtp {
+            host: smtp.host.clone(),
+            port: smtp.port,
+            tls: smtp.tls,
+            credentials,
+            hello: ClientId::default(),
+            deadline: Duration::from_secs(smtp.timeout_secs.max(1)),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+        let wrapper = match self.tls {
+            SmtpTls::Tls => Some(TlsParameters::new(self.host.clone())?),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.deadline),
+            &self.hello,
+            wrapper,
+            None,
+        )
+        .await?;
+        if self.tls == SmtpTls::Starttls {
+            conn.starttls(TlsParameters::new(self.host.clone())?, &self.hello)
+                .await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials).await?;
+        }
+        Ok(conn)
+    }
+
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().unwrap();
+        while let Some((since, conn)) = idle.pop() {
+            if since.elapsed() < IDLE_LIMIT && !conn.has_broken() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, conn: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < POOL_SIZE {
+            idle.push((Instant::now(), conn));
+        }
+    }
+
+    /// One message over one session: a reused one if any is idle, else a new one.
+    /// A reused session the server has meanwhile closed fails at MAIL with no
+    /// reply code; then the message goes once more over a fresh session.
+    async fn send(&self, envelope: &Envelope, body: &[u8]) -> Outcome {
+        let deadline = Instant::now() + self.deadline;
+        if let Some(conn) = self.take_idle() {
+            match self.exchange(conn, envelope, body, deadline).await {
+                Err((Phase::Envelope, Failure::Smtp(ref e))) if e.status().is_none() => {}
+                result => return self.outcome(result),
+            }
+        }
+        let conn = match timeout_at(deadline, self.connect()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return self.outcome(Err((Phase::Connect, Failure::Smtp(e)))),
+            Err(_) => return Outcome::Transient(format!("no answer from the server within {:?}", self.deadline)),
+        };
+        let result = self.exchange(conn, envelope, body, deadline).await;
+        self.outcome(result)
+    }
+
+    async fn exchange(
+        &self,
+        mut conn: AsyncSmtpConnection,
+        envelope: &Envelope,
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<(), (Phase, Failure)> {
+        let mut options = Vec::new();
+        if !body.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let non_ascii = |a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii();
+        if envelope.from().is_some_and(non_ascii) || envelope.to().iter().any(non_ascii) {
+            options.push(MailParameter::SmtpUtfEight);
+        }
+        let steps: [(Phase, String); 3] = [
+            (
+                Phase::Envelope,
+                Mail::new(envelope.from().cloned(), options).to_string(),
+            ),
+            (Phase::Recipient, String::new()),
+            (Phase::Recipient, Data.to_string()),
+        ];
+        for (phase, command) in steps {
+            let result = if command.is_empty() {
+                // RCPT for every recipient.
+                let mut r = Ok(());
+                for to in envelope.to() {
+                    match timeout_at(deadline, conn.command(Rcpt::new(to.clone(), vec![]))).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            r = Err(Failure::Smtp(e));
+                            break;
+                        }
+                        Err(_) => {
+                            r = Err(Failure::TimedOut);
+                            break;
+                        }
+                    }
+                }
+                r
+            } else {
+                match timeout_at(deadline, conn.command(command)).await {
+                    Ok(r) => r.map(|_| ()).map_err(Failure::Smtp),
+                    Err(_) => Err(Failure::TimedOut),
+                }
+            };
+            if let Err(e) = result {
+                conn.abort().await;
+                return Err((phase, e));
+            }
+        }
+        match timeout_at(deadline, conn.message(body)).await {
+            Ok(Ok(_)) => {
+                self.put_idle(conn);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                conn.abort().await;
+                Err((Phase::Body, Failure::Smtp(e)))
+            }
+            Err(_) => Err((Phase::Body, Failure::TimedOut)),
+        }
+    }
+
+    /// Classifies a finished exchange (RFC 5321 §4.2.1: 4xx transient, 5xx permanent).
+    fn outcome(&self, result: Result<(), (Phase, Failure)>) -> Outcome {
+        let (phase, error) = match result {
+            Ok(()) => return Outcome::Sent,
+            Err((phase, Failure::Smtp(error))) => (phase, error),
+            Err((Phase::Body, Failure::TimedOut)) => {
+                return Outcome::Unknown(format!(
+                    "no reply within {:?} after the message body; the server may have it",
+                    self.deadline
+                ));
+            }
+            Err((_, Failure::TimedOut)) => {
+                return Outcome::Transient(format!("no reply within {:?} (before the message body)", self.deadline));
+            }
+        };
+        let code = error.status().map(|c| c.to_string());
+        match (phase, code) {
+            (Phase::Recipient, Some(_)) if error.is_permanent() => Outcome::Bounced(error.to_string()),
+            (Phase::Recipient, Some(_)) if error.is_transient() => Outcome::SoftBounced(error.to_string()),
+            (_, Some(_)) if error.is_permanent() => Outcome::Permanent(error.to_string()),
+            (_, Some(_)) => Outcome::Transient(error.to_string()),
+            // The body went out and no reply came: the server may have the message.
+            (Phase::Body, None) => Outcome::Unknown(format!("no reply after the message body: {error}")),
+            (_, None) => Outcome::Transient(error.to_string()),
         }
     }
 }
@@ -110,12 +295,27 @@ fn build(from: &Mailbox, row: &OutboxRow, now_ms: i64) -> anyhow::Result<Message
         Some(m.to_name.clone()).filter(|n| !n.is_empty() && n != &m.to_address),
         m.to_address.parse()?,
     );
-    let builder = Message::builder()
+    let mut builder = Message::builder()
         .from(from.clone())
         .to(to)
         .subject(&m.subject)
         .message_id(Some(row.message_id.clone()))
         .date(SystemTime::UNIX_EPOCH + Duration::from_millis(now_ms.max(0) as u64));
+    if let Some(unsubscribe) = &m.unsubscribe {
+        // RFC 2369 + RFC 8058: mail clients show an unsubscribe button that POSTs to the https URL.
+        let value = format!("<{}>, <{}>", unsubscribe.https, unsubscribe.mailto);
+        check_header("List-Unsubscribe", &value)?;
+        anyhow::ensure!(value.is_ascii(), "List-Unsubscribe must be ASCII");
+        builder = builder
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                value,
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".into(),
+            ));
+    }
     let message = match (&m.text, &m.html) {
         (Some(text), Some(html)) => {
             builder.multipart(MultiPart::alternative_plain_html(normalise(text), normalise(html)))?
@@ -150,7 +350,7 @@ async fn write_eml(dir: &std::path::Path, row: &OutboxRow, bytes: &[u8]) -> anyh
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::OutboundMessage;
+    use crate::store::{OutboundMessage, Unsubscribe};
 
     fn row(subject: &str, to_name: &str, text: &str) -> OutboxRow {
         OutboxRow {
@@ -166,8 +366,11 @@ mod tests {
                 text: Some(text.into()),
                 html: None,
                 extra: Vec::new(),
+                unsubscribe: None,
             }),
             attempts: 0,
+            suppressed: None,
+            had_unknown: false,
         }
     }
 
@@ -197,5 +400,29 @@ mod tests {
         assert!(wire.contains("To: \"Li Na\" <li@example.com>"), "{wire}");
         assert!(wire.contains("one\r\ntwo\r\nthree"), "{wire}");
         assert!(!wire.replace("\r\n", "").contains('\r'), "no bare CR on the wire");
+        assert!(
+            !wire.contains("List-Unsubscribe"),
+            "only marketing carries unsubscribe headers"
+        );
+    }
+
+    #[test]
+    fn marketing_mail_carries_one_click_unsubscribe_headers() {
+        let mut row = row("News", "Li", "body");
+        row.message.0.unsubscribe = Some(Unsubscribe {
+            https: "https://nudge.example.com/unsubscribe/abc".into(),
+            mailto: "mailto:unsubscribe@nudge.example.com?subject=unsubscribe%20abc".into(),
+        });
+        let wire = String::from_utf8(build(&from(), &row, 0).unwrap().formatted()).unwrap();
+        // Long headers are folded onto continuation lines; unfold before comparing.
+        let wire = wire.replace("\r\n ", " ");
+        assert!(
+            wire.contains("List-Unsubscribe: <https://nudge.example.com/unsubscribe/abc>, <mailto:unsubscribe@nudge.example.com?subject=unsubscribe%20abc>"),
+            "{wire}"
+        );
+        assert!(
+            wire.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{wire}"
+        );
     }
 }

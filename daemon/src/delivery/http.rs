@@ -81,8 +81,11 @@ pub async fn send(plugin: &Plugin, config: &HttpConfig, request: OutboundRequest
     let mut response = builder.body(request.body).send().await.map_err(|e| {
         // The URL may hold a filled-in secret: keep it out of logs and the deliveries table.
         let e = e.without_url();
-        if e.is_timeout() {
-            Outcome::Transient(format!("no answer from {host} in time (outcome unknown)"))
+        if e.is_timeout() && !e.is_connect() {
+            // The request went out; the provider may have accepted it.
+            Outcome::Unknown(format!(
+                "no answer from {host} in time; the provider may have the message"
+            ))
         } else {
             Outcome::Transient(format!("request to {host}: {e}"))
         }

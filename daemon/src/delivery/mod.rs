@@ -1,6 +1,12 @@
 //! Delivery: claims due outbox rows, sends each (email by SMTP or as `.eml`
 //! files; other channels over HTTP as their plugin describes), and records
-//! every attempt. Transient failures are retried with backoff.
+//! every attempt.
+//!
+//! Up to `delivery.concurrency` sends are in flight at once; as they finish, the
+//! finished ones are recorded together in one transaction and free slots are
+//! refilled, so one slow or hung server holds only its own slot. A crash loses
+//! nothing: rows are marked only after their attempt, so at most the sends in
+//! flight are repeated after a restart, each with its stable Message-ID.
 
 mod email;
 pub mod http;
@@ -8,23 +14,18 @@ pub mod http;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
+use futures::FutureExt as _;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::config::{Config, HttpConfig};
+use crate::config::{Config, DeliveryConfig, HttpConfig, OnUnknown};
 use crate::plugins::{Plugins, ProviderVerdict, RenderedMessage};
-use crate::store::{self, OutboxRow, Outcome, Store};
+use crate::store::{self, BounceKind, Next, OutboxRow, Outcome, Store, SuppressionRules};
 
 pub use email::Mailer;
-
-/// Attempts before a row is given up as failed.
-const MAX_ATTEMPTS: i64 = 8;
-const BATCH: i64 = 64;
-/// Sends in flight at once; the SMTP pool keeps as many connections open (email::POOL_SIZE).
-const CONCURRENT_SENDS: usize = email::POOL_SIZE as usize;
 
 /// The delivery worker.
 pub struct Delivery {
@@ -33,8 +34,13 @@ pub struct Delivery {
     mailer: Mailer,
     plugins: Plugins,
     http: HttpConfig,
+    policy: DeliveryConfig,
+    suppression: SuppressionRules,
     wake: Arc<Notify>,
 }
+
+/// One finished attempt: the row, when the attempt started, how it ended.
+type Attempt = (OutboxRow, i64, Outcome);
 
 impl Delivery {
     pub fn new(
@@ -50,34 +56,69 @@ impl Delivery {
             clock,
             plugins,
             http: config.http.clone(),
+            policy: config.delivery.clone(),
+            suppression: config.suppression.rules(),
             wake,
         })
     }
 
-    /// Runs until cancelled: delivers what is due, then sleeps until the next
-    /// retry is due or new rows are committed.
+    fn concurrency(&self) -> usize {
+        self.policy.concurrency.clamp(1, email::POOL_SIZE)
+    }
+
+    /// Runs until cancelled. On cancel, the sends in flight finish (each within
+    /// its deadline) and are recorded before returning.
     pub async fn run(self, cancel: CancellationToken) {
+        let mut in_flight = FuturesUnordered::new();
+        let mut ids: Vec<i64> = Vec::new();
         loop {
-            let pause = match self.deliver_due().await {
-                Ok(0) => self.until_next().await,
-                Ok(_) => Duration::ZERO,
-                Err(e) => {
-                    warn!("delivery: {e:#}");
-                    Duration::from_secs(1)
+            let free = self.concurrency() - ids.len();
+            if free > 0 && !cancel.is_cancelled() {
+                match self.claim(free as i64, &ids).await {
+                    Ok(rows) => {
+                        for row in rows {
+                            ids.push(row.id);
+                            in_flight.push(self.attempt(row));
+                        }
+                    }
+                    Err(e) => warn!("delivery: claim: {e:#}"),
                 }
-            };
-            if pause.is_zero() {
+            }
+            if in_flight.is_empty() {
                 if cancel.is_cancelled() {
                     return;
                 }
+                let pause = self.until_next().await;
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
                 continue;
             }
+            let room = ids.len() < self.concurrency();
             tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(pause) => {}
+                Some(first) = in_flight.next() => {
+                    let mut done = vec![first];
+                    while let Some(Some(more)) = in_flight.next().now_or_never() {
+                        done.push(more);
+                    }
+                    ids.retain(|id| !done.iter().any(|(row, _, _)| row.id == *id));
+                    if let Err(e) = self.record(&done).await {
+                        // Not recorded: these rows stay pending and go again, as after a crash.
+                        warn!("delivery: record {} attempts: {e:#}", done.len());
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                _ = self.wake.notified(), if room => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)), if room => {}
             }
         }
+    }
+
+    async fn claim(&self, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<OutboxRow>> {
+        let mut conn = self.store.pool.acquire().await?;
+        store::due_outbox(&mut conn, self.clock.now_ms(), limit, in_flight).await
     }
 
     async fn until_next(&self) -> Duration {
@@ -93,30 +134,28 @@ impl Delivery {
         }
     }
 
-    /// Sends every due row once; returns how many were attempted.
+    /// Sends every row due now and records the outcomes; returns how many were
+    /// attempted. For benchmarks and tools; the daemon uses [`Delivery::run`].
     pub async fn deliver_due(&self) -> anyhow::Result<usize> {
-        let rows = {
-            let mut conn = self.store.pool.acquire().await?;
-            store::due_outbox(&mut conn, self.clock.now_ms(), BATCH).await?
-        };
-        // Several sends at once: each waits mostly on the network (an SMTP exchange
-        // is several round trips), so one at a time would leave the line idle.
+        let rows = self.claim(self.concurrency() as i64, &[]).await?;
         let count = rows.len();
-        let attempts: Vec<(OutboxRow, i64, Outcome)> = stream::iter(rows)
+        let attempts: Vec<Attempt> = rows
+            .into_iter()
             .map(|row| self.attempt(row))
-            .buffer_unordered(CONCURRENT_SENDS)
+            .collect::<FuturesUnordered<_>>()
             .collect()
             .await;
         self.record(&attempts).await?;
         Ok(count)
     }
 
-    /// Sends one row by its channel's route.
-    async fn attempt(&self, row: OutboxRow) -> (OutboxRow, i64, Outcome) {
+    /// Sends one row by its channel's route, unless its recipient is suppressed.
+    async fn attempt(&self, row: OutboxRow) -> Attempt {
         let started = self.clock.now_ms();
-        let outcome = match row.channel.as_str() {
-            "email" => self.mailer.send(&row, started).await,
-            channel => self.send_http(channel, &row).await,
+        let outcome = match (&row.suppressed, row.channel.as_str()) {
+            (Some(reason), _) => Outcome::Suppressed(format!("recipient suppressed: {reason}")),
+            (None, "email") => self.mailer.send(&row, started).await,
+            (None, channel) => self.send_http(channel, &row).await,
         };
         (row, started, outcome)
     }
@@ -167,46 +206,94 @@ impl Delivery {
         last
     }
 
-    /// Records a batch of attempts in one transaction. A crash before it commits
-    /// means these rows are sent again after restart: the messages in flight,
-    /// each with its stable Message-ID.
-    async fn record(&self, attempts: &[(OutboxRow, i64, Outcome)]) -> anyhow::Result<()> {
+    /// Records attempts in one transaction, with the bounces they amount to.
+    async fn record(&self, attempts: &[Attempt]) -> anyhow::Result<()> {
         let now = self.clock.now_ms();
         let mut tx = self.store.write().await?;
         for (row, started, outcome) in attempts {
-            let retry_at = self.log_attempt(row, outcome, now);
-            store::record_attempt(&mut tx, row, *started, outcome, retry_at, now).await?;
+            let next = self.next(row, outcome, now);
+            store::record_attempt(&mut tx, row, *started, outcome, next, now).await?;
+            let bounce = match (outcome, next) {
+                (Outcome::Bounced(_), _) => Some(BounceKind::Hard),
+                (Outcome::SoftBounced(_), Next::Dead) => Some(BounceKind::Soft),
+                _ => None,
+            };
+            if let Some(kind) = bounce {
+                let bounce = store::Bounce {
+                    address: &row.recipient,
+                    channel: &row.channel,
+                    kind,
+                    detail: outcome.detail(),
+                    outbox_id: Some(row.id),
+                };
+                let suppressed = store::record_bounce(&mut tx, &bounce, self.suppression, now).await?;
+                if suppressed {
+                    warn!(to = %row.recipient, "suppressed after bounces");
+                }
+            }
+            self.log(row, outcome, next);
         }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Logs an attempt; returns when a transient failure is retried (None once retries are used up).
-    fn log_attempt(&self, row: &OutboxRow, outcome: &Outcome, now: i64) -> Option<i64> {
-        let retry_at = match outcome {
-            Outcome::Transient(_) if row.attempts + 1 < MAX_ATTEMPTS => Some(now + backoff_ms(row.id, row.attempts)),
-            _ => None,
+    /// Where a row goes after an attempt, by the configured policy.
+    fn next(&self, row: &OutboxRow, outcome: &Outcome, now: i64) -> Next {
+        let retry = || {
+            if row.attempts + 1 < self.policy.max_attempts {
+                Next::RetryAt(now + backoff_ms(&self.policy, row.id, row.attempts))
+            } else {
+                Next::Dead
+            }
         };
         match outcome {
-            Outcome::Sent => {
+            Outcome::Sent => Next::Sent,
+            Outcome::Transient(_) | Outcome::SoftBounced(_) => retry(),
+            Outcome::Permanent(_) | Outcome::Bounced(_) => Next::Failed,
+            Outcome::Suppressed(_) => Next::Suppressed,
+            // Resend at most once: a second unknown in a row is held.
+            Outcome::Unknown(_) if self.policy.on_unknown == OnUnknown::Resend && !row.had_unknown => retry(),
+            Outcome::Unknown(_) => Next::Unknown,
+        }
+    }
+
+    fn log(&self, row: &OutboxRow, outcome: &Outcome, next: Next) {
+        let attempt = row.attempts + 1;
+        match (outcome, next) {
+            (Outcome::Sent, _) => {
                 info!(outbox_id = row.id, message_id = %row.message_id, to = %row.recipient, "sent")
             }
-            Outcome::Transient(d) => warn!(
+            (_, Next::RetryAt(at)) => warn!(
                 outbox_id = row.id,
-                attempt = row.attempts + 1,
-                retry = retry_at.is_some(),
-                "transient failure: {d}"
+                attempt,
+                retry_at = %crate::clock::display_ms(at),
+                "{}: {}",
+                outcome.name(),
+                outcome.detail()
             ),
-            Outcome::Permanent(d) => warn!(outbox_id = row.id, "permanent failure: {d}"),
+            (_, Next::Dead) => warn!(
+                outbox_id = row.id,
+                attempt,
+                "dead letter after {attempt} attempts (`nudge outbox list --status dead`): {}",
+                outcome.detail()
+            ),
+            (Outcome::Unknown(d), _) => warn!(
+                outbox_id = row.id,
+                message_id = %row.message_id,
+                "outcome unknown, held for an operator (`nudge outbox retry|drop`): {d}"
+            ),
+            (_, _) => warn!(outbox_id = row.id, to = %row.recipient, "{}: {}", outcome.name(), outcome.detail()),
         }
-        retry_at
     }
 }
 
-/// 30 s doubling per attempt, capped at an hour, with up to 20 % jitter derived
-/// from the row id so that rows failing together do not retry together.
-fn backoff_ms(row_id: i64, attempts: i64) -> i64 {
-    let base = (30_000i64 << attempts.clamp(0, 7)).min(3_600_000);
+/// Exponential backoff from the configured base, capped, with up to 20 % jitter
+/// derived from the row id so that rows failing together do not retry together.
+fn backoff_ms(policy: &DeliveryConfig, row_id: i64, attempts: i64) -> i64 {
+    let cap = policy.backoff_cap_secs.max(1) * 1000;
+    let base = (policy.backoff_base_secs.max(1) * 1000)
+        .saturating_mul(1i64 << attempts.clamp(0, 20))
+        .min(cap);
     let jitter = (row_id.wrapping_mul(2_654_435_761) & 0xffff) * base / 5 / 0xffff;
     base + jitter
 }
@@ -214,12 +301,15 @@ fn backoff_ms(row_id: i64, attempts: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::backoff_ms;
+    use crate::config::DeliveryConfig;
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        assert!((30_000..=36_000).contains(&backoff_ms(1, 0)));
-        assert!((60_000..=72_000).contains(&backoff_ms(1, 1)));
-        assert!(backoff_ms(7, 20) <= 3_600_000 * 6 / 5);
-        assert_ne!(backoff_ms(1, 3), backoff_ms(2, 3));
+        let policy = DeliveryConfig::default();
+        assert!((30_000..=36_000).contains(&backoff_ms(&policy, 1, 0)));
+        assert!((60_000..=72_000).contains(&backoff_ms(&policy, 1, 1)));
+        assert!(backoff_ms(&policy, 7, 20) <= 3_600_000 * 6 / 5);
+        assert!(backoff_ms(&policy, 7, 60) <= 3_600_000 * 6 / 5);
+        assert_ne!(backoff_ms(&policy, 1, 3), backoff_ms(&policy, 2, 3));
     }
 }

@@ -12,12 +12,18 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::plugins::{Plugins, Recipient};
-use crate::store::{self, Contact, NewOutboxRow, OutboundMessage, Run, Store, TimerKind};
+use crate::store::{self, Category, Contact, NewOutboxRow, OutboundMessage, Run, Store, TimerKind};
 use crate::triggers;
-use crate::workflow::{FollowUpAfter, Step, Workflow, WorkflowSet, add_span};
+use crate::unsubscribe::Unsubscribe;
+use crate::workflow::{FollowUpAfter, Step, Trigger, Workflow, WorkflowSet, add_span};
 
 /// Batch size for each kind of work in one tick.
 const BATCH: i64 = 64;
+/// Contacts looked at per transaction in a segment pass.
+const SEGMENT_BATCH: i64 = 500;
+/// Errors in a row at one step before the run is given up as failed; until
+/// then it is retried with backoff (a busy database, a plugin over its deadline).
+const MAX_STEP_ERRORS: i64 = 8;
 
 /// A message a step is about to send.
 struct Outgoing<'a> {
@@ -35,6 +41,7 @@ pub struct Engine {
     pub clock: Clock,
     pub plugins: Plugins,
     pub message_id_domain: String,
+    pub unsubscribe: Unsubscribe,
     /// Woken when new outbox rows are committed.
     pub delivery_wake: Arc<Notify>,
     current: RwLock<Arc<WorkflowSet>>,
@@ -49,6 +56,7 @@ impl Engine {
         plugins: Plugins,
         workflows: WorkflowSet,
         message_id_domain: String,
+        unsubscribe: Unsubscribe,
     ) -> anyhow::Result<Engine> {
         let set = Arc::new(workflows);
         let engine = Engine {
@@ -56,6 +64,7 @@ impl Engine {
             clock,
             plugins,
             message_id_domain,
+            unsubscribe,
             delivery_wake: Arc::new(Notify::new()),
             current: RwLock::new(set.clone()),
             pinned: Mutex::new(HashMap::new()),
@@ -100,8 +109,9 @@ impl Engine {
     pub async fn tick(&self) -> anyhow::Result<bool> {
         let events = self.ingest_events().await?;
         let timers = self.fire_timers().await?;
+        let enrolled = self.enrol_segments().await?;
         let runs = self.advance_runs().await?;
-        Ok(events + timers + runs > 0)
+        Ok(events + timers + enrolled + runs > 0)
     }
 
     /// When the next timer falls due, if any.
@@ -150,6 +160,7 @@ impl Engine {
                         event_id: event.id,
                         status,
                         context: &context,
+                        start_stage: &contact.stage,
                     };
                     let run = store::insert_run(&mut tx, &new_run, now).await?;
                     if let Some(run_id) = run {
@@ -215,12 +226,126 @@ impl Engine {
         };
         for &run_id in &runs {
             if let Err(e) = self.advance(run_id).await {
-                warn!(run_id, "run failed: {e:#}");
-                let mut conn = self.store.pool.acquire().await?;
-                store::end_run(&mut conn, run_id, "failed", &format!("{e:#}"), self.clock.now_ms()).await?;
+                self.step_failed(run_id, &e).await?;
             }
         }
         Ok(runs.len())
+    }
+
+    /// A step could not run: try again later with backoff, up to a limit.
+    async fn step_failed(&self, run_id: i64, error: &anyhow::Error) -> anyhow::Result<()> {
+        let now = self.clock.now_ms();
+        let mut tx = self.store.write().await?;
+        let errors = store::count_step_error(&mut tx, run_id).await?;
+        let run = store::load_run(&mut tx, run_id).await?;
+        match run {
+            Some(run) if run.status == "ready" && errors < MAX_STEP_ERRORS => {
+                let delay = (30_000i64 << (errors - 1).clamp(0, 7)).min(3_600_000);
+                let reason = format!(
+                    "error {errors} of {MAX_STEP_ERRORS} at step {}: {error:#}",
+                    run.next_step
+                );
+                store::defer_run(&mut tx, &run, now + delay, &reason, now).await?;
+                warn!(run_id, "step failed, retried in {} s: {error:#}", delay / 1000);
+            }
+            Some(run) if run.status == "ready" => {
+                store::end_run(&mut tx, run_id, "failed", &format!("{error:#}"), now).await?;
+                warn!(run_id, "run failed after {errors} errors: {error:#}");
+            }
+            _ => {}
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Opens the passes of segment workflows that are due and enrols one batch
+    /// of contacts for each pass under way; returns how many contacts it looked at.
+    async fn enrol_segments(&self) -> anyhow::Result<usize> {
+        let set = self.current();
+        let now = self.clock.now_ms();
+        let mut conn = self.store.pool.acquire().await?;
+        for workflow in set.workflows.iter().filter(|w| w.enabled) {
+            let Trigger::Segment { start, every } = &workflow.trigger else {
+                continue;
+            };
+            let due = match (store::last_enrolment_due(&mut conn, &workflow.name).await?, every) {
+                (None, _) => start.unwrap_or(now),
+                (Some(last), Some(every)) => {
+                    // After a long stop, catch up with one pass, not one per missed period.
+                    let mut due = add_span(last, *every, "UTC");
+                    while add_span(due, *every, "UTC") <= now {
+                        due = add_span(due, *every, "UTC");
+                    }
+                    due
+                }
+                (Some(_), None) => continue,
+            };
+            if due <= now && store::open_enrolment(&mut conn, &workflow.name, &set.hash, due, now).await? {
+                info!(workflow = %workflow.name, "segment pass started");
+            }
+        }
+        let passes = store::running_enrolments(&mut conn).await?;
+        drop(conn);
+        let mut scanned = 0;
+        for pass in passes {
+            scanned += self.enrol_batch(&pass).await?;
+        }
+        Ok(scanned)
+    }
+
+    /// Enrols the next batch of a pass in one transaction: every contact that
+    /// matches the workflow's `when` and was never enrolled in it gets a run.
+    async fn enrol_batch(&self, pass: &store::Enrolment) -> anyhow::Result<usize> {
+        let set = self.set_for(&pass.set_hash).await?;
+        let now = self.clock.now_ms();
+        let mut tx = self.store.write().await?;
+        let contacts = store::contacts_after(&mut tx, pass.cursor, SEGMENT_BATCH).await?;
+        let segment = |w: &&Workflow| w.enabled && matches!(w.trigger, Trigger::Segment { .. });
+        let Some(workflow) = set.workflow(&pass.workflow).filter(segment) else {
+            warn!(workflow = %pass.workflow, "not an enabled segment workflow: pass closed");
+            store::advance_enrolment(&mut tx, pass.id, pass.cursor, 0, 0, true, now).await?;
+            tx.commit().await?;
+            return Ok(0);
+        };
+        let event_ctx = json!({ "kind": "segment", "from": "", "to": "", "inquiry_id": 0 });
+        let mut enrolled = 0;
+        for row in &contacts {
+            let contact = &row.contact;
+            let contact_ctx = contact.context(row.follow_up_count);
+            let matched = match &workflow.when {
+                Some(condition) => condition.evaluate(&contact_ctx, &event_ctx).unwrap_or_else(|e| {
+                    warn!(workflow = %workflow.name, contact_id = contact.id, "segment condition failed: {e}");
+                    false
+                }),
+                None => true,
+            };
+            if !matched || store::ever_ran(&mut tx, &workflow.name, contact.id).await? {
+                continue;
+            }
+            let context = json!({ "kind": "segment", "enrolment": pass.id });
+            let event_id = store::insert_event(&mut tx, "segment_entered", contact.id, &context, now).await?;
+            store::mark_event_processed(&mut tx, event_id, now).await?;
+            let new_run = store::NewRun {
+                workflow: &workflow.name,
+                set_hash: &set.hash,
+                contact_id: contact.id,
+                event_id,
+                status: "ready",
+                context: &context,
+                start_stage: &contact.stage,
+            };
+            if store::insert_run(&mut tx, &new_run, now).await?.is_some() {
+                enrolled += 1;
+            }
+        }
+        let cursor = contacts.last().map_or(pass.cursor, |r| r.contact.id);
+        let done = (contacts.len() as i64) < SEGMENT_BATCH;
+        store::advance_enrolment(&mut tx, pass.id, cursor, contacts.len() as i64, enrolled, done, now).await?;
+        tx.commit().await?;
+        if done {
+            info!(workflow = %workflow.name, enrolled = pass.enrolled + enrolled, "segment pass done");
+        }
+        Ok(contacts.len())
     }
 
     /// Executes a ready run's steps until it waits or ends.
@@ -246,14 +371,36 @@ impl Engine {
             let contact = store::contact_by_id(&mut conn, run.contact_id)
                 .await?
                 .context("contact is gone")?;
-            if let Some(reason) =
-                triggers::cancel_reason(&mut conn, &workflow.trigger, &run.context.0, &contact).await?
-            {
-                store::end_run(&mut conn, run.id, "cancelled", reason, now).await?;
-                info!(run_id, workflow = %workflow.name, reason, "run cancelled");
+            let contact_ctx = store::contact_context(&mut conn, &contact).await?;
+            if let Some(reason) = triggers::stop_reason(&mut conn, workflow, &run, &contact, &contact_ctx).await? {
+                store::end_run(&mut conn, run.id, "cancelled", &reason, now).await?;
+                info!(run_id, workflow = %workflow.name, reason, "run stopped");
                 return Ok(());
             }
-            let contact_ctx = store::contact_context(&mut conn, &contact).await?;
+            // Outside its send window a message waits for the next opening (checked
+            // before rendering, which the wait would make stale).
+            if matches!(step, Step::Send { .. }) {
+                let tz = jiff::tz::TimeZone::get(&contact.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+                let at = jiff::Timestamp::from_millisecond(now)?;
+                let slot = set
+                    .sending
+                    .next_slot(workflow.send_window.as_deref(), workflow.category, at, &tz);
+                if slot > at {
+                    let reason = format!(
+                        "outside the send window{}; next opening {} ({})",
+                        workflow
+                            .send_window
+                            .as_deref()
+                            .map(|w| format!(" `{w}`"))
+                            .unwrap_or_default(),
+                        slot.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z"),
+                        contact.time_zone
+                    );
+                    store::defer_run(&mut conn, &run, slot.as_millisecond(), &reason, now).await?;
+                    info!(run_id, workflow = %workflow.name, "{reason}");
+                    return Ok(());
+                }
+            }
             drop(conn);
             self.step(&run, workflow, step, &contact, contact_ctx).await?;
         }
@@ -306,13 +453,21 @@ impl Engine {
             }
             _ => None,
         };
+        let set = self.set_for(&run.set_hash).await?;
+        let category = match step {
+            Step::NotifyOwner { .. } => Category::Internal,
+            _ => workflow.category,
+        };
+        // Marketing email carries an unsubscribe link (visible and in List-Unsubscribe).
+        let unsubscribe = (category == Category::Marketing && outgoing.as_ref().is_some_and(|o| o.channel == "email"))
+            .then(|| self.unsubscribe.links(contact.id));
         let rendered = match &outgoing {
             Some(out) => {
-                let set = self.set_for(&run.set_hash).await?;
                 let template = set.templates.get(out.template).cloned().context("template missing")?;
                 let context = json!({
                     "contact": contact_ctx, "vars": workflow.vars, "event": run.context.0,
                     "owner": { "email": contact.owner }, "workflow": workflow.name,
+                    "unsubscribe_url": unsubscribe.as_ref().map(|u| u.https.clone()).unwrap_or_default(),
                 });
                 let plugins = self.plugins.get();
                 let channel = out.channel.to_string();
@@ -330,10 +485,21 @@ impl Engine {
         let contact = &store::contact_by_id(&mut tx, contact.id)
             .await?
             .context("contact is gone")?;
-        if let Some(reason) = triggers::cancel_reason(&mut tx, &workflow.trigger, &run.context.0, contact).await? {
-            store::end_run(&mut tx, run.id, "cancelled", reason, now).await?;
+        let contact_ctx = store::contact_context(&mut tx, contact).await?;
+        if let Some(reason) = triggers::stop_reason(&mut tx, workflow, run, contact, &contact_ctx).await? {
+            store::end_run(&mut tx, run.id, "cancelled", &reason, now).await?;
             tx.commit().await?;
-            info!(run_id = run.id, workflow = %workflow.name, reason, "run cancelled");
+            info!(run_id = run.id, workflow = %workflow.name, reason, "run stopped");
+            return Ok(());
+        }
+        // Frequency caps count what other workflows queued too, so they are checked here, in the transaction.
+        if let (Step::Send { channel, .. }, Some(_)) = (step, &outgoing)
+            && let Some((until, reason)) = self.capped(&mut tx, &set, workflow, channel, contact, now).await?
+        {
+            if store::defer_run(&mut tx, run, until, &reason, now).await? {
+                tx.commit().await?;
+                info!(run_id = run.id, workflow = %workflow.name, contact_id = contact.id, "{reason}");
+            }
             return Ok(());
         }
         let outgoing = outgoing.filter(|_| !(matches!(step, Step::Send { .. }) && contact.consent == "withdrawn"));
@@ -345,13 +511,18 @@ impl Engine {
                         run.id, run.next_step, contact.id, out.key_suffix
                     );
                     let message_id = format!("<{key}@{}>", self.message_id_domain);
+                    let (text, html) = match &unsubscribe {
+                        Some(links) => with_unsubscribe_footer(r.text, r.html, &links.https),
+                        None => (r.text, r.html),
+                    };
                     let outbound = OutboundMessage {
                         to_name: out.name,
                         to_address: out.address.clone(),
                         subject: r.subject.unwrap_or_default(),
-                        text: r.text,
-                        html: r.html,
+                        text,
+                        html,
                         extra: r.extra,
+                        unsubscribe: unsubscribe.clone(),
                     };
                     let row = NewOutboxRow {
                         idempotency_key: &key,
@@ -359,6 +530,7 @@ impl Engine {
                         run_id: Some(run.id),
                         contact_id: Some(contact.id),
                         channel: out.channel,
+                        category,
                         message: &outbound,
                     };
                     store::insert_outbox(&mut tx, &row, now).await?;
@@ -378,7 +550,6 @@ impl Engine {
                 let span = match after {
                     FollowUpAfter::Fixed(span) => Some(*span),
                     FollowUpAfter::Cadence(name) => {
-                        let set = self.set_for(&run.set_hash).await?;
                         let cadence = set.cadences.get(name).context("cadence missing")?;
                         let key = contact_ctx.get(&cadence.by).and_then(|v| v.as_str());
                         cadence.interval_for(key)
@@ -395,6 +566,7 @@ impl Engine {
             }
             Step::SetStage(stage) => {
                 store::set_stage(&mut tx, contact, stage, &format!("workflow:{}", workflow.name), now).await?;
+                store::rebase_run_stage(&mut tx, run.id, stage).await?;
                 format!("stage {} -> {stage}", contact.stage)
             }
             Step::SetTier(tier) => {
@@ -425,4 +597,70 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+impl Engine {
+    /// If a frequency cap holds this message back: until when, and why.
+    async fn capped(
+        &self,
+        conn: &mut store::Conn,
+        set: &WorkflowSet,
+        workflow: &Workflow,
+        channel: &str,
+        contact: &Contact,
+        now: i64,
+    ) -> anyhow::Result<Option<(i64, String)>> {
+        let tz = jiff::tz::TimeZone::get(&contact.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+        for cap in set.sending.caps_for(channel, workflow.category) {
+            let since = jiff::Timestamp::from_millisecond(now)?
+                .to_zoned(tz.clone())
+                .checked_sub(cap.per)?
+                .timestamp()
+                .as_millisecond();
+            let categories: Vec<String> = cap.categories.iter().map(|c| c.as_str().to_string()).collect();
+            let (count, oldest) = store::recent_sends(conn, contact.id, channel, &categories, since).await?;
+            if count < cap.max {
+                continue;
+            }
+            // A slot frees up when the oldest counted message leaves the period.
+            let free = add_span(oldest.unwrap_or(now), cap.per, &contact.time_zone) + 1;
+            let slot = set.sending.next_slot(
+                workflow.send_window.as_deref(),
+                workflow.category,
+                jiff::Timestamp::from_millisecond(free)?,
+                &tz,
+            );
+            let reason = format!(
+                "frequency cap reached ({}: {count} already); next slot {}",
+                cap.label,
+                slot.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z")
+            );
+            return Ok(Some((slot.as_millisecond(), reason)));
+        }
+        Ok(None)
+    }
+}
+
+/// Makes sure a marketing email shows its unsubscribe link, whatever the template wrote.
+fn with_unsubscribe_footer(text: Option<String>, html: Option<String>, url: &str) -> (Option<String>, Option<String>) {
+    let text = text.map(|t| {
+        if t.contains(url) {
+            t
+        } else {
+            format!("{}\n\n--\nUnsubscribe: {url}\n", t.trim_end())
+        }
+    });
+    let html = html.map(|h| {
+        if h.contains(url) {
+            return h;
+        }
+        let footer = format!(
+            "<p style=\"font-size:12px;color:#777\">Don't want these emails? <a href=\"{url}\">Unsubscribe</a>.</p>"
+        );
+        match h.rfind("</body>") {
+            Some(i) => format!("{}{footer}{}", &h[..i], &h[i..]),
+            None => format!("{h}{footer}"),
+        }
+    });
+    (text, html)
 }

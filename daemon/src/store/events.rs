@@ -46,3 +46,28 @@ pub async fn mark_event_processed(conn: &mut Conn, id: i64, now: i64) -> anyhow:
         .await?;
     Ok(())
 }
+
+/// Whether the contact answered since `since`: a follow-up logged or an inquiry received.
+pub async fn replied_since(conn: &mut Conn, contact_id: i64, since: i64) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM follow_ups WHERE contact_id = ? AND logged_at > ?)
+             OR EXISTS (SELECT 1 FROM inquiries WHERE contact_id = ? AND received_at > ?)",
+    )
+    .bind(contact_id)
+    .bind(since)
+    .bind(contact_id)
+    .bind(since)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// Whether the contact placed an order since `since` (an `order_placed` event).
+pub async fn ordered_since(conn: &mut Conn, contact_id: i64, since: i64) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE contact_id = ? AND kind = 'order_placed' AND occurred_at > ?)",
+    )
+    .bind(contact_id)
+    .bind(since)
+    .fetch_one(&mut *conn)
+    .await?)
+}

@@ -3,10 +3,12 @@
 //! state change and the rows it causes (events, timers, outbox) commit together.
 
 mod contacts;
+mod enrolments;
 mod events;
 mod follow_ups;
 mod outbox;
 mod runs;
+mod suppressions;
 mod timers;
 
 use std::path::Path;
@@ -18,10 +20,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 pub use contacts::*;
+pub use enrolments::*;
 pub use events::*;
 pub use follow_ups::*;
 pub use outbox::*;
 pub use runs::*;
+pub use suppressions::*;
 pub use timers::*;
 
 pub type Conn = sqlx::SqliteConnection;
@@ -81,15 +85,42 @@ impl Store {
         Ok(())
     }
 
-    /// Records a workflow set so that runs pinned to it can be resumed after it is replaced.
-    pub async fn save_workflow_set(&self, hash: &str, files: &[(String, String)], now: i64) -> anyhow::Result<()> {
-        sqlx::query("INSERT OR IGNORE INTO workflow_sets (hash, files, loaded_at) VALUES (?, ?, ?)")
-            .bind(hash)
-            .bind(serde_json::to_string(files)?)
-            .bind(now)
+    /// A secret the daemon keeps for itself, generated (32 random bytes) on first use.
+    pub async fn secret(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("no randomness for a new secret: {e}"))?;
+        sqlx::query("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)")
+            .bind(name)
+            .bind(&fresh[..])
             .execute(&self.pool)
             .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Records a workflow set so that runs pinned to it can be resumed after it is replaced.
+    pub async fn save_workflow_set(&self, hash: &str, files: &[(String, String)], now: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO workflow_sets (hash, files, loaded_at) VALUES (?, ?, ?)
+             ON CONFLICT (hash) DO UPDATE SET loaded_at = excluded.loaded_at",
+        )
+        .bind(hash)
+        .bind(serde_json::to_string(files)?)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    /// The set the daemon loaded last (its current one).
+    pub async fn latest_workflow_set(&self) -> anyhow::Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT hash FROM workflow_sets ORDER BY loaded_at DESC, rowid DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn workflow_set_files(&self, hash: &str) -> anyhow::Result<Option<Vec<(String, String)>>> {

@@ -16,6 +16,64 @@ pub struct OutboundMessage {
     /// Channel-specific parts from the plugin (e.g. SMS template parameters).
     #[serde(default)]
     pub extra: Vec<(String, String)>,
+    /// Marketing email: where the List-Unsubscribe headers point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsubscribe: Option<Unsubscribe>,
+}
+
+/// The two List-Unsubscribe targets of RFC 2369 / RFC 8058.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Unsubscribe {
+    /// One-click POST target (and a confirmation page on GET).
+    pub https: String,
+    /// `mailto:` fallback for clients without one-click.
+    pub mailto: String,
+}
+
+/// What a message is for; decides its priority, whether caps and unsubscribe apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// An answer owed under a response SLA.
+    Sla,
+    /// Expected by the recipient (a confirmation, a reply).
+    Transactional,
+    /// Nurture and promotion: capped, windowed, with an unsubscribe link.
+    Marketing,
+    /// To staff (the owner), not to the contact.
+    Internal,
+}
+
+impl Category {
+    pub const ALL: &[&str] = &["sla", "transactional", "marketing", "internal"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Sla => "sla",
+            Category::Transactional => "transactional",
+            Category::Marketing => "marketing",
+            Category::Internal => "internal",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Category> {
+        Some(match text {
+            "sla" => Category::Sla,
+            "transactional" => Category::Transactional,
+            "marketing" => Category::Marketing,
+            "internal" => Category::Internal,
+            _ => return None,
+        })
+    }
+
+    /// Delivery order when more is due than can go at once: lower first.
+    pub fn priority(self) -> i64 {
+        match self {
+            Category::Sla => 0,
+            Category::Transactional | Category::Internal => 1,
+            Category::Marketing => 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -27,6 +85,10 @@ pub struct OutboxRow {
     pub recipient: String,
     pub message: sqlx::types::Json<OutboundMessage>,
     pub attempts: i64,
+    /// Why the recipient is suppressed on this channel, if they are (checked when claimed).
+    pub suppressed: Option<String>,
+    /// Whether an earlier attempt ended with an unknown outcome.
+    pub had_unknown: bool,
 }
 
 pub struct NewOutboxRow<'a> {
@@ -35,14 +97,16 @@ pub struct NewOutboxRow<'a> {
     pub run_id: Option<i64>,
     pub contact_id: Option<i64>,
     pub channel: &'a str,
+    pub category: Category,
     pub message: &'a OutboundMessage,
 }
 
 /// Queues a message; a second row with the same idempotency key is ignored.
 pub async fn insert_outbox(conn: &mut Conn, row: &NewOutboxRow<'_>, now: i64) -> anyhow::Result<bool> {
     let done = sqlx::query(
-        "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message, next_attempt_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+        "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
+                             category, priority, next_attempt_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(row.idempotency_key)
     .bind(row.message_id)
@@ -51,6 +115,8 @@ pub async fn insert_outbox(conn: &mut Conn, row: &NewOutboxRow<'_>, now: i64) ->
     .bind(row.channel)
     .bind(&row.message.to_address)
     .bind(sqlx::types::Json(row.message))
+    .bind(row.category.as_str())
+    .bind(row.category.priority())
     .bind(now)
     .bind(now)
     .execute(&mut *conn)
@@ -58,12 +124,20 @@ pub async fn insert_outbox(conn: &mut Conn, row: &NewOutboxRow<'_>, now: i64) ->
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn due_outbox(conn: &mut Conn, now: i64, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
+/// Due rows, most urgent category first, leaving out those already being sent.
+pub async fn due_outbox(conn: &mut Conn, now: i64, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<OutboxRow>> {
     Ok(sqlx::query_as(
-        "SELECT id, idempotency_key, message_id, channel, recipient, message, attempts FROM outbox
-         WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+        "SELECT o.id, o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts,
+                (SELECT s.reason FROM suppressions s
+                  WHERE s.address = lower(o.recipient) AND s.channel IN ('*', o.channel) LIMIT 1) AS suppressed,
+                EXISTS (SELECT 1 FROM deliveries d WHERE d.outbox_id = o.id AND d.outcome = 'unknown') AS had_unknown
+         FROM outbox o
+         WHERE o.status = 'pending' AND o.next_attempt_at <= ?
+           AND o.id NOT IN (SELECT value FROM json_each(?))
+         ORDER BY o.priority, o.next_attempt_at, o.id LIMIT ?",
     )
     .bind(now)
+    .bind(serde_json::to_string(in_flight)?)
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?)
@@ -81,53 +155,194 @@ pub async fn next_outbox_due(conn: &mut Conn) -> anyhow::Result<Option<i64>> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Sent,
-    /// Worth trying again later (4xx, connection trouble).
+    /// Worth trying again later (4xx, connection trouble before the body was sent).
     Transient(String),
-    /// Will never succeed as it is (5xx, bad address).
+    /// The server refused this recipient for now (4xx to RCPT): retried; a soft bounce once retries run out.
+    SoftBounced(String),
+    /// Will never succeed as it is (5xx, a message that cannot be built).
     Permanent(String),
+    /// The server refused this recipient for good (5xx to RCPT): a hard bounce.
+    Bounced(String),
+    /// The server may or may not have the message (no reply after the body).
+    Unknown(String),
+    /// Not attempted: the recipient is suppressed.
+    Suppressed(String),
 }
 
-/// Records an attempt and the row's new state; `retry_at` is when a transient failure is retried,
-/// `None` when retries are exhausted.
+impl Outcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Transient(_) | Outcome::SoftBounced(_) => "transient",
+            Outcome::Permanent(_) | Outcome::Bounced(_) => "permanent",
+            Outcome::Unknown(_) => "unknown",
+            Outcome::Suppressed(_) => "suppressed",
+        }
+    }
+
+    pub fn detail(&self) -> &str {
+        match self {
+            Outcome::Sent => "",
+            Outcome::Transient(d)
+            | Outcome::SoftBounced(d)
+            | Outcome::Permanent(d)
+            | Outcome::Bounced(d)
+            | Outcome::Unknown(d)
+            | Outcome::Suppressed(d) => d,
+        }
+    }
+}
+
+/// Where a row goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Sent,
+    RetryAt(i64),
+    Failed,
+    Dead,
+    Unknown,
+    Suppressed,
+}
+
+impl Next {
+    fn status(self) -> &'static str {
+        match self {
+            Next::Sent => "sent",
+            Next::RetryAt(_) => "pending",
+            Next::Failed => "failed",
+            Next::Dead => "dead",
+            Next::Unknown => "unknown",
+            Next::Suppressed => "suppressed",
+        }
+    }
+}
+
+/// Records an attempt and the row's new state.
 pub async fn record_attempt(
     conn: &mut Conn,
     row: &OutboxRow,
     started_at: i64,
     outcome: &Outcome,
-    retry_at: Option<i64>,
+    next: Next,
     now: i64,
 ) -> anyhow::Result<()> {
-    let (name, detail) = match outcome {
-        Outcome::Sent => ("sent", ""),
-        Outcome::Transient(d) => ("transient", d.as_str()),
-        Outcome::Permanent(d) => ("permanent", d.as_str()),
-    };
+    let attempted = !matches!(outcome, Outcome::Suppressed(_));
     sqlx::query(
         "INSERT INTO deliveries (outbox_id, attempt, started_at, finished_at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
     )
     .bind(row.id)
-    .bind(row.attempts + 1)
+    .bind(row.attempts + i64::from(attempted))
     .bind(started_at)
     .bind(now)
-    .bind(name)
-    .bind(detail)
+    .bind(outcome.name())
+    .bind(outcome.detail())
     .execute(&mut *conn)
     .await?;
-    let (status, next) = match (outcome, retry_at) {
-        (Outcome::Sent, _) => ("sent", now),
-        (Outcome::Transient(_), Some(at)) => ("pending", at),
-        _ => ("failed", now),
+    let next_at = match next {
+        Next::RetryAt(at) => at,
+        _ => now,
     };
     sqlx::query(
-        "UPDATE outbox SET status = ?, attempts = attempts + 1, next_attempt_at = ?,
+        "UPDATE outbox SET status = ?, attempts = attempts + ?, next_attempt_at = ?, last_error = NULLIF(?, ''),
                            sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
     )
-    .bind(status)
-    .bind(next)
-    .bind(status)
+    .bind(next.status())
+    .bind(i64::from(attempted))
+    .bind(next_at)
+    .bind(outcome.detail())
+    .bind(next.status())
     .bind(now)
     .bind(row.id)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// An outbox row as `nudge outbox list` shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub status: String,
+    pub channel: String,
+    pub category: String,
+    pub recipient: String,
+    pub message_id: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+}
+
+/// Rows with one of `statuses` (all rows when empty), newest first.
+pub async fn list_outbox(conn: &mut Conn, statuses: &[String], limit: i64) -> anyhow::Result<Vec<OutboxEntry>> {
+    Ok(sqlx::query_as(
+        "SELECT id, status, channel, category, recipient, message_id, attempts, next_attempt_at, last_error, created_at
+         FROM outbox WHERE (? = '[]' OR status IN (SELECT value FROM json_each(?))) ORDER BY id DESC LIMIT ?",
+    )
+    .bind(serde_json::to_string(statuses)?)
+    .bind(serde_json::to_string(statuses)?)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Rows an operator may act on: given up (failed, dead), held (unknown) or suppressed.
+const SETTLED_UNSENT: &str = "('failed', 'dead', 'unknown', 'suppressed')";
+
+/// Puts given-up or held rows back in the queue, due now, with a fresh set of attempts.
+/// The Message-ID stays the same, so a receiver that got an `unknown` one can tell.
+pub async fn retry_outbox(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<u64> {
+    Ok(sqlx::query(&format!(
+        "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?
+         WHERE id IN (SELECT value FROM json_each(?)) AND status IN {SETTLED_UNSENT}"
+    ))
+    .bind(now)
+    .bind(serde_json::to_string(ids)?)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
+/// Marks rows as dropped by an operator: pending or given-up rows, never sent ones.
+pub async fn drop_outbox(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<u64> {
+    Ok(sqlx::query(&format!(
+        "UPDATE outbox SET status = 'dropped', next_attempt_at = ?
+         WHERE id IN (SELECT value FROM json_each(?)) AND (status = 'pending' OR status IN {SETTLED_UNSENT})"
+    ))
+    .bind(now)
+    .bind(serde_json::to_string(ids)?)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
+/// Ids of rows with a status, for `--all`.
+pub async fn outbox_ids_with_status(conn: &mut Conn, status: &str) -> anyhow::Result<Vec<i64>> {
+    Ok(sqlx::query_scalar("SELECT id FROM outbox WHERE status = ? ORDER BY id")
+        .bind(status)
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// Messages of `categories` queued for a contact on a channel since `since`, and the
+/// oldest of them: what a frequency cap counts.
+pub async fn recent_sends(
+    conn: &mut Conn,
+    contact_id: i64,
+    channel: &str,
+    categories: &[String],
+    since: i64,
+) -> anyhow::Result<(i64, Option<i64>)> {
+    Ok(sqlx::query_as(
+        "SELECT COUNT(*), MIN(created_at) FROM outbox
+         WHERE contact_id = ? AND channel = ? AND created_at > ?
+           AND category IN (SELECT value FROM json_each(?))
+           AND status NOT IN ('failed', 'dead', 'suppressed', 'dropped')",
+    )
+    .bind(contact_id)
+    .bind(channel)
+    .bind(since)
+    .bind(serde_json::to_string(categories)?)
+    .fetch_one(&mut *conn)
+    .await?)
 }

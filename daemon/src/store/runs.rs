@@ -12,6 +12,10 @@ pub struct Run {
     pub status: String,
     pub next_step: i64,
     pub context: sqlx::types::Json<serde_json::Value>,
+    pub started_at: i64,
+    /// The contact's stage when the run began (or when the run itself last set it).
+    pub start_stage: Option<String>,
+    pub step_errors: i64,
 }
 
 /// A run about to start.
@@ -24,13 +28,14 @@ pub struct NewRun<'a> {
     pub status: &'a str,
     /// The trigger's data (the event payload and kind).
     pub context: &'a serde_json::Value,
+    pub start_stage: &'a str,
 }
 
 /// Starts a run; `None` if this workflow already ran for this event.
 pub async fn insert_run(conn: &mut Conn, run: &NewRun<'_>, now: i64) -> anyhow::Result<Option<i64>> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, started_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow, event_id) DO NOTHING RETURNING id",
+        "INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, started_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow, event_id) DO NOTHING RETURNING id",
     )
     .bind(run.workflow)
     .bind(run.set_hash)
@@ -38,6 +43,7 @@ pub async fn insert_run(conn: &mut Conn, run: &NewRun<'_>, now: i64) -> anyhow::
     .bind(run.event_id)
     .bind(run.status)
     .bind(sqlx::types::Json(run.context))
+    .bind(run.start_stage)
     .bind(now)
     .bind(now)
     .fetch_optional(&mut *conn)
@@ -46,7 +52,8 @@ pub async fn insert_run(conn: &mut Conn, run: &NewRun<'_>, now: i64) -> anyhow::
 
 pub async fn load_run(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Run>> {
     Ok(sqlx::query_as(
-        "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context FROM runs WHERE id = ?",
+        "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage, step_errors
+         FROM runs WHERE id = ?",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -73,7 +80,7 @@ pub async fn finish_step(
     now: i64,
 ) -> anyhow::Result<bool> {
     let moved = sqlx::query(
-        "UPDATE runs SET next_step = next_step + 1, status = ?, updated_at = ?
+        "UPDATE runs SET next_step = next_step + 1, status = ?, updated_at = ?, step_errors = 0, waiting_reason = NULL
          WHERE id = ? AND status = 'ready' AND next_step = ?",
     )
     .bind(status)
@@ -116,4 +123,56 @@ pub async fn wake_run(conn: &mut Conn, run_id: i64, now: i64) -> anyhow::Result<
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Puts a ready run to sleep at its current step until `until` (a send window
+/// opens, a frequency cap frees up, a retry after an error), saying why.
+pub async fn defer_run(conn: &mut Conn, run: &Run, until: i64, reason: &str, now: i64) -> anyhow::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE runs SET status = 'waiting', waiting_reason = ?, updated_at = ?
+         WHERE id = ? AND status = 'ready' AND next_step = ?",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(run.id)
+    .bind(run.next_step)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    super::insert_timer(conn, until, super::TimerKind::ResumeRun, Some(run.id), None).await?;
+    Ok(true)
+}
+
+/// Counts an error at a run's current step; returns the count so far.
+pub async fn count_step_error(conn: &mut Conn, run_id: i64) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("UPDATE runs SET step_errors = step_errors + 1 WHERE id = ? RETURNING step_errors")
+            .bind(run_id)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
+/// After a run changes the contact's stage itself, that stage is its new baseline
+/// (so the `stage_changed` exit condition does not stop it).
+pub async fn rebase_run_stage(conn: &mut Conn, run_id: i64, stage: &str) -> anyhow::Result<()> {
+    sqlx::query("UPDATE runs SET start_stage = ? WHERE id = ?")
+        .bind(stage)
+        .bind(run_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether `workflow` ever ran for this contact (a segment enrols a contact once).
+pub async fn ever_ran(conn: &mut Conn, workflow: &str, contact_id: i64) -> anyhow::Result<bool> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE workflow = ? AND contact_id = ?)")
+            .bind(workflow)
+            .bind(contact_id)
+            .fetch_one(&mut *conn)
+            .await?,
+    )
 }

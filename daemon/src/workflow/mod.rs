@@ -9,6 +9,7 @@ mod condition;
 mod diagnostic;
 mod parse;
 pub mod reload;
+mod sending;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +19,9 @@ use sha2::{Digest, Sha256};
 
 pub use condition::{Condition, contact_schema, event_schema};
 pub use diagnostic::{Diagnostic, Diagnostics};
+pub use sending::{Cap, SendingPolicy, Window};
+
+use crate::store::Category;
 
 /// Lifecycle stages (domain.md §1), in order.
 pub const STAGES: &[&str] = &[
@@ -46,6 +50,8 @@ pub struct WorkflowSet {
     pub workflows: Vec<Workflow>,
     pub templates: BTreeMap<String, Template>,
     pub cadences: BTreeMap<String, Cadence>,
+    /// `sending.toml`: send windows, quiet hours, frequency caps.
+    pub sending: SendingPolicy,
 }
 
 /// One workflow file.
@@ -61,6 +67,68 @@ pub struct Workflow {
     /// Values passed to templates as `vars`.
     pub vars: serde_json::Value,
     pub steps: Vec<Step>,
+    /// What the workflow's messages to the contact are: priority, caps, unsubscribe.
+    pub category: Category,
+    /// A window of `sending.toml` that its messages to the contact wait for.
+    pub send_window: Option<String>,
+    /// What stops a run before its next step.
+    pub exit: Exit,
+}
+
+/// Conditions checked before every step; any one met ends the run.
+#[derive(Debug, Default)]
+pub struct Exit {
+    pub on: Vec<ExitOn>,
+    /// A CEL condition over the contact (`exit_if`).
+    pub condition: Option<Condition>,
+}
+
+/// Built-in exit conditions, each measured from the run's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitOn {
+    /// The contact's lifecycle stage changed (other than by this run).
+    StageChanged,
+    /// A follow-up was logged or an inquiry came in.
+    Replied,
+    /// The contact placed an order.
+    Ordered,
+    /// The contact unsubscribed (or withdrew consent).
+    Unsubscribed,
+    /// The contact's address bounced or complained and is suppressed.
+    Bounced,
+}
+
+impl ExitOn {
+    pub const NAMES: &[&str] = &["stage_changed", "replied", "ordered", "unsubscribed", "bounced"];
+    /// Marketing runs stop on all of them unless the workflow says otherwise.
+    pub const MARKETING_DEFAULT: &[ExitOn] = &[
+        ExitOn::StageChanged,
+        ExitOn::Replied,
+        ExitOn::Ordered,
+        ExitOn::Unsubscribed,
+        ExitOn::Bounced,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitOn::StageChanged => "stage_changed",
+            ExitOn::Replied => "replied",
+            ExitOn::Ordered => "ordered",
+            ExitOn::Unsubscribed => "unsubscribed",
+            ExitOn::Bounced => "bounced",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ExitOn> {
+        Some(match name {
+            "stage_changed" => ExitOn::StageChanged,
+            "replied" => ExitOn::Replied,
+            "ordered" => ExitOn::Ordered,
+            "unsubscribed" => ExitOn::Unsubscribed,
+            "bounced" => ExitOn::Bounced,
+            _ => return None,
+        })
+    }
 }
 
 /// What starts a run.
@@ -81,6 +149,13 @@ pub enum Trigger {
     /// value tier has passed without a reply.
     InquiryReceived {
         sla: Option<Sla>,
+    },
+    /// A pass over all contacts that match the workflow's `when` (a segment),
+    /// enrolling each at most once: at `start` (or when first loaded), and again
+    /// every `every` for contacts that joined the segment since.
+    Segment {
+        start: Option<i64>,
+        every: Option<Span>,
     },
 }
 
@@ -210,12 +285,13 @@ impl WorkflowSet {
         }
         let hash = format!("{:x}", hasher.finalize())[..16].to_string();
         match parse::compile_set(&files, channels) {
-            Ok((workflows, templates, cadences)) => Ok(WorkflowSet {
+            Ok((workflows, templates, cadences, sending)) => Ok(WorkflowSet {
                 hash,
                 files,
                 workflows,
                 templates,
                 cadences,
+                sending,
             }),
             Err(items) => Err(Diagnostics { items, sources: files }),
         }

@@ -24,6 +24,10 @@ struct RawWorkflow {
     when: Option<Spanned<String>>,
     #[serde(default)]
     vars: toml::Table,
+    category: Option<Spanned<String>>,
+    send_window: Option<Spanned<String>>,
+    exit_when: Option<Vec<Spanned<String>>>,
+    exit_if: Option<Spanned<String>>,
     steps: Spanned<Vec<Spanned<RawStep>>>,
 }
 
@@ -39,6 +43,8 @@ struct RawTrigger {
     to: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
     sla: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    start: Option<Spanned<String>>,
+    every: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -99,14 +105,21 @@ const TRIGGERS: &[&str] = &[
     "follow_up_logged",
     "follow_up_overdue",
     "inquiry_received",
+    "segment",
 ];
 
-type Compiled = (Vec<Workflow>, BTreeMap<String, Template>, BTreeMap<String, Cadence>);
+type Compiled = (
+    Vec<Workflow>,
+    BTreeMap<String, Template>,
+    BTreeMap<String, Cadence>,
+    SendingPolicy,
+);
 
 pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Result<Compiled, Problems> {
     let mut problems = Vec::new();
     let mut templates = BTreeMap::new();
     let mut cadences = BTreeMap::new();
+    let mut sending = SendingPolicy::default();
     let mut workflow_files = Vec::new();
     for (path, source) in files {
         let in_templates = Path::new(path)
@@ -117,24 +130,26 @@ pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Re
             parse_templates(path, source, channels, &mut templates, &mut problems);
         } else if Path::new(path).file_name().is_some_and(|n| n == "cadences.toml") {
             parse_cadences(path, source, &mut cadences, &mut problems);
+        } else if Path::new(path).file_name().is_some_and(|n| n == "sending.toml") {
+            sending = sending::parse(path, source, channels, &mut problems);
         } else {
             workflow_files.push((path, source));
         }
     }
     let mut workflows: Vec<Workflow> = Vec::new();
     for (path, source) in workflow_files {
-        if let Some(w) = parse_workflow(path, source, channels, &templates, &cadences, &mut problems) {
+        if let Some(w) = parse_workflow(path, source, channels, &templates, &cadences, &sending, &mut problems) {
             workflows.push(w);
         }
     }
     if problems.is_empty() {
-        Ok((workflows, templates, cadences))
+        Ok((workflows, templates, cadences, sending))
     } else {
         Err(problems)
     }
 }
 
-fn serde_problem(path: &str, error: toml::de::Error) -> Diagnostic {
+pub(super) fn serde_problem(path: &str, error: toml::de::Error) -> Diagnostic {
     let span = error.span().unwrap_or(0..0);
     let message = error.message().trim().to_string();
     let mut d = Diagnostic::new(path, span.clone(), message.clone());
@@ -144,7 +159,17 @@ fn serde_problem(path: &str, error: toml::de::Error) -> Diagnostic {
         && let Some((written, expected)) = rest.split_once('`')
     {
         let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        let top_level = ["description", "enabled", "when", "vars", "steps"];
+        let top_level = [
+            "description",
+            "enabled",
+            "when",
+            "vars",
+            "steps",
+            "category",
+            "send_window",
+            "exit_when",
+            "exit_if",
+        ];
         let help = if top_level.contains(&written) && candidates.contains(&"on") {
             format!(
                 "`{written}` belongs to the workflow, not the trigger: in TOML, keys after a `[trigger]` header \
@@ -298,6 +323,7 @@ fn parse_workflow(
     channels: &[String],
     templates: &BTreeMap<String, Template>,
     cadences: &BTreeMap<String, Cadence>,
+    sending: &SendingPolicy,
     problems: &mut Problems,
 ) -> Option<Workflow> {
     let raw: RawWorkflow = match toml::from_str(source) {
@@ -309,19 +335,66 @@ fn parse_workflow(
     };
     let before = problems.len();
     let trigger = parse_trigger(path, &raw.trigger, problems);
-    let when = raw.when.as_ref().and_then(|w| match Condition::compile(w.get_ref()) {
+    let condition = |key: &str, w: &Spanned<String>, problems: &mut Problems| match Condition::compile(w.get_ref()) {
         Ok(c) => Some(c),
         Err(e) => {
             let base = string_content_start(source, w.span().start);
             let span = base + e.span.start..base + e.span.end;
-            let mut d = Diagnostic::new(path, span, format!("in `when`: {}", e.message));
+            let mut d = Diagnostic::new(path, span, format!("in `{key}`: {}", e.message));
             if let Some(help) = e.help {
                 d = d.help(help);
             }
             problems.push(d);
             None
         }
-    });
+    };
+    let when = raw.when.as_ref().and_then(|w| condition("when", w, problems));
+    if matches!(trigger, Some(Trigger::Segment { .. })) && raw.when.is_none() {
+        problems.push(
+            Diagnostic::new(path, at(&raw.trigger), "a segment workflow needs a `when` condition")
+                .help("add `when = '...'` above `[trigger]`: the contacts it matches are the segment, e.g. `when = 'contact.stage == \"lead\"'`"),
+        );
+    }
+    let first_send = raw.steps.get_ref().iter().find(|s| s.get_ref().send.is_some());
+    let category = match &raw.category {
+        None => {
+            if let Some(send) = first_send {
+                problems.push(
+                    Diagnostic::new(path, at(send), "a workflow that sends to the contact must say what its messages are")
+                        .help("add `category = \"marketing\"` (capped, send windows, unsubscribe link), `\"transactional\"` or `\"sla\"` above `[trigger]`"),
+                );
+            }
+            Category::Transactional
+        }
+        Some(c) => match Category::parse(c.get_ref()) {
+            Some(category) => category,
+            None => {
+                one_of(path, c, Category::ALL, "category", problems);
+                Category::Marketing
+            }
+        },
+    };
+    if let Some(window) = &raw.send_window
+        && !sending.windows.contains_key(window.get_ref())
+    {
+        let help = did_you_mean(window.get_ref(), sending.windows.keys().map(String::as_str))
+            .unwrap_or_else(|| "define it under [windows.<name>] in sending.toml".to_string());
+        problems
+            .push(Diagnostic::new(path, at(window), format!("unknown send window `{}`", window.get_ref())).help(help));
+    }
+    let exit_on = match &raw.exit_when {
+        None if category == Category::Marketing => ExitOn::MARKETING_DEFAULT.to_vec(),
+        None => Vec::new(),
+        Some(names) => names
+            .iter()
+            .filter_map(|n| {
+                one_of(path, n, ExitOn::NAMES, "exit condition", problems)
+                    .then(|| ExitOn::parse(n.get_ref()))
+                    .flatten()
+            })
+            .collect(),
+    };
+    let exit_if = raw.exit_if.as_ref().and_then(|w| condition("exit_if", w, problems));
     if raw.steps.get_ref().is_empty() {
         problems.push(
             Diagnostic::new(path, at(&raw.steps), "a workflow needs at least one step")
@@ -350,6 +423,12 @@ fn parse_workflow(
         when,
         vars: serde_json::to_value(&raw.vars).unwrap_or_default(),
         steps,
+        category,
+        send_window: raw.send_window.map(Spanned::into_inner),
+        exit: Exit {
+            on: exit_on,
+            condition: exit_if,
+        },
     })
 }
 
@@ -401,6 +480,14 @@ fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems)
         problems.push(not_here("sla", at(s)));
         ok = false;
     }
+    for (key, value) in [("start", &t.start), ("every", &t.every)] {
+        if let Some(v) = value
+            && on != "segment"
+        {
+            problems.push(not_here(key, at(v)));
+            ok = false;
+        }
+    }
     let trigger = match on {
         "contact_created" => Trigger::ContactCreated,
         "follow_up_logged" => Trigger::FollowUpLogged,
@@ -418,6 +505,34 @@ fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems)
             sla: match &t.sla {
                 None => None,
                 Some(sla) => Some(parse_sla(path, sla, problems)?),
+            },
+        },
+        "segment" => Trigger::Segment {
+            start: match &t.start {
+                None => None,
+                Some(start) => match start
+                    .get_ref()
+                    .parse::<jiff::Timestamp>()
+                    .map(|t| t.as_millisecond())
+                    .or_else(|_| {
+                        start.get_ref().parse::<jiff::civil::DateTime>().map(|d| {
+                            d.to_zoned(jiff::tz::TimeZone::UTC)
+                                .map_or(0, |z| z.timestamp().as_millisecond())
+                        })
+                    }) {
+                    Ok(ms) => Some(ms),
+                    Err(_) => {
+                        problems.push(
+                            Diagnostic::new(path, at(start), format!("`{}` is not a time", start.get_ref()))
+                                .help("write a time such as \"2026-12-01T09:00:00Z\" or \"2026-12-01 09:00\" (UTC)"),
+                        );
+                        return None;
+                    }
+                },
+            },
+            every: match &t.every {
+                None => None,
+                Some(every) => Some(duration(path, every, problems)?).filter(|s| !s.is_zero()),
             },
         },
         _ => unreachable!("checked against TRIGGERS"),
@@ -659,8 +774,8 @@ mod tests {
 
     #[test]
     fn a_valid_workflow_compiles() {
-        let (w, _, _) = compile(
-            "[trigger]\non = \"stage_changed\"\nto = \"inquiry\"\n[[steps]]\nsend = { channel = \"email\", template = \"hello\" }\n[[steps]]\nwait = \"3d\"\n",
+        let (w, _, _, _) = compile(
+            "category = \"transactional\"\n[trigger]\non = \"stage_changed\"\nto = \"inquiry\"\n[[steps]]\nsend = { channel = \"email\", template = \"hello\" }\n[[steps]]\nwait = \"3d\"\n",
         )
         .unwrap();
         assert_eq!(w[0].steps.len(), 2);

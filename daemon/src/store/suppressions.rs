@@ -1,0 +1,201 @@
+//! Suppression: addresses that get nothing (on a channel, or on any), for
+//! unsubscribes, bounces, complaints and manual entries; checked when a message
+//! is claimed for delivery, whatever workflow queued it.
+
+use serde::Serialize;
+
+use super::Conn;
+
+/// Bounce and complaint counts that suppress an address (from `nudge.toml`).
+#[derive(Debug, Clone, Copy)]
+pub struct SuppressionRules {
+    pub hard_bounces: i64,
+    pub soft_bounces: i64,
+    pub complaints: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BounceKind {
+    Hard,
+    Soft,
+    Complaint,
+}
+
+impl BounceKind {
+    pub fn parse(text: &str) -> Option<BounceKind> {
+        Some(match text {
+            "hard" => BounceKind::Hard,
+            "soft" => BounceKind::Soft,
+            "complaint" => BounceKind::Complaint,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            BounceKind::Hard => "hard",
+            BounceKind::Soft => "soft",
+            BounceKind::Complaint => "complaint",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            BounceKind::Hard => "hard_bounce",
+            BounceKind::Soft => "soft_bounce",
+            BounceKind::Complaint => "complaint",
+        }
+    }
+}
+
+pub const SUPPRESSION_REASONS: &[&str] = &["unsubscribed", "hard_bounce", "soft_bounce", "complaint", "manual"];
+
+/// Addresses compare case-insensitively (the domain part is, and mailbox parts practically are).
+pub fn normalise_address(address: &str) -> String {
+    address.trim().to_lowercase()
+}
+
+/// Suppresses an address on a channel (`*` for all); the first reason recorded stays.
+pub async fn suppress(
+    conn: &mut Conn,
+    address: &str,
+    channel: &str,
+    reason: &str,
+    detail: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO suppressions (address, channel, reason, detail, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (address, channel) DO NOTHING",
+    )
+    .bind(normalise_address(address))
+    .bind(channel)
+    .bind(reason)
+    .bind(detail)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn unsuppress(conn: &mut Conn, address: &str, channel: &str) -> anyhow::Result<bool> {
+    let done = sqlx::query("DELETE FROM suppressions WHERE address = ? AND (channel = ? OR ? = '*')")
+        .bind(normalise_address(address))
+        .bind(channel)
+        .bind(channel)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Why `address` gets nothing on `channel`, if it is suppressed.
+pub async fn suppression_reason(conn: &mut Conn, address: &str, channel: &str) -> anyhow::Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT reason FROM suppressions WHERE address = ? AND channel IN ('*', ?) ORDER BY created_at LIMIT 1",
+    )
+    .bind(normalise_address(address))
+    .bind(channel)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Suppression {
+    pub address: String,
+    pub channel: String,
+    pub reason: String,
+    pub detail: String,
+    pub created_at: i64,
+}
+
+pub async fn list_suppressions(conn: &mut Conn) -> anyhow::Result<Vec<Suppression>> {
+    Ok(sqlx::query_as(
+        "SELECT address, channel, reason, detail, created_at FROM suppressions ORDER BY created_at, address",
+    )
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// A bounce or complaint about one address.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounce<'a> {
+    pub address: &'a str,
+    pub channel: &'a str,
+    pub kind: BounceKind,
+    pub detail: &'a str,
+    /// The message that bounced, when nudge saw it itself.
+    pub outbox_id: Option<i64>,
+}
+
+/// Records a bounce or complaint; suppresses the address on all channels once
+/// its count reaches the rule's threshold. Returns whether it is now suppressed.
+pub async fn record_bounce(
+    conn: &mut Conn,
+    bounce: &Bounce<'_>,
+    rules: SuppressionRules,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let Bounce {
+        address,
+        channel,
+        kind,
+        detail,
+        outbox_id,
+    } = *bounce;
+    let address = normalise_address(address);
+    sqlx::query("INSERT INTO bounces (address, channel, kind, detail, outbox_id, at) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(&address)
+        .bind(channel)
+        .bind(kind.as_str())
+        .bind(detail)
+        .bind(outbox_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bounces WHERE address = ? AND kind = ?")
+        .bind(&address)
+        .bind(kind.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+    let threshold = match kind {
+        BounceKind::Hard => rules.hard_bounces,
+        BounceKind::Soft => rules.soft_bounces,
+        BounceKind::Complaint => rules.complaints,
+    };
+    if threshold > 0 && count >= threshold {
+        let why = format!("{count} {} bounce(s); last: {detail}", kind.as_str());
+        suppress(conn, &address, "*", kind.reason(), &why, now).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Whether any of the contact's addresses is suppressed for one of `reasons`.
+pub async fn contact_suppressed(conn: &mut Conn, contact: &super::Contact, reasons: &[&str]) -> anyhow::Result<bool> {
+    let addresses: Vec<String> = [&contact.email, &contact.phone]
+        .into_iter()
+        .flatten()
+        .map(|a| normalise_address(a))
+        .collect();
+    if addresses.is_empty() {
+        return Ok(false);
+    }
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM suppressions WHERE address IN (SELECT value FROM json_each(?))
+                                                     AND reason IN (SELECT value FROM json_each(?)))",
+    )
+    .bind(serde_json::to_string(&addresses)?)
+    .bind(serde_json::to_string(reasons)?)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// The contact no longer wants messages (an unsubscribe).
+pub async fn withdraw_consent(conn: &mut Conn, contact_id: i64, now: i64) -> anyhow::Result<()> {
+    sqlx::query("UPDATE contacts SET consent = 'withdrawn', updated_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(contact_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
