@@ -2,13 +2,22 @@
 """A real SMTP server for nudge's end-to-end tests (aiosmtpd on 127.0.0.1).
 
 Prints "PORT <n>" once listening, then appends one JSON line per accepted
-message to --log: time, envelope, Message-ID, To, decoded Subject and text body.
+message to --log: time, envelope, Message-ID, To, decoded Subject, text body and
+the List-Unsubscribe headers.
+
+With --faults FILE the server misbehaves as scripted: FILE holds a JSON object
+mapping a stage ("ehlo", "mail", "rcpt", "data") to a list of actions, one
+consumed per command at that stage: an SMTP reply such as "451 4.3.0 try later"
+(the command is refused with it), "hang" (no reply, ever), "hang-after-accept"
+(data only: the message is stored, then no reply) or "ok". The file is read and
+rewritten at each command, so a test can script faults while the server runs.
 """
 import argparse
 import asyncio
 import email
 import email.policy
 import json
+import os
 import socket
 import sys
 import time
@@ -17,10 +26,61 @@ from aiosmtpd.controller import Controller
 
 
 class Recorder:
-    def __init__(self, log_path):
+    def __init__(self, log_path, faults_path):
         self.log_path = log_path
+        self.faults_path = faults_path
+
+    def next_fault(self, stage):
+        if not self.faults_path or not os.path.exists(self.faults_path):
+            return None
+        with open(self.faults_path, encoding="utf-8") as f:
+            faults = json.load(f)
+        actions = faults.get(stage) or []
+        if not actions:
+            return None
+        action = actions.pop(0)
+        faults[stage] = actions
+        tmp = self.faults_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(faults, f)
+        os.replace(tmp, self.faults_path)
+        return None if action == "ok" else action
+
+    async def fault(self, stage):
+        """The reply to send instead of the normal one, if any; hangs for "hang"."""
+        action = self.next_fault(stage)
+        if action == "hang":
+            await asyncio.sleep(3600)
+        return action
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        refusal = await self.fault("ehlo")
+        if refusal:
+            return [refusal]
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        refusal = await self.fault("mail")
+        if refusal:
+            return refusal
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        refusal = await self.fault("rcpt")
+        if refusal:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        action = self.next_fault("data")
+        if action == "hang":
+            await asyncio.sleep(3600)
+        if action and action != "hang-after-accept":
+            return action
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         body = msg.get_body(preferencelist=("plain", "html"))
         record = {
@@ -31,22 +91,30 @@ class Recorder:
             "to": str(msg.get("To", "")),
             "subject": str(msg.get("Subject", "")),
             "text": body.get_content() if body is not None else "",
+            "list_unsubscribe": str(msg.get("List-Unsubscribe", "")),
+            "list_unsubscribe_post": str(msg.get("List-Unsubscribe-Post", "")),
         }
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if action == "hang-after-accept":
+            await asyncio.sleep(3600)
         return "250 OK"
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--log", required=True)
+    parser.add_argument("--faults")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
     args = parser.parse_args()
-    # aiosmtpd's Controller checks readiness by connecting to its port, so it
-    # cannot take port 0: ask the kernel for a free port first.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(Recorder(args.log), hostname="127.0.0.1", port=port)
+    port = args.port
+    if port == 0:
+        # aiosmtpd's Controller checks readiness by connecting to its port, so it
+        # cannot take port 0: ask the kernel for a free port first.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    controller = Controller(Recorder(args.log, args.faults), hostname="127.0.0.1", port=port)
     controller.start()
     print(f"PORT {port}", flush=True)
     try:

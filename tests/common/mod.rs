@@ -114,29 +114,68 @@ pub struct Mail {
     pub subject: String,
     pub message_id: String,
     pub text: String,
+    pub list_unsubscribe: String,
+    pub list_unsubscribe_post: String,
 }
 
 /// A real SMTP server (aiosmtpd), stopped when dropped.
 pub struct SmtpServer {
-    process: ServerProcess,
+    process: Option<ServerProcess>,
     pub port: u16,
     log: PathBuf,
+    faults: PathBuf,
 }
 
 impl SmtpServer {
     pub fn start(dir: &Path) -> SmtpServer {
         let log = dir.join("smtp.jsonl");
+        let faults = dir.join("smtp-faults.json");
+        let process = Self::spawn(&log, &faults, 0);
+        SmtpServer {
+            port: process.port,
+            process: Some(process),
+            log,
+            faults,
+        }
+    }
+
+    fn spawn(log: &Path, faults: &Path, port: u16) -> ServerProcess {
         let mut command = Command::new(python());
         command
             .arg(repo_root().join("tests/smtp_server.py"))
             .arg("--log")
-            .arg(&log);
-        let process = ServerProcess::spawn(command);
-        SmtpServer {
-            port: process.port,
-            process,
-            log,
-        }
+            .arg(log)
+            .arg("--faults")
+            .arg(faults)
+            .arg("--port")
+            .arg(port.to_string());
+        ServerProcess::spawn(command)
+    }
+
+    /// Scripts the next replies per stage (see smtp_server.py), e.g.
+    /// `{"rcpt": ["450 4.2.1 busy"], "data": ["hang-after-accept"]}`.
+    pub fn script_faults(&self, faults: Value) {
+        let tmp = self.faults.with_extension("tmp");
+        std::fs::write(&tmp, faults.to_string()).unwrap();
+        std::fs::rename(&tmp, &self.faults).unwrap();
+    }
+
+    /// Faults not yet consumed, per stage.
+    pub fn faults_left(&self) -> Value {
+        std::fs::read_to_string(&self.faults)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The server goes away (connections are refused) until `restart`.
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    /// Back on the same port, with the same log.
+    pub fn restart(&mut self) {
+        self.process = Some(Self::spawn(&self.log, &self.faults, self.port));
     }
 
     /// Every message received so far.
@@ -154,6 +193,8 @@ impl SmtpServer {
                 subject: v["subject"].as_str().unwrap_or("").to_string(),
                 message_id: v["message_id"].as_str().unwrap_or("").to_string(),
                 text: v["text"].as_str().unwrap_or("").to_string(),
+                list_unsubscribe: v["list_unsubscribe"].as_str().unwrap_or("").to_string(),
+                list_unsubscribe_post: v["list_unsubscribe_post"].as_str().unwrap_or("").to_string(),
             })
             .collect()
     }

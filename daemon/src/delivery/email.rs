@@ -175,7 +175,9 @@ impl Smtp {
         let conn = match timeout_at(deadline, self.connect()).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => return self.outcome(Err((Phase::Connect, Failure::Smtp(e)))),
-            Err(_) => return Outcome::Transient(format!("no answer from the server within {:?}", self.deadline)),
+            Err(_) => {
+                return Outcome::Transient(format!("no reply within {:?} (before the message body)", self.deadline));
+            }
         };
         let result = self.exchange(conn, envelope, body, deadline).await;
         self.outcome(result)
