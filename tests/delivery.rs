@@ -212,3 +212,271 @@ fn bounces_suppress_the_address_and_dead_letters_wait_for_an_operator() {
     smtp.wait_for(&busy, "");
     nudge.stop();
 }
+
+/// A marketing workflow on a stage change, with a template of its own.
+fn marketing_on_stage(nudge: &Nudge, name: &str, to_stage: &str, window: Option<&str>) {
+    let window = window.map(|w| format!("send_window = \"{w}\"\n")).unwrap_or_default();
+    nudge.write_workflow(
+        &format!("templates/{name}.toml"),
+        &format!("[{name}]\nchannel = \"email\"\nsubject = \"{name} for {{{{ contact.name }}}}\"\ntext = \"Hello {{{{ contact.name }}}}\"\n"),
+    );
+    nudge.write_workflow(
+        &format!("{name}.toml"),
+        &format!(
+            "category = \"marketing\"\n{window}[trigger]\non = \"stage_changed\"\nto = \"{to_stage}\"\n\n[[steps]]\nsend = {{ channel = \"email\", template = \"{name}\" }}\n"
+        ),
+    );
+}
+
+fn set_clock(nudge: &Nudge, at: &str) {
+    nudge.cli(&["clock", "--set", at]);
+}
+
+#[test]
+fn send_windows_follow_each_contacts_own_time_zone_across_a_dst_change() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    // Saturday noon UTC, the day before New York moves its clocks forward (2026-03-08).
+    let mut nudge = Nudge::new(&smtp, "2026-03-07T12:00:00Z");
+    marketing_on_stage(&nudge, "window_test", "repeat", Some("weekday_mornings"));
+    nudge.start();
+    let ny = add_contact(&nudge, "Ren", &["--tz", "America/New_York"]);
+    let sh = add_contact(&nudge, "Shi", &["--tz", "Asia/Shanghai"]);
+    for to in [&ny, &sh] {
+        nudge.cli(&["stage", "set", to, "repeat"]);
+    }
+    nudge.settle();
+    let status = nudge.status();
+    assert_eq!(status["runs"]["waiting"], 2, "both wait for Monday morning: {status}");
+    assert!(nudge.log().contains("outside the send window `weekday_mornings`"));
+    // Monday 09:00 in Shanghai (UTC+8, no DST) is 01:00Z.
+    set_clock(&nudge, "2026-03-09T00:59:00Z");
+    nudge.settle();
+    assert!(smtp.mails().is_empty(), "{:#?}", smtp.mails());
+    set_clock(&nudge, "2026-03-09T01:00:00Z");
+    smtp.wait_for(&sh, "window_test");
+    // Monday 09:00 in New York is now EDT (UTC-4): 13:00Z, not the 14:00Z of winter time.
+    set_clock(&nudge, "2026-03-09T12:59:00Z");
+    nudge.settle();
+    assert!(smtp.mails_to(&ny).is_empty());
+    set_clock(&nudge, "2026-03-09T13:00:00Z");
+    smtp.wait_for(&ny, "window_test");
+    nudge.settle();
+    assert_eq!(smtp.mails().len(), 2, "one message each: {:#?}", smtp.mails());
+    nudge.stop();
+}
+
+#[test]
+fn a_frequency_cap_across_workflows_defers_the_third_message_to_the_next_free_slot() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, "2026-11-23T10:00:00Z");
+    // Three workflows, one marketing email each; sending.toml allows 2 a week.
+    marketing_on_stage(&nudge, "cap_one", "repeat", None);
+    marketing_on_stage(&nudge, "cap_two", "loyal", None);
+    marketing_on_stage(&nudge, "cap_three", "dormant", None);
+    nudge.start();
+    let to = add_contact(&nudge, "Tang", &[]);
+    for (stage, hour) in [("repeat", "10"), ("loyal", "11"), ("dormant", "12")] {
+        set_clock(&nudge, &format!("2026-11-23T{hour}:00:00Z"));
+        nudge.cli(&["stage", "set", &to, stage]);
+        nudge.settle();
+    }
+    assert_eq!(smtp.mails_to(&to).len(), 2, "{:#?}", smtp.mails());
+    assert!(
+        nudge
+            .log()
+            .contains("frequency cap reached (2 marketing email per 7d: 2 already)"),
+        "{}",
+        nudge.log()
+    );
+    let status = nudge.status();
+    assert_eq!(status["runs"]["waiting"], 1, "{status}");
+    // The first of the two leaves the 7-day period at 10:00 next Monday.
+    set_clock(&nudge, "2026-11-30T09:59:00Z");
+    nudge.settle();
+    assert_eq!(smtp.mails_to(&to).len(), 2);
+    set_clock(&nudge, "2026-11-30T10:00:01Z");
+    smtp.wait_for(&to, "cap_three");
+    // A transactional message is never held back by the marketing cap.
+    nudge.cli(&["inquiry", "add", &to]);
+    nudge.settle();
+    assert_eq!(smtp.mails_to(&to).len(), 4, "{:#?}", smtp.mails());
+    nudge.stop();
+}
+
+/// The shipped nurture drip, switched on.
+fn enable_nurture(nudge: &Nudge) {
+    let path = nudge.path("workflows/nurture-leads.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("enabled = false"));
+    std::fs::write(&path, text.replace("enabled = false", "enabled = true")).unwrap();
+}
+
+#[test]
+fn a_reply_during_a_wait_stops_the_nurture_sequence() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    // Monday 10:00 UTC: inside the shipped `nurture` window (weekdays 10-11, 15-16).
+    let mut nudge = Nudge::new(&smtp, "2026-11-23T10:00:00Z");
+    let quiet = add_contact(&nudge, "Wu", &[]);
+    let talker = add_contact(&nudge, "Xu", &[]);
+    let customer = add_contact(&nudge, "Yan", &["--stage", "first_order"]);
+    enable_nurture(&nudge);
+    nudge.start();
+    // The segment (leads with an email) is enrolled when the daemon loads the workflow.
+    smtp.wait_for(&quiet, "a few things we can do");
+    smtp.wait_for(&talker, "a few things we can do");
+    nudge.settle();
+    assert!(smtp.mails_to(&customer).is_empty(), "not in the segment");
+    let passes = nudge.cli(&["segment", "list"]);
+    assert!(passes.contains("nurture-leads") && passes.contains("done"), "{passes}");
+    // Xu answers the phone during the 3-day wait.
+    nudge.cli(&[
+        "followup",
+        "log",
+        &talker,
+        "--channel",
+        "phone",
+        "--summary",
+        "wants a quote",
+    ]);
+    nudge.settle();
+    set_clock(&nudge, "2026-11-26T10:00:00Z");
+    smtp.wait_for(&quiet, "this season's new products");
+    nudge.settle();
+    assert_eq!(smtp.mails_to(&talker).len(), 1, "{:#?}", smtp.mails_to(&talker));
+    assert!(nudge.log().contains("exit condition met: replied"), "{}", nudge.log());
+    // The next daily pass does not enrol anyone twice.
+    set_clock(&nudge, "2026-11-27T10:00:00Z");
+    nudge.settle();
+    assert_eq!(smtp.mails_to(&quiet).len(), 2);
+    nudge.stop();
+}
+
+#[test]
+fn one_click_unsubscribe_suppresses_at_once_and_a_forged_token_is_refused() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, "2026-11-23T10:00:00Z");
+    let to = add_contact(&nudge, "Zhao", &[]);
+    enable_nurture(&nudge);
+    nudge.start();
+    let mail = smtp.wait_for(&to, "a few things we can do");
+    assert_eq!(mail.list_unsubscribe_post, "List-Unsubscribe=One-Click");
+    let url = mail
+        .list_unsubscribe
+        .split(['<', '>'])
+        .find(|part| part.starts_with("http"))
+        .unwrap_or_else(|| panic!("no https unsubscribe in {:?}", mail.list_unsubscribe))
+        .to_string();
+    assert!(
+        mail.list_unsubscribe
+            .contains("<mailto:unsubscribe@nudge.test?subject="),
+        "{}",
+        mail.list_unsubscribe
+    );
+    assert!(
+        mail.text.contains(&url),
+        "the link is visible in the body too: {}",
+        mail.text
+    );
+    let path = &url[url.find("/unsubscribe/").unwrap()..];
+    // A forged or altered token changes nothing.
+    let mut forged = path.to_string();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let (status, _) = nudge.http_with_token("POST", &forged, Some("List-Unsubscribe=One-Click"), None);
+    assert_eq!(status, 404);
+    let (status, _) = nudge.http_with_token("POST", "/unsubscribe/AAAA", Some("List-Unsubscribe=One-Click"), None);
+    assert_eq!(status, 404);
+    assert!(!nudge.cli(&["suppress", "list"]).contains(&to));
+    // Opening the link shows a button and changes nothing (mail scanners open links).
+    let (status, page) = nudge.http_with_token("GET", path, None, None);
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("<form method=post"), "{page}");
+    assert!(!nudge.cli(&["suppress", "list"]).contains(&to));
+    // The one-click POST, as a mail client sends it: no token, no redirect.
+    let (status, page) = nudge.http_with_token("POST", path, Some("List-Unsubscribe=One-Click"), None);
+    assert_eq!(status, 200, "{page}");
+    let list = nudge.cli(&["suppress", "list"]);
+    assert!(list.contains(&to) && list.contains("unsubscribed"), "{list}");
+    // Nothing from any workflow reaches the address any more: not the drip, not an answer.
+    nudge.cli(&["inquiry", "add", &to]);
+    nudge.settle();
+    set_clock(&nudge, "2026-11-26T10:00:00Z");
+    nudge.settle();
+    assert_eq!(smtp.mails_to(&to).len(), 1, "{:#?}", smtp.mails_to(&to));
+    assert!(nudge.log().contains("skipped: consent withdrawn"), "{}", nudge.log());
+    assert!(
+        nudge.log().contains("exit condition met: unsubscribed"),
+        "{}",
+        nudge.log()
+    );
+    nudge.stop();
+}
+
+#[test]
+fn kill_9_during_a_nurture_run_loses_no_message_and_repeats_only_those_in_flight() {
+    const CONTACTS: usize = 2000;
+    const KILLS: usize = 4;
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, "2026-11-23T10:00:00Z");
+    let csv: String = std::iter::once("name,email,stage\n".to_string())
+        .chain((0..CONTACTS).map(|i| format!("Lead {i},lead{i}@example.com,lead\n")))
+        .collect();
+    std::fs::write(nudge.path("leads.csv"), csv).unwrap();
+    nudge.cli(&["contact", "import", nudge.path("leads.csv").to_str().unwrap()]);
+    enable_nurture(&nudge);
+    // Kill at pseudo-random points (seeded from the clock, printed for a re-run).
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("kill points seeded with {seed}");
+    let mut next = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % 1200 + 200
+    };
+    for round in 0..KILLS {
+        nudge.start();
+        let pause = next();
+        std::thread::sleep(std::time::Duration::from_millis(pause));
+        println!(
+            "round {round}: kill -9 after {pause} ms with {} messages at the server",
+            smtp.mails().len()
+        );
+        nudge.kill();
+    }
+    nudge.start();
+    let mails = wait_until(
+        || {
+            let mails = smtp.mails();
+            let unique: std::collections::HashSet<&str> = mails.iter().map(|m| m.message_id.as_str()).collect();
+            (unique.len() >= CONTACTS).then_some(mails.clone())
+        },
+        || format!("{} of {CONTACTS} delivered\n{}", smtp.mails().len(), nudge.status()),
+    );
+    nudge.settle();
+    let mut per_id = std::collections::HashMap::<&str, Vec<&str>>::new();
+    for m in &mails {
+        per_id.entry(&m.message_id).or_default().push(&m.to[0]);
+    }
+    // Every lead got its first drip message, each under its own stable Message-ID.
+    assert_eq!(per_id.len(), CONTACTS);
+    for (id, recipients) in &per_id {
+        assert!(
+            recipients.iter().all(|r| *r == recipients[0]),
+            "{id} went to {recipients:?}"
+        );
+    }
+    // A copy can only come from a send in flight at a kill: at most the concurrent sends per kill.
+    let duplicates = mails.len() - per_id.len();
+    println!("{duplicates} duplicates after {KILLS} kills");
+    assert!(duplicates <= KILLS * 32, "{duplicates} duplicates");
+    let rows = outbox(&nudge);
+    assert_eq!(rows.len(), CONTACTS);
+    assert!(rows.iter().all(|r| r["status"] == "sent"), "every row recorded as sent");
+    nudge.stop();
+}

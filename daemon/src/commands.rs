@@ -269,6 +269,19 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
     let unprocessed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL")
         .fetch_one(pool)
         .await?;
+    let timers_due: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE fired_at IS NULL AND due_at <= ?")
+        .bind(now)
+        .fetch_one(pool)
+        .await?;
+    let segments_running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM enrolments WHERE status = 'running'")
+        .fetch_one(pool)
+        .await?;
+    let waiting: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT waiting_reason, COUNT(*) FROM runs WHERE status = 'waiting' AND waiting_reason IS NOT NULL
+         GROUP BY waiting_reason ORDER BY COUNT(*) DESC LIMIT 10",
+    )
+    .fetch_all(pool)
+    .await?;
     let outbox_due: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?")
             .bind(now)
@@ -284,7 +297,9 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
             "now": now,
             "overdue_by_owner": overdue.iter().map(|(o, n, since)| json!({"owner": o, "overdue": n, "oldest_due_at": since})).collect::<Vec<_>>(),
             "runs": counts(&runs),
-            "timers": { "pending": timers, "next_due_at": next_timer },
+            "timers": { "pending": timers, "next_due_at": next_timer, "due": timers_due },
+            "segments_running": segments_running,
+            "waiting_reasons": waiting.iter().map(|(r, n)| json!({"reason": r, "runs": n})).collect::<Vec<_>>(),
             "outbox": counts(&outbox),
             "outbox_due": outbox_due,
             "events_unprocessed": unprocessed,
@@ -322,6 +337,12 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
             .map(|t| format!(", next at {}", display_ms(t)))
             .unwrap_or_default()
     );
+    for (reason, count) in &waiting {
+        println!("  {count:>6} waiting: {reason}");
+    }
+    if segments_running > 0 {
+        println!("segment passes under way: {segments_running} (`nudge segment list`)");
+    }
     println!("outbox: {} ({outbox_due} due now)", line(&outbox));
     println!("events waiting for the daemon: {unprocessed}");
     Ok(())

@@ -71,12 +71,14 @@ pub async fn stop_reason(
     if let Some(reason) = trigger_gone(conn, &workflow.trigger, &run.context.0, contact).await? {
         return Ok(Some(reason.to_string()));
     }
-    let since = run.started_at;
-    for exit in &workflow.exit.on {
+    // The weightiest reason first: an unsubscribe explains more than the stage change it came with.
+    let mut exits = workflow.exit.on.clone();
+    exits.sort_by_key(|e| ExitOn::MARKETING_DEFAULT.iter().position(|d| d == e));
+    for exit in &exits {
         let met = match exit {
             ExitOn::StageChanged => run.start_stage.as_deref().is_some_and(|s| s != contact.stage),
-            ExitOn::Replied => store::replied_since(conn, contact.id, since).await?,
-            ExitOn::Ordered => store::ordered_since(conn, contact.id, since).await?,
+            ExitOn::Replied => store::replied_after(conn, contact.id, run.event_id).await?,
+            ExitOn::Ordered => store::ordered_after(conn, contact.id, run.event_id).await?,
             ExitOn::Unsubscribed => {
                 contact.consent == "withdrawn" || store::contact_suppressed(conn, contact, &["unsubscribed"]).await?
             }

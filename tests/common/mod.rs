@@ -383,7 +383,13 @@ impl Nudge {
     /// Waits until the daemon has nothing left to do now: every event taken,
     /// no run ready, nothing in the outbox due.
     pub fn settle(&self) {
-        let idle = |s: &Value| s["events_unprocessed"] == 0 && s["runs"].get("ready").is_none() && s["outbox_due"] == 0;
+        let idle = |s: &Value| {
+            s["events_unprocessed"] == 0
+                && s["runs"].get("ready").is_none()
+                && s["outbox_due"] == 0
+                && s["timers"]["due"] == 0
+                && s["segments_running"] == 0
+        };
         wait_until(
             || Some(self.status()).filter(idle).map(|_| ()),
             || format!("daemon never settled: {:#}\n{}", self.status(), self.log()),

@@ -47,27 +47,26 @@ pub async fn mark_event_processed(conn: &mut Conn, id: i64, now: i64) -> anyhow:
     Ok(())
 }
 
-/// Whether the contact answered since `since`: a follow-up logged or an inquiry received.
-pub async fn replied_since(conn: &mut Conn, contact_id: i64, since: i64) -> anyhow::Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM follow_ups WHERE contact_id = ? AND logged_at > ?)
-             OR EXISTS (SELECT 1 FROM inquiries WHERE contact_id = ? AND received_at > ?)",
-    )
-    .bind(contact_id)
-    .bind(since)
-    .bind(contact_id)
-    .bind(since)
-    .fetch_one(&mut *conn)
-    .await?)
+/// Whether the contact answered after event `after` (the event that started a
+/// run): a follow-up logged or an inquiry received. Event ids order what happened
+/// without depending on clock resolution.
+pub async fn replied_after(conn: &mut Conn, contact_id: i64, after: i64) -> anyhow::Result<bool> {
+    events_after(conn, contact_id, after, &["follow_up_logged", "inquiry_received"]).await
 }
 
-/// Whether the contact placed an order since `since` (an `order_placed` event).
-pub async fn ordered_since(conn: &mut Conn, contact_id: i64, since: i64) -> anyhow::Result<bool> {
+/// Whether the contact placed an order after event `after`.
+pub async fn ordered_after(conn: &mut Conn, contact_id: i64, after: i64) -> anyhow::Result<bool> {
+    events_after(conn, contact_id, after, &["order_placed"]).await
+}
+
+async fn events_after(conn: &mut Conn, contact_id: i64, after: i64, kinds: &[&str]) -> anyhow::Result<bool> {
     Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE contact_id = ? AND kind = 'order_placed' AND occurred_at > ?)",
+        "SELECT EXISTS (SELECT 1 FROM events WHERE contact_id = ? AND id > ?
+                                              AND kind IN (SELECT value FROM json_each(?)))",
     )
     .bind(contact_id)
-    .bind(since)
+    .bind(after)
+    .bind(serde_json::to_string(kinds)?)
     .fetch_one(&mut *conn)
     .await?)
 }

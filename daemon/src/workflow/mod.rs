@@ -100,13 +100,14 @@ pub enum ExitOn {
 
 impl ExitOn {
     pub const NAMES: &[&str] = &["stage_changed", "replied", "ordered", "unsubscribed", "bounced"];
-    /// Marketing runs stop on all of them unless the workflow says otherwise.
+    /// Marketing runs stop on all of them unless the workflow says otherwise;
+    /// listed weightiest first, the order in which a stop is explained.
     pub const MARKETING_DEFAULT: &[ExitOn] = &[
-        ExitOn::StageChanged,
-        ExitOn::Replied,
-        ExitOn::Ordered,
         ExitOn::Unsubscribed,
         ExitOn::Bounced,
+        ExitOn::Ordered,
+        ExitOn::Replied,
+        ExitOn::StageChanged,
     ];
 
     pub fn name(self) -> &'static str {
