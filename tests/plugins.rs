@@ -48,7 +48,7 @@ fn hostile_plugins_get_a_clear_error_and_nothing_else() {
 
     let started = Instant::now();
     let (ok, out) = hostile(&nudge, "loop");
-    assert!(!ok && out.contains("exceeded its deadline of 50 ms"), "{out}");
+    assert!(!ok && out.contains("exceeded its deadline of 500 ms"), "{out}");
     // Not a speed check: an endless loop that escaped its deadline would never return.
     assert!(started.elapsed().as_secs() < 60, "the loop was not stopped");
 
@@ -100,7 +100,7 @@ fn a_hostile_plugin_fails_its_own_run_while_the_daemon_keeps_sending() {
     let status = nudge.status();
     assert_eq!(status["runs"]["waiting"], 3, "{status}");
     assert!(
-        nudge.log().contains("exceeded its deadline of 50 ms"),
+        nudge.log().contains("exceeded its deadline of 500 ms"),
         "{}",
         nudge.log()
     );

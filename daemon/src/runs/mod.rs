@@ -6,19 +6,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context as _;
+use futures::stream::{self, StreamExt};
 use serde_json::json;
+use sqlx::Acquire as _;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
-use crate::plugins::{Plugins, Recipient};
+use crate::plugins::{Plugins, Recipient, RenderedMessage};
 use crate::store::{self, Category, Contact, NewOutboxRow, OutboundMessage, Run, Store, TimerKind};
 use crate::triggers;
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::{FollowUpAfter, Step, Trigger, Workflow, WorkflowSet, add_span};
 
-/// Batch size for each kind of work in one tick.
-const BATCH: i64 = 64;
+/// Events and timers taken per transaction.
+const BATCH: i64 = 512;
+/// Runs advanced by one step each per transaction.
+const RUN_BATCH: i64 = 256;
+/// Runs prepared (loaded and rendered) at once before their transaction.
+const PREPARE_AHEAD: usize = 8;
 /// Contacts looked at per transaction in a segment pass.
 const SEGMENT_BATCH: i64 = 500;
 /// Errors in a row at one step before the run is given up as failed; until
@@ -26,13 +32,40 @@ const SEGMENT_BATCH: i64 = 500;
 const MAX_STEP_ERRORS: i64 = 8;
 
 /// A message a step is about to send.
-struct Outgoing<'a> {
-    channel: &'a str,
-    template: &'a str,
+struct Outgoing {
+    channel: String,
+    template: String,
     name: String,
     address: String,
     /// Tells apart two messages of one step (the contact's and the owner's).
     key_suffix: &'static str,
+}
+
+/// A ready run's next move, worked out before its transaction.
+struct Prepared {
+    run: Run,
+    set: Arc<WorkflowSet>,
+    /// Index of the run's workflow in `set.workflows`.
+    workflow: usize,
+    action: Action,
+}
+
+enum Action {
+    /// No steps left.
+    Finish,
+    /// The trigger no longer holds or an exit condition is met.
+    Stop(String),
+    /// Wait at this step until then (a send window is closed).
+    Defer { until: i64, reason: String },
+    /// Run the step; a message is rendered already.
+    Step(Box<PreparedStep>),
+}
+
+struct PreparedStep {
+    outgoing: Option<Outgoing>,
+    rendered: Option<RenderedMessage>,
+    unsubscribe: Option<store::Unsubscribe>,
+    category: Category,
 }
 
 /// The engine: turns events into runs, fires timers, advances runs.
@@ -219,43 +252,54 @@ impl Engine {
         Ok(timers.len())
     }
 
+    /// Moves up to RUN_BATCH ready runs on by one step each, in one transaction:
+    /// loading and rendering happen first (several at once), then every step's
+    /// checks and effects run inside the transaction, each under its own savepoint
+    /// so that one run's error undoes only that run's step.
     async fn advance_runs(&self) -> anyhow::Result<usize> {
         let runs = {
             let mut conn = self.store.pool.acquire().await?;
-            store::ready_runs(&mut conn, BATCH).await?
+            store::ready_runs(&mut conn, RUN_BATCH).await?
         };
-        for &run_id in &runs {
-            if let Err(e) = self.advance(run_id).await {
-                self.step_failed(run_id, &e).await?;
-            }
+        if runs.is_empty() {
+            return Ok(0);
         }
-        Ok(runs.len())
-    }
-
-    /// A step could not run: try again later with backoff, up to a limit.
-    async fn step_failed(&self, run_id: i64, error: &anyhow::Error) -> anyhow::Result<()> {
+        let prepared: Vec<(i64, anyhow::Result<Option<Prepared>>)> = stream::iter(runs.iter().copied())
+            .map(|run_id| async move { (run_id, self.prepare(run_id).await) })
+            .buffered(PREPARE_AHEAD)
+            .collect()
+            .await;
         let now = self.clock.now_ms();
         let mut tx = self.store.write().await?;
-        let errors = store::count_step_error(&mut tx, run_id).await?;
-        let run = store::load_run(&mut tx, run_id).await?;
-        match run {
-            Some(run) if run.status == "ready" && errors < MAX_STEP_ERRORS => {
-                let delay = (30_000i64 << (errors - 1).clamp(0, 7)).min(3_600_000);
-                let reason = format!(
-                    "error {errors} of {MAX_STEP_ERRORS} at step {}: {error:#}",
-                    run.next_step
-                );
-                store::defer_run(&mut tx, &run, now + delay, &reason, now).await?;
-                warn!(run_id, "step failed, retried in {} s: {error:#}", delay / 1000);
+        let mut queued = false;
+        for (run_id, prepared) in prepared {
+            let result = match prepared {
+                Ok(None) => continue,
+                Ok(Some(p)) => {
+                    let mut savepoint = tx.begin().await?;
+                    match self.apply(&mut savepoint, &p, now).await {
+                        Ok(sent) => {
+                            savepoint.commit().await?;
+                            queued |= sent;
+                            Ok(())
+                        }
+                        Err(e) => {
+                            savepoint.rollback().await?;
+                            Err(e)
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                record_step_error(&mut tx, run_id, &e, now).await?;
             }
-            Some(run) if run.status == "ready" => {
-                store::end_run(&mut tx, run_id, "failed", &format!("{error:#}"), now).await?;
-                warn!(run_id, "run failed after {errors} errors: {error:#}");
-            }
-            _ => {}
         }
         tx.commit().await?;
-        Ok(())
+        if queued {
+            self.delivery_wake.notify_one();
+        }
+        Ok(runs.len())
     }
 
     /// Opens the passes of segment workflows that are due and enrols one batch
@@ -349,74 +393,68 @@ impl Engine {
     }
 
     /// Executes a ready run's steps until it waits or ends.
-    async fn advance(&self, run_id: i64) -> anyhow::Result<()> {
-        loop {
-            let mut conn = self.store.pool.acquire().await?;
-            let Some(run) = store::load_run(&mut conn, run_id).await? else {
-                return Ok(());
-            };
-            if run.status != "ready" {
-                return Ok(());
-            }
-            let set = self.set_for(&run.set_hash).await?;
-            let workflow = set
-                .workflow(&run.workflow)
-                .with_context(|| format!("workflow {} is not in its set", run.workflow))?;
-            let now = self.clock.now_ms();
-            let Some(step) = workflow.steps.get(run.next_step as usize) else {
-                store::end_run(&mut conn, run.id, "done", "all steps done", now).await?;
-                info!(run_id, workflow = %workflow.name, "run done");
-                return Ok(());
-            };
-            let contact = store::contact_by_id(&mut conn, run.contact_id)
-                .await?
-                .context("contact is gone")?;
-            let contact_ctx = store::contact_context(&mut conn, &contact).await?;
-            if let Some(reason) = triggers::stop_reason(&mut conn, workflow, &run, &contact, &contact_ctx).await? {
-                store::end_run(&mut conn, run.id, "cancelled", &reason, now).await?;
-                info!(run_id, workflow = %workflow.name, reason, "run stopped");
-                return Ok(());
-            }
-            // Outside its send window a message waits for the next opening (checked
-            // before rendering, which the wait would make stale).
-            if matches!(step, Step::Send { .. }) {
-                let tz = jiff::tz::TimeZone::get(&contact.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
-                let at = jiff::Timestamp::from_millisecond(now)?;
-                let slot = set
-                    .sending
-                    .next_slot(workflow.send_window.as_deref(), workflow.category, at, &tz);
-                if slot > at {
-                    let reason = format!(
-                        "outside the send window{}; next opening {} ({})",
-                        workflow
-                            .send_window
-                            .as_deref()
-                            .map(|w| format!(" `{w}`"))
-                            .unwrap_or_default(),
-                        slot.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z"),
-                        contact.time_zone
-                    );
-                    store::defer_run(&mut conn, &run, slot.as_millisecond(), &reason, now).await?;
-                    info!(run_id, workflow = %workflow.name, "{reason}");
-                    return Ok(());
-                }
-            }
-            drop(conn);
-            self.step(&run, workflow, step, &contact, contact_ctx).await?;
+    /// Works out a ready run's next move outside any transaction: the checks that
+    /// may end or defer it, and the rendering of its message. `None`: not ready.
+    async fn prepare(&self, run_id: i64) -> anyhow::Result<Option<Prepared>> {
+        let mut conn = self.store.pool.acquire().await?;
+        let Some(run) = store::load_run(&mut conn, run_id).await? else {
+            return Ok(None);
+        };
+        if run.status != "ready" {
+            return Ok(None);
         }
-    }
-
-    async fn step(
-        &self,
-        run: &Run,
-        workflow: &Workflow,
-        step: &Step,
-        contact: &Contact,
-        contact_ctx: serde_json::Value,
-    ) -> anyhow::Result<()> {
-        let kind = step.kind();
-        let mut status = "ready";
-        // Rendering is pure and may be slow, so it happens before the transaction opens.
+        let set = self.set_for(&run.set_hash).await?;
+        let index = set
+            .workflows
+            .iter()
+            .position(|w| w.name == run.workflow)
+            .with_context(|| format!("workflow {} is not in its set", run.workflow))?;
+        let workflow = &set.workflows[index];
+        let prepared = |action| {
+            Ok(Some(Prepared {
+                run: run.clone(),
+                set: set.clone(),
+                workflow: index,
+                action,
+            }))
+        };
+        let Some(step) = workflow.steps.get(run.next_step as usize) else {
+            return prepared(Action::Finish);
+        };
+        let contact = store::contact_by_id(&mut conn, run.contact_id)
+            .await?
+            .context("contact is gone")?;
+        let contact_ctx = store::contact_context(&mut conn, &contact).await?;
+        if let Some(reason) = triggers::stop_reason(&mut conn, workflow, &run, &contact, &contact_ctx).await? {
+            return prepared(Action::Stop(reason));
+        }
+        drop(conn);
+        let now = self.clock.now_ms();
+        // Outside its send window a message waits for the next opening (checked
+        // before rendering, which the wait would make stale).
+        if matches!(step, Step::Send { .. }) {
+            let tz = jiff::tz::TimeZone::get(&contact.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+            let at = jiff::Timestamp::from_millisecond(now)?;
+            let slot = set
+                .sending
+                .next_slot(workflow.send_window.as_deref(), workflow.category, at, &tz);
+            if slot > at {
+                let reason = format!(
+                    "outside the send window{}; next opening {} ({})",
+                    workflow
+                        .send_window
+                        .as_deref()
+                        .map(|w| format!(" `{w}`"))
+                        .unwrap_or_default(),
+                    slot.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z"),
+                    contact.time_zone
+                );
+                return prepared(Action::Defer {
+                    until: slot.as_millisecond(),
+                    reason,
+                });
+            }
+        }
         let outgoing = match step {
             Step::Send { channel, template } => {
                 let recipient = self
@@ -433,8 +471,8 @@ impl Engine {
                 address
                     .filter(|_| contact.consent != "withdrawn")
                     .map(|address| Outgoing {
-                        channel,
-                        template,
+                        channel: channel.clone(),
+                        template: template.clone(),
                         name: contact.name.clone(),
                         address,
                         key_suffix: "",
@@ -444,8 +482,8 @@ impl Engine {
                 Some(contact.owner.clone())
                     .filter(|o| o.contains('@'))
                     .map(|address| Outgoing {
-                        channel: "email",
-                        template,
+                        channel: "email".into(),
+                        template: template.clone(),
                         name: String::new(),
                         address,
                         key_suffix: "-owner",
@@ -453,7 +491,6 @@ impl Engine {
             }
             _ => None,
         };
-        let set = self.set_for(&run.set_hash).await?;
         let category = match step {
             Step::NotifyOwner { .. } => Category::Internal,
             _ => workflow.category,
@@ -461,16 +498,17 @@ impl Engine {
         // Marketing email carries an unsubscribe link (visible and in List-Unsubscribe).
         let unsubscribe = (category == Category::Marketing && outgoing.as_ref().is_some_and(|o| o.channel == "email"))
             .then(|| self.unsubscribe.links(contact.id));
+        // Rendering is pure and may be slow, so it happens before the transaction opens.
         let rendered = match &outgoing {
             Some(out) => {
-                let template = set.templates.get(out.template).cloned().context("template missing")?;
+                let template = set.templates.get(&out.template).cloned().context("template missing")?;
                 let context = json!({
                     "contact": contact_ctx, "vars": workflow.vars, "event": run.context.0,
                     "owner": { "email": contact.owner }, "workflow": workflow.name,
                     "unsubscribe_url": unsubscribe.as_ref().map(|u| u.https.clone()).unwrap_or_default(),
                 });
                 let plugins = self.plugins.get();
-                let channel = out.channel.to_string();
+                let channel = out.channel.clone();
                 let result =
                     tokio::task::spawn_blocking(move || plugins.render(&channel, &template.fields, &context)).await?;
                 let (message, _) = result.with_context(|| format!("render template `{}`", out.template))?;
@@ -478,31 +516,67 @@ impl Engine {
             }
             None => None,
         };
-        let now = self.clock.now_ms();
-        let mut tx = self.store.write().await?;
-        // The checks above ran before this transaction; repeat them inside it, so a
-        // follow-up logged or consent withdrawn meanwhile still wins.
-        let contact = &store::contact_by_id(&mut tx, contact.id)
+        prepared(Action::Step(Box::new(PreparedStep {
+            outgoing,
+            rendered,
+            unsubscribe,
+            category,
+        })))
+    }
+
+    /// Applies a prepared move inside the batch's transaction; returns whether it queued a message.
+    async fn apply(&self, tx: &mut store::Conn, p: &Prepared, now: i64) -> anyhow::Result<bool> {
+        let run = &p.run;
+        let set = &p.set;
+        let workflow = &set.workflows[p.workflow];
+        let run_id = run.id;
+        let (outgoing, rendered, unsubscribe, category) = match &p.action {
+            Action::Finish => {
+                store::end_run(tx, run_id, "done", "all steps done", now).await?;
+                info!(run_id, workflow = %workflow.name, "run done");
+                return Ok(false);
+            }
+            Action::Stop(reason) => {
+                store::end_run(tx, run_id, "cancelled", reason, now).await?;
+                info!(run_id, workflow = %workflow.name, reason, "run stopped");
+                return Ok(false);
+            }
+            Action::Defer { until, reason } => {
+                if store::defer_run(tx, run, *until, reason, now).await? {
+                    info!(run_id, workflow = %workflow.name, "{reason}");
+                }
+                return Ok(false);
+            }
+            Action::Step(step) => (&step.outgoing, &step.rendered, &step.unsubscribe, step.category),
+        };
+        let step = &workflow.steps[run.next_step as usize];
+        let kind = step.kind();
+        let mut status = "ready";
+        // The checks of `prepare` ran before this transaction; repeat them inside it,
+        // so a follow-up logged or consent withdrawn meanwhile still wins.
+        let contact = &store::contact_by_id(tx, run.contact_id)
             .await?
             .context("contact is gone")?;
-        let contact_ctx = store::contact_context(&mut tx, contact).await?;
-        if let Some(reason) = triggers::stop_reason(&mut tx, workflow, run, contact, &contact_ctx).await? {
-            store::end_run(&mut tx, run.id, "cancelled", &reason, now).await?;
-            tx.commit().await?;
-            info!(run_id = run.id, workflow = %workflow.name, reason, "run stopped");
-            return Ok(());
+        let contact_ctx = store::contact_context(tx, contact).await?;
+        if let Some(reason) = triggers::stop_reason(tx, workflow, run, contact, &contact_ctx).await? {
+            store::end_run(tx, run_id, "cancelled", &reason, now).await?;
+            info!(run_id, workflow = %workflow.name, reason, "run stopped");
+            return Ok(false);
         }
-        // Frequency caps count what other workflows queued too, so they are checked here, in the transaction.
-        if let (Step::Send { channel, .. }, Some(_)) = (step, &outgoing)
-            && let Some((until, reason)) = self.capped(&mut tx, &set, workflow, channel, contact, now).await?
+        // Frequency caps count what other workflows queued too (in this very batch
+        // as well), so they are checked here, in the transaction.
+        if let (Step::Send { channel, .. }, Some(_)) = (step, outgoing)
+            && let Some((until, reason)) = self.capped(tx, set, workflow, channel, contact, now).await?
         {
-            if store::defer_run(&mut tx, run, until, &reason, now).await? {
-                tx.commit().await?;
-                info!(run_id = run.id, workflow = %workflow.name, contact_id = contact.id, "{reason}");
+            if store::defer_run(tx, run, until, &reason, now).await? {
+                info!(run_id, workflow = %workflow.name, contact_id = contact.id, "{reason}");
             }
-            return Ok(());
+            return Ok(false);
         }
-        let outgoing = outgoing.filter(|_| !(matches!(step, Step::Send { .. }) && contact.consent == "withdrawn"));
+        let outgoing = outgoing
+            .as_ref()
+            .filter(|_| !(matches!(step, Step::Send { .. }) && contact.consent == "withdrawn"));
+        let mut queued = false;
         let detail = match step {
             Step::Send { .. } | Step::NotifyOwner { .. } => match (outgoing, rendered) {
                 (Some(out), Some(r)) => {
@@ -511,17 +585,17 @@ impl Engine {
                         run.id, run.next_step, contact.id, out.key_suffix
                     );
                     let message_id = format!("<{key}@{}>", self.message_id_domain);
-                    let (text, html) = match &unsubscribe {
-                        Some(links) => with_unsubscribe_footer(r.text, r.html, &links.https),
-                        None => (r.text, r.html),
+                    let (text, html) = match unsubscribe {
+                        Some(links) => with_unsubscribe_footer(r.text.clone(), r.html.clone(), &links.https),
+                        None => (r.text.clone(), r.html.clone()),
                     };
                     let outbound = OutboundMessage {
-                        to_name: out.name,
+                        to_name: out.name.clone(),
                         to_address: out.address.clone(),
-                        subject: r.subject.unwrap_or_default(),
+                        subject: r.subject.clone().unwrap_or_default(),
                         text,
                         html,
-                        extra: r.extra,
+                        extra: r.extra.clone(),
                         unsubscribe: unsubscribe.clone(),
                     };
                     let row = NewOutboxRow {
@@ -529,11 +603,11 @@ impl Engine {
                         message_id: &message_id,
                         run_id: Some(run.id),
                         contact_id: Some(contact.id),
-                        channel: out.channel,
+                        channel: &out.channel,
                         category,
                         message: &outbound,
                     };
-                    store::insert_outbox(&mut tx, &row, now).await?;
+                    queued = store::insert_outbox(tx, &row, now).await?;
                     format!("queued {message_id} to {}", out.address)
                 }
                 _ if matches!(step, Step::NotifyOwner { .. }) => "skipped: the contact has no owner email".into(),
@@ -542,7 +616,7 @@ impl Engine {
             },
             Step::Wait(span) => {
                 let until = add_span(now, *span, &contact.time_zone);
-                store::insert_timer(&mut tx, until, TimerKind::ResumeRun, Some(run.id), None).await?;
+                store::insert_timer(tx, until, TimerKind::ResumeRun, Some(run.id), None).await?;
                 status = "waiting";
                 format!("wait until {}", crate::clock::display_ms(until))
             }
@@ -558,44 +632,40 @@ impl Engine {
                 match span {
                     Some(span) => {
                         let at = add_span(now, span, &contact.time_zone);
-                        store::set_next_follow_up(&mut tx, contact.id, Some(at), goal.as_deref(), now).await?;
+                        store::set_next_follow_up(tx, contact.id, Some(at), goal.as_deref(), now).await?;
                         format!("next follow-up {}", crate::clock::display_ms(at))
                     }
                     None => "skipped: the cadence has no interval for this contact".into(),
                 }
             }
             Step::SetStage(stage) => {
-                store::set_stage(&mut tx, contact, stage, &format!("workflow:{}", workflow.name), now).await?;
-                store::rebase_run_stage(&mut tx, run.id, stage).await?;
+                store::set_stage(tx, contact, stage, &format!("workflow:{}", workflow.name), now).await?;
+                store::rebase_run_stage(tx, run.id, stage).await?;
                 format!("stage {} -> {stage}", contact.stage)
             }
             Step::SetTier(tier) => {
-                store::set_classification(&mut tx, contact.id, store::Classification::ValueTier, tier, now).await?;
+                store::set_classification(tx, contact.id, store::Classification::ValueTier, tier, now).await?;
                 format!("value tier -> {tier}")
             }
             Step::SetIntent(grade) => {
-                store::set_classification(&mut tx, contact.id, store::Classification::IntentGrade, grade, now).await?;
+                store::set_classification(tx, contact.id, store::Classification::IntentGrade, grade, now).await?;
                 format!("intent grade -> {grade}")
             }
             Step::Tag(tag) => {
-                store::set_tag(&mut tx, contact, tag, true, now).await?;
+                store::set_tag(tx, contact, tag, true, now).await?;
                 format!("tagged {tag}")
             }
             Step::Untag(tag) => {
-                store::set_tag(&mut tx, contact, tag, false, now).await?;
+                store::set_tag(tx, contact, tag, false, now).await?;
                 format!("untagged {tag}")
             }
         };
-        if !store::finish_step(&mut tx, run, kind, &detail, status, now).await? {
-            // Another worker moved this run on meanwhile: drop this attempt's effects.
-            return Ok(());
+        if !store::finish_step(tx, run, kind, &detail, status, now).await? {
+            // The run moved on meanwhile: undo this attempt's effects.
+            anyhow::bail!("run {} is no longer at step {}", run.id, run.next_step);
         }
-        tx.commit().await?;
-        info!(run_id = run.id, workflow = %workflow.name, step = run.next_step, kind, contact_id = contact.id, "{detail}");
-        if detail.starts_with("queued") {
-            self.delivery_wake.notify_one();
-        }
-        Ok(())
+        info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id = contact.id, "{detail}");
+        Ok(queued)
     }
 }
 
@@ -639,6 +709,28 @@ impl Engine {
         }
         Ok(None)
     }
+}
+
+/// A step could not run: it is tried again later with backoff, up to a limit of errors in a row.
+async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::Error, now: i64) -> anyhow::Result<()> {
+    let errors = store::count_step_error(conn, run_id).await?;
+    match store::load_run(conn, run_id).await? {
+        Some(run) if run.status == "ready" && errors < MAX_STEP_ERRORS => {
+            let delay = (30_000i64 << (errors - 1).clamp(0, 7)).min(3_600_000);
+            let reason = format!(
+                "error {errors} of {MAX_STEP_ERRORS} at step {}: {error:#}",
+                run.next_step
+            );
+            store::defer_run(conn, &run, now + delay, &reason, now).await?;
+            warn!(run_id, "step failed, retried in {} s: {error:#}", delay / 1000);
+        }
+        Some(run) if run.status == "ready" => {
+            store::end_run(conn, run_id, "failed", &format!("{error:#}"), now).await?;
+            warn!(run_id, "run failed after {errors} errors: {error:#}");
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Makes sure a marketing email shows its unsubscribe link, whatever the template wrote.

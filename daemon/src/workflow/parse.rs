@@ -795,12 +795,16 @@ mod tests {
     fn semantic_errors_are_all_reported() {
         let src = "[trigger]\non = \"stage_changed\"\nto = \"inquriy\"\n[[steps]]\nwait = \"3 parsecs\"\n[[steps]]\nsend = { channel = \"fax\", template = \"helo\" }\n";
         let problems = compile(src).err().unwrap();
-        let got: Vec<_> = problems.iter().map(|d| (d.line_col(src), d.message.clone())).collect();
-        assert_eq!(got.len(), 4, "{got:?}");
+        let mut got: Vec<_> = problems.iter().map(|d| (d.line_col(src), d.message.clone())).collect();
+        got.sort();
+        assert_eq!(got.len(), 5, "{got:?}");
         assert_eq!(got[0].0, (3, 6));
         assert_eq!(got[1].0, (5, 8));
-        assert_eq!(got[2].0, (7, 20));
-        assert_eq!(got[3].0, (7, 38));
+        // A workflow that sends must say what its messages are.
+        assert_eq!(got[2].0, (6, 1));
+        assert!(got[2].1.contains("must say what its messages are"), "{got:?}");
+        assert_eq!(got[3].0, (7, 20));
+        assert_eq!(got[4].0, (7, 38));
     }
 
     #[test]
