@@ -20,12 +20,18 @@ use tracing::{info, warn};
 
 use crate::clock::{Clock, parse_time};
 use crate::config::Config;
-use crate::store::{self, BounceKind, Contact, Invalid, NewContact, NewFollowUp, Store, SuppressionRules};
+use crate::store::{self, BounceKind, Contact, GroupCommit, Invalid, NewContact, NewFollowUp, Store, SuppressionRules};
 use crate::unsubscribe::Unsubscribe;
+
+/// What a write route answers: a status and a JSON body.
+type Answer = (StatusCode, serde_json::Value);
 
 #[derive(Clone)]
 struct AppState {
     store: Store,
+    /// Writes of concurrent requests share transactions (and fsyncs); each is
+    /// answered once durable.
+    writer: GroupCommit<Answer>,
     clock: Clock,
     engine_wake: Arc<Notify>,
     token: Option<Arc<str>>,
@@ -42,10 +48,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A contact (or other thing) the request names does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NotFound(String);
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         if let Some(invalid) = e.downcast_ref::<Invalid>() {
             return ApiError(StatusCode::UNPROCESSABLE_ENTITY, invalid.0.clone());
+        }
+        if let Some(missing) = e.downcast_ref::<NotFound>() {
+            return ApiError(StatusCode::NOT_FOUND, missing.0.clone());
         }
         warn!("api: {e:#}");
         ApiError(
@@ -81,6 +95,7 @@ pub async fn serve(
         );
     }
     let state = AppState {
+        writer: GroupCommit::start(store.clone()),
         store,
         clock,
         engine_wake,
@@ -142,22 +157,38 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn contact(conn: &mut store::Conn, reference: &str) -> Result<Contact, ApiError> {
-    store::find_contact(conn, reference).await?.ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            format!("no contact `{reference}` (give an id or an email)"),
-        )
-    })
+async fn contact(conn: &mut store::Conn, reference: &str) -> anyhow::Result<Contact> {
+    store::find_contact(conn, reference)
+        .await?
+        .ok_or_else(|| NotFound(format!("no contact `{reference}` (give an id or an email)")).into())
+}
+
+impl AppState {
+    /// Runs `write` in the next group commit, wakes the engine, and answers.
+    async fn write<F>(&self, write: F) -> ApiResult
+    where
+        F: for<'c> FnOnce(
+                &'c mut store::Conn,
+            ) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<Answer>> + Send + 'c>>
+            + Send
+            + 'static,
+    {
+        let (status, body) = self.writer.write(write).await?;
+        self.engine_wake.notify_one();
+        Ok((status, Json(body)).into_response())
+    }
 }
 
 async fn add_contact(State(s): State<AppState>, body: Result<Json<NewContact>, JsonRejection>) -> ApiResult {
     let Json(new) = body?;
-    let mut tx = s.store.write().await?;
-    let id = store::insert_contact(&mut tx, &new, s.clock.now_ms()).await?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
-    s.engine_wake.notify_one();
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+    let now = s.clock.now_ms();
+    s.write(move |conn| {
+        Box::pin(async move {
+            let id = store::insert_contact(conn, &new, now).await?;
+            Ok((StatusCode::CREATED, json!({ "id": id })))
+        })
+    })
+    .await
 }
 
 async fn show_contact(State(s): State<AppState>, Path(reference): Path<String>) -> ApiResult {
@@ -179,25 +210,26 @@ async fn change_stage(
     body: Result<Json<StageChange>, JsonRejection>,
 ) -> ApiResult {
     let Json(change) = body?;
-    let mut tx = s.store.write().await?;
-    let contact = contact(&mut tx, &reference).await?;
     let now = s.clock.now_ms();
-    set_stage_and_answer(&s, tx, &contact, &change.stage, now, json!({})).await
+    s.write(move |conn| {
+        Box::pin(async move {
+            let contact = contact(conn, &reference).await?;
+            set_stage(conn, &contact, &change.stage, now, json!({})).await
+        })
+    })
+    .await
 }
 
-/// Sets the stage, commits, wakes the engine, and answers 202 with the event
-/// (200 when the stage was already that), plus `extra` fields.
-async fn set_stage_and_answer(
-    s: &AppState,
-    mut tx: store::Tx,
+/// Sets the stage; answers 202 with the event (200 when the stage was already
+/// that), plus `extra` fields.
+async fn set_stage(
+    conn: &mut store::Conn,
     contact: &Contact,
     stage: &str,
     now: i64,
     mut extra: serde_json::Value,
-) -> ApiResult {
-    let event = store::set_stage(&mut tx, contact, stage, "api", now).await?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
-    s.engine_wake.notify_one();
+) -> anyhow::Result<Answer> {
+    let event = store::set_stage(conn, contact, stage, "api", now).await?;
     let status = if event.is_some() {
         StatusCode::ACCEPTED
     } else {
@@ -205,7 +237,7 @@ async fn set_stage_and_answer(
     };
     extra["event_id"] = json!(event);
     extra["changed"] = json!(event.is_some());
-    Ok((status, Json(extra)).into_response())
+    Ok((status, extra))
 }
 
 /// A stage change for a contact known by email, created on first sight: what a
@@ -233,36 +265,33 @@ async fn stage_change_by_email(
         ));
     }
     let now = s.clock.now_ms();
-    let mut tx = s.store.write().await?;
-    // By email only: this route must never take "42" for contact 42.
-    let contact = match store::contact_by_email(&mut tx, &change.email).await? {
-        Some(contact) => contact,
-        None => {
-            let name = if change.name.trim().is_empty() {
-                change.email.clone()
-            } else {
-                change.name
+    s.write(move |conn| {
+        Box::pin(async move {
+            // By email only: this route must never take "42" for contact 42.
+            let contact = match store::contact_by_email(conn, &change.email).await? {
+                Some(contact) => contact,
+                None => {
+                    let name = if change.name.trim().is_empty() {
+                        change.email.clone()
+                    } else {
+                        change.name
+                    };
+                    let new = NewContact {
+                        name,
+                        company: change.company,
+                        email: Some(change.email.clone()),
+                        ..NewContact::default()
+                    };
+                    let id = store::insert_contact(conn, &new, now).await?;
+                    store::contact_by_id(conn, id)
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("contact {id} vanished"))?
+                }
             };
-            let new = NewContact {
-                name,
-                company: change.company,
-                email: Some(change.email.clone()),
-                ..NewContact::default()
-            };
-            let id = store::insert_contact(&mut tx, &new, now).await?;
-            store::contact_by_id(&mut tx, id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("contact {id} vanished"))?
-        }
-    };
-    set_stage_and_answer(
-        &s,
-        tx,
-        &contact,
-        &change.stage,
-        now,
-        json!({ "contact_id": contact.id }),
-    )
+            let extra = json!({ "contact_id": contact.id });
+            set_stage(conn, &contact, &change.stage, now, extra).await
+        })
+    })
     .await
 }
 
@@ -311,15 +340,15 @@ async fn log_follow_up(
 ) -> ApiResult {
     let Json(input) = body?;
     let now = s.clock.now_ms();
-    let mut tx = s.store.write().await?;
-    let contact = contact(&mut tx, &reference).await?;
-    let follow_up = input
-        .resolve(&contact, now)
-        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
-    let id = store::log_follow_up(&mut tx, &contact, &follow_up, now).await?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
-    s.engine_wake.notify_one();
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+    s.write(move |conn| {
+        Box::pin(async move {
+            let contact = contact(conn, &reference).await?;
+            let follow_up = input.resolve(&contact, now)?;
+            let id = store::log_follow_up(conn, &contact, &follow_up, now).await?;
+            Ok((StatusCode::CREATED, json!({ "id": id })))
+        })
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -337,12 +366,15 @@ async fn add_inquiry(
     body: Result<Json<InquiryInput>, JsonRejection>,
 ) -> ApiResult {
     let Json(input) = body?;
-    let mut tx = s.store.write().await?;
-    let contact = contact(&mut tx, &reference).await?;
-    let id = store::add_inquiry(&mut tx, contact.id, &input.message, &input.channel, s.clock.now_ms()).await?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
-    s.engine_wake.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(json!({ "inquiry_id": id }))).into_response())
+    let now = s.clock.now_ms();
+    s.write(move |conn| {
+        Box::pin(async move {
+            let contact = contact(conn, &reference).await?;
+            let id = store::add_inquiry(conn, contact.id, &input.message, &input.channel, now).await?;
+            Ok((StatusCode::ACCEPTED, json!({ "inquiry_id": id })))
+        })
+    })
+    .await
 }
 
 /// The landing page of an unsubscribe link. A GET changes nothing (mail scanners
