@@ -11,6 +11,7 @@ use crate::api::FollowUpInput;
 use crate::clock::{display_ms, parse_time};
 use crate::config::Config;
 use crate::daemon;
+use crate::insight::{self, NewOrder, OrderOutcome, money};
 use crate::plugins::PluginHost;
 use crate::store::{self, NewContact};
 use crate::workflow::WorkflowSet;
@@ -22,10 +23,15 @@ pub fn check(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
     match WorkflowSet::load(dir, &plugins.channels()) {
         Ok(set) => {
             println!(
-                "ok: {} workflows, {} templates, {} cadences in {} (set {})",
+                "ok: {} workflows, {} templates, {} cadences, {} in {} (set {})",
                 set.workflows.len(),
                 set.templates.len(),
                 set.cadences.len(),
+                if set.classification.is_some() {
+                    "classification rules"
+                } else {
+                    "no classification rules"
+                },
                 dir.display(),
                 set.hash
             );
@@ -146,13 +152,20 @@ pub async fn contact_import(config: &Config, file: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub async fn contact_show(config: &Config, reference: &str) -> anyhow::Result<()> {
+pub async fn contact_show(config: &Config, reference: &str, as_json: bool) -> anyhow::Result<()> {
     let (store, _) = daemon::open(config).await?;
     let mut conn = store.pool.acquire().await?;
     let contact = store::find_contact(&mut conn, reference)
         .await?
         .with_context(|| format!("no contact `{reference}`"))?;
     let follow_ups = store::follow_ups_of(&mut conn, contact.id, 10).await?;
+    let orders = store::orders_of(&mut conn, contact.id, 10).await?;
+    let history = store::history_of(&mut conn, contact.id, 50).await?;
+    if as_json {
+        let shown = json!({ "contact": contact, "follow_ups": follow_ups, "orders": orders, "history": history });
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(());
+    }
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     println!(
         "#{} {} ({})",
@@ -182,9 +195,50 @@ pub async fn contact_show(config: &Config, reference: &str) -> anyhow::Result<()
         "  time zone {}  locale {}  consent {}",
         contact.time_zone, contact.locale, contact.consent
     );
+    if let Some(since) = &contact.customer_since {
+        println!(
+            "  customer since {since}  rfm {} ({})  behaviour {}",
+            opt(&contact.rfm_grade),
+            opt(&contact.rfm_scores),
+            opt(&contact.behaviour)
+        );
+    }
     match contact.next_follow_up_at {
         Some(at) => println!("  next follow-up {} ({})", display_ms(at), opt(&contact.next_goal)),
         None => println!("  next follow-up: none"),
+    }
+    if !orders.is_empty() {
+        println!("  latest orders:");
+    }
+    for o in &orders {
+        println!(
+            "  - {} {} {} {}{}",
+            o.ordered_on,
+            o.external_id,
+            money::format_minor(o.amount_minor),
+            o.currency,
+            if o.items.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", o.items)
+            }
+        );
+    }
+    if !history.is_empty() {
+        println!("  history:");
+    }
+    for h in &history {
+        println!(
+            "  - {} {} {} -> {} by {}",
+            display_ms(h.at),
+            h.field,
+            h.from_value.as_deref().unwrap_or("-"),
+            h.to_value.as_deref().unwrap_or("-"),
+            h.changed_by
+        );
+    }
+    if !follow_ups.is_empty() {
+        println!("  latest follow-ups:");
     }
     for f in follow_ups {
         println!(
@@ -223,11 +277,82 @@ pub async fn follow_up_log(config: &Config, reference: &str, input: FollowUpInpu
         .with_context(|| format!("no contact `{reference}`"))?;
     let follow_up = input.resolve(&contact, now)?;
     let id = store::log_follow_up(&mut tx, &contact, &follow_up, now).await?;
+    // A follow-up is activity that keeps a customer from churning. Without readable
+    // rules the follow-up is still logged; the daemon's daily pass catches up.
+    match insight::load_rules(&config.workflows) {
+        Ok(rules) => {
+            insight::reclassify_by_id(&mut tx, Some(&rules), contact.id, now).await?;
+        }
+        Err(e) if config.workflows.join(crate::workflow::CLASSIFICATION_FILE).exists() => {
+            eprintln!("warning: not re-classified: {e:#}")
+        }
+        Err(_) => {}
+    }
     tx.commit().await?;
     match follow_up.next_follow_up_at {
         Some(at) => println!("follow-up {id} logged; next follow-up {}", display_ms(at)),
         None => println!("follow-up {id} logged; no next follow-up set"),
     }
+    Ok(())
+}
+
+/// `nudge order add`: records one order and re-classifies its customer.
+pub async fn order_add(config: &Config, order: NewOrder) -> anyhow::Result<()> {
+    let rules = insight::load_rules(&config.workflows)?;
+    let (store, clock) = daemon::open(config).await?;
+    let mut tx = store.write().await?;
+    let outcome = insight::record_order(&mut tx, &rules, &order, clock.now_ms()).await?;
+    tx.commit().await?;
+    match outcome {
+        OrderOutcome::Added { order_id, contact_id } => {
+            let mut conn = store.pool.acquire().await?;
+            let contact = store::contact_by_id(&mut conn, contact_id)
+                .await?
+                .context("contact vanished")?;
+            println!(
+                "order {} recorded (#{order_id}); contact {contact_id}: tier {}, rfm {}, {}",
+                order.id.trim(),
+                contact.value_tier.as_deref().unwrap_or("-"),
+                contact.rfm_grade.as_deref().unwrap_or("-"),
+                contact.behaviour.as_deref().unwrap_or("-"),
+            );
+        }
+        OrderOutcome::AlreadyPresent { order_id } => {
+            println!(
+                "order {} is recorded already (#{order_id}); nothing changed",
+                order.id.trim()
+            )
+        }
+    }
+    Ok(())
+}
+
+/// `nudge order import`: a CSV of orders.
+pub async fn order_import(config: &Config, file: &Path, strict: bool) -> anyhow::Result<()> {
+    let rules = insight::load_rules(&config.workflows)?;
+    let (store, clock) = daemon::open(config).await?;
+    let summary = insight::import::import_orders(&store, &rules, clock.now_ms(), file, strict).await?;
+    println!(
+        "imported {} orders, {} already present, {} bad rows skipped",
+        summary.added, summary.already_present, summary.bad
+    );
+    Ok(())
+}
+
+/// `nudge classify`: re-classifies every customer now (after changing the rules,
+/// or to see today's result without waiting for the daemon's daily pass).
+pub async fn classify(config: &Config) -> anyhow::Result<()> {
+    let rules = insight::load_rules(&config.workflows)?;
+    let (store, clock) = daemon::open(config).await?;
+    let summary = insight::classification_pass(&store, &rules, clock.now_ms(), true)
+        .await?
+        .context("a forced pass always runs")?;
+    println!(
+        "classified {} customers as of {}: {} changes",
+        summary.customers,
+        rules.today(clock.now_ms()),
+        summary.changes
+    );
     Ok(())
 }
 
@@ -269,6 +394,7 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
     let unprocessed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL")
         .fetch_one(pool)
         .await?;
+    let classified_on = store::last_classification_pass(&mut *store.pool.acquire().await?).await?;
     let outbox_due: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?")
             .bind(now)
@@ -288,6 +414,7 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
             "outbox": counts(&outbox),
             "outbox_due": outbox_due,
             "events_unprocessed": unprocessed,
+            "classified_on": classified_on,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -324,6 +451,10 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
     );
     println!("outbox: {} ({outbox_due} due now)", line(&outbox));
     println!("events waiting for the daemon: {unprocessed}");
+    println!(
+        "last daily classification pass: {}",
+        classified_on.as_deref().unwrap_or("never")
+    );
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use nudge::api::FollowUpInput;
 use nudge::commands;
 use nudge::config::Config;
+use nudge::insight::{Amount, NewOrder};
 use nudge::store::NewContact;
 
 #[derive(Parser)]
@@ -50,6 +51,11 @@ enum Command {
     /// Log follow-ups (domain.md §4).
     #[command(subcommand, name = "followup")]
     FollowUp(FollowUpCommand),
+    /// Record orders; import them from CSV.
+    #[command(subcommand)]
+    Order(OrderCommand),
+    /// Re-classify every customer now (value tier, RFM grade, behaviour).
+    Classify,
     /// Record inquiries (they start the response SLA).
     #[command(subcommand)]
     Inquiry(InquiryCommand),
@@ -78,8 +84,43 @@ enum ContactCommand {
     Add(Box<ContactArgs>),
     /// Import contacts from a CSV file with a header row.
     Import { file: PathBuf },
-    /// Show a contact (by id or email) and its latest follow-ups.
-    Show { contact: String },
+    /// Show a contact (by id or email): classification, orders, history, follow-ups.
+    Show {
+        contact: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrderCommand {
+    /// Record one order; sending the same order id again changes nothing.
+    Add {
+        /// The order's id in your shop or ERP.
+        #[arg(long)]
+        id: String,
+        /// The contact's id or email.
+        #[arg(long)]
+        contact: String,
+        /// A decimal amount, e.g. 1234.50.
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        /// Default: the base currency of classification.toml.
+        #[arg(long)]
+        currency: Option<String>,
+        /// YYYY-MM-DD or an RFC 3339 time (default: today).
+        #[arg(long)]
+        date: Option<String>,
+        #[arg(long, default_value = "")]
+        items: String,
+    },
+    /// Import orders from a CSV file with a header row (id, contact, amount, currency, date, items).
+    Import {
+        file: PathBuf,
+        /// Import nothing if any row is bad.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 #[derive(Args)]
@@ -232,7 +273,29 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             commands::contact_add(&config, new).await
         }
         Command::Contact(ContactCommand::Import { file }) => commands::contact_import(&config, &file).await,
-        Command::Contact(ContactCommand::Show { contact }) => commands::contact_show(&config, &contact).await,
+        Command::Contact(ContactCommand::Show { contact, json }) => {
+            commands::contact_show(&config, &contact, json).await
+        }
+        Command::Order(OrderCommand::Add {
+            id,
+            contact,
+            amount,
+            currency,
+            date,
+            items,
+        }) => {
+            let order = NewOrder {
+                id,
+                contact,
+                amount: Amount::Text(amount),
+                currency,
+                date,
+                items,
+            };
+            commands::order_add(&config, order).await
+        }
+        Command::Order(OrderCommand::Import { file, strict }) => commands::order_import(&config, &file, strict).await,
+        Command::Classify => commands::classify(&config).await,
         Command::Stage(StageCommand::Set { contact, stage }) => commands::stage_set(&config, &contact, &stage).await,
         Command::FollowUp(FollowUpCommand::Log {
             contact,

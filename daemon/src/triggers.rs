@@ -15,11 +15,18 @@ pub fn matches(trigger: &Trigger, event: &Event) -> bool {
         Trigger::FollowUpLogged => event.kind == "follow_up_logged",
         Trigger::FollowUpOverdue { .. } => event.kind == "follow_up_overdue",
         Trigger::InquiryReceived { .. } => event.kind == "inquiry_received",
-        Trigger::StageChanged { from, to } => {
-            event.kind == "stage_changed"
+        Trigger::StageChanged { from, to } | Trigger::TierChanged { from, to } | Trigger::RfmChanged { from, to } => {
+            let kind = match trigger {
+                Trigger::StageChanged { .. } => "stage_changed",
+                Trigger::TierChanged { .. } => "tier_changed",
+                _ => "rfm_changed",
+            };
+            event.kind == kind
                 && from.as_deref().is_none_or(|f| field("from") == Some(f))
                 && to.as_deref().is_none_or(|t| field("to") == Some(t))
         }
+        Trigger::BecameDormant => event.kind == "became_dormant",
+        Trigger::FirstOrder => event.kind == "first_order",
     }
 }
 
@@ -73,6 +80,10 @@ pub async fn cancel_reason(
         Trigger::InquiryReceived { sla: Some(_) } => {
             let id = context.get("inquiry_id").and_then(|v| v.as_i64()).unwrap_or(0);
             (!store::inquiry_open(conn, id).await?).then_some("the inquiry was answered")
+        }
+        // Reactivation is for customers still dormant: one who ordered again needs none.
+        Trigger::BecameDormant => {
+            (contact.behaviour.as_deref() != Some("dormant")).then_some("the customer is no longer dormant")
         }
         _ => None,
     })

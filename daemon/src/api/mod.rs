@@ -20,6 +20,8 @@ use tracing::{info, warn};
 
 use crate::clock::{Clock, parse_time};
 use crate::config::Config;
+use crate::insight::{self, NewOrder, OrderOutcome};
+use crate::runs::Engine;
 use crate::store::{self, Contact, Invalid, NewContact, NewFollowUp, Store};
 
 #[derive(Clone)]
@@ -27,6 +29,8 @@ struct AppState {
     store: Store,
     clock: Clock,
     engine_wake: Arc<Notify>,
+    /// The running workflow set's classification rules are read from here.
+    engine: Arc<Engine>,
     token: Option<Arc<str>>,
 }
 
@@ -66,6 +70,7 @@ pub async fn serve(
     store: Store,
     clock: Clock,
     engine_wake: Arc<Notify>,
+    engine: Arc<Engine>,
     cancel: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     let token = config.api_token();
@@ -80,6 +85,7 @@ pub async fn serve(
         store,
         clock,
         engine_wake,
+        engine,
         token: token.map(Into::into),
     };
     let listener = tokio::net::TcpListener::bind(config.api.bind)
@@ -104,6 +110,7 @@ fn router(state: AppState) -> Router {
         .route("/contacts/{contact}/follow-ups", post(log_follow_up))
         .route("/contacts/{contact}/inquiries", post(add_inquiry))
         .route("/stage-changes", post(stage_change_by_email))
+        .route("/orders", post(add_order))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -151,7 +158,12 @@ async fn show_contact(State(s): State<AppState>, Path(reference): Path<String>) 
     let mut conn = s.store.pool.acquire().await.map_err(anyhow::Error::from)?;
     let contact = contact(&mut conn, &reference).await?;
     let follow_ups = store::follow_ups_of(&mut conn, contact.id, 20).await?;
-    Ok(Json(json!({ "contact": contact, "follow_ups": follow_ups })).into_response())
+    let orders = store::orders_of(&mut conn, contact.id, 20).await?;
+    let history = store::history_of(&mut conn, contact.id, 50).await?;
+    Ok(
+        Json(json!({ "contact": contact, "follow_ups": follow_ups, "orders": orders, "history": history }))
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -304,6 +316,8 @@ async fn log_follow_up(
         .resolve(&contact, now)
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
     let id = store::log_follow_up(&mut tx, &contact, &follow_up, now).await?;
+    let rules = s.engine.current().classification.clone();
+    insight::reclassify_by_id(&mut tx, rules.as_deref(), contact.id, now).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     s.engine_wake.notify_one();
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
@@ -330,4 +344,28 @@ async fn add_inquiry(
     tx.commit().await.map_err(anyhow::Error::from)?;
     s.engine_wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({ "inquiry_id": id }))).into_response())
+}
+
+/// Records an order (201), or finds it recorded already (200, nothing changed).
+async fn add_order(State(s): State<AppState>, body: Result<Json<NewOrder>, JsonRejection>) -> ApiResult {
+    let Json(order) = body?;
+    let Some(rules) = s.engine.current().classification.clone() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "orders need classification rules: add classification.toml to the workflows folder".into(),
+        ));
+    };
+    let mut tx = s.store.write().await?;
+    let outcome = insight::record_order(&mut tx, &rules, &order, s.clock.now_ms()).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(match outcome {
+        OrderOutcome::Added { order_id, contact_id } => {
+            s.engine_wake.notify_one();
+            let body = json!({ "id": order_id, "contact_id": contact_id, "created": true });
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
+        OrderOutcome::AlreadyPresent { order_id } => {
+            (StatusCode::OK, Json(json!({ "id": order_id, "created": false }))).into_response()
+        }
+    })
 }

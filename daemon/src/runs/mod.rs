@@ -413,6 +413,10 @@ impl Engine {
                 store::set_tag(&mut tx, contact, tag, false, now).await?;
                 format!("untagged {tag}")
             }
+            Step::SetOwner(owner) => {
+                store::set_owner(&mut tx, contact, owner, &format!("workflow:{}", workflow.name), now).await?;
+                format!("owner {} -> {owner}", contact.owner)
+            }
         };
         if !store::finish_step(&mut tx, run, kind, &detail, status, now).await? {
             // Another worker moved this run on meanwhile: drop this attempt's effects.

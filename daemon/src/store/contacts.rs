@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::types::Json;
 
-use super::{Conn, insert_event, insert_timer};
+use super::{Conn, insert_event, insert_history, insert_timer};
 use crate::workflow::{INTENT_GRADES, STAGES, TIERS};
 
 /// A contact as stored.
@@ -29,6 +29,13 @@ pub struct Contact {
     pub next_goal: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Computed from orders (classification.toml): A / B / C and the scores behind it.
+    pub rfm_grade: Option<String>,
+    pub rfm_scores: Option<String>,
+    /// Computed: active / dormant / churned; none before the first order.
+    pub behaviour: Option<String>,
+    /// The date of the first order (YYYY-MM-DD); none for a contact who never ordered.
+    pub customer_since: Option<String>,
 }
 
 /// What a new contact is made of; everything but the name is optional.
@@ -115,6 +122,8 @@ impl Contact {
             "tags": self.tags.0, "source": self.source, "time_zone": self.time_zone, "locale": self.locale,
             "consent": self.consent, "follow_up_count": follow_up_count,
             "has_next_follow_up": self.next_follow_up_at.is_some(),
+            "rfm_grade": self.rfm_grade.clone().unwrap_or_default(),
+            "behaviour": self.behaviour.clone().unwrap_or_default(),
         })
     }
 }
@@ -205,6 +214,7 @@ pub async fn set_stage(
         .bind(contact.id)
         .execute(&mut *conn)
         .await?;
+    insert_history(conn, contact.id, "stage", Some(&contact.stage), Some(stage), by, now).await?;
     let payload = json!({ "from": contact.stage, "to": stage, "by": by });
     Ok(Some(
         insert_event(conn, "stage_changed", contact.id, &payload, now).await?,
@@ -242,6 +252,20 @@ pub async fn set_classification(
 pub enum Classification {
     ValueTier,
     IntentGrade,
+}
+
+/// Hands the contact to another owner; kept in the history with who did it.
+pub async fn set_owner(conn: &mut Conn, contact: &Contact, owner: &str, by: &str, now: i64) -> anyhow::Result<()> {
+    if contact.owner == owner {
+        return Ok(());
+    }
+    sqlx::query("UPDATE contacts SET owner = ?, updated_at = ? WHERE id = ?")
+        .bind(owner)
+        .bind(now)
+        .bind(contact.id)
+        .execute(&mut *conn)
+        .await?;
+    insert_history(conn, contact.id, "owner", Some(&contact.owner), Some(owner), by, now).await
 }
 
 /// Adds (`present = true`) or removes a tag.

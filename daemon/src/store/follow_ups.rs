@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Classification, Conn, Contact, Invalid, insert_event, set_classification, set_next_follow_up};
+use super::{
+    Classification, Conn, Contact, Invalid, insert_event, insert_history, set_classification, set_next_follow_up,
+};
 
 /// A follow-up as logged by a rep.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -56,9 +58,22 @@ pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp
         .into());
     }
     let at = new.at.unwrap_or(now);
+    let owner = new.owner.clone().unwrap_or_else(|| contact.owner.clone());
     let status_change = match &new.intent_grade {
         Some(grade) if Some(grade) != contact.intent_grade.as_ref() => {
             set_classification(conn, contact.id, Classification::IntentGrade, grade, now).await?;
+            // The rep who logged the follow-up decided the new grade (domain.md §4: "B -> A").
+            let by = if owner.is_empty() { "follow-up" } else { owner.as_str() };
+            insert_history(
+                conn,
+                contact.id,
+                "intent_grade",
+                contact.intent_grade.as_deref(),
+                Some(grade),
+                by,
+                at,
+            )
+            .await?;
             Some(format!(
                 "intent {} -> {grade}",
                 contact.intent_grade.as_deref().unwrap_or("-")
@@ -66,7 +81,6 @@ pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp
         }
         _ => None,
     };
-    let owner = new.owner.clone().unwrap_or_else(|| contact.owner.clone());
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO follow_ups (contact_id, at, channel, summary, feedback, status_change, next_follow_up_at,
                                  next_goal, result, owner, logged_at)

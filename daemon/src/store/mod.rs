@@ -5,6 +5,7 @@
 mod contacts;
 mod events;
 mod follow_ups;
+mod orders;
 mod outbox;
 mod runs;
 mod timers;
@@ -20,6 +21,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 pub use contacts::*;
 pub use events::*;
 pub use follow_ups::*;
+pub use orders::*;
 pub use outbox::*;
 pub use runs::*;
 pub use timers::*;

@@ -2,9 +2,11 @@
 //! compiled [`WorkflowSet`] that the engine runs. A set is identified by the
 //! hash of its files; runs are pinned to the set they started with.
 //!
-//! The folder holds `*.toml` workflows, `templates/*.toml` message templates and
-//! an optional `cadences.toml` of named cadence tables.
+//! The folder holds `*.toml` workflows, `templates/*.toml` message templates,
+//! an optional `cadences.toml` of named cadence tables and an optional
+//! `classification.toml` of customer classification rules.
 
+mod classification;
 mod condition;
 mod diagnostic;
 mod parse;
@@ -16,6 +18,7 @@ use std::path::Path;
 use jiff::Span;
 use sha2::{Digest, Sha256};
 
+pub use classification::{BehaviourRules, ClassificationRules, RfmRules, ValueTierRules, add_days, sub_days};
 pub use condition::{Condition, contact_schema, event_schema};
 pub use diagnostic::{Diagnostic, Diagnostics};
 
@@ -35,6 +38,10 @@ pub const STAGES: &[&str] = &[
 pub const TIERS: &[&str] = &["high", "medium", "low"];
 /// Intent grades (domain.md §1).
 pub const INTENT_GRADES: &[&str] = &["A", "B", "C"];
+/// RFM grades, computed from orders (domain.md §1).
+pub const RFM_GRADES: &[&str] = &["A", "B", "C"];
+/// The file of the folder that holds the classification rules.
+pub const CLASSIFICATION_FILE: &str = "classification.toml";
 
 /// A validated, compiled set of workflow files.
 #[derive(Debug)]
@@ -46,6 +53,8 @@ pub struct WorkflowSet {
     pub workflows: Vec<Workflow>,
     pub templates: BTreeMap<String, Template>,
     pub cadences: BTreeMap<String, Cadence>,
+    /// Without a `classification.toml`, nothing is computed from orders (and orders are refused).
+    pub classification: Option<std::sync::Arc<ClassificationRules>>,
 }
 
 /// One workflow file.
@@ -82,6 +91,20 @@ pub enum Trigger {
     InquiryReceived {
         sla: Option<Sla>,
     },
+    /// The computed value tier changed (classification.toml).
+    TierChanged {
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// The computed RFM grade changed.
+    RfmChanged {
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// A customer went without an order for `behaviour.dormant_after`.
+    BecameDormant,
+    /// A contact's first order was recorded.
+    FirstOrder,
 }
 
 /// Response time allowed for an inquiry, by value tier.
@@ -100,15 +123,25 @@ impl Sla {
 /// One step of a workflow.
 #[derive(Debug, Clone)]
 pub enum Step {
-    Send { channel: String, template: String },
-    NotifyOwner { template: String },
+    Send {
+        channel: String,
+        template: String,
+    },
+    NotifyOwner {
+        template: String,
+    },
     Wait(Span),
-    ScheduleFollowUp { after: FollowUpAfter, goal: Option<String> },
+    ScheduleFollowUp {
+        after: FollowUpAfter,
+        goal: Option<String>,
+    },
     SetStage(String),
     SetTier(String),
     SetIntent(String),
     Tag(String),
     Untag(String),
+    /// Hands the contact to another owner (an email address).
+    SetOwner(String),
 }
 
 impl Step {
@@ -123,6 +156,7 @@ impl Step {
             Step::SetIntent(_) => "set_intent",
             Step::Tag(_) => "tag",
             Step::Untag(_) => "untag",
+            Step::SetOwner(_) => "set_owner",
         }
     }
 }
@@ -210,12 +244,13 @@ impl WorkflowSet {
         }
         let hash = format!("{:x}", hasher.finalize())[..16].to_string();
         match parse::compile_set(&files, channels) {
-            Ok((workflows, templates, cadences)) => Ok(WorkflowSet {
+            Ok((workflows, templates, cadences, classification)) => Ok(WorkflowSet {
                 hash,
                 files,
                 workflows,
                 templates,
                 cadences,
+                classification: classification.map(std::sync::Arc::new),
             }),
             Err(items) => Err(Diagnostics { items, sources: files }),
         }

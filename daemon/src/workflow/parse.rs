@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::diagnostic::{Diagnostic, did_you_mean};
 use super::*;
 
-type Problems = Vec<Diagnostic>;
+pub(super) type Problems = Vec<Diagnostic>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,6 +53,7 @@ struct RawStep {
     set_intent: Option<Spanned<String>>,
     tag: Option<Spanned<String>>,
     untag: Option<Spanned<String>>,
+    set_owner: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -99,14 +100,24 @@ const TRIGGERS: &[&str] = &[
     "follow_up_logged",
     "follow_up_overdue",
     "inquiry_received",
+    "tier_changed",
+    "rfm_changed",
+    "became_dormant",
+    "first_order",
 ];
 
-type Compiled = (Vec<Workflow>, BTreeMap<String, Template>, BTreeMap<String, Cadence>);
+type Compiled = (
+    Vec<Workflow>,
+    BTreeMap<String, Template>,
+    BTreeMap<String, Cadence>,
+    Option<ClassificationRules>,
+);
 
 pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Result<Compiled, Problems> {
     let mut problems = Vec::new();
     let mut templates = BTreeMap::new();
     let mut cadences = BTreeMap::new();
+    let mut classification = None;
     let mut workflow_files = Vec::new();
     for (path, source) in files {
         let in_templates = Path::new(path)
@@ -117,6 +128,8 @@ pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Re
             parse_templates(path, source, channels, &mut templates, &mut problems);
         } else if Path::new(path).file_name().is_some_and(|n| n == "cadences.toml") {
             parse_cadences(path, source, &mut cadences, &mut problems);
+        } else if Path::new(path).file_name().is_some_and(|n| n == CLASSIFICATION_FILE) {
+            classification = super::classification::parse_rules(path, source, &mut problems);
         } else {
             workflow_files.push((path, source));
         }
@@ -128,13 +141,13 @@ pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Re
         }
     }
     if problems.is_empty() {
-        Ok((workflows, templates, cadences))
+        Ok((workflows, templates, cadences, classification))
     } else {
         Err(problems)
     }
 }
 
-fn serde_problem(path: &str, error: toml::de::Error) -> Diagnostic {
+pub(super) fn serde_problem(path: &str, error: toml::de::Error) -> Diagnostic {
     let span = error.span().unwrap_or(0..0);
     let message = error.message().trim().to_string();
     let mut d = Diagnostic::new(path, span.clone(), message.clone());
@@ -170,7 +183,7 @@ fn serde_problem(path: &str, error: toml::de::Error) -> Diagnostic {
     d
 }
 
-fn at<T>(s: &Spanned<T>) -> Range<usize> {
+pub(super) fn at<T>(s: &Spanned<T>) -> Range<usize> {
     s.span()
 }
 
@@ -244,7 +257,7 @@ fn unknown_channel(path: &str, channel: &Spanned<String>, channels: &[String]) -
     Diagnostic::new(path, at(channel), format!("unknown channel `{}`", channel.get_ref())).help(help)
 }
 
-fn duration(path: &str, text: &Spanned<String>, problems: &mut Problems) -> Option<Span> {
+pub(super) fn duration(path: &str, text: &Spanned<String>, problems: &mut Problems) -> Option<Span> {
     match parse_duration(text.get_ref()) {
         Ok(span) => Some(span),
         Err(message) => {
@@ -379,16 +392,26 @@ fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems)
             .help(format!("remove `{key}`, or use a trigger that takes it"))
     };
     let mut ok = true;
+    // `from` and `to` narrow the triggers that report a change of one field.
+    let changed_values = match on {
+        "stage_changed" => Some((STAGES, "stage")),
+        "tier_changed" => Some((TIERS, "value tier")),
+        "rfm_changed" => Some((RFM_GRADES, "RFM grade")),
+        _ => None,
+    };
     for (key, value) in [("from", &t.from), ("to", &t.to)] {
         if let Some(v) = value {
-            if on != "stage_changed" {
-                problems.push(not_here(key, at(v)));
-                ok = false;
-            } else if !one_of(path, v, STAGES, "stage", problems) {
-                ok = false;
+            match changed_values {
+                None => {
+                    problems.push(not_here(key, at(v)));
+                    ok = false;
+                }
+                Some((allowed, what)) => ok &= one_of(path, v, allowed, what, problems),
             }
         }
     }
+    let from = t.from.as_ref().map(|s| s.get_ref().clone());
+    let to = t.to.as_ref().map(|s| s.get_ref().clone());
     if let Some(g) = &t.grace
         && on != "follow_up_overdue"
     {
@@ -404,10 +427,11 @@ fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems)
     let trigger = match on {
         "contact_created" => Trigger::ContactCreated,
         "follow_up_logged" => Trigger::FollowUpLogged,
-        "stage_changed" => Trigger::StageChanged {
-            from: t.from.as_ref().map(|s| s.get_ref().clone()),
-            to: t.to.as_ref().map(|s| s.get_ref().clone()),
-        },
+        "stage_changed" => Trigger::StageChanged { from, to },
+        "tier_changed" => Trigger::TierChanged { from, to },
+        "rfm_changed" => Trigger::RfmChanged { from, to },
+        "became_dormant" => Trigger::BecameDormant,
+        "first_order" => Trigger::FirstOrder,
         "follow_up_overdue" => Trigger::FollowUpOverdue {
             grace: match &t.grace {
                 Some(g) => duration(path, g, problems)?,
@@ -477,6 +501,7 @@ fn parse_step(
         s.set_intent.is_some(),
         s.tag.is_some(),
         s.untag.is_some(),
+        s.set_owner.is_some(),
     ]
     .into_iter()
     .filter(|x| *x)
@@ -484,7 +509,7 @@ fn parse_step(
     if set != 1 {
         problems.push(
             Diagnostic::new(path, at(raw), format!("a step does exactly one thing; this one has {set} actions"))
-                .help("give each `[[steps]]` table one of: send, notify_owner, wait, schedule_follow_up, set_stage, set_tier, set_intent, tag, untag"),
+                .help("give each `[[steps]]` table one of: send, notify_owner, wait, schedule_follow_up, set_stage, set_tier, set_intent, tag, untag, set_owner"),
         );
         return None;
     }
@@ -613,6 +638,16 @@ fn parse_step(
     if let Some(t) = &s.untag {
         return tag(t, problems).map(Step::Untag);
     }
+    if let Some(owner) = &s.set_owner {
+        if owner.get_ref().parse::<lettre::Address>().is_err() {
+            problems.push(
+                Diagnostic::new(path, at(owner), format!("`{}` is not an email address", owner.get_ref()))
+                    .help("an owner is the email address that gets `notify_owner` messages, e.g. \"key-accounts@example.com\""),
+            );
+            return None;
+        }
+        return Some(Step::SetOwner(owner.get_ref().trim().to_string()));
+    }
     None
 }
 
@@ -659,7 +694,7 @@ mod tests {
 
     #[test]
     fn a_valid_workflow_compiles() {
-        let (w, _, _) = compile(
+        let (w, _, _, _) = compile(
             "[trigger]\non = \"stage_changed\"\nto = \"inquiry\"\n[[steps]]\nsend = { channel = \"email\", template = \"hello\" }\n[[steps]]\nwait = \"3d\"\n",
         )
         .unwrap();

@@ -1,0 +1,347 @@
+//! Customer insight end to end: orders through the CLI, the API and CSV files,
+//! classification by the shipped classification.toml, and the shipped workflows
+//! reacting to its events, on the real binary, a real SQLite file and virtual time.
+
+mod common;
+
+use common::{Nudge, SmtpServer, scratch, wait_until};
+use serde_json::Value;
+
+/// 17:00 in Asia/Shanghai, the shipped rules' business time zone: still 2026-11-23 there.
+const MONDAY_9AM: &str = "2026-11-23T09:00:00Z";
+
+fn add_contact(nudge: &Nudge, name: &str, email: &str) {
+    nudge.cli(&[
+        "contact",
+        "add",
+        "--name",
+        name,
+        "--email",
+        email,
+        "--owner",
+        "rep@corp.test",
+    ]);
+}
+
+fn add_order(nudge: &Nudge, id: &str, contact: &str, amount: &str, date: &str) -> String {
+    nudge.cli(&[
+        "order",
+        "add",
+        "--id",
+        id,
+        "--contact",
+        contact,
+        "--amount",
+        amount,
+        "--date",
+        date,
+    ])
+}
+
+/// `nudge contact show --json`.
+fn show(nudge: &Nudge, contact: &str) -> Value {
+    serde_json::from_str(&nudge.cli(&["contact", "show", contact, "--json"])).unwrap()
+}
+
+fn tier(nudge: &Nudge, contact: &str) -> String {
+    show(nudge, contact)["contact"]["value_tier"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn value_tier_boundaries_of_amount_and_tenure() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+
+    // 499,999.99 in the trailing year, made of two orders, by a customer of two years.
+    add_contact(&nudge, "Just Below", "below@example.com");
+    add_order(&nudge, "b-0", "below@example.com", "10", "2024-11-01");
+    add_order(&nudge, "b-1", "below@example.com", "250000.00", "2026-03-01");
+    add_order(&nudge, "b-2", "below@example.com", "249999.99", "2026-11-20");
+    assert_eq!(tier(&nudge, "below@example.com"), "medium");
+    // Exactly 500,000.
+    add_contact(&nudge, "Exactly", "exact@example.com");
+    add_order(&nudge, "e-0", "exact@example.com", "10", "2024-11-01");
+    add_order(&nudge, "e-1", "exact@example.com", "250000.00", "2026-03-01");
+    add_order(&nudge, "e-2", "exact@example.com", "250000", "2026-11-20");
+    assert_eq!(tier(&nudge, "exact@example.com"), "high");
+
+    // Enough money, but a customer for 364 days: medium; 365 days: high.
+    add_contact(&nudge, "Newer", "newer@example.com");
+    add_order(&nudge, "n-1", "newer@example.com", "600000", "2025-11-24");
+    assert_eq!(tier(&nudge, "newer@example.com"), "medium");
+    add_contact(&nudge, "Year", "year@example.com");
+    add_order(&nudge, "y-0", "year@example.com", "1", "2025-11-23");
+    add_order(&nudge, "y-1", "year@example.com", "600000", "2026-11-23");
+    assert_eq!(tier(&nudge, "year@example.com"), "high");
+    let history = &show(&nudge, "year@example.com")["history"];
+    assert!(
+        history.as_array().unwrap().iter().any(|h| h["field"] == "value_tier"
+            && h["from_value"] == "low"
+            && h["to_value"] == "high"
+            && h["changed_by"] == "classification"),
+        "the tier change is in the history: {history:#}"
+    );
+}
+
+#[test]
+fn orders_in_another_currency_are_converted_at_the_configured_rate_or_refused() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    add_contact(&nudge, "Buyer", "buyer@example.com");
+
+    // 14,084.51 USD at 7.10 is 100,000.02 CNY: medium, where the same figure in CNY is low.
+    nudge.cli(&[
+        "order",
+        "add",
+        "--id",
+        "u-1",
+        "--contact",
+        "buyer@example.com",
+        "--amount",
+        "14084.51",
+        "--currency",
+        "USD",
+    ]);
+    let shown = show(&nudge, "buyer@example.com");
+    assert_eq!(shown["orders"][0]["amount_minor"], 1_408_451);
+    assert_eq!(shown["orders"][0]["currency"], "USD");
+    assert_eq!(shown["orders"][0]["base_amount_minor"], 10_000_002);
+    assert_eq!(shown["contact"]["value_tier"], "medium");
+
+    let (ok, _, stderr) = nudge.try_cli(&[
+        "order",
+        "add",
+        "--id",
+        "g-1",
+        "--contact",
+        "buyer@example.com",
+        "--amount",
+        "999999",
+        "--currency",
+        "GBP",
+    ]);
+    assert!(!ok, "an order in a currency without a rate is refused");
+    assert!(stderr.contains("no conversion rate for currency `GBP`"), "{stderr}");
+    let shown = show(&nudge, "buyer@example.com");
+    assert_eq!(shown["orders"].as_array().unwrap().len(), 1, "nothing was stored");
+    assert_eq!(shown["contact"]["value_tier"], "medium", "nothing was mixed in");
+}
+
+#[test]
+fn dormant_on_the_exact_day_six_months_after_the_last_order() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    add_contact(&nudge, "Quiet", "quiet@example.com");
+    add_order(&nudge, "q-1", "quiet@example.com", "100", "2026-05-24");
+    let behaviour = |n: &Nudge| show(n, "quiet@example.com")["contact"]["behaviour"].clone();
+    assert_eq!(behaviour(&nudge), "active");
+
+    // 2026-11-24 in Shanghai begins at 16:00 UTC on the 23rd.
+    nudge.cli(&["clock", "--set", "2026-11-23T15:59:00Z"]);
+    nudge.cli(&["classify"]);
+    assert_eq!(behaviour(&nudge), "active", "the day before");
+    nudge.cli(&["clock", "--set", "2026-11-23T16:00:00Z"]);
+    nudge.cli(&["classify"]);
+    assert_eq!(behaviour(&nudge), "dormant", "on the day");
+}
+
+#[test]
+fn a_large_order_by_a_low_customer_switches_owner_and_cadence_at_once() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    add_contact(&nudge, "Wang Fang", "wang@example.com");
+    add_order(&nudge, "w-1", "wang@example.com", "2000", "2025-10-01");
+    assert_eq!(tier(&nudge, "wang@example.com"), "low");
+    nudge.start();
+    nudge.settle();
+
+    let order = r#"{"id": "w-2", "contact": "wang@example.com", "amount": "600000.00", "items": "50 pumps"}"#;
+    let (status, body) = nudge.http("POST", "/orders", Some(order));
+    assert_eq!(status, 201, "{body}");
+    let mail = smtp.wait_for("key-accounts@example.com", "New key account: Wang Fang");
+    assert!(mail.text.contains("low -> high"), "{}", mail.text);
+    nudge.settle();
+
+    let (_, shown) = nudge.http("GET", "/contacts/wang@example.com", None);
+    let contact = &shown["contact"];
+    assert_eq!(contact["value_tier"], "high");
+    assert_eq!(contact["owner"], "key-accounts@example.com");
+    // cadences.toml [value]: high-value customers every 30 days.
+    let thirty_days_later: jiff::Timestamp = "2026-12-23T09:00:00Z".parse().unwrap();
+    assert_eq!(
+        contact["next_follow_up_at"],
+        thirty_days_later.as_millisecond(),
+        "{shown:#}"
+    );
+    let owner_change = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["field"] == "owner")
+        .cloned();
+    let owner_change = owner_change.unwrap_or_else(|| panic!("no owner change in {shown:#}"));
+    assert_eq!(owner_change["from_value"], "rep@corp.test");
+    assert_eq!(owner_change["changed_by"], "workflow:key-account");
+
+    // Sending the order again changes nothing; sending another under its id is refused.
+    let (status, body) = nudge.http("POST", "/orders", Some(order));
+    assert_eq!((status, body["created"].clone()), (200, Value::Bool(false)), "{body}");
+    let (status, body) = nudge.http(
+        "POST",
+        "/orders",
+        Some(r#"{"id": "w-2", "contact": "wang@example.com", "amount": "1"}"#),
+    );
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = nudge.http(
+        "POST",
+        "/orders",
+        Some(r#"{"id": "w-3", "contact": "wang@example.com", "amount": 10.5}"#),
+    );
+    assert_eq!(status, 422, "a float amount is refused: {body}");
+    nudge.settle();
+    assert_eq!(smtp.mails_to("key-accounts@example.com").len(), 1, "one hand-over");
+    nudge.stop();
+}
+
+#[test]
+fn six_months_without_an_order_start_the_reactivation_cadence() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    add_contact(&nudge, "Chen Jie", "chen@example.com");
+    add_order(&nudge, "c-1", "chen@example.com", "5000", "2026-11-23");
+    nudge.start();
+    nudge.settle();
+
+    let classified_on = |day: &str| {
+        wait_until(
+            || Some(nudge.status()).filter(|s| s["classified_on"] == day),
+            || format!("no classification pass on {day}: {:#}\n{}", nudge.status(), nudge.log()),
+        );
+        nudge.settle();
+    };
+    // The day before: still active, no reactivation.
+    nudge.cli(&["clock", "--set", "2027-05-22T09:00:00Z"]);
+    classified_on("2027-05-22");
+    assert_eq!(show(&nudge, "chen@example.com")["contact"]["behaviour"], "active");
+    assert!(smtp.mails_to("customer-success@example.com").is_empty());
+
+    nudge.cli(&["clock", "--set", "2027-05-23T09:00:00Z"]);
+    classified_on("2027-05-23");
+    let mail = smtp.wait_for("chen@example.com", "it has been a while");
+    assert!(mail.text.contains("5 % off"), "{}", mail.text);
+    smtp.wait_for("customer-success@example.com", "Dormant customer: Chen Jie");
+    nudge.settle();
+    let contact = &show(&nudge, "chen@example.com")["contact"];
+    assert_eq!(contact["behaviour"], "dormant");
+    assert_eq!(contact["stage"], "dormant");
+    assert_eq!(contact["owner"], "customer-success@example.com");
+
+    // An order a month later makes the customer active again and stops the reactivation mails.
+    nudge.cli(&["clock", "--advance", "10d"]);
+    add_order(&nudge, "c-2", "chen@example.com", "100", "2027-06-02");
+    nudge.cli(&["clock", "--advance", "25d"]);
+    nudge.settle();
+    assert_eq!(show(&nudge, "chen@example.com")["contact"]["behaviour"], "active");
+    assert_eq!(
+        smtp.mails_to("chen@example.com")
+            .iter()
+            .filter(|m| m.subject.contains("it has been a while"))
+            .count(),
+        1,
+        "no second reactivation mail once the customer ordered again"
+    );
+    nudge.stop();
+}
+
+#[test]
+fn csv_import_reports_each_bad_row_keeps_the_good_ones_and_is_idempotent() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    add_contact(&nudge, "Importer", "imp@example.com");
+
+    let mut csv = b"id,contact,amount,currency,date,items\n\
+        i-1,imp@example.com,100.00,CNY,2026-11-01,pumps\n\
+        i-2,imp@example.com,50,,2026-13-01,valves\n\
+        i-3,nobody@example.com,10,CNY,2026-11-02,\n\
+        i-4,imp@example.com,-5,CNY,2026-11-02,\n\
+        i-5,imp@example.com,12\"3,CNY,2026-11-02,\n"
+        .to_vec();
+    csv.extend_from_slice(b"i-6,imp@example.com,20,CNY,2026-11-03,caf\xe9\n");
+    csv.extend_from_slice(b"i-7,imp@example.com,30,USD,2026-11-04,\"valves, \"\"large\"\"\"\n");
+    csv.extend_from_slice(b"i-8,imp@example.com,40,CNY\n");
+    let file = nudge.path("orders.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let file = file.to_str().unwrap();
+
+    let (ok, stdout, stderr) = nudge.try_cli(&["order", "import", file]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("imported 2 orders, 0 already present, 6 bad rows skipped"),
+        "{stdout}{stderr}"
+    );
+    for (line, reason) in [
+        (3, "not a date"),
+        (4, "no contact `nobody@example.com`"),
+        (5, "negative"),
+        (6, "broken quoting"),
+        (7, "not UTF-8"),
+        (9, "4 fields where the header has 6"),
+    ] {
+        let expected = format!("{file}:{line}: ");
+        let reported = stderr.lines().find(|l| l.starts_with(&expected));
+        let reported = reported.unwrap_or_else(|| panic!("line {line} not reported:\n{stderr}"));
+        assert!(reported.contains(reason), "line {line}: {reported}");
+    }
+    let shown = show(&nudge, "imp@example.com");
+    let ids: Vec<&str> = shown["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["external_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["i-7", "i-1"]);
+    assert_eq!(shown["orders"][0]["items"], "valves, \"large\"");
+
+    let history_len = shown["history"].as_array().unwrap().len();
+    let (ok, stdout, _) = nudge.try_cli(&["order", "import", file]);
+    assert!(ok);
+    assert!(
+        stdout.contains("imported 0 orders, 2 already present, 6 bad rows skipped"),
+        "{stdout}"
+    );
+    let again = show(&nudge, "imp@example.com");
+    assert_eq!(again["orders"], shown["orders"]);
+    assert_eq!(
+        again["history"].as_array().unwrap().len(),
+        history_len,
+        "nothing changed"
+    );
+}
+
+#[test]
+fn strict_csv_import_keeps_nothing_when_a_row_is_bad() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    add_contact(&nudge, "Strict", "strict@example.com");
+    let file = nudge.path("orders.csv");
+    std::fs::write(
+        &file,
+        "id,contact,amount\ns-1,strict@example.com,100\ns-2,strict@example.com,abc\ns-3,strict@example.com,5\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = nudge.try_cli(&["order", "import", "--strict", file.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains(":3: amount `abc` is not a decimal number"), "{stderr}");
+    assert!(stderr.contains("nothing was imported (--strict)"), "{stderr}");
+    assert_eq!(show(&nudge, "strict@example.com")["orders"], Value::Array(vec![]));
+}
