@@ -345,3 +345,41 @@ fn strict_csv_import_keeps_nothing_when_a_row_is_bad() {
     assert!(stderr.contains("nothing was imported (--strict)"), "{stderr}");
     assert_eq!(show(&nudge, "strict@example.com")["orders"], Value::Array(vec![]));
 }
+
+#[test]
+fn a_history_import_classifies_but_starts_no_workflow() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    add_contact(&nudge, "Old Customer", "old@example.com");
+    add_contact(&nudge, "Live Customer", "live@example.com");
+    let waiting = || nudge.status()["events_unprocessed"].as_i64().unwrap();
+    let before = waiting();
+
+    let file = nudge.path("past.csv");
+    std::fs::write(
+        &file,
+        "id,contact,amount,date\nh-1,old@example.com,200000,2019-03-01\nh-2,old@example.com,400000,2026-01-10\n",
+    )
+    .unwrap();
+    nudge.cli(&["order", "import", "--history", file.to_str().unwrap()]);
+    let shown = show(&nudge, "old@example.com");
+    assert_eq!(shown["contact"]["value_tier"], "medium");
+    assert_eq!(shown["contact"]["customer_since"], "2019-03-01");
+    assert_eq!(
+        shown["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["field"] == "value_tier")
+            .count(),
+        1,
+        "one change for the whole file, not one per order: {shown:#}"
+    );
+    assert_eq!(waiting(), before, "no event for workflows");
+
+    std::fs::write(&file, "id,contact,amount\nl-1,live@example.com,100\n").unwrap();
+    nudge.cli(&["order", "import", file.to_str().unwrap()]);
+    // first_order, tier_changed and rfm_changed.
+    assert_eq!(waiting(), before + 3);
+}

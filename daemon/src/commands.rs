@@ -281,7 +281,7 @@ pub async fn follow_up_log(config: &Config, reference: &str, input: FollowUpInpu
     // rules the follow-up is still logged; the daemon's daily pass catches up.
     match insight::load_rules(&config.workflows) {
         Ok(rules) => {
-            insight::reclassify_by_id(&mut tx, Some(&rules), contact.id, now).await?;
+            insight::reclassify_by_id(&mut tx, Some(&rules), contact.id, now, insight::Events::Write).await?;
         }
         Err(e) if config.workflows.join(crate::workflow::CLASSIFICATION_FILE).exists() => {
             eprintln!("warning: not re-classified: {e:#}")
@@ -327,11 +327,16 @@ pub async fn order_add(config: &Config, order: NewOrder) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `nudge order import`: a CSV of orders.
-pub async fn order_import(config: &Config, file: &Path, strict: bool) -> anyhow::Result<()> {
+/// `nudge order import`: a CSV of orders; with `history`, past orders that start no workflow.
+pub async fn order_import(config: &Config, file: &Path, strict: bool, history: bool) -> anyhow::Result<()> {
     let rules = insight::load_rules(&config.workflows)?;
     let (store, clock) = daemon::open(config).await?;
-    let summary = insight::import::import_orders(&store, &rules, clock.now_ms(), file, strict).await?;
+    let events = if history {
+        insight::Events::Skip
+    } else {
+        insight::Events::Write
+    };
+    let summary = insight::import::import_orders(&store, &rules, clock.now_ms(), file, strict, events).await?;
     println!(
         "imported {} orders, {} already present, {} bad rows skipped",
         summary.added, summary.already_present, summary.bad

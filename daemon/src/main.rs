@@ -120,6 +120,10 @@ enum OrderCommand {
         /// Import nothing if any row is bad.
         #[arg(long)]
         strict: bool,
+        /// Past orders, loaded once: classify the customers, but start no workflow
+        /// (no first-order or reactivation mails for what happened long ago).
+        #[arg(long)]
+        history: bool,
     },
 }
 
@@ -294,7 +298,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             };
             commands::order_add(&config, order).await
         }
-        Command::Order(OrderCommand::Import { file, strict }) => commands::order_import(&config, &file, strict).await,
+        Command::Order(OrderCommand::Import { file, strict, history }) => {
+            commands::order_import(&config, &file, strict, history).await
+        }
         Command::Classify => commands::classify(&config).await,
         Command::Stage(StageCommand::Set { contact, stage }) => commands::stage_set(&config, &contact, &stage).await,
         Command::FollowUp(FollowUpCommand::Log {

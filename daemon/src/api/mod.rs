@@ -317,7 +317,7 @@ async fn log_follow_up(
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
     let id = store::log_follow_up(&mut tx, &contact, &follow_up, now).await?;
     let rules = s.engine.current().classification.clone();
-    insight::reclassify_by_id(&mut tx, rules.as_deref(), contact.id, now).await?;
+    insight::reclassify_by_id(&mut tx, rules.as_deref(), contact.id, now, insight::Events::Write).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     s.engine_wake.notify_one();
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())

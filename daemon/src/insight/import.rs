@@ -2,7 +2,10 @@
 //! size), committed in batches, bad rows reported with their line and reason
 //! while the good ones are kept, or nothing kept at all with `strict`. An order
 //! already stored is skipped, so importing the same file twice changes nothing.
+//! Each customer is re-classified once per batch, after its rows: a file of a
+//! customer's past orders moves their tier once, not once per order.
 
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
@@ -10,8 +13,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{NewOrder, OrderOutcome, record_order};
-use crate::store::{Invalid, Store};
+use super::{Events, NewOrder, OrderOutcome, reclassify_by_id, store_order};
+use crate::store::{Invalid, Store, Tx};
 use crate::workflow::ClassificationRules;
 
 /// Rows per transaction: large enough that fsyncs do not dominate, small enough
@@ -33,12 +36,14 @@ pub struct ImportSummary {
 
 /// Imports `file`. Bad rows go to stderr as `file:line: reason`. With `strict`,
 /// one bad row keeps the whole file out (every bad row is still reported).
+/// `events` says whether the customers' classification changes start workflows.
 pub async fn import_orders(
     store: &Store,
     rules: &ClassificationRules,
     now: i64,
     file: &Path,
     strict: bool,
+    events: Events,
 ) -> anyhow::Result<ImportSummary> {
     let size = std::fs::metadata(file)
         .with_context(|| format!("open {}", file.display()))?
@@ -81,6 +86,13 @@ pub async fn import_orders(
     let mut summary = ImportSummary::default();
     let mut tx = store.write().await?;
     let mut in_batch = 0;
+    let mut customers = BTreeSet::new();
+    let classify = async |tx: &mut Tx, customers: &mut BTreeSet<i64>| -> anyhow::Result<()> {
+        for id in std::mem::take(customers) {
+            reclassify_by_id(tx, Some(rules), id, now, events).await?;
+        }
+        Ok(())
+    };
     let mut record = csv::ByteRecord::new();
     let mut rows = 0u64;
     loop {
@@ -94,7 +106,7 @@ pub async fn import_orders(
         };
         rows += 1;
         let outcome = match row {
-            Ok(order) => match record_order(&mut tx, rules, &order, now).await {
+            Ok(order) => match store_order(&mut tx, rules, &order, now).await {
                 Ok(outcome) => Ok(outcome),
                 Err(e) => match e.downcast::<Invalid>() {
                     Ok(invalid) => Err(invalid.0),
@@ -104,7 +116,10 @@ pub async fn import_orders(
             Err(reason) => Err(reason),
         };
         match outcome {
-            Ok(OrderOutcome::Added { .. }) => summary.added += 1,
+            Ok(OrderOutcome::Added { contact_id, .. }) => {
+                summary.added += 1;
+                customers.insert(contact_id);
+            }
             Ok(OrderOutcome::AlreadyPresent { .. }) => summary.already_present += 1,
             Err(reason) => {
                 summary.bad += 1;
@@ -113,6 +128,7 @@ pub async fn import_orders(
         }
         in_batch += 1;
         if !strict && in_batch >= BATCH_ROWS {
+            classify(&mut tx, &mut customers).await?;
             tx.commit().await?;
             tx = store.write().await?;
             in_batch = 0;
@@ -128,6 +144,7 @@ pub async fn import_orders(
             summary.bad
         );
     }
+    classify(&mut tx, &mut customers).await?;
     tx.commit().await?;
     Ok(summary)
 }

@@ -85,10 +85,35 @@ pub enum OrderOutcome {
     AlreadyPresent { order_id: i64 },
 }
 
+/// Whether a re-classification tells workflows about its changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Events {
+    /// Live data: write `first_order`, `tier_changed`, ... for workflows to react to.
+    Write,
+    /// Past data being loaded (`order import --history`): keep the classification and
+    /// its history, but start no workflow (no after-sale mail for a first order of 2019).
+    Skip,
+}
+
 /// Validates, converts and stores an order, and re-classifies its customer, all
 /// in the caller's transaction. An unknown contact or currency, a bad amount or
 /// date, or an existing order of the same id with other content is `Invalid`.
 pub async fn record_order(
+    conn: &mut Conn,
+    rules: &ClassificationRules,
+    new: &NewOrder,
+    now: i64,
+) -> anyhow::Result<OrderOutcome> {
+    let outcome = store_order(conn, rules, new, now).await?;
+    if let OrderOutcome::Added { contact_id, .. } = outcome {
+        reclassify_by_id(conn, Some(rules), contact_id, now, Events::Write).await?;
+    }
+    Ok(outcome)
+}
+
+/// Validates, converts and stores an order without re-classifying its customer:
+/// for imports, which classify each customer once per batch.
+pub async fn store_order(
     conn: &mut Conn,
     rules: &ClassificationRules,
     new: &NewOrder,
@@ -129,13 +154,10 @@ pub async fn record_order(
         items: new.items.trim(),
     };
     match store::insert_order(conn, &row, now).await? {
-        OrderInsert::Added(order_id) => {
-            reclassify(conn, rules, &contact, now).await?;
-            Ok(OrderOutcome::Added {
-                order_id,
-                contact_id: contact.id,
-            })
-        }
+        OrderInsert::Added(order_id) => Ok(OrderOutcome::Added {
+            order_id,
+            contact_id: contact.id,
+        }),
         OrderInsert::AlreadyPresent(order_id) => Ok(OrderOutcome::AlreadyPresent { order_id }),
         OrderInsert::Conflict(existing) => Err(Invalid(format!(
             "order `{external_id}` exists already with other content ({} {} on {} for contact {}); \
@@ -165,13 +187,15 @@ fn parse_order_date(rules: &ClassificationRules, text: &str) -> Result<jiff::civ
 }
 
 /// Computes a contact's classification from its orders and writes what changed,
-/// each change with its history entry and its event. A contact without orders is
-/// left alone: its tier may have been set by hand. Returns the number of changes.
+/// each change with its history entry and (unless `Events::Skip`) its event. A
+/// contact without orders is left alone: its tier may have been set by hand.
+/// Returns the number of changes.
 pub async fn reclassify(
     conn: &mut Conn,
     rules: &ClassificationRules,
     contact: &Contact,
     now: i64,
+    events: Events,
 ) -> anyhow::Result<usize> {
     let today = rules.today(now);
     let (value_since, rfm_since) = window_starts(rules, today);
@@ -191,16 +215,19 @@ pub async fn reclassify(
     let scores = now_class.rfm_scores();
     let mut changes = 0;
     if contact.customer_since.is_none() {
-        store::insert_event(conn, "first_order", contact.id, &json!({ "date": first_order }), now).await?;
+        if events == Events::Write {
+            store::insert_event(conn, "first_order", contact.id, &json!({ "date": first_order }), now).await?;
+        }
         changes += 1;
     }
     let changed = |old: &Option<String>, new: &str| old.as_deref() != Some(new);
     if changed(&contact.value_tier, now_class.value_tier) {
+        let event = (events == Events::Write).then_some("tier_changed");
         record_change(
             conn,
             contact.id,
             "value_tier",
-            "tier_changed",
+            event,
             &contact.value_tier,
             now_class.value_tier,
             now,
@@ -209,11 +236,12 @@ pub async fn reclassify(
         changes += 1;
     }
     if changed(&contact.rfm_grade, now_class.rfm_grade) {
+        let event = (events == Events::Write).then_some("rfm_changed");
         record_change(
             conn,
             contact.id,
             "rfm_grade",
-            "rfm_changed",
+            event,
             &contact.rfm_grade,
             now_class.rfm_grade,
             now,
@@ -233,7 +261,7 @@ pub async fn reclassify(
             now,
         )
         .await?;
-        if now_class.behaviour == "dormant" {
+        if now_class.behaviour == "dormant" && events == Events::Write {
             let payload = json!({ "from": from.unwrap_or(""), "last_order": last_order });
             store::insert_event(conn, "became_dormant", contact.id, &payload, now).await?;
         }
@@ -252,34 +280,37 @@ pub async fn reclassify(
     Ok(changes)
 }
 
-/// A history entry and a `{from, to}` event for one changed field.
+/// A history entry and (with `event`) a `{from, to}` event for one changed field.
 async fn record_change(
     conn: &mut Conn,
     contact_id: i64,
     field: &str,
-    event: &str,
+    event: Option<&str>,
     from: &Option<String>,
     to: &str,
     now: i64,
 ) -> anyhow::Result<()> {
     store::insert_history(conn, contact_id, field, from.as_deref(), Some(to), CLASSIFIER, now).await?;
-    let payload = json!({ "from": from.as_deref().unwrap_or(""), "to": to });
-    store::insert_event(conn, event, contact_id, &payload, now).await?;
+    if let Some(event) = event {
+        let payload = json!({ "from": from.as_deref().unwrap_or(""), "to": to });
+        store::insert_event(conn, event, contact_id, &payload, now).await?;
+    }
     Ok(())
 }
 
-/// Re-classifies a contact after a follow-up, if rules are loaded: a logged contact
-/// with the customer counts as activity for churn.
+/// Re-classifies a contact if rules are loaded (after a follow-up, which counts as
+/// activity for churn, there may be none).
 pub async fn reclassify_by_id(
     conn: &mut Conn,
     rules: Option<&ClassificationRules>,
     contact_id: i64,
     now: i64,
+    events: Events,
 ) -> anyhow::Result<usize> {
     let (Some(rules), Some(contact)) = (rules, store::contact_by_id(conn, contact_id).await?) else {
         return Ok(0);
     };
-    reclassify(conn, rules, &contact, now).await
+    reclassify(conn, rules, &contact, now, events).await
 }
 
 /// What a classification pass did.
@@ -316,7 +347,7 @@ pub async fn classification_pass(
         let mut tx = store.write().await?;
         let ids = store::customer_ids(&mut tx, after, PASS_BATCH).await?;
         for &id in &ids {
-            summary.changes += reclassify_by_id(&mut tx, Some(rules), id, now).await?;
+            summary.changes += reclassify_by_id(&mut tx, Some(rules), id, now, Events::Write).await?;
         }
         summary.customers += ids.len();
         let done = (ids.len() as i64) < PASS_BATCH;
