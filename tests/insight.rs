@@ -383,3 +383,86 @@ fn a_history_import_classifies_but_starts_no_workflow() {
     // first_order, tier_changed and rfm_changed.
     assert_eq!(waiting(), before + 3);
 }
+
+#[test]
+fn follow_ups_set_intent_funnel_and_stage_and_the_history_keeps_who_when_from_and_to() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    add_contact(&nudge, "Liu Yang", "liu@example.com");
+    let log = |args: &[&str]| {
+        let mut all = vec!["followup", "log", "liu@example.com", "--channel", "phone"];
+        all.extend_from_slice(args);
+        nudge.cli(&all)
+    };
+    log(&["--intent", "B", "--attitude", "doubting", "--understanding", "vague"]);
+    nudge.advance("2d");
+    log(&[
+        "--intent",
+        "A",
+        "--attitude",
+        "accepting",
+        "--understanding",
+        "specific",
+        "--stage",
+        "sample",
+        "--owner",
+        "senior@corp.test",
+    ]);
+    nudge.cli(&["stage", "set", "liu@example.com", "first_order"]);
+
+    let shown = show(&nudge, "liu@example.com");
+    assert_eq!(shown["contact"]["funnel_stage"], "opportunity");
+    assert_eq!(shown["contact"]["intent_grade"], "A");
+    assert_eq!(
+        shown["follow_ups"][0]["status_change"],
+        "intent B -> A; funnel potential -> opportunity; stage lead -> sample"
+    );
+    let history: Vec<(String, String, String, String, i64)> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let text = |k: &str| h[k].as_str().unwrap_or("-").to_string();
+            (
+                text("field"),
+                text("from_value"),
+                text("to_value"),
+                text("changed_by"),
+                h["at"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let monday: jiff::Timestamp = MONDAY_9AM.parse().unwrap();
+    let (monday, wednesday) = (monday.as_millisecond(), monday.as_millisecond() + 2 * 86_400_000);
+    let rep = "rep@corp.test".to_string();
+    let senior = "senior@corp.test".to_string();
+    let entry = |f: &str, from: &str, to: &str, by: &String, at: i64| {
+        (f.to_string(), from.to_string(), to.to_string(), by.clone(), at)
+    };
+    assert_eq!(
+        history,
+        [
+            entry("stage", "sample", "first_order", &"cli".to_string(), wednesday),
+            entry("stage", "lead", "sample", &senior, wednesday),
+            entry("funnel_stage", "potential", "opportunity", &senior, wednesday),
+            entry("intent_grade", "B", "A", &senior, wednesday),
+            entry("funnel_stage", "-", "potential", &rep, monday),
+            entry("intent_grade", "-", "B", &rep, monday),
+        ]
+    );
+    let text = nudge.cli(&["contact", "show", "liu@example.com"]);
+    assert!(text.contains("intent_grade B -> A by senior@corp.test"), "{text}");
+
+    let (ok, _, stderr) = nudge.try_cli(&[
+        "followup",
+        "log",
+        "liu@example.com",
+        "--channel",
+        "phone",
+        "--attitude",
+        "maybe",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown attitude `maybe`"), "{stderr}");
+}

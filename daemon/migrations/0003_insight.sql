@@ -24,6 +24,12 @@ ALTER TABLE contacts ADD COLUMN rfm_scores TEXT;          -- e.g. R3 F2 M3
 ALTER TABLE contacts ADD COLUMN behaviour TEXT;           -- active / dormant / churned
 ALTER TABLE contacts ADD COLUMN customer_since TEXT;      -- date of the first order
 
+-- The sales funnel (domain.md §1): the rep's two judgements, set through follow-up records,
+-- and the funnel stage they make (potential, watching, intent, opportunity).
+ALTER TABLE contacts ADD COLUMN attitude TEXT;            -- doubting / accepting
+ALTER TABLE contacts ADD COLUMN understanding TEXT;       -- vague / specific
+ALTER TABLE contacts ADD COLUMN funnel_stage TEXT;
+
 -- Who changed what about a contact, when: stage, intent grade, owner, and the computed
 -- classification. Events are the engine's inbox; this is the record people read.
 CREATE TABLE contact_history (

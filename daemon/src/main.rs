@@ -193,6 +193,15 @@ enum FollowUpCommand {
         /// New intent grade decided in this contact.
         #[arg(long)]
         intent: Option<String>,
+        /// The customer's attitude: doubting or accepting (with --understanding: the funnel stage).
+        #[arg(long)]
+        attitude: Option<String>,
+        /// How specific the customer's need is: vague or specific.
+        #[arg(long)]
+        understanding: Option<String>,
+        /// New lifecycle stage reached in this contact.
+        #[arg(long)]
+        stage: Option<String>,
         /// Next follow-up: a duration (3d), RFC 3339, or a local date-time in the contact's zone.
         #[arg(long)]
         next: Option<String>,
@@ -309,6 +318,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             summary,
             feedback,
             intent,
+            attitude,
+            understanding,
+            stage,
             next,
             goal,
             result,
@@ -321,6 +333,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
                 summary,
                 feedback,
                 intent_grade: intent,
+                attitude,
+                understanding,
+                stage,
                 next_follow_up: next,
                 next_goal: goal,
                 result,

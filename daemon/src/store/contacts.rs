@@ -36,6 +36,10 @@ pub struct Contact {
     pub behaviour: Option<String>,
     /// The date of the first order (YYYY-MM-DD); none for a contact who never ordered.
     pub customer_since: Option<String>,
+    /// Set through follow-ups: doubting / accepting, vague / specific, and the funnel stage they make.
+    pub attitude: Option<String>,
+    pub understanding: Option<String>,
+    pub funnel_stage: Option<String>,
 }
 
 /// What a new contact is made of; everything but the name is optional.
@@ -66,7 +70,7 @@ pub struct NewContact {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-fn check(value: &str, allowed: &[&str], what: &str) -> Result<(), Invalid> {
+pub(super) fn check(value: &str, allowed: &[&str], what: &str) -> Result<(), Invalid> {
     if allowed.contains(&value) {
         Ok(())
     } else {
@@ -124,6 +128,7 @@ impl Contact {
             "has_next_follow_up": self.next_follow_up_at.is_some(),
             "rfm_grade": self.rfm_grade.clone().unwrap_or_default(),
             "behaviour": self.behaviour.clone().unwrap_or_default(),
+            "funnel_stage": self.funnel_stage.clone().unwrap_or_default(),
         })
     }
 }

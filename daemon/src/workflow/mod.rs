@@ -38,6 +38,22 @@ pub const STAGES: &[&str] = &[
 pub const TIERS: &[&str] = &["high", "medium", "low"];
 /// Intent grades (domain.md §1).
 pub const INTENT_GRADES: &[&str] = &["A", "B", "C"];
+/// The rep's judgement of a contact's attitude, and of how specific their need is (domain.md §1).
+pub const ATTITUDES: &[&str] = &["doubting", "accepting"];
+pub const UNDERSTANDINGS: &[&str] = &["vague", "specific"];
+/// Funnel stages, from attitude x understanding (domain.md §1).
+pub const FUNNEL_STAGES: &[&str] = &["potential", "watching", "intent", "opportunity"];
+
+/// The funnel stage of an attitude and an understanding (values checked before).
+pub fn funnel_stage(attitude: &str, understanding: &str) -> &'static str {
+    match (attitude, understanding) {
+        ("accepting", "specific") => "opportunity",
+        ("doubting", "specific") => "intent",
+        ("accepting", _) => "watching",
+        _ => "potential",
+    }
+}
+
 /// RFM grades, computed from orders (domain.md §1).
 pub const RFM_GRADES: &[&str] = &["A", "B", "C"];
 /// The file of the folder that holds the classification rules.
