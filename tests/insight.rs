@@ -466,3 +466,78 @@ fn follow_ups_set_intent_funnel_and_stage_and_the_history_keeps_who_when_from_an
     assert!(!ok);
     assert!(stderr.contains("unknown attitude `maybe`"), "{stderr}");
 }
+
+#[test]
+fn contacts_and_follow_ups_import_report_bad_rows_and_a_second_import_changes_nothing() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+
+    let mut contacts = b"name,email,phone,stage,tags\n\
+        Zhao Lei,zhao@example.com,,intent,vip;price_sensitive\n\
+        Bad Mail,not-an-email,,,\n\
+        Qian Li,,+8613800000000,lead,\n\
+        Bad Stage,sun@example.com,,prospect,\n\
+        No Contact Details,,,,\n"
+        .to_vec();
+    contacts.extend_from_slice(b"Zh\xe0o,zhao2@example.com,,,\n");
+    let file = nudge.path("contacts.csv");
+    std::fs::write(&file, &contacts).unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, stdout, stderr) = nudge.try_cli(&["contact", "import", file]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 3 contacts, 0 already present, 3 bad rows skipped"),
+        "{stdout}{stderr}"
+    );
+    for (line, reason) in [
+        (3, "not an email address"),
+        (5, "unknown stage `prospect`"),
+        (7, "not UTF-8"),
+    ] {
+        let reported = stderr.lines().find(|l| l.starts_with(&format!("{file}:{line}: ")));
+        let reported = reported.unwrap_or_else(|| panic!("line {line} not reported:\n{stderr}"));
+        assert!(reported.contains(reason), "{reported}");
+    }
+    let (_, stdout, _) = nudge.try_cli(&["contact", "import", file]);
+    assert!(
+        stdout.contains("imported 0 contacts, 3 already present, 3 bad rows skipped"),
+        "{stdout}"
+    );
+    assert_eq!(
+        show(&nudge, "zhao@example.com")["contact"]["tags"],
+        serde_json::json!(["vip", "price_sensitive"])
+    );
+
+    let follow_ups = "contact,at,channel,summary,intent_grade,next_follow_up\n\
+        zhao@example.com,2026-11-20 10:00,phone,Talked prices,A,3d\n\
+        nobody@example.com,2026-11-20 11:00,phone,,,\n\
+        zhao@example.com,yesterday,visit,,,\n\
+        zhao@example.com,2026-11-21T02:00:00Z,wechat,\"Sent the catalogue, \"\"new\"\" range\",,\n";
+    let file = nudge.path("follow-ups.csv");
+    std::fs::write(&file, follow_ups).unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, stdout, stderr) = nudge.try_cli(&["followup", "import", file]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 2 follow-ups, 0 already present, 2 bad rows skipped"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:3: no contact `nobody@example.com`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:4: `yesterday` is neither a duration")),
+        "{stderr}"
+    );
+    let (_, stdout, _) = nudge.try_cli(&["followup", "import", file]);
+    assert!(
+        stdout.contains("imported 0 follow-ups, 2 already present, 2 bad rows skipped"),
+        "{stdout}"
+    );
+    let shown = show(&nudge, "zhao@example.com");
+    assert_eq!(shown["follow_ups"].as_array().unwrap().len(), 2);
+    assert_eq!(shown["follow_ups"][0]["summary"], "Sent the catalogue, \"new\" range");
+    assert_eq!(shown["contact"]["intent_grade"], "A");
+}

@@ -11,6 +11,7 @@ use crate::api::FollowUpInput;
 use crate::clock::{display_ms, parse_time};
 use crate::config::Config;
 use crate::daemon;
+use crate::import;
 use crate::insight::{self, NewOrder, OrderOutcome, money};
 use crate::plugins::PluginHost;
 use crate::store::{self, NewContact};
@@ -53,102 +54,15 @@ pub async fn contact_add(config: &Config, new: NewContact) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Imports contacts from a CSV with a header row naming the columns (name is
-/// required; tags are separated by `;`). Bad rows are reported and skipped; a
-/// contact whose email exists already is left as it is, so re-importing is harmless.
-pub async fn contact_import(config: &Config, file: &Path) -> anyhow::Result<()> {
+/// `nudge contact import`: a CSV of contacts.
+pub async fn contact_import(config: &Config, file: &Path, strict: bool) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
-    let mut reader = csv::Reader::from_path(file).with_context(|| format!("open {}", file.display()))?;
-    let headers = reader.headers()?.clone();
-    let known = [
-        "name",
-        "company",
-        "email",
-        "phone",
-        "owner",
-        "stage",
-        "intent_grade",
-        "value_tier",
-        "tags",
-        "source",
-        "time_zone",
-        "locale",
-        "consent",
-    ];
-    if let Some(unknown) = headers.iter().find(|h| !known.contains(h)) {
-        bail!(
-            "{}: unknown column `{unknown}`; columns are: {}",
-            file.display(),
-            known.join(", ")
-        );
-    }
-    let (mut added, mut existing, mut bad) = (0, 0, 0);
-    let mut tx = store.write().await?;
-    for (index, record) in reader.records().enumerate() {
-        let line = record
-            .as_ref()
-            .ok()
-            .and_then(|r| r.position())
-            .map_or(index as u64 + 2, |p| p.line());
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("{}:{line}: skipped: {e}", file.display());
-                bad += 1;
-                continue;
-            }
-        };
-        let field = |name: &str| {
-            headers
-                .iter()
-                .position(|h| h == name)
-                .and_then(|i| record.get(i))
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(String::from)
-        };
-        let new = NewContact {
-            name: field("name").unwrap_or_default(),
-            company: field("company").unwrap_or_default(),
-            email: field("email"),
-            phone: field("phone"),
-            owner: field("owner").unwrap_or_default(),
-            stage: field("stage"),
-            intent_grade: field("intent_grade"),
-            value_tier: field("value_tier"),
-            tags: field("tags")
-                .map(|t| {
-                    t.split(';')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            source: field("source").unwrap_or_default(),
-            time_zone: field("time_zone"),
-            locale: field("locale"),
-            consent: field("consent"),
-        };
-        if let Some(email) = &new.email
-            && store::find_contact(&mut tx, email).await?.is_some()
-        {
-            existing += 1;
-            continue;
-        }
-        match store::insert_contact(&mut tx, &new, clock.now_ms()).await {
-            Ok(_) => added += 1,
-            Err(e) => {
-                eprintln!("{}:{line}: skipped: {e:#}", file.display());
-                bad += 1;
-            }
-        }
-        if (added + 1) % 1000 == 0 {
-            tx.commit().await?;
-            tx = store.write().await?;
-        }
-    }
-    tx.commit().await?;
-    println!("imported {added} contacts, {existing} already present, {bad} bad rows skipped");
+    let mut contacts = import::contacts::Contacts { now: clock.now_ms() };
+    let summary = import::import_csv(&store, file, strict, &mut contacts).await?;
+    println!(
+        "imported {} contacts, {} already present, {} bad rows skipped",
+        summary.added, summary.already_present, summary.bad
+    );
     Ok(())
 }
 
@@ -336,12 +250,41 @@ pub async fn order_import(config: &Config, file: &Path, strict: bool, history: b
     } else {
         insight::Events::Write
     };
-    let summary = insight::import::import_orders(&store, &rules, clock.now_ms(), file, strict, events).await?;
+    let mut orders = import::orders::Orders::new(&rules, clock.now_ms(), events);
+    let summary = import::import_csv(&store, file, strict, &mut orders).await?;
     println!(
         "imported {} orders, {} already present, {} bad rows skipped",
         summary.added, summary.already_present, summary.bad
     );
     Ok(())
+}
+
+/// `nudge followup import`: a CSV of follow-ups, each logged as `followup log` would.
+pub async fn follow_up_import(config: &Config, file: &Path, strict: bool) -> anyhow::Result<()> {
+    let rules = classification_rules_if_any(config)?;
+    let (store, clock) = daemon::open(config).await?;
+    let mut follow_ups = import::follow_ups::FollowUps {
+        rules: rules.as_deref(),
+        now: clock.now_ms(),
+    };
+    let summary = import::import_csv(&store, file, strict, &mut follow_ups).await?;
+    println!(
+        "imported {} follow-ups, {} already present, {} bad rows skipped",
+        summary.added, summary.already_present, summary.bad
+    );
+    Ok(())
+}
+
+/// The classification rules for commands that work without them (follow-ups):
+/// none without a classification.toml, an error if it is there but broken.
+fn classification_rules_if_any(
+    config: &Config,
+) -> anyhow::Result<Option<std::sync::Arc<crate::workflow::ClassificationRules>>> {
+    if config.workflows.join(crate::workflow::CLASSIFICATION_FILE).exists() {
+        insight::load_rules(&config.workflows).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// `nudge classify`: re-classifies every customer now (after changing the rules,

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod delivery;
+pub mod import;
 pub mod insight;
 pub mod plugins;
 pub mod runs;

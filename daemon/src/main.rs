@@ -82,8 +82,13 @@ enum Command {
 enum ContactCommand {
     /// Add one contact.
     Add(Box<ContactArgs>),
-    /// Import contacts from a CSV file with a header row.
-    Import { file: PathBuf },
+    /// Import contacts from a CSV file with a header row; contacts known already are skipped.
+    Import {
+        file: PathBuf,
+        /// Import nothing if any row is bad.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Show a contact (by id or email): classification, orders, history, follow-ups.
     Show {
         contact: String,
@@ -181,41 +186,52 @@ enum StageCommand {
 #[derive(Subcommand)]
 enum FollowUpCommand {
     /// Log a follow-up and set the next one.
-    Log {
-        contact: String,
-        /// phone, wechat, email, visit, ...
+    Log(Box<FollowUpArgs>),
+    /// Import follow-ups from a CSV file with a header row (contact, at, channel, and the
+    /// fields of `log`); rows logged already are skipped.
+    Import {
+        file: PathBuf,
+        /// Import nothing if any row is bad.
         #[arg(long)]
-        channel: String,
-        #[arg(long, default_value = "")]
-        summary: String,
-        #[arg(long, default_value = "")]
-        feedback: String,
-        /// New intent grade decided in this contact.
-        #[arg(long)]
-        intent: Option<String>,
-        /// The customer's attitude: doubting or accepting (with --understanding: the funnel stage).
-        #[arg(long)]
-        attitude: Option<String>,
-        /// How specific the customer's need is: vague or specific.
-        #[arg(long)]
-        understanding: Option<String>,
-        /// New lifecycle stage reached in this contact.
-        #[arg(long)]
-        stage: Option<String>,
-        /// Next follow-up: a duration (3d), RFC 3339, or a local date-time in the contact's zone.
-        #[arg(long)]
-        next: Option<String>,
-        #[arg(long)]
-        goal: Option<String>,
-        /// in_progress, won, needs_follow_up or lost.
-        #[arg(long)]
-        result: Option<String>,
-        #[arg(long)]
-        owner: Option<String>,
-        /// When the contact happened (default: now).
-        #[arg(long)]
-        at: Option<String>,
+        strict: bool,
     },
+}
+
+#[derive(Args)]
+struct FollowUpArgs {
+    contact: String,
+    /// phone, wechat, email, visit, ...
+    #[arg(long)]
+    channel: String,
+    #[arg(long, default_value = "")]
+    summary: String,
+    #[arg(long, default_value = "")]
+    feedback: String,
+    /// New intent grade decided in this contact.
+    #[arg(long)]
+    intent: Option<String>,
+    /// The customer's attitude: doubting or accepting (with --understanding: the funnel stage).
+    #[arg(long)]
+    attitude: Option<String>,
+    /// How specific the customer's need is: vague or specific.
+    #[arg(long)]
+    understanding: Option<String>,
+    /// New lifecycle stage reached in this contact.
+    #[arg(long)]
+    stage: Option<String>,
+    /// Next follow-up: a duration (3d), RFC 3339, or a local date-time in the contact's zone.
+    #[arg(long)]
+    next: Option<String>,
+    #[arg(long)]
+    goal: Option<String>,
+    /// in_progress, won, needs_follow_up or lost.
+    #[arg(long)]
+    result: Option<String>,
+    #[arg(long)]
+    owner: Option<String>,
+    /// When the contact happened (default: now).
+    #[arg(long)]
+    at: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -285,7 +301,12 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             };
             commands::contact_add(&config, new).await
         }
-        Command::Contact(ContactCommand::Import { file }) => commands::contact_import(&config, &file).await,
+        Command::Contact(ContactCommand::Import { file, strict }) => {
+            commands::contact_import(&config, &file, strict).await
+        }
+        Command::FollowUp(FollowUpCommand::Import { file, strict }) => {
+            commands::follow_up_import(&config, &file, strict).await
+        }
         Command::Contact(ContactCommand::Show { contact, json }) => {
             commands::contact_show(&config, &contact, json).await
         }
@@ -312,36 +333,22 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Classify => commands::classify(&config).await,
         Command::Stage(StageCommand::Set { contact, stage }) => commands::stage_set(&config, &contact, &stage).await,
-        Command::FollowUp(FollowUpCommand::Log {
-            contact,
-            channel,
-            summary,
-            feedback,
-            intent,
-            attitude,
-            understanding,
-            stage,
-            next,
-            goal,
-            result,
-            owner,
-            at,
-        }) => {
+        Command::FollowUp(FollowUpCommand::Log(a)) => {
             let input = FollowUpInput {
-                at,
-                channel,
-                summary,
-                feedback,
-                intent_grade: intent,
-                attitude,
-                understanding,
-                stage,
-                next_follow_up: next,
-                next_goal: goal,
-                result,
-                owner,
+                at: a.at,
+                channel: a.channel,
+                summary: a.summary,
+                feedback: a.feedback,
+                intent_grade: a.intent,
+                attitude: a.attitude,
+                understanding: a.understanding,
+                stage: a.stage,
+                next_follow_up: a.next,
+                next_goal: a.goal,
+                result: a.result,
+                owner: a.owner,
             };
-            commands::follow_up_log(&config, &contact, input).await
+            commands::follow_up_log(&config, &a.contact, input).await
         }
         Command::Inquiry(InquiryCommand::Add {
             contact,

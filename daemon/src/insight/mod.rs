@@ -8,7 +8,6 @@
 //! rules' time zone, on the daemon's clock) for what time alone changes.
 
 pub mod classify;
-pub mod import;
 pub mod money;
 
 use std::path::Path;

@@ -169,6 +169,21 @@ pub async fn insert_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyh
     Ok(id)
 }
 
+/// Whether `new` is a contact known already: by email, else by phone, else by name and company.
+pub async fn contact_exists(conn: &mut Conn, new: &NewContact) -> anyhow::Result<bool> {
+    let query = match (&new.email, &new.phone) {
+        (Some(email), _) => sqlx::query_scalar("SELECT id FROM contacts WHERE email = ?").bind(email.trim()),
+        (None, Some(phone)) => sqlx::query_scalar("SELECT id FROM contacts WHERE phone = ?").bind(phone.trim()),
+        (None, None) => sqlx::query_scalar(
+            "SELECT id FROM contacts WHERE email IS NULL AND phone IS NULL AND name = ? AND company = ?",
+        )
+        .bind(new.name.trim())
+        .bind(&new.company),
+    };
+    let found: Option<i64> = query.fetch_optional(&mut *conn).await?;
+    Ok(found.is_some())
+}
+
 /// Finds a contact by id (`42`) or email address.
 pub async fn find_contact(conn: &mut Conn, reference: &str) -> anyhow::Result<Option<Contact>> {
     let reference = reference.trim();

@@ -156,6 +156,25 @@ async fn set_funnel_judgements(
     Ok(funnel)
 }
 
+/// Whether this follow-up was logged already (how a re-imported row is recognised).
+pub async fn follow_up_exists(
+    conn: &mut Conn,
+    contact_id: i64,
+    at: i64,
+    channel: &str,
+    summary: &str,
+) -> anyhow::Result<bool> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM follow_ups WHERE contact_id = ? AND at = ? AND channel = ? AND summary = ?")
+            .bind(contact_id)
+            .bind(at)
+            .bind(channel.trim())
+            .bind(summary)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(found.is_some())
+}
+
 pub async fn follow_ups_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::Result<Vec<FollowUp>> {
     Ok(sqlx::query_as(
         "SELECT id, contact_id, at, channel, summary, feedback, status_change, next_follow_up_at, next_goal, result, owner

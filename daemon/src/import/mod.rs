@@ -1,11 +1,16 @@
-//! CSV import of orders: streamed row by row (memory stays flat in the file's
-//! size), committed in batches, bad rows reported with their line and reason
-//! while the good ones are kept, or nothing kept at all with `strict`. An order
-//! already stored is skipped, so importing the same file twice changes nothing.
-//! Each customer is re-classified once per batch, after its rows: a file of a
-//! customer's past orders moves their tier once, not once per order.
+//! CSV import of contacts, orders and follow-ups. The file is streamed row by row
+//! (memory stays flat in its size) and committed in batches; each bad row is
+//! reported with its line and reason while the good ones are kept, or nothing is
+//! kept at all with `strict`. Rows already imported are recognised and skipped,
+//! so importing the same file twice changes nothing.
+//!
+//! This module reads the file; `contacts.rs`, `orders.rs` and `follow_ups.rs`
+//! say what one row of each kind means.
 
-use std::collections::BTreeSet;
+pub mod contacts;
+pub mod follow_ups;
+pub mod orders;
+
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
@@ -13,18 +18,13 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Events, NewOrder, OrderOutcome, reclassify_by_id, store_order};
 use crate::store::{Invalid, Store, Tx};
-use crate::workflow::ClassificationRules;
 
 /// Rows per transaction: large enough that fsyncs do not dominate, small enough
 /// that the daemon is never locked out for long.
 const BATCH_ROWS: usize = 1000;
 /// Without a terminal, a progress line every this many rows.
 const PLAIN_PROGRESS_EVERY: u64 = 10_000;
-
-const COLUMNS: &[&str] = &["id", "contact", "amount", "currency", "date", "items"];
-const REQUIRED: &[&str] = &["id", "contact", "amount"];
 
 /// What an import did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,16 +34,66 @@ pub struct ImportSummary {
     pub bad: u64,
 }
 
-/// Imports `file`. Bad rows go to stderr as `file:line: reason`. With `strict`,
-/// one bad row keeps the whole file out (every bad row is still reported).
-/// `events` says whether the customers' classification changes start workflows.
-pub async fn import_orders(
+/// What one good row did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowOutcome {
+    Added,
+    AlreadyPresent,
+}
+
+/// One row, by column name.
+pub struct Row<'a> {
+    headers: &'a [String],
+    values: Vec<String>,
+}
+
+impl Row<'_> {
+    /// The trimmed value of a column; `None` when the column is absent or the cell empty.
+    pub fn get(&self, column: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .position(|h| h == column)
+            .map(|i| self.values[i].as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn text(&self, column: &str) -> String {
+        self.get(column).unwrap_or_default().to_string()
+    }
+
+    pub fn owned(&self, column: &str) -> Option<String> {
+        self.get(column).map(String::from)
+    }
+}
+
+/// What a kind of row is made of and how it is stored.
+// Implemented and awaited only inside this crate, on the CLI's runtime: the
+// futures need no `Send` bound.
+#[allow(async_fn_in_trait)]
+pub trait RowKind {
+    /// Every column the file may have.
+    const COLUMNS: &'static [&'static str];
+    const REQUIRED: &'static [&'static str];
+    /// Columns in which a quote can only mean broken quoting (ids, emails,
+    /// amounts, dates), where the CSV reader would otherwise keep it as text.
+    const NO_QUOTES: &'static [&'static str];
+
+    /// Stores one row in the batch's transaction; `Invalid` makes it a bad row.
+    async fn import(&mut self, tx: &mut Tx, row: &Row<'_>) -> anyhow::Result<RowOutcome>;
+
+    /// Runs before each batch commits.
+    async fn finish_batch(&mut self, _tx: &mut Tx) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Imports `file` row by row as `kind`. Bad rows go to stderr as `file:line: reason`.
+/// With `strict`, one bad row keeps the whole file out (every bad row is still reported).
+pub async fn import_csv<K: RowKind>(
     store: &Store,
-    rules: &ClassificationRules,
-    now: i64,
     file: &Path,
     strict: bool,
-    events: Events,
+    kind: &mut K,
 ) -> anyhow::Result<ImportSummary> {
     let size = std::fs::metadata(file)
         .with_context(|| format!("open {}", file.display()))?
@@ -58,41 +108,25 @@ pub async fn import_orders(
         .iter()
         .map(|h| String::from_utf8_lossy(h).trim().to_string())
         .collect();
-    if let Some(unknown) = headers.iter().find(|h| !COLUMNS.contains(&h.as_str())) {
+    if let Some(unknown) = headers.iter().find(|h| !K::COLUMNS.contains(&h.as_str())) {
         bail!(
             "{}:1: unknown column `{unknown}`; columns are: {}",
             file.display(),
-            COLUMNS.join(", ")
+            K::COLUMNS.join(", ")
         );
     }
-    if let Some(missing) = REQUIRED.iter().find(|r| !headers.iter().any(|h| h == *r)) {
+    if let Some(missing) = K::REQUIRED.iter().find(|r| !headers.iter().any(|h| h == *r)) {
         bail!(
             "{}:1: no `{missing}` column; {} are required",
             file.display(),
-            REQUIRED.join(", ")
+            K::REQUIRED.join(", ")
         );
     }
-    let column = |name: &str| headers.iter().position(|h| h == name);
-    let [id, contact, amount, currency, date, items] = [
-        column("id"),
-        column("contact"),
-        column("amount"),
-        column("currency"),
-        column("date"),
-        column("items"),
-    ];
 
     let progress = Progress::new(size);
     let mut summary = ImportSummary::default();
     let mut tx = store.write().await?;
     let mut in_batch = 0;
-    let mut customers = BTreeSet::new();
-    let classify = async |tx: &mut Tx, customers: &mut BTreeSet<i64>| -> anyhow::Result<()> {
-        for id in std::mem::take(customers) {
-            reclassify_by_id(tx, Some(rules), id, now, events).await?;
-        }
-        Ok(())
-    };
     let mut record = csv::ByteRecord::new();
     let mut rows = 0u64;
     loop {
@@ -100,13 +134,13 @@ pub async fn import_orders(
             Ok(false) => break,
             Ok(true) => (
                 record.position().map_or(0, |p| p.line()),
-                row_of(&record, [id, contact, amount, currency, date, items]),
+                row_of::<K>(&headers, &record),
             ),
             Err(e) => (e.position().map_or(0, |p| p.line()), Err(csv_reason(&e))),
         };
         rows += 1;
         let outcome = match row {
-            Ok(order) => match store_order(&mut tx, rules, &order, now).await {
+            Ok(row) => match kind.import(&mut tx, &row).await {
                 Ok(outcome) => Ok(outcome),
                 Err(e) => match e.downcast::<Invalid>() {
                     Ok(invalid) => Err(invalid.0),
@@ -116,11 +150,8 @@ pub async fn import_orders(
             Err(reason) => Err(reason),
         };
         match outcome {
-            Ok(OrderOutcome::Added { contact_id, .. }) => {
-                summary.added += 1;
-                customers.insert(contact_id);
-            }
-            Ok(OrderOutcome::AlreadyPresent { .. }) => summary.already_present += 1,
+            Ok(RowOutcome::Added) => summary.added += 1,
+            Ok(RowOutcome::AlreadyPresent) => summary.already_present += 1,
             Err(reason) => {
                 summary.bad += 1;
                 progress.report(&format!("{}:{line}: {reason}", file.display()));
@@ -128,7 +159,7 @@ pub async fn import_orders(
         }
         in_batch += 1;
         if !strict && in_batch >= BATCH_ROWS {
-            classify(&mut tx, &mut customers).await?;
+            kind.finish_batch(&mut tx).await?;
             tx.commit().await?;
             tx = store.write().await?;
             in_batch = 0;
@@ -144,41 +175,31 @@ pub async fn import_orders(
             summary.bad
         );
     }
-    classify(&mut tx, &mut customers).await?;
+    kind.finish_batch(&mut tx).await?;
     tx.commit().await?;
     Ok(summary)
 }
 
-/// The order in one CSV record, or why it cannot be one.
-fn row_of(record: &csv::ByteRecord, columns: [Option<usize>; 6]) -> Result<NewOrder, String> {
-    let mut fields = [const { String::new() }; 6];
-    for (slot, column) in fields.iter_mut().zip(columns) {
-        let Some(bytes) = column.and_then(|c| record.get(c)) else {
-            continue;
-        };
-        *slot = std::str::from_utf8(bytes)
+/// The row in one CSV record, or why it cannot be one.
+fn row_of<'h, K: RowKind>(headers: &'h [String], record: &csv::ByteRecord) -> Result<Row<'h>, String> {
+    let mut values = Vec::with_capacity(headers.len());
+    for (header, bytes) in headers.iter().zip(record.iter()) {
+        let value = std::str::from_utf8(bytes)
             .map_err(|e| {
                 format!(
-                    "not UTF-8 (byte {} of a field); save the file as UTF-8",
+                    "not UTF-8 (column `{header}`, byte {}); save the file as UTF-8",
                     e.valid_up_to()
                 )
             })?
-            .trim()
-            .to_string();
+            .trim();
+        if value.contains('"') && K::NO_QUOTES.contains(&header.as_str()) {
+            return Err(format!(
+                "broken quoting in column `{header}`: a quote inside an unquoted field (quote the whole field, and write \"\" for a quote inside it)"
+            ));
+        }
+        values.push(value.to_string());
     }
-    let [id, contact, amount, currency, date, items] = fields;
-    if amount.contains('"') || id.contains('"') || contact.contains('"') {
-        return Err("broken quoting: a quote inside an unquoted field (write \"\" inside quotes)".into());
-    }
-    let present = |s: String| (!s.is_empty()).then_some(s);
-    Ok(NewOrder {
-        id,
-        contact,
-        amount: super::Amount::Text(amount),
-        currency: present(currency),
-        date: present(date),
-        items,
-    })
+    Ok(Row { headers, values })
 }
 
 fn csv_reason(error: &csv::Error) -> String {
