@@ -541,3 +541,43 @@ fn contacts_and_follow_ups_import_report_bad_rows_and_a_second_import_changes_no
     assert_eq!(shown["follow_ups"][0]["summary"], "Sent the catalogue, \"new\" range");
     assert_eq!(shown["contact"]["intent_grade"], "A");
 }
+
+#[test]
+fn classification_rules_are_checked_with_their_position_and_hot_reloaded() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    add_contact(&nudge, "Rate Watcher", "rates@example.com");
+    nudge.start();
+    let shipped = std::fs::read_to_string(nudge.path("workflows/classification.toml")).unwrap();
+
+    nudge.write_workflow(
+        "classification.toml",
+        &shipped.replace("dormant_after = \"6mo\"", "dormant_after = \"6 parsecs\""),
+    );
+    let (ok, _, stderr) = nudge.try_cli(&["check"]);
+    assert!(!ok);
+    let line = shipped.lines().position(|l| l.contains("dormant_after")).unwrap() + 1;
+    assert!(
+        stderr.contains(&format!("classification.toml:{line}:17: `6 parsecs` is not a duration")),
+        "{stderr}"
+    );
+    nudge.wait_for_log("workflow change rejected");
+    // The last good rules still take orders in EUR.
+    let eur = r#"{"id": "r-1", "contact": "rates@example.com", "amount": "10", "currency": "EUR"}"#;
+    assert_eq!(nudge.http("POST", "/orders", Some(eur)).0, 201);
+
+    nudge.write_workflow(
+        "classification.toml",
+        &shipped.replace(
+            "rates = { USD = \"7.10\", EUR = \"7.70\" }",
+            "rates = { USD = \"7.10\" }",
+        ),
+    );
+    nudge.wait_for_log("workflows reloaded");
+    let eur = r#"{"id": "r-2", "contact": "rates@example.com", "amount": "10", "currency": "EUR"}"#;
+    let (status, body) = nudge.http("POST", "/orders", Some(eur));
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("`EUR`"), "{body}");
+    nudge.stop();
+}

@@ -389,8 +389,8 @@ impl Checker<'_> {
             RawMoney::Float(f) => {
                 self.problem(
                     at(value),
-                    format!("`{f}`: money is written as a string or an integer, not a floating-point number"),
-                    "quote it, e.g. \"499999.99\", so no precision is lost",
+                    "money is written as a string or an integer, not a floating-point number",
+                    format!("quote it, \"{f:?}\", so no precision is lost"),
                 );
                 None
             }
@@ -512,6 +512,16 @@ mod tests {
         assert_eq!(messages[1].1.0, line_of("500000.5"));
         assert!(messages[2].0.contains("whole number of days"));
         assert_eq!(messages[2].1.0, line_of("\"6h\""));
+    }
+
+    #[test]
+    fn a_float_amount_renders_with_its_position_and_what_to_write() {
+        let source = SHIPPED.replace(
+            "medium = { min_amount = \"100000\" }",
+            "medium = { min_amount = 100000.0 }",
+        );
+        let problems = parse(&source).unwrap_err();
+        insta::assert_snapshot!(problems[0].render(&source, false));
     }
 
     #[test]

@@ -310,6 +310,14 @@ mod tests {
     }
 
     #[test]
+    fn the_funnel_stage_is_attitude_times_understanding() {
+        assert_eq!(funnel_stage("doubting", "vague"), "potential");
+        assert_eq!(funnel_stage("accepting", "vague"), "watching");
+        assert_eq!(funnel_stage("doubting", "specific"), "intent");
+        assert_eq!(funnel_stage("accepting", "specific"), "opportunity");
+    }
+
+    #[test]
     fn days_are_local_days_across_dst() {
         // 2026-03-07 09:00 in New York is 14:00 UTC; DST starts 2026-03-08.
         let start = jiff::Timestamp::from_second(1_772_892_000).unwrap().as_millisecond();
