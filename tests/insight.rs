@@ -581,3 +581,156 @@ fn classification_rules_are_checked_with_their_position_and_hot_reloaded() {
     assert!(body["error"].as_str().unwrap().contains("`EUR`"), "{body}");
     nudge.stop();
 }
+
+/// A small team's month, step by step on the virtual clock; every expected figure
+/// below is counted by hand from these steps (see README.md for the definitions).
+#[test]
+fn the_report_counts_the_funnel_rates_and_sla_of_a_fixture_month() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, "2026-10-15T02:00:00Z");
+    let at = |time: &str| {
+        nudge.cli(&["clock", "--set", time]);
+    };
+    let contact = |name: &str, email: &str, owner: &str, stage: &str| {
+        nudge.cli(&[
+            "contact", "add", "--name", name, "--email", email, "--owner", owner, "--stage", stage,
+        ]);
+    };
+    let follow_up = |email: &str, extra: &[&str]| {
+        let mut args = vec!["followup", "log", email, "--channel", "phone"];
+        args.extend_from_slice(extra);
+        nudge.cli(&args);
+    };
+    // E: before the period; enters lead and inquiry in October.
+    contact("E", "e@example.com", "rep1@corp.test", "lead");
+    at("2026-10-20T02:00:00Z");
+    nudge.cli(&["stage", "set", "e@example.com", "inquiry"]);
+
+    at("2026-11-02T02:00:00Z");
+    contact("A", "a@example.com", "rep1@corp.test", "lead");
+    contact("B", "b@example.com", "rep1@corp.test", "lead");
+    contact("C", "c@example.com", "rep2@corp.test", "lead");
+    contact("D", "d@example.com", "rep2@corp.test", "intent");
+    // D last ordered almost two years ago: a churned customer.
+    add_order(&nudge, "d-1", "d@example.com", "5000", "2025-01-01");
+    nudge.cli(&["stage", "set", "a@example.com", "inquiry"]);
+    nudge.cli(&["stage", "set", "b@example.com", "inquiry"]);
+    follow_up("a@example.com", &["--feedback", "interested"]);
+
+    at("2026-11-03T02:00:00Z");
+    nudge.cli(&["stage", "set", "a@example.com", "intent"]);
+    follow_up("b@example.com", &[]);
+
+    at("2026-11-04T02:00:00Z");
+    nudge.cli(&["inquiry", "add", "b@example.com"]);
+    nudge.cli(&["inquiry", "add", "c@example.com"]);
+    at("2026-11-04T02:10:00Z");
+    follow_up("b@example.com", &[]); // answers B's inquiry in 10 minutes (SLA 15m)
+
+    at("2026-11-05T02:00:00Z");
+    follow_up("c@example.com", &[]); // answers C's inquiry a day late
+    at("2026-11-06T02:00:00Z");
+    follow_up("c@example.com", &["--next", "2d"]);
+
+    at("2026-11-10T02:00:00Z");
+    add_order(&nudge, "a-1", "a@example.com", "20000", "2026-11-10");
+    at("2026-11-20T02:00:00Z");
+
+    let report = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "report",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-30",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&nudge.cli(&args)).unwrap()
+    };
+    let funnel = |r: &Value| -> Vec<(String, i64, i64, Option<f64>)> {
+        r["funnel"].as_array().unwrap()[..4]
+            .iter()
+            .map(|f| {
+                (
+                    f["stage"].as_str().unwrap().to_string(),
+                    f["now"].as_i64().unwrap(),
+                    f["entered"].as_i64().unwrap(),
+                    f["to_next_percent"].as_f64(),
+                )
+            })
+            .collect()
+    };
+    let measures = |r: &Value| -> Vec<(String, i64, i64, Option<bool>)> {
+        r["measures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap().to_string(),
+                    m["numerator"].as_i64().unwrap(),
+                    m["denominator"].as_i64().unwrap(),
+                    m["met"].as_bool(),
+                )
+            })
+            .collect()
+    };
+    let s = |x: &str| x.to_string();
+
+    let all = report(&[]);
+    // Entered in November: lead A B C (created), inquiry A B, intent A (changed) + D (created).
+    assert_eq!(
+        funnel(&all),
+        [
+            (s("lead"), 1, 3, Some(66.7)),
+            (s("inquiry"), 2, 2, Some(100.0)),
+            (s("intent"), 2, 2, Some(0.0)),
+            (s("sample"), 0, 0, None),
+        ]
+    );
+    assert_eq!(all["bottleneck"], "intent -> sample (0.0 %)");
+    assert_eq!(
+        measures(&all),
+        [
+            // Followed up A B C; A gave feedback, B sent an inquiry after its follow-up.
+            (s("response rate"), 2, 3, Some(true)),
+            // Five follow-ups; only A's was followed by an order within 30 days.
+            (s("conversion rate"), 1, 5, Some(true)),
+            // Customers A (active) and D (churned): 50 % > 40 %.
+            (s("churn rate"), 1, 2, Some(false)),
+            // B's inquiry answered in 10 minutes, C's a day later.
+            (s("inquiry SLA compliance"), 1, 2, None),
+        ]
+    );
+    assert_eq!(all["overdue_by_owner"], serde_json::json!([["rep2@corp.test", 1]]));
+
+    let rep1 = report(&["--owner", "rep1@corp.test"]);
+    assert_eq!(rep1["funnel"][0]["entered"], 2);
+    assert_eq!(
+        measures(&rep1),
+        [
+            (s("response rate"), 2, 2, Some(true)),
+            (s("conversion rate"), 1, 3, Some(true)),
+            (s("churn rate"), 0, 1, Some(true)),
+            (s("inquiry SLA compliance"), 1, 1, None),
+        ]
+    );
+    let table = nudge.cli(&["report", "--from", "2026-11-01", "--to", "2026-11-30"]);
+    assert!(
+        table.contains("churn rate              50.0 % (1/2)           <= 40 %  MISSED"),
+        "{table}"
+    );
+    let csv = nudge.cli(&[
+        "report",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-30",
+        "--format",
+        "csv",
+    ]);
+    assert!(csv.contains("measure %,conversion rate,20.0,1,5,>= 10 %,true"), "{csv}");
+}

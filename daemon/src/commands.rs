@@ -287,6 +287,64 @@ fn classification_rules_if_any(
     }
 }
 
+/// How `nudge report` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+/// `nudge report`: the measures of domain.md §6 for a period (default: the 30 days up to today).
+pub async fn report(
+    config: &Config,
+    from: Option<&str>,
+    to: Option<&str>,
+    filters: [Option<String>; 3],
+    format: ReportFormat,
+) -> anyhow::Result<()> {
+    let plugins = PluginHost::load(&config.plugin_settings(), None)?;
+    let set = WorkflowSet::load(&config.workflows, &plugins.channels())
+        .map_err(|d| anyhow::anyhow!("{}\nfix {} first", d.render(false), config.workflows.display()))?;
+    let rules = set.classification.clone().with_context(|| {
+        format!(
+            "no {} in {}: the report needs its time zone and targets",
+            crate::workflow::CLASSIFICATION_FILE,
+            config.workflows.display()
+        )
+    })?;
+    let (store, clock) = daemon::open(config).await?;
+    let now = clock.now_ms();
+    let date = |text: Option<&str>, default: jiff::civil::Date| match text {
+        None => Ok(default),
+        Some(t) => t
+            .trim()
+            .parse::<jiff::civil::Date>()
+            .with_context(|| format!("`{t}` is not a date; write YYYY-MM-DD")),
+    };
+    let to = date(to, rules.today(now))?;
+    let from = date(from, crate::workflow::sub_days(to, jiff::Span::new().days(29)))?;
+    if from > to {
+        bail!("the period starts ({from}) after it ends ({to})");
+    }
+    let [owner, tier, source] = filters;
+    let scope = crate::report::ReportScope {
+        from,
+        to,
+        owner,
+        tier,
+        source,
+    };
+    let mut conn = store.pool.acquire().await?;
+    let report = crate::report::build(&mut conn, &rules, &set, scope, now).await?;
+    match format {
+        ReportFormat::Table => print!("{}", report.to_table()),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Csv => print!("{}", report.to_csv()?),
+    }
+    Ok(())
+}
+
 /// `nudge classify`: re-classifies every customer now (after changing the rules,
 /// or to see today's result without waiting for the daemon's daily pass).
 pub async fn classify(config: &Config) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod import;
 pub mod insight;
 pub mod plugins;
+pub mod report;
 pub mod runs;
 pub mod scheduler;
 pub mod store;

@@ -28,6 +28,13 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ReportFormatArg {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -56,6 +63,26 @@ enum Command {
     Order(OrderCommand),
     /// Re-classify every customer now (value tier, RFM grade, behaviour).
     Classify,
+    /// Funnel, response, conversion and churn rates, inquiry SLA and overdue follow-ups for a period.
+    Report {
+        /// First day (YYYY-MM-DD; default: 29 days before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, included (default: today).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only the contacts of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only contacts of this value tier.
+        #[arg(long)]
+        tier: Option<String>,
+        /// Only contacts from this source.
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormatArg::Table)]
+        format: ReportFormatArg,
+    },
     /// Record inquiries (they start the response SLA).
     #[command(subcommand)]
     Inquiry(InquiryCommand),
@@ -260,6 +287,32 @@ fn main() -> ExitCode {
     // commands that make them run outside the async runtime.
     let result = match cli.command {
         Command::Check { dir } => commands::check(&config, dir.as_deref()),
+        // Loads the plugin host (for the workflow set's SLA), which blocks: a runtime of its own.
+        Command::Report {
+            from,
+            to,
+            owner,
+            tier,
+            source,
+            format,
+        } => {
+            let format = match format {
+                ReportFormatArg::Table => commands::ReportFormat::Table,
+                ReportFormatArg::Json => commands::ReportFormat::Json,
+                ReportFormatArg::Csv => commands::ReportFormat::Csv,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("start tokio");
+            runtime.block_on(commands::report(
+                &config,
+                from.as_deref(),
+                to.as_deref(),
+                [owner, tier, source],
+                format,
+            ))
+        }
         Command::Plugin(PluginCommand::List) => commands::plugin_list(&config),
         Command::Plugin(PluginCommand::Test { plugin, fixture }) => commands::plugin_test(&config, &plugin, &fixture),
         command => {
@@ -282,7 +335,9 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Run => nudge::daemon::run(config).await,
-        Command::Check { .. } | Command::Plugin(_) => unreachable!("run outside the runtime, in main"),
+        Command::Check { .. } | Command::Plugin(_) | Command::Report { .. } => {
+            unreachable!("run outside the runtime, in main")
+        }
         Command::Contact(ContactCommand::Add(a)) => {
             let new = NewContact {
                 name: a.name,

@@ -26,6 +26,17 @@ pub struct ClassificationRules {
     pub value_tier: ValueTierRules,
     pub rfm: RfmRules,
     pub behaviour: BehaviourRules,
+    /// Targets of the measures of `nudge report` (domain.md §6), when the file sets them.
+    pub report: Option<ReportRules>,
+}
+
+/// `[report]`: rates in percent, and how long after a follow-up an order counts as its conversion.
+#[derive(Debug, Clone)]
+pub struct ReportRules {
+    pub response_rate_min: u32,
+    pub conversion_rate_min: u32,
+    pub churn_rate_max: u32,
+    pub conversion_window: Span,
 }
 
 /// high: >= `high_min` in the window and a customer for >= `high_min_tenure`;
@@ -111,6 +122,16 @@ struct RawRules {
     value_tier: RawValueTier,
     rfm: RawRfm,
     behaviour: RawBehaviour,
+    report: Option<RawReport>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    response_rate: Spanned<i64>,
+    conversion_rate: Spanned<i64>,
+    churn_rate: Spanned<i64>,
+    conversion_window: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -311,10 +332,29 @@ pub(super) fn parse_rules(path: &str, source: &str, problems: &mut Problems) -> 
         );
     }
 
+    let report = raw.report.as_ref().map(|r| {
+        (
+            checker.percent(&r.response_rate),
+            checker.percent(&r.conversion_rate),
+            checker.percent(&r.churn_rate),
+            checker.days(&r.conversion_window),
+        )
+    });
+
     if problems.len() > before {
         return None;
     }
+    let report = match report {
+        Some((Some(response), Some(conversion), Some(churn), Some(window))) => Some(ReportRules {
+            response_rate_min: response,
+            conversion_rate_min: conversion,
+            churn_rate_max: churn,
+            conversion_window: window,
+        }),
+        _ => None,
+    };
     Some(ClassificationRules {
+        report,
         time_zone: time_zone?,
         base_currency: base_currency?,
         rates,
@@ -448,6 +488,20 @@ impl Checker<'_> {
                     at(value),
                     format!("`{}` is not a number of orders", value.get_ref()),
                     "write a whole number of orders, 1 or more",
+                );
+                None
+            }
+        }
+    }
+
+    fn percent(&mut self, value: &Spanned<i64>) -> Option<u32> {
+        match u32::try_from(*value.get_ref()) {
+            Ok(n) if n <= 100 => Some(n),
+            _ => {
+                self.problem(
+                    at(value),
+                    format!("`{}` is not a percentage", value.get_ref()),
+                    "write a whole number from 0 to 100, e.g. 30 for 30 %",
                 );
                 None
             }

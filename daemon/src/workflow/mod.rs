@@ -18,7 +18,9 @@ use std::path::Path;
 use jiff::Span;
 use sha2::{Digest, Sha256};
 
-pub use classification::{BehaviourRules, ClassificationRules, RfmRules, ValueTierRules, add_days, sub_days};
+pub use classification::{
+    BehaviourRules, ClassificationRules, ReportRules, RfmRules, ValueTierRules, add_days, sub_days,
+};
 pub use condition::{Condition, contact_schema, event_schema};
 pub use diagnostic::{Diagnostic, Diagnostics};
 
