@@ -10,21 +10,21 @@ use crate::workflow::{Trigger, Workflow, add_span};
 pub fn matches(trigger: &Trigger, event: &Event) -> bool {
     let payload = &event.payload.0;
     let field = |name: &str| payload.get(name).and_then(|v| v.as_str());
+    let from_to = |from: &Option<String>, to: &Option<String>| {
+        from.as_deref().is_none_or(|f| field("from") == Some(f)) && to.as_deref().is_none_or(|t| field("to") == Some(t))
+    };
     match trigger {
         Trigger::ContactCreated => event.kind == "contact_created",
         Trigger::FollowUpLogged => event.kind == "follow_up_logged",
         Trigger::FollowUpOverdue { .. } => event.kind == "follow_up_overdue",
         Trigger::InquiryReceived { .. } => event.kind == "inquiry_received",
-        Trigger::StageChanged { from, to } | Trigger::TierChanged { from, to } | Trigger::RfmChanged { from, to } => {
-            let kind = match trigger {
-                Trigger::StageChanged { .. } => "stage_changed",
-                Trigger::TierChanged { .. } => "tier_changed",
-                _ => "rfm_changed",
-            };
-            event.kind == kind
+        Trigger::StageChanged { from, to } => {
+            event.kind == "stage_changed"
                 && from.as_deref().is_none_or(|f| field("from") == Some(f))
                 && to.as_deref().is_none_or(|t| field("to") == Some(t))
         }
+        Trigger::TierChanged { from, to } => event.kind == "tier_changed" && from_to(from, to),
+        Trigger::RfmChanged { from, to } => event.kind == "rfm_changed" && from_to(from, to),
         Trigger::BecameDormant => event.kind == "became_dormant",
         Trigger::FirstOrder => event.kind == "first_order",
     }

@@ -427,7 +427,10 @@ fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems)
     let trigger = match on {
         "contact_created" => Trigger::ContactCreated,
         "follow_up_logged" => Trigger::FollowUpLogged,
-        "stage_changed" => Trigger::StageChanged { from, to },
+        "stage_changed" => Trigger::StageChanged {
+            from: t.from.as_ref().map(|s| s.get_ref().clone()),
+            to: t.to.as_ref().map(|s| s.get_ref().clone()),
+        },
         "tier_changed" => Trigger::TierChanged { from, to },
         "rfm_changed" => Trigger::RfmChanged { from, to },
         "became_dormant" => Trigger::BecameDormant,
@@ -721,6 +724,28 @@ mod tests {
         assert_eq!(got[1].0, (5, 8));
         assert_eq!(got[2].0, (7, 20));
         assert_eq!(got[3].0, (7, 38));
+    }
+
+    #[test]
+    fn classification_triggers_take_the_values_of_their_field() {
+        let (w, _, _, _) = compile(
+            "[trigger]\non = \"tier_changed\"\nfrom = \"low\"\nto = \"high\"\n[[steps]]\nset_owner = \"boss@example.com\"\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(&w[0].trigger, Trigger::TierChanged { from: Some(f), to: Some(t) } if f == "low" && t == "high")
+        );
+        assert!(matches!(&w[0].steps[0], Step::SetOwner(o) if o == "boss@example.com"));
+
+        let (msg, pos, help) =
+            first_problem("[trigger]\non = \"tier_changed\"\nto = \"hgih\"\n[[steps]]\nwait = \"1d\"\n");
+        assert_eq!((msg.as_str(), pos), ("unknown value tier `hgih`", (3, 6)));
+        assert_eq!(help.as_deref(), Some("did you mean `high`?"));
+        let (msg, _, _) =
+            first_problem("[trigger]\non = \"became_dormant\"\nto = \"dormant\"\n[[steps]]\nwait = \"1d\"\n");
+        assert_eq!(msg, "`to` does not apply to trigger `became_dormant`");
+        let (msg, pos, _) = first_problem("[trigger]\non = \"first_order\"\n[[steps]]\nset_owner = \"the boss\"\n");
+        assert_eq!((msg.as_str(), pos), ("`the boss` is not an email address", (4, 13)));
     }
 
     #[test]
