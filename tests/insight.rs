@@ -207,6 +207,29 @@ fn a_large_order_by_a_low_customer_switches_owner_and_cadence_at_once() {
     assert_eq!(status, 422, "a float amount is refused: {body}");
     nudge.settle();
     assert_eq!(smtp.mails_to("key-accounts@example.com").len(), 1, "one hand-over");
+
+    // The API serves the same report as the CLI.
+    let (status, from_api) = nudge.http("GET", "/reports?from=2026-11-01&to=2026-11-30&tier=high", None);
+    assert_eq!(status, 200, "{from_api}");
+    let from_cli: Value = serde_json::from_str(&nudge.cli(&[
+        "report",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-30",
+        "--tier",
+        "high",
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(from_api, from_cli);
+    assert_eq!(
+        from_api["measures"][2]["denominator"], 1,
+        "one high-value customer: {from_api:#}"
+    );
+    let (status, body) = nudge.http("GET", "/reports?from=November", None);
+    assert_eq!(status, 422, "{body}");
     nudge.stop();
 }
 

@@ -315,26 +315,7 @@ pub async fn report(
     })?;
     let (store, clock) = daemon::open(config).await?;
     let now = clock.now_ms();
-    let date = |text: Option<&str>, default: jiff::civil::Date| match text {
-        None => Ok(default),
-        Some(t) => t
-            .trim()
-            .parse::<jiff::civil::Date>()
-            .with_context(|| format!("`{t}` is not a date; write YYYY-MM-DD")),
-    };
-    let to = date(to, rules.today(now))?;
-    let from = date(from, crate::workflow::sub_days(to, jiff::Span::new().days(29)))?;
-    if from > to {
-        bail!("the period starts ({from}) after it ends ({to})");
-    }
-    let [owner, tier, source] = filters;
-    let scope = crate::report::ReportScope {
-        from,
-        to,
-        owner,
-        tier,
-        source,
-    };
+    let scope = crate::report::ReportScope::new(&rules, now, from, to, filters)?;
     let mut conn = store.pool.acquire().await?;
     let report = crate::report::build(&mut conn, &rules, &set, scope, now).await?;
     match format {

@@ -6,8 +6,8 @@
 use jiff::civil::Date;
 use serde::Serialize;
 
-use crate::store::Conn;
-use crate::workflow::{ClassificationRules, STAGES, Sla, Trigger, WorkflowSet, add_days, add_span};
+use crate::store::{Conn, Invalid};
+use crate::workflow::{ClassificationRules, STAGES, Sla, Trigger, WorkflowSet, add_days, add_span, sub_days};
 
 /// Which contacts and which days a report covers. Dates are inclusive, in the
 /// classification rules' time zone.
@@ -18,6 +18,37 @@ pub struct ReportScope {
     pub owner: Option<String>,
     pub tier: Option<String>,
     pub source: Option<String>,
+}
+
+impl ReportScope {
+    /// The scope of a report asked for with dates as text (`YYYY-MM-DD`); the period
+    /// defaults to the 30 days up to today.
+    pub fn new(
+        rules: &ClassificationRules,
+        now: i64,
+        from: Option<&str>,
+        to: Option<&str>,
+        [owner, tier, source]: [Option<String>; 3],
+    ) -> Result<ReportScope, Invalid> {
+        let date = |text: Option<&str>, default: Date| match text.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Ok(default),
+            Some(t) => t
+                .parse::<Date>()
+                .map_err(|_| Invalid(format!("`{t}` is not a date; write YYYY-MM-DD"))),
+        };
+        let to = date(to, rules.today(now))?;
+        let from = date(from, sub_days(to, jiff::Span::new().days(29)))?;
+        if from > to {
+            return Err(Invalid(format!("the period starts ({from}) after it ends ({to})")));
+        }
+        Ok(ReportScope {
+            from,
+            to,
+            owner,
+            tier,
+            source,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -111,6 +111,7 @@ fn router(state: AppState) -> Router {
         .route("/contacts/{contact}/inquiries", post(add_inquiry))
         .route("/stage-changes", post(stage_change_by_email))
         .route("/orders", post(add_order))
+        .route("/reports", get(report))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -374,4 +375,38 @@ async fn add_order(State(s): State<AppState>, body: Result<Json<NewOrder>, JsonR
             (StatusCode::OK, Json(json!({ "id": order_id, "created": false }))).into_response()
         }
     })
+}
+
+/// `GET /reports?from=2026-11-01&to=2026-11-30&owner=&tier=&source=`: what `nudge report --format json` prints.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    from: Option<String>,
+    to: Option<String>,
+    owner: Option<String>,
+    tier: Option<String>,
+    source: Option<String>,
+}
+
+async fn report(State(s): State<AppState>, query: Result<Query<ReportQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let set = s.engine.current();
+    let Some(rules) = set.classification.clone() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "reports need classification rules: add classification.toml to the workflows folder".into(),
+        ));
+    };
+    let now = s.clock.now_ms();
+    let scope = crate::report::ReportScope::new(
+        &rules,
+        now,
+        q.from.as_deref(),
+        q.to.as_deref(),
+        [q.owner, q.tier, q.source],
+    )
+    .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
+    let mut conn = s.store.pool.acquire().await.map_err(anyhow::Error::from)?;
+    let report = crate::report::build(&mut conn, &rules, &set, scope, now).await?;
+    Ok(Json(report).into_response())
 }
