@@ -590,14 +590,25 @@ fn classification_rules_are_checked_with_their_position_and_hot_reloaded() {
     let eur = r#"{"id": "r-1", "contact": "rates@example.com", "amount": "10", "currency": "EUR"}"#;
     assert_eq!(nudge.http("POST", "/orders", Some(eur)).0, 201);
 
+    assert_eq!(tier(&nudge, "rates@example.com"), "low", "77 CNY");
+    // Without EUR, and medium from 50 CNY: the daemon re-classifies at once, not the next day.
     nudge.write_workflow(
         "classification.toml",
-        &shipped.replace(
-            "rates = { USD = \"7.10\", EUR = \"7.70\" }",
-            "rates = { USD = \"7.10\" }",
-        ),
+        &shipped
+            .replace(
+                "rates = { USD = \"7.10\", EUR = \"7.70\" }",
+                "rates = { USD = \"7.10\" }",
+            )
+            .replace(
+                "medium = { min_amount = \"100000\" }",
+                "medium = { min_amount = \"50\" }",
+            ),
     );
     nudge.wait_for_log("workflows reloaded");
+    wait_until(
+        || Some(()).filter(|_| tier(&nudge, "rates@example.com") == "medium"),
+        || format!("not re-classified with the edited rules:\n{}", nudge.log()),
+    );
     let eur = r#"{"id": "r-2", "contact": "rates@example.com", "amount": "10", "currency": "EUR"}"#;
     let (status, body) = nudge.http("POST", "/orders", Some(eur));
     assert_eq!(status, 422, "{body}");

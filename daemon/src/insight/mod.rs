@@ -363,15 +363,26 @@ pub async fn classification_pass(
 
 /// The daemon's daily pass: checks whenever woken (a write, the virtual clock
 /// moving) and at least every minute whether a new day began in the rules' zone.
+/// Edited rules re-classify everyone at once rather than the next day.
 pub async fn run_daily_pass(
     engine: Arc<Engine>,
     wake: Arc<Notify>,
     engine_wake: Arc<Notify>,
     cancel: CancellationToken,
 ) {
+    let mut rules_source = None;
     loop {
-        if let Some(rules) = engine.current().classification.clone() {
-            match classification_pass(&engine.store, &rules, engine.clock.now_ms(), false).await {
+        let set = engine.current();
+        if let Some(rules) = set.classification.clone() {
+            // Compared by text: every reload of the folder compiles new rules, edited or not.
+            let source = set
+                .files
+                .iter()
+                .find(|(path, _)| Path::new(path).file_name().is_some_and(|n| n == CLASSIFICATION_FILE))
+                .map(|(_, source)| source.clone());
+            let edited = rules_source.is_some() && rules_source != source;
+            rules_source = source;
+            match classification_pass(&engine.store, &rules, engine.clock.now_ms(), edited).await {
                 Ok(Some(s)) => {
                     info!(
                         customers = s.customers,
