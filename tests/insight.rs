@@ -767,4 +767,32 @@ fn the_report_counts_the_funnel_rates_and_sla_of_a_fixture_month() {
         "csv",
     ]);
     assert!(csv.contains("measure %,conversion rate,20.0,1,5,>= 10 %,true"), "{csv}");
+
+    let page = nudge.path("report.html");
+    nudge.cli(&[
+        "report",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-30",
+        "--html",
+        page.to_str().unwrap(),
+    ]);
+    let page = std::fs::read_to_string(page).unwrap();
+    assert!(
+        page.contains("<svg") && page.contains("Bottleneck: intent -&gt; sample (0.0 %)"),
+        "{page}"
+    );
+    // Five weeks; every follow-up fell in the first, which holds the whole month's conversion.
+    for week in ["2026-11-01", "2026-11-08", "2026-11-15", "2026-11-22", "2026-11-29"] {
+        assert!(
+            page.contains(&format!(">{week}</text>")),
+            "week {week} in the trend:\n{page}"
+        );
+    }
+    assert_eq!(
+        page.matches("20.0 % (1/5)").count(),
+        2,
+        "the measure and its first week:\n{page}"
+    );
 }

@@ -302,6 +302,7 @@ pub async fn report(
     to: Option<&str>,
     filters: [Option<String>; 3],
     format: ReportFormat,
+    html: Option<&Path>,
 ) -> anyhow::Result<()> {
     let plugins = PluginHost::load(&config.plugin_settings(), None)?;
     let set = WorkflowSet::load(&config.workflows, &plugins.channels())
@@ -317,7 +318,12 @@ pub async fn report(
     let now = clock.now_ms();
     let scope = crate::report::ReportScope::new(&rules, now, from, to, filters)?;
     let mut conn = store.pool.acquire().await?;
-    let report = crate::report::build(&mut conn, &rules, &set, scope, now).await?;
+    let report = crate::report::build(&mut conn, &rules, &set, scope.clone(), now).await?;
+    if let Some(file) = html {
+        let weeks = crate::report::weekly_trend(&mut conn, &rules, &set, &scope, now).await?;
+        std::fs::write(file, report.to_html(&weeks)).with_context(|| format!("write {}", file.display()))?;
+        eprintln!("wrote {}", file.display());
+    }
     match format {
         ReportFormat::Table => print!("{}", report.to_table()),
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),

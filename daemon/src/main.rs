@@ -82,6 +82,9 @@ enum Command {
         source: Option<String>,
         #[arg(long, value_enum, default_value_t = ReportFormatArg::Table)]
         format: ReportFormatArg,
+        /// Also write a page with the funnel and the weekly trend as charts.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// Record inquiries (they start the response SLA).
     #[command(subcommand)]
@@ -295,6 +298,7 @@ fn main() -> ExitCode {
             tier,
             source,
             format,
+            html,
         } => {
             let format = match format {
                 ReportFormatArg::Table => commands::ReportFormat::Table,
@@ -311,6 +315,7 @@ fn main() -> ExitCode {
                 to.as_deref(),
                 [owner, tier, source],
                 format,
+                html.as_deref(),
             ))
         }
         Command::Plugin(PluginCommand::List) => commands::plugin_list(&config),
