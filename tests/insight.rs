@@ -230,6 +230,11 @@ fn a_large_order_by_a_low_customer_switches_owner_and_cadence_at_once() {
     );
     let (status, body) = nudge.http("GET", "/reports?from=November", None);
     assert_eq!(status, 422, "{body}");
+
+    // A retry the next day, still without a date, is the same order.
+    nudge.advance("1d");
+    let (status, body) = nudge.http("POST", "/orders", Some(order));
+    assert_eq!((status, body["created"].clone()), (200, Value::Bool(false)), "{body}");
     nudge.stop();
 }
 

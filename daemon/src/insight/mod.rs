@@ -132,7 +132,8 @@ pub async fn store_order(
         .to_ascii_uppercase();
     let rate = rules.rate(&currency).map_err(Invalid)?;
     let today = rules.today(now);
-    let ordered_on = match new.date.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+    let date_given = new.date.as_deref().map(str::trim).filter(|d| !d.is_empty());
+    let ordered_on = match date_given {
         None => today,
         Some(text) => parse_order_date(rules, text)?,
     };
@@ -158,6 +159,16 @@ pub async fn store_order(
             contact_id: contact.id,
         }),
         OrderInsert::AlreadyPresent(order_id) => Ok(OrderOutcome::AlreadyPresent { order_id }),
+        // A retry that left out the date (which defaults to today) is still the same order.
+        OrderInsert::Conflict(existing)
+            if date_given.is_none()
+                && existing.contact_id == row.contact_id
+                && existing.amount_minor == row.amount_minor
+                && existing.currency == row.currency
+                && existing.items == row.items =>
+        {
+            Ok(OrderOutcome::AlreadyPresent { order_id: existing.id })
+        }
         OrderInsert::Conflict(existing) => Err(Invalid(format!(
             "order `{external_id}` exists already with other content ({} {} on {} for contact {}); \
              orders are never changed by sending them again",
@@ -266,7 +277,11 @@ pub async fn reclassify(
         }
         changes += 1;
     }
-    if changes > 0 || contact.rfm_scores.as_deref() != Some(scores.as_str()) {
+    // An older order imported later moves `customer_since` without changing anything else.
+    if changes > 0
+        || contact.rfm_scores.as_deref() != Some(scores.as_str())
+        || contact.customer_since.as_deref() != Some(first_order.as_str())
+    {
         let computed = store::ComputedClassification {
             value_tier: now_class.value_tier,
             rfm_grade: now_class.rfm_grade,
