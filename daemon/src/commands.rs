@@ -11,6 +11,8 @@ use crate::api::FollowUpInput;
 use crate::clock::{display_ms, parse_time};
 use crate::config::Config;
 use crate::daemon;
+use crate::import;
+use crate::insight::{self, NewOrder, OrderOutcome, money};
 use crate::plugins::PluginHost;
 use crate::store::{self, NewContact};
 use crate::workflow::WorkflowSet;
@@ -22,10 +24,15 @@ pub fn check(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
     match WorkflowSet::load(dir, &plugins.channels()) {
         Ok(set) => {
             println!(
-                "ok: {} workflows, {} templates, {} cadences in {} (set {})",
+                "ok: {} workflows, {} templates, {} cadences, {} in {} (set {})",
                 set.workflows.len(),
                 set.templates.len(),
                 set.cadences.len(),
+                if set.classification.is_some() {
+                    "classification rules"
+                } else {
+                    "no classification rules"
+                },
                 dir.display(),
                 set.hash
             );
@@ -47,112 +54,32 @@ pub async fn contact_add(config: &Config, new: NewContact) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Imports contacts from a CSV with a header row naming the columns (name is
-/// required; tags are separated by `;`). Bad rows are reported and skipped; a
-/// contact whose email exists already is left as it is, so re-importing is harmless.
-pub async fn contact_import(config: &Config, file: &Path) -> anyhow::Result<()> {
+/// `nudge contact import`: a CSV of contacts.
+pub async fn contact_import(config: &Config, file: &Path, strict: bool) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
-    let mut reader = csv::Reader::from_path(file).with_context(|| format!("open {}", file.display()))?;
-    let headers = reader.headers()?.clone();
-    let known = [
-        "name",
-        "company",
-        "email",
-        "phone",
-        "owner",
-        "stage",
-        "intent_grade",
-        "value_tier",
-        "tags",
-        "source",
-        "time_zone",
-        "locale",
-        "consent",
-    ];
-    if let Some(unknown) = headers.iter().find(|h| !known.contains(h)) {
-        bail!(
-            "{}: unknown column `{unknown}`; columns are: {}",
-            file.display(),
-            known.join(", ")
-        );
-    }
-    let (mut added, mut existing, mut bad) = (0, 0, 0);
-    let mut tx = store.write().await?;
-    for (index, record) in reader.records().enumerate() {
-        let line = record
-            .as_ref()
-            .ok()
-            .and_then(|r| r.position())
-            .map_or(index as u64 + 2, |p| p.line());
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("{}:{line}: skipped: {e}", file.display());
-                bad += 1;
-                continue;
-            }
-        };
-        let field = |name: &str| {
-            headers
-                .iter()
-                .position(|h| h == name)
-                .and_then(|i| record.get(i))
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .map(String::from)
-        };
-        let new = NewContact {
-            name: field("name").unwrap_or_default(),
-            company: field("company").unwrap_or_default(),
-            email: field("email"),
-            phone: field("phone"),
-            owner: field("owner").unwrap_or_default(),
-            stage: field("stage"),
-            intent_grade: field("intent_grade"),
-            value_tier: field("value_tier"),
-            tags: field("tags")
-                .map(|t| {
-                    t.split(';')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            source: field("source").unwrap_or_default(),
-            time_zone: field("time_zone"),
-            locale: field("locale"),
-            consent: field("consent"),
-        };
-        if let Some(email) = &new.email
-            && store::find_contact(&mut tx, email).await?.is_some()
-        {
-            existing += 1;
-            continue;
-        }
-        match store::insert_contact(&mut tx, &new, clock.now_ms()).await {
-            Ok(_) => added += 1,
-            Err(e) => {
-                eprintln!("{}:{line}: skipped: {e:#}", file.display());
-                bad += 1;
-            }
-        }
-        if (added + 1) % 1000 == 0 {
-            tx.commit().await?;
-            tx = store.write().await?;
-        }
-    }
-    tx.commit().await?;
-    println!("imported {added} contacts, {existing} already present, {bad} bad rows skipped");
+    let mut contacts = import::contacts::Contacts { now: clock.now_ms() };
+    let summary = import::import_csv(&store, file, strict, &mut contacts).await?;
+    println!(
+        "imported {} contacts, {} already present, {} bad rows skipped",
+        summary.added, summary.already_present, summary.bad
+    );
     Ok(())
 }
 
-pub async fn contact_show(config: &Config, reference: &str) -> anyhow::Result<()> {
+pub async fn contact_show(config: &Config, reference: &str, as_json: bool) -> anyhow::Result<()> {
     let (store, _) = daemon::open(config).await?;
     let mut conn = store.pool.acquire().await?;
     let contact = store::find_contact(&mut conn, reference)
         .await?
         .with_context(|| format!("no contact `{reference}`"))?;
     let follow_ups = store::follow_ups_of(&mut conn, contact.id, 10).await?;
+    let orders = store::orders_of(&mut conn, contact.id, 10).await?;
+    let history = store::history_of(&mut conn, contact.id, 50).await?;
+    if as_json {
+        let shown = json!({ "contact": contact, "follow_ups": follow_ups, "orders": orders, "history": history });
+        println!("{}", serde_json::to_string_pretty(&shown)?);
+        return Ok(());
+    }
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     println!(
         "#{} {} ({})",
@@ -182,9 +109,50 @@ pub async fn contact_show(config: &Config, reference: &str) -> anyhow::Result<()
         "  time zone {}  locale {}  consent {}",
         contact.time_zone, contact.locale, contact.consent
     );
+    if let Some(since) = &contact.customer_since {
+        println!(
+            "  customer since {since}  rfm {} ({})  behaviour {}",
+            opt(&contact.rfm_grade),
+            opt(&contact.rfm_scores),
+            opt(&contact.behaviour)
+        );
+    }
     match contact.next_follow_up_at {
         Some(at) => println!("  next follow-up {} ({})", display_ms(at), opt(&contact.next_goal)),
         None => println!("  next follow-up: none"),
+    }
+    if !orders.is_empty() {
+        println!("  latest orders:");
+    }
+    for o in &orders {
+        println!(
+            "  - {} {} {} {}{}",
+            o.ordered_on,
+            o.external_id,
+            money::format_minor(o.amount_minor),
+            o.currency,
+            if o.items.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", o.items)
+            }
+        );
+    }
+    if !history.is_empty() {
+        println!("  history:");
+    }
+    for h in &history {
+        println!(
+            "  - {} {} {} -> {} by {}",
+            display_ms(h.at),
+            h.field,
+            h.from_value.as_deref().unwrap_or("-"),
+            h.to_value.as_deref().unwrap_or("-"),
+            h.changed_by
+        );
+    }
+    if !follow_ups.is_empty() {
+        println!("  latest follow-ups:");
     }
     for f in follow_ups {
         println!(
@@ -223,11 +191,161 @@ pub async fn follow_up_log(config: &Config, reference: &str, input: FollowUpInpu
         .with_context(|| format!("no contact `{reference}`"))?;
     let follow_up = input.resolve(&contact, now)?;
     let id = store::log_follow_up(&mut tx, &contact, &follow_up, now).await?;
+    // A follow-up is activity that keeps a customer from churning. Without readable
+    // rules the follow-up is still logged; the daemon's daily pass catches up.
+    match insight::load_rules(&config.workflows) {
+        Ok(rules) => {
+            insight::reclassify_by_id(&mut tx, Some(&rules), contact.id, now, insight::Events::Write).await?;
+        }
+        Err(e) if config.workflows.join(crate::workflow::CLASSIFICATION_FILE).exists() => {
+            eprintln!("warning: not re-classified: {e:#}")
+        }
+        Err(_) => {}
+    }
     tx.commit().await?;
     match follow_up.next_follow_up_at {
         Some(at) => println!("follow-up {id} logged; next follow-up {}", display_ms(at)),
         None => println!("follow-up {id} logged; no next follow-up set"),
     }
+    Ok(())
+}
+
+/// `nudge order add`: records one order and re-classifies its customer.
+pub async fn order_add(config: &Config, order: NewOrder) -> anyhow::Result<()> {
+    let rules = insight::load_rules(&config.workflows)?;
+    let (store, clock) = daemon::open(config).await?;
+    let mut tx = store.write().await?;
+    let outcome = insight::record_order(&mut tx, &rules, &order, clock.now_ms()).await?;
+    tx.commit().await?;
+    match outcome {
+        OrderOutcome::Added { order_id, contact_id } => {
+            let mut conn = store.pool.acquire().await?;
+            let contact = store::contact_by_id(&mut conn, contact_id)
+                .await?
+                .context("contact vanished")?;
+            println!(
+                "order {} recorded (#{order_id}); contact {contact_id}: tier {}, rfm {}, {}",
+                order.id.trim(),
+                contact.value_tier.as_deref().unwrap_or("-"),
+                contact.rfm_grade.as_deref().unwrap_or("-"),
+                contact.behaviour.as_deref().unwrap_or("-"),
+            );
+        }
+        OrderOutcome::AlreadyPresent { order_id } => {
+            println!(
+                "order {} is recorded already (#{order_id}); nothing changed",
+                order.id.trim()
+            )
+        }
+    }
+    Ok(())
+}
+
+/// `nudge order import`: a CSV of orders; with `history`, past orders that start no workflow.
+pub async fn order_import(config: &Config, file: &Path, strict: bool, history: bool) -> anyhow::Result<()> {
+    let rules = insight::load_rules(&config.workflows)?;
+    let (store, clock) = daemon::open(config).await?;
+    let events = if history {
+        insight::Events::Skip
+    } else {
+        insight::Events::Write
+    };
+    let mut orders = import::orders::Orders::new(&rules, clock.now_ms(), events);
+    let summary = import::import_csv(&store, file, strict, &mut orders).await?;
+    println!(
+        "imported {} orders, {} already present, {} bad rows skipped",
+        summary.added, summary.already_present, summary.bad
+    );
+    Ok(())
+}
+
+/// `nudge followup import`: a CSV of follow-ups, each logged as `followup log` would.
+pub async fn follow_up_import(config: &Config, file: &Path, strict: bool) -> anyhow::Result<()> {
+    let rules = classification_rules_if_any(config)?;
+    let (store, clock) = daemon::open(config).await?;
+    let mut follow_ups = import::follow_ups::FollowUps {
+        rules: rules.as_deref(),
+        now: clock.now_ms(),
+    };
+    let summary = import::import_csv(&store, file, strict, &mut follow_ups).await?;
+    println!(
+        "imported {} follow-ups, {} already present, {} bad rows skipped",
+        summary.added, summary.already_present, summary.bad
+    );
+    Ok(())
+}
+
+/// The classification rules for commands that work without them (follow-ups):
+/// none without a classification.toml, an error if it is there but broken.
+fn classification_rules_if_any(
+    config: &Config,
+) -> anyhow::Result<Option<std::sync::Arc<crate::workflow::ClassificationRules>>> {
+    if config.workflows.join(crate::workflow::CLASSIFICATION_FILE).exists() {
+        insight::load_rules(&config.workflows).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// How `nudge report` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+/// `nudge report`: the measures of domain.md §6 for a period (default: the 30 days up to today).
+pub async fn report(
+    config: &Config,
+    from: Option<&str>,
+    to: Option<&str>,
+    filters: [Option<String>; 3],
+    format: ReportFormat,
+    html: Option<&Path>,
+) -> anyhow::Result<()> {
+    let plugins = PluginHost::load(&config.plugin_settings(), None)?;
+    let set = WorkflowSet::load(&config.workflows, &plugins.channels())
+        .map_err(|d| anyhow::anyhow!("{}\nfix {} first", d.render(false), config.workflows.display()))?;
+    let rules = set.classification.clone().with_context(|| {
+        format!(
+            "no {} in {}: the report needs its time zone and targets",
+            crate::workflow::CLASSIFICATION_FILE,
+            config.workflows.display()
+        )
+    })?;
+    let (store, clock) = daemon::open(config).await?;
+    let now = clock.now_ms();
+    let scope = crate::report::ReportScope::new(&rules, now, from, to, filters)?;
+    let mut conn = store.pool.acquire().await?;
+    let report = crate::report::build(&mut conn, &rules, &set, scope.clone(), now).await?;
+    if let Some(file) = html {
+        let weeks = crate::report::weekly_trend(&mut conn, &rules, &set, &scope, now).await?;
+        std::fs::write(file, report.to_html(&weeks)).with_context(|| format!("write {}", file.display()))?;
+        eprintln!("wrote {}", file.display());
+    }
+    match format {
+        ReportFormat::Table => print!("{}", report.to_table()),
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Csv => print!("{}", report.to_csv()?),
+    }
+    Ok(())
+}
+
+/// `nudge classify`: re-classifies every customer now (after changing the rules,
+/// or to see today's result without waiting for the daemon's daily pass).
+pub async fn classify(config: &Config) -> anyhow::Result<()> {
+    let rules = insight::load_rules(&config.workflows)?;
+    let (store, clock) = daemon::open(config).await?;
+    let summary = insight::classification_pass(&store, &rules, clock.now_ms(), true)
+        .await?
+        .context("a forced pass always runs")?;
+    println!(
+        "classified {} customers as of {}: {} changes",
+        summary.customers,
+        rules.today(clock.now_ms()),
+        summary.changes
+    );
     Ok(())
 }
 
@@ -282,6 +400,7 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
     )
     .fetch_all(pool)
     .await?;
+    let classified_on = store::last_classification_pass(&mut *store.pool.acquire().await?).await?;
     let outbox_due: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?")
             .bind(now)
@@ -303,6 +422,7 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
             "outbox": counts(&outbox),
             "outbox_due": outbox_due,
             "events_unprocessed": unprocessed,
+            "classified_on": classified_on,
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -345,6 +465,10 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
     }
     println!("outbox: {} ({outbox_due} due now)", line(&outbox));
     println!("events waiting for the daemon: {unprocessed}");
+    println!(
+        "last daily classification pass: {}",
+        classified_on.as_deref().unwrap_or("never")
+    );
     Ok(())
 }
 

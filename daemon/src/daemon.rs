@@ -70,6 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .context("start the engine")?,
     );
     let engine_wake = Arc::new(Notify::new());
+    let classification_wake = Arc::new(Notify::new());
     let cancel = CancellationToken::new();
     let delivery = Delivery::new(
         &config,
@@ -83,6 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         clock.clone(),
         engine_wake.clone(),
+        engine.clone(),
         unsubscribe,
         cancel.clone(),
     )
@@ -91,10 +93,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(scheduler::run(engine.clone(), engine_wake.clone(), cancel.clone()));
     tasks.spawn(delivery.run(cancel.clone()));
+    tasks.spawn(crate::insight::run_daily_pass(
+        engine.clone(),
+        classification_wake.clone(),
+        engine_wake.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(scheduler::watch_changes(
         store.clone(),
         clock.clone(),
-        vec![engine_wake.clone(), engine.delivery_wake.clone()],
+        vec![
+            engine_wake.clone(),
+            engine.delivery_wake.clone(),
+            classification_wake.clone(),
+        ],
         cancel.clone(),
     ));
     tasks.spawn(reload::watch(

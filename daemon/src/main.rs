@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use nudge::api::FollowUpInput;
 use nudge::commands;
 use nudge::config::Config;
+use nudge::insight::{Amount, NewOrder};
 use nudge::store::NewContact;
 
 #[derive(Parser)]
@@ -24,6 +25,13 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormatArg {
+    Table,
+    Json,
+    Csv,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -50,6 +58,34 @@ enum Command {
     /// Log follow-ups (domain.md §4).
     #[command(subcommand, name = "followup")]
     FollowUp(FollowUpCommand),
+    /// Record orders; import them from CSV.
+    #[command(subcommand)]
+    Order(OrderCommand),
+    /// Re-classify every customer now (value tier, RFM grade, behaviour).
+    Classify,
+    /// Funnel, response, conversion and churn rates, inquiry SLA and overdue follow-ups for a period.
+    Report {
+        /// First day (YYYY-MM-DD; default: 29 days before --to).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, included (default: today).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only the contacts of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only contacts of this value tier.
+        #[arg(long)]
+        tier: Option<String>,
+        /// Only contacts from this source.
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormatArg::Table)]
+        format: ReportFormatArg,
+        /// Also write a page with the funnel and the weekly trend as charts.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
     /// Record inquiries (they start the response SLA).
     #[command(subcommand)]
     Inquiry(InquiryCommand),
@@ -151,10 +187,54 @@ enum SegmentCommand {
 enum ContactCommand {
     /// Add one contact.
     Add(Box<ContactArgs>),
-    /// Import contacts from a CSV file with a header row.
-    Import { file: PathBuf },
-    /// Show a contact (by id or email) and its latest follow-ups.
-    Show { contact: String },
+    /// Import contacts from a CSV file with a header row; contacts known already are skipped.
+    Import {
+        file: PathBuf,
+        /// Import nothing if any row is bad.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Show a contact (by id or email): classification, orders, history, follow-ups.
+    Show {
+        contact: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrderCommand {
+    /// Record one order; sending the same order id again changes nothing.
+    Add {
+        /// The order's id in your shop or ERP.
+        #[arg(long)]
+        id: String,
+        /// The contact's id or email.
+        #[arg(long)]
+        contact: String,
+        /// A decimal amount, e.g. 1234.50.
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        /// Default: the base currency of classification.toml.
+        #[arg(long)]
+        currency: Option<String>,
+        /// YYYY-MM-DD or an RFC 3339 time (default: today).
+        #[arg(long)]
+        date: Option<String>,
+        #[arg(long, default_value = "")]
+        items: String,
+    },
+    /// Import orders from a CSV file with a header row (id, contact, amount, currency, date, items).
+    Import {
+        file: PathBuf,
+        /// Import nothing if any row is bad.
+        #[arg(long)]
+        strict: bool,
+        /// Past orders, loaded once: classify the customers, but start no workflow
+        /// (no first-order or reactivation mails for what happened long ago).
+        #[arg(long)]
+        history: bool,
+    },
 }
 
 #[derive(Args)]
@@ -211,32 +291,52 @@ enum StageCommand {
 #[derive(Subcommand)]
 enum FollowUpCommand {
     /// Log a follow-up and set the next one.
-    Log {
-        contact: String,
-        /// phone, wechat, email, visit, ...
+    Log(Box<FollowUpArgs>),
+    /// Import follow-ups from a CSV file with a header row (contact, at, channel, and the
+    /// fields of `log`); rows logged already are skipped.
+    Import {
+        file: PathBuf,
+        /// Import nothing if any row is bad.
         #[arg(long)]
-        channel: String,
-        #[arg(long, default_value = "")]
-        summary: String,
-        #[arg(long, default_value = "")]
-        feedback: String,
-        /// New intent grade decided in this contact.
-        #[arg(long)]
-        intent: Option<String>,
-        /// Next follow-up: a duration (3d), RFC 3339, or a local date-time in the contact's zone.
-        #[arg(long)]
-        next: Option<String>,
-        #[arg(long)]
-        goal: Option<String>,
-        /// in_progress, won, needs_follow_up or lost.
-        #[arg(long)]
-        result: Option<String>,
-        #[arg(long)]
-        owner: Option<String>,
-        /// When the contact happened (default: now).
-        #[arg(long)]
-        at: Option<String>,
+        strict: bool,
     },
+}
+
+#[derive(Args)]
+struct FollowUpArgs {
+    contact: String,
+    /// phone, wechat, email, visit, ...
+    #[arg(long)]
+    channel: String,
+    #[arg(long, default_value = "")]
+    summary: String,
+    #[arg(long, default_value = "")]
+    feedback: String,
+    /// New intent grade decided in this contact.
+    #[arg(long)]
+    intent: Option<String>,
+    /// The customer's attitude: doubting or accepting (with --understanding: the funnel stage).
+    #[arg(long)]
+    attitude: Option<String>,
+    /// How specific the customer's need is: vague or specific.
+    #[arg(long)]
+    understanding: Option<String>,
+    /// New lifecycle stage reached in this contact.
+    #[arg(long)]
+    stage: Option<String>,
+    /// Next follow-up: a duration (3d), RFC 3339, or a local date-time in the contact's zone.
+    #[arg(long)]
+    next: Option<String>,
+    #[arg(long)]
+    goal: Option<String>,
+    /// in_progress, won, needs_follow_up or lost.
+    #[arg(long)]
+    result: Option<String>,
+    #[arg(long)]
+    owner: Option<String>,
+    /// When the contact happened (default: now).
+    #[arg(long)]
+    at: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -265,6 +365,34 @@ fn main() -> ExitCode {
     // commands that make them run outside the async runtime.
     let result = match cli.command {
         Command::Check { dir } => commands::check(&config, dir.as_deref()),
+        // Loads the plugin host (for the workflow set's SLA), which blocks: a runtime of its own.
+        Command::Report {
+            from,
+            to,
+            owner,
+            tier,
+            source,
+            format,
+            html,
+        } => {
+            let format = match format {
+                ReportFormatArg::Table => commands::ReportFormat::Table,
+                ReportFormatArg::Json => commands::ReportFormat::Json,
+                ReportFormatArg::Csv => commands::ReportFormat::Csv,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("start tokio");
+            runtime.block_on(commands::report(
+                &config,
+                from.as_deref(),
+                to.as_deref(),
+                [owner, tier, source],
+                format,
+                html.as_deref(),
+            ))
+        }
         Command::Plugin(PluginCommand::List) => commands::plugin_list(&config),
         Command::Plugin(PluginCommand::Test { plugin, fixture }) => commands::plugin_test(&config, &plugin, &fixture),
         command => {
@@ -287,7 +415,9 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Run => nudge::daemon::run(config).await,
-        Command::Check { .. } | Command::Plugin(_) => unreachable!("run outside the runtime, in main"),
+        Command::Check { .. } | Command::Plugin(_) | Command::Report { .. } => {
+            unreachable!("run outside the runtime, in main")
+        }
         Command::Contact(ContactCommand::Add(a)) => {
             let new = NewContact {
                 name: a.name,
@@ -306,33 +436,54 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             };
             commands::contact_add(&config, new).await
         }
-        Command::Contact(ContactCommand::Import { file }) => commands::contact_import(&config, &file).await,
-        Command::Contact(ContactCommand::Show { contact }) => commands::contact_show(&config, &contact).await,
-        Command::Stage(StageCommand::Set { contact, stage }) => commands::stage_set(&config, &contact, &stage).await,
-        Command::FollowUp(FollowUpCommand::Log {
+        Command::Contact(ContactCommand::Import { file, strict }) => {
+            commands::contact_import(&config, &file, strict).await
+        }
+        Command::FollowUp(FollowUpCommand::Import { file, strict }) => {
+            commands::follow_up_import(&config, &file, strict).await
+        }
+        Command::Contact(ContactCommand::Show { contact, json }) => {
+            commands::contact_show(&config, &contact, json).await
+        }
+        Command::Order(OrderCommand::Add {
+            id,
             contact,
-            channel,
-            summary,
-            feedback,
-            intent,
-            next,
-            goal,
-            result,
-            owner,
-            at,
+            amount,
+            currency,
+            date,
+            items,
         }) => {
-            let input = FollowUpInput {
-                at,
-                channel,
-                summary,
-                feedback,
-                intent_grade: intent,
-                next_follow_up: next,
-                next_goal: goal,
-                result,
-                owner,
+            let order = NewOrder {
+                id,
+                contact,
+                amount: Amount::Text(amount),
+                currency,
+                date,
+                items,
             };
-            commands::follow_up_log(&config, &contact, input).await
+            commands::order_add(&config, order).await
+        }
+        Command::Order(OrderCommand::Import { file, strict, history }) => {
+            commands::order_import(&config, &file, strict, history).await
+        }
+        Command::Classify => commands::classify(&config).await,
+        Command::Stage(StageCommand::Set { contact, stage }) => commands::stage_set(&config, &contact, &stage).await,
+        Command::FollowUp(FollowUpCommand::Log(a)) => {
+            let input = FollowUpInput {
+                at: a.at,
+                channel: a.channel,
+                summary: a.summary,
+                feedback: a.feedback,
+                intent_grade: a.intent,
+                attitude: a.attitude,
+                understanding: a.understanding,
+                stage: a.stage,
+                next_follow_up: a.next,
+                next_goal: a.goal,
+                result: a.result,
+                owner: a.owner,
+            };
+            commands::follow_up_log(&config, &a.contact, input).await
         }
         Command::Inquiry(InquiryCommand::Add {
             contact,

@@ -10,6 +10,9 @@ use crate::workflow::{ExitOn, Trigger, Workflow, add_span};
 pub fn matches(trigger: &Trigger, event: &Event) -> bool {
     let payload = &event.payload.0;
     let field = |name: &str| payload.get(name).and_then(|v| v.as_str());
+    let from_to = |from: &Option<String>, to: &Option<String>| {
+        from.as_deref().is_none_or(|f| field("from") == Some(f)) && to.as_deref().is_none_or(|t| field("to") == Some(t))
+    };
     match trigger {
         Trigger::ContactCreated => event.kind == "contact_created",
         Trigger::FollowUpLogged => event.kind == "follow_up_logged",
@@ -22,6 +25,10 @@ pub fn matches(trigger: &Trigger, event: &Event) -> bool {
                 && from.as_deref().is_none_or(|f| field("from") == Some(f))
                 && to.as_deref().is_none_or(|t| field("to") == Some(t))
         }
+        Trigger::TierChanged { from, to } => event.kind == "tier_changed" && from_to(from, to),
+        Trigger::RfmChanged { from, to } => event.kind == "rfm_changed" && from_to(from, to),
+        Trigger::BecameDormant => event.kind == "became_dormant",
+        Trigger::FirstOrder => event.kind == "first_order",
     }
 }
 
@@ -114,6 +121,10 @@ async fn trigger_gone(
         Trigger::InquiryReceived { sla: Some(_) } => {
             let id = context.get("inquiry_id").and_then(|v| v.as_i64()).unwrap_or(0);
             (!store::inquiry_open(conn, id).await?).then_some("the inquiry was answered")
+        }
+        // Reactivation is for customers still dormant: one who ordered again needs none.
+        Trigger::BecameDormant => {
+            (contact.behaviour.as_deref() != Some("dormant")).then_some("the customer is no longer dormant")
         }
         _ => None,
     })

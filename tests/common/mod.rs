@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nudge");
-/// How long to wait for something that should happen within a second or two.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+/// How long to wait for something that should happen within a second or two: a guard
+/// against hangs, generous because a loaded 2-core machine runs many daemons at once.
+pub const PATIENCE: Duration = Duration::from_secs(90);
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

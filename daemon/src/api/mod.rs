@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -20,6 +20,8 @@ use tracing::{info, warn};
 
 use crate::clock::{Clock, parse_time};
 use crate::config::Config;
+use crate::insight::{self, NewOrder, OrderOutcome};
+use crate::runs::Engine;
 use crate::store::{self, BounceKind, Contact, GroupCommit, Invalid, NewContact, NewFollowUp, Store, SuppressionRules};
 use crate::unsubscribe::Unsubscribe;
 
@@ -34,6 +36,8 @@ struct AppState {
     writer: GroupCommit<Answer>,
     clock: Clock,
     engine_wake: Arc<Notify>,
+    /// The running workflow set's classification rules are read from here.
+    engine: Arc<Engine>,
     token: Option<Arc<str>>,
     unsubscribe: Unsubscribe,
     suppression: SuppressionRules,
@@ -83,6 +87,7 @@ pub async fn serve(
     store: Store,
     clock: Clock,
     engine_wake: Arc<Notify>,
+    engine: Arc<Engine>,
     unsubscribe: Unsubscribe,
     cancel: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
@@ -99,6 +104,7 @@ pub async fn serve(
         store,
         clock,
         engine_wake,
+        engine,
         token: token.map(Into::into),
         unsubscribe,
         suppression: config.suppression.rules(),
@@ -127,6 +133,8 @@ fn router(state: AppState) -> Router {
         .route("/stage-changes", post(stage_change_by_email))
         .route("/bounces", post(report_bounce))
         .route("/suppressions", post(add_suppression))
+        .route("/orders", post(add_order))
+        .route("/reports", get(report))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
@@ -195,7 +203,12 @@ async fn show_contact(State(s): State<AppState>, Path(reference): Path<String>) 
     let mut conn = s.store.pool.acquire().await.map_err(anyhow::Error::from)?;
     let contact = contact(&mut conn, &reference).await?;
     let follow_ups = store::follow_ups_of(&mut conn, contact.id, 20).await?;
-    Ok(Json(json!({ "contact": contact, "follow_ups": follow_ups })).into_response())
+    let orders = store::orders_of(&mut conn, contact.id, 20).await?;
+    let history = store::history_of(&mut conn, contact.id, 50).await?;
+    Ok(
+        Json(json!({ "contact": contact, "follow_ups": follow_ups, "orders": orders, "history": history }))
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]
@@ -306,6 +319,9 @@ pub struct FollowUpInput {
     #[serde(default)]
     pub feedback: String,
     pub intent_grade: Option<String>,
+    pub attitude: Option<String>,
+    pub understanding: Option<String>,
+    pub stage: Option<String>,
     pub next_follow_up: Option<String>,
     pub next_goal: Option<String>,
     pub result: Option<String>,
@@ -325,6 +341,9 @@ impl FollowUpInput {
             summary: self.summary,
             feedback: self.feedback,
             intent_grade: self.intent_grade,
+            attitude: self.attitude,
+            understanding: self.understanding,
+            stage: self.stage,
             next_follow_up_at: time(self.next_follow_up)?,
             next_goal: self.next_goal,
             result: self.result,
@@ -340,11 +359,13 @@ async fn log_follow_up(
 ) -> ApiResult {
     let Json(input) = body?;
     let now = s.clock.now_ms();
+    let rules = s.engine.current().classification.clone();
     s.write(move |conn| {
         Box::pin(async move {
             let contact = contact(conn, &reference).await?;
             let follow_up = input.resolve(&contact, now)?;
             let id = store::log_follow_up(conn, &contact, &follow_up, now).await?;
+            insight::reclassify_by_id(conn, rules.as_deref(), contact.id, now, insight::Events::Write).await?;
             Ok((StatusCode::CREATED, json!({ "id": id })))
         })
     })
@@ -489,4 +510,62 @@ async fn add_suppression(State(s): State<AppState>, body: Result<Json<Suppressio
     .await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     Ok((StatusCode::CREATED, Json(json!({ "added": added }))).into_response())
+}
+
+/// Records an order (201), or finds it recorded already (200, nothing changed).
+async fn add_order(State(s): State<AppState>, body: Result<Json<NewOrder>, JsonRejection>) -> ApiResult {
+    let Json(order) = body?;
+    let Some(rules) = s.engine.current().classification.clone() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "orders need classification rules: add classification.toml to the workflows folder".into(),
+        ));
+    };
+    let mut tx = s.store.write().await?;
+    let outcome = insight::record_order(&mut tx, &rules, &order, s.clock.now_ms()).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(match outcome {
+        OrderOutcome::Added { order_id, contact_id } => {
+            s.engine_wake.notify_one();
+            let body = json!({ "id": order_id, "contact_id": contact_id, "created": true });
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
+        OrderOutcome::AlreadyPresent { order_id } => {
+            (StatusCode::OK, Json(json!({ "id": order_id, "created": false }))).into_response()
+        }
+    })
+}
+
+/// `GET /reports?from=2026-11-01&to=2026-11-30&owner=&tier=&source=`: what `nudge report --format json` prints.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    from: Option<String>,
+    to: Option<String>,
+    owner: Option<String>,
+    tier: Option<String>,
+    source: Option<String>,
+}
+
+async fn report(State(s): State<AppState>, query: Result<Query<ReportQuery>, QueryRejection>) -> ApiResult {
+    let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let set = s.engine.current();
+    let Some(rules) = set.classification.clone() else {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "reports need classification rules: add classification.toml to the workflows folder".into(),
+        ));
+    };
+    let now = s.clock.now_ms();
+    let scope = crate::report::ReportScope::new(
+        &rules,
+        now,
+        q.from.as_deref(),
+        q.to.as_deref(),
+        [q.owner, q.tier, q.source],
+    )
+    .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
+    let mut conn = s.store.pool.acquire().await.map_err(anyhow::Error::from)?;
+    let report = crate::report::build(&mut conn, &rules, &set, scope, now).await?;
+    Ok(Json(report).into_response())
 }

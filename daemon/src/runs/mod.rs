@@ -659,6 +659,10 @@ impl Engine {
                 store::set_tag(tx, contact, tag, false, now).await?;
                 format!("untagged {tag}")
             }
+            Step::SetOwner(owner) => {
+                store::set_owner(tx, contact, owner, &format!("workflow:{}", workflow.name), now).await?;
+                format!("owner {} -> {owner}", contact.owner)
+            }
         };
         if !store::finish_step(tx, run, kind, &detail, status, now).await? {
             // The run moved on meanwhile: undo this attempt's effects.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::types::Json;
 
-use super::{Conn, insert_event, insert_timer};
+use super::{Conn, insert_event, insert_history, insert_timer};
 use crate::workflow::{INTENT_GRADES, STAGES, TIERS};
 
 /// A contact as stored.
@@ -29,6 +29,17 @@ pub struct Contact {
     pub next_goal: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Computed from orders (classification.toml): A / B / C and the scores behind it.
+    pub rfm_grade: Option<String>,
+    pub rfm_scores: Option<String>,
+    /// Computed: active / dormant / churned; none before the first order.
+    pub behaviour: Option<String>,
+    /// The date of the first order (YYYY-MM-DD); none for a contact who never ordered.
+    pub customer_since: Option<String>,
+    /// Set through follow-ups: doubting / accepting, vague / specific, and the funnel stage they make.
+    pub attitude: Option<String>,
+    pub understanding: Option<String>,
+    pub funnel_stage: Option<String>,
 }
 
 /// What a new contact is made of; everything but the name is optional.
@@ -59,7 +70,7 @@ pub struct NewContact {
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-fn check(value: &str, allowed: &[&str], what: &str) -> Result<(), Invalid> {
+pub(super) fn check(value: &str, allowed: &[&str], what: &str) -> Result<(), Invalid> {
     if allowed.contains(&value) {
         Ok(())
     } else {
@@ -115,6 +126,9 @@ impl Contact {
             "tags": self.tags.0, "source": self.source, "time_zone": self.time_zone, "locale": self.locale,
             "consent": self.consent, "follow_up_count": follow_up_count,
             "has_next_follow_up": self.next_follow_up_at.is_some(),
+            "rfm_grade": self.rfm_grade.clone().unwrap_or_default(),
+            "behaviour": self.behaviour.clone().unwrap_or_default(),
+            "funnel_stage": self.funnel_stage.clone().unwrap_or_default(),
         })
     }
 }
@@ -153,6 +167,21 @@ pub async fn insert_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyh
     })?;
     insert_event(conn, "contact_created", id, &json!({}), now).await?;
     Ok(id)
+}
+
+/// Whether `new` is a contact known already: by email, else by phone, else by name and company.
+pub async fn contact_exists(conn: &mut Conn, new: &NewContact) -> anyhow::Result<bool> {
+    let query = match (&new.email, &new.phone) {
+        (Some(email), _) => sqlx::query_scalar("SELECT id FROM contacts WHERE email = ?").bind(email.trim()),
+        (None, Some(phone)) => sqlx::query_scalar("SELECT id FROM contacts WHERE phone = ?").bind(phone.trim()),
+        (None, None) => sqlx::query_scalar(
+            "SELECT id FROM contacts WHERE email IS NULL AND phone IS NULL AND name = ? AND company = ?",
+        )
+        .bind(new.name.trim())
+        .bind(&new.company),
+    };
+    let found: Option<i64> = query.fetch_optional(&mut *conn).await?;
+    Ok(found.is_some())
 }
 
 /// Finds a contact by id (`42`) or email address.
@@ -205,6 +234,7 @@ pub async fn set_stage(
         .bind(contact.id)
         .execute(&mut *conn)
         .await?;
+    insert_history(conn, contact.id, "stage", Some(&contact.stage), Some(stage), by, now).await?;
     let payload = json!({ "from": contact.stage, "to": stage, "by": by });
     Ok(Some(
         insert_event(conn, "stage_changed", contact.id, &payload, now).await?,
@@ -242,6 +272,20 @@ pub async fn set_classification(
 pub enum Classification {
     ValueTier,
     IntentGrade,
+}
+
+/// Hands the contact to another owner; kept in the history with who did it.
+pub async fn set_owner(conn: &mut Conn, contact: &Contact, owner: &str, by: &str, now: i64) -> anyhow::Result<()> {
+    if contact.owner == owner {
+        return Ok(());
+    }
+    sqlx::query("UPDATE contacts SET owner = ?, updated_at = ? WHERE id = ?")
+        .bind(owner)
+        .bind(now)
+        .bind(contact.id)
+        .execute(&mut *conn)
+        .await?;
+    insert_history(conn, contact.id, "owner", Some(&contact.owner), Some(owner), by, now).await
 }
 
 /// Adds (`present = true`) or removes a tag.

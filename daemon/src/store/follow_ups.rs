@@ -4,7 +4,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Classification, Conn, Contact, Invalid, insert_event, set_classification, set_next_follow_up};
+use super::contacts::check;
+use super::{
+    Classification, Conn, Contact, Invalid, insert_event, insert_history, set_classification, set_next_follow_up,
+    set_stage,
+};
+use crate::workflow::{ATTITUDES, UNDERSTANDINGS, funnel_stage};
 
 /// A follow-up as logged by a rep.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -19,6 +24,11 @@ pub struct NewFollowUp {
     pub feedback: String,
     /// A new intent grade decided in this contact (recorded as "B -> A").
     pub intent_grade: Option<String>,
+    /// The rep's judgements for the funnel: doubting / accepting, vague / specific.
+    pub attitude: Option<String>,
+    pub understanding: Option<String>,
+    /// A new lifecycle stage reached in this contact.
+    pub stage: Option<String>,
     pub next_follow_up_at: Option<i64>,
     pub next_goal: Option<String>,
     pub result: Option<String>,
@@ -55,18 +65,39 @@ pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp
         ))
         .into());
     }
+    if let Some(a) = &new.attitude {
+        check(a, ATTITUDES, "attitude")?;
+    }
+    if let Some(u) = &new.understanding {
+        check(u, UNDERSTANDINGS, "understanding")?;
+    }
     let at = new.at.unwrap_or(now);
-    let status_change = match &new.intent_grade {
-        Some(grade) if Some(grade) != contact.intent_grade.as_ref() => {
-            set_classification(conn, contact.id, Classification::IntentGrade, grade, now).await?;
-            Some(format!(
-                "intent {} -> {grade}",
-                contact.intent_grade.as_deref().unwrap_or("-")
-            ))
-        }
-        _ => None,
-    };
     let owner = new.owner.clone().unwrap_or_else(|| contact.owner.clone());
+    // The rep who logged the follow-up made its judgements (domain.md §4: "B -> A").
+    let by = if owner.is_empty() { "follow-up" } else { owner.as_str() };
+    let mut changes = Vec::new();
+    if let Some(grade) = &new.intent_grade
+        && Some(grade) != contact.intent_grade.as_ref()
+    {
+        set_classification(conn, contact.id, Classification::IntentGrade, grade, now).await?;
+        let from = contact.intent_grade.as_deref();
+        insert_history(conn, contact.id, "intent_grade", from, Some(grade), by, at).await?;
+        changes.push(format!("intent {} -> {grade}", from.unwrap_or("-")));
+    }
+    if let Some(funnel) = set_funnel_judgements(conn, contact, new, now).await? {
+        let from = contact.funnel_stage.as_deref();
+        if from != Some(funnel) {
+            insert_history(conn, contact.id, "funnel_stage", from, Some(funnel), by, at).await?;
+            changes.push(format!("funnel {} -> {funnel}", from.unwrap_or("-")));
+        }
+    }
+    if let Some(stage) = &new.stage
+        && *stage != contact.stage
+    {
+        set_stage(conn, contact, stage, by, now).await?;
+        changes.push(format!("stage {} -> {stage}", contact.stage));
+    }
+    let status_change = (!changes.is_empty()).then(|| changes.join("; "));
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO follow_ups (contact_id, at, channel, summary, feedback, status_change, next_follow_up_at,
                                  next_goal, result, owner, logged_at)
@@ -98,6 +129,50 @@ pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp
     let payload = json!({ "follow_up_id": id, "channel": new.channel, "result": result });
     insert_event(conn, "follow_up_logged", contact.id, &payload, now).await?;
     Ok(id)
+}
+
+/// Stores the attitude and understanding a follow-up judged (each keeps its old
+/// value when not given) and returns the funnel stage, once both are known.
+async fn set_funnel_judgements(
+    conn: &mut Conn,
+    contact: &Contact,
+    new: &NewFollowUp,
+    now: i64,
+) -> anyhow::Result<Option<&'static str>> {
+    if new.attitude.is_none() && new.understanding.is_none() {
+        return Ok(None);
+    }
+    let attitude = new.attitude.as_ref().or(contact.attitude.as_ref());
+    let understanding = new.understanding.as_ref().or(contact.understanding.as_ref());
+    let funnel = attitude.zip(understanding).map(|(a, u)| funnel_stage(a, u));
+    sqlx::query("UPDATE contacts SET attitude = ?, understanding = ?, funnel_stage = ?, updated_at = ? WHERE id = ?")
+        .bind(attitude)
+        .bind(understanding)
+        .bind(funnel)
+        .bind(now)
+        .bind(contact.id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(funnel)
+}
+
+/// Whether this follow-up was logged already (how a re-imported row is recognised).
+pub async fn follow_up_exists(
+    conn: &mut Conn,
+    contact_id: i64,
+    at: i64,
+    channel: &str,
+    summary: &str,
+) -> anyhow::Result<bool> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM follow_ups WHERE contact_id = ? AND at = ? AND channel = ? AND summary = ?")
+            .bind(contact_id)
+            .bind(at)
+            .bind(channel.trim())
+            .bind(summary)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(found.is_some())
 }
 
 pub async fn follow_ups_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::Result<Vec<FollowUp>> {

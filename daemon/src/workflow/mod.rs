@@ -2,9 +2,11 @@
 //! compiled [`WorkflowSet`] that the engine runs. A set is identified by the
 //! hash of its files; runs are pinned to the set they started with.
 //!
-//! The folder holds `*.toml` workflows, `templates/*.toml` message templates and
-//! an optional `cadences.toml` of named cadence tables.
+//! The folder holds `*.toml` workflows, `templates/*.toml` message templates,
+//! an optional `cadences.toml` of named cadence tables and an optional
+//! `classification.toml` of customer classification rules.
 
+mod classification;
 mod condition;
 mod diagnostic;
 mod parse;
@@ -17,6 +19,9 @@ use std::path::Path;
 use jiff::Span;
 use sha2::{Digest, Sha256};
 
+pub use classification::{
+    BehaviourRules, ClassificationRules, ReportRules, RfmRules, ValueTierRules, add_days, sub_days,
+};
 pub use condition::{Condition, contact_schema, event_schema};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use sending::{Cap, SendingPolicy, Window};
@@ -39,6 +44,26 @@ pub const STAGES: &[&str] = &[
 pub const TIERS: &[&str] = &["high", "medium", "low"];
 /// Intent grades (domain.md §1).
 pub const INTENT_GRADES: &[&str] = &["A", "B", "C"];
+/// The rep's judgement of a contact's attitude, and of how specific their need is (domain.md §1).
+pub const ATTITUDES: &[&str] = &["doubting", "accepting"];
+pub const UNDERSTANDINGS: &[&str] = &["vague", "specific"];
+/// Funnel stages, from attitude x understanding (domain.md §1).
+pub const FUNNEL_STAGES: &[&str] = &["potential", "watching", "intent", "opportunity"];
+
+/// The funnel stage of an attitude and an understanding (values checked before).
+pub fn funnel_stage(attitude: &str, understanding: &str) -> &'static str {
+    match (attitude, understanding) {
+        ("accepting", "specific") => "opportunity",
+        ("doubting", "specific") => "intent",
+        ("accepting", _) => "watching",
+        _ => "potential",
+    }
+}
+
+/// RFM grades, computed from orders (domain.md §1).
+pub const RFM_GRADES: &[&str] = &["A", "B", "C"];
+/// The file of the folder that holds the classification rules.
+pub const CLASSIFICATION_FILE: &str = "classification.toml";
 
 /// A validated, compiled set of workflow files.
 #[derive(Debug)]
@@ -52,6 +77,8 @@ pub struct WorkflowSet {
     pub cadences: BTreeMap<String, Cadence>,
     /// `sending.toml`: send windows, quiet hours, frequency caps.
     pub sending: SendingPolicy,
+    /// Without a `classification.toml`, nothing is computed from orders (and orders are refused).
+    pub classification: Option<std::sync::Arc<ClassificationRules>>,
 }
 
 /// One workflow file.
@@ -158,6 +185,20 @@ pub enum Trigger {
         start: Option<i64>,
         every: Option<Span>,
     },
+    /// The computed value tier changed (classification.toml).
+    TierChanged {
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// The computed RFM grade changed.
+    RfmChanged {
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// A customer went without an order for `behaviour.dormant_after`.
+    BecameDormant,
+    /// A contact's first order was recorded.
+    FirstOrder,
 }
 
 /// Response time allowed for an inquiry, by value tier.
@@ -176,15 +217,25 @@ impl Sla {
 /// One step of a workflow.
 #[derive(Debug, Clone)]
 pub enum Step {
-    Send { channel: String, template: String },
-    NotifyOwner { template: String },
+    Send {
+        channel: String,
+        template: String,
+    },
+    NotifyOwner {
+        template: String,
+    },
     Wait(Span),
-    ScheduleFollowUp { after: FollowUpAfter, goal: Option<String> },
+    ScheduleFollowUp {
+        after: FollowUpAfter,
+        goal: Option<String>,
+    },
     SetStage(String),
     SetTier(String),
     SetIntent(String),
     Tag(String),
     Untag(String),
+    /// Hands the contact to another owner (an email address).
+    SetOwner(String),
 }
 
 impl Step {
@@ -199,6 +250,7 @@ impl Step {
             Step::SetIntent(_) => "set_intent",
             Step::Tag(_) => "tag",
             Step::Untag(_) => "untag",
+            Step::SetOwner(_) => "set_owner",
         }
     }
 }
@@ -286,13 +338,14 @@ impl WorkflowSet {
         }
         let hash = format!("{:x}", hasher.finalize())[..16].to_string();
         match parse::compile_set(&files, channels) {
-            Ok((workflows, templates, cadences, sending)) => Ok(WorkflowSet {
+            Ok((workflows, templates, cadences, sending, classification)) => Ok(WorkflowSet {
                 hash,
                 files,
                 workflows,
                 templates,
                 cadences,
                 sending,
+                classification: classification.map(std::sync::Arc::new),
             }),
             Err(items) => Err(Diagnostics { items, sources: files }),
         }
@@ -333,6 +386,14 @@ mod tests {
         assert_eq!(parse_duration("15m").unwrap().get_minutes(), 15);
         assert!(parse_duration("3 parsecs").is_err());
         assert!(parse_duration("-3d").is_err());
+    }
+
+    #[test]
+    fn the_funnel_stage_is_attitude_times_understanding() {
+        assert_eq!(funnel_stage("doubting", "vague"), "potential");
+        assert_eq!(funnel_stage("accepting", "vague"), "watching");
+        assert_eq!(funnel_stage("doubting", "specific"), "intent");
+        assert_eq!(funnel_stage("accepting", "specific"), "opportunity");
     }
 
     #[test]

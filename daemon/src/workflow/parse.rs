@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::diagnostic::{Diagnostic, did_you_mean};
 use super::*;
 
-type Problems = Vec<Diagnostic>;
+pub(super) type Problems = Vec<Diagnostic>;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +59,7 @@ struct RawStep {
     set_intent: Option<Spanned<String>>,
     tag: Option<Spanned<String>>,
     untag: Option<Spanned<String>>,
+    set_owner: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +107,10 @@ const TRIGGERS: &[&str] = &[
     "follow_up_overdue",
     "inquiry_received",
     "segment",
+    "tier_changed",
+    "rfm_changed",
+    "became_dormant",
+    "first_order",
 ];
 
 type Compiled = (
@@ -113,6 +118,7 @@ type Compiled = (
     BTreeMap<String, Template>,
     BTreeMap<String, Cadence>,
     SendingPolicy,
+    Option<ClassificationRules>,
 );
 
 pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Result<Compiled, Problems> {
@@ -120,6 +126,7 @@ pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Re
     let mut templates = BTreeMap::new();
     let mut cadences = BTreeMap::new();
     let mut sending = SendingPolicy::default();
+    let mut classification = None;
     let mut workflow_files = Vec::new();
     for (path, source) in files {
         let in_templates = Path::new(path)
@@ -132,6 +139,8 @@ pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Re
             parse_cadences(path, source, &mut cadences, &mut problems);
         } else if Path::new(path).file_name().is_some_and(|n| n == "sending.toml") {
             sending = sending::parse(path, source, channels, &mut problems);
+        } else if Path::new(path).file_name().is_some_and(|n| n == CLASSIFICATION_FILE) {
+            classification = super::classification::parse_rules(path, source, &mut problems);
         } else {
             workflow_files.push((path, source));
         }
@@ -143,7 +152,7 @@ pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Re
         }
     }
     if problems.is_empty() {
-        Ok((workflows, templates, cadences, sending))
+        Ok((workflows, templates, cadences, sending, classification))
     } else {
         Err(problems)
     }
@@ -195,7 +204,7 @@ pub(super) fn serde_problem(path: &str, error: toml::de::Error) -> Diagnostic {
     d
 }
 
-fn at<T>(s: &Spanned<T>) -> Range<usize> {
+pub(super) fn at<T>(s: &Spanned<T>) -> Range<usize> {
     s.span()
 }
 
@@ -269,7 +278,7 @@ fn unknown_channel(path: &str, channel: &Spanned<String>, channels: &[String]) -
     Diagnostic::new(path, at(channel), format!("unknown channel `{}`", channel.get_ref())).help(help)
 }
 
-fn duration(path: &str, text: &Spanned<String>, problems: &mut Problems) -> Option<Span> {
+pub(super) fn duration(path: &str, text: &Spanned<String>, problems: &mut Problems) -> Option<Span> {
     match parse_duration(text.get_ref()) {
         Ok(span) => Some(span),
         Err(message) => {
@@ -458,16 +467,26 @@ fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems)
             .help(format!("remove `{key}`, or use a trigger that takes it"))
     };
     let mut ok = true;
+    // `from` and `to` narrow the triggers that report a change of one field.
+    let changed_values = match on {
+        "stage_changed" => Some((STAGES, "stage")),
+        "tier_changed" => Some((TIERS, "value tier")),
+        "rfm_changed" => Some((RFM_GRADES, "RFM grade")),
+        _ => None,
+    };
     for (key, value) in [("from", &t.from), ("to", &t.to)] {
         if let Some(v) = value {
-            if on != "stage_changed" {
-                problems.push(not_here(key, at(v)));
-                ok = false;
-            } else if !one_of(path, v, STAGES, "stage", problems) {
-                ok = false;
+            match changed_values {
+                None => {
+                    problems.push(not_here(key, at(v)));
+                    ok = false;
+                }
+                Some((allowed, what)) => ok &= one_of(path, v, allowed, what, problems),
             }
         }
     }
+    let from = t.from.as_ref().map(|s| s.get_ref().clone());
+    let to = t.to.as_ref().map(|s| s.get_ref().clone());
     if let Some(g) = &t.grace
         && on != "follow_up_overdue"
     {
@@ -495,6 +514,10 @@ fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems)
             from: t.from.as_ref().map(|s| s.get_ref().clone()),
             to: t.to.as_ref().map(|s| s.get_ref().clone()),
         },
+        "tier_changed" => Trigger::TierChanged { from, to },
+        "rfm_changed" => Trigger::RfmChanged { from, to },
+        "became_dormant" => Trigger::BecameDormant,
+        "first_order" => Trigger::FirstOrder,
         "follow_up_overdue" => Trigger::FollowUpOverdue {
             grace: match &t.grace {
                 Some(g) => duration(path, g, problems)?,
@@ -592,6 +615,7 @@ fn parse_step(
         s.set_intent.is_some(),
         s.tag.is_some(),
         s.untag.is_some(),
+        s.set_owner.is_some(),
     ]
     .into_iter()
     .filter(|x| *x)
@@ -599,7 +623,7 @@ fn parse_step(
     if set != 1 {
         problems.push(
             Diagnostic::new(path, at(raw), format!("a step does exactly one thing; this one has {set} actions"))
-                .help("give each `[[steps]]` table one of: send, notify_owner, wait, schedule_follow_up, set_stage, set_tier, set_intent, tag, untag"),
+                .help("give each `[[steps]]` table one of: send, notify_owner, wait, schedule_follow_up, set_stage, set_tier, set_intent, tag, untag, set_owner"),
         );
         return None;
     }
@@ -728,6 +752,16 @@ fn parse_step(
     if let Some(t) = &s.untag {
         return tag(t, problems).map(Step::Untag);
     }
+    if let Some(owner) = &s.set_owner {
+        if owner.get_ref().parse::<lettre::Address>().is_err() {
+            problems.push(
+                Diagnostic::new(path, at(owner), format!("`{}` is not an email address", owner.get_ref()))
+                    .help("an owner is the email address that gets `notify_owner` messages, e.g. \"key-accounts@example.com\""),
+            );
+            return None;
+        }
+        return Some(Step::SetOwner(owner.get_ref().trim().to_string()));
+    }
     None
 }
 
@@ -774,7 +808,7 @@ mod tests {
 
     #[test]
     fn a_valid_workflow_compiles() {
-        let (w, _, _, _) = compile(
+        let (w, _, _, _, _) = compile(
             "category = \"transactional\"\n[trigger]\non = \"stage_changed\"\nto = \"inquiry\"\n[[steps]]\nsend = { channel = \"email\", template = \"hello\" }\n[[steps]]\nwait = \"3d\"\n",
         )
         .unwrap();
@@ -805,6 +839,28 @@ mod tests {
         assert!(got[2].1.contains("must say what its messages are"), "{got:?}");
         assert_eq!(got[3].0, (7, 20));
         assert_eq!(got[4].0, (7, 38));
+    }
+
+    #[test]
+    fn classification_triggers_take_the_values_of_their_field() {
+        let (w, _, _, _, _) = compile(
+            "[trigger]\non = \"tier_changed\"\nfrom = \"low\"\nto = \"high\"\n[[steps]]\nset_owner = \"boss@example.com\"\n",
+        )
+        .unwrap();
+        assert!(
+            matches!(&w[0].trigger, Trigger::TierChanged { from: Some(f), to: Some(t) } if f == "low" && t == "high")
+        );
+        assert!(matches!(&w[0].steps[0], Step::SetOwner(o) if o == "boss@example.com"));
+
+        let (msg, pos, help) =
+            first_problem("[trigger]\non = \"tier_changed\"\nto = \"hgih\"\n[[steps]]\nwait = \"1d\"\n");
+        assert_eq!((msg.as_str(), pos), ("unknown value tier `hgih`", (3, 6)));
+        assert_eq!(help.as_deref(), Some("did you mean `high`?"));
+        let (msg, _, _) =
+            first_problem("[trigger]\non = \"became_dormant\"\nto = \"dormant\"\n[[steps]]\nwait = \"1d\"\n");
+        assert_eq!(msg, "`to` does not apply to trigger `became_dormant`");
+        let (msg, pos, _) = first_problem("[trigger]\non = \"first_order\"\n[[steps]]\nset_owner = \"the boss\"\n");
+        assert_eq!((msg.as_str(), pos), ("`the boss` is not an email address", (4, 13)));
     }
 
     #[test]

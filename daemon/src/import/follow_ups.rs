@@ -1,0 +1,77 @@
+//! A row of a follow-ups CSV: the fields of `nudge followup log`, with the
+//! contact (id or email) and when it happened (`at`, required so that a second
+//! import recognises the rows it already logged). Each row is logged as
+//! `followup log --at` would: it answers inquiries, sets the next follow-up and
+//! writes `follow_up_logged`.
+
+use super::{Row, RowKind, RowOutcome};
+use crate::api::FollowUpInput;
+use crate::insight::{Events, reclassify_by_id};
+use crate::store::{self, Invalid, Tx};
+use crate::workflow::ClassificationRules;
+
+pub struct FollowUps<'a> {
+    /// Re-classifies the customer (a follow-up is activity), when rules are loaded.
+    pub rules: Option<&'a ClassificationRules>,
+    pub now: i64,
+}
+
+impl RowKind for FollowUps<'_> {
+    const COLUMNS: &'static [&'static str] = &[
+        "contact",
+        "at",
+        "channel",
+        "summary",
+        "feedback",
+        "intent_grade",
+        "attitude",
+        "understanding",
+        "stage",
+        "next_follow_up",
+        "next_goal",
+        "result",
+        "owner",
+    ];
+    const REQUIRED: &'static [&'static str] = &["contact", "at", "channel"];
+    const NO_QUOTES: &'static [&'static str] = &[
+        "contact",
+        "at",
+        "channel",
+        "intent_grade",
+        "attitude",
+        "understanding",
+        "stage",
+        "next_follow_up",
+        "result",
+        "owner",
+    ];
+
+    async fn import(&mut self, tx: &mut Tx, row: &Row<'_>) -> anyhow::Result<RowOutcome> {
+        let reference = row.text("contact");
+        let contact = store::find_contact(tx, &reference)
+            .await?
+            .ok_or_else(|| Invalid(format!("no contact `{reference}` (give an id or an email)")))?;
+        let input = FollowUpInput {
+            at: row.owned("at"),
+            channel: row.text("channel"),
+            summary: row.text("summary"),
+            feedback: row.text("feedback"),
+            intent_grade: row.owned("intent_grade"),
+            attitude: row.owned("attitude"),
+            understanding: row.owned("understanding"),
+            stage: row.owned("stage"),
+            next_follow_up: row.owned("next_follow_up"),
+            next_goal: row.owned("next_goal"),
+            result: row.owned("result"),
+            owner: row.owned("owner"),
+        };
+        let follow_up = input.resolve(&contact, self.now)?;
+        let at = follow_up.at.unwrap_or(self.now);
+        if store::follow_up_exists(tx, contact.id, at, &follow_up.channel, &follow_up.summary).await? {
+            return Ok(RowOutcome::AlreadyPresent);
+        }
+        store::log_follow_up(tx, &contact, &follow_up, self.now).await?;
+        reclassify_by_id(tx, self.rules, contact.id, self.now, Events::Write).await?;
+        Ok(RowOutcome::Added)
+    }
+}
