@@ -484,6 +484,7 @@ fn follow_ups_set_intent_funnel_and_stage_and_the_history_keeps_who_when_from_an
     );
     let text = nudge.cli(&["contact", "show", "liu@example.com"]);
     assert!(text.contains("intent_grade B -> A by senior@corp.test"), "{text}");
+    assert!(text.contains("funnel opportunity (accepting, specific)"), "{text}");
 
     let (ok, _, stderr) = nudge.try_cli(&[
         "followup",
