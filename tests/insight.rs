@@ -306,6 +306,8 @@ fn csv_import_reports_each_bad_row_keeps_the_good_ones_and_is_idempotent() {
     csv.extend_from_slice(b"i-6,imp@example.com,20,CNY,2026-11-03,caf\xe9\n");
     csv.extend_from_slice(b"i-7,imp@example.com,30,USD,2026-11-04,\"valves, \"\"large\"\"\"\n");
     csv.extend_from_slice(b"i-8,imp@example.com,40,CNY\n");
+    // A quote never closed swallows the next line: both are reported, as one row.
+    csv.extend_from_slice(b"i-9,imp@example.com,\"10,CNY,2026-11-05,\ni-10,imp@example.com,5,CNY,2026-11-05,\n");
     let file = nudge.path("orders.csv");
     std::fs::write(&file, &csv).unwrap();
     let file = file.to_str().unwrap();
@@ -313,7 +315,7 @@ fn csv_import_reports_each_bad_row_keeps_the_good_ones_and_is_idempotent() {
     let (ok, stdout, stderr) = nudge.try_cli(&["order", "import", file]);
     assert!(ok, "{stdout}{stderr}");
     assert!(
-        stdout.contains("imported 2 orders, 0 already present, 6 bad rows skipped"),
+        stdout.contains("imported 2 orders, 0 already present, 7 bad rows skipped"),
         "{stdout}{stderr}"
     );
     for (line, reason) in [
@@ -323,6 +325,7 @@ fn csv_import_reports_each_bad_row_keeps_the_good_ones_and_is_idempotent() {
         (6, "broken quoting"),
         (7, "not UTF-8"),
         (9, "4 fields where the header has 6"),
+        (10, "runs over lines 10-11: a quote that is never closed?"),
     ] {
         let expected = format!("{file}:{line}: ");
         let reported = stderr.lines().find(|l| l.starts_with(&expected));
@@ -343,7 +346,7 @@ fn csv_import_reports_each_bad_row_keeps_the_good_ones_and_is_idempotent() {
     let (ok, stdout, _) = nudge.try_cli(&["order", "import", file]);
     assert!(ok);
     assert!(
-        stdout.contains("imported 0 orders, 2 already present, 6 bad rows skipped"),
+        stdout.contains("imported 0 orders, 2 already present, 7 bad rows skipped"),
         "{stdout}"
     );
     let again = show(&nudge, "imp@example.com");
@@ -481,6 +484,7 @@ fn follow_ups_set_intent_funnel_and_stage_and_the_history_keeps_who_when_from_an
     );
     let text = nudge.cli(&["contact", "show", "liu@example.com"]);
     assert!(text.contains("intent_grade B -> A by senior@corp.test"), "{text}");
+    assert!(text.contains("funnel opportunity (accepting, specific)"), "{text}");
 
     let (ok, _, stderr) = nudge.try_cli(&[
         "followup",

@@ -105,6 +105,13 @@ pub async fn contact_show(config: &Config, reference: &str, as_json: bool) -> an
         contact.tags.0.join(", "),
         contact.source
     );
+    if let Some(funnel) = &contact.funnel_stage {
+        println!(
+            "  funnel {funnel} ({}, {})",
+            opt(&contact.attitude),
+            opt(&contact.understanding)
+        );
+    }
     println!(
         "  time zone {}  locale {}  consent {}",
         contact.time_zone, contact.locale, contact.consent

@@ -136,7 +136,16 @@ pub async fn import_csv<K: RowKind>(
                 record.position().map_or(0, |p| p.line()),
                 row_of::<K>(&headers, &record),
             ),
-            Err(e) => (e.position().map_or(0, |p| p.line()), Err(csv_reason(&e))),
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                let mut reason = csv_reason(&e);
+                // A quote never closed swallows the lines after it into one field.
+                let last_line = reader.position().line().saturating_sub(1);
+                if last_line > line {
+                    reason += &format!("; this row runs over lines {line}-{last_line}: a quote that is never closed?");
+                }
+                (line, Err(reason))
+            }
         };
         rows += 1;
         let outcome = match row {
