@@ -314,19 +314,21 @@ fn enable_nurture(nudge: &Nudge) {
 }
 
 #[test]
-fn a_reply_during_a_wait_stops_the_nurture_sequence() {
+fn a_reply_or_an_order_during_a_wait_stops_the_nurture_sequence() {
     let tmp = scratch();
     let smtp = SmtpServer::start(tmp.path());
     // Monday 10:00 UTC: inside the shipped `nurture` window (weekdays 10-11, 15-16).
     let mut nudge = Nudge::new(&smtp, "2026-11-23T10:00:00Z");
     let quiet = add_contact(&nudge, "Wu", &[]);
     let talker = add_contact(&nudge, "Xu", &[]);
+    let buyer = add_contact(&nudge, "Bai", &[]);
     let customer = add_contact(&nudge, "Yan", &["--stage", "first_order"]);
     enable_nurture(&nudge);
     nudge.start();
     // The segment (leads with an email) is enrolled when the daemon loads the workflow.
     smtp.wait_for(&quiet, "a few things we can do");
     smtp.wait_for(&talker, "a few things we can do");
+    smtp.wait_for(&buyer, "a few things we can do");
     nudge.settle();
     assert!(smtp.mails_to(&customer).is_empty(), "not in the segment");
     let passes = nudge.cli(&["segment", "list"]);
@@ -341,12 +343,22 @@ fn a_reply_during_a_wait_stops_the_nurture_sequence() {
         "--summary",
         "wants a quote",
     ]);
+    // Bai orders without a word.
+    nudge.cli(&["order", "add", "--id", "SO-1", "--contact", &buyer, "--amount", "1200"]);
     nudge.settle();
     set_clock(&nudge, "2026-11-26T10:00:00Z");
     smtp.wait_for(&quiet, "this season's new products");
     nudge.settle();
     assert_eq!(smtp.mails_to(&talker).len(), 1, "{:#?}", smtp.mails_to(&talker));
     assert!(nudge.log().contains("exit condition met: replied"), "{}", nudge.log());
+    assert!(
+        smtp.mails_to(&buyer)
+            .iter()
+            .all(|m| !m.subject.contains("new products")),
+        "{:#?}",
+        smtp.mails_to(&buyer)
+    );
+    assert!(nudge.log().contains("exit condition met: ordered"), "{}", nudge.log());
     // The next daily pass does not enrol anyone twice.
     set_clock(&nudge, "2026-11-27T10:00:00Z");
     nudge.settle();

@@ -11,6 +11,9 @@
 mod email;
 pub mod http;
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,46 +71,74 @@ impl Delivery {
 
     /// Runs until cancelled. On cancel, the sends in flight finish (each within
     /// its deadline) and are recorded before returning.
+    ///
+    /// Sending and recording overlap: finished attempts are recorded in one
+    /// transaction while the next sends go out, so waiting for the database's
+    /// write lock never idles the SMTP sessions. A row stays out of the claims
+    /// from the moment it is claimed until its attempt is recorded.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut in_flight = FuturesUnordered::new();
-        let mut ids: Vec<i64> = Vec::new();
+        type Recording<'a> = Pin<Box<dyn Future<Output = (Vec<i64>, anyhow::Result<()>)> + Send + 'a>>;
+        let mut sending = FuturesUnordered::new();
+        let mut unrecorded: HashSet<i64> = HashSet::new();
+        let mut finished: Vec<Attempt> = Vec::new();
+        let mut recording: Option<Recording<'_>> = None;
         loop {
-            let free = self.concurrency() - ids.len();
+            if recording.is_none() && !finished.is_empty() {
+                let batch = std::mem::take(&mut finished);
+                let this = &self;
+                recording = Some(Box::pin(async move {
+                    let ids = batch.iter().map(|(row, _, _)| row.id).collect();
+                    (ids, this.record(&batch).await)
+                }));
+            }
+            let free = self.concurrency().saturating_sub(sending.len());
             if free > 0 && !cancel.is_cancelled() {
-                match self.claim(free as i64, &ids).await {
+                let exclude: Vec<i64> = unrecorded.iter().copied().collect();
+                match self.claim(free as i64, &exclude).await {
                     Ok(rows) => {
                         for row in rows {
-                            ids.push(row.id);
-                            in_flight.push(self.attempt(row));
+                            unrecorded.insert(row.id);
+                            sending.push(self.attempt(row));
                         }
                     }
                     Err(e) => warn!("delivery: claim: {e:#}"),
                 }
             }
-            if in_flight.is_empty() {
+            if sending.is_empty() && recording.is_none() {
                 if cancel.is_cancelled() {
                     return;
                 }
                 let pause = self.until_next().await;
                 tokio::select! {
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => {}
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(pause) => {}
                 }
                 continue;
             }
-            let room = ids.len() < self.concurrency();
+            let room = sending.len() < self.concurrency() && !cancel.is_cancelled();
+            let recorded = async {
+                match recording.as_mut() {
+                    Some(r) => r.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                Some(first) = in_flight.next() => {
-                    let mut done = vec![first];
-                    while let Some(Some(more)) = in_flight.next().now_or_never() {
-                        done.push(more);
+                Some(first) = sending.next(), if !sending.is_empty() => {
+                    finished.push(first);
+                    while let Some(Some(more)) = sending.next().now_or_never() {
+                        finished.push(more);
                     }
-                    ids.retain(|id| !done.iter().any(|(row, _, _)| row.id == *id));
-                    if let Err(e) = self.record(&done).await {
+                }
+                (ids, result) = recorded => {
+                    recording = None;
+                    if let Err(e) = result {
                         // Not recorded: these rows stay pending and go again, as after a crash.
-                        warn!("delivery: record {} attempts: {e:#}", done.len());
+                        warn!("delivery: record {} attempts: {e:#}", ids.len());
                         tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    for id in ids {
+                        unrecorded.remove(&id);
                     }
                 }
                 _ = self.wake.notified(), if room => {}

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::{Row, RowKind, RowOutcome};
-use crate::insight::{Amount, Events, NewOrder, OrderOutcome, reclassify_by_id, store_order};
+use crate::insight::{Amount, Events, NewOrder, OrderOutcome, order_placed, reclassify_by_id, store_order};
 use crate::store::Tx;
 use crate::workflow::ClassificationRules;
 
@@ -44,7 +44,10 @@ impl RowKind for Orders<'_> {
             items: row.text("items"),
         };
         Ok(match store_order(tx, self.rules, &order, self.now).await? {
-            OrderOutcome::Added { contact_id, .. } => {
+            OrderOutcome::Added { order_id, contact_id } => {
+                if self.events == Events::Write {
+                    order_placed(tx, order_id, contact_id, self.now).await?;
+                }
                 self.customers.insert(contact_id);
                 RowOutcome::Added
             }

@@ -104,10 +104,17 @@ pub async fn record_order(
     now: i64,
 ) -> anyhow::Result<OrderOutcome> {
     let outcome = store_order(conn, rules, new, now).await?;
-    if let OrderOutcome::Added { contact_id, .. } = outcome {
+    if let OrderOutcome::Added { order_id, contact_id } = outcome {
+        order_placed(conn, order_id, contact_id, now).await?;
         reclassify_by_id(conn, Some(rules), contact_id, now, Events::Write).await?;
     }
     Ok(outcome)
+}
+
+/// The `order_placed` event: what the `ordered` exit condition of a run looks for.
+pub async fn order_placed(conn: &mut Conn, order_id: i64, contact_id: i64, now: i64) -> anyhow::Result<()> {
+    store::insert_event(conn, "order_placed", contact_id, &json!({ "order_id": order_id }), now).await?;
+    Ok(())
 }
 
 /// Validates, converts and stores an order without re-classifying its customer:

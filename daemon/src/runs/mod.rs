@@ -26,7 +26,11 @@ const RUN_BATCH: i64 = 256;
 /// Runs prepared (loaded and rendered) at once before their transaction.
 const PREPARE_AHEAD: usize = 8;
 /// Contacts looked at per transaction in a segment pass.
-const SEGMENT_BATCH: i64 = 500;
+const SEGMENT_BATCH: i64 = 2000;
+/// Time a tick gives to firing timers, and to a segment pass, before it turns to
+/// the runs (the rest follows on the next tick); keeps one kind of work from
+/// starving the others.
+const WORK_SLICE: std::time::Duration = std::time::Duration::from_millis(300);
 /// Errors in a row at one step before the run is given up as failed; until
 /// then it is retried with backoff (a busy database, a plugin over its deadline).
 const MAX_STEP_ERRORS: i64 = 8;
@@ -141,7 +145,17 @@ impl Engine {
     /// Does whatever work is due; returns whether there was any.
     pub async fn tick(&self) -> anyhow::Result<bool> {
         let events = self.ingest_events().await?;
-        let timers = self.fire_timers().await?;
+        // Timers first and all of them (firing is cheap): a due SLA timer must not
+        // wait behind a large batch of runs.
+        let mut timers = 0;
+        let slice = std::time::Instant::now();
+        loop {
+            let fired = self.fire_timers().await?;
+            timers += fired;
+            if fired < BATCH as usize || slice.elapsed() > WORK_SLICE {
+                break;
+            }
+        }
         let enrolled = self.enrol_segments().await?;
         let runs = self.advance_runs().await?;
         Ok(events + timers + enrolled + runs > 0)
@@ -331,15 +345,18 @@ impl Engine {
         let passes = store::running_enrolments(&mut conn).await?;
         drop(conn);
         let mut scanned = 0;
-        for pass in passes {
-            scanned += self.enrol_batch(&pass).await?;
+        for mut pass in passes {
+            let slice = std::time::Instant::now();
+            while pass.status == "running" && slice.elapsed() < WORK_SLICE {
+                scanned += self.enrol_batch(&mut pass).await?;
+            }
         }
         Ok(scanned)
     }
 
     /// Enrols the next batch of a pass in one transaction: every contact that
     /// matches the workflow's `when` and was never enrolled in it gets a run.
-    async fn enrol_batch(&self, pass: &store::Enrolment) -> anyhow::Result<usize> {
+    async fn enrol_batch(&self, pass: &mut store::Enrolment) -> anyhow::Result<usize> {
         let set = self.set_for(&pass.set_hash).await?;
         let now = self.clock.now_ms();
         let mut tx = self.store.write().await?;
@@ -349,7 +366,14 @@ impl Engine {
             warn!(workflow = %pass.workflow, "not an enabled segment workflow: pass closed");
             store::advance_enrolment(&mut tx, pass.id, pass.cursor, 0, 0, true, now).await?;
             tx.commit().await?;
+            pass.status = "done".into();
             return Ok(0);
+        };
+        let enrolled_before = match (contacts.first(), contacts.last()) {
+            (Some(first), Some(last)) => {
+                store::enrolled_between(&mut tx, &workflow.name, first.contact.id, last.contact.id).await?
+            }
+            _ => Default::default(),
         };
         let event_ctx = json!({ "kind": "segment", "from": "", "to": "", "inquiry_id": 0 });
         let mut enrolled = 0;
@@ -363,12 +387,12 @@ impl Engine {
                 }),
                 None => true,
             };
-            if !matched || store::ever_ran(&mut tx, &workflow.name, contact.id).await? {
+            if !matched || enrolled_before.contains(&contact.id) {
                 continue;
             }
             let context = json!({ "kind": "segment", "enrolment": pass.id });
-            let event_id = store::insert_event(&mut tx, "segment_entered", contact.id, &context, now).await?;
-            store::mark_event_processed(&mut tx, event_id, now).await?;
+            // Recorded for the contact's history; taken already, the inbox has nothing to do with it.
+            let event_id = store::insert_processed_event(&mut tx, "segment_entered", contact.id, &context, now).await?;
             let new_run = store::NewRun {
                 workflow: &workflow.name,
                 set_hash: &set.hash,
@@ -386,13 +410,15 @@ impl Engine {
         let done = (contacts.len() as i64) < SEGMENT_BATCH;
         store::advance_enrolment(&mut tx, pass.id, cursor, contacts.len() as i64, enrolled, done, now).await?;
         tx.commit().await?;
+        pass.cursor = cursor;
+        pass.enrolled += enrolled;
         if done {
-            info!(workflow = %workflow.name, enrolled = pass.enrolled + enrolled, "segment pass done");
+            pass.status = "done".into();
+            info!(workflow = %workflow.name, enrolled = pass.enrolled, "segment pass done");
         }
         Ok(contacts.len())
     }
 
-    /// Executes a ready run's steps until it waits or ends.
     /// Works out a ready run's next move outside any transaction: the checks that
     /// may end or defer it, and the rendering of its message. `None`: not ready.
     async fn prepare(&self, run_id: i64) -> anyhow::Result<Option<Prepared>> {

@@ -166,13 +166,19 @@ pub async fn rebase_run_stage(conn: &mut Conn, run_id: i64, stage: &str) -> anyh
     Ok(())
 }
 
-/// Whether `workflow` ever ran for this contact (a segment enrols a contact once).
-pub async fn ever_ran(conn: &mut Conn, workflow: &str, contact_id: i64) -> anyhow::Result<bool> {
-    Ok(
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM runs WHERE workflow = ? AND contact_id = ?)")
+/// Contacts with ids in `first..=last` that `workflow` ever ran for (a segment enrols a contact once).
+pub async fn enrolled_between(
+    conn: &mut Conn,
+    workflow: &str,
+    first: i64,
+    last: i64,
+) -> anyhow::Result<std::collections::HashSet<i64>> {
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT DISTINCT contact_id FROM runs WHERE workflow = ? AND contact_id BETWEEN ? AND ?")
             .bind(workflow)
-            .bind(contact_id)
-            .fetch_one(&mut *conn)
-            .await?,
-    )
+            .bind(first)
+            .bind(last)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(ids.into_iter().collect())
 }
