@@ -58,6 +58,7 @@ def main():
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--sink-port", type=int, default=2526)
     parser.add_argument("--timeout", type=int, default=900)
+    parser.add_argument("--perf", action="store_true", help="record the daemon with perf (perf.data in the work folder)")
     args = parser.parse_args()
     work = os.path.join(os.environ.get("BENCH_WORK", os.path.expanduser("~/.cache/nudge-bench")), "nudge",
                         "nurture", time.strftime("%Y%m%d-%H%M%S"))
@@ -101,6 +102,10 @@ bind = "127.0.0.1:8427"
 
     log = open(os.path.join(work, "daemon.log"), "w")
     daemon = subprocess.Popen([binary, "--config", config, "run"], stdout=log, stderr=log, env=env)
+    perf = None
+    if args.perf:
+        perf = subprocess.Popen(["perf", "record", "-g", "-F", "499", "-p", str(daemon.pid), "-o",
+                                 os.path.join(work, "perf.data")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = sqlite3.connect(f"file:{os.path.join(work, 'nudge.db')}?mode=ro", uri=True, timeout=30)
     samples = []  # (time, rss, phase)
     deadline = time.time() + args.timeout
@@ -119,6 +124,9 @@ bind = "127.0.0.1:8427"
                 break
             time.sleep(0.2)
     finally:
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(60)
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(60)
         if sink:

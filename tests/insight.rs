@@ -411,8 +411,8 @@ fn a_history_import_classifies_but_starts_no_workflow() {
 
     std::fs::write(&file, "id,contact,amount\nl-1,live@example.com,100\n").unwrap();
     nudge.cli(&["order", "import", file.to_str().unwrap()]);
-    // first_order, tier_changed and rfm_changed.
-    assert_eq!(waiting(), before + 3);
+    // order_placed, first_order, tier_changed and rfm_changed.
+    assert_eq!(waiting(), before + 4);
 }
 
 #[test]

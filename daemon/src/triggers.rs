@@ -78,20 +78,34 @@ pub async fn stop_reason(
     if let Some(reason) = trigger_gone(conn, &workflow.trigger, &run.context.0, contact).await? {
         return Ok(Some(reason.to_string()));
     }
+    // One query for what the exit conditions need from suppressions, one for later events.
+    let exits = &workflow.exit.on;
+    let suppressed = if exits
+        .iter()
+        .any(|e| matches!(e, ExitOn::Unsubscribed | ExitOn::Bounced))
+    {
+        store::contact_suppression_reasons(conn, contact).await?
+    } else {
+        Vec::new()
+    };
+    let later = if exits.iter().any(|e| matches!(e, ExitOn::Replied | ExitOn::Ordered)) {
+        let kinds = ["follow_up_logged", "inquiry_received", "order_placed"];
+        store::event_kinds_after(conn, contact.id, run.event_id, &kinds).await?
+    } else {
+        Vec::new()
+    };
+    let suppressed_for = |reasons: &[&str]| suppressed.iter().any(|r| reasons.contains(&r.as_str()));
+    let happened = |kinds: &[&str]| later.iter().any(|k| kinds.contains(&k.as_str()));
     // The weightiest reason first: an unsubscribe explains more than the stage change it came with.
-    let mut exits = workflow.exit.on.clone();
+    let mut exits = exits.clone();
     exits.sort_by_key(|e| ExitOn::MARKETING_DEFAULT.iter().position(|d| d == e));
     for exit in &exits {
         let met = match exit {
             ExitOn::StageChanged => run.start_stage.as_deref().is_some_and(|s| s != contact.stage),
-            ExitOn::Replied => store::replied_after(conn, contact.id, run.event_id).await?,
-            ExitOn::Ordered => store::ordered_after(conn, contact.id, run.event_id).await?,
-            ExitOn::Unsubscribed => {
-                contact.consent == "withdrawn" || store::contact_suppressed(conn, contact, &["unsubscribed"]).await?
-            }
-            ExitOn::Bounced => {
-                store::contact_suppressed(conn, contact, &["hard_bounce", "soft_bounce", "complaint"]).await?
-            }
+            ExitOn::Replied => happened(&["follow_up_logged", "inquiry_received"]),
+            ExitOn::Ordered => happened(&["order_placed"]),
+            ExitOn::Unsubscribed => contact.consent == "withdrawn" || suppressed_for(&["unsubscribed"]),
+            ExitOn::Bounced => suppressed_for(&["hard_bounce", "soft_bounce", "complaint"]),
         };
         if met {
             return Ok(Some(format!("exit condition met: {}", exit.name())));

@@ -57,8 +57,6 @@ struct Prepared {
 enum Action {
     /// No steps left.
     Finish,
-    /// The trigger no longer holds or an exit condition is met.
-    Stop(String),
     /// Wait at this step until then (a send window is closed).
     Defer { until: i64, reason: String },
     /// Run the step; a message is rendered already.
@@ -178,8 +176,7 @@ impl Engine {
         let mut tx = self.store.write().await?;
         for event in &events {
             let now = self.clock.now_ms();
-            if let Some(contact) = store::contact_by_id(&mut tx, event.contact_id).await? {
-                let contact_ctx = store::contact_context(&mut tx, &contact).await?;
+            if let Some((contact, contact_ctx)) = store::contact_with_context(&mut tx, event.contact_id).await? {
                 let event_ctx = triggers::event_context(event);
                 for workflow in set
                     .workflows
@@ -419,8 +416,8 @@ impl Engine {
         Ok(contacts.len())
     }
 
-    /// Works out a ready run's next move outside any transaction: the checks that
-    /// may end or defer it, and the rendering of its message. `None`: not ready.
+    /// Works out a ready run's next move outside any transaction: the end of its
+    /// steps, a send window that defers it, the rendering of its message. `None`: not ready.
     async fn prepare(&self, run_id: i64) -> anyhow::Result<Option<Prepared>> {
         let mut conn = self.store.pool.acquire().await?;
         let Some(run) = store::load_run(&mut conn, run_id).await? else {
@@ -447,13 +444,10 @@ impl Engine {
         let Some(step) = workflow.steps.get(run.next_step as usize) else {
             return prepared(Action::Finish);
         };
-        let contact = store::contact_by_id(&mut conn, run.contact_id)
+        // Whether the run must stop is decided in `apply`, inside the transaction.
+        let (contact, contact_ctx) = store::contact_with_context(&mut conn, run.contact_id)
             .await?
             .context("contact is gone")?;
-        let contact_ctx = store::contact_context(&mut conn, &contact).await?;
-        if let Some(reason) = triggers::stop_reason(&mut conn, workflow, &run, &contact, &contact_ctx).await? {
-            return prepared(Action::Stop(reason));
-        }
         drop(conn);
         let now = self.clock.now_ms();
         // Outside its send window a message waits for the next opening (checked
@@ -562,11 +556,6 @@ impl Engine {
                 info!(run_id, workflow = %workflow.name, "run done");
                 return Ok(false);
             }
-            Action::Stop(reason) => {
-                store::end_run(tx, run_id, "cancelled", reason, now).await?;
-                info!(run_id, workflow = %workflow.name, reason, "run stopped");
-                return Ok(false);
-            }
             Action::Defer { until, reason } => {
                 if store::defer_run(tx, run, *until, reason, now).await? {
                     info!(run_id, workflow = %workflow.name, "{reason}");
@@ -580,11 +569,10 @@ impl Engine {
         let mut status = "ready";
         // The checks of `prepare` ran before this transaction; repeat them inside it,
         // so a follow-up logged or consent withdrawn meanwhile still wins.
-        let contact = &store::contact_by_id(tx, run.contact_id)
+        let (contact, contact_ctx) = &store::contact_with_context(tx, run.contact_id)
             .await?
             .context("contact is gone")?;
-        let contact_ctx = store::contact_context(tx, contact).await?;
-        if let Some(reason) = triggers::stop_reason(tx, workflow, run, contact, &contact_ctx).await? {
+        if let Some(reason) = triggers::stop_reason(tx, workflow, run, contact, contact_ctx).await? {
             store::end_run(tx, run_id, "cancelled", &reason, now).await?;
             info!(run_id, workflow = %workflow.name, reason, "run stopped");
             return Ok(false);

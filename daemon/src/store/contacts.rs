@@ -207,15 +207,6 @@ pub async fn contact_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Co
         .await?)
 }
 
-/// A contact's condition/template context, with the derived counts.
-pub async fn contact_context(conn: &mut Conn, contact: &Contact) -> anyhow::Result<serde_json::Value> {
-    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM follow_ups WHERE contact_id = ?")
-        .bind(contact.id)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(contact.context(count))
-}
-
 /// Moves a contact to `stage`; emits `stage_changed` (with `by`, who did it) when it changed.
 pub async fn set_stage(
     conn: &mut Conn,

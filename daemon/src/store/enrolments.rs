@@ -114,3 +114,18 @@ pub async fn contacts_after(conn: &mut Conn, cursor: i64, limit: i64) -> anyhow:
     .fetch_all(&mut *conn)
     .await?)
 }
+
+/// A contact and its condition/template context, in one query.
+pub async fn contact_with_context(conn: &mut Conn, id: i64) -> anyhow::Result<Option<(Contact, serde_json::Value)>> {
+    let row: Option<ContactRow> = sqlx::query_as(
+        "SELECT c.*, (SELECT COUNT(*) FROM follow_ups f WHERE f.contact_id = c.id) AS follow_up_count
+         FROM contacts c WHERE c.id = ?",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| {
+        let context = r.contact.context(r.follow_up_count);
+        (r.contact, context)
+    }))
+}

@@ -67,26 +67,21 @@ pub async fn mark_event_processed(conn: &mut Conn, id: i64, now: i64) -> anyhow:
     Ok(())
 }
 
-/// Whether the contact answered after event `after` (the event that started a
-/// run): a follow-up logged or an inquiry received. Event ids order what happened
-/// without depending on clock resolution.
-pub async fn replied_after(conn: &mut Conn, contact_id: i64, after: i64) -> anyhow::Result<bool> {
-    events_after(conn, contact_id, after, &["follow_up_logged", "inquiry_received"]).await
-}
-
-/// Whether the contact placed an order after event `after`.
-pub async fn ordered_after(conn: &mut Conn, contact_id: i64, after: i64) -> anyhow::Result<bool> {
-    events_after(conn, contact_id, after, &["order_placed"]).await
-}
-
-async fn events_after(conn: &mut Conn, contact_id: i64, after: i64, kinds: &[&str]) -> anyhow::Result<bool> {
+/// Which of `kinds` of events the contact has after event `after` (the event that
+/// started a run). Event ids order what happened without depending on clock resolution.
+pub async fn event_kinds_after(
+    conn: &mut Conn,
+    contact_id: i64,
+    after: i64,
+    kinds: &[&str],
+) -> anyhow::Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE contact_id = ? AND id > ?
-                                              AND kind IN (SELECT value FROM json_each(?)))",
+        "SELECT DISTINCT kind FROM events WHERE contact_id = ? AND id > ?
+                                          AND kind IN (SELECT value FROM json_each(?))",
     )
     .bind(contact_id)
     .bind(after)
     .bind(serde_json::to_string(kinds)?)
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?)
 }

@@ -170,24 +170,24 @@ pub async fn record_bounce(
     Ok(false)
 }
 
-/// Whether any of the contact's addresses is suppressed for one of `reasons`.
-pub async fn contact_suppressed(conn: &mut Conn, contact: &super::Contact, reasons: &[&str]) -> anyhow::Result<bool> {
+/// Why the contact's addresses are suppressed, if they are (every reason recorded).
+pub async fn contact_suppression_reasons(conn: &mut Conn, contact: &super::Contact) -> anyhow::Result<Vec<String>> {
     let addresses: Vec<String> = [&contact.email, &contact.phone]
         .into_iter()
         .flatten()
         .map(|a| normalise_address(a))
         .collect();
     if addresses.is_empty() {
-        return Ok(false);
+        return Ok(Vec::new());
     }
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM suppressions WHERE address IN (SELECT value FROM json_each(?))
-                                                     AND reason IN (SELECT value FROM json_each(?)))",
+    Ok(
+        sqlx::query_scalar(
+            "SELECT DISTINCT reason FROM suppressions WHERE address IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(&addresses)?)
+        .fetch_all(&mut *conn)
+        .await?,
     )
-    .bind(serde_json::to_string(&addresses)?)
-    .bind(serde_json::to_string(reasons)?)
-    .fetch_one(&mut *conn)
-    .await?)
 }
 
 /// The contact no longer wants messages (an unsubscribe).
