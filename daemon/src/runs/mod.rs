@@ -27,10 +27,12 @@ const RUN_BATCH: i64 = 256;
 const PREPARE_AHEAD: usize = 8;
 /// Contacts looked at per transaction in a segment pass.
 const SEGMENT_BATCH: i64 = 2000;
-/// Time a tick gives to firing timers, and to a segment pass, before it turns to
-/// the runs (the rest follows on the next tick); keeps one kind of work from
-/// starving the others.
+/// Time a tick gives to firing timers before it turns to the runs (the rest
+/// follows on the next tick); keeps one kind of work from starving the others.
 const WORK_SLICE: std::time::Duration = std::time::Duration::from_millis(300);
+/// A segment pass gets longer slices: enrolling the whole segment quickly is what
+/// an admin waits for, and each slice still ends within a second.
+const SEGMENT_SLICE: std::time::Duration = std::time::Duration::from_millis(900);
 /// Errors in a row at one step before the run is given up as failed; until
 /// then it is retried with backoff (a busy database, a plugin over its deadline).
 const MAX_STEP_ERRORS: i64 = 8;
@@ -344,7 +346,7 @@ impl Engine {
         let mut scanned = 0;
         for mut pass in passes {
             let slice = std::time::Instant::now();
-            while pass.status == "running" && slice.elapsed() < WORK_SLICE {
+            while pass.status == "running" && slice.elapsed() < SEGMENT_SLICE {
                 scanned += self.enrol_batch(&mut pass).await?;
             }
         }
