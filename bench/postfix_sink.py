@@ -12,7 +12,9 @@ Install once: DEBIAN_FRONTEND=noninteractive apt-get install -y postfix (its ser
 import argparse
 import json
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -23,6 +25,8 @@ def main():
     ap.add_argument("--log", required=True)
     ap.add_argument("--max-seconds", type=float, default=3600)
     a = ap.parse_args()
+    # The harness stops the sink with SIGTERM: leave through `finally`, which stops smtp-sink too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     dump = tempfile.mkdtemp(prefix="smtp-sink-")
     sink = subprocess.Popen(["/usr/sbin/smtp-sink", "-u", "root", "-d", os.path.join(dump, "m."),
                              f"127.0.0.1:{a.port}", "256"])
