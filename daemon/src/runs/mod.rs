@@ -270,27 +270,41 @@ impl Engine {
     /// checks and effects run inside the transaction, each under its own savepoint
     /// so that one run's error undoes only that run's step.
     async fn advance_runs(&self) -> anyhow::Result<usize> {
-        let runs = {
+        // The runs and their contacts are read for the whole batch at once: on
+        // SQLite through sqlx, the number of queries is what a step costs.
+        let (runs, contacts) = {
             let mut conn = self.store.pool.acquire().await?;
-            store::ready_runs(&mut conn, RUN_BATCH).await?
+            let runs = store::ready_runs(&mut conn, RUN_BATCH).await?;
+            let ids: Vec<i64> = runs.iter().map(|r| r.contact_id).collect();
+            let contacts = store::contacts_with_context(&mut conn, &ids).await?;
+            (runs, contacts)
         };
         if runs.is_empty() {
             return Ok(0);
         }
-        let prepared: Vec<(i64, anyhow::Result<Option<Prepared>>)> = stream::iter(runs.iter().copied())
-            .map(|run_id| async move { (run_id, self.prepare(run_id).await) })
+        let count = runs.len();
+        let contacts = &contacts;
+        let prepared: Vec<(i64, anyhow::Result<Option<Prepared>>)> = stream::iter(runs)
+            .map(|run| async move { (run.id, self.prepare(run, contacts).await) })
             .buffered(PREPARE_AHEAD)
             .collect()
             .await;
         let now = self.clock.now_ms();
         let mut tx = self.store.write().await?;
+        // Read again under the write lock, where nothing but this batch changes them;
+        // a step that changes its contact drops it from here, so the next reads it afresh.
+        let ids: Vec<i64> = prepared
+            .iter()
+            .filter_map(|(_, p)| p.as_ref().ok()?.as_ref().map(|p| p.run.contact_id))
+            .collect();
+        let mut current = store::contacts_with_context(&mut tx, &ids).await?;
         let mut queued = false;
         for (run_id, prepared) in prepared {
             let result = match prepared {
                 Ok(None) => continue,
                 Ok(Some(p)) => {
                     let mut savepoint = tx.begin().await?;
-                    match self.apply(&mut savepoint, &p, now).await {
+                    match self.apply(&mut savepoint, &p, &mut current, now).await {
                         Ok(sent) => {
                             savepoint.commit().await?;
                             queued |= sent;
@@ -312,7 +326,7 @@ impl Engine {
         if queued {
             self.delivery_wake.notify_one();
         }
-        Ok(runs.len())
+        Ok(count)
     }
 
     /// Opens the passes of segment workflows that are due and enrols one batch
@@ -420,14 +434,11 @@ impl Engine {
 
     /// Works out a ready run's next move outside any transaction: the end of its
     /// steps, a send window that defers it, the rendering of its message. `None`: not ready.
-    async fn prepare(&self, run_id: i64) -> anyhow::Result<Option<Prepared>> {
-        let mut conn = self.store.pool.acquire().await?;
-        let Some(run) = store::load_run(&mut conn, run_id).await? else {
-            return Ok(None);
-        };
-        if run.status != "ready" {
-            return Ok(None);
-        }
+    async fn prepare(
+        &self,
+        run: Run,
+        contacts: &HashMap<i64, (Contact, serde_json::Value)>,
+    ) -> anyhow::Result<Option<Prepared>> {
         let set = self.set_for(&run.set_hash).await?;
         let index = set
             .workflows
@@ -447,10 +458,7 @@ impl Engine {
             return prepared(Action::Finish);
         };
         // Whether the run must stop is decided in `apply`, inside the transaction.
-        let (contact, contact_ctx) = store::contact_with_context(&mut conn, run.contact_id)
-            .await?
-            .context("contact is gone")?;
-        drop(conn);
+        let (contact, contact_ctx) = contacts.get(&run.contact_id).context("contact is gone")?;
         let now = self.clock.now_ms();
         // Outside its send window a message waits for the next opening (checked
         // before rendering, which the wait would make stale).
@@ -547,7 +555,13 @@ impl Engine {
     }
 
     /// Applies a prepared move inside the batch's transaction; returns whether it queued a message.
-    async fn apply(&self, tx: &mut store::Conn, p: &Prepared, now: i64) -> anyhow::Result<bool> {
+    async fn apply(
+        &self,
+        tx: &mut store::Conn,
+        p: &Prepared,
+        contacts: &mut HashMap<i64, (Contact, serde_json::Value)>,
+        now: i64,
+    ) -> anyhow::Result<bool> {
         let run = &p.run;
         let set = &p.set;
         let workflow = &set.workflows[p.workflow];
@@ -571,9 +585,16 @@ impl Engine {
         let mut status = "ready";
         // The checks of `prepare` ran before this transaction; repeat them inside it,
         // so a follow-up logged or consent withdrawn meanwhile still wins.
-        let (contact, contact_ctx) = &store::contact_with_context(tx, run.contact_id)
-            .await?
-            .context("contact is gone")?;
+        let (contact, contact_ctx) = &match contacts.get(&run.contact_id) {
+            Some(known) => known.clone(),
+            None => store::contact_with_context(tx, run.contact_id)
+                .await?
+                .context("contact is gone")?,
+        };
+        // Steps that change the contact make the next run of this batch read it afresh.
+        if !matches!(step, Step::Send { .. } | Step::NotifyOwner { .. } | Step::Wait(_)) {
+            contacts.remove(&run.contact_id);
+        }
         if let Some(reason) = triggers::stop_reason(tx, workflow, run, contact, contact_ctx).await? {
             store::end_run(tx, run_id, "cancelled", &reason, now).await?;
             info!(run_id, workflow = %workflow.name, reason, "run stopped");

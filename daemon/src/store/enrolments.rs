@@ -129,3 +129,24 @@ pub async fn contact_with_context(conn: &mut Conn, id: i64) -> anyhow::Result<Op
         (r.contact, context)
     }))
 }
+
+/// Contacts and their contexts by id, in one query: what a batch of run steps reads.
+pub async fn contacts_with_context(
+    conn: &mut Conn,
+    ids: &[i64],
+) -> anyhow::Result<std::collections::HashMap<i64, (Contact, serde_json::Value)>> {
+    let rows: Vec<ContactRow> = sqlx::query_as(
+        "SELECT c.*, (SELECT COUNT(*) FROM follow_ups f WHERE f.contact_id = c.id) AS follow_up_count
+         FROM contacts c WHERE c.id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(ids)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let context = r.contact.context(r.follow_up_count);
+            (r.contact.id, (r.contact, context))
+        })
+        .collect())
+}

@@ -60,13 +60,15 @@ pub async fn load_run(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Run>> {
     .await?)
 }
 
-pub async fn ready_runs(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<i64>> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM runs WHERE status = 'ready' ORDER BY id LIMIT ?")
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?,
+/// The oldest ready runs.
+pub async fn ready_runs(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Run>> {
+    Ok(sqlx::query_as(
+        "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage, step_errors
+         FROM runs WHERE status = 'ready' ORDER BY id LIMIT ?",
     )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 /// Records step `step` as finished and moves the run on to the next one, with
