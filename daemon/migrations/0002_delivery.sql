@@ -2,8 +2,10 @@
 -- unsubscribe secrets, segment enrolment, and why a waiting run waits.
 
 -- SQLite cannot change a CHECK constraint in place: rebuild outbox and deliveries.
--- deliveries references outbox; the check is deferred to COMMIT, when the ids exist again.
-PRAGMA defer_foreign_keys = ON;
+-- deliveries (the only table that references outbox) is set aside first, so that
+-- dropping the old outbox leaves no reference dangling, then rebuilt on the new one.
+CREATE TABLE deliveries_old AS SELECT * FROM deliveries;
+DROP TABLE deliveries;
 
 CREATE TABLE outbox_new (
     id              INTEGER PRIMARY KEY,
@@ -38,7 +40,7 @@ ALTER TABLE outbox_new RENAME TO outbox;
 CREATE INDEX outbox_pending ON outbox(priority, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX outbox_contact ON outbox(contact_id, channel, created_at);
 
-CREATE TABLE deliveries_new (
+CREATE TABLE deliveries (
     id          INTEGER PRIMARY KEY,
     outbox_id   INTEGER NOT NULL REFERENCES outbox(id),
     attempt     INTEGER NOT NULL,
@@ -47,9 +49,9 @@ CREATE TABLE deliveries_new (
     outcome     TEXT NOT NULL CHECK (outcome IN ('sent', 'transient', 'permanent', 'unknown', 'suppressed')),
     detail      TEXT NOT NULL DEFAULT ''
 );
-INSERT INTO deliveries_new SELECT * FROM deliveries;
-DROP TABLE deliveries;
-ALTER TABLE deliveries_new RENAME TO deliveries;
+INSERT INTO deliveries (id, outbox_id, attempt, started_at, finished_at, outcome, detail)
+    SELECT id, outbox_id, attempt, started_at, finished_at, outcome, detail FROM deliveries_old;
+DROP TABLE deliveries_old;
 CREATE INDEX deliveries_outbox ON deliveries(outbox_id);
 
 -- Addresses (email or phone, lower-cased) that get nothing on a channel ('*': any channel).

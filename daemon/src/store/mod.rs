@@ -138,3 +138,70 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database made by the first release, with data in it, opens under the
+    /// current migrations with every row kept and every reference intact.
+    #[tokio::test]
+    async fn upgrading_a_database_with_data_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first-release");
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::copy("migrations/0001_core.sql", first.join("0001_core.sql")).unwrap();
+        let path = dir.path().join("nudge.db");
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .unwrap()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let old = SqlitePoolOptions::new().connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(first.as_path())
+            .await
+            .unwrap()
+            .run(&old)
+            .await
+            .unwrap();
+        for sql in [
+            "INSERT INTO contacts (name, email, created_at, updated_at) VALUES ('A', 'a@x.test', 1, 1)",
+            "INSERT INTO events (kind, contact_id, occurred_at, processed_at) VALUES ('contact_created', 1, 1, 1)",
+            "INSERT INTO workflow_sets (hash, files, loaded_at) VALUES ('h', '[]', 1)",
+            "INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, started_at, updated_at)
+             VALUES ('w', 'h', 1, 1, 'done', 1, 1)",
+            "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
+                                 status, attempts, next_attempt_at, created_at)
+             VALUES ('k1', '<k1@x>', 1, 1, 'email', 'a@x.test', '{}', 'sent', 1, 1, 1),
+                    ('k2', '<k2@x>', 1, 1, 'email', 'a@x.test', '{}', 'failed', 8, 1, 1)",
+            "INSERT INTO deliveries (outbox_id, attempt, started_at, finished_at, outcome, detail)
+             VALUES (1, 1, 1, 1, 'sent', ''), (2, 8, 1, 1, 'transient', '451 try later')",
+        ] {
+            sqlx::query(sql).execute(&old).await.unwrap();
+        }
+        old.close().await;
+
+        let store = Store::open(&path).await.unwrap();
+        let outbox: Vec<(i64, String, String)> = sqlx::query_as("SELECT id, status, category FROM outbox ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            outbox,
+            vec![
+                (1, "sent".into(), "transactional".into()),
+                (2, "failed".into(), "transactional".into())
+            ]
+        );
+        let deliveries: Vec<(i64, String)> = sqlx::query_as("SELECT outbox_id, detail FROM deliveries ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(deliveries, vec![(1, String::new()), (2, "451 try later".into())]);
+        let dangling: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        assert!(dangling.is_empty(), "{dangling:?}");
+    }
+}
