@@ -389,9 +389,12 @@ impl Engine {
             _ => Default::default(),
         };
         let event_ctx = json!({ "kind": "segment", "from": "", "to": "", "inquiry_id": 0 });
-        let mut enrolled = 0;
+        let mut joining: Vec<(i64, &str)> = Vec::new();
         for row in &contacts {
             let contact = &row.contact;
+            if enrolled_before.contains(&contact.id) {
+                continue;
+            }
             let contact_ctx = contact.context(row.follow_up_count);
             let matched = match &workflow.when {
                 Some(condition) => condition.evaluate(&contact_ctx, &event_ctx).unwrap_or_else(|e| {
@@ -400,25 +403,14 @@ impl Engine {
                 }),
                 None => true,
             };
-            if !matched || enrolled_before.contains(&contact.id) {
-                continue;
-            }
-            let context = json!({ "kind": "segment", "enrolment": pass.id });
-            // Recorded for the contact's history; taken already, the inbox has nothing to do with it.
-            let event_id = store::insert_processed_event(&mut tx, "segment_entered", contact.id, &context, now).await?;
-            let new_run = store::NewRun {
-                workflow: &workflow.name,
-                set_hash: &set.hash,
-                contact_id: contact.id,
-                event_id,
-                status: "ready",
-                context: &context,
-                start_stage: &contact.stage,
-            };
-            if store::insert_run(&mut tx, &new_run, now).await?.is_some() {
-                enrolled += 1;
+            if matched {
+                joining.push((contact.id, &contact.stage));
             }
         }
+        // The whole batch's events and runs in two statements: per-row inserts
+        // would make the pass cost one round trip to SQLite's thread per contact.
+        let context = json!({ "kind": "segment", "enrolment": pass.id });
+        let enrolled = store::enrol_contacts(&mut tx, &workflow.name, &set.hash, &joining, &context, now).await? as i64;
         let cursor = contacts.last().map_or(pass.cursor, |r| r.contact.id);
         let done = (contacts.len() as i64) < SEGMENT_BATCH;
         store::advance_enrolment(&mut tx, pass.id, cursor, contacts.len() as i64, enrolled, done, now).await?;

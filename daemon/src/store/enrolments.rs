@@ -150,3 +150,50 @@ pub async fn contacts_with_context(
         })
         .collect())
 }
+
+/// Enrols contacts in a segment workflow: one `segment_entered` event (already
+/// processed) and one ready run each, in two statements for the whole batch.
+/// `contacts` are (id, current stage). Returns how many runs were created.
+pub async fn enrol_contacts(
+    conn: &mut Conn,
+    workflow: &str,
+    set_hash: &str,
+    contacts: &[(i64, &str)],
+    context: &serde_json::Value,
+    now: i64,
+) -> anyhow::Result<u64> {
+    if contacts.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<i64> = contacts.iter().map(|(id, _)| *id).collect();
+    let events: Vec<(i64, i64)> = sqlx::query_as(
+        "INSERT INTO events (kind, contact_id, payload, occurred_at, processed_at)
+         SELECT 'segment_entered', value, ?, ?, ? FROM json_each(?) RETURNING id, contact_id",
+    )
+    .bind(sqlx::types::Json(context))
+    .bind(now)
+    .bind(now)
+    .bind(serde_json::to_string(&ids)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    let stage_of: std::collections::HashMap<i64, &str> = contacts.iter().copied().collect();
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(event_id, contact_id)| serde_json::json!([contact_id, event_id, stage_of.get(contact_id)]))
+        .collect();
+    let done = sqlx::query(
+        "INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, started_at, updated_at)
+         SELECT ?, ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), 'ready', ?,
+                json_extract(value, '$[2]'), ?, ?
+         FROM json_each(?)",
+    )
+    .bind(workflow)
+    .bind(set_hash)
+    .bind(sqlx::types::Json(context))
+    .bind(now)
+    .bind(now)
+    .bind(serde_json::to_string(&rows)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -29,26 +29,6 @@ pub async fn insert_event(
     .await?)
 }
 
-/// An event written as already processed: a record of something the engine itself did.
-pub async fn insert_processed_event(
-    conn: &mut Conn,
-    kind: &str,
-    contact_id: i64,
-    payload: &serde_json::Value,
-    now: i64,
-) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO events (kind, contact_id, payload, occurred_at, processed_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(kind)
-    .bind(contact_id)
-    .bind(sqlx::types::Json(payload))
-    .bind(now)
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?)
-}
-
 pub async fn unprocessed_events(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Event>> {
     Ok(sqlx::query_as(
         "SELECT id, kind, contact_id, payload, occurred_at FROM events WHERE processed_at IS NULL ORDER BY id LIMIT ?",
