@@ -75,7 +75,9 @@ impl Delivery {
     /// Sending and recording overlap: finished attempts are recorded in one
     /// transaction while the next sends go out, so waiting for the database's
     /// write lock never idles the SMTP sessions. A row stays out of the claims
-    /// from the moment it is claimed until its attempt is recorded.
+    /// from the moment it is claimed until its attempt is recorded, and at most
+    /// twice `concurrency` rows are claimed and not yet recorded: the most a
+    /// crash can send twice.
     pub async fn run(self, cancel: CancellationToken) {
         type Recording<'a> = Pin<Box<dyn Future<Output = (Vec<i64>, anyhow::Result<()>)> + Send + 'a>>;
         let mut sending = FuturesUnordered::new();
@@ -91,7 +93,12 @@ impl Delivery {
                     (ids, this.record(&batch).await)
                 }));
             }
-            let free = self.concurrency().saturating_sub(sending.len());
+            // New claims stop while too many finished sends wait for their record:
+            // what a crash can repeat stays at most twice `concurrency`.
+            let free = self
+                .concurrency()
+                .saturating_sub(sending.len())
+                .min((2 * self.concurrency()).saturating_sub(unrecorded.len()));
             if free > 0 && !cancel.is_cancelled() {
                 let exclude: Vec<i64> = unrecorded.iter().copied().collect();
                 match self.claim(free as i64, &exclude).await {
@@ -116,7 +123,9 @@ impl Delivery {
                 }
                 continue;
             }
-            let room = sending.len() < self.concurrency() && !cancel.is_cancelled();
+            let room = sending.len() < self.concurrency()
+                && unrecorded.len() < 2 * self.concurrency()
+                && !cancel.is_cancelled();
             let recorded = async {
                 match recording.as_mut() {
                     Some(r) => r.await,
