@@ -174,21 +174,6 @@ impl Delivery {
         }
     }
 
-    /// Sends every row due now and records the outcomes; returns how many were
-    /// attempted. For benchmarks and tools; the daemon uses [`Delivery::run`].
-    pub async fn deliver_due(&self) -> anyhow::Result<usize> {
-        let rows = self.claim(self.concurrency() as i64, &[]).await?;
-        let count = rows.len();
-        let attempts: Vec<Attempt> = rows
-            .into_iter()
-            .map(|row| self.attempt(row))
-            .collect::<FuturesUnordered<_>>()
-            .collect()
-            .await;
-        self.record(&attempts).await?;
-        Ok(count)
-    }
-
     /// Sends one row by its channel's route, unless its recipient is suppressed.
     async fn attempt(&self, row: OutboxRow) -> Attempt {
         let started = self.clock.now_ms();
