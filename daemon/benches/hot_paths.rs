@@ -115,15 +115,15 @@ fn outbox(c: &mut Criterion) {
                 let key = format!("bench-{next_key}");
                 let mut tx = store.write().await.unwrap();
                 let row = NewOutboxRow {
-                    idempotency_key: &key,
-                    message_id: &key,
+                    idempotency_key: key.clone(),
+                    message_id: key,
                     run_id: None,
                     contact_id: None,
-                    channel: "email",
+                    channel: "email".into(),
                     category: Category::Transactional,
-                    message: &message,
+                    message: message.clone(),
                 };
-                store::insert_outbox(&mut tx, &row, 0).await.unwrap();
+                store::insert_outbox(&mut tx, &[row], 0).await.unwrap();
                 tx.commit().await.unwrap();
                 let mut conn = store.pool.acquire().await.unwrap();
                 let claimed = store::due_outbox(&mut conn, 0, 32, &[]).await.unwrap();

@@ -12,11 +12,15 @@ use sqlx::Acquire as _;
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+mod effects;
+
 use crate::clock::Clock;
 use crate::plugins::{Plugins, Recipient, RenderedMessage};
-use crate::store::{self, Category, Contact, NewOutboxRow, OutboundMessage, Run, Store, TimerKind};
+use crate::store::{self, Category, Contact, NewOutboxRow, OutboundMessage, Run, Store};
 use crate::triggers;
 use crate::unsubscribe::Unsubscribe;
+use effects::Effects;
+
 use crate::workflow::{FollowUpAfter, Step, Trigger, Workflow, WorkflowSet, add_span};
 
 /// Events and timers taken per transaction.
@@ -172,53 +176,73 @@ impl Engine {
             let mut conn = self.store.pool.acquire().await?;
             store::unprocessed_events(&mut conn, BATCH).await?
         };
+        if events.is_empty() {
+            return Ok(0);
+        }
         let set = self.current();
-        // One transaction for the batch: each event's runs and its "processed" mark
-        // still commit together, and a batch costs one fsync instead of one per event.
+        // One transaction and a handful of statements for the batch: each event's
+        // runs and its "processed" mark still commit together.
         let mut tx = self.store.write().await?;
+        let now = self.clock.now_ms();
+        let contact_ids: Vec<i64> = events.iter().map(|e| e.contact_id).collect();
+        let contacts = store::contacts_with_context(&mut tx, &contact_ids).await?;
+        let mut starts = Vec::new();
+        let mut contexts = Vec::new();
         for event in &events {
-            let now = self.clock.now_ms();
-            if let Some((contact, contact_ctx)) = store::contact_with_context(&mut tx, event.contact_id).await? {
-                let event_ctx = triggers::event_context(event);
-                for workflow in set
-                    .workflows
-                    .iter()
-                    .filter(|w| w.enabled && triggers::matches(&w.trigger, event))
-                {
-                    if let Some(condition) = &workflow.when {
-                        match condition.evaluate(&contact_ctx, &event_ctx) {
-                            Ok(true) => {}
-                            Ok(false) => continue,
-                            Err(e) => {
-                                warn!(workflow = %workflow.name, contact_id = contact.id, "condition failed: {e}");
-                                continue;
-                            }
+            let Some((contact, contact_ctx)) = contacts.get(&event.contact_id) else {
+                continue;
+            };
+            let event_ctx = triggers::event_context(event);
+            for workflow in set
+                .workflows
+                .iter()
+                .filter(|w| w.enabled && triggers::matches(&w.trigger, event))
+            {
+                if let Some(condition) = &workflow.when {
+                    match condition.evaluate(contact_ctx, &event_ctx) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            warn!(workflow = %workflow.name, contact_id = contact.id, "condition failed: {e}");
+                            continue;
                         }
-                    }
-                    let start = triggers::start_at(workflow, event, &contact);
-                    let status = if start <= now { "ready" } else { "waiting" };
-                    let mut context = event.payload.0.clone();
-                    context["kind"] = json!(event.kind);
-                    let new_run = store::NewRun {
-                        workflow: &workflow.name,
-                        set_hash: &set.hash,
-                        contact_id: contact.id,
-                        event_id: event.id,
-                        status,
-                        context: &context,
-                        start_stage: &contact.stage,
-                    };
-                    let run = store::insert_run(&mut tx, &new_run, now).await?;
-                    if let Some(run_id) = run {
-                        if status == "waiting" {
-                            store::insert_timer(&mut tx, start, TimerKind::ResumeRun, Some(run_id), None).await?;
-                        }
-                        info!(run_id, workflow = %workflow.name, contact_id = contact.id, event = %event.kind, "run started");
                     }
                 }
+                let mut context = event.payload.0.clone();
+                context["kind"] = json!(event.kind);
+                contexts.push(context);
+                starts.push((workflow, event, contact, triggers::start_at(workflow, event, contact)));
             }
-            store::mark_event_processed(&mut tx, event.id, now).await?;
         }
+        let new_runs: Vec<store::NewRun> = starts
+            .iter()
+            .zip(&contexts)
+            .map(|((workflow, event, contact, start), context)| store::NewRun {
+                workflow: &workflow.name,
+                set_hash: &set.hash,
+                contact_id: contact.id,
+                event_id: event.id,
+                status: if *start <= now { "ready" } else { "waiting" },
+                context,
+                start_stage: &contact.stage,
+            })
+            .collect();
+        let started = store::insert_runs(&mut tx, &new_runs, now).await?;
+        let start_of: HashMap<(&str, i64), i64> = starts
+            .iter()
+            .map(|(workflow, event, _, start)| ((workflow.name.as_str(), event.id), *start))
+            .collect();
+        let mut timers = Vec::new();
+        for (run_id, workflow, event_id) in &started {
+            let start = start_of[&(workflow.as_str(), *event_id)];
+            if start > now {
+                timers.push((*run_id, start));
+            }
+            info!(run_id, workflow = %workflow, event_id, "run started");
+        }
+        store::insert_run_timers(&mut tx, &timers).await?;
+        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+        store::mark_events_processed(&mut tx, &ids, now).await?;
         tx.commit().await?;
         Ok(events.len())
     }
@@ -229,49 +253,40 @@ impl Engine {
             let mut conn = self.store.pool.acquire().await?;
             store::due_timers(&mut conn, now, BATCH).await?
         };
-        // One transaction for the batch, as for events.
+        if timers.is_empty() {
+            return Ok(0);
+        }
+        // One transaction and four statements for the batch, as for events.
         let mut tx = self.store.write().await?;
-        for timer in &timers {
-            if !store::mark_timer_fired(&mut tx, timer.id, now).await? {
-                continue;
-            }
-            match timer.kind.as_str() {
-                "resume_run" => {
-                    if let Some(run_id) = timer.run_id {
-                        store::wake_run(&mut tx, run_id, now).await?;
-                    }
-                }
-                "follow_up_due" => {
-                    let contact = match timer.contact_id {
-                        Some(id) => store::contact_by_id(&mut tx, id).await?,
-                        None => None,
-                    };
-                    // A newer follow-up moved the date: this timer is stale.
-                    if let Some(contact) = contact.filter(|c| c.next_follow_up_at == Some(timer.due_at)) {
-                        store::insert_event(
-                            &mut tx,
-                            "follow_up_overdue",
-                            contact.id,
-                            &json!({ "due_at": timer.due_at }),
-                            now,
-                        )
-                        .await?;
-                    }
-                }
-                other => warn!(timer_id = timer.id, "unknown timer kind {other}"),
+        let ids: Vec<i64> = timers.iter().map(|t| t.id).collect();
+        let fired: std::collections::HashSet<i64> = store::mark_timers_fired(&mut tx, &ids, now)
+            .await?
+            .into_iter()
+            .collect();
+        let mut wake = Vec::new();
+        let mut overdue = Vec::new();
+        for timer in timers.iter().filter(|t| fired.contains(&t.id)) {
+            match (timer.kind.as_str(), timer.run_id, timer.contact_id) {
+                ("resume_run", Some(run_id), _) => wake.push(run_id),
+                // The event is left out if a newer follow-up moved the date (a stale timer).
+                ("follow_up_due", _, Some(contact_id)) => overdue.push((contact_id, timer.due_at)),
+                (kind, ..) => warn!(timer_id = timer.id, "timer of kind {kind} has nothing to act on"),
             }
         }
+        store::wake_runs(&mut tx, &wake, now).await?;
+        store::insert_overdue_events(&mut tx, &overdue, now).await?;
         tx.commit().await?;
         Ok(timers.len())
     }
 
     /// Moves up to RUN_BATCH ready runs on by one step each, in one transaction:
     /// loading and rendering happen first (several at once), then every step's
-    /// checks and effects run inside the transaction, each under its own savepoint
-    /// so that one run's error undoes only that run's step.
+    /// checks run inside the transaction and its writes are gathered and written
+    /// for the whole batch at once. If that fails, the batch is applied again one
+    /// step at a time, each under its own savepoint, so that one run's error
+    /// undoes only that run's step.
     async fn advance_runs(&self) -> anyhow::Result<usize> {
-        // The runs and their contacts are read for the whole batch at once: on
-        // SQLite through sqlx, the number of queries is what a step costs.
+        // The runs and their contacts are read for the whole batch at once.
         let (runs, contacts) = {
             let mut conn = self.store.pool.acquire().await?;
             let runs = store::ready_runs(&mut conn, RUN_BATCH).await?;
@@ -290,6 +305,28 @@ impl Engine {
             .collect()
             .await;
         let now = self.clock.now_ms();
+        let queued = match self.apply_batch(&prepared, now, false).await {
+            Ok(queued) => queued,
+            Err(e) => {
+                warn!("a batch of {count} steps failed as a whole ({e:#}); applying them one by one");
+                self.apply_batch(&prepared, now, true).await?
+            }
+        };
+        if queued {
+            self.delivery_wake.notify_one();
+        }
+        Ok(count)
+    }
+
+    /// Applies prepared steps in one transaction; returns whether a message was
+    /// queued. `one_by_one`: each step under its own savepoint, an error recorded
+    /// against its run; otherwise any error fails the whole batch.
+    async fn apply_batch(
+        &self,
+        prepared: &[(i64, anyhow::Result<Option<Prepared>>)],
+        now: i64,
+        one_by_one: bool,
+    ) -> anyhow::Result<bool> {
         let mut tx = self.store.write().await?;
         // Read again under the write lock, where nothing but this batch changes them;
         // a step that changes its contact drops it from here, so the next reads it afresh.
@@ -298,13 +335,22 @@ impl Engine {
             .filter_map(|(_, p)| p.as_ref().ok()?.as_ref().map(|p| p.run.contact_id))
             .collect();
         let mut current = store::contacts_with_context(&mut tx, &ids).await?;
+        let mut effects = Effects::default();
         let mut queued = false;
         for (run_id, prepared) in prepared {
             let result = match prepared {
                 Ok(None) => continue,
+                Ok(Some(p)) if !one_by_one => {
+                    self.apply(&mut tx, p, &mut current, &mut effects, now).await?;
+                    continue;
+                }
                 Ok(Some(p)) => {
                     let mut savepoint = tx.begin().await?;
-                    match self.apply(&mut savepoint, &p, &mut current, now).await {
+                    let applied = match self.apply(&mut savepoint, p, &mut current, &mut effects, now).await {
+                        Ok(()) => effects.flush(&mut savepoint, now).await,
+                        Err(e) => Err(e),
+                    };
+                    match applied {
                         Ok(sent) => {
                             savepoint.commit().await?;
                             queued |= sent;
@@ -312,21 +358,21 @@ impl Engine {
                         }
                         Err(e) => {
                             savepoint.rollback().await?;
+                            effects.clear();
+                            current.remove(&p.run.contact_id);
                             Err(e)
                         }
                     }
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("{e:#}")),
             };
             if let Err(e) = result {
-                record_step_error(&mut tx, run_id, &e, now).await?;
+                record_step_error(&mut tx, *run_id, &e, now).await?;
             }
         }
+        queued |= effects.flush(&mut tx, now).await?;
         tx.commit().await?;
-        if queued {
-            self.delivery_wake.notify_one();
-        }
-        Ok(count)
+        Ok(queued)
     }
 
     /// Opens the passes of segment workflows that are due and enrols one batch
@@ -546,29 +592,35 @@ impl Engine {
         })))
     }
 
-    /// Applies a prepared move inside the batch's transaction; returns whether it queued a message.
+    /// Works out a prepared move inside the batch's transaction: the checks and
+    /// the contact's changes happen here, the run's own writes go to `effects`.
     async fn apply(
         &self,
         tx: &mut store::Conn,
         p: &Prepared,
         contacts: &mut HashMap<i64, (Contact, serde_json::Value)>,
+        effects: &mut Effects,
         now: i64,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<()> {
         let run = &p.run;
         let set = &p.set;
         let workflow = &set.workflows[p.workflow];
         let run_id = run.id;
         let (outgoing, rendered, unsubscribe, category) = match &p.action {
             Action::Finish => {
-                store::end_run(tx, run_id, "done", "all steps done", now).await?;
+                effects.ended.push((run_id, "done", "all steps done".into()));
                 info!(run_id, workflow = %workflow.name, "run done");
-                return Ok(false);
+                return Ok(());
             }
             Action::Defer { until, reason } => {
-                if store::defer_run(tx, run, *until, reason, now).await? {
-                    info!(run_id, workflow = %workflow.name, "{reason}");
-                }
-                return Ok(false);
+                effects.deferred.push(store::DeferredRun {
+                    run_id,
+                    step: run.next_step,
+                    until: *until,
+                    reason: reason.clone(),
+                });
+                info!(run_id, workflow = %workflow.name, "{reason}");
+                return Ok(());
             }
             Action::Step(step) => (&step.outgoing, &step.rendered, &step.unsubscribe, step.category),
         };
@@ -588,24 +640,27 @@ impl Engine {
             contacts.remove(&run.contact_id);
         }
         if let Some(reason) = triggers::stop_reason(tx, workflow, run, contact, contact_ctx).await? {
-            store::end_run(tx, run_id, "cancelled", &reason, now).await?;
             info!(run_id, workflow = %workflow.name, reason, "run stopped");
-            return Ok(false);
+            effects.ended.push((run_id, "cancelled", reason));
+            return Ok(());
         }
         // Frequency caps count what other workflows queued too (in this very batch
         // as well), so they are checked here, in the transaction.
         if let (Step::Send { channel, .. }, Some(_)) = (step, outgoing)
-            && let Some((until, reason)) = self.capped(tx, set, workflow, channel, contact, now).await?
+            && let Some((until, reason)) = self.capped(tx, p, channel, contact, effects, now).await?
         {
-            if store::defer_run(tx, run, until, &reason, now).await? {
-                info!(run_id, workflow = %workflow.name, contact_id = contact.id, "{reason}");
-            }
-            return Ok(false);
+            info!(run_id, workflow = %workflow.name, contact_id = contact.id, "{reason}");
+            effects.deferred.push(store::DeferredRun {
+                run_id,
+                step: run.next_step,
+                until,
+                reason,
+            });
+            return Ok(());
         }
         let outgoing = outgoing
             .as_ref()
             .filter(|_| !(matches!(step, Step::Send { .. }) && contact.consent == "withdrawn"));
-        let mut queued = false;
         let detail = match step {
             Step::Send { .. } | Step::NotifyOwner { .. } => match (outgoing, rendered) {
                 (Some(out), Some(r)) => {
@@ -627,17 +682,17 @@ impl Engine {
                         extra: r.extra.clone(),
                         unsubscribe: unsubscribe.clone(),
                     };
-                    let row = NewOutboxRow {
-                        idempotency_key: &key,
-                        message_id: &message_id,
+                    let detail = format!("queued {message_id} to {}", out.address);
+                    effects.outbox.push(NewOutboxRow {
+                        idempotency_key: key,
+                        message_id,
                         run_id: Some(run.id),
                         contact_id: Some(contact.id),
-                        channel: &out.channel,
+                        channel: out.channel.clone(),
                         category,
-                        message: &outbound,
-                    };
-                    queued = store::insert_outbox(tx, &row, now).await?;
-                    format!("queued {message_id} to {}", out.address)
+                        message: outbound,
+                    });
+                    detail
                 }
                 _ if matches!(step, Step::NotifyOwner { .. }) => "skipped: the contact has no owner email".into(),
                 _ if contact.consent == "withdrawn" => "skipped: consent withdrawn".into(),
@@ -645,7 +700,7 @@ impl Engine {
             },
             Step::Wait(span) => {
                 let until = add_span(now, *span, &contact.time_zone);
-                store::insert_timer(tx, until, TimerKind::ResumeRun, Some(run.id), None).await?;
+                effects.timers.push((run.id, until));
                 status = "waiting";
                 format!("wait until {}", crate::clock::display_ms(until))
             }
@@ -693,12 +748,15 @@ impl Engine {
                 format!("owner {} -> {owner}", contact.owner)
             }
         };
-        if !store::finish_step(tx, run, kind, &detail, status, now).await? {
-            // The run moved on meanwhile: undo this attempt's effects.
-            anyhow::bail!("run {} is no longer at step {}", run.id, run.next_step);
-        }
         info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id = contact.id, "{detail}");
-        Ok(queued)
+        effects.finished.push(store::FinishedStep {
+            run_id,
+            step: run.next_step,
+            kind,
+            detail,
+            status,
+        });
+        Ok(())
     }
 }
 
@@ -707,14 +765,20 @@ impl Engine {
     async fn capped(
         &self,
         conn: &mut store::Conn,
-        set: &WorkflowSet,
-        workflow: &Workflow,
+        p: &Prepared,
         channel: &str,
         contact: &Contact,
+        effects: &mut Effects,
         now: i64,
     ) -> anyhow::Result<Option<(i64, String)>> {
+        let (set, workflow) = (&p.set, &p.set.workflows[p.workflow]);
+        let mut caps = set.sending.caps_for(channel, workflow.category).peekable();
+        if caps.peek().is_some() {
+            // What the batch queued so far must be in the outbox to be counted.
+            effects.flush(conn, now).await?;
+        }
         let tz = jiff::tz::TimeZone::get(&contact.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
-        for cap in set.sending.caps_for(channel, workflow.category) {
+        for cap in caps {
             let since = jiff::Timestamp::from_millisecond(now)?
                 .to_zoned(tz.clone())
                 .checked_sub(cap.per)?
@@ -754,11 +818,17 @@ async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::
                 "error {errors} of {MAX_STEP_ERRORS} at step {}: {error:#}",
                 run.next_step
             );
-            store::defer_run(conn, &run, now + delay, &reason, now).await?;
+            let deferred = store::DeferredRun {
+                run_id,
+                step: run.next_step,
+                until: now + delay,
+                reason,
+            };
+            store::defer_runs(conn, &[deferred], now).await?;
             warn!(run_id, "step failed, retried in {} s: {error:#}", delay / 1000);
         }
         Some(run) if run.status == "ready" => {
-            store::end_run(conn, run_id, "failed", &format!("{error:#}"), now).await?;
+            store::end_runs(conn, &[(run_id, "failed", format!("{error:#}"))], now).await?;
             warn!(run_id, "run failed after {errors} errors: {error:#}");
         }
         _ => {}

@@ -38,12 +38,32 @@ pub async fn unprocessed_events(conn: &mut Conn, limit: i64) -> anyhow::Result<V
     .await?)
 }
 
-pub async fn mark_event_processed(conn: &mut Conn, id: i64, now: i64) -> anyhow::Result<()> {
-    sqlx::query("UPDATE events SET processed_at = ? WHERE id = ?")
+pub async fn mark_events_processed(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<()> {
+    sqlx::query("UPDATE events SET processed_at = ? WHERE id IN (SELECT value FROM json_each(?))")
         .bind(now)
-        .bind(id)
+        .bind(serde_json::to_string(ids)?)
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// A `follow_up_overdue` event for each fired follow-up timer, each (contact id,
+/// due at), in one statement; a timer the contact's newer follow-up date made
+/// stale is left out.
+pub async fn insert_overdue_events(conn: &mut Conn, due: &[(i64, i64)], now: i64) -> anyhow::Result<()> {
+    if due.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO events (kind, contact_id, payload, occurred_at)
+         SELECT 'follow_up_overdue', c.id, json_object('due_at', j.value ->> 1), ?
+         FROM json_each(?) AS j JOIN contacts c ON c.id = j.value ->> 0 AND c.next_follow_up_at = j.value ->> 1
+         ORDER BY j.key",
+    )
+    .bind(now)
+    .bind(serde_json::to_string(due)?)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

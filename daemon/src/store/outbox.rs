@@ -91,37 +91,53 @@ pub struct OutboxRow {
     pub had_unknown: bool,
 }
 
-pub struct NewOutboxRow<'a> {
-    pub idempotency_key: &'a str,
-    pub message_id: &'a str,
+pub struct NewOutboxRow {
+    pub idempotency_key: String,
+    pub message_id: String,
     pub run_id: Option<i64>,
     pub contact_id: Option<i64>,
-    pub channel: &'a str,
+    pub channel: String,
     pub category: Category,
-    pub message: &'a OutboundMessage,
+    pub message: OutboundMessage,
 }
 
-/// Queues a message; a second row with the same idempotency key is ignored.
-pub async fn insert_outbox(conn: &mut Conn, row: &NewOutboxRow<'_>, now: i64) -> anyhow::Result<bool> {
+/// Queues messages in one statement; a row whose idempotency key is queued
+/// already is left out. Returns how many were queued.
+pub async fn insert_outbox(conn: &mut Conn, rows: &[NewOutboxRow], now: i64) -> anyhow::Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.idempotency_key,
+                r.message_id,
+                r.run_id,
+                r.contact_id,
+                r.channel,
+                r.message.to_address,
+                r.message,
+                r.category.as_str(),
+                r.category.priority(),
+            ])
+        })
+        .collect();
+    // `WHERE true` lets SQLite parse the upsert clause after a SELECT.
     let done = sqlx::query(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
                              category, priority, next_attempt_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value -> 6,
+                value ->> 7, value ->> 8, ?, ?
+         FROM json_each(?) WHERE true ORDER BY key
+         ON CONFLICT (idempotency_key) DO NOTHING",
     )
-    .bind(row.idempotency_key)
-    .bind(row.message_id)
-    .bind(row.run_id)
-    .bind(row.contact_id)
-    .bind(row.channel)
-    .bind(&row.message.to_address)
-    .bind(sqlx::types::Json(row.message))
-    .bind(row.category.as_str())
-    .bind(row.category.priority())
     .bind(now)
     .bind(now)
+    .bind(serde_json::to_string(&rows)?)
     .execute(&mut *conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done.rows_affected())
 }
 
 /// Due rows, most urgent category first, leaving out those already being sent.

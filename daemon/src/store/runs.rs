@@ -31,22 +31,37 @@ pub struct NewRun<'a> {
     pub start_stage: &'a str,
 }
 
-/// Starts a run; `None` if this workflow already ran for this event.
-pub async fn insert_run(conn: &mut Conn, run: &NewRun<'_>, now: i64) -> anyhow::Result<Option<i64>> {
-    Ok(sqlx::query_scalar(
+/// Starts runs, all in one statement; a workflow that already ran for an event
+/// is left out. Returns (run id, workflow, event id) of each run started.
+pub async fn insert_runs(conn: &mut Conn, runs: &[NewRun<'_>], now: i64) -> anyhow::Result<Vec<(i64, String, i64)>> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.workflow,
+                r.set_hash,
+                r.contact_id,
+                r.event_id,
+                r.status,
+                r.context,
+                r.start_stage
+            ])
+        })
+        .collect();
+    // `WHERE true` lets SQLite parse the upsert clause after a SELECT.
+    Ok(sqlx::query_as(
         "INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, started_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow, event_id) DO NOTHING RETURNING id",
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value -> 5, value ->> 6, ?, ?
+         FROM json_each(?) WHERE true
+         ON CONFLICT (workflow, event_id) DO NOTHING RETURNING id, workflow, event_id",
     )
-    .bind(run.workflow)
-    .bind(run.set_hash)
-    .bind(run.contact_id)
-    .bind(run.event_id)
-    .bind(run.status)
-    .bind(sqlx::types::Json(run.context))
-    .bind(run.start_stage)
     .bind(now)
     .bind(now)
-    .fetch_optional(&mut *conn)
+    .bind(serde_json::to_string(&rows)?)
+    .fetch_all(&mut *conn)
     .await?)
 }
 
@@ -71,80 +86,127 @@ pub async fn ready_runs(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Run>>
     .await?)
 }
 
-/// Records step `step` as finished and moves the run on to the next one, with
-/// `status`; false (and nothing to commit) if the run is no longer at that step.
-pub async fn finish_step(
-    conn: &mut Conn,
-    run: &Run,
-    kind: &str,
-    detail: &str,
-    status: &str,
-    now: i64,
-) -> anyhow::Result<bool> {
-    let moved = sqlx::query(
-        "UPDATE runs SET next_step = next_step + 1, status = ?, updated_at = ?, step_errors = 0, waiting_reason = NULL
-         WHERE id = ? AND status = 'ready' AND next_step = ?",
-    )
-    .bind(status)
-    .bind(now)
-    .bind(run.id)
-    .bind(run.next_step)
-    .execute(&mut *conn)
-    .await?;
-    if moved.rows_affected() != 1 {
-        return Ok(false);
-    }
-    sqlx::query("INSERT INTO run_steps (run_id, step, kind, detail, finished_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(run.id)
-        .bind(run.next_step)
-        .bind(kind)
-        .bind(detail)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    Ok(true)
+/// A finished step: its run moves past it, to `status`.
+pub struct FinishedStep {
+    pub run_id: i64,
+    pub step: i64,
+    pub kind: &'static str,
+    pub detail: String,
+    /// `ready` for the next step now, `waiting` for a timer.
+    pub status: &'static str,
 }
 
-/// Ends a run: `done`, `cancelled` (its trigger no longer holds) or `failed`.
-pub async fn end_run(conn: &mut Conn, run_id: i64, status: &str, outcome: &str, now: i64) -> anyhow::Result<()> {
-    sqlx::query("UPDATE runs SET status = ?, outcome = ?, updated_at = ? WHERE id = ?")
-        .bind(status)
-        .bind(outcome)
-        .bind(now)
-        .bind(run_id)
-        .execute(&mut *conn)
-        .await?;
+/// Records finished steps and moves their runs on, in two statements. Fails
+/// (and the caller rolls back) if any run is no longer ready at that step.
+pub async fn finish_steps(conn: &mut Conn, steps: &[FinishedStep], now: i64) -> anyhow::Result<()> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = steps
+        .iter()
+        .map(|s| serde_json::json!([s.run_id, s.step, s.status, s.kind, s.detail]))
+        .collect();
+    let rows = serde_json::to_string(&rows)?;
+    let moved = sqlx::query(
+        "UPDATE runs SET next_step = runs.next_step + 1, status = j.status, updated_at = ?, step_errors = 0,
+                         waiting_reason = NULL
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS step, value ->> 2 AS status FROM json_each(?)) AS j
+         WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step",
+    )
+    .bind(now)
+    .bind(&rows)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    anyhow::ensure!(
+        moved == steps.len() as u64,
+        "{} of {} runs are no longer at the step they ran",
+        steps.len() as u64 - moved,
+        steps.len()
+    );
+    sqlx::query(
+        "INSERT INTO run_steps (run_id, step, kind, detail, finished_at)
+         SELECT value ->> 0, value ->> 1, value ->> 3, value ->> 4, ? FROM json_each(?)",
+    )
+    .bind(now)
+    .bind(&rows)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
-/// Wakes a waiting run; false if it was not waiting (cancelled meanwhile, or woken already).
-pub async fn wake_run(conn: &mut Conn, run_id: i64, now: i64) -> anyhow::Result<bool> {
-    let done = sqlx::query("UPDATE runs SET status = 'ready', updated_at = ? WHERE id = ? AND status = 'waiting'")
-        .bind(now)
-        .bind(run_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Puts a ready run to sleep at its current step until `until` (a send window
-/// opens, a frequency cap frees up, a retry after an error), saying why.
-pub async fn defer_run(conn: &mut Conn, run: &Run, until: i64, reason: &str, now: i64) -> anyhow::Result<bool> {
-    let done = sqlx::query(
-        "UPDATE runs SET status = 'waiting', waiting_reason = ?, updated_at = ?
-         WHERE id = ? AND status = 'ready' AND next_step = ?",
+/// Ends runs, each (id, status, outcome): `done`, `cancelled` (its trigger no
+/// longer holds) or `failed`.
+pub async fn end_runs(conn: &mut Conn, ended: &[(i64, &str, String)], now: i64) -> anyhow::Result<()> {
+    if ended.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = ended.iter().map(|(id, s, o)| serde_json::json!([id, s, o])).collect();
+    sqlx::query(
+        "UPDATE runs SET status = j.status, outcome = j.outcome, updated_at = ?
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS status, value ->> 2 AS outcome FROM json_each(?)) AS j
+         WHERE runs.id = j.id",
     )
-    .bind(reason)
     .bind(now)
-    .bind(run.id)
-    .bind(run.next_step)
+    .bind(serde_json::to_string(&rows)?)
     .execute(&mut *conn)
     .await?;
-    if done.rows_affected() != 1 {
-        return Ok(false);
+    Ok(())
+}
+
+/// Wakes waiting runs whose timers fired (a run cancelled meanwhile stays as it is).
+pub async fn wake_runs(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
     }
-    super::insert_timer(conn, until, super::TimerKind::ResumeRun, Some(run.id), None).await?;
-    Ok(true)
+    sqlx::query(
+        "UPDATE runs SET status = 'ready', updated_at = ?
+         WHERE id IN (SELECT value FROM json_each(?)) AND status = 'waiting'",
+    )
+    .bind(now)
+    .bind(serde_json::to_string(ids)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A ready run put to sleep at its current step until `until` (a send window
+/// opens, a frequency cap frees up, a retry after an error), saying why.
+pub struct DeferredRun {
+    pub run_id: i64,
+    pub step: i64,
+    pub until: i64,
+    pub reason: String,
+}
+
+/// Defers runs and sets their timers, in two statements. Fails (and the caller
+/// rolls back) if any run is no longer ready at that step.
+pub async fn defer_runs(conn: &mut Conn, deferred: &[DeferredRun], now: i64) -> anyhow::Result<()> {
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = deferred
+        .iter()
+        .map(|d| serde_json::json!([d.run_id, d.step, d.reason]))
+        .collect();
+    let done = sqlx::query(
+        "UPDATE runs SET status = 'waiting', waiting_reason = j.reason, updated_at = ?
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS step, value ->> 2 AS reason FROM json_each(?)) AS j
+         WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step",
+    )
+    .bind(now)
+    .bind(serde_json::to_string(&rows)?)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    anyhow::ensure!(
+        done == deferred.len() as u64,
+        "{} of {} runs are no longer at the step they were to wait at",
+        deferred.len() as u64 - done,
+        deferred.len()
+    );
+    let timers: Vec<(i64, i64)> = deferred.iter().map(|d| (d.run_id, d.until)).collect();
+    super::insert_run_timers(conn, &timers).await
 }
 
 /// Counts an error at a run's current step; returns the count so far.

@@ -56,14 +56,29 @@ pub async fn due_timers(conn: &mut Conn, now: i64, limit: i64) -> anyhow::Result
     .await?)
 }
 
-/// Marks a timer fired; false if it had fired already (so its effect must not repeat).
-pub async fn mark_timer_fired(conn: &mut Conn, id: i64, now: i64) -> anyhow::Result<bool> {
-    let done = sqlx::query("UPDATE timers SET fired_at = ? WHERE id = ? AND fired_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
+/// Marks timers fired; returns the ids that had not fired yet (only their effects may happen).
+pub async fn mark_timers_fired(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE timers SET fired_at = ? WHERE id IN (SELECT value FROM json_each(?)) AND fired_at IS NULL RETURNING id",
+    )
+    .bind(now)
+    .bind(serde_json::to_string(ids)?)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Timers that resume runs, each (run id, due at), in one statement.
+pub async fn insert_run_timers(conn: &mut Conn, timers: &[(i64, i64)]) -> anyhow::Result<()> {
+    if timers.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO timers (due_at, kind, run_id) SELECT value ->> 1, 'resume_run', value ->> 0 FROM json_each(?)",
+    )
+    .bind(serde_json::to_string(timers)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 pub async fn next_timer_due(conn: &mut Conn) -> anyhow::Result<Option<i64>> {

@@ -1,0 +1,40 @@
+//! The writes of a batch of steps, gathered while the steps are worked out and
+//! written in a few statements for the whole batch: through sqlx every statement
+//! is a round trip to SQLite's thread, which costs more than SQLite's own work
+//! on a row.
+
+use crate::store::{self, DeferredRun, FinishedStep, NewOutboxRow};
+
+#[derive(Default)]
+pub struct Effects {
+    pub finished: Vec<FinishedStep>,
+    /// (run id, status, outcome)
+    pub ended: Vec<(i64, &'static str, String)>,
+    pub deferred: Vec<DeferredRun>,
+    pub outbox: Vec<NewOutboxRow>,
+    /// Timers that resume runs: (run id, due at).
+    pub timers: Vec<(i64, i64)>,
+}
+
+impl Effects {
+    /// Writes what was gathered; returns whether a message was queued. Fails if a
+    /// run is no longer where its step found it (the caller rolls back).
+    pub async fn flush(&mut self, conn: &mut store::Conn, now: i64) -> anyhow::Result<bool> {
+        let queued = store::insert_outbox(conn, &self.outbox, now).await? > 0;
+        store::insert_run_timers(conn, &self.timers).await?;
+        store::finish_steps(conn, &self.finished, now).await?;
+        store::defer_runs(conn, &self.deferred, now).await?;
+        store::end_runs(conn, &self.ended, now).await?;
+        self.clear();
+        Ok(queued)
+    }
+
+    /// Forgets what was gathered (its transaction was rolled back).
+    pub fn clear(&mut self) {
+        self.finished.clear();
+        self.ended.clear();
+        self.deferred.clear();
+        self.outbox.clear();
+        self.timers.clear();
+    }
+}
