@@ -129,11 +129,16 @@ fn outbox(c: &mut Criterion) {
                 let claimed = store::due_outbox(&mut conn, 0, 32, &[]).await.unwrap();
                 drop(conn);
                 let mut tx = store.write().await.unwrap();
-                for row in &claimed {
-                    store::record_attempt(&mut tx, row, 0, &Outcome::Sent, Next::Sent, 0)
-                        .await
-                        .unwrap();
-                }
+                let records: Vec<store::AttemptRecord> = claimed
+                    .iter()
+                    .map(|row| store::AttemptRecord {
+                        row,
+                        started_at: 0,
+                        outcome: &Outcome::Sent,
+                        next: Next::Sent,
+                    })
+                    .collect();
+                store::record_attempts(&mut tx, &records, 0).await.unwrap();
                 tx.commit().await.unwrap();
             })
         })

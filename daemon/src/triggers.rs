@@ -1,6 +1,8 @@
 //! Events -> runs: which workflows an event starts, when the run begins, and
 //! whether its trigger still holds before each step.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::json;
 
 use crate::store::{self, Conn, Contact, Event, Run};
@@ -65,39 +67,77 @@ pub fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) -> i64 {
     }
 }
 
+/// What the exit checks of a batch of runs need from the database, read in
+/// at most three queries for the whole batch.
+#[derive(Default)]
+pub struct ExitFacts {
+    /// Suppression reasons by normalised address.
+    suppressed: HashMap<String, Vec<String>>,
+    /// Kinds of the events that came after each run's own event, by run id.
+    later: HashMap<i64, Vec<String>>,
+    /// Inquiries among those the runs wait on that are still unanswered.
+    open_inquiries: HashSet<i64>,
+}
+
+/// Events that end a run through the `replied` and `ordered` exit conditions.
+const EXIT_EVENTS: [&str; 3] = ["follow_up_logged", "inquiry_received", "order_placed"];
+
+impl ExitFacts {
+    /// Reads the facts for `runs`, each with its workflow and contact, inside the
+    /// transaction that applies their steps. Steps never write suppressions,
+    /// those events or inquiry answers, so the facts hold for the whole batch.
+    pub async fn load(conn: &mut Conn, runs: &[(&Workflow, &Run, &Contact)]) -> anyhow::Result<ExitFacts> {
+        let exits = |w: &Workflow, wanted: &[ExitOn]| w.exit.on.iter().any(|e| wanted.contains(e));
+        let addresses: Vec<String> = runs
+            .iter()
+            .filter(|(w, ..)| exits(w, &[ExitOn::Unsubscribed, ExitOn::Bounced]))
+            .flat_map(|(_, _, c)| [&c.email, &c.phone])
+            .flatten()
+            .map(|a| store::normalise_address(a))
+            .collect();
+        let after: Vec<(i64, i64, i64)> = runs
+            .iter()
+            .filter(|(w, ..)| exits(w, &[ExitOn::Replied, ExitOn::Ordered]))
+            .map(|(_, r, c)| (r.id, c.id, r.event_id))
+            .collect();
+        let inquiries: Vec<i64> = runs
+            .iter()
+            .filter(|(w, ..)| matches!(w.trigger, Trigger::InquiryReceived { sla: Some(_) }))
+            .filter_map(|(_, r, _)| r.context.0.get("inquiry_id").and_then(|v| v.as_i64()))
+            .collect();
+        Ok(ExitFacts {
+            suppressed: store::suppression_reasons(conn, &addresses).await?,
+            later: store::event_kinds_after_runs(conn, &after, &EXIT_EVENTS).await?,
+            open_inquiries: store::open_inquiries(conn, &inquiries).await?,
+        })
+    }
+}
+
 /// Why a run must stop before its next step, if it must: the situation that
 /// started it no longer holds (the follow-up was logged, the inquiry answered),
 /// or one of the workflow's exit conditions is met.
-pub async fn stop_reason(
-    conn: &mut Conn,
+pub fn stop_reason(
+    facts: &ExitFacts,
     workflow: &Workflow,
     run: &Run,
     contact: &Contact,
     contact_ctx: &serde_json::Value,
-) -> anyhow::Result<Option<String>> {
-    if let Some(reason) = trigger_gone(conn, &workflow.trigger, &run.context.0, contact).await? {
-        return Ok(Some(reason.to_string()));
+) -> Option<String> {
+    if let Some(reason) = trigger_gone(facts, &workflow.trigger, &run.context.0, contact) {
+        return Some(reason.to_string());
     }
-    // One query for what the exit conditions need from suppressions, one for later events.
-    let exits = &workflow.exit.on;
-    let suppressed = if exits
-        .iter()
-        .any(|e| matches!(e, ExitOn::Unsubscribed | ExitOn::Bounced))
-    {
-        store::contact_suppression_reasons(conn, contact).await?
-    } else {
-        Vec::new()
+    let suppressed_for = |reasons: &[&str]| {
+        [&contact.email, &contact.phone]
+            .into_iter()
+            .flatten()
+            .filter_map(|a| facts.suppressed.get(&store::normalise_address(a)))
+            .flatten()
+            .any(|r| reasons.contains(&r.as_str()))
     };
-    let later = if exits.iter().any(|e| matches!(e, ExitOn::Replied | ExitOn::Ordered)) {
-        let kinds = ["follow_up_logged", "inquiry_received", "order_placed"];
-        store::event_kinds_after(conn, contact.id, run.event_id, &kinds).await?
-    } else {
-        Vec::new()
-    };
-    let suppressed_for = |reasons: &[&str]| suppressed.iter().any(|r| reasons.contains(&r.as_str()));
+    let later = facts.later.get(&run.id).map(Vec::as_slice).unwrap_or_default();
     let happened = |kinds: &[&str]| later.iter().any(|k| kinds.contains(&k.as_str()));
     // The weightiest reason first: an unsubscribe explains more than the stage change it came with.
-    let mut exits = exits.clone();
+    let mut exits = workflow.exit.on.clone();
     exits.sort_by_key(|e| ExitOn::MARKETING_DEFAULT.iter().position(|d| d == e));
     for exit in &exits {
         let met = match exit {
@@ -108,38 +148,38 @@ pub async fn stop_reason(
             ExitOn::Bounced => suppressed_for(&["hard_bounce", "soft_bounce", "complaint"]),
         };
         if met {
-            return Ok(Some(format!("exit condition met: {}", exit.name())));
+            return Some(format!("exit condition met: {}", exit.name()));
         }
     }
     if let Some(condition) = &workflow.exit.condition {
         let event = json!({ "kind": run.context.0.get("kind").cloned().unwrap_or_default() });
         if condition.evaluate(contact_ctx, &event).unwrap_or(false) {
-            return Ok(Some("exit condition met: exit_if".to_string()));
+            return Some("exit condition met: exit_if".to_string());
         }
     }
-    Ok(None)
+    None
 }
 
 /// Whether the trigger's situation has been dealt with.
-async fn trigger_gone(
-    conn: &mut Conn,
+fn trigger_gone(
+    facts: &ExitFacts,
     trigger: &Trigger,
     context: &serde_json::Value,
     contact: &Contact,
-) -> anyhow::Result<Option<&'static str>> {
-    Ok(match trigger {
+) -> Option<&'static str> {
+    match trigger {
         Trigger::FollowUpOverdue { .. } => {
             let due = context.get("due_at").and_then(|v| v.as_i64());
             (contact.next_follow_up_at != due || due.is_none()).then_some("a follow-up was logged since it fell due")
         }
         Trigger::InquiryReceived { sla: Some(_) } => {
             let id = context.get("inquiry_id").and_then(|v| v.as_i64()).unwrap_or(0);
-            (!store::inquiry_open(conn, id).await?).then_some("the inquiry was answered")
+            (!facts.open_inquiries.contains(&id)).then_some("the inquiry was answered")
         }
         // Reactivation is for customers still dormant: one who ordered again needs none.
         Trigger::BecameDormant => {
             (contact.behaviour.as_deref() != Some("dormant")).then_some("the customer is no longer dormant")
         }
         _ => None,
-    })
+    }
 }

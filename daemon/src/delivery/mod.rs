@@ -234,11 +234,20 @@ impl Delivery {
     /// Records attempts in one transaction, with the bounces they amount to.
     async fn record(&self, attempts: &[Attempt]) -> anyhow::Result<()> {
         let now = self.clock.now_ms();
+        let records: Vec<store::AttemptRecord> = attempts
+            .iter()
+            .map(|(row, started_at, outcome)| store::AttemptRecord {
+                row,
+                started_at: *started_at,
+                outcome,
+                next: self.next(row, outcome, now),
+            })
+            .collect();
         let mut tx = self.store.write().await?;
-        for (row, started, outcome) in attempts {
-            let next = self.next(row, outcome, now);
-            store::record_attempt(&mut tx, row, *started, outcome, next, now).await?;
-            let bounce = match (outcome, next) {
+        store::record_attempts(&mut tx, &records, now).await?;
+        for record in &records {
+            let (row, outcome) = (record.row, record.outcome);
+            let bounce = match (outcome, record.next) {
                 (Outcome::Bounced(_), _) => Some(BounceKind::Hard),
                 (Outcome::SoftBounced(_), Next::Dead) => Some(BounceKind::Soft),
                 _ => None,
@@ -251,14 +260,15 @@ impl Delivery {
                     detail: outcome.detail(),
                     outbox_id: Some(row.id),
                 };
-                let suppressed = store::record_bounce(&mut tx, &bounce, self.suppression, now).await?;
-                if suppressed {
+                if store::record_bounce(&mut tx, &bounce, self.suppression, now).await? {
                     warn!(to = %row.recipient, "suppressed after bounces");
                 }
             }
-            self.log(row, outcome, next);
         }
         tx.commit().await?;
+        for record in &records {
+            self.log(record.row, record.outcome, record.next);
+        }
         Ok(())
     }
 

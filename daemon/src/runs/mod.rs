@@ -335,18 +335,32 @@ impl Engine {
             .filter_map(|(_, p)| p.as_ref().ok()?.as_ref().map(|p| p.run.contact_id))
             .collect();
         let mut current = store::contacts_with_context(&mut tx, &ids).await?;
+        let stepping: Vec<(&Workflow, &Run, &Contact)> = prepared
+            .iter()
+            .filter_map(|(_, p)| p.as_ref().ok()?.as_ref())
+            .filter(|p| matches!(p.action, Action::Step(_)))
+            .filter_map(|p| {
+                let (contact, _) = current.get(&p.run.contact_id)?;
+                Some((&p.set.workflows[p.workflow], &p.run, contact))
+            })
+            .collect();
+        let facts = triggers::ExitFacts::load(&mut tx, &stepping).await?;
+        drop(stepping);
         let mut effects = Effects::default();
         let mut queued = false;
         for (run_id, prepared) in prepared {
             let result = match prepared {
                 Ok(None) => continue,
                 Ok(Some(p)) if !one_by_one => {
-                    self.apply(&mut tx, p, &mut current, &mut effects, now).await?;
+                    self.apply(&mut tx, p, &mut current, &facts, &mut effects, now).await?;
                     continue;
                 }
                 Ok(Some(p)) => {
                     let mut savepoint = tx.begin().await?;
-                    let applied = match self.apply(&mut savepoint, p, &mut current, &mut effects, now).await {
+                    let applied = match self
+                        .apply(&mut savepoint, p, &mut current, &facts, &mut effects, now)
+                        .await
+                    {
                         Ok(()) => effects.flush(&mut savepoint, now).await,
                         Err(e) => Err(e),
                     };
@@ -599,6 +613,7 @@ impl Engine {
         tx: &mut store::Conn,
         p: &Prepared,
         contacts: &mut HashMap<i64, (Contact, serde_json::Value)>,
+        facts: &triggers::ExitFacts,
         effects: &mut Effects,
         now: i64,
     ) -> anyhow::Result<()> {
@@ -639,7 +654,7 @@ impl Engine {
         if !matches!(step, Step::Send { .. } | Step::NotifyOwner { .. } | Step::Wait(_)) {
             contacts.remove(&run.contact_id);
         }
-        if let Some(reason) = triggers::stop_reason(tx, workflow, run, contact, contact_ctx).await? {
+        if let Some(reason) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
             info!(run_id, workflow = %workflow.name, reason, "run stopped");
             effects.ended.push((run_id, "cancelled", reason));
             return Ok(());

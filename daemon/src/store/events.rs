@@ -67,21 +67,29 @@ pub async fn insert_overdue_events(conn: &mut Conn, due: &[(i64, i64)], now: i64
     Ok(())
 }
 
-/// Which of `kinds` of events the contact has after event `after` (the event that
-/// started a run). Event ids order what happened without depending on clock resolution.
-pub async fn event_kinds_after(
+/// For each (run id, contact id, event id), which of `kinds` of events the
+/// contact has after that event (the one that started the run), in one query.
+/// Event ids order what happened without depending on clock resolution.
+pub async fn event_kinds_after_runs(
     conn: &mut Conn,
-    contact_id: i64,
-    after: i64,
+    runs: &[(i64, i64, i64)],
     kinds: &[&str],
-) -> anyhow::Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT DISTINCT kind FROM events WHERE contact_id = ? AND id > ?
-                                          AND kind IN (SELECT value FROM json_each(?))",
+) -> anyhow::Result<std::collections::HashMap<i64, Vec<String>>> {
+    let mut later: std::collections::HashMap<i64, Vec<String>> = Default::default();
+    if runs.is_empty() {
+        return Ok(later);
+    }
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT DISTINCT r.value ->> 0, e.kind FROM json_each(?) AS r
+         JOIN events e ON e.contact_id = r.value ->> 1 AND e.id > r.value ->> 2
+         WHERE e.kind IN (SELECT value FROM json_each(?))",
     )
-    .bind(contact_id)
-    .bind(after)
+    .bind(serde_json::to_string(runs)?)
     .bind(serde_json::to_string(kinds)?)
     .fetch_all(&mut *conn)
-    .await?)
+    .await?;
+    for (run_id, kind) in rows {
+        later.entry(run_id).or_default().push(kind);
+    }
+    Ok(later)
 }

@@ -214,11 +214,16 @@ pub async fn add_inquiry(
     Ok(id)
 }
 
-/// Whether an inquiry is still waiting for its first answer.
-pub async fn inquiry_open(conn: &mut Conn, inquiry_id: i64) -> anyhow::Result<bool> {
-    let answered: Option<Option<i64>> = sqlx::query_scalar("SELECT answered_at FROM inquiries WHERE id = ?")
-        .bind(inquiry_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(matches!(answered, Some(None)))
+/// Which of the inquiries are still unanswered, in one query.
+pub async fn open_inquiries(conn: &mut Conn, ids: &[i64]) -> anyhow::Result<std::collections::HashSet<i64>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let open: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM inquiries WHERE id IN (SELECT value FROM json_each(?)) AND answered_at IS NULL",
+    )
+    .bind(serde_json::to_string(ids)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(open.into_iter().collect())
 }

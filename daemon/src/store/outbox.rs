@@ -233,42 +233,57 @@ impl Next {
     }
 }
 
-/// Records an attempt and the row's new state.
-pub async fn record_attempt(
-    conn: &mut Conn,
-    row: &OutboxRow,
-    started_at: i64,
-    outcome: &Outcome,
-    next: Next,
-    now: i64,
-) -> anyhow::Result<()> {
-    let attempted = !matches!(outcome, Outcome::Suppressed(_));
+/// One finished attempt at a row, and where the row goes next.
+pub struct AttemptRecord<'a> {
+    pub row: &'a OutboxRow,
+    pub started_at: i64,
+    pub outcome: &'a Outcome,
+    pub next: Next,
+}
+
+/// Records attempts and the rows' new states, in two statements for the batch.
+pub async fn record_attempts(conn: &mut Conn, attempts: &[AttemptRecord<'_>], now: i64) -> anyhow::Result<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = attempts
+        .iter()
+        .map(|a| {
+            let attempted = !matches!(a.outcome, Outcome::Suppressed(_));
+            let next_at = match a.next {
+                Next::RetryAt(at) => at,
+                _ => now,
+            };
+            serde_json::json!([
+                a.row.id,
+                a.row.attempts + i64::from(attempted),
+                a.started_at,
+                a.outcome.name(),
+                a.outcome.detail(),
+                a.next.status(),
+                next_at,
+            ])
+        })
+        .collect();
+    let rows = serde_json::to_string(&rows)?;
     sqlx::query(
-        "INSERT INTO deliveries (outbox_id, attempt, started_at, finished_at, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO deliveries (outbox_id, attempt, started_at, finished_at, outcome, detail)
+         SELECT value ->> 0, value ->> 1, value ->> 2, ?, value ->> 3, value ->> 4 FROM json_each(?)",
     )
-    .bind(row.id)
-    .bind(row.attempts + i64::from(attempted))
-    .bind(started_at)
     .bind(now)
-    .bind(outcome.name())
-    .bind(outcome.detail())
+    .bind(&rows)
     .execute(&mut *conn)
     .await?;
-    let next_at = match next {
-        Next::RetryAt(at) => at,
-        _ => now,
-    };
     sqlx::query(
-        "UPDATE outbox SET status = ?, attempts = attempts + ?, next_attempt_at = ?, last_error = NULLIF(?, ''),
-                           sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+        "UPDATE outbox SET status = j.status, attempts = j.attempts, next_attempt_at = j.next_at,
+                           last_error = NULLIF(j.detail, ''),
+                           sent_at = CASE WHEN j.status = 'sent' THEN ? ELSE sent_at END
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempts, value ->> 4 AS detail, value ->> 5 AS status,
+                      value ->> 6 AS next_at FROM json_each(?)) AS j
+         WHERE outbox.id = j.id",
     )
-    .bind(next.status())
-    .bind(i64::from(attempted))
-    .bind(next_at)
-    .bind(outcome.detail())
-    .bind(next.status())
     .bind(now)
-    .bind(row.id)
+    .bind(&rows)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -170,24 +170,25 @@ pub async fn record_bounce(
     Ok(false)
 }
 
-/// Why the contact's addresses are suppressed, if they are (every reason recorded).
-pub async fn contact_suppression_reasons(conn: &mut Conn, contact: &super::Contact) -> anyhow::Result<Vec<String>> {
-    let addresses: Vec<String> = [&contact.email, &contact.phone]
-        .into_iter()
-        .flatten()
-        .map(|a| normalise_address(a))
-        .collect();
+/// Suppression reasons of the given (normalised) addresses, by address, in one query.
+pub async fn suppression_reasons(
+    conn: &mut Conn,
+    addresses: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, Vec<String>>> {
+    let mut reasons: std::collections::HashMap<String, Vec<String>> = Default::default();
     if addresses.is_empty() {
-        return Ok(Vec::new());
+        return Ok(reasons);
     }
-    Ok(
-        sqlx::query_scalar(
-            "SELECT DISTINCT reason FROM suppressions WHERE address IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(&addresses)?)
-        .fetch_all(&mut *conn)
-        .await?,
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT DISTINCT address, reason FROM suppressions WHERE address IN (SELECT value FROM json_each(?))",
     )
+    .bind(serde_json::to_string(addresses)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (address, reason) in rows {
+        reasons.entry(address).or_default().push(reason);
+    }
+    Ok(reasons)
 }
 
 /// The contact no longer wants messages (an unsubscribe).
