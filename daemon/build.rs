@@ -46,7 +46,8 @@ fn build_plugin(root: &Path, target_dir: &Path, package: &str) -> PathBuf {
         // like any crate (wit-bindgen's export names do not link as a native cdylib).
         .args([
             "rustc",
-            "--release",
+            "--profile",
+            "plugin",
             "-p",
             package,
             "--lib",
@@ -75,7 +76,7 @@ fn build_plugin(root: &Path, target_dir: &Path, package: &str) -> PathBuf {
     }
     target_dir
         .join(TARGET)
-        .join("release")
+        .join("plugin")
         .join(format!("{}.wasm", package.replace('-', "_")))
 }
 
