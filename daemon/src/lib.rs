@@ -14,6 +14,7 @@ pub mod report;
 pub mod runs;
 pub mod scheduler;
 pub mod store;
+pub mod tracking;
 pub mod triggers;
 pub mod unsubscribe;
 pub mod watch;
