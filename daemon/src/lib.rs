@@ -17,5 +17,6 @@ pub mod store;
 pub mod tracking;
 pub mod triggers;
 pub mod unsubscribe;
+pub mod variants;
 pub mod watch;
 pub mod workflow;

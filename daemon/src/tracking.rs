@@ -7,7 +7,9 @@
 //! only ever goes where the message itself pointed, so it is no open redirect,
 //! and a forged or altered token is refused before anything is recorded.
 
+use crate::store::Category;
 use crate::unsubscribe::Unsubscribe;
+use crate::workflow::Workflow;
 
 const OPEN: &str = "track-open";
 const CLICK: &str = "track-click";
@@ -44,6 +46,41 @@ pub fn verify_click(signer: &Unsubscribe, token: &str) -> Option<(String, String
         String::from_utf8(key.to_vec()).ok()?,
         String::from_utf8(url.to_vec()).ok()?,
     ))
+}
+
+/// A redirect target as a header value: the URL the message had, with what a
+/// header cannot carry (non-ASCII, spaces, controls) percent-encoded.
+pub fn location(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for b in url.bytes() {
+        if b.is_ascii_graphic() {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The HTML a message goes out with: tracked if its workflow tracks (`track`) and
+/// it is marketing email to the contact. Transactional and SLA messages and
+/// notes to the owner (`Category::Internal`) never are, whatever the workflow says.
+pub fn html_for(
+    signer: &Unsubscribe,
+    workflow: &Workflow,
+    category: Category,
+    channel: &str,
+    message_key: &str,
+    html: Option<String>,
+) -> Option<String> {
+    let tracked = workflow.track && category == Category::Marketing && channel == "email";
+    html.map(|h| {
+        if tracked {
+            track_html(signer, message_key, &h)
+        } else {
+            h
+        }
+    })
 }
 
 /// The HTML of a tracked message: each http(s) link of an `<a>` or `<area>` goes
@@ -309,6 +346,15 @@ mod tests {
             assert!(out.contains(kept), "{kept} kept in {out}");
         }
         assert_eq!(clicks(&out), [(KEY.to_string(), "https://ok.example".to_string())]);
+    }
+
+    #[test]
+    fn redirect_targets_are_valid_header_values() {
+        assert_eq!(location("https://a.example/p?q=1&r=2"), "https://a.example/p?q=1&r=2");
+        assert_eq!(
+            location("https://a.example/产品 x"),
+            "https://a.example/%E4%BA%A7%E5%93%81%20x"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn matches(trigger: &Trigger, event: &Event) -> bool {
         Trigger::TierChanged { from, to } => event.kind == "tier_changed" && from_to(from, to),
         Trigger::RfmChanged { from, to } => event.kind == "rfm_changed" && from_to(from, to),
         Trigger::BecameDormant => event.kind == "became_dormant",
+        Trigger::BecameActive => event.kind == "became_active",
         Trigger::FirstOrder => event.kind == "first_order",
     }
 }
@@ -89,7 +90,7 @@ pub async fn stop_reason(
         Vec::new()
     };
     let later = if exits.iter().any(|e| matches!(e, ExitOn::Replied | ExitOn::Ordered)) {
-        let kinds = ["follow_up_logged", "inquiry_received", "order_placed"];
+        let kinds = ["follow_up_logged", "inquiry_received", "replied", "order_placed"];
         store::event_kinds_after(conn, contact.id, run.event_id, &kinds).await?
     } else {
         Vec::new()
@@ -102,7 +103,7 @@ pub async fn stop_reason(
     for exit in &exits {
         let met = match exit {
             ExitOn::StageChanged => run.start_stage.as_deref().is_some_and(|s| s != contact.stage),
-            ExitOn::Replied => happened(&["follow_up_logged", "inquiry_received"]),
+            ExitOn::Replied => happened(&["follow_up_logged", "inquiry_received", "replied"]),
             ExitOn::Ordered => happened(&["order_placed"]),
             ExitOn::Unsubscribed => contact.consent == "withdrawn" || suppressed_for(&["unsubscribed"]),
             ExitOn::Bounced => suppressed_for(&["hard_bounce", "soft_bounce", "complaint"]),

@@ -99,14 +99,16 @@ pub struct NewOutboxRow<'a> {
     pub channel: &'a str,
     pub category: Category,
     pub message: &'a OutboundMessage,
+    /// The A/B variant of the send step this message is, if the step has variants.
+    pub variant: Option<&'a str>,
 }
 
 /// Queues a message; a second row with the same idempotency key is ignored.
 pub async fn insert_outbox(conn: &mut Conn, row: &NewOutboxRow<'_>, now: i64) -> anyhow::Result<bool> {
     let done = sqlx::query(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
-                             category, priority, next_attempt_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+                             category, priority, next_attempt_at, created_at, variant)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
     )
     .bind(row.idempotency_key)
     .bind(row.message_id)
@@ -119,6 +121,7 @@ pub async fn insert_outbox(conn: &mut Conn, row: &NewOutboxRow<'_>, now: i64) ->
     .bind(row.category.priority())
     .bind(now)
     .bind(now)
+    .bind(row.variant)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
