@@ -275,6 +275,22 @@ fn six_months_without_an_order_start_the_reactivation_cadence() {
     // An order a month later makes the customer active again and stops the reactivation mails.
     nudge.cli(&["clock", "--advance", "10d"]);
     add_order(&nudge, "c-2", "chen@example.com", "100", "2027-06-02");
+    nudge.settle();
+    // At once, not at the next daily pass: active, and `became_active` moves the stage on.
+    let shown = show(&nudge, "chen@example.com");
+    assert_eq!(shown["contact"]["behaviour"], "active");
+    assert_eq!(shown["contact"]["stage"], "repeat", "{shown:#}");
+    let history = shown["history"].as_array().unwrap();
+    let changed = |field: &str, from: &str, to: &str, by: &str| {
+        history
+            .iter()
+            .any(|h| h["field"] == field && h["from_value"] == from && h["to_value"] == to && h["changed_by"] == by)
+    };
+    assert!(changed("behaviour", "dormant", "active", "classification"), "{shown:#}");
+    assert!(
+        changed("stage", "dormant", "repeat", "workflow:reactivated"),
+        "{shown:#}"
+    );
     nudge.cli(&["clock", "--advance", "25d"]);
     nudge.settle();
     assert_eq!(show(&nudge, "chen@example.com")["contact"]["behaviour"], "active");
@@ -285,6 +301,65 @@ fn six_months_without_an_order_start_the_reactivation_cadence() {
             .count(),
         1,
         "no second reactivation mail once the customer ordered again"
+    );
+    nudge.stop();
+}
+
+#[test]
+fn set_tier_and_set_intent_steps_are_kept_in_the_history_with_the_workflow() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.write_workflow(
+        "trade-show.toml",
+        "when = 'contact.source == \"trade_show\"'\n[trigger]\non = \"contact_created\"\n\
+         [[steps]]\nset_tier = \"high\"\n[[steps]]\nset_intent = \"A\"\n[[steps]]\nset_intent = \"A\"\n",
+    );
+    nudge.start();
+    nudge.cli(&[
+        "contact",
+        "add",
+        "--name",
+        "Fair",
+        "--email",
+        "fair@example.com",
+        "--source",
+        "trade_show",
+        "--intent",
+        "B",
+    ]);
+    nudge.settle();
+    let shown = show(&nudge, "fair@example.com");
+    assert_eq!(
+        (&shown["contact"]["value_tier"], &shown["contact"]["intent_grade"]),
+        (&"high".into(), &"A".into())
+    );
+    let entries: Vec<(Value, Value, Value, Value)> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["changed_by"] == "workflow:trade-show")
+        .map(|h| {
+            (
+                h["field"].clone(),
+                h["from_value"].clone(),
+                h["to_value"].clone(),
+                h["at"].clone(),
+            )
+        })
+        .collect();
+    let at: jiff::Timestamp = MONDAY_9AM.parse().unwrap();
+    let at = Value::from(at.as_millisecond());
+    let mut entries = entries;
+    entries.sort_by_key(|e| e.0.to_string());
+    // The second set_intent changed nothing, so it wrote nothing.
+    assert_eq!(
+        entries,
+        [
+            ("intent_grade".into(), "B".into(), "A".into(), at.clone()),
+            ("value_tier".into(), Value::Null, "high".into(), at),
+        ],
+        "{shown:#}"
     );
     nudge.stop();
 }

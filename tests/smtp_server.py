@@ -2,8 +2,8 @@
 """A real SMTP server for nudge's end-to-end tests (aiosmtpd on 127.0.0.1).
 
 Prints "PORT <n>" once listening, then appends one JSON line per accepted
-message to --log: time, envelope, Message-ID, To, decoded Subject, text body and
-the List-Unsubscribe headers.
+message to --log: time, envelope, Message-ID, To, decoded Subject, text and HTML
+bodies and the List-Unsubscribe headers.
 
 With --faults FILE the server misbehaves as scripted: FILE holds a JSON object
 mapping a stage ("ehlo", "mail", "rcpt", "data") to a list of actions, one
@@ -83,6 +83,7 @@ class Recorder:
             return action
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         body = msg.get_body(preferencelist=("plain", "html"))
+        html = msg.get_body(preferencelist=("html",))
         record = {
             "time": time.time(),
             "mail_from": envelope.mail_from,
@@ -91,6 +92,7 @@ class Recorder:
             "to": str(msg.get("To", "")),
             "subject": str(msg.get("Subject", "")),
             "text": body.get_content() if body is not None else "",
+            "html": html.get_content() if html is not None else "",
             "list_unsubscribe": str(msg.get("List-Unsubscribe", "")),
             "list_unsubscribe_post": str(msg.get("List-Unsubscribe-Post", "")),
         }

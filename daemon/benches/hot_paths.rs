@@ -122,6 +122,7 @@ fn outbox(c: &mut Criterion) {
                     channel: "email".into(),
                     category: Category::Transactional,
                     message: message.clone(),
+                    variant: None,
                 };
                 store::insert_outbox(&mut tx, &[row], 0).await.unwrap();
                 tx.commit().await.unwrap();

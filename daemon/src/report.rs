@@ -59,6 +59,121 @@ pub struct Report {
     pub bottleneck: Option<String>,
     pub measures: Vec<Measure>,
     pub overdue_by_owner: Vec<(String, i64)>,
+    /// Messages to contacts per workflow, then per A/B variant of each.
+    pub engagement: Vec<WorkflowEngagement>,
+}
+
+/// What became of one workflow's messages queued in the period, and of each A/B variant's.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowEngagement {
+    pub workflow: String,
+    #[serde(flatten)]
+    pub all: Engagement,
+    pub variants: Vec<VariantEngagement>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantEngagement {
+    pub variant: String,
+    #[serde(flatten)]
+    pub counts: Engagement,
+}
+
+/// Counts of messages: queued, delivered, and the delivered ones opened,
+/// clicked, replied to (each message once however often), plus the raw counts.
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+pub struct Engagement {
+    pub sent: i64,
+    pub delivered: i64,
+    pub opened: i64,
+    pub clicked: i64,
+    pub replied: i64,
+    /// Every pixel fetch and every click, repeats included.
+    pub opens: i64,
+    pub clicks: i64,
+    /// opened / delivered, clicked / delivered.
+    #[sqlx(skip)]
+    pub open_rate_percent: Option<f64>,
+    #[sqlx(skip)]
+    pub click_rate_percent: Option<f64>,
+}
+
+impl Engagement {
+    fn add(&mut self, other: &Engagement) {
+        self.sent += other.sent;
+        self.delivered += other.delivered;
+        self.opened += other.opened;
+        self.clicked += other.clicked;
+        self.replied += other.replied;
+        self.opens += other.opens;
+        self.clicks += other.clicks;
+    }
+
+    fn with_rates(mut self) -> Engagement {
+        self.open_rate_percent = percent(self.opened, self.delivered);
+        self.click_rate_percent = percent(self.clicked, self.delivered);
+        self
+    }
+}
+
+/// Per workflow (and variant) over the messages to contacts queued in the period:
+/// what happened to them since, up to now. A click counts as an open too: the
+/// pixel of a mail read with images blocked never loads, but its link was followed.
+async fn engagement(
+    conn: &mut Conn,
+    scope: &ReportScope,
+    (from_ms, to_ms): (i64, i64),
+) -> anyhow::Result<Vec<WorkflowEngagement>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        workflow: String,
+        variant: Option<String>,
+        #[sqlx(flatten)]
+        counts: Engagement,
+    }
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT r.workflow, o.variant, COUNT(*) AS sent, SUM(o.status = 'sent') AS delivered,
+                SUM(o.status = 'sent' AND EXISTS (SELECT 1 FROM engagement e WHERE e.outbox_id = o.id
+                                                   AND e.kind IN ('opened', 'clicked'))) AS opened,
+                SUM(o.status = 'sent' AND EXISTS (SELECT 1 FROM engagement e WHERE e.outbox_id = o.id
+                                                   AND e.kind = 'clicked')) AS clicked,
+                SUM(o.status = 'sent' AND EXISTS (SELECT 1 FROM engagement e WHERE e.outbox_id = o.id
+                                                   AND e.kind = 'replied')) AS replied,
+                SUM((SELECT COUNT(*) FROM engagement e WHERE e.outbox_id = o.id AND e.kind = 'opened')) AS opens,
+                SUM((SELECT COUNT(*) FROM engagement e WHERE e.outbox_id = o.id AND e.kind = 'clicked')) AS clicks
+         FROM outbox o JOIN runs r ON r.id = o.run_id JOIN contacts c ON c.id = o.contact_id
+         WHERE o.created_at >= ?4 AND o.created_at < ?5 AND o.category != 'internal' AND {FILTER}
+         GROUP BY r.workflow, o.variant ORDER BY r.workflow, o.variant IS NOT NULL, o.variant"
+    ))
+    .bind(&scope.owner)
+    .bind(&scope.tier)
+    .bind(&scope.source)
+    .bind(from_ms)
+    .bind(to_ms)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut workflows: Vec<WorkflowEngagement> = Vec::new();
+    for row in rows {
+        if workflows.last().is_none_or(|w| w.workflow != row.workflow) {
+            workflows.push(WorkflowEngagement {
+                workflow: row.workflow.clone(),
+                all: Engagement::default(),
+                variants: Vec::new(),
+            });
+        }
+        let w = workflows.last_mut().expect("pushed above");
+        w.all.add(&row.counts);
+        if let Some(variant) = row.variant {
+            w.variants.push(VariantEngagement {
+                variant,
+                counts: row.counts.with_rates(),
+            });
+        }
+    }
+    for w in &mut workflows {
+        w.all = std::mem::take(&mut w.all).with_rates();
+    }
+    Ok(workflows)
 }
 
 /// One lifecycle stage: how many contacts are at it now, how many entered it in the period,
@@ -279,12 +394,14 @@ pub async fn build(
     }
     let mut measures = vec![response, conversion, churn];
     measures.extend(sla_measure);
+    let engagement = engagement(conn, &scope, (from_ms, to_ms)).await?;
     Ok(Report {
         scope,
         funnel,
         bottleneck: bottleneck.map(|(p, step)| format!("{step} ({p:.1} %)")),
         measures,
         overdue_by_owner,
+        engagement,
     })
 }
 
@@ -337,6 +454,34 @@ impl Report {
         for (owner, n) in &self.overdue_by_owner {
             out += &format!("  {:<32}{n:>6}\n", if owner.is_empty() { "(no owner)" } else { owner });
         }
+        out += "\nmessages by workflow and A/B variant (opened, clicked: unique messages; all opens, clicks)\n";
+        if self.engagement.is_empty() {
+            out += "  none\n";
+        } else {
+            out += &format!(
+                "  {:<28}{:>6}{:>10}{:>14}{:>14}{:>8}{:>11}{:>11}\n",
+                "workflow / variant", "sent", "delivered", "opened", "clicked", "replies", "open rate", "click rate"
+            );
+        }
+        let rate = |p: Option<f64>| p.map(|p| format!("{p:.1} %")).unwrap_or_else(|| "-".into());
+        let line = |label: &str, e: &Engagement| {
+            format!(
+                "  {label:<28}{:>6}{:>10}{:>14}{:>14}{:>8}{:>11}{:>11}\n",
+                e.sent,
+                e.delivered,
+                format!("{} ({})", e.opened, e.opens),
+                format!("{} ({})", e.clicked, e.clicks),
+                e.replied,
+                rate(e.open_rate_percent),
+                rate(e.click_rate_percent)
+            )
+        };
+        for w in &self.engagement {
+            out += &line(&w.workflow, &w.all);
+            for v in &w.variants {
+                out += &line(&format!("  variant {}", v.variant), &v.counts);
+            }
+        }
         out
     }
 
@@ -364,6 +509,33 @@ impl Report {
         }
         for (owner, n) in &self.overdue_by_owner {
             w.write_record(["overdue follow-ups", owner, &n.to_string(), "", "", "", ""])?;
+        }
+        // One row per figure of each workflow (`name`) and variant (`name/variant`).
+        for wf in &self.engagement {
+            let groups = std::iter::once((wf.workflow.clone(), &wf.all)).chain(
+                wf.variants
+                    .iter()
+                    .map(|v| (format!("{}/{}", wf.workflow, v.variant), &v.counts)),
+            );
+            for (name, e) in groups {
+                for (figure, n) in [
+                    ("messages sent", e.sent),
+                    ("messages delivered", e.delivered),
+                    ("messages opened", e.opened),
+                    ("messages clicked", e.clicked),
+                    ("messages replied", e.replied),
+                    ("opens", e.opens),
+                    ("clicks", e.clicks),
+                ] {
+                    w.write_record([figure, &name, &n.to_string(), "", "", "", ""])?;
+                }
+                for (figure, p, n) in [
+                    ("open rate %", e.open_rate_percent, e.opened),
+                    ("click rate %", e.click_rate_percent, e.clicked),
+                ] {
+                    w.write_record([figure, &name, &pct(p), &n.to_string(), &e.delivered.to_string(), "", ""])?;
+                }
+            }
         }
         Ok(String::from_utf8(w.into_inner()?)?)
     }
@@ -491,6 +663,31 @@ impl Report {
         page += "<h2>Overdue follow-ups by owner</h2>\n<table>\n";
         for (owner, n) in &self.overdue_by_owner {
             page += &format!("<tr><td>{}</td><td>{n}</td></tr>\n", escape(owner));
+        }
+        page += "</table>\n<h2>Messages by workflow and A/B variant</h2>\n<table><tr><th>workflow / variant</th>\
+                 <th>sent</th><th>delivered</th><th>opened</th><th>clicked</th><th>replies</th>\
+                 <th>open rate</th><th>click rate</th></tr>\n";
+        let rate = |p: Option<f64>| p.map(|p| format!("{p:.1} %")).unwrap_or_else(|| "-".into());
+        for w in &self.engagement {
+            let groups = std::iter::once((escape(&w.workflow), &w.all)).chain(
+                w.variants
+                    .iter()
+                    .map(|v| (format!("&nbsp;&nbsp;variant {}", escape(&v.variant)), &v.counts)),
+            );
+            for (label, e) in groups {
+                page += &format!(
+                    "<tr><td>{label}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                    e.sent,
+                    e.delivered,
+                    e.opened,
+                    e.opens,
+                    e.clicked,
+                    e.clicks,
+                    e.replied,
+                    rate(e.open_rate_percent),
+                    rate(e.click_rate_percent)
+                );
+            }
         }
         page + "</table>\n</body></html>\n"
     }

@@ -30,6 +30,7 @@ pub fn matches(trigger: &Trigger, event: &Event) -> bool {
         Trigger::TierChanged { from, to } => event.kind == "tier_changed" && from_to(from, to),
         Trigger::RfmChanged { from, to } => event.kind == "rfm_changed" && from_to(from, to),
         Trigger::BecameDormant => event.kind == "became_dormant",
+        Trigger::BecameActive => event.kind == "became_active",
         Trigger::FirstOrder => event.kind == "first_order",
     }
 }
@@ -80,7 +81,7 @@ pub struct ExitFacts {
 }
 
 /// Events that end a run through the `replied` and `ordered` exit conditions.
-const EXIT_EVENTS: [&str; 3] = ["follow_up_logged", "inquiry_received", "order_placed"];
+const EXIT_EVENTS: [&str; 4] = ["follow_up_logged", "inquiry_received", "replied", "order_placed"];
 
 impl ExitFacts {
     /// Reads the facts for `runs`, each with its workflow and contact, inside the
@@ -142,7 +143,7 @@ pub fn stop_reason(
     for exit in &exits {
         let met = match exit {
             ExitOn::StageChanged => run.start_stage.as_deref().is_some_and(|s| s != contact.stage),
-            ExitOn::Replied => happened(&["follow_up_logged", "inquiry_received"]),
+            ExitOn::Replied => happened(&["follow_up_logged", "inquiry_received", "replied"]),
             ExitOn::Ordered => happened(&["order_placed"]),
             ExitOn::Unsubscribed => contact.consent == "withdrawn" || suppressed_for(&["unsubscribed"]),
             ExitOn::Bounced => suppressed_for(&["hard_bounce", "soft_bounce", "complaint"]),

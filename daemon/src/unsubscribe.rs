@@ -1,6 +1,9 @@
 //! Unsubscribe links: an opaque token per contact, signed with HMAC-SHA256 so
 //! that nobody can unsubscribe someone else by guessing or editing a link.
 //! The token is `base64url(contact id || first 16 bytes of the MAC)`.
+//!
+//! The same key signs the open and click tracking links (`tracking.rs`), each
+//! kind under a purpose of its own so that no token passes for another kind.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -51,30 +54,50 @@ impl Unsubscribe {
         }
     }
 
-    fn mac(&self, contact_id: i64) -> HmacSha256 {
+    /// The MAC of `payload` for `purpose`; for `unsubscribe` it is the MAC that
+    /// tokens in mail already sent carry, so changing this breaks their links.
+    fn mac(&self, purpose: &str, payload: &[u8]) -> HmacSha256 {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(b"nudge-unsubscribe:");
-        mac.update(&contact_id.to_be_bytes());
+        mac.update(b"nudge-");
+        mac.update(purpose.as_bytes());
+        mac.update(b":");
+        mac.update(payload);
         mac
     }
 
-    pub fn token(&self, contact_id: i64) -> String {
-        let tag = self.mac(contact_id).finalize().into_bytes();
-        let mut bytes = contact_id.to_be_bytes().to_vec();
+    /// `base64url(payload || truncated MAC)`: a token that carries its payload.
+    pub fn seal(&self, purpose: &str, payload: &[u8]) -> String {
+        let tag = self.mac(purpose, payload).finalize().into_bytes();
+        let mut bytes = payload.to_vec();
         bytes.extend_from_slice(&tag[..MAC_LEN]);
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
+    /// The payload of a token sealed for `purpose`; `None` for anything forged or altered.
+    pub fn open(&self, purpose: &str, token: &str) -> Option<Vec<u8>> {
+        let mut bytes = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
+        let split = bytes.len().checked_sub(MAC_LEN)?;
+        // Constant-time comparison of the truncated tag.
+        self.mac(purpose, &bytes[..split])
+            .verify_truncated_left(&bytes[split..])
+            .ok()?;
+        bytes.truncate(split);
+        Some(bytes)
+    }
+
+    pub fn token(&self, contact_id: i64) -> String {
+        self.seal("unsubscribe", &contact_id.to_be_bytes())
+    }
+
     /// The contact a token was made for; `None` for anything forged or altered.
     pub fn verify(&self, token: &str) -> Option<i64> {
-        let bytes = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
-        if bytes.len() != 8 + MAC_LEN {
-            return None;
-        }
-        let contact_id = i64::from_be_bytes(bytes[..8].try_into().ok()?);
-        // Constant-time comparison of the truncated tag.
-        self.mac(contact_id).verify_truncated_left(&bytes[8..]).ok()?;
-        Some(contact_id)
+        let payload = self.open("unsubscribe", token)?;
+        Some(i64::from_be_bytes(payload.try_into().ok()?))
+    }
+
+    /// Where recipients reach this daemon (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// The links a marketing email to this contact carries.
@@ -111,5 +134,18 @@ mod tests {
         assert_eq!(s.verify("not-a-token"), None);
         assert_eq!(s.verify(""), None);
         assert_eq!(s.links(42).https, format!("https://n.example/unsubscribe/{token}"));
+        // A token of another purpose over the same bytes does not pass.
+        assert_eq!(s.verify(&s.seal("open", &42i64.to_be_bytes())), None);
+    }
+
+    #[test]
+    fn tokens_of_mail_already_sent_still_verify() {
+        // Made by the first release's token(): its MAC was over "nudge-unsubscribe:" || id.
+        let mut mac = HmacSha256::new_from_slice(b"key one").unwrap();
+        mac.update(b"nudge-unsubscribe:");
+        mac.update(&42i64.to_be_bytes());
+        let mut bytes = 42i64.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
+        assert_eq!(signer("key one").verify(&URL_SAFE_NO_PAD.encode(bytes)), Some(42));
     }
 }

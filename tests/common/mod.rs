@@ -115,6 +115,8 @@ pub struct Mail {
     pub subject: String,
     pub message_id: String,
     pub text: String,
+    /// The HTML part, if the message has one.
+    pub html: String,
     pub list_unsubscribe: String,
     pub list_unsubscribe_post: String,
 }
@@ -194,6 +196,7 @@ impl SmtpServer {
                 subject: v["subject"].as_str().unwrap_or("").to_string(),
                 message_id: v["message_id"].as_str().unwrap_or("").to_string(),
                 text: v["text"].as_str().unwrap_or("").to_string(),
+                html: v["html"].as_str().unwrap_or("").to_string(),
                 list_unsubscribe: v["list_unsubscribe"].as_str().unwrap_or("").to_string(),
                 list_unsubscribe_post: v["list_unsubscribe_post"].as_str().unwrap_or("").to_string(),
             })
@@ -405,6 +408,19 @@ impl Nudge {
     /// A raw HTTP/1.1 request to the API; returns (status, JSON body).
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
         self.http_with_token(method, path, body, Some(&self.token.clone()))
+    }
+
+    /// A GET without a token, as a mail client makes it: (status, head, body bytes).
+    pub fn get_raw(&self, path: &str) -> (u16, String, Vec<u8>) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.api_port)).expect("the API answers");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("a head");
+        let head = String::from_utf8_lossy(&response[..split]).to_string();
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, head, response[split + 4..].to_vec())
     }
 
     pub fn http_with_token(&self, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, Value) {

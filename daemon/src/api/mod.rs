@@ -22,7 +22,10 @@ use crate::clock::{Clock, parse_time};
 use crate::config::Config;
 use crate::insight::{self, NewOrder, OrderOutcome};
 use crate::runs::Engine;
-use crate::store::{self, BounceKind, Contact, GroupCommit, Invalid, NewContact, NewFollowUp, Store, SuppressionRules};
+use crate::store::{
+    self, BounceKind, Contact, Engagement, GroupCommit, Invalid, NewContact, NewFollowUp, Store, SuppressionRules,
+};
+use crate::tracking;
 use crate::unsubscribe::Unsubscribe;
 
 /// What a write route answers: a status and a JSON body.
@@ -134,6 +137,7 @@ fn router(state: AppState) -> Router {
         .route("/bounces", post(report_bounce))
         .route("/suppressions", post(add_suppression))
         .route("/orders", post(add_order))
+        .route("/replies", post(add_reply))
         .route("/reports", get(report))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -143,6 +147,8 @@ fn router(state: AppState) -> Router {
             "/unsubscribe/{token}",
             get(unsubscribe_page).post(unsubscribe_one_click),
         )
+        .route("/t/o/{token}", get(track_open))
+        .route("/t/c/{token}", get(track_click))
         .merge(authed)
         .with_state(state)
 }
@@ -445,6 +451,117 @@ fn forged_link() -> Response {
         .into_response()
 }
 
+/// The open pixel of a tracked message: records an open and answers a 1x1 GIF.
+async fn track_open(State(s): State<AppState>, Path(token): Path<String>) -> ApiResult {
+    let Some(key) = tracking::verify_open(&s.unsubscribe, &token) else {
+        return Ok(untracked());
+    };
+    if !record_engagement(&s, key, Engagement::Opened).await? {
+        return Ok(untracked());
+    }
+    let headers = [
+        (header::CONTENT_TYPE, "image/gif"),
+        // Each open should reach the daemon, not a cache.
+        (header::CACHE_CONTROL, "no-store, max-age=0"),
+    ];
+    Ok((headers, tracking::PIXEL_GIF).into_response())
+}
+
+/// A tracked link: records a click and redirects to the URL the message had,
+/// which the token carries under its MAC: never anywhere else.
+async fn track_click(State(s): State<AppState>, Path(token): Path<String>) -> ApiResult {
+    let Some((key, url)) = tracking::verify_click(&s.unsubscribe, &token) else {
+        return Ok(untracked());
+    };
+    if !record_engagement(&s, key, Engagement::Clicked(url.clone())).await? {
+        return Ok(untracked());
+    }
+    Ok((
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, tracking::location(&url)),
+            (header::CACHE_CONTROL, "no-store".into()),
+        ],
+    )
+        .into_response())
+}
+
+/// Records an open or a click of the message `key`; false if no such message exists.
+async fn record_engagement(s: &AppState, key: String, what: Engagement) -> anyhow::Result<bool> {
+    let now = s.clock.now_ms();
+    let (status, _) = s
+        .writer
+        .write(move |conn| {
+            Box::pin(async move {
+                let Some(message) = store::message_by_key(conn, &key).await? else {
+                    return Ok((StatusCode::NOT_FOUND, json!({})));
+                };
+                store::record_engagement(conn, &message, &what, now).await?;
+                Ok((StatusCode::OK, json!({})))
+            })
+        })
+        .await?;
+    Ok(status == StatusCode::OK)
+}
+
+fn untracked() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html("<!doctype html><meta charset=utf-8><p>This link is not valid.</p>"),
+    )
+        .into_response()
+}
+
+/// A reply from a contact, e.g. from a mail provider's inbound webhook: by the
+/// message it answers (its Message-ID, which names the contact), or by the
+/// contact's email (it then counts for the latest message delivered to them).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyInput {
+    message_id: Option<String>,
+    email: Option<String>,
+}
+
+async fn add_reply(State(s): State<AppState>, body: Result<Json<ReplyInput>, JsonRejection>) -> ApiResult {
+    let Json(input) = body?;
+    let now = s.clock.now_ms();
+    s.write(move |conn| {
+        Box::pin(async move {
+            let (contact_id, message) = match (&input.message_id, &input.email) {
+                (Some(message_id), _) => {
+                    // `<key@domain>` as in the headers, or the bare key.
+                    let key = message_id.trim().trim_start_matches('<').trim_end_matches('>');
+                    let key = key.rsplit_once('@').map_or(key, |(k, _)| k);
+                    let message = store::message_by_key(conn, key)
+                        .await?
+                        .ok_or_else(|| NotFound(format!("no message `{message_id}` was sent to a contact")))?;
+                    (message.contact_id, Some(message))
+                }
+                (None, Some(email)) => {
+                    let contact = store::contact_by_email(conn, email)
+                        .await?
+                        .ok_or_else(|| NotFound(format!("no contact with email `{email}`")))?;
+                    (contact.id, store::last_message_to(conn, contact.id).await?)
+                }
+                (None, None) => {
+                    return Err(Invalid(
+                        "give `message_id` (the Message-ID replied to) or `email` (the contact's)".into(),
+                    )
+                    .into());
+                }
+            };
+            let event_id = store::record_reply(conn, contact_id, message.as_ref(), now).await?;
+            let body = json!({
+                "contact_id": contact_id,
+                "message_id": message.map(|m| m.message_id),
+                "event_id": event_id,
+            });
+            Ok((StatusCode::CREATED, body))
+        })
+    })
+    .await
+}
+
 /// A bounce or complaint reported by a mail provider's webhook or a feedback loop.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -536,7 +653,8 @@ async fn add_order(State(s): State<AppState>, body: Result<Json<NewOrder>, JsonR
     })
 }
 
-/// `GET /reports?from=2026-11-01&to=2026-11-30&owner=&tier=&source=`: what `nudge report --format json` prints.
+/// `GET /reports?from=2026-11-01&to=2026-11-30&owner=&tier=&source=&format=`: what `nudge report` prints,
+/// as JSON by default, or `format=table|csv|html` (the page of `--html`).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReportQuery {
@@ -545,6 +663,7 @@ struct ReportQuery {
     owner: Option<String>,
     tier: Option<String>,
     source: Option<String>,
+    format: Option<String>,
 }
 
 async fn report(State(s): State<AppState>, query: Result<Query<ReportQuery>, QueryRejection>) -> ApiResult {
@@ -565,7 +684,22 @@ async fn report(State(s): State<AppState>, query: Result<Query<ReportQuery>, Que
         [q.owner, q.tier, q.source],
     )
     .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
+    let format = q.format.as_deref().unwrap_or("json");
+    if !["json", "table", "csv", "html"].contains(&format) {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("format `{format}` is not one of json, table, csv, html"),
+        ));
+    }
     let mut conn = s.store.pool.acquire().await.map_err(anyhow::Error::from)?;
-    let report = crate::report::build(&mut conn, &rules, &set, scope, now).await?;
-    Ok(Json(report).into_response())
+    let report = crate::report::build(&mut conn, &rules, &set, scope.clone(), now).await?;
+    Ok(match format {
+        "table" => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], report.to_table()).into_response(),
+        "csv" => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], report.to_csv()?).into_response(),
+        "html" => {
+            let weeks = crate::report::weekly_trend(&mut conn, &rules, &set, &scope, now).await?;
+            Html(report.to_html(&weeks)).into_response()
+        }
+        _ => Json(report).into_response(),
+    })
 }

@@ -1,7 +1,7 @@
 //! Customer insight: orders come in (API, CLI, CSV import), and each customer's
 //! value tier, RFM grade and behaviour are computed from them by the rules of
 //! `classification.toml`. Every change writes its event into the inbox
-//! (`first_order`, `tier_changed`, `rfm_changed`, `became_dormant`) in the
+//! (`first_order`, `tier_changed`, `rfm_changed`, `became_dormant`, `became_active`) in the
 //! transaction that made it, so workflows react like to any other event.
 //!
 //! Re-classification happens on every order and follow-up, and once a day (in the
@@ -278,9 +278,15 @@ pub async fn reclassify(
             now,
         )
         .await?;
-        if now_class.behaviour == "dormant" && events == Events::Write {
+        // Falling dormant starts reactivation; buying again (from dormant or churned) ends it.
+        let event = match (from, now_class.behaviour) {
+            (_, "dormant") => Some("became_dormant"),
+            (Some("dormant" | "churned"), "active") => Some("became_active"),
+            _ => None,
+        };
+        if let Some(event) = event.filter(|_| events == Events::Write) {
             let payload = json!({ "from": from.unwrap_or(""), "last_order": last_order });
-            store::insert_event(conn, "became_dormant", contact.id, &payload, now).await?;
+            store::insert_event(conn, event, contact.id, &payload, now).await?;
         }
         changes += 1;
     }

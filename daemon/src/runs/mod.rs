@@ -22,6 +22,7 @@ use crate::unsubscribe::Unsubscribe;
 use effects::Effects;
 
 use crate::workflow::{FollowUpAfter, Step, Trigger, Workflow, WorkflowSet, add_span};
+use crate::{tracking, variants};
 
 /// Events and timers taken per transaction.
 const BATCH: i64 = 512;
@@ -512,6 +513,11 @@ impl Engine {
         // Whether the run must stop is decided in `apply`, inside the transaction.
         let (contact, contact_ctx) = contacts.get(&run.contact_id).context("contact is gone")?;
         let now = self.clock.now_ms();
+        let variant = variants::of_step(workflow, &run);
+        if let Some((until, reason)) = variants::held_until(&self.store, &run, variant, &contact.time_zone, now).await?
+        {
+            return prepared(Action::Defer { until, reason });
+        }
         // Outside its send window a message waits for the next opening (checked
         // before rendering, which the wait would make stale).
         if matches!(step, Step::Send { .. }) {
@@ -538,7 +544,7 @@ impl Engine {
             }
         }
         let outgoing = match step {
-            Step::Send { channel, template } => {
+            Step::Send { channel, template, .. } => {
                 let recipient = self
                     .plugins
                     .get()
@@ -584,6 +590,7 @@ impl Engine {
         let rendered = match &outgoing {
             Some(out) => {
                 let template = set.templates.get(&out.template).cloned().context("template missing")?;
+                let template = variants::template(template, variant);
                 let context = json!({
                     "contact": contact_ctx, "vars": workflow.vars, "event": run.context.0,
                     "owner": { "email": contact.owner }, "workflow": workflow.name,
@@ -688,6 +695,7 @@ impl Engine {
                         Some(links) => with_unsubscribe_footer(r.text.clone(), r.html.clone(), &links.https),
                         None => (r.text.clone(), r.html.clone()),
                     };
+                    let html = tracking::html_for(&self.unsubscribe, workflow, category, &out.channel, &key, html);
                     let outbound = OutboundMessage {
                         to_name: out.name.clone(),
                         to_address: out.address.clone(),
@@ -706,6 +714,7 @@ impl Engine {
                         channel: out.channel.clone(),
                         category,
                         message: outbound,
+                        variant: variants::of_step(workflow, run).map(|v| v.name.clone()),
                     });
                     detail
                 }
@@ -742,13 +751,14 @@ impl Engine {
                 store::rebase_run_stage(tx, run.id, stage).await?;
                 format!("stage {} -> {stage}", contact.stage)
             }
-            Step::SetTier(tier) => {
-                store::set_classification(tx, contact.id, store::Classification::ValueTier, tier, now).await?;
-                format!("value tier -> {tier}")
-            }
-            Step::SetIntent(grade) => {
-                store::set_classification(tx, contact.id, store::Classification::IntentGrade, grade, now).await?;
-                format!("intent grade -> {grade}")
+            Step::SetTier(value) | Step::SetIntent(value) => {
+                let field = match step {
+                    Step::SetTier(_) => store::Classification::ValueTier,
+                    _ => store::Classification::IntentGrade,
+                };
+                let by = format!("workflow:{}", workflow.name);
+                store::set_classification_by(tx, contact, field, value, &by, now).await?;
+                format!("{} -> {value}", field.label())
             }
             Step::Tag(tag) => {
                 store::set_tag(tx, contact, tag, true, now).await?;

@@ -265,6 +265,45 @@ pub enum Classification {
     IntentGrade,
 }
 
+impl Classification {
+    /// The field's name in the contact's history.
+    fn field(self) -> &'static str {
+        match self {
+            Classification::ValueTier => "value_tier",
+            Classification::IntentGrade => "intent_grade",
+        }
+    }
+
+    /// As people read it: `value tier`, `intent grade`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Classification::ValueTier => "value tier",
+            Classification::IntentGrade => "intent grade",
+        }
+    }
+}
+
+/// Sets a value tier or intent grade on someone's behalf (`by`, e.g. `workflow:NAME`);
+/// a change is kept in the history, like changes of stage and owner.
+pub async fn set_classification_by(
+    conn: &mut Conn,
+    contact: &Contact,
+    field: Classification,
+    value: &str,
+    by: &str,
+    now: i64,
+) -> anyhow::Result<()> {
+    let from = match field {
+        Classification::ValueTier => contact.value_tier.as_deref(),
+        Classification::IntentGrade => contact.intent_grade.as_deref(),
+    };
+    set_classification(conn, contact.id, field, value, now).await?;
+    if from != Some(value) {
+        insert_history(conn, contact.id, field.field(), from, Some(value), by, now).await?;
+    }
+    Ok(())
+}
+
 /// Hands the contact to another owner; kept in the history with who did it.
 pub async fn set_owner(conn: &mut Conn, contact: &Contact, owner: &str, by: &str, now: i64) -> anyhow::Result<()> {
     if contact.owner == owner {

@@ -3,6 +3,7 @@
 //! state change and the rows it causes (events, timers, outbox) commit together.
 
 mod contacts;
+mod engagement;
 mod enrolments;
 mod events;
 mod follow_ups;
@@ -22,6 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 pub use contacts::*;
+pub use engagement::*;
 pub use enrolments::*;
 pub use events::*;
 pub use follow_ups::*;

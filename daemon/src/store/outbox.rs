@@ -99,6 +99,8 @@ pub struct NewOutboxRow {
     pub channel: String,
     pub category: Category,
     pub message: OutboundMessage,
+    /// The A/B variant of the send step this message is, if the step has variants.
+    pub variant: Option<String>,
 }
 
 /// Queues messages in one statement; a row whose idempotency key is queued
@@ -120,15 +122,16 @@ pub async fn insert_outbox(conn: &mut Conn, rows: &[NewOutboxRow], now: i64) -> 
                 r.message,
                 r.category.as_str(),
                 r.category.priority(),
+                r.variant,
             ])
         })
         .collect();
     // `WHERE true` lets SQLite parse the upsert clause after a SELECT.
     let done = sqlx::query(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
-                             category, priority, next_attempt_at, created_at)
+                             category, priority, next_attempt_at, created_at, variant)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value -> 6,
-                value ->> 7, value ->> 8, ?, ?
+                value ->> 7, value ->> 8, ?, ?, value ->> 9
          FROM json_each(?) WHERE true ORDER BY key
          ON CONFLICT (idempotency_key) DO NOTHING",
     )

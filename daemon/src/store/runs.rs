@@ -246,3 +246,17 @@ pub async fn enrolled_between(
             .await?;
     Ok(ids.into_iter().collect())
 }
+
+/// When a run reached its current step: when the step before finished, or when
+/// the run started. A delay counted from here survives deferrals and restarts.
+pub async fn step_reached_at(conn: &mut Conn, run: &Run) -> anyhow::Result<i64> {
+    if run.next_step == 0 {
+        return Ok(run.started_at);
+    }
+    let finished: Option<i64> = sqlx::query_scalar("SELECT finished_at FROM run_steps WHERE run_id = ? AND step = ?")
+        .bind(run.id)
+        .bind(run.next_step - 1)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(finished.unwrap_or(run.started_at))
+}

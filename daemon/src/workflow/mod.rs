@@ -98,6 +98,8 @@ pub struct Workflow {
     pub category: Category,
     /// A window of `sending.toml` that its messages to the contact wait for.
     pub send_window: Option<String>,
+    /// Whether its email tracks opens and clicks (`track`): only marketing email ever does.
+    pub track: bool,
     /// What stops a run before its next step.
     pub exit: Exit,
 }
@@ -115,7 +117,7 @@ pub struct Exit {
 pub enum ExitOn {
     /// The contact's lifecycle stage changed (other than by this run).
     StageChanged,
-    /// A follow-up was logged or an inquiry came in.
+    /// A follow-up was logged, an inquiry came in or a reply was recorded (`POST /replies`).
     Replied,
     /// The contact placed an order.
     Ordered,
@@ -197,6 +199,8 @@ pub enum Trigger {
     },
     /// A customer went without an order for `behaviour.dormant_after`.
     BecameDormant,
+    /// A dormant or churned customer ordered again (`event.from` says which it was).
+    BecameActive,
     /// A contact's first order was recorded.
     FirstOrder,
 }
@@ -220,6 +224,8 @@ pub enum Step {
     Send {
         channel: String,
         template: String,
+        /// An A/B test: each contact gets one of these (empty: no test).
+        variants: Vec<Variant>,
     },
     NotifyOwner {
         template: String,
@@ -251,6 +257,53 @@ impl Step {
             Step::Tag(_) => "tag",
             Step::Untag(_) => "untag",
             Step::SetOwner(_) => "set_owner",
+        }
+    }
+}
+
+/// One arm of a send step's A/B test.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    /// Unique in its workflow; the report groups by it.
+    pub name: String,
+    /// Share of the contacts: weight / the sum of the step's weights.
+    pub weight: u32,
+    /// Replaces the template's subject (a template string itself).
+    pub subject: Option<String>,
+    /// The message goes this long after the step is reached (then within the send window).
+    pub delay: Option<Span>,
+}
+
+impl Variant {
+    /// The variant a contact gets at a step, by weight. The choice hashes the workflow,
+    /// the step and the contact with SHA-256 (not std's hasher, whose output may change
+    /// between Rust releases), so it is the same after a restart, a reload or on
+    /// another node, and independent between workflows and steps.
+    pub fn assign<'a>(variants: &'a [Variant], workflow: &str, step: i64, contact_id: i64) -> Option<&'a Variant> {
+        let total: u64 = variants.iter().map(|v| u64::from(v.weight)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(workflow.as_bytes());
+        hasher.update([0]);
+        hasher.update(step.to_be_bytes());
+        hasher.update(contact_id.to_be_bytes());
+        let digest = hasher.finalize();
+        let mut point = u64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes")) % total;
+        variants.iter().find(|v| {
+            let inside = point < u64::from(v.weight);
+            point = point.saturating_sub(u64::from(v.weight));
+            inside
+        })
+    }
+
+    /// The template's fields with this variant's subject in place of the template's.
+    pub fn apply(&self, fields: &mut [(String, String)]) {
+        if let Some(subject) = &self.subject {
+            for (_, value) in fields.iter_mut().filter(|(k, _)| k == "subject") {
+                *value = subject.clone();
+            }
         }
     }
 }
@@ -379,6 +432,44 @@ pub fn add_span(at_ms: i64, span: Span, time_zone: &str) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn variants(weights: &[u32]) -> Vec<Variant> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| Variant {
+                name: format!("v{i}"),
+                weight,
+                subject: None,
+                delay: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn variants_are_assigned_by_weight_and_always_alike() {
+        let vs = variants(&[70, 20, 10]);
+        let mut counts = [0i32; 3];
+        for contact in 0..10_000 {
+            let v = Variant::assign(&vs, "promo", 2, contact).unwrap();
+            assert_eq!(Variant::assign(&vs, "promo", 2, contact).unwrap().name, v.name);
+            counts[v.name[1..].parse::<usize>().unwrap()] += 1;
+        }
+        // 10,000 draws: each share within two points of its weight.
+        for (count, weight) in counts.iter().zip([70, 20, 10]) {
+            assert!((count / 100 - weight).abs() <= 2, "{counts:?}");
+        }
+        // Pinned: the hash is part of the format (a change would reshuffle running tests).
+        let names: Vec<&str> = (0..8)
+            .map(|c| Variant::assign(&vs, "promo", 2, c).unwrap().name.as_str())
+            .collect();
+        insta::assert_snapshot!(names.join(" "));
+        // Another step or workflow draws independently.
+        let other: Vec<&str> = (0..8)
+            .map(|c| Variant::assign(&vs, "promo", 3, c).unwrap().name.as_str())
+            .collect();
+        assert_ne!(names, other);
+    }
 
     #[test]
     fn durations() {

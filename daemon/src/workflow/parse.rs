@@ -28,6 +28,7 @@ struct RawWorkflow {
     send_window: Option<Spanned<String>>,
     exit_when: Option<Vec<Spanned<String>>>,
     exit_if: Option<Spanned<String>>,
+    track: Option<Spanned<bool>>,
     steps: Spanned<Vec<Spanned<RawStep>>>,
 }
 
@@ -60,6 +61,17 @@ struct RawStep {
     tag: Option<Spanned<String>>,
     untag: Option<Spanned<String>>,
     set_owner: Option<Spanned<String>>,
+    /// An A/B test of a `send` step: `[[steps.variants]]` tables.
+    variants: Option<Spanned<Vec<Spanned<RawVariant>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariant {
+    name: Spanned<String>,
+    weight: Option<Spanned<i64>>,
+    subject: Option<Spanned<String>>,
+    delay: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -110,6 +122,7 @@ const TRIGGERS: &[&str] = &[
     "tier_changed",
     "rfm_changed",
     "became_dormant",
+    "became_active",
     "first_order",
 ];
 
@@ -178,6 +191,7 @@ pub(super) fn serde_problem(path: &str, error: toml::de::Error) -> Diagnostic {
             "send_window",
             "exit_when",
             "exit_if",
+            "track",
         ];
         let help = if top_level.contains(&written) && candidates.contains(&"on") {
             format!(
@@ -404,6 +418,22 @@ fn parse_workflow(
             .collect(),
     };
     let exit_if = raw.exit_if.as_ref().and_then(|w| condition("exit_if", w, problems));
+    let track = match (category, &raw.track) {
+        (Category::Marketing, None) => true,
+        (Category::Marketing, Some(track)) => *track.get_ref(),
+        (_, Some(track)) if *track.get_ref() => {
+            problems.push(
+                Diagnostic::new(
+                    path,
+                    at(track),
+                    format!("opens and clicks are never tracked in {} messages", category.as_str()),
+                )
+                .help("remove `track = true`: only marketing email is tracked (tracking in a message the recipient must get would make them choose between it and their privacy)"),
+            );
+            false
+        }
+        _ => false,
+    };
     if raw.steps.get_ref().is_empty() {
         problems.push(
             Diagnostic::new(path, at(&raw.steps), "a workflow needs at least one step")
@@ -411,9 +441,21 @@ fn parse_workflow(
         );
     }
     let mut steps = Vec::new();
+    let mut variant_names = std::collections::BTreeSet::new();
     for step in raw.steps.get_ref() {
         if let Some(step) = parse_step(path, step, channels, templates, cadences, problems) {
             steps.push(step);
+        }
+        if let Some(variants) = &step.get_ref().variants {
+            for name in variants.get_ref().iter().map(|v| &v.get_ref().name) {
+                // The report groups a workflow's messages by variant name.
+                if !variant_names.insert(name.get_ref().trim()) {
+                    problems.push(
+                        Diagnostic::new(path, at(name), format!("variant `{}` is named twice in this workflow", name.get_ref()))
+                            .help("give every variant of the workflow its own name: the report counts each name as one variant"),
+                    );
+                }
+            }
         }
     }
     if problems.len() > before {
@@ -434,6 +476,7 @@ fn parse_workflow(
         steps,
         category,
         send_window: raw.send_window.map(Spanned::into_inner),
+        track,
         exit: Exit {
             on: exit_on,
             condition: exit_if,
@@ -517,6 +560,7 @@ fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems)
         "tier_changed" => Trigger::TierChanged { from, to },
         "rfm_changed" => Trigger::RfmChanged { from, to },
         "became_dormant" => Trigger::BecameDormant,
+        "became_active" => Trigger::BecameActive,
         "first_order" => Trigger::FirstOrder,
         "follow_up_overdue" => Trigger::FollowUpOverdue {
             grace: match &t.grace {
@@ -594,6 +638,65 @@ fn parse_sla(
             None
         }
     }
+}
+
+/// The variants of an A/B test: two or more, each named, with a positive weight
+/// (names are checked once per workflow by the caller).
+fn parse_variants(
+    path: &str,
+    raw: &Spanned<Vec<Spanned<RawVariant>>>,
+    template: Option<&Template>,
+    problems: &mut Problems,
+) -> Option<Vec<Variant>> {
+    let before = problems.len();
+    if raw.get_ref().len() < 2 {
+        problems.push(
+            Diagnostic::new(path, at(raw), "an A/B test needs at least two variants").help(
+                "add another `[[steps.variants]]` table, or remove the variants and let the template speak alone",
+            ),
+        );
+    }
+    let mut variants = Vec::new();
+    for v in raw.get_ref().iter().map(Spanned::get_ref) {
+        let name = v.name.get_ref().trim();
+        if name.is_empty() {
+            problems.push(
+                Diagnostic::new(path, at(&v.name), "a variant needs a name")
+                    .help("write e.g. `name = \"a\"`: the report shows each variant's figures under it"),
+            );
+        }
+        let weight = match &v.weight {
+            None => 1,
+            Some(w) if (1..=1_000_000).contains(w.get_ref()) => *w.get_ref() as u32,
+            Some(w) => {
+                problems.push(
+                    Diagnostic::new(path, at(w), format!("weight {} is not a positive whole number", w.get_ref()))
+                        .help("write a weight from 1 to 1000000; each variant gets weight / total of the contacts (e.g. 50 and 50)"),
+                );
+                1
+            }
+        };
+        if let (Some(subject), Some(t)) = (&v.subject, template)
+            && !t.fields.iter().any(|(k, _)| k == "subject")
+        {
+            problems.push(
+                Diagnostic::new(
+                    path,
+                    at(subject),
+                    format!("template `{}` has no subject to vary", t.name),
+                )
+                .help("vary the subject of a template that has one (an email template), or remove `subject`"),
+            );
+        }
+        let delay = v.delay.as_ref().and_then(|d| duration(path, d, problems));
+        variants.push(Variant {
+            name: name.to_string(),
+            weight,
+            subject: v.subject.as_ref().map(|s| s.get_ref().clone()),
+            delay,
+        });
+    }
+    (problems.len() == before).then_some(variants)
 }
 
 fn parse_step(
@@ -679,10 +782,22 @@ fn parse_step(
             problems.push(unknown_channel(path, &send.channel, channels));
         }
         let template_ok = template_ref(&send.template, Some(&send.channel), problems);
+        let variants = match &s.variants {
+            Some(raw) => parse_variants(path, raw, templates.get(send.template.get_ref()), problems)?,
+            None => Vec::new(),
+        };
         return (channel_ok && template_ok).then(|| Step::Send {
             channel: send.channel.get_ref().clone(),
             template: send.template.get_ref().clone(),
+            variants,
         });
+    }
+    if let Some(variants) = &s.variants {
+        problems.push(
+            Diagnostic::new(path, at(variants), "only a `send` step has variants")
+                .help("move the `[[steps.variants]]` tables under the `[[steps]]` table that has `send = ...`"),
+        );
+        return None;
     }
     if let Some(notify) = &s.notify_owner {
         let template = &notify.get_ref().template;
@@ -861,6 +976,75 @@ mod tests {
         assert_eq!(msg, "`to` does not apply to trigger `became_dormant`");
         let (msg, pos, _) = first_problem("[trigger]\non = \"first_order\"\n[[steps]]\nset_owner = \"the boss\"\n");
         assert_eq!((msg.as_str(), pos), ("`the boss` is not an email address", (4, 13)));
+    }
+
+    const AB: &str = "category = \"marketing\"\n[trigger]\non = \"contact_created\"\n[[steps]]\nsend = { channel = \"email\", template = \"hello\" }\n";
+
+    #[test]
+    fn a_send_step_takes_variants_of_subject_and_delay() {
+        let src = format!(
+            "{AB}[[steps.variants]]\nname = \"a\"\nweight = 70\nsubject = \"Hi {{{{ contact.name }}}}\"\n\
+             [[steps.variants]]\nname = \"b\"\nweight = 30\ndelay = \"2h\"\n"
+        );
+        let (w, _, _, _, _) = compile(&src).unwrap();
+        let Step::Send { variants, .. } = &w[0].steps[0] else {
+            panic!("a send step")
+        };
+        assert_eq!(variants.len(), 2);
+        assert_eq!((variants[0].name.as_str(), variants[0].weight), ("a", 70));
+        assert_eq!(variants[0].subject.as_deref(), Some("Hi {{ contact.name }}"));
+        assert_eq!(variants[1].delay.unwrap().get_hours(), 2);
+        assert!(w[0].track, "marketing tracks by default");
+    }
+
+    #[test]
+    fn bad_variants_are_reported_where_they_are() {
+        let v = |body: &str| format!("{AB}[[steps.variants]]\nname = \"a\"\n[[steps.variants]]\n{body}\n");
+        let (msg, pos, help) = first_problem(&v("name = \"a\""));
+        assert_eq!(
+            (msg.as_str(), pos),
+            ("variant `a` is named twice in this workflow", (9, 8))
+        );
+        assert!(help.unwrap().contains("its own name"));
+        let (msg, pos, _) = first_problem(&v("name = \"b\"\nweight = 0"));
+        assert_eq!(
+            (msg.as_str(), pos),
+            ("weight 0 is not a positive whole number", (10, 10))
+        );
+        let (msg, pos, help) = first_problem(&v("name = \"b\"\nsubjet = \"x\""));
+        assert!(msg.contains("unknown field `subjet`"), "{msg}");
+        assert_eq!((pos, help.as_deref()), ((10, 1), Some("did you mean `subject`?")));
+        let (msg, pos, _) = first_problem(&v("name = \"b\"\ndelay = \"soon\""));
+        assert_eq!((msg.as_str(), pos), ("`soon` is not a duration", (10, 9)));
+        let (msg, _, _) = first_problem(&format!("{AB}[[steps.variants]]\nname = \"a\"\n"));
+        assert_eq!(msg, "an A/B test needs at least two variants");
+        let (msg, _, help) = first_problem(
+            "[trigger]\non = \"contact_created\"\n[[steps]]\nwait = \"1d\"\n[[steps.variants]]\nname = \"a\"\n",
+        );
+        assert_eq!(msg, "only a `send` step has variants");
+        assert!(help.unwrap().contains("send = ..."));
+    }
+
+    #[test]
+    fn tracking_is_never_on_for_transactional_messages() {
+        let src = "category = \"transactional\"\ntrack = true\n[trigger]\non = \"contact_created\"\n[[steps]]\nwait = \"1d\"\n";
+        let (msg, pos, help) = first_problem(src);
+        assert_eq!(
+            (msg.as_str(), pos),
+            ("opens and clicks are never tracked in transactional messages", (2, 9))
+        );
+        assert!(help.unwrap().starts_with("remove `track = true`"));
+        let off = |src: &str| !compile(src).unwrap().0[0].track;
+        assert!(off(
+            "category = \"sla\"\n[trigger]\non = \"contact_created\"\n[[steps]]\nwait = \"1d\"\n"
+        ));
+        assert!(off(&AB.replace("[trigger]", "track = false\n[trigger]")));
+        assert!(off(
+            "category = \"sla\"\ntrack = false\n[trigger]\non = \"contact_created\"\n[[steps]]\nwait = \"1d\"\n"
+        ));
+        // A key put under [trigger] by mistake is explained.
+        let (_, _, help) = first_problem(&AB.replace("on = ", "track = true\non = "));
+        assert!(help.unwrap().contains("belongs to the workflow"));
     }
 
     #[test]

@@ -1,0 +1,99 @@
+//! Engagement: opens, clicks and replies, each recorded against the message
+//! (outbox row) it answers, with the message's workflow and A/B variant.
+
+use serde_json::json;
+
+use super::{Conn, insert_event};
+
+/// A message that engagement is recorded against.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EngagedMessage {
+    pub outbox_id: i64,
+    pub message_id: String,
+    pub contact_id: i64,
+    pub workflow: Option<String>,
+    pub variant: Option<String>,
+}
+
+const MESSAGE: &str = "SELECT o.id AS outbox_id, o.message_id, o.contact_id, r.workflow, o.variant
+                       FROM outbox o LEFT JOIN runs r ON r.id = o.run_id";
+
+/// The message of an idempotency key (what tracking tokens carry), if it was sent to a contact.
+pub async fn message_by_key(conn: &mut Conn, key: &str) -> anyhow::Result<Option<EngagedMessage>> {
+    Ok(sqlx::query_as(&format!(
+        "{MESSAGE} WHERE o.idempotency_key = ? AND o.contact_id IS NOT NULL"
+    ))
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// The latest message delivered to a contact (not to its owner): what a reply
+/// that names no message most likely answers.
+pub async fn last_message_to(conn: &mut Conn, contact_id: i64) -> anyhow::Result<Option<EngagedMessage>> {
+    Ok(sqlx::query_as(&format!(
+        "{MESSAGE} WHERE o.contact_id = ? AND o.status = 'sent' AND o.category != 'internal'
+         ORDER BY o.sent_at DESC, o.id DESC LIMIT 1"
+    ))
+    .bind(contact_id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// What a recipient did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Engagement {
+    Opened,
+    /// A link was followed to `url`.
+    Clicked(String),
+    Replied,
+}
+
+/// Records what the recipient of `message` did.
+pub async fn record_engagement(
+    conn: &mut Conn,
+    message: &EngagedMessage,
+    what: &Engagement,
+    now: i64,
+) -> anyhow::Result<()> {
+    let (kind, url) = match what {
+        Engagement::Opened => ("opened", None),
+        Engagement::Clicked(url) => ("clicked", Some(url.as_str())),
+        Engagement::Replied => ("replied", None),
+    };
+    sqlx::query(
+        "INSERT INTO engagement (outbox_id, contact_id, workflow, variant, kind, url, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(message.outbox_id)
+    .bind(message.contact_id)
+    .bind(&message.workflow)
+    .bind(&message.variant)
+    .bind(kind)
+    .bind(url)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A reply from a contact, to `message` if known: recorded for the report and
+/// written as a `replied` event, which the `replied` exit condition stops runs on.
+pub async fn record_reply(
+    conn: &mut Conn,
+    contact_id: i64,
+    message: Option<&EngagedMessage>,
+    now: i64,
+) -> anyhow::Result<i64> {
+    match message {
+        Some(message) => record_engagement(conn, message, &Engagement::Replied, now).await?,
+        None => {
+            sqlx::query("INSERT INTO engagement (contact_id, kind, at) VALUES (?, 'replied', ?)")
+                .bind(contact_id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    let payload = json!({ "message_id": message.map(|m| m.message_id.clone()) });
+    insert_event(conn, "replied", contact_id, &payload, now).await
+}
