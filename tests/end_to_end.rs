@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Nudge, SmtpServer, scratch};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const MONDAY_9AM: &str = "2026-11-23T09:00:00Z";
 
@@ -429,4 +429,54 @@ fn check_accepts_the_shipped_workflows() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.starts_with("ok: 15 workflows"), "{stdout}");
+}
+
+#[test]
+fn a_step_that_fails_is_retried_alone_while_the_rest_of_its_batch_goes_on() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.write_workflow(
+        "welcome-tag.toml",
+        "[trigger]\non = \"contact_created\"\n\n[[steps]]\ntag = \"welcomed\"\n",
+    );
+    // Three new contacts, taken in one batch when the daemon starts; the
+    // database refuses to change the second one's tags.
+    for name in ["a", "b", "c"] {
+        nudge.cli(&[
+            "contact",
+            "add",
+            "--name",
+            name,
+            "--email",
+            &format!("{name}@example.com"),
+        ]);
+    }
+    nudge.sql(
+        "CREATE TRIGGER refuse_b BEFORE UPDATE OF tags ON contacts WHEN NEW.email = 'b@example.com'
+         BEGIN SELECT RAISE(ABORT, 'the tags of b are locked'); END;",
+    );
+    nudge.start();
+    nudge.settle();
+    let tags = |email: &str| -> Value {
+        let contact: Value = serde_json::from_str(&nudge.cli(&["contact", "show", email, "--json"])).unwrap();
+        contact["contact"]["tags"].clone()
+    };
+    assert_eq!(tags("a@example.com"), json!(["welcomed"]), "{}", nudge.log());
+    assert_eq!(tags("c@example.com"), json!(["welcomed"]));
+    assert_eq!(tags("b@example.com"), json!([]));
+    let status = nudge.status();
+    let reasons = status["waiting_reasons"].to_string();
+    assert!(
+        reasons.contains("error 1 of 8") && reasons.contains("the tags of b are locked"),
+        "the failing step waits for its retry and says why: {status:#}"
+    );
+    assert!(nudge.log().contains("applying them one by one"), "{}", nudge.log());
+
+    // Once the database lets it, the retry after the backoff tags b too, once.
+    nudge.sql("DROP TRIGGER refuse_b;");
+    nudge.advance("1m");
+    nudge.settle();
+    assert_eq!(tags("b@example.com"), json!(["welcomed"]), "{}", nudge.log());
+    nudge.stop();
 }

@@ -400,6 +400,23 @@ impl Nudge {
         )
     }
 
+    /// Runs SQL on the daemon's database from outside (Python's sqlite3): what a
+    /// test needs to make the database itself misbehave.
+    pub fn sql(&self, statements: &str) {
+        let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=30)\nc.executescript(sys.argv[2])\nc.close()";
+        let out = Command::new(python())
+            .args(["-c", script])
+            .arg(self.path("nudge.db"))
+            .arg(statements)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Moves the virtual clock forward.
     pub fn advance(&self, by: &str) {
         self.cli(&["clock", "--advance", by]);

@@ -774,6 +774,11 @@ impl Engine {
             }
         };
         info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id = contact.id, "{detail}");
+        // After its last step a run is done at once, not in another batch.
+        if status == "ready" && run.next_step + 1 >= workflow.steps.len() as i64 {
+            status = "done";
+            info!(run_id, workflow = %workflow.name, "run done");
+        }
         effects.finished.push(store::FinishedStep {
             run_id,
             step: run.next_step,

@@ -9,7 +9,7 @@ use super::{Conn, insert_event, insert_history, insert_timer};
 use crate::workflow::{INTENT_GRADES, STAGES, TIERS};
 
 /// A contact as stored.
-#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]
 pub struct Contact {
     pub id: i64,
     pub name: String,
@@ -131,6 +131,83 @@ impl Contact {
             "funnel_stage": self.funnel_stage.clone().unwrap_or_default(),
         })
     }
+}
+
+/// A contact as one JSON object, for reads of many contacts at once: through
+/// sqlx every column of every row is a separate allocation on SQLite's thread,
+/// so a batch comes back as one JSON text instead. Keep in step with `Contact`
+/// (a missing field fails every such read, which any end-to-end test shows).
+const CONTACT_JSON: &str = "json_object(
+    'id', c.id, 'name', c.name, 'company', c.company, 'email', c.email, 'phone', c.phone,
+    'owner', c.owner, 'stage', c.stage, 'intent_grade', c.intent_grade, 'value_tier', c.value_tier,
+    'tags', json(c.tags), 'source', c.source, 'time_zone', c.time_zone, 'locale', c.locale,
+    'consent', c.consent, 'next_follow_up_at', c.next_follow_up_at, 'next_goal', c.next_goal,
+    'created_at', c.created_at, 'updated_at', c.updated_at, 'rfm_grade', c.rfm_grade,
+    'rfm_scores', c.rfm_scores, 'behaviour', c.behaviour, 'customer_since', c.customer_since,
+    'attitude', c.attitude, 'understanding', c.understanding, 'funnel_stage', c.funnel_stage)";
+
+/// The query for contacts with their follow-up counts (what the condition
+/// context needs), selected by `filter` on `contacts c`, as one row of JSON.
+fn contacts_json_sql(filter: &str) -> String {
+    format!(
+        "SELECT json_group_array(json_array({CONTACT_JSON},
+                  (SELECT COUNT(*) FROM follow_ups f WHERE f.contact_id = c.id)))
+         FROM (SELECT * FROM contacts c {filter}) AS c"
+    )
+}
+
+fn parse_contact_rows(json: Option<String>) -> anyhow::Result<Vec<ContactRow>> {
+    let rows: Vec<(Contact, i64)> = serde_json::from_str(json.as_deref().unwrap_or("[]"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(contact, follow_up_count)| ContactRow {
+            contact,
+            follow_up_count,
+        })
+        .collect())
+}
+
+/// A contact with the derived count its condition context needs.
+#[derive(Debug)]
+pub struct ContactRow {
+    pub contact: Contact,
+    pub follow_up_count: i64,
+}
+
+/// The next contacts after `cursor` in id order.
+pub async fn contacts_after(conn: &mut Conn, cursor: i64, limit: i64) -> anyhow::Result<Vec<ContactRow>> {
+    let json = sqlx::query_scalar(&contacts_json_sql("WHERE c.id > ? ORDER BY c.id LIMIT ?"))
+        .bind(cursor)
+        .bind(limit)
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut rows = parse_contact_rows(json)?;
+    // The aggregate need not keep the subquery's order.
+    rows.sort_unstable_by_key(|r| r.contact.id);
+    Ok(rows)
+}
+
+/// A contact and its condition/template context.
+pub async fn contact_with_context(conn: &mut Conn, id: i64) -> anyhow::Result<Option<(Contact, serde_json::Value)>> {
+    Ok(contacts_with_context(conn, &[id]).await?.remove(&id))
+}
+
+/// Contacts and their contexts by id: what a batch of events or run steps reads.
+pub async fn contacts_with_context(
+    conn: &mut Conn,
+    ids: &[i64],
+) -> anyhow::Result<std::collections::HashMap<i64, (Contact, serde_json::Value)>> {
+    let json = sqlx::query_scalar(&contacts_json_sql("WHERE c.id IN (SELECT value FROM json_each(?))"))
+        .bind(serde_json::to_string(ids)?)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(parse_contact_rows(json)?
+        .into_iter()
+        .map(|r| {
+            let context = r.contact.context(r.follow_up_count);
+            (r.contact.id, (r.contact, context))
+        })
+        .collect())
 }
 
 /// Adds a contact and its `contact_created` event.

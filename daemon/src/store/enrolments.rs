@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{Conn, Contact};
+use super::Conn;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Enrolment {
@@ -93,62 +93,6 @@ pub async fn advance_enrolment(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// A contact with the derived count its condition context needs.
-#[derive(Debug, sqlx::FromRow)]
-pub struct ContactRow {
-    #[sqlx(flatten)]
-    pub contact: Contact,
-    pub follow_up_count: i64,
-}
-
-/// The next contacts after `cursor` in id order.
-pub async fn contacts_after(conn: &mut Conn, cursor: i64, limit: i64) -> anyhow::Result<Vec<ContactRow>> {
-    Ok(sqlx::query_as(
-        "SELECT c.*, (SELECT COUNT(*) FROM follow_ups f WHERE f.contact_id = c.id) AS follow_up_count
-         FROM contacts c WHERE c.id > ? ORDER BY c.id LIMIT ?",
-    )
-    .bind(cursor)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?)
-}
-
-/// A contact and its condition/template context, in one query.
-pub async fn contact_with_context(conn: &mut Conn, id: i64) -> anyhow::Result<Option<(Contact, serde_json::Value)>> {
-    let row: Option<ContactRow> = sqlx::query_as(
-        "SELECT c.*, (SELECT COUNT(*) FROM follow_ups f WHERE f.contact_id = c.id) AS follow_up_count
-         FROM contacts c WHERE c.id = ?",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(row.map(|r| {
-        let context = r.contact.context(r.follow_up_count);
-        (r.contact, context)
-    }))
-}
-
-/// Contacts and their contexts by id, in one query: what a batch of run steps reads.
-pub async fn contacts_with_context(
-    conn: &mut Conn,
-    ids: &[i64],
-) -> anyhow::Result<std::collections::HashMap<i64, (Contact, serde_json::Value)>> {
-    let rows: Vec<ContactRow> = sqlx::query_as(
-        "SELECT c.*, (SELECT COUNT(*) FROM follow_ups f WHERE f.contact_id = c.id) AS follow_up_count
-         FROM contacts c WHERE c.id IN (SELECT value FROM json_each(?))",
-    )
-    .bind(serde_json::to_string(ids)?)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let context = r.contact.context(r.follow_up_count);
-            (r.contact.id, (r.contact, context))
-        })
-        .collect())
 }
 
 /// Enrols contacts in a segment workflow: one `segment_entered` event (already

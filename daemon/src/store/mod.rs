@@ -56,7 +56,10 @@ impl Store {
             // FULL: an event is acknowledged only once it survives power loss, not just a crash.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // sqlx hands rows from SQLite's thread over a bounded channel: with room
+            // for a whole batch, the thread is not woken once per row as it drains.
+            .row_buffer_size(4096);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)

@@ -92,7 +92,7 @@ pub struct FinishedStep {
     pub step: i64,
     pub kind: &'static str,
     pub detail: String,
-    /// `ready` for the next step now, `waiting` for a timer.
+    /// `ready` for the next step now, `waiting` for a timer, `done` after the last step.
     pub status: &'static str,
 }
 
@@ -109,7 +109,8 @@ pub async fn finish_steps(conn: &mut Conn, steps: &[FinishedStep], now: i64) -> 
     let rows = serde_json::to_string(&rows)?;
     let moved = sqlx::query(
         "UPDATE runs SET next_step = runs.next_step + 1, status = j.status, updated_at = ?, step_errors = 0,
-                         waiting_reason = NULL
+                         waiting_reason = NULL,
+                         outcome = CASE WHEN j.status = 'done' THEN 'all steps done' ELSE runs.outcome END
          FROM (SELECT value ->> 0 AS id, value ->> 1 AS step, value ->> 2 AS status FROM json_each(?)) AS j
          WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step",
     )
