@@ -3,6 +3,8 @@
 //! is a round trip to SQLite's thread, which costs more than SQLite's own work
 //! on a row.
 
+use std::collections::BTreeMap;
+
 use crate::store::{self, DeferredRun, FinishedStep, NewOutboxRow};
 
 #[derive(Default)]
@@ -14,6 +16,8 @@ pub struct Effects {
     pub outbox: Vec<NewOutboxRow>,
     /// Timers that resume runs: (run id, due at).
     pub timers: Vec<(i64, i64)>,
+    /// Contacts' tags as the batch's steps left them.
+    pub tags: BTreeMap<i64, Vec<String>>,
 }
 
 impl Effects {
@@ -25,6 +29,7 @@ impl Effects {
         store::finish_steps(conn, &self.finished, now).await?;
         store::defer_runs(conn, &self.deferred, now).await?;
         store::end_runs(conn, &self.ended, now).await?;
+        store::set_tags(conn, &self.tags, now).await?;
         self.clear();
         Ok(queued)
     }
@@ -36,5 +41,6 @@ impl Effects {
         self.deferred.clear();
         self.outbox.clear();
         self.timers.clear();
+        self.tags.clear();
     }
 }

@@ -657,8 +657,12 @@ impl Engine {
                 .await?
                 .context("contact is gone")?,
         };
-        // Steps that change the contact make the next run of this batch read it afresh.
-        if !matches!(step, Step::Send { .. } | Step::NotifyOwner { .. } | Step::Wait(_)) {
+        // Steps that change the contact make the next run of this batch read it
+        // afresh (tags are changed here, in memory, and written with the batch).
+        if !matches!(
+            step,
+            Step::Send { .. } | Step::NotifyOwner { .. } | Step::Wait(_) | Step::Tag(_) | Step::Untag(_)
+        ) {
             contacts.remove(&run.contact_id);
         }
         if let Some(reason) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
@@ -760,13 +764,19 @@ impl Engine {
                 store::set_classification_by(tx, contact, field, value, &by, now).await?;
                 format!("{} -> {value}", field.label())
             }
-            Step::Tag(tag) => {
-                store::set_tag(tx, contact, tag, true, now).await?;
-                format!("tagged {tag}")
-            }
-            Step::Untag(tag) => {
-                store::set_tag(tx, contact, tag, false, now).await?;
-                format!("untagged {tag}")
+            Step::Tag(tag) | Step::Untag(tag) => {
+                let present = matches!(step, Step::Tag(_));
+                let mut tags = contact.tags.0.clone();
+                tags.retain(|t| t != tag);
+                if present {
+                    tags.push(tag.clone());
+                }
+                if let Some((known, context)) = contacts.get_mut(&contact.id) {
+                    known.tags.0 = tags.clone();
+                    context["tags"] = json!(tags);
+                }
+                effects.tags.insert(contact.id, tags);
+                format!("{} {tag}", if present { "tagged" } else { "untagged" })
             }
             Step::SetOwner(owner) => {
                 store::set_owner(tx, contact, owner, &format!("workflow:{}", workflow.name), now).await?;

@@ -395,19 +395,22 @@ pub async fn set_owner(conn: &mut Conn, contact: &Contact, owner: &str, by: &str
     insert_history(conn, contact.id, "owner", Some(&contact.owner), Some(owner), by, now).await
 }
 
-/// Adds (`present = true`) or removes a tag.
-pub async fn set_tag(conn: &mut Conn, contact: &Contact, tag: &str, present: bool, now: i64) -> anyhow::Result<()> {
-    let mut tags = contact.tags.0.clone();
-    tags.retain(|t| t != tag);
-    if present {
-        tags.push(tag.to_string());
+/// Sets contacts' tags, each (contact id, all its tags), in one statement.
+pub async fn set_tags(
+    conn: &mut Conn,
+    tags: &std::collections::BTreeMap<i64, Vec<String>>,
+    now: i64,
+) -> anyhow::Result<()> {
+    if tags.is_empty() {
+        return Ok(());
     }
-    sqlx::query("UPDATE contacts SET tags = ?, updated_at = ? WHERE id = ?")
-        .bind(Json(&tags))
-        .bind(now)
-        .bind(contact.id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE contacts SET tags = j.value, updated_at = ? FROM json_each(?) AS j WHERE contacts.id = CAST(j.key AS INTEGER)",
+    )
+    .bind(now)
+    .bind(serde_json::to_string(tags)?)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
