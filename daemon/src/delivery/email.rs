@@ -26,9 +26,9 @@ use tokio::time::{Instant, timeout_at};
 use crate::config::{Config, SmtpConfig, SmtpTls};
 use crate::store::{OutboxRow, Outcome};
 
-/// SMTP sessions kept open. Each exchange is several round trips, so throughput
-/// comes from parallel sessions.
-pub const POOL_SIZE: usize = 32;
+/// The most SMTP sessions kept open (`delivery.concurrency` is capped at it).
+/// Each exchange is several round trips, so throughput comes from parallel sessions.
+pub const POOL_SIZE: usize = 128;
 /// An idle session older than this is closed rather than reused: servers drop idle clients.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
 
