@@ -433,6 +433,88 @@ fn csv_import_reports_each_bad_row_keeps_the_good_ones_and_is_idempotent() {
     );
 }
 
+/// Imports store a batch of rows in a few statements; a contact or an order that
+/// comes twice, in one batch or in two, is still recognised, whatever identifies it.
+#[test]
+fn csv_import_recognises_repeats_within_a_batch_and_across_batches() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    // 2,501 rows: three batches of 1,000. c0 comes again in its batch and in the third; a
+    // contact known by phone only, and one by name and company only, come again in the second.
+    let mut rows: Vec<String> = (0..2_495)
+        .map(|i| format!("Contact {i},Acme,c{i}@example.com,"))
+        .collect();
+    rows.insert(2, "Phone Only,,,+861000".into());
+    rows.insert(3, "No Details,Acme,,".into());
+    rows.insert(4, "Again,Acme,c0@example.com,".into());
+    rows.insert(1_700, "Phone Again,Other,,+861000".into());
+    rows.insert(1_800, "No Details,Acme,,".into());
+    rows.insert(2_400, "Again,Acme,c0@example.com,".into());
+    let contacts = format!("name,company,email,phone\n{}\n", rows.join("\n"));
+    let file = nudge.path("contacts.csv");
+    std::fs::write(&file, &contacts).unwrap();
+    let (ok, stdout, stderr) = nudge.try_cli(&["contact", "import", file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 2497 contacts, 4 already present, 0 bad rows skipped"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(show(&nudge, "c0@example.com")["contact"]["name"], "Contact 0");
+    // Every contact added has its one `contact_created` event, none more.
+    let counts = nudge.query(
+        "SELECT (SELECT COUNT(*) FROM contacts), (SELECT COUNT(*) FROM events WHERE kind = 'contact_created'),
+                (SELECT COUNT(*) FROM contacts c WHERE NOT EXISTS
+                   (SELECT 1 FROM events e WHERE e.contact_id = c.id AND e.kind = 'contact_created'))",
+    );
+    assert_eq!(counts, serde_json::json!([[2497, 2497, 0]]));
+
+    // Orders: o-1 repeats unchanged in its batch and in the next, o-2 repeats with another
+    // amount (a conflict, reported), o-3 repeats without its date (the same order).
+    let mut orders = String::from("id,contact,amount,date\n");
+    for i in 0..1_200 {
+        match i + 2 {
+            10 | 1_100 => orders.push_str("o-1,c1@example.com,100.00,2026-11-01\n"),
+            11 => orders.push_str("o-2,c2@example.com,100.00,2026-11-01\n"),
+            12 => orders.push_str("o-2,c2@example.com,999.00,2026-11-01\n"),
+            13 => orders.push_str("o-3,c3@example.com,5.00,2026-11-20\n"),
+            14 => orders.push_str("o-3,c3@example.com,5.00,\n"),
+            _ => orders.push_str(&format!("n-{i},c{}@example.com,10.00,2026-11-02\n", i + 10)),
+        }
+    }
+    let file = nudge.path("orders.csv");
+    std::fs::write(&file, &orders).unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, stdout, stderr) = nudge.try_cli(&["order", "import", file]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 1197 orders, 2 already present, 1 bad rows skipped"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:12: order `o-2` exists already with other content (100.00 CNY"
+        )),
+        "{stderr}"
+    );
+    let shown = show(&nudge, "c1@example.com");
+    assert_eq!(shown["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(shown["contact"]["customer_since"], "2026-11-01");
+    assert_eq!(show(&nudge, "c2@example.com")["orders"][0]["amount_minor"], 10000);
+    // One order_placed event per order added, pointing at it.
+    let placed = nudge.query(
+        "SELECT COUNT(*), COUNT(DISTINCT payload ->> 'order_id'),
+                SUM(EXISTS (SELECT 1 FROM orders o WHERE o.id = e.payload ->> 'order_id' AND o.contact_id = e.contact_id))
+         FROM events e WHERE kind = 'order_placed'",
+    );
+    assert_eq!(placed, serde_json::json!([[1197, 1197, 1197]]));
+    let (_, stdout, _) = nudge.try_cli(&["order", "import", file]);
+    assert!(
+        stdout.contains("imported 0 orders, 1199 already present, 1 bad rows skipped"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn strict_csv_import_keeps_nothing_when_a_row_is_bad() {
     let tmp = scratch();

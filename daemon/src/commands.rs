@@ -257,7 +257,7 @@ pub async fn order_import(config: &Config, file: &Path, strict: bool, history: b
     } else {
         insight::Events::Write
     };
-    let mut orders = import::orders::Orders::new(&rules, clock.now_ms(), events);
+    let mut orders = import::orders::Orders::new(rules, clock.now_ms(), events);
     let summary = import::import_csv(&store, file, strict, &mut orders).await?;
     println!(
         "imported {} orders, {} already present, {} bad rows skipped",

@@ -318,27 +318,31 @@ pub async fn build(
 
     // Conversion rate: follow-ups in the period after which the contact ordered (on the
     // follow-up's day or within the conversion window after it).
-    let follow_ups: Vec<(i64, i64)> = bound!(sqlx::query_as(&format!(
-        "SELECT f.contact_id, f.at FROM follow_ups f JOIN contacts c ON c.id = f.contact_id
+    let follow_ups: Option<String> = bound!(sqlx::query_scalar(&format!(
+        "SELECT json_group_array(json_array(f.contact_id, f.at)) FROM follow_ups f JOIN contacts c ON c.id = f.contact_id
          WHERE f.at >= ?4 AND f.at < ?5 AND {FILTER}"
     )))
-    .fetch_all(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
+    let follow_ups: Vec<(i64, i64)> = serde_json::from_str(follow_ups.as_deref().unwrap_or("[]"))?;
     let window = rules.report.as_ref().map(|r| r.conversion_window);
-    let mut converted = 0;
-    for (contact_id, at) in &follow_ups {
-        let day = rules.date_of(*at);
-        let last_day = window.map_or(day, |w| add_days(day, w));
-        let ordered: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM orders WHERE contact_id = ? AND ordered_on >= ? AND ordered_on <= ?)",
-        )
-        .bind(contact_id)
-        .bind(day.to_string())
-        .bind(last_day.to_string())
-        .fetch_one(&mut *conn)
-        .await?;
-        converted += i64::from(ordered);
-    }
+    // Each follow-up with the days (in the rules' zone) an order would count on.
+    let spans: Vec<(i64, String, String)> = follow_ups
+        .iter()
+        .map(|&(contact_id, at)| {
+            let day = rules.date_of(at);
+            let last_day = window.map_or(day, |w| add_days(day, w));
+            (contact_id, day.to_string(), last_day.to_string())
+        })
+        .collect();
+    let converted: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM json_each(?) AS j WHERE EXISTS (
+             SELECT 1 FROM orders o WHERE o.contact_id = j.value ->> 0
+                                      AND o.ordered_on >= j.value ->> 1 AND o.ordered_on <= j.value ->> 2)",
+    )
+    .bind(serde_json::to_string(&spans)?)
+    .fetch_one(&mut *conn)
+    .await?;
 
     // Churn rate: of the customers (contacts with orders), those churned now.
     let (customers, churned): (i64, Option<i64>) = bound!(sqlx::query_as(&format!(

@@ -417,6 +417,23 @@ impl Nudge {
         );
     }
 
+    /// The rows of a query on the daemon's database (Python's sqlite3), as JSON arrays.
+    pub fn query(&self, sql: &str) -> Value {
+        let script = "import json, sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=30)\nprint(json.dumps(c.execute(sys.argv[2]).fetchall()))";
+        let out = Command::new(python())
+            .args(["-c", script])
+            .arg(self.path("nudge.db"))
+            .arg(sql)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "query failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Moves the virtual clock forward.
     pub fn advance(&self, by: &str) {
         self.cli(&["clock", "--advance", by]);

@@ -2,7 +2,7 @@
 //! `;`). A contact known already is left as it is: by email, or without an email
 //! by phone, or without either by name and company, so a re-import adds nobody twice.
 
-use super::{Row, RowKind, RowOutcome};
+use super::{Parser, Row, RowKind, RowOutcome};
 use crate::store::{self, NewContact, Tx};
 
 pub struct Contacts {
@@ -10,6 +10,8 @@ pub struct Contacts {
 }
 
 impl RowKind for Contacts {
+    type Item = NewContact;
+
     const COLUMNS: &'static [&'static str] = &[
         "name",
         "company",
@@ -38,34 +40,49 @@ impl RowKind for Contacts {
         "consent",
     ];
 
-    async fn import(&mut self, tx: &mut Tx, row: &Row<'_>) -> anyhow::Result<RowOutcome> {
-        let new = NewContact {
-            name: row.text("name"),
-            company: row.text("company"),
-            email: row.owned("email"),
-            phone: row.owned("phone"),
-            owner: row.text("owner"),
-            stage: row.owned("stage"),
-            intent_grade: row.owned("intent_grade"),
-            value_tier: row.owned("value_tier"),
-            tags: row
-                .get("tags")
-                .map(|t| {
-                    t.split(';')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            source: row.text("source"),
-            time_zone: row.owned("time_zone"),
-            locale: row.owned("locale"),
-            consent: row.owned("consent"),
-        };
-        if store::contact_exists(tx, &new).await? {
-            return Ok(RowOutcome::AlreadyPresent);
-        }
-        store::insert_contact(tx, &new, self.now).await?;
-        Ok(RowOutcome::Added)
+    fn parser(&self) -> Parser<NewContact> {
+        Box::new(parse)
     }
+
+    async fn store(&mut self, tx: &mut Tx, items: Vec<NewContact>) -> anyhow::Result<Vec<Result<RowOutcome, String>>> {
+        let added = store::insert_new_contacts(tx, &items, self.now).await?;
+        Ok(added
+            .into_iter()
+            .map(|added| {
+                Ok(if added {
+                    RowOutcome::Added
+                } else {
+                    RowOutcome::AlreadyPresent
+                })
+            })
+            .collect())
+    }
+}
+
+fn parse(row: &Row<'_>) -> Result<NewContact, String> {
+    let new = NewContact {
+        name: row.text("name"),
+        company: row.text("company"),
+        email: row.owned("email"),
+        phone: row.owned("phone"),
+        owner: row.text("owner"),
+        stage: row.owned("stage"),
+        intent_grade: row.owned("intent_grade"),
+        value_tier: row.owned("value_tier"),
+        tags: row
+            .get("tags")
+            .map(|t| {
+                t.split(';')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        source: row.text("source"),
+        time_zone: row.owned("time_zone"),
+        locale: row.owned("locale"),
+        consent: row.owned("consent"),
+    };
+    new.validate().map_err(|e| e.0)?;
+    Ok(new)
 }

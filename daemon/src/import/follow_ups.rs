@@ -4,7 +4,7 @@
 //! `followup log --at` would: it answers inquiries, sets the next follow-up and
 //! writes `follow_up_logged`.
 
-use super::{Row, RowKind, RowOutcome};
+use super::{Parser, Row, RowKind, RowOutcome};
 use crate::api::FollowUpInput;
 use crate::insight::{Events, reclassify_by_id};
 use crate::store::{self, Invalid, Tx};
@@ -17,6 +17,8 @@ pub struct FollowUps<'a> {
 }
 
 impl RowKind for FollowUps<'_> {
+    type Item = (String, FollowUpInput);
+
     const COLUMNS: &'static [&'static str] = &[
         "contact",
         "at",
@@ -46,25 +48,33 @@ impl RowKind for FollowUps<'_> {
         "owner",
     ];
 
-    async fn import(&mut self, tx: &mut Tx, row: &Row<'_>) -> anyhow::Result<RowOutcome> {
-        let reference = row.text("contact");
-        let contact = store::find_contact(tx, &reference)
+    fn parser(&self) -> Parser<(String, FollowUpInput)> {
+        Box::new(parse)
+    }
+
+    /// Row by row: a follow-up's effects (inquiries answered, the next follow-up,
+    /// the stage) depend on the contact as the rows before left it.
+    async fn store(
+        &mut self,
+        tx: &mut Tx,
+        items: Vec<(String, FollowUpInput)>,
+    ) -> anyhow::Result<Vec<Result<RowOutcome, String>>> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (reference, input) in items {
+            outcomes.push(match self.log(tx, &reference, input).await {
+                Ok(outcome) => Ok(outcome),
+                Err(e) => Err(e.downcast::<Invalid>()?.0),
+            });
+        }
+        Ok(outcomes)
+    }
+}
+
+impl FollowUps<'_> {
+    async fn log(&mut self, tx: &mut Tx, reference: &str, input: FollowUpInput) -> anyhow::Result<RowOutcome> {
+        let contact = store::find_contact(tx, reference)
             .await?
             .ok_or_else(|| Invalid(format!("no contact `{reference}` (give an id or an email)")))?;
-        let input = FollowUpInput {
-            at: row.owned("at"),
-            channel: row.text("channel"),
-            summary: row.text("summary"),
-            feedback: row.text("feedback"),
-            intent_grade: row.owned("intent_grade"),
-            attitude: row.owned("attitude"),
-            understanding: row.owned("understanding"),
-            stage: row.owned("stage"),
-            next_follow_up: row.owned("next_follow_up"),
-            next_goal: row.owned("next_goal"),
-            result: row.owned("result"),
-            owner: row.owned("owner"),
-        };
         let follow_up = input.resolve(&contact, self.now)?;
         let at = follow_up.at.unwrap_or(self.now);
         if store::follow_up_exists(tx, contact.id, at, &follow_up.channel, &follow_up.summary).await? {
@@ -74,4 +84,22 @@ impl RowKind for FollowUps<'_> {
         reclassify_by_id(tx, self.rules, contact.id, self.now, Events::Write).await?;
         Ok(RowOutcome::Added)
     }
+}
+
+fn parse(row: &Row<'_>) -> Result<(String, FollowUpInput), String> {
+    let input = FollowUpInput {
+        at: row.owned("at"),
+        channel: row.text("channel"),
+        summary: row.text("summary"),
+        feedback: row.text("feedback"),
+        intent_grade: row.owned("intent_grade"),
+        attitude: row.owned("attitude"),
+        understanding: row.owned("understanding"),
+        stage: row.owned("stage"),
+        next_follow_up: row.owned("next_follow_up"),
+        next_goal: row.owned("next_goal"),
+        result: row.owned("result"),
+        owner: row.owned("owner"),
+    };
+    Ok((row.text("contact"), input))
 }

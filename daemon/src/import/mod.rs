@@ -18,12 +18,12 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::store::{Invalid, Store, Tx};
+use crate::store::{Store, Tx};
 
 /// Rows per transaction: large enough that fsyncs do not dominate, small enough
 /// that the daemon is never locked out for long.
 const BATCH_ROWS: usize = 1000;
-/// Without a terminal, a progress line every this many rows.
+/// Without a terminal, a progress line every this many rows (a multiple of `BATCH_ROWS`).
 const PLAIN_PROGRESS_EVERY: u64 = 10_000;
 
 /// What an import did.
@@ -66,11 +66,16 @@ impl Row<'_> {
     }
 }
 
+/// Reads one row of a kind.
+pub type Parser<T> = Box<dyn Fn(&Row<'_>) -> Result<T, String> + Send>;
+
 /// What a kind of row is made of and how it is stored.
 // Implemented and awaited only inside this crate, on the CLI's runtime: the
 // futures need no `Send` bound.
 #[allow(async_fn_in_trait)]
 pub trait RowKind {
+    /// What a row says, checked as far as that needs no database.
+    type Item: Send + 'static;
     /// Every column the file may have.
     const COLUMNS: &'static [&'static str];
     const REQUIRED: &'static [&'static str];
@@ -78,17 +83,27 @@ pub trait RowKind {
     /// amounts, dates), where the CSV reader would otherwise keep it as text.
     const NO_QUOTES: &'static [&'static str];
 
-    /// Stores one row in the batch's transaction; `Invalid` makes it a bad row.
-    async fn import(&mut self, tx: &mut Tx, row: &Row<'_>) -> anyhow::Result<RowOutcome>;
+    /// What reads one row, on the import's reader thread; an error is the reason it is a bad row.
+    fn parser(&self) -> Parser<Self::Item>;
 
-    /// Runs before each batch commits.
-    async fn finish_batch(&mut self, _tx: &mut Tx) -> anyhow::Result<()> {
-        Ok(())
-    }
+    /// Stores a batch of rows in the transaction, in a few statements for the whole
+    /// batch: an outcome for each item, in order; `Err` makes it a bad row.
+    async fn store(&mut self, tx: &mut Tx, items: Vec<Self::Item>) -> anyhow::Result<Vec<Result<RowOutcome, String>>>;
 }
 
-/// Imports `file` row by row as `kind`. Bad rows go to stderr as `file:line: reason`.
+/// Rows read and parsed, by line, and how far into the file they reach.
+struct Batch<T> {
+    rows: Vec<(u64, Result<T, String>)>,
+    rows_read: u64,
+    byte: u64,
+}
+
+/// Imports `file` as `kind`. Bad rows go to stderr as `file:line: reason`.
 /// With `strict`, one bad row keeps the whole file out (every bad row is still reported).
+///
+/// A thread reads and parses the file a batch ahead while this task stores the
+/// batch before: the CSV work and SQLite's run on both cores, and at most three
+/// batches are in memory.
 pub async fn import_csv<K: RowKind>(
     store: &Store,
     file: &Path,
@@ -124,57 +139,20 @@ pub async fn import_csv<K: RowKind>(
     }
 
     let progress = Progress::new(size);
+    let (batches_out, mut batches) = tokio::sync::mpsc::channel(1);
+    let (parse, no_quotes) = (kind.parser(), K::NO_QUOTES);
+    let reading = tokio::task::spawn_blocking(move || read_batches(reader, &headers, no_quotes, &parse, &batches_out));
     let mut summary = ImportSummary::default();
     let mut tx = store.write().await?;
-    let mut in_batch = 0;
-    let mut record = csv::ByteRecord::new();
-    let mut rows = 0u64;
-    loop {
-        let (line, row) = match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => (
-                record.position().map_or(0, |p| p.line()),
-                row_of::<K>(&headers, &record),
-            ),
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                let mut reason = csv_reason(&e);
-                // A quote never closed swallows the lines after it into one field.
-                let last_line = reader.position().line().saturating_sub(1);
-                if last_line > line {
-                    reason += &format!("; this row runs over lines {line}-{last_line}: a quote that is never closed?");
-                }
-                (line, Err(reason))
-            }
-        };
-        rows += 1;
-        let outcome = match row {
-            Ok(row) => match kind.import(&mut tx, &row).await {
-                Ok(outcome) => Ok(outcome),
-                Err(e) => match e.downcast::<Invalid>() {
-                    Ok(invalid) => Err(invalid.0),
-                    Err(e) => return Err(e.context(format!("{}:{line}", file.display()))),
-                },
-            },
-            Err(reason) => Err(reason),
-        };
-        match outcome {
-            Ok(RowOutcome::Added) => summary.added += 1,
-            Ok(RowOutcome::AlreadyPresent) => summary.already_present += 1,
-            Err(reason) => {
-                summary.bad += 1;
-                progress.report(&format!("{}:{line}: {reason}", file.display()));
-            }
-        }
-        in_batch += 1;
-        if !strict && in_batch >= BATCH_ROWS {
-            kind.finish_batch(&mut tx).await?;
+    while let Some(batch) = batches.recv().await {
+        store_batch(&mut tx, kind, batch.rows, file, &progress, &mut summary).await?;
+        if !strict {
             tx.commit().await?;
             tx = store.write().await?;
-            in_batch = 0;
         }
-        progress.advance(rows, reader.position().byte(), &summary);
+        progress.advance(batch.rows_read, batch.byte, &summary);
     }
+    reading.await.context("the CSV reader")?;
     progress.finish();
     if strict && summary.bad > 0 {
         tx.rollback().await?;
@@ -184,13 +162,104 @@ pub async fn import_csv<K: RowKind>(
             summary.bad
         );
     }
-    kind.finish_batch(&mut tx).await?;
     tx.commit().await?;
     Ok(summary)
 }
 
+/// Reads the file in batches of `BATCH_ROWS` rows, each row parsed or why it is bad;
+/// stops early when the batches are no longer taken (the import failed).
+fn read_batches<T>(
+    mut reader: csv::Reader<std::fs::File>,
+    headers: &[String],
+    no_quotes: &[&str],
+    parse: &Parser<T>,
+    out: &tokio::sync::mpsc::Sender<Batch<T>>,
+) {
+    let mut record = csv::ByteRecord::new();
+    let mut rows_read = 0u64;
+    let mut rows = Vec::with_capacity(BATCH_ROWS);
+    loop {
+        let more = match reader.read_byte_record(&mut record) {
+            Ok(false) => false,
+            Ok(true) => {
+                let line = record.position().map_or(0, |p| p.line());
+                rows.push((line, row_of(headers, no_quotes, &record).and_then(|row| parse(&row))));
+                true
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                let mut reason = csv_reason(&e);
+                // A quote never closed swallows the lines after it into one field.
+                let last_line = reader.position().line().saturating_sub(1);
+                if last_line > line {
+                    reason += &format!("; this row runs over lines {line}-{last_line}: a quote that is never closed?");
+                }
+                rows.push((line, Err(reason)));
+                true
+            }
+        };
+        rows_read += u64::from(more);
+        if rows.len() >= BATCH_ROWS || (!more && !rows.is_empty()) {
+            let batch = Batch {
+                rows: std::mem::replace(&mut rows, Vec::with_capacity(BATCH_ROWS)),
+                rows_read,
+                byte: reader.position().byte(),
+            };
+            if out.blocking_send(batch).is_err() {
+                return;
+            }
+        }
+        if !more {
+            return;
+        }
+    }
+}
+
+/// Stores the good rows of a batch and reports the bad ones, in line order.
+async fn store_batch<K: RowKind>(
+    tx: &mut Tx,
+    kind: &mut K,
+    batch: Vec<(u64, Result<K::Item, String>)>,
+    file: &Path,
+    progress: &Progress,
+    summary: &mut ImportSummary,
+) -> anyhow::Result<()> {
+    let (first, last) = (batch[0].0, batch[batch.len() - 1].0);
+    let mut lines = Vec::with_capacity(batch.len());
+    let mut items = Vec::with_capacity(batch.len());
+    for (line, parsed) in batch {
+        match parsed {
+            Ok(item) => {
+                lines.push((line, None));
+                items.push(item);
+            }
+            Err(reason) => lines.push((line, Some(reason))),
+        }
+    }
+    let mut stored = kind
+        .store(tx, items)
+        .await
+        .with_context(|| format!("{}:{first}-{last}", file.display()))?
+        .into_iter();
+    for (line, bad) in lines {
+        let outcome = match bad {
+            Some(reason) => Err(reason),
+            None => stored.next().context("an outcome for every stored row")?,
+        };
+        match outcome {
+            Ok(RowOutcome::Added) => summary.added += 1,
+            Ok(RowOutcome::AlreadyPresent) => summary.already_present += 1,
+            Err(reason) => {
+                summary.bad += 1;
+                progress.report(&format!("{}:{line}: {reason}", file.display()));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The row in one CSV record, or why it cannot be one.
-fn row_of<'h, K: RowKind>(headers: &'h [String], record: &csv::ByteRecord) -> Result<Row<'h>, String> {
+fn row_of<'h>(headers: &'h [String], no_quotes: &[&str], record: &csv::ByteRecord) -> Result<Row<'h>, String> {
     let mut values = Vec::with_capacity(headers.len());
     for (header, bytes) in headers.iter().zip(record.iter()) {
         let value = std::str::from_utf8(bytes)
@@ -201,7 +270,7 @@ fn row_of<'h, K: RowKind>(headers: &'h [String], record: &csv::ByteRecord) -> Re
                 )
             })?
             .trim();
-        if value.contains('"') && K::NO_QUOTES.contains(&header.as_str()) {
+        if value.contains('"') && no_quotes.contains(&header.as_str()) {
             return Err(format!(
                 "broken quoting in column `{header}`: a quote inside an unquoted field (quote the whole field, and write \"\" for a quote inside it)"
             ));
@@ -251,9 +320,7 @@ impl Progress {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(byte);
-                if rows.is_multiple_of(256) {
-                    bar.set_message(format!("{rows} rows, {} bad", summary.bad));
-                }
+                bar.set_message(format!("{rows} rows, {} bad", summary.bad));
             }
             None if rows.is_multiple_of(PLAIN_PROGRESS_EVERY) => {
                 eprintln!("... {rows} rows read, {} added, {} bad", summary.added, summary.bad)

@@ -3,62 +3,79 @@
 //! customer's past orders moves their tier once, not once per order.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use super::{Row, RowKind, RowOutcome};
-use crate::insight::{Amount, Events, NewOrder, OrderOutcome, order_placed, reclassify_by_id, store_order};
-use crate::store::Tx;
+use super::{Parser, RowKind, RowOutcome};
+use crate::insight::{
+    Amount, CheckedOrder, Events, NewOrder, OrderOutcome, order_placed_payload, reclassify_customers, store_orders,
+};
+use crate::store::{self, NewEvent, Tx};
 use crate::workflow::ClassificationRules;
 
-pub struct Orders<'a> {
-    pub rules: &'a ClassificationRules,
+pub struct Orders {
+    pub rules: Arc<ClassificationRules>,
     pub now: i64,
     /// Whether classification changes start workflows (not for `--history`).
     pub events: Events,
-    /// Customers with new orders in this batch.
-    customers: BTreeSet<i64>,
 }
 
-impl<'a> Orders<'a> {
-    pub fn new(rules: &'a ClassificationRules, now: i64, events: Events) -> Self {
-        Orders {
-            rules,
-            now,
-            events,
-            customers: BTreeSet::new(),
-        }
+impl Orders {
+    pub fn new(rules: Arc<ClassificationRules>, now: i64, events: Events) -> Self {
+        Orders { rules, now, events }
     }
 }
 
-impl RowKind for Orders<'_> {
+impl RowKind for Orders {
+    type Item = CheckedOrder;
+
     const COLUMNS: &'static [&'static str] = &["id", "contact", "amount", "currency", "date", "items"];
     const REQUIRED: &'static [&'static str] = &["id", "contact", "amount"];
     const NO_QUOTES: &'static [&'static str] = &["id", "contact", "amount", "currency", "date"];
 
-    async fn import(&mut self, tx: &mut Tx, row: &Row<'_>) -> anyhow::Result<RowOutcome> {
-        let order = NewOrder {
-            id: row.text("id"),
-            contact: row.text("contact"),
-            amount: Amount::Text(row.text("amount")),
-            currency: row.owned("currency"),
-            date: row.owned("date"),
-            items: row.text("items"),
-        };
-        Ok(match store_order(tx, self.rules, &order, self.now).await? {
-            OrderOutcome::Added { order_id, contact_id } => {
-                if self.events == Events::Write {
-                    order_placed(tx, order_id, contact_id, self.now).await?;
-                }
-                self.customers.insert(contact_id);
-                RowOutcome::Added
-            }
-            OrderOutcome::AlreadyPresent { .. } => RowOutcome::AlreadyPresent,
+    fn parser(&self) -> Parser<CheckedOrder> {
+        let (rules, now) = (self.rules.clone(), self.now);
+        Box::new(move |row| {
+            let order = NewOrder {
+                id: row.text("id"),
+                contact: row.text("contact"),
+                amount: Amount::Text(row.text("amount")),
+                currency: row.owned("currency"),
+                date: row.owned("date"),
+                items: row.text("items"),
+            };
+            order.check(&rules, now).map_err(|e| e.0)
         })
     }
 
-    async fn finish_batch(&mut self, tx: &mut Tx) -> anyhow::Result<()> {
-        for id in std::mem::take(&mut self.customers) {
-            reclassify_by_id(tx, Some(self.rules), id, self.now, self.events).await?;
+    async fn store(
+        &mut self,
+        tx: &mut Tx,
+        items: Vec<CheckedOrder>,
+    ) -> anyhow::Result<Vec<Result<RowOutcome, String>>> {
+        let outcomes = store_orders(tx, &items, self.now).await?;
+        let mut placed = Vec::new();
+        let mut customers = BTreeSet::new();
+        let rows = outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(OrderOutcome::Added { order_id, contact_id }) => {
+                    placed.push(NewEvent {
+                        kind: "order_placed",
+                        contact_id,
+                        payload: order_placed_payload(order_id),
+                    });
+                    customers.insert(contact_id);
+                    Ok(RowOutcome::Added)
+                }
+                Ok(OrderOutcome::AlreadyPresent { .. }) => Ok(RowOutcome::AlreadyPresent),
+                Err(invalid) => Err(invalid.0),
+            })
+            .collect();
+        if self.events == Events::Write {
+            store::insert_events(tx, &placed, self.now).await?;
         }
-        Ok(())
+        let customers: Vec<i64> = customers.into_iter().collect();
+        reclassify_customers(tx, &self.rules, &customers, self.now, self.events).await?;
+        Ok(rows)
     }
 }

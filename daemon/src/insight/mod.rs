@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::runs::Engine;
-use crate::store::{self, Conn, Contact, Invalid, OrderInsert, OrderRow, Store};
+use crate::store::{self, Change, ComputedClassification, Conn, Invalid, NewEvent, Order, OrderRow, Store};
 use crate::workflow::{CLASSIFICATION_FILE, ClassificationRules, WorkflowSet};
 use classify::{CustomerFacts, classify, window_starts};
 
@@ -94,6 +94,66 @@ pub enum Events {
     Skip,
 }
 
+/// An order checked against the rules (id, amount, currency, date), before it
+/// meets the database.
+#[derive(Debug, Clone)]
+pub struct CheckedOrder {
+    pub external_id: String,
+    /// The contact's id or email, as given.
+    pub contact: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub base_amount_minor: i64,
+    /// YYYY-MM-DD in the rules' time zone.
+    pub ordered_on: String,
+    /// A retry that leaves out the date (which defaults to today) is still the same order.
+    pub date_given: bool,
+    pub items: String,
+}
+
+impl NewOrder {
+    /// Validates and converts what needs no database: a missing id, a bad amount or
+    /// date, a currency without a rate or a date in the future are `Invalid`.
+    pub fn check(&self, rules: &ClassificationRules, now: i64) -> Result<CheckedOrder, Invalid> {
+        let external_id = self.id.trim();
+        if external_id.is_empty() {
+            return Err(Invalid(
+                "an order needs an id (the order number of your shop or ERP)".into(),
+            ));
+        }
+        let amount_minor = self.amount.minor_units()?;
+        let currency = self
+            .currency
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .unwrap_or(&rules.base_currency)
+            .to_ascii_uppercase();
+        let rate = rules.rate(&currency).map_err(Invalid)?;
+        let today = rules.today(now);
+        let date_given = self.date.as_deref().map(str::trim).filter(|d| !d.is_empty());
+        let ordered_on = match date_given {
+            None => today,
+            Some(text) => parse_order_date(rules, text)?,
+        };
+        if ordered_on > today {
+            return Err(Invalid(format!(
+                "order date {ordered_on} is in the future (today is {today})"
+            )));
+        }
+        Ok(CheckedOrder {
+            external_id: external_id.to_string(),
+            contact: self.contact.trim().to_string(),
+            amount_minor,
+            base_amount_minor: money::convert(amount_minor, rate),
+            currency,
+            ordered_on: ordered_on.to_string(),
+            date_given: date_given.is_some(),
+            items: self.items.trim().to_string(),
+        })
+    }
+}
+
 /// Validates, converts and stores an order, and re-classifies its customer, all
 /// in the caller's transaction. An unknown contact or currency, a bad amount or
 /// date, or an existing order of the same id with other content is `Invalid`.
@@ -103,89 +163,115 @@ pub async fn record_order(
     new: &NewOrder,
     now: i64,
 ) -> anyhow::Result<OrderOutcome> {
-    let outcome = store_order(conn, rules, new, now).await?;
+    let checked = new.check(rules, now)?;
+    let outcome = store_orders(conn, std::slice::from_ref(&checked), now)
+        .await?
+        .remove(0)?;
     if let OrderOutcome::Added { order_id, contact_id } = outcome {
         order_placed(conn, order_id, contact_id, now).await?;
-        reclassify_by_id(conn, Some(rules), contact_id, now, Events::Write).await?;
+        reclassify_customers(conn, rules, &[contact_id], now, Events::Write).await?;
     }
     Ok(outcome)
 }
 
 /// The `order_placed` event: what the `ordered` exit condition of a run looks for.
 pub async fn order_placed(conn: &mut Conn, order_id: i64, contact_id: i64, now: i64) -> anyhow::Result<()> {
-    store::insert_event(conn, "order_placed", contact_id, &json!({ "order_id": order_id }), now).await?;
+    store::insert_event(conn, "order_placed", contact_id, &order_placed_payload(order_id), now).await?;
     Ok(())
 }
 
-/// Validates, converts and stores an order without re-classifying its customer:
-/// for imports, which classify each customer once per batch.
-pub async fn store_order(
+pub fn order_placed_payload(order_id: i64) -> serde_json::Value {
+    json!({ "order_id": order_id })
+}
+
+/// Stores checked orders without re-classifying their customers (imports classify
+/// each customer once per batch), in a few statements whatever their number: an
+/// outcome for each, in order. An order whose contact is unknown, or whose id is
+/// stored (or comes earlier in `orders`) with other content, is `Invalid`.
+pub async fn store_orders(
     conn: &mut Conn,
-    rules: &ClassificationRules,
-    new: &NewOrder,
+    orders: &[CheckedOrder],
     now: i64,
-) -> anyhow::Result<OrderOutcome> {
-    let external_id = new.id.trim();
-    if external_id.is_empty() {
-        return Err(Invalid("an order needs an id (the order number of your shop or ERP)".into()).into());
-    }
-    let amount_minor = new.amount.minor_units()?;
-    let currency = new
-        .currency
-        .as_deref()
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .unwrap_or(&rules.base_currency)
-        .to_ascii_uppercase();
-    let rate = rules.rate(&currency).map_err(Invalid)?;
-    let today = rules.today(now);
-    let date_given = new.date.as_deref().map(str::trim).filter(|d| !d.is_empty());
-    let ordered_on = match date_given {
-        None => today,
-        Some(text) => parse_order_date(rules, text)?,
-    };
-    if ordered_on > today {
-        return Err(Invalid(format!("order date {ordered_on} is in the future (today is {today})")).into());
-    }
-    let contact = store::find_contact(conn, &new.contact)
-        .await?
-        .ok_or_else(|| Invalid(format!("no contact `{}` (give an id or an email)", new.contact.trim())))?;
-    let ordered_on = ordered_on.to_string();
-    let row = OrderRow {
-        external_id,
-        contact_id: contact.id,
-        amount_minor,
-        currency: &currency,
-        base_amount_minor: money::convert(amount_minor, rate),
-        ordered_on: &ordered_on,
-        items: new.items.trim(),
-    };
-    match store::insert_order(conn, &row, now).await? {
-        OrderInsert::Added(order_id) => Ok(OrderOutcome::Added {
-            order_id,
-            contact_id: contact.id,
-        }),
-        OrderInsert::AlreadyPresent(order_id) => Ok(OrderOutcome::AlreadyPresent { order_id }),
-        // A retry that left out the date (which defaults to today) is still the same order.
-        OrderInsert::Conflict(existing)
-            if date_given.is_none()
-                && existing.contact_id == row.contact_id
-                && existing.amount_minor == row.amount_minor
-                && existing.currency == row.currency
-                && existing.items == row.items =>
-        {
-            Ok(OrderOutcome::AlreadyPresent { order_id: existing.id })
+) -> anyhow::Result<Vec<Result<OrderOutcome, Invalid>>> {
+    let contacts = store::contact_ids_by_reference(conn, orders.iter().map(|o| o.contact.as_str())).await?;
+    let external_ids: Vec<&str> = orders.iter().map(|o| o.external_id.as_str()).collect();
+    let mut known = store::orders_by_external_id(conn, &external_ids).await?;
+    let mut new_rows = Vec::new();
+    let mut outcomes = Vec::with_capacity(orders.len());
+    for order in orders {
+        let Some(contact_id) = contacts.get(&order.contact) else {
+            outcomes.push(Err(Invalid(format!(
+                "no contact `{}` (give an id or an email)",
+                order.contact
+            ))));
+            continue;
+        };
+        let stored = Order {
+            id: 0, // given below, once inserted
+            external_id: order.external_id.clone(),
+            contact_id,
+            amount_minor: order.amount_minor,
+            currency: order.currency.clone(),
+            base_amount_minor: order.base_amount_minor,
+            ordered_on: order.ordered_on.clone(),
+            items: order.items.clone(),
+        };
+        match known.get(&order.external_id) {
+            Some(existing) => outcomes.push(same_order(existing, &stored, order.date_given)),
+            None => {
+                outcomes.push(Ok(OrderOutcome::Added {
+                    order_id: 0,
+                    contact_id,
+                }));
+                new_rows.push(stored.clone());
+                known.insert(stored.external_id.clone(), stored);
+            }
         }
-        OrderInsert::Conflict(existing) => Err(Invalid(format!(
-            "order `{external_id}` exists already with other content ({} {} on {} for contact {}); \
-             orders are never changed by sending them again",
-            money::format_minor(existing.amount_minor),
-            existing.currency,
-            existing.ordered_on,
-            existing.contact_id
-        ))
-        .into()),
     }
+    let rows: Vec<OrderRow> = new_rows
+        .iter()
+        .map(|o| OrderRow {
+            external_id: &o.external_id,
+            contact_id: o.contact_id,
+            amount_minor: o.amount_minor,
+            currency: &o.currency,
+            base_amount_minor: o.base_amount_minor,
+            ordered_on: &o.ordered_on,
+            items: &o.items,
+        })
+        .collect();
+    let ids = store::insert_orders(conn, &rows, now).await?;
+    let new_ids: std::collections::HashMap<&str, i64> =
+        new_rows.iter().map(|o| o.external_id.as_str()).zip(ids).collect();
+    for (outcome, order) in outcomes.iter_mut().zip(orders) {
+        if let Ok(OrderOutcome::Added { order_id, .. } | OrderOutcome::AlreadyPresent { order_id }) = outcome
+            && *order_id == 0
+        {
+            *order_id = new_ids[order.external_id.as_str()];
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Whether `new` is the order stored as `existing`: the same, or a conflict.
+fn same_order(existing: &Order, new: &Order, date_given: bool) -> Result<OrderOutcome, Invalid> {
+    // The base amount is left out: a rate changed since does not make it another order.
+    let same_but_date = existing.contact_id == new.contact_id
+        && existing.amount_minor == new.amount_minor
+        && existing.currency == new.currency
+        && existing.items == new.items;
+    if same_but_date && (existing.ordered_on == new.ordered_on || !date_given) {
+        return Ok(OrderOutcome::AlreadyPresent { order_id: existing.id });
+    }
+    Err(Invalid(format!(
+        "order `{}` exists already with other content ({} {} on {} for contact {}); \
+         orders are never changed by sending them again",
+        existing.external_id,
+        money::format_minor(existing.amount_minor),
+        existing.currency,
+        existing.ordered_on,
+        existing.contact_id
+    )))
 }
 
 fn parse_order_date(rules: &ClassificationRules, text: &str) -> Result<jiff::civil::Date, Invalid> {
@@ -203,126 +289,105 @@ fn parse_order_date(rules: &ClassificationRules, text: &str) -> Result<jiff::civ
     )))
 }
 
-/// Computes a contact's classification from its orders and writes what changed,
-/// each change with its history entry and (unless `Events::Skip`) its event. A
-/// contact without orders is left alone: its tier may have been set by hand.
-/// Returns the number of changes.
-pub async fn reclassify(
+/// Computes the classification of customers from their orders and writes what
+/// changed, each change with its history entry and (unless `Events::Skip`) its
+/// event, in a few statements for the whole batch. Contacts without orders are
+/// left alone: their tier may have been set by hand. Returns the number of changes.
+pub async fn reclassify_customers(
     conn: &mut Conn,
     rules: &ClassificationRules,
-    contact: &Contact,
+    contact_ids: &[i64],
     now: i64,
     events: Events,
 ) -> anyhow::Result<usize> {
     let today = rules.today(now);
     let (value_since, rfm_since) = window_starts(rules, today);
-    let totals = store::order_totals(conn, contact.id, &value_since.to_string(), &rfm_since.to_string()).await?;
-    let (Some(first_order), Some(last_order)) = (&totals.first_order, &totals.last_order) else {
-        return Ok(0);
-    };
-    let facts = CustomerFacts {
-        first_order: first_order.parse().context("stored order date")?,
-        last_order: last_order.parse().context("stored order date")?,
-        value_window_amount: totals.value_window_amount,
-        rfm_window_count: totals.rfm_window_count,
-        rfm_window_amount: totals.rfm_window_amount,
-        last_follow_up: totals.last_follow_up_at.map(|at| rules.date_of(at)),
-    };
-    let now_class = classify(rules, &facts, today);
-    let scores = now_class.rfm_scores();
+    let customers =
+        store::customer_records(conn, contact_ids, &value_since.to_string(), &rfm_since.to_string()).await?;
+    let write_events = events == Events::Write;
+    let mut history = Vec::new();
+    let mut new_events = Vec::new();
+    let mut computed = Vec::new();
     let mut changes = 0;
-    if contact.customer_since.is_none() {
-        if events == Events::Write {
-            store::insert_event(conn, "first_order", contact.id, &json!({ "date": first_order }), now).await?;
-        }
-        changes += 1;
-    }
-    let changed = |old: &Option<String>, new: &str| old.as_deref() != Some(new);
-    if changed(&contact.value_tier, now_class.value_tier) {
-        let event = (events == Events::Write).then_some("tier_changed");
-        record_change(
-            conn,
-            contact.id,
-            "value_tier",
-            event,
-            &contact.value_tier,
-            now_class.value_tier,
-            now,
-        )
-        .await?;
-        changes += 1;
-    }
-    if changed(&contact.rfm_grade, now_class.rfm_grade) {
-        let event = (events == Events::Write).then_some("rfm_changed");
-        record_change(
-            conn,
-            contact.id,
-            "rfm_grade",
-            event,
-            &contact.rfm_grade,
-            now_class.rfm_grade,
-            now,
-        )
-        .await?;
-        changes += 1;
-    }
-    if changed(&contact.behaviour, now_class.behaviour) {
-        let from = contact.behaviour.as_deref();
-        store::insert_history(
-            conn,
-            contact.id,
-            "behaviour",
-            from,
-            Some(now_class.behaviour),
-            CLASSIFIER,
-            now,
-        )
-        .await?;
-        // Falling dormant starts reactivation; buying again (from dormant or churned) ends it.
-        let event = match (from, now_class.behaviour) {
-            (_, "dormant") => Some("became_dormant"),
-            (Some("dormant" | "churned"), "active") => Some("became_active"),
-            _ => None,
+    for c in &customers {
+        let facts = CustomerFacts {
+            first_order: c.first_order.parse().context("stored order date")?,
+            last_order: c.last_order.parse().context("stored order date")?,
+            value_window_amount: c.value_window_amount,
+            rfm_window_count: c.rfm_window_count,
+            rfm_window_amount: c.rfm_window_amount,
+            last_follow_up: c.last_follow_up_at.map(|at| rules.date_of(at)),
         };
-        if let Some(event) = event.filter(|_| events == Events::Write) {
-            let payload = json!({ "from": from.unwrap_or(""), "last_order": last_order });
-            store::insert_event(conn, event, contact.id, &payload, now).await?;
-        }
-        changes += 1;
-    }
-    // An older order imported later moves `customer_since` without changing anything else.
-    if changes > 0
-        || contact.rfm_scores.as_deref() != Some(scores.as_str())
-        || contact.customer_since.as_deref() != Some(first_order.as_str())
-    {
-        let computed = store::ComputedClassification {
-            value_tier: now_class.value_tier,
-            rfm_grade: now_class.rfm_grade,
-            rfm_scores: &scores,
-            behaviour: now_class.behaviour,
-            customer_since: first_order,
+        let now_class = classify(rules, &facts, today);
+        let scores = now_class.rfm_scores();
+        let before = changes;
+        let mut event = |kind, payload| {
+            if write_events {
+                new_events.push(NewEvent {
+                    kind,
+                    contact_id: c.contact_id,
+                    payload,
+                });
+            }
         };
-        store::set_computed_classification(conn, contact.id, &computed, now).await?;
+        if c.customer_since.is_none() {
+            event("first_order", json!({ "date": c.first_order }));
+            changes += 1;
+        }
+        let fields = [
+            ("value_tier", &c.value_tier, now_class.value_tier, "tier_changed"),
+            ("rfm_grade", &c.rfm_grade, now_class.rfm_grade, "rfm_changed"),
+        ];
+        for (field, from, to, kind) in fields {
+            if from.as_deref() != Some(to) {
+                history.push(Change {
+                    contact_id: c.contact_id,
+                    field,
+                    from: from.as_deref(),
+                    to: Some(to),
+                });
+                event(kind, json!({ "from": from.as_deref().unwrap_or(""), "to": to }));
+                changes += 1;
+            }
+        }
+        let from = c.behaviour.as_deref();
+        if from != Some(now_class.behaviour) {
+            history.push(Change {
+                contact_id: c.contact_id,
+                field: "behaviour",
+                from,
+                to: Some(now_class.behaviour),
+            });
+            // Falling dormant starts reactivation; buying again (from dormant or churned) ends it.
+            let kind = match (from, now_class.behaviour) {
+                (_, "dormant") => Some("became_dormant"),
+                (Some("dormant" | "churned"), "active") => Some("became_active"),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                event(kind, json!({ "from": from.unwrap_or(""), "last_order": c.last_order }));
+            }
+            changes += 1;
+        }
+        // An older order imported later moves `customer_since` without changing anything else.
+        if changes > before
+            || c.rfm_scores.as_deref() != Some(scores.as_str())
+            || c.customer_since.as_deref() != Some(c.first_order.as_str())
+        {
+            computed.push(ComputedClassification {
+                contact_id: c.contact_id,
+                value_tier: now_class.value_tier,
+                rfm_grade: now_class.rfm_grade,
+                rfm_scores: scores,
+                behaviour: now_class.behaviour,
+                customer_since: &c.first_order,
+            });
+        }
     }
+    store::insert_history_entries(conn, &history, CLASSIFIER, now).await?;
+    store::insert_events(conn, &new_events, now).await?;
+    store::set_computed_classifications(conn, &computed, now).await?;
     Ok(changes)
-}
-
-/// A history entry and (with `event`) a `{from, to}` event for one changed field.
-async fn record_change(
-    conn: &mut Conn,
-    contact_id: i64,
-    field: &str,
-    event: Option<&str>,
-    from: &Option<String>,
-    to: &str,
-    now: i64,
-) -> anyhow::Result<()> {
-    store::insert_history(conn, contact_id, field, from.as_deref(), Some(to), CLASSIFIER, now).await?;
-    if let Some(event) = event {
-        let payload = json!({ "from": from.as_deref().unwrap_or(""), "to": to });
-        store::insert_event(conn, event, contact_id, &payload, now).await?;
-    }
-    Ok(())
 }
 
 /// Re-classifies a contact if rules are loaded (after a follow-up, which counts as
@@ -334,10 +399,10 @@ pub async fn reclassify_by_id(
     now: i64,
     events: Events,
 ) -> anyhow::Result<usize> {
-    let (Some(rules), Some(contact)) = (rules, store::contact_by_id(conn, contact_id).await?) else {
-        return Ok(0);
-    };
-    reclassify(conn, rules, &contact, now, events).await
+    match rules {
+        Some(rules) => reclassify_customers(conn, rules, &[contact_id], now, events).await,
+        None => Ok(0),
+    }
 }
 
 /// What a classification pass did.
@@ -373,9 +438,7 @@ pub async fn classification_pass(
     loop {
         let mut tx = store.write().await?;
         let ids = store::customer_ids(&mut tx, after, PASS_BATCH).await?;
-        for &id in &ids {
-            summary.changes += reclassify_by_id(&mut tx, Some(rules), id, now, Events::Write).await?;
-        }
+        summary.changes += reclassify_customers(&mut tx, rules, &ids, now, Events::Write).await?;
         summary.customers += ids.len();
         let done = (ids.len() as i64) < PASS_BATCH;
         if done {

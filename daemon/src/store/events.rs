@@ -29,6 +29,30 @@ pub async fn insert_event(
     .await?)
 }
 
+/// An event for `insert_events`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewEvent<'a> {
+    pub kind: &'a str,
+    pub contact_id: i64,
+    pub payload: serde_json::Value,
+}
+
+/// Writes events in one statement, in the order given.
+pub async fn insert_events(conn: &mut Conn, events: &[NewEvent<'_>], now: i64) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO events (kind, contact_id, payload, occurred_at)
+         SELECT value ->> 'kind', value ->> 'contact_id', value -> 'payload', ? FROM json_each(?) ORDER BY key",
+    )
+    .bind(now)
+    .bind(serde_json::to_string(events)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn unprocessed_events(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Event>> {
     Ok(sqlx::query_as(
         "SELECT id, kind, contact_id, payload, occurred_at FROM events WHERE processed_at IS NULL ORDER BY id LIMIT ?",

@@ -35,6 +35,9 @@ pub use suppressions::*;
 pub use timers::*;
 
 pub type Conn = sqlx::SqliteConnection;
+
+/// The most parameters one SQLite statement may bind (SQLITE_MAX_VARIABLE_NUMBER).
+const MAX_BOUND: usize = 32_766;
 pub type Tx = Transaction<'static, Sqlite>;
 
 /// The database handle shared by the daemon's tasks and the CLI.

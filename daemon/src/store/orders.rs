@@ -1,9 +1,9 @@
 //! Orders, the facts about a customer that classification reads from them, the
 //! computed classification written back, and the contact history of who changed what.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::Conn;
+use super::{Conn, MAX_BOUND};
 
 /// An order, validated and converted, ready to store.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct OrderRow<'a> {
     pub items: &'a str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
 pub struct Order {
     pub id: i64,
     pub external_id: String,
@@ -30,53 +30,52 @@ pub struct Order {
     pub items: String,
 }
 
-/// What storing an order did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OrderInsert {
-    Added(i64),
-    /// The same order (same id and content) was stored already: nothing changed.
-    AlreadyPresent(i64),
-    /// An order with this id exists with other content; it is left as it is.
-    Conflict(Order),
+/// Stores orders (none of whose external ids is stored yet, as `orders_by_external_id`
+/// tells) as multi-row VALUES; returns their ids, in the order given.
+pub async fn insert_orders(conn: &mut Conn, rows: &[OrderRow<'_>], now: i64) -> anyhow::Result<Vec<i64>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Under the write lock and without AUTOINCREMENT, new rows take the ids after the
+    // largest one, in the order inserted.
+    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM orders")
+        .fetch_one(&mut *conn)
+        .await?;
+    for chunk in rows.chunks(MAX_BOUND / 8) {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO orders (external_id, contact_id, amount_minor, currency, base_amount_minor, ordered_on, items,
+                                 created_at) ",
+        );
+        insert.push_values(chunk, |mut row, r| {
+            row.push_bind(r.external_id)
+                .push_bind(r.contact_id)
+                .push_bind(r.amount_minor)
+                .push_bind(r.currency)
+                .push_bind(r.base_amount_minor)
+                .push_bind(r.ordered_on)
+                .push_bind(r.items)
+                .push_bind(now);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok((1..=rows.len() as i64).map(|n| last + n).collect())
 }
 
-/// Stores an order unless one with its external id exists.
-pub async fn insert_order(conn: &mut Conn, row: &OrderRow<'_>, now: i64) -> anyhow::Result<OrderInsert> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO orders (external_id, contact_id, amount_minor, currency, base_amount_minor, ordered_on, items, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (external_id) DO NOTHING RETURNING id",
+/// The stored orders among `external_ids`, by external id.
+pub async fn orders_by_external_id(
+    conn: &mut Conn,
+    external_ids: &[&str],
+) -> anyhow::Result<std::collections::HashMap<String, Order>> {
+    let json: Option<String> = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(id, external_id, contact_id, amount_minor, currency, base_amount_minor,
+                                            ordered_on, items))
+         FROM orders WHERE external_id IN (SELECT value FROM json_each(?))",
     )
-    .bind(row.external_id)
-    .bind(row.contact_id)
-    .bind(row.amount_minor)
-    .bind(row.currency)
-    .bind(row.base_amount_minor)
-    .bind(row.ordered_on)
-    .bind(row.items)
-    .bind(now)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(id) = inserted {
-        return Ok(OrderInsert::Added(id));
-    }
-    let existing: Order = sqlx::query_as(
-        "SELECT id, external_id, contact_id, amount_minor, currency, base_amount_minor, ordered_on, items
-         FROM orders WHERE external_id = ?",
-    )
-    .bind(row.external_id)
+    .bind(serde_json::to_string(external_ids)?)
     .fetch_one(&mut *conn)
     .await?;
-    // The base amount is left out: a rate changed since does not make it another order.
-    let same = existing.contact_id == row.contact_id
-        && existing.amount_minor == row.amount_minor
-        && existing.currency == row.currency
-        && existing.ordered_on == row.ordered_on
-        && existing.items == row.items;
-    Ok(if same {
-        OrderInsert::AlreadyPresent(existing.id)
-    } else {
-        OrderInsert::Conflict(existing)
-    })
+    let orders: Vec<Order> = serde_json::from_str(json.as_deref().unwrap_or("[]"))?;
+    Ok(orders.into_iter().map(|o| (o.external_id.clone(), o)).collect())
 }
 
 /// The latest orders of a contact, newest first.
@@ -91,11 +90,18 @@ pub async fn orders_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::
     .await?)
 }
 
-/// A customer's order totals as classification needs them. Dates are YYYY-MM-DD.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OrderTotals {
-    pub first_order: Option<String>,
-    pub last_order: Option<String>,
+/// A customer as classification reads it: the classification stored now, and the
+/// facts of their orders. Dates are YYYY-MM-DD.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct CustomerRecord {
+    pub contact_id: i64,
+    pub value_tier: Option<String>,
+    pub rfm_grade: Option<String>,
+    pub rfm_scores: Option<String>,
+    pub behaviour: Option<String>,
+    pub customer_since: Option<String>,
+    pub first_order: String,
+    pub last_order: String,
     /// Base-currency purchases dated after `value_since`.
     pub value_window_amount: i64,
     /// Orders and purchases dated after `rfm_since`.
@@ -105,74 +111,61 @@ pub struct OrderTotals {
     pub last_follow_up_at: Option<i64>,
 }
 
-/// Sums a contact's orders; windows hold the orders dated strictly after their start date.
-pub async fn order_totals(
+/// The customers among `contact_ids` (contacts without orders are left out), in one
+/// query; windows hold the orders dated strictly after their start date.
+pub async fn customer_records(
     conn: &mut Conn,
-    contact_id: i64,
+    contact_ids: &[i64],
     value_since: &str,
     rfm_since: &str,
-) -> anyhow::Result<OrderTotals> {
-    let (first_order, last_order, value_window_amount, rfm_window_count, rfm_window_amount): (
-        Option<String>,
-        Option<String>,
-        i64,
-        i64,
-        i64,
-    ) = sqlx::query_as(
-        "SELECT MIN(ordered_on), MAX(ordered_on),
-                COALESCE(SUM(CASE WHEN ordered_on > ?1 THEN base_amount_minor END), 0),
-                COUNT(CASE WHEN ordered_on > ?2 THEN 1 END),
-                COALESCE(SUM(CASE WHEN ordered_on > ?2 THEN base_amount_minor END), 0)
-         FROM orders WHERE contact_id = ?3",
+) -> anyhow::Result<Vec<CustomerRecord>> {
+    let json: Option<String> = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(c.id, c.value_tier, c.rfm_grade, c.rfm_scores, c.behaviour, c.customer_since,
+                                            t.first_order, t.last_order, t.value_amount, t.rfm_count, t.rfm_amount,
+                                            (SELECT MAX(at) FROM follow_ups f WHERE f.contact_id = c.id)))
+         FROM (SELECT contact_id, MIN(ordered_on) AS first_order, MAX(ordered_on) AS last_order,
+                      COALESCE(SUM(CASE WHEN ordered_on > ?1 THEN base_amount_minor END), 0) AS value_amount,
+                      COUNT(CASE WHEN ordered_on > ?2 THEN 1 END) AS rfm_count,
+                      COALESCE(SUM(CASE WHEN ordered_on > ?2 THEN base_amount_minor END), 0) AS rfm_amount
+               FROM orders WHERE contact_id IN (SELECT value FROM json_each(?3)) GROUP BY contact_id) AS t
+         JOIN contacts c ON c.id = t.contact_id",
     )
     .bind(value_since)
     .bind(rfm_since)
-    .bind(contact_id)
+    .bind(serde_json::to_string(contact_ids)?)
     .fetch_one(&mut *conn)
     .await?;
-    let last_follow_up_at: Option<i64> = sqlx::query_scalar("SELECT MAX(at) FROM follow_ups WHERE contact_id = ?")
-        .bind(contact_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(OrderTotals {
-        first_order,
-        last_order,
-        value_window_amount,
-        rfm_window_count,
-        rfm_window_amount,
-        last_follow_up_at,
-    })
+    Ok(serde_json::from_str(json.as_deref().unwrap_or("[]"))?)
 }
 
 /// A customer's classification as computed from orders.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ComputedClassification<'a> {
+    pub contact_id: i64,
     pub value_tier: &'a str,
     pub rfm_grade: &'a str,
-    pub rfm_scores: &'a str,
+    pub rfm_scores: String,
     pub behaviour: &'a str,
     pub customer_since: &'a str,
 }
 
-/// Writes the computed classification of a customer.
-pub async fn set_computed_classification(
+/// Writes the computed classification of customers, in one statement.
+pub async fn set_computed_classifications(
     conn: &mut Conn,
-    contact_id: i64,
-    computed: &ComputedClassification<'_>,
+    computed: &[ComputedClassification<'_>],
     now: i64,
 ) -> anyhow::Result<()> {
-    let c = computed;
+    if computed.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "UPDATE contacts SET value_tier = ?, rfm_grade = ?, rfm_scores = ?, behaviour = ?, customer_since = ?,
-                             updated_at = ? WHERE id = ?",
+        "UPDATE contacts SET value_tier = j.value ->> 'value_tier', rfm_grade = j.value ->> 'rfm_grade',
+                             rfm_scores = j.value ->> 'rfm_scores', behaviour = j.value ->> 'behaviour',
+                             customer_since = j.value ->> 'customer_since', updated_at = ?
+         FROM json_each(?) AS j WHERE contacts.id = j.value ->> 'contact_id'",
     )
-    .bind(c.value_tier)
-    .bind(c.rfm_grade)
-    .bind(c.rfm_scores)
-    .bind(c.behaviour)
-    .bind(c.customer_since)
     .bind(now)
-    .bind(contact_id)
+    .bind(serde_json::to_string(computed)?)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -226,17 +219,40 @@ pub async fn insert_history(
     by: &str,
     at: i64,
 ) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO contact_history (contact_id, field, from_value, to_value, changed_by, at) VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(contact_id)
-    .bind(field)
-    .bind(from)
-    .bind(to)
-    .bind(by)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
+    let change = Change {
+        contact_id,
+        field,
+        from,
+        to,
+    };
+    insert_history_entries(conn, &[change], by, at).await
+}
+
+/// One change for `insert_history_entries`.
+#[derive(Debug, Clone)]
+pub struct Change<'a> {
+    pub contact_id: i64,
+    pub field: &'a str,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+}
+
+/// Records changes, all made by `by` at `at`, as multi-row VALUES.
+pub async fn insert_history_entries(conn: &mut Conn, changes: &[Change<'_>], by: &str, at: i64) -> anyhow::Result<()> {
+    for chunk in changes.chunks(MAX_BOUND / 6) {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO contact_history (contact_id, field, from_value, to_value, changed_by, at) ",
+        );
+        insert.push_values(chunk, |mut row, c| {
+            row.push_bind(c.contact_id)
+                .push_bind(c.field)
+                .push_bind(c.from)
+                .push_bind(c.to)
+                .push_bind(by)
+                .push_bind(at);
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
