@@ -235,6 +235,11 @@ impl Measure {
 const FILTER: &str =
     "(?1 IS NULL OR c.owner = ?1) AND (?2 IS NULL OR c.value_tier = ?2) AND (?3 IS NULL OR c.source = ?3)";
 
+/// The stage a contact was created at, if it changed stage since: the one its first
+/// stage change left.
+const FIRST_STAGE: &str = "(SELECT f.from_value FROM contact_history f WHERE f.contact_id = c.id AND f.field = 'stage'
+                            ORDER BY f.at, f.id LIMIT 1)";
+
 /// Computes the report as of `now`. `rules` give the time zone and targets; `set`
 /// gives the inquiry SLA (of the first enabled `inquiry_received` workflow that has one).
 pub async fn build(
@@ -263,25 +268,52 @@ pub async fn build(
         };
     }
 
-    // Funnel: contacts per stage now; entries into each stage in the period (a stage
-    // change, or a contact created in the period at its first stage).
-    let now_by_stage: Vec<(String, i64)> = bound!(sqlx::query_as(&format!(
-        "SELECT c.stage, COUNT(*) FROM contacts c WHERE {FILTER} AND ?4 = ?4 AND ?5 = ?5 GROUP BY c.stage"
+    // What one pass over the contacts tells, per stage now: how many, how many were
+    // created in the period, are customers, have churned.
+    let by_stage: Vec<(String, i64, i64, i64, i64)> = bound!(sqlx::query_as(&format!(
+        "SELECT c.stage, COUNT(*), SUM(c.created_at >= ?4 AND c.created_at < ?5), SUM(c.customer_since IS NOT NULL),
+                SUM(c.behaviour = 'churned')
+         FROM contacts c WHERE {FILTER} GROUP BY c.stage"
     )))
     .fetch_all(&mut *conn)
     .await?;
-    let entered_by_stage: Vec<(String, i64)> = bound!(sqlx::query_as(&format!(
-        "SELECT stage, COUNT(DISTINCT id) FROM (
-            SELECT h.to_value AS stage, c.id FROM contact_history h JOIN contacts c ON c.id = h.contact_id
-            WHERE h.field = 'stage' AND h.at >= ?4 AND h.at < ?5 AND {FILTER}
-            UNION ALL
-            SELECT COALESCE((SELECT h.from_value FROM contact_history h WHERE h.contact_id = c.id AND h.field = 'stage'
-                             ORDER BY h.at, h.id LIMIT 1), c.stage), c.id
-            FROM contacts c WHERE c.created_at >= ?4 AND c.created_at < ?5 AND {FILTER}
-         ) GROUP BY stage"
+    let now_by_stage: Vec<(String, i64)> = by_stage.iter().map(|r| (r.0.clone(), r.1)).collect();
+    let (customers, churned) = by_stage.iter().fold((0, 0), |(c, n), r| (c + r.3, n + r.4));
+
+    // Funnel: entries into each stage in the period: a contact created in the period
+    // enters its first stage (the one its first stage change left, else the one it is
+    // at), and every stage change enters a stage; a contact counts once per stage.
+    let mut entered_by_stage: std::collections::HashMap<String, i64> =
+        by_stage.iter().map(|r| (r.0.clone(), r.2)).collect();
+    // Contacts created in the period that changed stage since: their first stage is not
+    // the one they are at. Found from the stage changes, which are few beside the contacts.
+    let moved: Vec<(String, Option<String>)> = bound!(sqlx::query_as(&format!(
+        "SELECT c.stage, {FIRST_STAGE} FROM contacts c
+         WHERE c.id IN (SELECT h.contact_id FROM contact_history h WHERE h.field = 'stage')
+           AND c.created_at >= ?4 AND c.created_at < ?5 AND {FILTER}"
     )))
     .fetch_all(&mut *conn)
     .await?;
+    for (now_at, first) in moved {
+        *entered_by_stage
+            .entry(first.unwrap_or_else(|| now_at.clone()))
+            .or_default() += 1;
+        *entered_by_stage.entry(now_at).or_default() -= 1;
+    }
+    // Stage changes in the period, but not back into the stage a contact created in the
+    // period entered first (counted already).
+    let changes: Vec<(String, i64)> = bound!(sqlx::query_as(&format!(
+        "SELECT h.to_value, COUNT(DISTINCT h.contact_id) FROM contact_history h JOIN contacts c ON c.id = h.contact_id
+         WHERE h.field = 'stage' AND h.at >= ?4 AND h.at < ?5 AND {FILTER}
+           AND NOT (c.created_at >= ?4 AND c.created_at < ?5 AND h.to_value IS {FIRST_STAGE})
+         GROUP BY h.to_value"
+    )))
+    .fetch_all(&mut *conn)
+    .await?;
+    for (stage, n) in changes {
+        *entered_by_stage.entry(stage).or_default() += n;
+    }
+    let entered_by_stage: Vec<(String, i64)> = entered_by_stage.into_iter().collect();
     let count = |rows: &[(String, i64)], stage: &str| rows.iter().find(|(s, _)| s == stage).map_or(0, |(_, n)| *n);
     // The side exits (dormant, churned) are not steps of the funnel.
     let steps = &STAGES[..STAGES.iter().position(|s| *s == "dormant").unwrap_or(STAGES.len())];
@@ -344,14 +376,6 @@ pub async fn build(
     .fetch_one(&mut *conn)
     .await?;
 
-    // Churn rate: of the customers (contacts with orders), those churned now.
-    let (customers, churned): (i64, Option<i64>) = bound!(sqlx::query_as(&format!(
-        "SELECT COUNT(*), SUM(c.behaviour = 'churned') FROM contacts c
-         WHERE c.customer_since IS NOT NULL AND {FILTER} AND ?4 = ?4 AND ?5 = ?5"
-    )))
-    .fetch_one(&mut *conn)
-    .await?;
-
     // Inquiry SLA: inquiries received in the period that were answered within the SLA of
     // the contact's value tier; those still within it are pending and left out.
     let sla = set.workflows.iter().find_map(|w| match &w.trigger {
@@ -390,7 +414,8 @@ pub async fn build(
 
     let mut response = Measure::new("response rate", responded.unwrap_or(0), followed_up);
     let mut conversion = Measure::new("conversion rate", converted, follow_ups.len() as i64);
-    let mut churn = Measure::new("churn rate", churned.unwrap_or(0), customers);
+    // Churn rate: of the customers (contacts with orders), those churned now.
+    let mut churn = Measure::new("churn rate", churned, customers);
     if let Some(t) = &rules.report {
         response = response.target(t.response_rate_min, true);
         conversion = conversion.target(t.conversion_rate_min, true);

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::types::Json;
 
-use super::{Conn, MAX_BOUND, insert_event, insert_history, insert_timer};
+use super::{Conn, insert_event, insert_history, insert_timer, value_chunks};
 use crate::workflow::{INTENT_GRADES, STAGES, TIERS};
 
 /// A contact as stored.
@@ -230,7 +230,7 @@ pub async fn insert_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyh
 /// less than extracting them from JSON.
 async fn insert_contact_rows(conn: &mut Conn, new: &[&NewContact], now: i64) -> Result<Vec<i64>, sqlx::Error> {
     let mut ids = Vec::with_capacity(new.len());
-    for chunk in new.chunks(MAX_BOUND / 15) {
+    for chunk in value_chunks(new, 15) {
         let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO contacts (name, company, email, phone, owner, stage, intent_grade, value_tier, tags, source,
                                    time_zone, locale, consent, created_at, updated_at) ",
@@ -252,10 +252,11 @@ async fn insert_contact_rows(conn: &mut Conn, new: &[&NewContact], now: i64) -> 
                 .push_bind(now)
                 .push_bind(now);
         });
-        insert.push(" RETURNING id");
-        ids.extend(insert.build_query_scalar::<i64>().fetch_all(&mut *conn).await?);
+        // Without AUTOINCREMENT each new row takes the largest id plus one: a chunk's ids
+        // are the ones up to the last. (RETURNING would hand each id over on its own.)
+        let last = insert.build().execute(&mut *conn).await?.last_insert_rowid();
+        ids.extend(last - chunk.len() as i64 + 1..=last);
     }
-    ids.sort_unstable();
     sqlx::query(
         "INSERT INTO events (kind, contact_id, payload, occurred_at)
          SELECT 'contact_created', value, '{}', ? FROM json_each(?) ORDER BY key",

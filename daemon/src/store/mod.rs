@@ -38,6 +38,23 @@ pub type Conn = sqlx::SqliteConnection;
 
 /// The most parameters one SQLite statement may bind (SQLITE_MAX_VARIABLE_NUMBER).
 const MAX_BOUND: usize = 32_766;
+
+/// Splits the rows of a multi-row INSERT into chunks whose lengths are powers of two,
+/// each within SQLite's limit on parameters: every length is a statement sqlx prepares
+/// once and keeps, so batches of any size reuse at most a dozen statements instead of
+/// preparing (and caching) one of thousands of parameters per size.
+fn value_chunks<T>(mut rows: &[T], columns: usize) -> impl Iterator<Item = &[T]> {
+    let largest = 1 << (MAX_BOUND / columns).ilog2();
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let n = largest.min(1 << rows.len().ilog2());
+        let (chunk, rest) = rows.split_at(n);
+        rows = rest;
+        Some(chunk)
+    })
+}
 pub type Tx = Transaction<'static, Sqlite>;
 
 /// The database handle shared by the daemon's tasks and the CLI.
@@ -149,6 +166,18 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn value_chunks_are_powers_of_two_within_the_parameter_limit() {
+        let rows: Vec<u32> = (0..5_000).collect();
+        let lengths: Vec<usize> = super::value_chunks(&rows, 15).map(<[u32]>::len).collect();
+        // 15 columns: at most 2,048 rows (30,720 parameters) a statement.
+        assert_eq!(lengths, [2048, 2048, 512, 256, 128, 8]);
+        let again: Vec<u32> = super::value_chunks(&rows, 15).flatten().copied().collect();
+        assert_eq!(again, rows);
+        assert_eq!(super::value_chunks(&rows[..1], 6).count(), 1);
+        assert_eq!(super::value_chunks(&rows[..0], 6).count(), 0);
+    }
+
     use super::*;
 
     /// A database made by the first release, with data in it, opens under the

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Conn, MAX_BOUND};
+use super::{Conn, value_chunks};
 
 /// An order, validated and converted, ready to store.
 #[derive(Debug, Clone)]
@@ -36,12 +36,8 @@ pub async fn insert_orders(conn: &mut Conn, rows: &[OrderRow<'_>], now: i64) -> 
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    // Under the write lock and without AUTOINCREMENT, new rows take the ids after the
-    // largest one, in the order inserted.
-    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM orders")
-        .fetch_one(&mut *conn)
-        .await?;
-    for chunk in rows.chunks(MAX_BOUND / 8) {
+    let mut ids = Vec::with_capacity(rows.len());
+    for chunk in value_chunks(rows, 8) {
         let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO orders (external_id, contact_id, amount_minor, currency, base_amount_minor, ordered_on, items,
                                  created_at) ",
@@ -56,9 +52,11 @@ pub async fn insert_orders(conn: &mut Conn, rows: &[OrderRow<'_>], now: i64) -> 
                 .push_bind(r.items)
                 .push_bind(now);
         });
-        insert.build().execute(&mut *conn).await?;
+        // Without AUTOINCREMENT each new row takes the largest id plus one.
+        let last = insert.build().execute(&mut *conn).await?.last_insert_rowid();
+        ids.extend(last - chunk.len() as i64 + 1..=last);
     }
-    Ok((1..=rows.len() as i64).map(|n| last + n).collect())
+    Ok(ids)
 }
 
 /// The stored orders among `external_ids`, by external id.
@@ -239,7 +237,7 @@ pub struct Change<'a> {
 
 /// Records changes, all made by `by` at `at`, as multi-row VALUES.
 pub async fn insert_history_entries(conn: &mut Conn, changes: &[Change<'_>], by: &str, at: i64) -> anyhow::Result<()> {
-    for chunk in changes.chunks(MAX_BOUND / 6) {
+    for chunk in value_chunks(changes, 6) {
         let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO contact_history (contact_id, field, from_value, to_value, changed_by, at) ",
         );
