@@ -87,6 +87,8 @@ struct Smtp {
 
 enum Failure {
     Smtp(lettre::transport::smtp::Error),
+    /// The TCP connection could not be opened.
+    Connect(std::io::Error),
     TimedOut,
 }
 
@@ -121,25 +123,42 @@ impl Smtp {
         })
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
-        let wrapper = match self.tls {
-            SmtpTls::Tls => Some(TlsParameters::new(self.host.clone())?),
-            _ => None,
+    async fn connect(&self) -> Result<AsyncSmtpConnection, Failure> {
+        let mut conn = match self.tls {
+            SmtpTls::Tls => AsyncSmtpConnection::connect_tokio1(
+                (self.host.as_str(), self.port),
+                Some(self.deadline),
+                &self.hello,
+                Some(TlsParameters::new(self.host.clone()).map_err(Failure::Smtp)?),
+                None,
+            )
+            .await
+            .map_err(Failure::Smtp)?,
+            SmtpTls::None | SmtpTls::Starttls => {
+                let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                    .await
+                    .map_err(Failure::Connect)?;
+                // lettre writes a message's final "\r\n.\r\n" on its own after the body; under
+                // Nagle's algorithm it then waits for the server's delayed ACK, ~40 ms a message.
+                // (lettre opens implicit-TLS sessions itself, without this.)
+                stream.set_nodelay(true).map_err(Failure::Connect)?;
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello)
+                    .await
+                    .map_err(Failure::Smtp)?
+            }
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.deadline),
-            &self.hello,
-            wrapper,
-            None,
-        )
-        .await?;
         if self.tls == SmtpTls::Starttls {
-            conn.starttls(TlsParameters::new(self.host.clone())?, &self.hello)
-                .await?;
+            conn.starttls(
+                TlsParameters::new(self.host.clone()).map_err(Failure::Smtp)?,
+                &self.hello,
+            )
+            .await
+            .map_err(Failure::Smtp)?;
         }
         if let Some(credentials) = &self.credentials {
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials).await?;
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await
+                .map_err(Failure::Smtp)?;
         }
         Ok(conn)
     }
@@ -174,7 +193,7 @@ impl Smtp {
         }
         let conn = match timeout_at(deadline, self.connect()).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return self.outcome(Err((Phase::Connect, Failure::Smtp(e)))),
+            Ok(Err(e)) => return self.outcome(Err((Phase::Connect, e))),
             Err(_) => {
                 return Outcome::Transient(format!("no reply within {:?} (before the message body)", self.deadline));
             }
@@ -262,6 +281,7 @@ impl Smtp {
             Err((_, Failure::TimedOut)) => {
                 return Outcome::Transient(format!("no reply within {:?} (before the message body)", self.deadline));
             }
+            Err((_, Failure::Connect(error))) => return Outcome::Transient(format!("connect: {error}")),
         };
         let code = error.status().map(|c| c.to_string());
         match (phase, code) {
