@@ -10,6 +10,7 @@
 pub mod classify;
 pub mod money;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::runs::Engine;
-use crate::store::{self, Change, ComputedClassification, Conn, Invalid, NewEvent, Order, OrderRow, Store};
+use crate::store::{self, Change, ComputedClassification, Conn, Invalid, NewEvent, OrderRow, Store};
 use crate::workflow::{CLASSIFICATION_FILE, ClassificationRules, WorkflowSet};
 use classify::{CustomerFacts, classify, window_starts};
 
@@ -195,8 +196,10 @@ pub async fn store_orders(
 ) -> anyhow::Result<Vec<Result<OrderOutcome, Invalid>>> {
     let contacts = store::contact_ids_by_reference(conn, orders.iter().map(|o| o.contact.as_str())).await?;
     let external_ids: Vec<&str> = orders.iter().map(|o| o.external_id.as_str()).collect();
-    let mut known = store::orders_by_external_id(conn, &external_ids).await?;
-    let mut new_rows = Vec::new();
+    let stored = store::orders_by_external_id(conn, &external_ids).await?;
+    let mut rows: Vec<OrderRow> = Vec::new();
+    // The orders of this batch to be inserted, by external id: their index in `rows`.
+    let mut new: HashMap<&str, usize> = HashMap::new();
     let mut outcomes = Vec::with_capacity(orders.len());
     for order in orders {
         let Some(contact_id) = contacts.get(&order.contact) else {
@@ -206,62 +209,52 @@ pub async fn store_orders(
             ))));
             continue;
         };
-        let stored = Order {
-            id: 0, // given below, once inserted
-            external_id: order.external_id.clone(),
+        let row = OrderRow {
+            external_id: &order.external_id,
             contact_id,
             amount_minor: order.amount_minor,
-            currency: order.currency.clone(),
+            currency: &order.currency,
             base_amount_minor: order.base_amount_minor,
-            ordered_on: order.ordered_on.clone(),
-            items: order.items.clone(),
+            ordered_on: &order.ordered_on,
+            items: &order.items,
         };
-        match known.get(&order.external_id) {
-            Some(existing) => outcomes.push(same_order(existing, &stored, order.date_given)),
+        // An id of 0 stands for an order of this batch, given once inserted.
+        let earlier = match stored.get(&order.external_id) {
+            Some(existing) => Some((existing.id, existing.as_row())),
+            None => new.get(order.external_id.as_str()).map(|&i| (0, rows[i].clone())),
+        };
+        outcomes.push(match earlier {
+            Some((id, existing)) => same_order(id, &existing, &row, order.date_given),
             None => {
-                outcomes.push(Ok(OrderOutcome::Added {
+                new.insert(&order.external_id, rows.len());
+                rows.push(row);
+                Ok(OrderOutcome::Added {
                     order_id: 0,
                     contact_id,
-                }));
-                new_rows.push(stored.clone());
-                known.insert(stored.external_id.clone(), stored);
+                })
             }
-        }
+        });
     }
-    let rows: Vec<OrderRow> = new_rows
-        .iter()
-        .map(|o| OrderRow {
-            external_id: &o.external_id,
-            contact_id: o.contact_id,
-            amount_minor: o.amount_minor,
-            currency: &o.currency,
-            base_amount_minor: o.base_amount_minor,
-            ordered_on: &o.ordered_on,
-            items: &o.items,
-        })
-        .collect();
     let ids = store::insert_orders(conn, &rows, now).await?;
-    let new_ids: std::collections::HashMap<&str, i64> =
-        new_rows.iter().map(|o| o.external_id.as_str()).zip(ids).collect();
     for (outcome, order) in outcomes.iter_mut().zip(orders) {
         if let Ok(OrderOutcome::Added { order_id, .. } | OrderOutcome::AlreadyPresent { order_id }) = outcome
             && *order_id == 0
         {
-            *order_id = new_ids[order.external_id.as_str()];
+            *order_id = ids[new[order.external_id.as_str()]];
         }
     }
     Ok(outcomes)
 }
 
-/// Whether `new` is the order stored as `existing`: the same, or a conflict.
-fn same_order(existing: &Order, new: &Order, date_given: bool) -> Result<OrderOutcome, Invalid> {
+/// Whether `new` is the order stored as `existing` (under `id`): the same, or a conflict.
+fn same_order(id: i64, existing: &OrderRow, new: &OrderRow, date_given: bool) -> Result<OrderOutcome, Invalid> {
     // The base amount is left out: a rate changed since does not make it another order.
     let same_but_date = existing.contact_id == new.contact_id
         && existing.amount_minor == new.amount_minor
         && existing.currency == new.currency
         && existing.items == new.items;
     if same_but_date && (existing.ordered_on == new.ordered_on || !date_given) {
-        return Ok(OrderOutcome::AlreadyPresent { order_id: existing.id });
+        return Ok(OrderOutcome::AlreadyPresent { order_id: id });
     }
     Err(Invalid(format!(
         "order `{}` exists already with other content ({} {} on {} for contact {}); \

@@ -257,12 +257,13 @@ async fn insert_contact_rows(conn: &mut Conn, new: &[&NewContact], now: i64) -> 
         let last = insert.build().execute(&mut *conn).await?.last_insert_rowid();
         ids.extend(last - chunk.len() as i64 + 1..=last);
     }
+    // The ids are one range: the new rows are the last ones.
     sqlx::query(
         "INSERT INTO events (kind, contact_id, payload, occurred_at)
-         SELECT 'contact_created', value, '{}', ? FROM json_each(?) ORDER BY key",
+         SELECT 'contact_created', id, '{}', ? FROM contacts WHERE id >= ? ORDER BY id",
     )
     .bind(now)
-    .bind(serde_json::Value::from(ids.as_slice()).to_string())
+    .bind(ids.first().copied().unwrap_or(i64::MAX))
     .execute(&mut *conn)
     .await?;
     Ok(ids)

@@ -30,6 +30,20 @@ pub struct Order {
     pub items: String,
 }
 
+impl Order {
+    pub fn as_row(&self) -> OrderRow<'_> {
+        OrderRow {
+            external_id: &self.external_id,
+            contact_id: self.contact_id,
+            amount_minor: self.amount_minor,
+            currency: &self.currency,
+            base_amount_minor: self.base_amount_minor,
+            ordered_on: &self.ordered_on,
+            items: &self.items,
+        }
+    }
+}
+
 /// Stores orders (none of whose external ids is stored yet, as `orders_by_external_id`
 /// tells) as multi-row VALUES; returns their ids, in the order given.
 pub async fn insert_orders(conn: &mut Conn, rows: &[OrderRow<'_>], now: i64) -> anyhow::Result<Vec<i64>> {
