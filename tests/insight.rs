@@ -515,6 +515,47 @@ fn csv_import_recognises_repeats_within_a_batch_and_across_batches() {
     );
 }
 
+/// With `--strict` the whole file is one transaction, and a customer is classified
+/// once, at its end, not once per batch of rows; a row for a known contact is left
+/// alone even when it is not valid, as without batches.
+#[test]
+fn strict_csv_import_classifies_once_and_leaves_known_contacts_alone() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    add_contact(&nudge, "Big Buyer", "big@example.com");
+    // 2,500 orders of 40.00 over three batches: 100,000.00 in all, medium only with the last.
+    let mut orders = String::from("id,contact,amount,date\n");
+    for i in 0..2_500 {
+        orders.push_str(&format!("s-{i},big@example.com,40.00,2026-11-{:02}\n", 1 + i % 20));
+    }
+    let file = nudge.path("orders.csv");
+    std::fs::write(&file, &orders).unwrap();
+    let (ok, stdout, stderr) = nudge.try_cli(&["order", "import", "--strict", file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("imported 2500 orders"), "{stdout}");
+    let shown = show(&nudge, "big@example.com");
+    assert_eq!(shown["contact"]["value_tier"], "medium");
+    let counts = nudge.query(
+        "SELECT (SELECT COUNT(*) FROM events WHERE kind IN ('first_order', 'tier_changed', 'rfm_changed')),
+                (SELECT COUNT(*) FROM contact_history WHERE field = 'value_tier')",
+    );
+    assert_eq!(
+        counts,
+        serde_json::json!([[3, 1]]),
+        "one first_order, tier_changed, rfm_changed"
+    );
+
+    let file = nudge.path("contacts.csv");
+    std::fs::write(&file, "name,email,stage\nAnyone,big@example.com,prospect\n").unwrap();
+    let (ok, stdout, stderr) = nudge.try_cli(&["contact", "import", "--strict", file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 0 contacts, 1 already present, 0 bad rows skipped"),
+        "{stdout}{stderr}"
+    );
+}
+
 #[test]
 fn strict_csv_import_keeps_nothing_when_a_row_is_bad() {
     let tmp = scratch();

@@ -272,7 +272,7 @@ pub async fn build(
     // created in the period, are customers, have churned.
     let by_stage: Vec<(String, i64, i64, i64, i64)> = bound!(sqlx::query_as(&format!(
         "SELECT c.stage, COUNT(*), SUM(c.created_at >= ?4 AND c.created_at < ?5), SUM(c.customer_since IS NOT NULL),
-                SUM(c.behaviour = 'churned')
+                COUNT(CASE WHEN c.behaviour = 'churned' THEN 1 END)
          FROM contacts c WHERE {FILTER} GROUP BY c.stage"
     )))
     .fetch_all(&mut *conn)
@@ -305,7 +305,7 @@ pub async fn build(
     let changes: Vec<(String, i64)> = bound!(sqlx::query_as(&format!(
         "SELECT h.to_value, COUNT(DISTINCT h.contact_id) FROM contact_history h JOIN contacts c ON c.id = h.contact_id
          WHERE h.field = 'stage' AND h.at >= ?4 AND h.at < ?5 AND {FILTER}
-           AND NOT (c.created_at >= ?4 AND c.created_at < ?5 AND h.to_value IS {FIRST_STAGE})
+           AND NOT (c.created_at >= ?4 AND c.created_at < ?5 AND h.to_value IS COALESCE({FIRST_STAGE}, c.stage))
          GROUP BY h.to_value"
     )))
     .fetch_all(&mut *conn)

@@ -3,14 +3,14 @@
 //! by phone, or without either by name and company, so a re-import adds nobody twice.
 
 use super::{Parser, Row, RowKind, RowOutcome};
-use crate::store::{self, NewContact, Tx};
+use crate::store::{self, Invalid, NewContact, Tx};
 
 pub struct Contacts {
     pub now: i64,
 }
 
 impl RowKind for Contacts {
-    type Item = NewContact;
+    type Item = (NewContact, Result<(), Invalid>);
 
     const COLUMNS: &'static [&'static str] = &[
         "name",
@@ -40,26 +40,33 @@ impl RowKind for Contacts {
         "consent",
     ];
 
-    fn parser(&self) -> Parser<NewContact> {
+    fn parser(&self) -> Parser<(NewContact, Result<(), Invalid>)> {
         Box::new(parse)
     }
 
-    async fn store(&mut self, tx: &mut Tx, items: Vec<NewContact>) -> anyhow::Result<Vec<Result<RowOutcome, String>>> {
+    async fn store(
+        &mut self,
+        tx: &mut Tx,
+        items: Vec<(NewContact, Result<(), Invalid>)>,
+    ) -> anyhow::Result<Vec<Result<RowOutcome, String>>> {
         let added = store::insert_new_contacts(tx, &items, self.now).await?;
         Ok(added
             .into_iter()
             .map(|added| {
-                Ok(if added {
-                    RowOutcome::Added
-                } else {
-                    RowOutcome::AlreadyPresent
+                added.map(|added| {
+                    if added {
+                        RowOutcome::Added
+                    } else {
+                        RowOutcome::AlreadyPresent
+                    }
                 })
             })
             .collect())
     }
 }
 
-fn parse(row: &Row<'_>) -> Result<NewContact, String> {
+/// The row's contact and whether it is valid: a known contact is left alone even so.
+fn parse(row: &Row<'_>) -> Result<(NewContact, Result<(), Invalid>), String> {
     let new = NewContact {
         name: row.text("name"),
         company: row.text("company"),
@@ -83,6 +90,6 @@ fn parse(row: &Row<'_>) -> Result<NewContact, String> {
         locale: row.owned("locale"),
         consent: row.owned("consent"),
     };
-    new.validate().map_err(|e| e.0)?;
-    Ok(new)
+    let valid = new.validate();
+    Ok((new, valid))
 }

@@ -89,6 +89,11 @@ pub trait RowKind {
     /// Stores a batch of rows in the transaction, in a few statements for the whole
     /// batch: an outcome for each item, in order; `Err` makes it a bad row.
     async fn store(&mut self, tx: &mut Tx, items: Vec<Self::Item>) -> anyhow::Result<Vec<Result<RowOutcome, String>>>;
+
+    /// Runs before each commit: after every batch, or once at the end with `strict`.
+    async fn finish(&mut self, _tx: &mut Tx) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Rows read and parsed, by line, and how far into the file they reach.
@@ -143,18 +148,26 @@ pub async fn import_csv<K: RowKind>(
     let (parse, no_quotes) = (kind.parser(), K::NO_QUOTES);
     let reading = tokio::task::spawn_blocking(move || read_batches(reader, &headers, no_quotes, &parse, &batches_out));
     let mut summary = ImportSummary::default();
-    let mut tx = store.write().await?;
+    // The write lock is taken once a batch is parsed, not while the reader parses it.
+    let mut tx: Option<Tx> = None;
     while let Some(batch) = batches.recv().await {
-        store_batch(&mut tx, kind, batch.rows, file, &progress, &mut summary).await?;
-        if !strict {
-            tx.commit().await?;
-            tx = store.write().await?;
+        let open = match tx.as_mut() {
+            Some(open) => open,
+            None => tx.insert(store.write().await?),
+        };
+        store_batch(open, kind, batch.rows, file, &progress, &mut summary).await?;
+        if !strict && let Some(mut done) = tx.take() {
+            kind.finish(&mut done).await?;
+            done.commit().await?;
         }
         progress.advance(batch.rows_read, batch.byte, &summary);
     }
     reading.await.context("the CSV reader")?;
     progress.finish();
-    if strict && summary.bad > 0 {
+    let Some(mut tx) = tx else {
+        return Ok(summary);
+    };
+    if summary.bad > 0 {
         tx.rollback().await?;
         bail!(
             "{}: {} bad row(s); nothing was imported (--strict)",
@@ -162,6 +175,7 @@ pub async fn import_csv<K: RowKind>(
             summary.bad
         );
     }
+    kind.finish(&mut tx).await?;
     tx.commit().await?;
     Ok(summary)
 }

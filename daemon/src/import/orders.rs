@@ -17,11 +17,18 @@ pub struct Orders {
     pub now: i64,
     /// Whether classification changes start workflows (not for `--history`).
     pub events: Events,
+    /// Customers with orders added since the last commit.
+    customers: BTreeSet<i64>,
 }
 
 impl Orders {
     pub fn new(rules: Arc<ClassificationRules>, now: i64, events: Events) -> Self {
-        Orders { rules, now, events }
+        Orders {
+            rules,
+            now,
+            events,
+            customers: BTreeSet::new(),
+        }
     }
 }
 
@@ -54,7 +61,6 @@ impl RowKind for Orders {
     ) -> anyhow::Result<Vec<Result<RowOutcome, String>>> {
         let outcomes = store_orders(tx, &items, self.now).await?;
         let mut placed = Vec::new();
-        let mut customers = BTreeSet::new();
         let rows = outcomes
             .into_iter()
             .map(|outcome| match outcome {
@@ -64,7 +70,7 @@ impl RowKind for Orders {
                         contact_id,
                         payload: order_placed_payload(order_id),
                     });
-                    customers.insert(contact_id);
+                    self.customers.insert(contact_id);
                     Ok(RowOutcome::Added)
                 }
                 Ok(OrderOutcome::AlreadyPresent { .. }) => Ok(RowOutcome::AlreadyPresent),
@@ -74,8 +80,13 @@ impl RowKind for Orders {
         if self.events == Events::Write {
             store::insert_events(tx, &placed, self.now).await?;
         }
-        let customers: Vec<i64> = customers.into_iter().collect();
-        reclassify_customers(tx, &self.rules, &customers, self.now, self.events).await?;
         Ok(rows)
+    }
+
+    /// A customer is re-classified once per commit, after all their rows in it.
+    async fn finish(&mut self, tx: &mut Tx) -> anyhow::Result<()> {
+        let customers: Vec<i64> = std::mem::take(&mut self.customers).into_iter().collect();
+        reclassify_customers(tx, &self.rules, &customers, self.now, self.events).await?;
+        Ok(())
     }
 }

@@ -295,8 +295,10 @@ pub async fn reclassify_customers(
 ) -> anyhow::Result<usize> {
     let today = rules.today(now);
     let (value_since, rfm_since) = window_starts(rules, today);
-    let customers =
+    let mut customers =
         store::customer_records(conn, contact_ids, &value_since.to_string(), &rfm_since.to_string()).await?;
+    // Changes are written customer by customer, in id order.
+    customers.sort_unstable_by_key(|c| c.contact_id);
     let write_events = events == Events::Write;
     let mut history = Vec::new();
     let mut new_events = Vec::new();

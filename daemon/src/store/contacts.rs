@@ -270,13 +270,20 @@ async fn insert_contact_rows(conn: &mut Conn, new: &[&NewContact], now: i64) -> 
 }
 
 /// Adds the contacts of `new` that are not known already, each with its
-/// `contact_created` event, in a few statements whatever their number; returns for
-/// each whether it was added. A contact is known by email, else by phone, else by
-/// name and company, among those stored and those earlier in `new`. Validate first.
-pub async fn insert_new_contacts(conn: &mut Conn, new: &[NewContact], now: i64) -> anyhow::Result<Vec<bool>> {
+/// `contact_created` event, in a few statements whatever their number. A contact is
+/// known by email, else by phone, else by name and company, among those stored and
+/// those added earlier in `new`. Each comes with its validation (`NewContact::validate`):
+/// a known contact is left alone even if the row is invalid, as a row at a time always
+/// did; one not known is added if valid. Returns for each: added (`Ok(true)`), known
+/// (`Ok(false)`), or why it cannot be added.
+pub async fn insert_new_contacts(
+    conn: &mut Conn,
+    new: &[(NewContact, Result<(), Invalid>)],
+    now: i64,
+) -> anyhow::Result<Vec<Result<bool, String>>> {
     let keys: Vec<_> = new
         .iter()
-        .map(|c| {
+        .map(|(c, _)| {
             json!([
                 c.email.as_deref().map(str::trim),
                 c.phone.as_deref().map(str::trim),
@@ -300,18 +307,22 @@ pub async fn insert_new_contacts(conn: &mut Conn, new: &[NewContact], now: i64) 
     let (mut emails, mut phones, mut unreachable) = (HashSet::new(), HashSet::new(), HashSet::new());
     let mut added = Vec::with_capacity(new.len());
     let mut rows = Vec::new();
-    for (i, c) in new.iter().enumerate() {
+    for (i, (c, valid)) in new.iter().enumerate() {
         let (email, phone) = (c.email.as_deref().map(str::trim), c.phone.as_deref().map(str::trim));
         let seen = match (email, phone) {
             (Some(email), _) => emails.contains(email),
             (None, Some(phone)) => phones.contains(phone),
             (None, None) => unreachable.contains(&(c.name.trim(), c.company.as_str())),
         };
-        let add = !seen && !known.contains(&i);
-        added.push(add);
-        if !add {
+        if seen || known.contains(&i) {
+            added.push(Ok(false));
             continue;
         }
+        if let Err(invalid) = valid {
+            added.push(Err(invalid.0.clone()));
+            continue;
+        }
+        added.push(Ok(true));
         emails.extend(email);
         phones.extend(phone);
         if email.is_none() && phone.is_none() {
