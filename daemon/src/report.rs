@@ -3,6 +3,8 @@
 //! stored rows (history, follow-ups, inquiries, orders), so a figure can always
 //! be traced back to the rows behind it; README.md defines each one.
 
+use std::collections::HashMap;
+
 use jiff::civil::Date;
 use serde::Serialize;
 
@@ -235,10 +237,10 @@ impl Measure {
 const FILTER: &str =
     "(?1 IS NULL OR c.owner = ?1) AND (?2 IS NULL OR c.value_tier = ?2) AND (?3 IS NULL OR c.source = ?3)";
 
-/// The stage a contact was created at, if it changed stage since: the one its first
-/// stage change left.
-const FIRST_STAGE: &str = "(SELECT f.from_value FROM contact_history f WHERE f.contact_id = c.id AND f.field = 'stage'
-                            ORDER BY f.at, f.id LIMIT 1)";
+/// The stage a contact was created at: the one its first stage change left, else the one it is at.
+const FIRST_STAGE: &str =
+    "COALESCE((SELECT f.from_value FROM contact_history f WHERE f.contact_id = c.id AND f.field = 'stage'
+                                     ORDER BY f.at, f.id LIMIT 1), c.stage)";
 
 /// Computes the report as of `now`. `rules` give the time zone and targets; `set`
 /// gives the inquiry SLA (of the first enabled `inquiry_received` workflow that has one).
@@ -277,17 +279,16 @@ pub async fn build(
     )))
     .fetch_all(&mut *conn)
     .await?;
-    let now_by_stage: Vec<(String, i64)> = by_stage.iter().map(|r| (r.0.clone(), r.1)).collect();
+    let now_by_stage: HashMap<String, i64> = by_stage.iter().map(|r| (r.0.clone(), r.1)).collect();
     let (customers, churned) = by_stage.iter().fold((0, 0), |(c, n), r| (c + r.3, n + r.4));
 
     // Funnel: entries into each stage in the period: a contact created in the period
     // enters its first stage (the one its first stage change left, else the one it is
     // at), and every stage change enters a stage; a contact counts once per stage.
-    let mut entered_by_stage: std::collections::HashMap<String, i64> =
-        by_stage.iter().map(|r| (r.0.clone(), r.2)).collect();
+    let mut entered_by_stage: HashMap<String, i64> = by_stage.iter().map(|r| (r.0.clone(), r.2)).collect();
     // Contacts created in the period that changed stage since: their first stage is not
     // the one they are at. Found from the stage changes, which are few beside the contacts.
-    let moved: Vec<(String, Option<String>)> = bound!(sqlx::query_as(&format!(
+    let moved: Vec<(String, String)> = bound!(sqlx::query_as(&format!(
         "SELECT c.stage, {FIRST_STAGE} FROM contacts c
          WHERE c.id IN (SELECT h.contact_id FROM contact_history h WHERE h.field = 'stage')
            AND c.created_at >= ?4 AND c.created_at < ?5 AND {FILTER}"
@@ -295,9 +296,7 @@ pub async fn build(
     .fetch_all(&mut *conn)
     .await?;
     for (now_at, first) in moved {
-        *entered_by_stage
-            .entry(first.unwrap_or_else(|| now_at.clone()))
-            .or_default() += 1;
+        *entered_by_stage.entry(first).or_default() += 1;
         *entered_by_stage.entry(now_at).or_default() -= 1;
     }
     // Stage changes in the period, but not back into the stage a contact created in the
@@ -305,7 +304,7 @@ pub async fn build(
     let changes: Vec<(String, i64)> = bound!(sqlx::query_as(&format!(
         "SELECT h.to_value, COUNT(DISTINCT h.contact_id) FROM contact_history h JOIN contacts c ON c.id = h.contact_id
          WHERE h.field = 'stage' AND h.at >= ?4 AND h.at < ?5 AND {FILTER}
-           AND NOT (c.created_at >= ?4 AND c.created_at < ?5 AND h.to_value IS COALESCE({FIRST_STAGE}, c.stage))
+           AND NOT (c.created_at >= ?4 AND c.created_at < ?5 AND h.to_value IS {FIRST_STAGE})
          GROUP BY h.to_value"
     )))
     .fetch_all(&mut *conn)
@@ -313,8 +312,7 @@ pub async fn build(
     for (stage, n) in changes {
         *entered_by_stage.entry(stage).or_default() += n;
     }
-    let entered_by_stage: Vec<(String, i64)> = entered_by_stage.into_iter().collect();
-    let count = |rows: &[(String, i64)], stage: &str| rows.iter().find(|(s, _)| s == stage).map_or(0, |(_, n)| *n);
+    let count = |by_stage: &HashMap<String, i64>, stage: &str| by_stage.get(stage).copied().unwrap_or(0);
     // The side exits (dormant, churned) are not steps of the funnel.
     let steps = &STAGES[..STAGES.iter().position(|s| *s == "dormant").unwrap_or(STAGES.len())];
     let mut funnel = Vec::new();

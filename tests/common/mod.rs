@@ -403,11 +403,23 @@ impl Nudge {
     /// Runs SQL on the daemon's database from outside (Python's sqlite3): what a
     /// test needs to make the database itself misbehave.
     pub fn sql(&self, statements: &str) {
-        let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=30)\nc.executescript(sys.argv[2])\nc.close()";
+        self.sqlite("c.executescript(sys.argv[2])\nc.close()", statements);
+    }
+
+    /// The rows of a query on the daemon's database (Python's sqlite3), as JSON arrays.
+    pub fn query(&self, sql: &str) -> Value {
+        let out = self.sqlite("print(json.dumps(c.execute(sys.argv[2]).fetchall()))", sql);
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    /// Runs a Python script with `c`, a connection to the daemon's database, and `sql`
+    /// as `sys.argv[2]`; returns what it printed.
+    fn sqlite(&self, script: &str, sql: &str) -> Vec<u8> {
+        let script = format!("import json, sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=30)\n{script}");
         let out = Command::new(python())
-            .args(["-c", script])
+            .args(["-c", &script])
             .arg(self.path("nudge.db"))
-            .arg(statements)
+            .arg(sql)
             .output()
             .unwrap();
         assert!(
@@ -415,23 +427,7 @@ impl Nudge {
             "sql failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-
-    /// The rows of a query on the daemon's database (Python's sqlite3), as JSON arrays.
-    pub fn query(&self, sql: &str) -> Value {
-        let script = "import json, sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=30)\nprint(json.dumps(c.execute(sys.argv[2]).fetchall()))";
-        let out = Command::new(python())
-            .args(["-c", script])
-            .arg(self.path("nudge.db"))
-            .arg(sql)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "query failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        out.stdout
     }
 
     /// Moves the virtual clock forward.

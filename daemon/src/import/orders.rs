@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use super::{Parser, RowKind, RowOutcome};
 use crate::insight::{
-    Amount, CheckedOrder, Events, NewOrder, OrderOutcome, order_placed_payload, reclassify_customers, store_orders,
+    Amount, CheckedOrder, Events, NewOrder, OrderOutcome, order_placed, reclassify_customers, store_orders,
 };
-use crate::store::{self, NewEvent, Tx};
+use crate::store::{self, Tx};
 use crate::workflow::ClassificationRules;
 
 pub struct Orders {
@@ -65,11 +65,7 @@ impl RowKind for Orders {
             .into_iter()
             .map(|outcome| match outcome {
                 Ok(OrderOutcome::Added { order_id, contact_id }) => {
-                    placed.push(NewEvent {
-                        kind: "order_placed",
-                        contact_id,
-                        payload: order_placed_payload(order_id),
-                    });
+                    placed.push(order_placed(order_id, contact_id));
                     self.customers.insert(contact_id);
                     Ok(RowOutcome::Added)
                 }

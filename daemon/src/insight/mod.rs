@@ -169,20 +169,19 @@ pub async fn record_order(
         .await?
         .remove(0)?;
     if let OrderOutcome::Added { order_id, contact_id } = outcome {
-        order_placed(conn, order_id, contact_id, now).await?;
+        store::insert_events(conn, &[order_placed(order_id, contact_id)], now).await?;
         reclassify_customers(conn, rules, &[contact_id], now, Events::Write).await?;
     }
     Ok(outcome)
 }
 
 /// The `order_placed` event: what the `ordered` exit condition of a run looks for.
-pub async fn order_placed(conn: &mut Conn, order_id: i64, contact_id: i64, now: i64) -> anyhow::Result<()> {
-    store::insert_event(conn, "order_placed", contact_id, &order_placed_payload(order_id), now).await?;
-    Ok(())
-}
-
-pub fn order_placed_payload(order_id: i64) -> serde_json::Value {
-    json!({ "order_id": order_id })
+pub fn order_placed(order_id: i64, contact_id: i64) -> NewEvent<'static> {
+    NewEvent {
+        kind: "order_placed",
+        contact_id,
+        payload: json!({ "order_id": order_id }),
+    }
 }
 
 /// Stores checked orders without re-classifying their customers (imports classify
@@ -197,16 +196,24 @@ pub async fn store_orders(
     let contacts = store::contact_ids_by_reference(conn, orders.iter().map(|o| o.contact.as_str())).await?;
     let external_ids: Vec<&str> = orders.iter().map(|o| o.external_id.as_str()).collect();
     let stored = store::orders_by_external_id(conn, &external_ids).await?;
+    /// What an order comes to, before the new ones have their ids.
+    enum Slot {
+        Done(Result<OrderOutcome, Invalid>),
+        /// The new order at this index of `rows`.
+        Added(usize),
+        /// The same as that new order, once more.
+        Again(usize),
+    }
     let mut rows: Vec<OrderRow> = Vec::new();
     // The orders of this batch to be inserted, by external id: their index in `rows`.
     let mut new: HashMap<&str, usize> = HashMap::new();
-    let mut outcomes = Vec::with_capacity(orders.len());
+    let mut slots = Vec::with_capacity(orders.len());
     for order in orders {
         let Some(contact_id) = contacts.get(&order.contact) else {
-            outcomes.push(Err(Invalid(format!(
+            slots.push(Slot::Done(Err(Invalid(format!(
                 "no contact `{}` (give an id or an email)",
                 order.contact
-            ))));
+            )))));
             continue;
         };
         let row = OrderRow {
@@ -218,43 +225,47 @@ pub async fn store_orders(
             ordered_on: &order.ordered_on,
             items: &order.items,
         };
-        // An id of 0 stands for an order of this batch, given once inserted.
-        let earlier = match stored.get(&order.external_id) {
-            Some(existing) => Some((existing.id, existing.as_row())),
-            None => new.get(order.external_id.as_str()).map(|&i| (0, rows[i].clone())),
-        };
-        outcomes.push(match earlier {
-            Some((id, existing)) => same_order(id, &existing, &row, order.date_given),
-            None => {
-                new.insert(&order.external_id, rows.len());
-                rows.push(row);
-                Ok(OrderOutcome::Added {
-                    order_id: 0,
-                    contact_id,
-                })
-            }
-        });
+        slots.push(
+            match (stored.get(&order.external_id), new.get(order.external_id.as_str())) {
+                (Some(existing), _) => Slot::Done(
+                    same_order(&existing.as_row(), &row, order.date_given)
+                        .map(|()| OrderOutcome::AlreadyPresent { order_id: existing.id }),
+                ),
+                (None, Some(&i)) => match same_order(&rows[i], &row, order.date_given) {
+                    Ok(()) => Slot::Again(i),
+                    Err(conflict) => Slot::Done(Err(conflict)),
+                },
+                (None, None) => {
+                    new.insert(&order.external_id, rows.len());
+                    rows.push(row);
+                    Slot::Added(rows.len() - 1)
+                }
+            },
+        );
     }
     let ids = store::insert_orders(conn, &rows, now).await?;
-    for (outcome, order) in outcomes.iter_mut().zip(orders) {
-        if let Ok(OrderOutcome::Added { order_id, .. } | OrderOutcome::AlreadyPresent { order_id }) = outcome
-            && *order_id == 0
-        {
-            *order_id = ids[new[order.external_id.as_str()]];
-        }
-    }
-    Ok(outcomes)
+    Ok(slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Done(outcome) => outcome,
+            Slot::Added(i) => Ok(OrderOutcome::Added {
+                order_id: ids[i],
+                contact_id: rows[i].contact_id,
+            }),
+            Slot::Again(i) => Ok(OrderOutcome::AlreadyPresent { order_id: ids[i] }),
+        })
+        .collect())
 }
 
-/// Whether `new` is the order stored as `existing` (under `id`): the same, or a conflict.
-fn same_order(id: i64, existing: &OrderRow, new: &OrderRow, date_given: bool) -> Result<OrderOutcome, Invalid> {
+/// Whether `new` is the order stored as `existing`: the same, or a conflict.
+fn same_order(existing: &OrderRow, new: &OrderRow, date_given: bool) -> Result<(), Invalid> {
     // The base amount is left out: a rate changed since does not make it another order.
     let same_but_date = existing.contact_id == new.contact_id
         && existing.amount_minor == new.amount_minor
         && existing.currency == new.currency
         && existing.items == new.items;
     if same_but_date && (existing.ordered_on == new.ordered_on || !date_given) {
-        return Ok(OrderOutcome::AlreadyPresent { order_id: id });
+        return Ok(());
     }
     Err(Invalid(format!(
         "order `{}` exists already with other content ({} {} on {} for contact {}); \

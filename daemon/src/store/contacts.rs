@@ -215,21 +215,21 @@ pub async fn contacts_with_context(
 /// Adds a contact and its `contact_created` event.
 pub async fn insert_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyhow::Result<i64> {
     new.validate()?;
-    let ids = insert_contact_rows(conn, &[new], now).await.map_err(|e| match &e {
+    insert_contact_rows(conn, &[new], now).await.map_err(|e| match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => anyhow::Error::new(Invalid(format!(
             "a contact with email {} exists already",
             new.email.as_deref().unwrap_or("")
         ))),
         _ => e.into(),
-    })?;
-    Ok(ids[0])
+    })
 }
 
-/// Inserts contacts (validated) and their `contact_created` events; returns the new ids.
+/// Inserts contacts (validated, at least one) and their `contact_created` events;
+/// returns the first new id (the others follow it).
 /// Rows go in as multi-row VALUES: with 15 columns a row, binding them costs SQLite
 /// less than extracting them from JSON.
-async fn insert_contact_rows(conn: &mut Conn, new: &[&NewContact], now: i64) -> Result<Vec<i64>, sqlx::Error> {
-    let mut ids = Vec::with_capacity(new.len());
+async fn insert_contact_rows(conn: &mut Conn, new: &[&NewContact], now: i64) -> Result<i64, sqlx::Error> {
+    let mut first = None;
     for chunk in value_chunks(new, 15) {
         let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO contacts (name, company, email, phone, owner, stage, intent_grade, value_tier, tags, source,
@@ -255,18 +255,19 @@ async fn insert_contact_rows(conn: &mut Conn, new: &[&NewContact], now: i64) -> 
         // Without AUTOINCREMENT each new row takes the largest id plus one: a chunk's ids
         // are the ones up to the last. (RETURNING would hand each id over on its own.)
         let last = insert.build().execute(&mut *conn).await?.last_insert_rowid();
-        ids.extend(last - chunk.len() as i64 + 1..=last);
+        first.get_or_insert(last - chunk.len() as i64 + 1);
     }
-    // The ids are one range: the new rows are the last ones.
+    let first = first.unwrap_or(i64::MAX);
+    // The new rows are the last ones.
     sqlx::query(
         "INSERT INTO events (kind, contact_id, payload, occurred_at)
          SELECT 'contact_created', id, '{}', ? FROM contacts WHERE id >= ? ORDER BY id",
     )
     .bind(now)
-    .bind(ids.first().copied().unwrap_or(i64::MAX))
+    .bind(first)
     .execute(&mut *conn)
     .await?;
-    Ok(ids)
+    Ok(first)
 }
 
 /// Adds the contacts of `new` that are not known already, each with its
@@ -344,12 +345,17 @@ pub struct ContactIds {
 
 impl ContactIds {
     pub fn get(&self, reference: &str) -> Option<i64> {
-        let reference = reference.trim();
-        match reference.parse::<i64>() {
+        match parse_reference(reference) {
             Ok(id) => self.ids.contains(&id).then_some(id),
-            Err(_) => self.emails.get(reference).copied(),
+            Err(email) => self.emails.get(email).copied(),
         }
     }
+}
+
+/// A reference to a contact, trimmed: an id (`42`), else an email.
+fn parse_reference(reference: &str) -> Result<i64, &str> {
+    let reference = reference.trim();
+    reference.parse().map_err(|_| reference)
 }
 
 /// Looks up the contacts that `references` name, in one query.
@@ -359,10 +365,9 @@ pub async fn contact_ids_by_reference<'a>(
 ) -> anyhow::Result<ContactIds> {
     let (mut ids, mut emails) = (Vec::new(), Vec::new());
     for reference in references {
-        let reference = reference.trim();
-        match reference.parse::<i64>() {
+        match parse_reference(reference) {
             Ok(id) => ids.push(id),
-            Err(_) => emails.push(reference),
+            Err(email) => emails.push(email),
         }
     }
     let found: Option<String> = sqlx::query_scalar(
@@ -391,10 +396,9 @@ pub async fn contact_ids_by_reference<'a>(
 
 /// Finds a contact by id (`42`) or email address.
 pub async fn find_contact(conn: &mut Conn, reference: &str) -> anyhow::Result<Option<Contact>> {
-    let reference = reference.trim();
-    Ok(match reference.parse::<i64>() {
+    Ok(match parse_reference(reference) {
         Ok(id) => contact_by_id(conn, id).await?,
-        Err(_) => contact_by_email(conn, reference).await?,
+        Err(email) => contact_by_email(conn, email).await?,
     })
 }
 

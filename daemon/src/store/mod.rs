@@ -36,6 +36,8 @@ pub use timers::*;
 
 pub type Conn = sqlx::SqliteConnection;
 
+pub type Tx = Transaction<'static, Sqlite>;
+
 /// The most parameters one SQLite statement may bind (SQLITE_MAX_VARIABLE_NUMBER).
 const MAX_BOUND: usize = 32_766;
 
@@ -55,7 +57,6 @@ fn value_chunks<T>(mut rows: &[T], columns: usize) -> impl Iterator<Item = &[T]>
         Some(chunk)
     })
 }
-pub type Tx = Transaction<'static, Sqlite>;
 
 /// The database handle shared by the daemon's tasks and the CLI.
 #[derive(Clone, Debug)]
@@ -166,19 +167,19 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn value_chunks_are_powers_of_two_within_the_parameter_limit() {
         let rows: Vec<u32> = (0..5_000).collect();
-        let lengths: Vec<usize> = super::value_chunks(&rows, 15).map(<[u32]>::len).collect();
+        let lengths: Vec<usize> = value_chunks(&rows, 15).map(<[u32]>::len).collect();
         // 15 columns: at most 2,048 rows (30,720 parameters) a statement.
         assert_eq!(lengths, [2048, 2048, 512, 256, 128, 8]);
-        let again: Vec<u32> = super::value_chunks(&rows, 15).flatten().copied().collect();
+        let again: Vec<u32> = value_chunks(&rows, 15).flatten().copied().collect();
         assert_eq!(again, rows);
-        assert_eq!(super::value_chunks(&rows[..1], 6).count(), 1);
-        assert_eq!(super::value_chunks(&rows[..0], 6).count(), 0);
+        assert_eq!(value_chunks(&rows[..1], 6).count(), 1);
+        assert_eq!(value_chunks(&rows[..0], 6).count(), 0);
     }
-
-    use super::*;
 
     /// A database made by the first release, with data in it, opens under the
     /// current migrations with every row kept and every reference intact.
