@@ -372,46 +372,49 @@ pub async fn inquiry_add(config: &Config, reference: &str, message: &str, channe
 pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let now = clock.now_ms();
-    let pool = &store.pool;
+    // One read transaction: every count comes from the same snapshot. Read one by one,
+    // a run could start after the runs were counted and its event after the events were,
+    // and the daemon would look idle in the middle of its work.
+    let mut snapshot = store.pool.begin().await?;
     let overdue: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT owner, COUNT(*), MIN(next_follow_up_at) FROM contacts
          WHERE next_follow_up_at IS NOT NULL AND next_follow_up_at <= ? GROUP BY owner ORDER BY COUNT(*) DESC, owner",
     )
     .bind(now)
-    .fetch_all(pool)
+    .fetch_all(&mut *snapshot)
     .await?;
     let runs: Vec<(String, i64)> = sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
-        .fetch_all(pool)
+        .fetch_all(&mut *snapshot)
         .await?;
     let (timers, next_timer): (i64, Option<i64>) =
         sqlx::query_as("SELECT COUNT(*), MIN(due_at) FROM timers WHERE fired_at IS NULL")
-            .fetch_one(pool)
+            .fetch_one(&mut *snapshot)
             .await?;
     let outbox: Vec<(String, i64)> =
         sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status")
-            .fetch_all(pool)
+            .fetch_all(&mut *snapshot)
             .await?;
     let unprocessed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL")
-        .fetch_one(pool)
+        .fetch_one(&mut *snapshot)
         .await?;
     let timers_due: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE fired_at IS NULL AND due_at <= ?")
         .bind(now)
-        .fetch_one(pool)
+        .fetch_one(&mut *snapshot)
         .await?;
     let segments_running: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM enrolments WHERE status = 'running'")
-        .fetch_one(pool)
+        .fetch_one(&mut *snapshot)
         .await?;
     let waiting: Vec<(String, i64)> = sqlx::query_as(
         "SELECT waiting_reason, COUNT(*) FROM runs WHERE status = 'waiting' AND waiting_reason IS NOT NULL
          GROUP BY waiting_reason ORDER BY COUNT(*) DESC LIMIT 10",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *snapshot)
     .await?;
-    let classified_on = store::last_classification_pass(&mut *store.pool.acquire().await?).await?;
+    let classified_on = store::last_classification_pass(&mut snapshot).await?;
     let outbox_due: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?")
             .bind(now)
-            .fetch_one(pool)
+            .fetch_one(&mut *snapshot)
             .await?;
     if as_json {
         let counts = |rows: &[(String, i64)]| {
