@@ -3,7 +3,7 @@
 //! by phone, or without either by name and company, so a re-import adds nobody twice.
 
 use super::{Parser, Row, RowKind, RowOutcome};
-use crate::store::{self, Invalid, NewContact, Tx};
+use crate::store::{self, Conn, Invalid, NewContact};
 
 pub struct Contacts {
     pub now: i64,
@@ -46,10 +46,10 @@ impl RowKind for Contacts {
 
     async fn store(
         &mut self,
-        tx: &mut Tx,
+        conn: &mut Conn,
         items: Vec<(NewContact, Result<(), Invalid>)>,
     ) -> anyhow::Result<Vec<Result<RowOutcome, String>>> {
-        let added = store::insert_new_contacts(tx, &items, self.now).await?;
+        let added = store::insert_new_contacts(conn, &items, self.now).await?;
         Ok(added
             .into_iter()
             .map(|added| {

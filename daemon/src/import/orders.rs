@@ -9,7 +9,7 @@ use super::{Parser, RowKind, RowOutcome};
 use crate::insight::{
     Amount, CheckedOrder, Events, NewOrder, OrderOutcome, order_placed, reclassify_customers, store_orders,
 };
-use crate::store::{self, Tx};
+use crate::store::{self, Conn};
 use crate::workflow::ClassificationRules;
 
 pub struct Orders {
@@ -56,10 +56,10 @@ impl RowKind for Orders {
 
     async fn store(
         &mut self,
-        tx: &mut Tx,
+        conn: &mut Conn,
         items: Vec<CheckedOrder>,
     ) -> anyhow::Result<Vec<Result<RowOutcome, String>>> {
-        let outcomes = store_orders(tx, &items, self.now).await?;
+        let outcomes = store_orders(conn, &items, self.now).await?;
         let mut placed = Vec::new();
         let rows = outcomes
             .into_iter()
@@ -74,15 +74,15 @@ impl RowKind for Orders {
             })
             .collect();
         if self.events == Events::Write {
-            store::insert_events(tx, &placed, self.now).await?;
+            store::insert_events(conn, &placed, self.now).await?;
         }
         Ok(rows)
     }
 
     /// A customer is re-classified once per commit, after all their rows in it.
-    async fn finish(&mut self, tx: &mut Tx) -> anyhow::Result<()> {
+    async fn finish(&mut self, conn: &mut Conn) -> anyhow::Result<()> {
         let customers: Vec<i64> = std::mem::take(&mut self.customers).into_iter().collect();
-        reclassify_customers(tx, &self.rules, &customers, self.now, self.events).await?;
+        reclassify_customers(conn, &self.rules, &customers, self.now, self.events).await?;
         Ok(())
     }
 }

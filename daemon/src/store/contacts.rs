@@ -2,7 +2,9 @@
 //! to writes its event in the same transaction.
 
 use std::collections::HashSet;
+use std::ops::RangeInclusive;
 
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::types::Json;
@@ -215,24 +217,44 @@ pub async fn contacts_with_context(
 /// Adds a contact and its `contact_created` event.
 pub async fn insert_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyhow::Result<i64> {
     new.validate()?;
-    insert_contact_rows(conn, &[new], now).await.map_err(|e| match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => anyhow::Error::new(Invalid(format!(
-            "a contact with email {} exists already",
-            new.email.as_deref().unwrap_or("")
-        ))),
-        _ => e.into(),
-    })
+    let ids = insert_contact_rows(conn, &[new], now, KnownEmail::Fail)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => anyhow::Error::new(Invalid(format!(
+                "a contact with email {} exists already",
+                new.email.as_deref().unwrap_or("")
+            ))),
+            _ => e.into(),
+        })?;
+    Ok(*ids.context("a contact inserted or an error")?.start())
+}
+
+/// What `insert_contact_rows` does with a row whose email a stored contact has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KnownEmail {
+    /// The insert fails (a unique violation).
+    Fail,
+    /// The row is left out.
+    Skip,
 }
 
 /// Inserts contacts (validated, at least one) and their `contact_created` events;
-/// returns the first new id (the others follow it).
+/// returns the ids of the new ones, consecutive, if any went in.
 /// Rows go in as multi-row VALUES: with 15 columns a row, binding them costs SQLite
 /// less than extracting them from JSON.
-async fn insert_contact_rows(conn: &mut Conn, new: &[&NewContact], now: i64) -> Result<i64, sqlx::Error> {
-    let mut first = None;
+async fn insert_contact_rows(
+    conn: &mut Conn,
+    new: &[&NewContact],
+    now: i64,
+    known_email: KnownEmail,
+) -> Result<Option<RangeInclusive<i64>>, sqlx::Error> {
+    let mut ids: Option<RangeInclusive<i64>> = None;
     for chunk in value_chunks(new, 15) {
+        // OR FAIL: a failing row fails the transaction anyway, and without the
+        // statement's own rollback SQLite keeps no undo copy of every index page the
+        // rows touch (with random emails, most of them).
         let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO contacts (name, company, email, phone, owner, stage, intent_grade, value_tier, tags, source,
+            "INSERT OR FAIL INTO contacts (name, company, email, phone, owner, stage, intent_grade, value_tier, tags, source,
                                    time_zone, locale, consent, created_at, updated_at) ",
         );
         insert.push_values(chunk, |mut row, c| {
@@ -252,22 +274,33 @@ async fn insert_contact_rows(conn: &mut Conn, new: &[&NewContact], now: i64) -> 
                 .push_bind(now)
                 .push_bind(now);
         });
-        // Without AUTOINCREMENT each new row takes the largest id plus one: a chunk's ids
-        // are the ones up to the last. (RETURNING would hand each id over on its own.)
-        let last = insert.build().execute(&mut *conn).await?.last_insert_rowid();
-        first.get_or_insert(last - chunk.len() as i64 + 1);
+        if known_email == KnownEmail::Skip {
+            insert.push(" ON CONFLICT (email) DO NOTHING");
+        }
+        let done = insert.build().execute(&mut *conn).await?;
+        if done.rows_affected() == 0 {
+            continue;
+        }
+        // Without AUTOINCREMENT each new row takes the largest id plus one: the rows
+        // that went in have the ids up to the last. (RETURNING would hand each id
+        // over on its own.)
+        let last = done.last_insert_rowid();
+        let first = ids
+            .as_ref()
+            .map_or(last - done.rows_affected() as i64 + 1, |ids| *ids.start());
+        ids = Some(first..=last);
     }
-    let first = first.unwrap_or(i64::MAX);
-    // The new rows are the last ones.
-    sqlx::query(
-        "INSERT INTO events (kind, contact_id, payload, occurred_at)
-         SELECT 'contact_created', id, '{}', ? FROM contacts WHERE id >= ? ORDER BY id",
-    )
-    .bind(now)
-    .bind(first)
-    .execute(&mut *conn)
-    .await?;
-    Ok(first)
+    if let Some(ids) = &ids {
+        sqlx::query(
+            "INSERT INTO events (kind, contact_id, payload, occurred_at)
+             SELECT 'contact_created', id, '{}', ? FROM contacts WHERE id >= ? ORDER BY id",
+        )
+        .bind(now)
+        .bind(ids.start())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(ids)
 }
 
 /// Adds the contacts of `new` that are not known already, each with its
@@ -277,39 +310,26 @@ async fn insert_contact_rows(conn: &mut Conn, new: &[&NewContact], now: i64) -> 
 /// a known contact is left alone even if the row is invalid, as a row at a time always
 /// did; one not known is added if valid. Returns for each: added (`Ok(true)`), known
 /// (`Ok(false)`), or why it cannot be added.
+///
+/// A valid row with an email is not looked up: the insert skips it if the email is
+/// stored (the unique index finds it while inserting anyway), and only when some
+/// were skipped are the new rows' emails read back. The others, without an email
+/// or invalid (a rare few), are looked up first.
 pub async fn insert_new_contacts(
     conn: &mut Conn,
     new: &[(NewContact, Result<(), Invalid>)],
     now: i64,
 ) -> anyhow::Result<Vec<Result<bool, String>>> {
-    let keys: Vec<_> = new
-        .iter()
-        .map(|(c, _)| {
-            json!([
-                c.email.as_deref().map(str::trim),
-                c.phone.as_deref().map(str::trim),
-                c.name.trim(),
-                c.company
-            ])
-        })
+    let looked_up: Vec<usize> = (0..new.len())
+        .filter(|&i| email_of(&new[i].0).is_none() || new[i].1.is_err())
         .collect();
-    let known: Option<String> = sqlx::query_scalar(
-        "SELECT json_group_array(j.key) FROM json_each(?) AS j
-         WHERE CASE WHEN j.value ->> 0 IS NOT NULL THEN EXISTS (SELECT 1 FROM contacts c WHERE c.email = j.value ->> 0)
-                    WHEN j.value ->> 1 IS NOT NULL THEN EXISTS (SELECT 1 FROM contacts c WHERE c.phone = j.value ->> 1)
-                    ELSE EXISTS (SELECT 1 FROM contacts c WHERE c.email IS NULL AND c.phone IS NULL
-                                                           AND c.name = j.value ->> 2 AND c.company = j.value ->> 3)
-               END",
-    )
-    .bind(serde_json::to_string(&keys)?)
-    .fetch_one(&mut *conn)
-    .await?;
-    let known: HashSet<usize> = serde_json::from_str(known.as_deref().unwrap_or("[]"))?;
+    let known = known_contacts(conn, looked_up.iter().map(|&i| &new[i].0)).await?;
+    let known: HashSet<usize> = known.into_iter().map(|k| looked_up[k]).collect();
     let (mut emails, mut phones, mut unreachable) = (HashSet::new(), HashSet::new(), HashSet::new());
     let mut added = Vec::with_capacity(new.len());
     let mut rows = Vec::new();
     for (i, (c, valid)) in new.iter().enumerate() {
-        let (email, phone) = (c.email.as_deref().map(str::trim), c.phone.as_deref().map(str::trim));
+        let (email, phone) = (email_of(c), c.phone.as_deref().map(str::trim));
         let seen = match (email, phone) {
             (Some(email), _) => emails.contains(email),
             (None, Some(phone)) => phones.contains(phone),
@@ -331,12 +351,67 @@ pub async fn insert_new_contacts(
         }
         rows.push(c);
     }
-    if !rows.is_empty() {
-        insert_contact_rows(conn, &rows, now).await?;
+    if rows.is_empty() {
+        return Ok(added);
+    }
+    let ids = insert_contact_rows(conn, &rows, now, KnownEmail::Skip).await?;
+    let went_in = ids.as_ref().map_or(0, |ids| ids.end() - ids.start() + 1);
+    if went_in < rows.len() as i64 {
+        // Some emails were stored already: those rows are known contacts.
+        let new_emails: Option<String> =
+            sqlx::query_scalar("SELECT json_group_array(email) FROM contacts WHERE id >= ? AND email IS NOT NULL")
+                .bind(ids.map_or(i64::MAX, |ids| *ids.start()))
+                .fetch_one(&mut *conn)
+                .await?;
+        let new_emails: HashSet<String> = serde_json::from_str(new_emails.as_deref().unwrap_or("[]"))?;
+        for (outcome, (c, _)) in added.iter_mut().zip(new) {
+            if *outcome == Ok(true)
+                && let Some(email) = email_of(c)
+                && !new_emails.contains(email)
+            {
+                *outcome = Ok(false);
+            }
+        }
     }
     Ok(added)
 }
 
+fn email_of(c: &NewContact) -> Option<&str> {
+    c.email.as_deref().map(str::trim)
+}
+
+/// Which of `contacts` are stored (their positions): by email, else by phone, else
+/// by name and company; in one query.
+async fn known_contacts<'a>(
+    conn: &mut Conn,
+    contacts: impl ExactSizeIterator<Item = &'a NewContact>,
+) -> anyhow::Result<Vec<usize>> {
+    if contacts.len() == 0 {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<_> = contacts
+        .map(|c| {
+            json!([
+                c.email.as_deref().map(str::trim),
+                c.phone.as_deref().map(str::trim),
+                c.name.trim(),
+                c.company
+            ])
+        })
+        .collect();
+    let known: Option<String> = sqlx::query_scalar(
+        "SELECT json_group_array(j.key) FROM json_each(?) AS j
+         WHERE CASE WHEN j.value ->> 0 IS NOT NULL THEN EXISTS (SELECT 1 FROM contacts c WHERE c.email = j.value ->> 0)
+                    WHEN j.value ->> 1 IS NOT NULL THEN EXISTS (SELECT 1 FROM contacts c WHERE c.phone = j.value ->> 1)
+                    ELSE EXISTS (SELECT 1 FROM contacts c WHERE c.email IS NULL AND c.phone IS NULL
+                                                           AND c.name = j.value ->> 2 AND c.company = j.value ->> 3)
+               END",
+    )
+    .bind(serde_json::to_string(&keys)?)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(serde_json::from_str(known.as_deref().unwrap_or("[]"))?)
+}
 /// Which contacts references name: ids (`42`) or emails, as `find_contact` reads them.
 pub struct ContactIds {
     ids: HashSet<i64>,
