@@ -5,6 +5,7 @@
 #
 #   bench/run_nudge.sh                  # 3 runs x 2000 requests, concurrency 16
 #   RUNS=1 COUNT=300 CONC=8 bench/run_nudge.sh
+#   NUDGE_BIN=/tmp/other/nudge bench/run_nudge.sh   # measure that build instead
 #
 # Per run: fresh database -> start nudge -> measure start-up (HTTP ready, and
 # the first event accepted) -> idle RSS after IDLE_SETTLE_S -> load.py (COUNT
@@ -53,8 +54,11 @@ port_busy(){ python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.5)
 
 # ---------------------------------------------------------------- target: nudge
 target_prepare(){
-  cargo build --release -q -p nudge --manifest-path "$REPO/Cargo.toml"
-  NUDGE_BIN="$REPO/target/release/nudge"
+  # NUDGE_BIN=path measures that binary (an A/B of two builds); by default the release build.
+  if [ -z "${NUDGE_BIN:-}" ]; then
+    cargo build --release -q -p nudge --manifest-path "$REPO/Cargo.toml"
+    NUDGE_BIN="$REPO/target/release/nudge"
+  fi
   VERSIONS="{\"nudge\":\"$("$NUDGE_BIN" --version | cut -d' ' -f2)\",\"rustc\":\"$(rustc --version | cut -d' ' -f2)\"}"
   TARGET_URL="http://127.0.0.1:$NUDGE_PORT/stage-changes"
   READY_URL="http://127.0.0.1:$NUDGE_PORT/health"
