@@ -556,6 +556,41 @@ fn strict_csv_import_classifies_once_and_leaves_known_contacts_alone() {
     );
 }
 
+/// A stored contact's row is left alone, phone and all, so a later row with only that
+/// phone is a contact of its own; a phone that a row of the same file added is not.
+#[test]
+fn a_known_contacts_phone_in_the_file_does_not_make_a_phone_only_row_known() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    add_contact(&nudge, "Stored", "stored@example.com");
+    let file = nudge.path("contacts.csv");
+    std::fs::write(
+        &file,
+        "name,email,phone\n\
+         Stored Again,stored@example.com,+861111\n\
+         New With Phone,new@example.com,+862222\n\
+         Only Phone One,,+861111\n\
+         Only Phone Two,,+862222\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = nudge.try_cli(&["contact", "import", file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 2 contacts, 2 already present, 0 bad rows skipped"),
+        "{stdout}{stderr}"
+    );
+    let rows = nudge.query("SELECT name, email, phone FROM contacts ORDER BY id");
+    assert_eq!(
+        rows,
+        serde_json::json!([
+            ["Stored", "stored@example.com", null],
+            ["New With Phone", "new@example.com", "+862222"],
+            ["Only Phone One", null, "+861111"]
+        ])
+    );
+}
+
 #[test]
 fn strict_csv_import_keeps_nothing_when_a_row_is_bad() {
     let tmp = scratch();

@@ -314,14 +314,20 @@ async fn insert_contact_rows(
 /// A valid row with an email is not looked up: the insert skips it if the email is
 /// stored (the unique index finds it while inserting anyway), and only when some
 /// were skipped are the new rows' emails read back. The others, without an email
-/// or invalid (a rare few), are looked up first.
+/// or invalid (a rare few), are looked up first; so are rows with an email and a phone
+/// when a row of the batch has only a phone: whether such a row is known decides
+/// whether its phone names a contact added by this batch.
 pub async fn insert_new_contacts(
     conn: &mut Conn,
     new: &[(NewContact, Result<(), Invalid>)],
     now: i64,
 ) -> anyhow::Result<Vec<Result<bool, String>>> {
+    let phone_only = new.iter().any(|(c, _)| email_of(c).is_none() && phone_of(c).is_some());
     let looked_up: Vec<usize> = (0..new.len())
-        .filter(|&i| email_of(&new[i].0).is_none() || new[i].1.is_err())
+        .filter(|&i| {
+            let (c, valid) = &new[i];
+            email_of(c).is_none() || valid.is_err() || (phone_only && phone_of(c).is_some())
+        })
         .collect();
     let known = known_contacts(conn, looked_up.iter().map(|&i| &new[i].0)).await?;
     let known: HashSet<usize> = known.into_iter().map(|k| looked_up[k]).collect();
@@ -329,7 +335,7 @@ pub async fn insert_new_contacts(
     let mut added = Vec::with_capacity(new.len());
     let mut rows = Vec::new();
     for (i, (c, valid)) in new.iter().enumerate() {
-        let (email, phone) = (email_of(c), c.phone.as_deref().map(str::trim));
+        let (email, phone) = (email_of(c), phone_of(c));
         let seen = match (email, phone) {
             (Some(email), _) => emails.contains(email),
             (None, Some(phone)) => phones.contains(phone),
@@ -378,6 +384,10 @@ pub async fn insert_new_contacts(
 
 fn email_of(c: &NewContact) -> Option<&str> {
     c.email.as_deref().map(str::trim)
+}
+
+fn phone_of(c: &NewContact) -> Option<&str> {
+    c.phone.as_deref().map(str::trim)
 }
 
 /// Which of `contacts` are stored (their positions): by email, else by phone, else
