@@ -556,6 +556,47 @@ fn strict_csv_import_classifies_once_and_leaves_known_contacts_alone() {
     );
 }
 
+/// 11,000 contacts: two commits, eleven batches, each stored in power-of-two chunks of
+/// multi-row inserts. Contacts stored before are skipped wherever they fall (the middle
+/// of a chunk, the last row of one, the last row of a batch), and each contact added
+/// gets its one `contact_created` event.
+#[test]
+fn a_large_contact_import_skips_stored_contacts_at_chunk_ends_and_across_commits() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    let stored = [100, 511, 999, 10_500, 10_999];
+    let file = nudge.path("stored.csv");
+    let rows: Vec<String> = stored.iter().map(|i| format!("Stored {i},c{i}@example.com")).collect();
+    std::fs::write(&file, format!("name,email\n{}\n", rows.join("\n"))).unwrap();
+    let (ok, _, stderr) = nudge.try_cli(&["contact", "import", file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+
+    let file = nudge.path("contacts.csv");
+    let rows: Vec<String> = (0..11_000).map(|i| format!("Contact {i},c{i}@example.com")).collect();
+    std::fs::write(&file, format!("name,email\n{}\n", rows.join("\n"))).unwrap();
+    let (ok, stdout, stderr) = nudge.try_cli(&["contact", "import", file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 10995 contacts, 5 already present, 0 bad rows skipped"),
+        "{stdout}{stderr}"
+    );
+    let counts = nudge.query(
+        "SELECT (SELECT COUNT(*) FROM contacts), (SELECT COUNT(*) FROM events WHERE kind = 'contact_created'),
+                (SELECT COUNT(*) FROM contacts c WHERE (SELECT COUNT(*) FROM events e
+                   WHERE e.contact_id = c.id AND e.kind = 'contact_created') != 1),
+                (SELECT COUNT(*) FROM contacts WHERE name LIKE 'Stored %')",
+    );
+    assert_eq!(counts, serde_json::json!([[11_000, 11_000, 0, 5]]));
+    // A second import changes nothing.
+    let (ok, stdout, stderr) = nudge.try_cli(&["contact", "import", file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("imported 0 contacts, 11000 already present, 0 bad rows skipped"),
+        "{stdout}{stderr}"
+    );
+}
+
 /// A stored contact's row is left alone, phone and all, so a later row with only that
 /// phone is a contact of its own; a phone that a row of the same file added is not.
 #[test]

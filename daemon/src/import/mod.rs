@@ -86,7 +86,7 @@ pub trait RowKind {
     /// Columns in which a quote can only mean broken quoting (ids, emails,
     /// amounts, dates), where the CSV reader would otherwise keep it as text.
     const NO_QUOTES: &'static [&'static str];
-    /// Rows per transaction, a multiple of `BATCH_ROWS`. A commit writes every page its
+    /// Rows per transaction (rounded up to whole batches). A commit writes every page its
     /// transaction dirtied, and most rows dirty some page of an index on a random key
     /// (an email), so few large commits write each such page once where many small ones
     /// wrote it again and again. Small enough that the daemon, waiting for the write
@@ -164,16 +164,20 @@ pub async fn import_csv<K: RowKind>(
     // A connection of its own, closed afterwards: its cache is sized for the import,
     // and its statement journals (a multi-row INSERT's undo) stay in memory.
     let mut conn = store.pool.acquire().await?;
-    sqlx::query(&format!("PRAGMA cache_size = -{IMPORT_CACHE_KIB}"))
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("PRAGMA temp_store = MEMORY").execute(&mut *conn).await?;
-    // Taking the batches, it drops them when it fails, which stops the reader.
-    let summary = store_batches(&mut conn, batches, strict, kind, file, &progress).await;
+    // Taking the batches, this drops them when it fails, which stops the reader.
+    let summary = async {
+        sqlx::query(&format!("PRAGMA cache_size = -{IMPORT_CACHE_KIB}"))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("PRAGMA temp_store = MEMORY").execute(&mut *conn).await?;
+        store_batches(&mut conn, batches, strict, kind, file, &progress).await
+    }
+    .await;
     let closed = conn.close().await;
-    reading.await.context("the CSV reader")?;
+    let read = reading.await;
     progress.finish();
     let summary = summary?;
+    read.context("the CSV reader")?;
     closed?;
     Ok(summary)
 }
@@ -189,18 +193,18 @@ async fn store_batches<K: RowKind>(
     progress: &Progress,
 ) -> anyhow::Result<ImportSummary> {
     let mut summary = ImportSummary::default();
+    // The write lock is taken once a batch is parsed, not while the reader parses
+    // it; within a transaction the reader is a batch ahead.
     let mut next = batches.recv().await;
-    while let Some(first) = next.take() {
-        // The write lock is taken once a batch is parsed, not while the reader parses it.
+    while let Some(first) = next {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let (mut batch, mut rows) = (Some(first), 0);
         while let Some(stored) = batch {
             rows += stored.rows.len();
             store_batch(&mut tx, kind, stored.rows, file, progress, &mut summary).await?;
             progress.advance(stored.rows_read, stored.byte, &summary);
-            next = batches.recv().await;
             batch = if strict || rows < K::ROWS_PER_COMMIT {
-                next.take()
+                batches.recv().await
             } else {
                 None
             };
@@ -215,6 +219,7 @@ async fn store_batches<K: RowKind>(
         }
         kind.finish(&mut tx).await?;
         tx.commit().await?;
+        next = batches.recv().await;
     }
     Ok(summary)
 }

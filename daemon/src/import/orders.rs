@@ -1,6 +1,6 @@
 //! A row of an orders CSV: `id, contact, amount[, currency, date, items]`. Each
-//! customer is re-classified once per batch, after its rows: a file of a
-//! customer's past orders moves their tier once, not once per order.
+//! customer is re-classified once per commit (`RowKind::ROWS_PER_COMMIT` rows), after
+//! its rows: a file of a customer's past orders moves their tier once, not once per order.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -250,9 +250,10 @@ async fn insert_contact_rows(
 ) -> Result<Option<RangeInclusive<i64>>, sqlx::Error> {
     let mut ids: Option<RangeInclusive<i64>> = None;
     for chunk in value_chunks(new, 15) {
-        // OR FAIL: a failing row fails the transaction anyway, and without the
-        // statement's own rollback SQLite keeps no undo copy of every index page the
-        // rows touch (with random emails, most of them).
+        // OR FAIL: a failing row leaves the statement's earlier rows in, which every
+        // caller rolls back with its transaction (or savepoint) on the error; in return
+        // SQLite keeps no undo copy of every index page the statement touches (with
+        // random emails, most of them).
         let mut insert = sqlx::QueryBuilder::new(
             "INSERT OR FAIL INTO contacts (name, company, email, phone, owner, stage, intent_grade, value_tier, tags, source,
                                    time_zone, locale, consent, created_at, updated_at) ",
@@ -364,12 +365,18 @@ pub async fn insert_new_contacts(
     let went_in = ids.as_ref().map_or(0, |ids| ids.end() - ids.start() + 1);
     if went_in < rows.len() as i64 {
         // Some emails were stored already: those rows are known contacts.
-        let new_emails: Option<String> =
-            sqlx::query_scalar("SELECT json_group_array(email) FROM contacts WHERE id >= ? AND email IS NOT NULL")
-                .bind(ids.map_or(i64::MAX, |ids| *ids.start()))
+        let new_emails: HashSet<String> = match &ids {
+            Some(ids) => {
+                let emails: Option<String> = sqlx::query_scalar(
+                    "SELECT json_group_array(email) FROM contacts WHERE id >= ? AND email IS NOT NULL",
+                )
+                .bind(ids.start())
                 .fetch_one(&mut *conn)
                 .await?;
-        let new_emails: HashSet<String> = serde_json::from_str(new_emails.as_deref().unwrap_or("[]"))?;
+                serde_json::from_str(emails.as_deref().unwrap_or("[]"))?
+            }
+            None => HashSet::new(),
+        };
         for (outcome, (c, _)) in added.iter_mut().zip(new) {
             if *outcome == Ok(true)
                 && let Some(email) = email_of(c)
@@ -400,14 +407,7 @@ async fn known_contacts<'a>(
         return Ok(Vec::new());
     }
     let keys: Vec<_> = contacts
-        .map(|c| {
-            json!([
-                c.email.as_deref().map(str::trim),
-                c.phone.as_deref().map(str::trim),
-                c.name.trim(),
-                c.company
-            ])
-        })
+        .map(|c| json!([email_of(c), phone_of(c), c.name.trim(), c.company]))
         .collect();
     let known: Option<String> = sqlx::query_scalar(
         "SELECT json_group_array(j.key) FROM json_each(?) AS j
@@ -422,6 +422,7 @@ async fn known_contacts<'a>(
     .await?;
     Ok(serde_json::from_str(known.as_deref().unwrap_or("[]"))?)
 }
+
 /// Which contacts references name: ids (`42`) or emails, as `find_contact` reads them.
 pub struct ContactIds {
     ids: HashSet<i64>,
