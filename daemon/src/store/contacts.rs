@@ -315,19 +315,23 @@ async fn insert_contact_rows(
 /// A valid row with an email is not looked up: the insert skips it if the email is
 /// stored (the unique index finds it while inserting anyway), and only when some
 /// were skipped are the new rows' emails read back. The others, without an email
-/// or invalid (a rare few), are looked up first; so are rows with an email and a phone
-/// when a row of the batch has only a phone: whether such a row is known decides
-/// whether its phone names a contact added by this batch.
+/// or invalid (a rare few), are looked up first; so are rows with an email and the
+/// phone of a phone-only row of the batch: whether such a row is known decides whether
+/// that phone names a contact the batch adds.
 pub async fn insert_new_contacts(
     conn: &mut Conn,
     new: &[(NewContact, Result<(), Invalid>)],
     now: i64,
 ) -> anyhow::Result<Vec<Result<bool, String>>> {
-    let phone_only = new.iter().any(|(c, _)| email_of(c).is_none() && phone_of(c).is_some());
+    let phone_only: HashSet<&str> = new
+        .iter()
+        .filter(|(c, _)| email_of(c).is_none())
+        .filter_map(|(c, _)| phone_of(c))
+        .collect();
     let looked_up: Vec<usize> = (0..new.len())
         .filter(|&i| {
             let (c, valid) = &new[i];
-            email_of(c).is_none() || valid.is_err() || (phone_only && phone_of(c).is_some())
+            email_of(c).is_none() || valid.is_err() || phone_of(c).is_some_and(|p| phone_only.contains(p))
         })
         .collect();
     let known = known_contacts(conn, looked_up.iter().map(|&i| &new[i].0)).await?;
