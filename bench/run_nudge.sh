@@ -76,6 +76,9 @@ port = $SMTP_PORT
 tls = "none"
 [api]
 bind = "127.0.0.1:$NUDGE_PORT"
+# Admission control (README): MAX_UNSENT=0 measures without it.
+max_unsent = ${MAX_UNSENT:-32}
+max_hold_ms = ${MAX_HOLD_MS:-500}
 [delivery]
 # A local sink takes many sessions. 96 was chosen (2026-11-23) when each send also
 # waited ~40 ms for the sink's delayed ACK (32 -> 96: ~510 -> ~825/s); TCP_NODELAY has

@@ -133,6 +133,37 @@ fn a_hung_server_blocks_only_its_own_send_and_an_outage_loses_nothing() {
 }
 
 #[test]
+fn an_api_write_waits_while_the_message_of_an_earlier_one_is_unsent() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    // The first session hangs after the greeting, until the send's 10 s deadline.
+    smtp.script_faults(json!({ "ehlo": ["hang"] }));
+    let mut nudge = Nudge::with_config(&smtp, MONDAY_9AM, "max_unsent = 1\nmax_hold_ms = 120000");
+    nudge.start();
+    let first = add_contact(&nudge, "Ou", &[]);
+    let second = add_contact(&nudge, "Pan", &[]);
+    let inquiry = |to: &str| nudge.http("POST", &format!("/contacts/{to}/inquiries"), Some("{}")).0;
+    assert_eq!(inquiry(&first), 202);
+    wait_until(
+        || (smtp.faults_left()["ehlo"] == json!([])).then_some(()),
+        || "the first message's session never reached EHLO".into(),
+    );
+    // The second inquiry waits while the first thank-you is unsent (its session
+    // hangs until the send's 10 s deadline), and is answered after that.
+    std::thread::scope(|scope| {
+        let held = scope.spawn(|| inquiry(&second));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let row = outbox(&nudge).into_iter().find(|r| r["recipient"] == first).unwrap();
+        assert_eq!(row["attempts"], 0, "the first send is still hung: {row}");
+        assert!(!held.is_finished(), "answered while the first message was unsent");
+        assert_eq!(held.join().unwrap(), 202);
+    });
+    wait_for_row(&nudge, &first, |r| r["attempts"] == 1);
+    smtp.wait_for(&second, "");
+    nudge.stop();
+}
+
+#[test]
 fn an_unknown_outcome_is_held_for_an_operator_and_resent_with_the_same_message_id() {
     let tmp = scratch();
     let smtp = SmtpServer::start(tmp.path());

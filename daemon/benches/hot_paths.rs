@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use nudge::admission::Admission;
 use nudge::clock::Clock;
 use nudge::plugins::{PluginHost, PluginSettings, Plugins};
 use nudge::runs::Engine;
@@ -190,6 +191,7 @@ fn overdue_scan(c: &mut Criterion) {
             set,
             "bench.test".into(),
             Unsubscribe::new(b"bench".to_vec(), "http://bench.test".into(), "u@bench.test".into()),
+            Arc::new(Admission::off()),
         ))
         .unwrap();
     let engine = Arc::new(engine);

@@ -223,6 +223,12 @@ pub struct ApiConfig {
     pub bind: SocketAddr,
     /// Name of the environment variable holding the bearer token.
     pub token_env: String,
+    /// A write waits while this many messages (or the work before them) of
+    /// earlier API writes are unsent: the API keeps the daemon's pace instead of
+    /// queueing behind its answers. 0: never wait.
+    pub max_unsent: usize,
+    /// The longest a write waits for that, in milliseconds.
+    pub max_hold_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -230,6 +236,8 @@ impl Default for ApiConfig {
         ApiConfig {
             bind: "127.0.0.1:8425".parse().expect("valid address"),
             token_env: "NUDGE_API_TOKEN".into(),
+            max_unsent: 32,
+            max_hold_ms: 500,
         }
     }
 }

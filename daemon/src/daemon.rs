@@ -2,12 +2,14 @@
 //! API and the workflow watcher together, and shuts them down on SIGINT/SIGTERM.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::config::{ClockKind, Config};
 use crate::delivery::Delivery;
@@ -65,6 +67,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             workflows,
             config.message_id_domain(),
             unsubscribe.clone(),
+            Arc::new(Admission::new(
+                config.api.max_unsent,
+                Duration::from_millis(config.api.max_hold_ms),
+            )),
         )
         .await
         .context("start the engine")?,
@@ -78,6 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock.clone(),
         plugins.clone(),
         engine.delivery_wake.clone(),
+        engine.admission.clone(),
     )?;
     let api = api::serve(
         &config,

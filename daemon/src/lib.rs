@@ -1,6 +1,7 @@
 //! nudge: a follow-up automation daemon. See ARCHITECTURE.md for the flow:
 //! sources -> events -> triggers -> runs -> outbox -> delivery.
 
+pub mod admission;
 pub mod api;
 pub mod clock;
 pub mod commands;

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admission::Admission;
 use crate::clock::{Clock, parse_time};
 use crate::config::Config;
 use crate::insight::{self, NewOrder, OrderOutcome};
@@ -37,6 +38,8 @@ struct AppState {
     /// Writes of concurrent requests share transactions (and fsyncs); each is
     /// answered once durable.
     writer: GroupCommit<Answer>,
+    /// Holds a write while earlier writes' messages are unsent.
+    admission: Arc<Admission>,
     clock: Clock,
     engine_wake: Arc<Notify>,
     /// The running workflow set's classification rules are read from here.
@@ -94,6 +97,7 @@ pub async fn serve(
     unsubscribe: Unsubscribe,
     cancel: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    let admission = engine.admission.clone();
     let token = config.api_token();
     if token.is_none() && !config.api.bind.ip().is_loopback() {
         anyhow::bail!(
@@ -103,7 +107,8 @@ pub async fn serve(
         );
     }
     let state = AppState {
-        writer: GroupCommit::start(store.clone()),
+        writer: GroupCommit::start(store.clone(), admission.clone()),
+        admission,
         store,
         clock,
         engine_wake,
@@ -178,7 +183,8 @@ async fn contact(conn: &mut store::Conn, reference: &str) -> anyhow::Result<Cont
 }
 
 impl AppState {
-    /// Runs `write` in the next group commit, wakes the engine, and answers.
+    /// Runs `write` in the next group commit once admitted, wakes the engine,
+    /// and answers.
     async fn write<F>(&self, write: F) -> ApiResult
     where
         F: for<'c> FnOnce(
@@ -187,7 +193,9 @@ impl AppState {
             + Send
             + 'static,
     {
+        let admitted = self.admission.admit().await;
         let (status, body) = self.writer.write(write).await?;
+        drop(admitted);
         self.engine_wake.notify_one();
         Ok((status, Json(body)).into_response())
     }

@@ -377,6 +377,7 @@ mod tests {
     fn row(subject: &str, to_name: &str, text: &str) -> OutboxRow {
         OutboxRow {
             id: 1,
+            run_id: Some(1),
             idempotency_key: "run1-step0-contact1".into(),
             message_id: "<run1-step0-contact1@nudge.test>".into(),
             channel: "email".into(),

@@ -23,6 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::config::{Config, DeliveryConfig, HttpConfig, OnUnknown};
 use crate::plugins::{Plugins, ProviderVerdict, RenderedMessage};
@@ -40,6 +41,8 @@ pub struct Delivery {
     policy: DeliveryConfig,
     suppression: SuppressionRules,
     wake: Arc<Notify>,
+    /// Told when the API's messages have been attempted.
+    admission: Arc<Admission>,
 }
 
 /// One finished attempt: the row, when the attempt started, how it ended.
@@ -52,6 +55,7 @@ impl Delivery {
         clock: Clock,
         plugins: Plugins,
         wake: Arc<Notify>,
+        admission: Arc<Admission>,
     ) -> anyhow::Result<Delivery> {
         Ok(Delivery {
             mailer: Mailer::new(config)?,
@@ -62,6 +66,7 @@ impl Delivery {
             policy: config.delivery.clone(),
             suppression: config.suppression.rules(),
             wake,
+            admission,
         })
     }
 
@@ -182,6 +187,8 @@ impl Delivery {
             (None, "email") => self.mailer.send(&row, started).await,
             (None, channel) => self.send_http(channel, &row).await,
         };
+        // Done as far as the API's pace goes: the record need not be waited for.
+        self.admission.messages_done(row.run_id);
         (row, started, outcome)
     }
 

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::admission::SteppedRuns;
 use crate::store::{self, DeferredRun, FinishedStep, NewOutboxRow};
 
 #[derive(Default)]
@@ -18,6 +19,9 @@ pub struct Effects {
     pub timers: Vec<(i64, i64)>,
     /// Contacts' tags as the batch's steps left them.
     pub tags: BTreeMap<i64, Vec<String>>,
+    /// For admission control, what the flushes so far did (the caller takes it
+    /// once their transaction is committed).
+    pub stepped: SteppedRuns,
 }
 
 impl Effects {
@@ -25,17 +29,28 @@ impl Effects {
     /// run is no longer where its step found it (the caller rolls back).
     pub async fn flush(&mut self, conn: &mut store::Conn, now: i64) -> anyhow::Result<bool> {
         let queued = store::insert_outbox(conn, &self.outbox, now).await? > 0;
+        if queued {
+            let sending = self.outbox.iter().filter_map(|row| row.run_id);
+            self.stepped.sending.extend(sending);
+        }
+        let next_now = self.finished.iter().filter(|f| f.status == "ready");
+        self.stepped.continuing.extend(next_now.map(|f| f.run_id));
         store::insert_run_timers(conn, &self.timers).await?;
         store::finish_steps(conn, &self.finished, now).await?;
         store::defer_runs(conn, &self.deferred, now).await?;
         store::end_runs(conn, &self.ended, now).await?;
         store::set_tags(conn, &self.tags, now).await?;
-        self.clear();
+        self.clear_writes();
         Ok(queued)
     }
 
-    /// Forgets what was gathered (its transaction was rolled back).
+    /// Forgets what was gathered and flushed (its transaction was rolled back).
     pub fn clear(&mut self) {
+        self.clear_writes();
+        self.stepped = SteppedRuns::default();
+    }
+
+    fn clear_writes(&mut self) {
         self.finished.clear();
         self.ended.clear();
         self.deferred.clear();

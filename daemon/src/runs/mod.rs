@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 mod effects;
 
+use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::plugins::{Plugins, Recipient, RenderedMessage};
 use crate::store::{self, Category, Contact, NewOutboxRow, OutboundMessage, Run, Store};
@@ -86,6 +87,8 @@ pub struct Engine {
     pub unsubscribe: Unsubscribe,
     /// Woken when new outbox rows are committed.
     pub delivery_wake: Arc<Notify>,
+    /// Told where the API's events have got to.
+    pub admission: Arc<Admission>,
     current: RwLock<Arc<WorkflowSet>>,
     /// Sets that runs are pinned to, by hash (the current one included).
     pinned: Mutex<HashMap<String, Arc<WorkflowSet>>>,
@@ -99,6 +102,7 @@ impl Engine {
         workflows: WorkflowSet,
         message_id_domain: String,
         unsubscribe: Unsubscribe,
+        admission: Arc<Admission>,
     ) -> anyhow::Result<Engine> {
         let set = Arc::new(workflows);
         let engine = Engine {
@@ -108,6 +112,7 @@ impl Engine {
             message_id_domain,
             unsubscribe,
             delivery_wake: Arc::new(Notify::new()),
+            admission,
             current: RwLock::new(set.clone()),
             pinned: Mutex::new(HashMap::new()),
         };
@@ -234,10 +239,13 @@ impl Engine {
             .map(|(workflow, event, _, start)| ((workflow.name.as_str(), event.id), *start))
             .collect();
         let mut timers = Vec::new();
+        let mut ready = Vec::new();
         for (run_id, workflow, event_id) in &started {
             let start = start_of[&(workflow.as_str(), *event_id)];
             if start > now {
                 timers.push((*run_id, start));
+            } else {
+                ready.push((*run_id, *event_id));
             }
             info!(run_id, workflow = %workflow, event_id, "run started");
         }
@@ -245,6 +253,9 @@ impl Engine {
         let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
         store::mark_events_processed(&mut tx, &ids, now).await?;
         tx.commit().await?;
+        // Events come in id order, so every event up to the last is taken.
+        let last = ids.last().copied().unwrap_or_default();
+        self.admission.events_taken(last, ready);
         Ok(events.len())
     }
 
@@ -349,6 +360,7 @@ impl Engine {
         drop(stepping);
         let mut effects = Effects::default();
         let mut queued = false;
+        let mut stepped = crate::admission::SteppedRuns::default();
         for (run_id, prepared) in prepared {
             let result = match prepared {
                 Ok(None) => continue,
@@ -369,6 +381,7 @@ impl Engine {
                         Ok(sent) => {
                             savepoint.commit().await?;
                             queued |= sent;
+                            stepped.append(std::mem::take(&mut effects.stepped));
                             Ok(())
                         }
                         Err(e) => {
@@ -386,7 +399,10 @@ impl Engine {
             }
         }
         queued |= effects.flush(&mut tx, now).await?;
+        stepped.append(std::mem::take(&mut effects.stepped));
         tx.commit().await?;
+        let runs: Vec<i64> = prepared.iter().map(|(run_id, _)| *run_id).collect();
+        self.admission.runs_stepped(&runs, &stepped);
         Ok(queued)
     }
 

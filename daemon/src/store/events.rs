@@ -53,6 +53,13 @@ pub async fn insert_events(conn: &mut Conn, events: &[NewEvent<'_>], now: i64) -
     Ok(())
 }
 
+/// The newest event's id (0 when there is none).
+pub async fn last_event_id(conn: &mut Conn) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events")
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
 pub async fn unprocessed_events(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Event>> {
     Ok(sqlx::query_as(
         "SELECT id, kind, contact_id, payload, occurred_at FROM events WHERE processed_at IS NULL ORDER BY id LIMIT ?",

@@ -5,12 +5,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use sqlx::Acquire as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::{Conn, Store};
+use crate::admission::Admission;
 
 /// Requests gathered into one transaction at most.
 const MAX_GROUP: usize = 256;
@@ -37,10 +39,11 @@ impl<T> Clone for GroupCommit<T> {
 }
 
 impl<T: Send + 'static> GroupCommit<T> {
-    /// Starts the committing task; it ends when every handle is dropped.
-    pub fn start(store: Store) -> GroupCommit<T> {
+    /// Starts the committing task; it ends when every handle is dropped. The
+    /// events each group writes are counted by `admission`.
+    pub fn start(store: Store, admission: Arc<Admission>) -> GroupCommit<T> {
         let (jobs, queue) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(commit_loop(store, queue));
+        tokio::spawn(commit_loop(store, admission, queue));
         GroupCommit { jobs }
     }
 
@@ -63,7 +66,7 @@ impl<T: Send + 'static> GroupCommit<T> {
     }
 }
 
-async fn commit_loop<T: Send + 'static>(store: Store, mut queue: mpsc::Receiver<Job<T>>) {
+async fn commit_loop<T: Send + 'static>(store: Store, admission: Arc<Admission>, mut queue: mpsc::Receiver<Job<T>>) {
     while let Some(first) = queue.recv().await {
         // Whatever queued up while the last group committed goes together.
         let mut group = vec![first];
@@ -73,7 +76,7 @@ async fn commit_loop<T: Send + 'static>(store: Store, mut queue: mpsc::Receiver<
                 Err(_) => break,
             }
         }
-        match commit_group(&store, group).await {
+        match commit_group(&store, &admission, group).await {
             Ok(()) => {}
             Err(e) => warn!("group commit: {e:#}"),
         }
@@ -81,7 +84,11 @@ async fn commit_loop<T: Send + 'static>(store: Store, mut queue: mpsc::Receiver<
 }
 
 /// Runs a group's writes in one transaction; answers each after the commit.
-async fn commit_group<T: Send + 'static>(store: &Store, group: Vec<Job<T>>) -> anyhow::Result<()> {
+async fn commit_group<T: Send + 'static>(
+    store: &Store,
+    admission: &Admission,
+    group: Vec<Job<T>>,
+) -> anyhow::Result<()> {
     let mut tx = match store.write().await {
         Ok(tx) => tx,
         Err(e) => {
@@ -90,6 +97,12 @@ async fn commit_group<T: Send + 'static>(store: &Store, group: Vec<Job<T>>) -> a
             }
             return Err(e);
         }
+    };
+    // The group's events are the ids past the last one before it: nothing else
+    // writes while the group holds the write lock. (Not counted if this fails.)
+    let first_event = match admission.is_on() {
+        true => super::last_event_id(&mut tx).await.ok().map(|last| last + 1),
+        false => None,
     };
     let mut results = Vec::with_capacity(group.len());
     for job in group {
@@ -105,6 +118,11 @@ async fn commit_group<T: Send + 'static>(store: &Store, group: Vec<Job<T>>) -> a
         };
         results.push((job.answer, result));
     }
+    if let Some(first) = first_event
+        && let Ok(last) = super::last_event_id(&mut tx).await
+    {
+        admission.events_written(first, last);
+    }
     match tx.commit().await {
         Ok(()) => {
             for (answer, result) in results {
@@ -113,6 +131,9 @@ async fn commit_group<T: Send + 'static>(store: &Store, group: Vec<Job<T>>) -> a
             Ok(())
         }
         Err(e) => {
+            if let Some(first) = first_event {
+                admission.events_dropped(first);
+            }
             for (answer, _) in results {
                 let _ = answer.send(Err(anyhow::anyhow!("commit failed: {e}")));
             }
@@ -129,7 +150,7 @@ mod tests {
     async fn concurrent_writes_commit_and_a_failing_one_undoes_only_itself() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let writer: GroupCommit<i64> = GroupCommit::start(store.clone());
+        let writer: GroupCommit<i64> = GroupCommit::start(store.clone(), Arc::new(Admission::off()));
         let mut tasks = Vec::new();
         for i in 0..200i64 {
             let writer = writer.clone();

@@ -79,6 +79,8 @@ impl Category {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,
+    /// The run whose step queued it, if any.
+    pub run_id: Option<i64>,
     pub idempotency_key: String,
     pub message_id: String,
     pub channel: String,
@@ -146,7 +148,7 @@ pub async fn insert_outbox(conn: &mut Conn, rows: &[NewOutboxRow], now: i64) -> 
 /// Due rows, most urgent category first, leaving out those already being sent.
 pub async fn due_outbox(conn: &mut Conn, now: i64, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<OutboxRow>> {
     Ok(sqlx::query_as(
-        "SELECT o.id, o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts,
+        "SELECT o.id, o.run_id, o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts,
                 (SELECT s.reason FROM suppressions s
                   WHERE s.address = lower(o.recipient) AND s.channel IN ('*', o.channel) LIMIT 1) AS suppressed,
                 EXISTS (SELECT 1 FROM deliveries d WHERE d.outbox_id = o.id AND d.outcome = 'unknown') AS had_unknown
