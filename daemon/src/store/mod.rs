@@ -14,8 +14,10 @@ mod runs;
 mod suppressions;
 mod timers;
 
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -36,7 +38,37 @@ pub use timers::*;
 
 pub type Conn = sqlx::SqliteConnection;
 
-pub type Tx = Transaction<'static, Sqlite>;
+/// A write transaction. It holds the process's turn to write until it is
+/// committed, rolled back or dropped: the daemon's writers (API, engine, delivery)
+/// queue for the turn in order instead of meeting SQLite's lock, whose busy
+/// handler sleeps 1, 2, 5, 10 ms and more before it tries again.
+pub struct Tx {
+    tx: Transaction<'static, Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl Deref for Tx {
+    type Target = Transaction<'static, Sqlite>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
 
 /// The most parameters one SQLite statement may bind (SQLITE_MAX_VARIABLE_NUMBER).
 const MAX_BOUND: usize = 32_766;
@@ -62,6 +94,8 @@ fn value_chunks<T>(mut rows: &[T], columns: usize) -> impl Iterator<Item = &[T]>
 #[derive(Clone, Debug)]
 pub struct Store {
     pub pool: SqlitePool,
+    /// One write transaction at a time in this process (see `Tx`).
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -90,14 +124,21 @@ impl Store {
             .run(&pool)
             .await
             .with_context(|| format!("migrate database at {}", path.display()))?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            write_turn: Arc::default(),
+        })
     }
 
     /// Starts a write transaction. IMMEDIATE takes the write lock up front, so a
     /// transaction that reads and then writes never fails halfway because the CLI
     /// or another task wrote in between; it waits (busy_timeout) instead.
     pub async fn write(&self) -> anyhow::Result<Tx> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let turn = self.write_turn.clone().lock_owned().await;
+        Ok(Tx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _turn: turn,
+        })
     }
 
     /// The virtual clock's stored reading, if it was ever set.
