@@ -138,7 +138,8 @@ fn an_api_write_waits_while_the_message_of_an_earlier_one_is_unsent() {
     let smtp = SmtpServer::start(tmp.path());
     // The first session hangs after the greeting, until the send's 10 s deadline.
     smtp.script_faults(json!({ "ehlo": ["hang"] }));
-    let mut nudge = Nudge::with_config(&smtp, MONDAY_9AM, "max_unsent = 1\nmax_hold_ms = 120000");
+    // A hold far longer than the test's patience: only the attempt can end it.
+    let mut nudge = Nudge::with_config(&smtp, MONDAY_9AM, "max_unsent = 1\nmax_hold_ms = 600000");
     nudge.start();
     let first = add_contact(&nudge, "Ou", &[]);
     let second = add_contact(&nudge, "Pan", &[]);
@@ -156,6 +157,10 @@ fn an_api_write_waits_while_the_message_of_an_earlier_one_is_unsent() {
         let row = outbox(&nudge).into_iter().find(|r| r["recipient"] == first).unwrap();
         assert_eq!(row["attempts"], 0, "the first send is still hung: {row}");
         assert!(!held.is_finished(), "answered while the first message was unsent");
+        wait_until(
+            || held.is_finished().then_some(()),
+            || "the second inquiry was still held after the first message's attempt".into(),
+        );
         assert_eq!(held.join().unwrap(), 202);
     });
     wait_for_row(&nudge, &first, |r| r["attempts"] == 1);

@@ -9,8 +9,10 @@
 //! engine takes them), the runs those events started ready (until a step of
 //! theirs waits or ends) and the messages those steps queued (until they have
 //! been attempted).
-//! Nothing else counts: events written by the CLI, segment passes, timers,
-//! retries and sends deferred to a window never hold the API. The gauge is a
+//! Only writes through the group commit count (contacts, stage changes,
+//! follow-ups, inquiries, replies). Events written by the CLI, segment passes,
+//! timers, retries and sends deferred to a window are not counted, though
+//! while the engine is busy with them the API's own runs wait longer. The gauge is a
 //! heuristic, not a ledger: what it still counts after `FORGET_AFTER` is
 //! forgotten, and no request waits longer than `max_hold`, so a hung SMTP server
 //! slows the API down but never stops it.
@@ -94,6 +96,15 @@ impl Gauge {
         }
     }
 
+    /// Drops the ranges that start within `first..=last` (what is left of
+    /// one range after the engine took part of it starts there too).
+    fn remove_events_within(&mut self, first: i64, last: i64) {
+        let starts: Vec<i64> = self.events.range(first..=last).map(|(start, _)| *start).collect();
+        for start in starts {
+            self.remove_events(start);
+        }
+    }
+
     fn remove_events(&mut self, first: i64) {
         if let Some((last, _)) = self.events.remove(&first) {
             self.event_count -= (last - first + 1) as usize;
@@ -170,15 +181,17 @@ impl Admission {
     pub fn events_written(&self, first: i64, last: i64) {
         if self.is_on() && first <= last {
             let mut gauge = self.gauge.lock().unwrap();
+            // Ids of a failed commit can come again; never count them twice.
+            gauge.remove_events_within(first, last);
             gauge.events.insert(first, (last, Instant::now()));
             gauge.event_count += (last - first + 1) as usize;
         }
     }
 
-    /// That group commit failed: its events do not exist.
-    pub fn events_dropped(&self, first: i64) {
+    /// That group commit failed: its events `first..=last` do not exist.
+    pub fn events_dropped(&self, first: i64, last: i64) {
         if self.is_on() {
-            self.gauge.lock().unwrap().remove_events(first);
+            self.gauge.lock().unwrap().remove_events_within(first, last);
             self.room.notify_waiters();
         }
     }
@@ -323,12 +336,33 @@ mod tests {
         // Then 101 waits, sending nothing.
         admission.runs_stepped(&[101], &SteppedRuns::default());
         assert_eq!(admission.unsent(), 2);
-        admission.events_dropped(7);
+        admission.events_dropped(5, 7);
         assert_eq!(admission.unsent(), 1, "a failed commit's events are gone");
         // A message never recorded is forgotten after a while.
         tokio::time::sleep(FORGET_AFTER).await;
         let _ticket = admission.admit().await;
         assert_eq!(admission.unsent(), 1, "only the ticket");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_request_goes_in_as_soon_as_a_message_is_attempted() {
+        let admission = std::sync::Arc::new(Admission::new(1, Duration::from_secs(60)));
+        admission.events_written(1, 1);
+        admission.events_taken(1, [(1, 1)]);
+        admission.runs_stepped(&[1], &sending(&[1]));
+        let started = Instant::now();
+        let waiting = tokio::spawn({
+            let admission = admission.clone();
+            async move {
+                let _ticket = admission.admit().await;
+                started.elapsed()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(!waiting.is_finished());
+        admission.messages_done([1]);
+        assert_eq!(waiting.await.unwrap(), Duration::from_millis(250));
+        assert_eq!(admission.unsent(), 0, "the ticket is gone with its request");
     }
 
     #[tokio::test(start_paused = true)]

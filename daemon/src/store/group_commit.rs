@@ -118,9 +118,11 @@ async fn commit_group<T: Send + 'static>(
         };
         results.push((job.answer, result));
     }
-    if let Some(first) = first_event
-        && let Ok(last) = super::last_event_id(&mut tx).await
-    {
+    let written = match first_event {
+        Some(first) => super::last_event_id(&mut tx).await.ok().map(|last| (first, last)),
+        None => None,
+    };
+    if let Some((first, last)) = written {
         admission.events_written(first, last);
     }
     match tx.commit().await {
@@ -131,8 +133,8 @@ async fn commit_group<T: Send + 'static>(
             Ok(())
         }
         Err(e) => {
-            if let Some(first) = first_event {
-                admission.events_dropped(first);
+            if let Some((first, last)) = written {
+                admission.events_dropped(first, last);
             }
             for (answer, _) in results {
                 let _ = answer.send(Err(anyhow::anyhow!("commit failed: {e}")));
