@@ -9,10 +9,11 @@
 //! engine takes them), the runs those events started ready (until a step of
 //! theirs waits or ends) and the messages those steps queued (until they have
 //! been attempted).
+//!
 //! Only writes through the group commit count (contacts, stage changes,
 //! follow-ups, inquiries, replies). Events written by the CLI, segment passes,
-//! timers, retries and sends deferred to a window are not counted, though
-//! while the engine is busy with them the API's own runs wait longer. The gauge is a
+//! timers, retries and sends deferred to a window are not counted, though while
+//! the engine is busy with them the API's own runs wait longer. The gauge is a
 //! heuristic, not a ledger: what it still counts after `FORGET_AFTER` is
 //! forgotten, and no request waits longer than `max_hold`, so a hung SMTP server
 //! slows the API down but never stops it.

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 mod effects;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, SteppedRuns};
 use crate::clock::Clock;
 use crate::plugins::{Plugins, Recipient, RenderedMessage};
 use crate::store::{self, Category, Contact, NewOutboxRow, OutboundMessage, Run, Store};
@@ -360,7 +360,7 @@ impl Engine {
         drop(stepping);
         let mut effects = Effects::default();
         let mut queued = false;
-        let mut stepped = crate::admission::SteppedRuns::default();
+        let mut stepped = SteppedRuns::default();
         for (run_id, prepared) in prepared {
             let result = match prepared {
                 Ok(None) => continue,

@@ -100,9 +100,10 @@ async fn commit_group<T: Send + 'static>(
     };
     // The group's events are the ids past the last one before it: nothing else
     // writes while the group holds the write lock. (Not counted if this fails.)
-    let first_event = match admission.is_on() {
-        true => super::last_event_id(&mut tx).await.ok().map(|last| last + 1),
-        false => None,
+    let first_event = if admission.is_on() {
+        super::last_event_id(&mut tx).await.ok().map(|last| last + 1)
+    } else {
+        None
     };
     let mut results = Vec::with_capacity(group.len());
     for job in group {
