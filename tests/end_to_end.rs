@@ -119,14 +119,35 @@ fn api_rejects_bad_input_and_missing_tokens_with_4xx() {
 
     // A source that knows only the email creates the contact on first sight, and an
     // "email" that is really an id is refused rather than taken for contact 1.
-    let (status, body) = nudge.http(
+    let (status, created) = nudge.http(
         "POST",
         "/stage-changes",
         Some(r#"{"email": "new@example.com", "name": "New", "stage": "intent"}"#),
     );
-    assert_eq!(status, 202, "{body}");
+    assert_eq!(status, 202, "{created}");
+    assert_eq!(created["changed"], true, "{created}");
     let (status, body) = nudge.http("POST", "/stage-changes", Some(r#"{"email": "1", "stage": "lost"}"#));
     assert_eq!(status, 422, "{body}");
+    // The same change again changes nothing; an unknown stage is refused with the stages.
+    let (status, again) = nudge.http(
+        "POST",
+        "/stage-changes",
+        Some(r#"{"email": "new@example.com", "stage": "intent"}"#),
+    );
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(again["contact_id"], created["contact_id"], "{again}");
+    assert_eq!(again["event_id"], Value::Null, "{again}");
+    let (status, body) = nudge.http(
+        "POST",
+        "/stage-changes",
+        Some(r#"{"email": "new@example.com", "stage": "intentional"}"#),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("unknown stage `intentional`"),
+        "{body}"
+    );
 
     // The daemon is still serving after all that.
     assert_eq!(nudge.http("GET", "/health", None).0, 200);

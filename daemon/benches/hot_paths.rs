@@ -65,26 +65,30 @@ fn ingest(c: &mut Criterion) {
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
     let store = rt.block_on(Store::open(&tmp.path().join("bench.db"))).unwrap();
-    let contact_id = rt.block_on(async {
+    rt.block_on(async {
         let mut tx = store.write().await.unwrap();
         let new = NewContact {
             name: "Ada".into(),
             email: Some("ada@bench.test".into()),
             ..NewContact::default()
         };
-        let id = store::insert_contact(&mut tx, &new, 0).await.unwrap();
+        store::insert_contact(&mut tx, &new, 0).await.unwrap();
         tx.commit().await.unwrap();
-        id
     });
     let mut stage = ["intent", "sample"].into_iter().cycle();
-    // What the API does for one stage change: read the contact, write the change and
-    // its event, commit durably (synchronous = FULL) before answering.
+    // What `POST /stage-changes` does for a group of one: find the contact by email,
+    // write the change and its event, commit durably (synchronous = FULL) before answering.
     c.bench_function("event/ingest_commit", |b| {
         b.iter(|| {
             rt.block_on(async {
                 let mut tx = store.write().await.unwrap();
-                let contact = store::contact_by_id(&mut tx, contact_id).await.unwrap().unwrap();
-                store::set_stage(&mut tx, &contact, stage.next().unwrap(), "bench", 1)
+                let change = store::StageByEmail {
+                    email: "ada@bench.test".into(),
+                    name: String::new(),
+                    company: String::new(),
+                    stage: stage.next().unwrap().into(),
+                };
+                store::stage_changes_by_email(&mut tx, &[change], "bench", 1)
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();

@@ -180,7 +180,7 @@ pub async fn stage_set(config: &Config, reference: &str, stage: &str) -> anyhow:
     let contact = store::find_contact(&mut tx, reference)
         .await?
         .with_context(|| format!("no contact `{reference}`"))?;
-    let event = store::set_stage(&mut tx, &contact, stage, "cli", clock.now_ms()).await?;
+    let event = store::set_stage(&mut tx, contact.id, &contact.stage, stage, "cli", clock.now_ms()).await?;
     tx.commit().await?;
     match event {
         Some(_) => println!("contact {} stage {} -> {stage}", contact.id, contact.stage),

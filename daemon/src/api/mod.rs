@@ -24,7 +24,8 @@ use crate::config::Config;
 use crate::insight::{self, NewOrder, OrderOutcome};
 use crate::runs::Engine;
 use crate::store::{
-    self, BounceKind, Contact, Engagement, GroupCommit, Invalid, NewContact, NewFollowUp, Store, SuppressionRules,
+    self, BounceKind, Contact, Engagement, GroupCommit, Invalid, NewContact, NewFollowUp, StageIntake, Store,
+    SuppressionRules,
 };
 use crate::tracking;
 use crate::unsubscribe::Unsubscribe;
@@ -38,6 +39,8 @@ struct AppState {
     /// Writes of concurrent requests share transactions (and fsyncs); each is
     /// answered once durable.
     writer: GroupCommit<Answer>,
+    /// Stage changes by email, committed in groups like `writer`'s but set-based.
+    stage_intake: StageIntake,
     /// Holds a write while earlier writes' messages are unsent.
     admission: Arc<Admission>,
     clock: Clock,
@@ -108,6 +111,7 @@ pub async fn serve(
     }
     let state = AppState {
         writer: GroupCommit::start(store.clone(), admission.clone()),
+        stage_intake: StageIntake::start(store.clone(), admission.clone(), clock.clone()),
         admission,
         store,
         clock,
@@ -184,27 +188,37 @@ async fn contact(conn: &mut store::Conn, reference: &str) -> anyhow::Result<Cont
 
 impl AppState {
     /// Runs `write` in the next group commit once admitted, wakes the engine,
-    /// and answers.
+    /// and answers. `write` may be called twice (see `GroupCommit`): it takes
+    /// what it needs by reference or clones it.
     async fn write<F>(&self, write: F) -> ApiResult
     where
-        F: for<'c> FnOnce(
+        F: for<'c> Fn(
                 &'c mut store::Conn,
             ) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<Answer>> + Send + 'c>>
             + Send
+            + Sync
             + 'static,
     {
+        let (status, body) = self.admitted(self.writer.write(write)).await?;
+        Ok((status, Json(body)).into_response())
+    }
+
+    /// Runs `write` once admission control lets it in, then wakes the engine.
+    async fn admitted<R>(&self, write: impl Future<Output = anyhow::Result<R>>) -> anyhow::Result<R> {
         let admitted = self.admission.admit().await;
-        let (status, body) = self.writer.write(write).await?;
+        let result = write.await;
         drop(admitted);
         self.engine_wake.notify_one();
-        Ok((status, Json(body)).into_response())
+        result
     }
 }
 
 async fn add_contact(State(s): State<AppState>, body: Result<Json<NewContact>, JsonRejection>) -> ApiResult {
     let Json(new) = body?;
     let now = s.clock.now_ms();
+    let new = Arc::new(new);
     s.write(move |conn| {
+        let new = new.clone();
         Box::pin(async move {
             let id = store::insert_contact(conn, &new, now).await?;
             Ok((StatusCode::CREATED, json!({ "id": id })))
@@ -238,10 +252,12 @@ async fn change_stage(
 ) -> ApiResult {
     let Json(change) = body?;
     let now = s.clock.now_ms();
+    let (reference, change) = (Arc::new(reference), Arc::new(change));
     s.write(move |conn| {
+        let (reference, change) = (reference.clone(), change.clone());
         Box::pin(async move {
             let contact = contact(conn, &reference).await?;
-            set_stage(conn, &contact, &change.stage, now, json!({})).await
+            set_stage(conn, contact.id, &contact.stage, &change.stage, now, json!({})).await
         })
     })
     .await
@@ -251,12 +267,13 @@ async fn change_stage(
 /// that), plus `extra` fields.
 async fn set_stage(
     conn: &mut store::Conn,
-    contact: &Contact,
+    contact_id: i64,
+    from: &str,
     stage: &str,
     now: i64,
     mut extra: serde_json::Value,
 ) -> anyhow::Result<Answer> {
-    let event = store::set_stage(conn, contact, stage, "api", now).await?;
+    let event = store::set_stage(conn, contact_id, from, stage, "api", now).await?;
     let status = if event.is_some() {
         StatusCode::ACCEPTED
     } else {
@@ -267,8 +284,7 @@ async fn set_stage(
     Ok((status, extra))
 }
 
-/// A stage change for a contact known by email, created on first sight: what a
-/// CRM or web form sends when it only knows who the customer is.
+/// A stage change for a contact known by email, created on first sight.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StageChangeByEmail {
@@ -280,50 +296,40 @@ struct StageChangeByEmail {
     stage: String,
 }
 
+/// The route events come in by: its changes are committed in groups and written
+/// set-based (`store::StageIntake`), not as one closure each.
 async fn stage_change_by_email(
     State(s): State<AppState>,
     body: Result<Json<StageChangeByEmail>, JsonRejection>,
 ) -> ApiResult {
     let Json(change) = body?;
+    // By email only: this route must never take "42" for contact 42.
     if change.email.parse::<lettre::Address>().is_err() {
         return Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("`{}` is not an email address", change.email),
         ));
     }
-    let now = s.clock.now_ms();
-    s.write(move |conn| {
-        Box::pin(async move {
-            // By email only: this route must never take "42" for contact 42.
-            let contact = match store::contact_by_email(conn, &change.email).await? {
-                Some(contact) => contact,
-                None => {
-                    let name = if change.name.trim().is_empty() {
-                        change.email.clone()
-                    } else {
-                        change.name
-                    };
-                    let new = NewContact {
-                        name,
-                        company: change.company,
-                        email: Some(change.email.clone()),
-                        ..NewContact::default()
-                    };
-                    let id = store::insert_contact(conn, &new, now).await?;
-                    store::contact_by_id(conn, id)
-                        .await?
-                        .ok_or_else(|| anyhow::anyhow!("contact {id} vanished"))?
-                }
-            };
-            let extra = json!({ "contact_id": contact.id });
-            set_stage(conn, &contact, &change.stage, now, extra).await
-        })
-    })
-    .await
+    // Checked here, so that a bad request never fails the group it would join.
+    store::check_stage(&change.stage).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
+    let change = store::StageByEmail {
+        email: change.email,
+        name: change.name,
+        company: change.company,
+        stage: change.stage,
+    };
+    let (contact_id, event) = s.admitted(s.stage_intake.submit(change)).await?;
+    let status = if event.is_some() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({ "contact_id": contact_id, "event_id": event, "changed": event.is_some() });
+    Ok((status, Json(body)).into_response())
 }
 
 /// A follow-up as the API takes it: times as text (`3d`, RFC 3339, local date-time).
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FollowUpInput {
     pub at: Option<String>,
@@ -374,10 +380,12 @@ async fn log_follow_up(
     let Json(input) = body?;
     let now = s.clock.now_ms();
     let rules = s.engine.current().classification.clone();
+    let (reference, input) = (Arc::new(reference), Arc::new(input));
     s.write(move |conn| {
+        let (reference, input, rules) = (reference.clone(), input.clone(), rules.clone());
         Box::pin(async move {
             let contact = contact(conn, &reference).await?;
-            let follow_up = input.resolve(&contact, now)?;
+            let follow_up = FollowUpInput::clone(&input).resolve(&contact, now)?;
             let id = store::log_follow_up(conn, &contact, &follow_up, now).await?;
             insight::reclassify_by_id(conn, rules.as_deref(), contact.id, now, insight::Events::Write).await?;
             Ok((StatusCode::CREATED, json!({ "id": id })))
@@ -402,7 +410,9 @@ async fn add_inquiry(
 ) -> ApiResult {
     let Json(input) = body?;
     let now = s.clock.now_ms();
+    let (reference, input) = (Arc::new(reference), Arc::new(input));
     s.write(move |conn| {
+        let (reference, input) = (reference.clone(), input.clone());
         Box::pin(async move {
             let contact = contact(conn, &reference).await?;
             let id = store::add_inquiry(conn, contact.id, &input.message, &input.channel, now).await?;
@@ -497,9 +507,11 @@ async fn track_click(State(s): State<AppState>, Path(token): Path<String>) -> Ap
 /// Records an open or a click of the message `key`; false if no such message exists.
 async fn record_engagement(s: &AppState, key: String, what: Engagement) -> anyhow::Result<bool> {
     let now = s.clock.now_ms();
+    let (key, what) = (Arc::new(key), Arc::new(what));
     let (status, _) = s
         .writer
         .write(move |conn| {
+            let (key, what) = (key.clone(), what.clone());
             Box::pin(async move {
                 let Some(message) = store::message_by_key(conn, &key).await? else {
                     return Ok((StatusCode::NOT_FOUND, json!({})));
@@ -533,7 +545,9 @@ struct ReplyInput {
 async fn add_reply(State(s): State<AppState>, body: Result<Json<ReplyInput>, JsonRejection>) -> ApiResult {
     let Json(input) = body?;
     let now = s.clock.now_ms();
+    let input = Arc::new(input);
     s.write(move |conn| {
+        let input = input.clone();
         Box::pin(async move {
             let (contact_id, message) = match (&input.message_id, &input.email) {
                 (Some(message_id), _) => {

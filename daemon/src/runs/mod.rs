@@ -29,7 +29,7 @@ use crate::{tracking, variants};
 const BATCH: i64 = 512;
 /// Runs advanced by one step each per transaction.
 const RUN_BATCH: i64 = 256;
-/// Runs prepared (loaded and rendered) at once before their transaction.
+/// Runs prepared (loaded and checked) at once before their transaction.
 const PREPARE_AHEAD: usize = 8;
 /// Contacts looked at per transaction in a segment pass.
 const SEGMENT_BATCH: i64 = 2000;
@@ -67,15 +67,25 @@ enum Action {
     Finish,
     /// Wait at this step until then (a send window is closed).
     Defer { until: i64, reason: String },
-    /// Run the step; a message is rendered already.
+    /// Run the step; its message, if any, is rendered by then (`render_messages`).
     Step(Box<PreparedStep>),
 }
 
 struct PreparedStep {
     outgoing: Option<Outgoing>,
+    /// What the message is rendered from, until it is.
+    render: Option<Render>,
     rendered: Option<RenderedMessage>,
     unsubscribe: Option<store::Unsubscribe>,
     category: Category,
+}
+
+/// A message to render: the plugin's input.
+struct Render {
+    channel: String,
+    template_name: String,
+    fields: Vec<(String, String)>,
+    context: serde_json::Value,
 }
 
 /// The engine: turns events into runs, fires timers, advances runs.
@@ -311,11 +321,12 @@ impl Engine {
         }
         let count = runs.len();
         let contacts = &contacts;
-        let prepared: Vec<(i64, anyhow::Result<Option<Prepared>>)> = stream::iter(runs)
+        let mut prepared: Vec<(i64, anyhow::Result<Option<Prepared>>)> = stream::iter(runs)
             .map(|run| async move { (run.id, self.prepare(run, contacts).await) })
             .buffered(PREPARE_AHEAD)
             .collect()
             .await;
+        self.render_messages(&mut prepared).await?;
         let now = self.clock.now_ms();
         let queued = match self.apply_batch(&prepared, now, false).await {
             Ok(queued) => queued,
@@ -602,8 +613,9 @@ impl Engine {
         // Marketing email carries an unsubscribe link (visible and in List-Unsubscribe).
         let unsubscribe = (category == Category::Marketing && outgoing.as_ref().is_some_and(|o| o.channel == "email"))
             .then(|| self.unsubscribe.links(contact.id));
-        // Rendering is pure and may be slow, so it happens before the transaction opens.
-        let rendered = match &outgoing {
+        // Rendering is pure and may be slow, so it happens before the transaction
+        // opens, for the whole batch at once (`render_messages`).
+        let render = match &outgoing {
             Some(out) => {
                 let template = set.templates.get(&out.template).cloned().context("template missing")?;
                 let template = variants::template(template, variant);
@@ -612,21 +624,73 @@ impl Engine {
                     "owner": { "email": contact.owner }, "workflow": workflow.name,
                     "unsubscribe_url": unsubscribe.as_ref().map(|u| u.https.clone()).unwrap_or_default(),
                 });
-                let plugins = self.plugins.get();
-                let channel = out.channel.clone();
-                let result =
-                    tokio::task::spawn_blocking(move || plugins.render(&channel, &template.fields, &context)).await?;
-                let (message, _) = result.with_context(|| format!("render template `{}`", out.template))?;
-                Some(message)
+                Some(Render {
+                    channel: out.channel.clone(),
+                    template_name: out.template.clone(),
+                    fields: template.fields,
+                    context,
+                })
             }
             None => None,
         };
         prepared(Action::Step(Box::new(PreparedStep {
             outgoing,
-            rendered,
+            render,
+            rendered: None,
             unsubscribe,
             category,
         })))
+    }
+
+    /// Renders the messages of a batch's prepared steps, in one blocking call per
+    /// core rather than one per message (each call is a hand-off to another
+    /// thread and back). A message that fails to render fails its run's step.
+    async fn render_messages(&self, prepared: &mut [(i64, anyhow::Result<Option<Prepared>>)]) -> anyhow::Result<()> {
+        let mut renders: Vec<(usize, Render)> = prepared
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, (_, p))| match p {
+                Ok(Some(Prepared {
+                    action: Action::Step(step),
+                    ..
+                })) => Some((i, step.render.take()?)),
+                _ => None,
+            })
+            .collect();
+        if renders.is_empty() {
+            return Ok(());
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let share = renders.len().div_ceil(cores);
+        let plugins = self.plugins.get();
+        let mut calls = Vec::new();
+        while !renders.is_empty() {
+            let mine: Vec<(usize, Render)> = renders.drain(..share.min(renders.len())).collect();
+            let plugins = plugins.clone();
+            calls.push(tokio::task::spawn_blocking(move || {
+                mine.into_iter()
+                    .map(|(i, r)| (i, r.template_name, plugins.render(&r.channel, &r.fields, &r.context)))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        for call in calls {
+            for (i, template_name, result) in call.await? {
+                let slot = &mut prepared[i].1;
+                match result {
+                    Ok((message, _)) => {
+                        if let Ok(Some(Prepared {
+                            action: Action::Step(step),
+                            ..
+                        })) = slot
+                        {
+                            step.rendered = Some(message);
+                        }
+                    }
+                    Err(e) => *slot = Err(anyhow::Error::new(e).context(format!("render template `{template_name}`"))),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Works out a prepared move inside the batch's transaction: the checks and
@@ -767,7 +831,15 @@ impl Engine {
                 }
             }
             Step::SetStage(stage) => {
-                store::set_stage(tx, contact, stage, &format!("workflow:{}", workflow.name), now).await?;
+                store::set_stage(
+                    tx,
+                    contact.id,
+                    &contact.stage,
+                    stage,
+                    &format!("workflow:{}", workflow.name),
+                    now,
+                )
+                .await?;
                 store::rebase_run_stage(tx, run.id, stage).await?;
                 format!("stage {} -> {stage}", contact.stage)
             }

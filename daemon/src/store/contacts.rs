@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::types::Json;
 
-use super::{Conn, insert_event, insert_history, insert_timer, value_chunks};
+use super::{Change, Conn, insert_history, insert_history_entries, insert_timer, value_chunks};
 use crate::workflow::{INTENT_GRADES, STAGES, TIERS};
 
 /// A contact as stored.
@@ -69,10 +69,22 @@ pub struct NewContact {
     pub consent: Option<String>,
 }
 
+impl NewContact {
+    /// The stage the contact starts at.
+    pub fn first_stage(&self) -> &str {
+        self.stage.as_deref().unwrap_or("lead")
+    }
+}
+
 /// A value a person or a file gave that nudge cannot accept.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Invalid(pub String);
+
+/// Whether `stage` is one of the lifecycle stages.
+pub fn check_stage(stage: &str) -> Result<(), Invalid> {
+    check(stage, STAGES, "stage")
+}
 
 pub(super) fn check(value: &str, allowed: &[&str], what: &str) -> Result<(), Invalid> {
     if allowed.contains(&value) {
@@ -201,6 +213,10 @@ pub async fn contacts_with_context(
     conn: &mut Conn,
     ids: &[i64],
 ) -> anyhow::Result<std::collections::HashMap<i64, (Contact, serde_json::Value)>> {
+    // The engine asks on every tick, mostly with nothing to ask for.
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
     let json = sqlx::query_scalar(&contacts_json_sql("WHERE c.id IN (SELECT value FROM json_each(?))"))
         .bind(serde_json::to_string(ids)?)
         .fetch_one(&mut *conn)
@@ -264,7 +280,7 @@ async fn insert_contact_rows(
                 .push_bind(&c.email)
                 .push_bind(&c.phone)
                 .push_bind(&c.owner)
-                .push_bind(c.stage.as_deref().unwrap_or("lead"))
+                .push_bind(c.first_stage())
                 .push_bind(&c.intent_grade)
                 .push_bind(&c.value_tier)
                 .push_bind(Json(&c.tags))
@@ -506,29 +522,173 @@ pub async fn contact_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Co
         .await?)
 }
 
-/// Moves a contact to `stage`; emits `stage_changed` (with `by`, who did it) when it changed.
+/// Moves a contact to `stage`; emits `stage_changed` (with `by`, who did it) and
+/// returns its id, or `None` if the contact is at that stage already.
 pub async fn set_stage(
     conn: &mut Conn,
-    contact: &Contact,
+    contact_id: i64,
+    from: &str,
     stage: &str,
     by: &str,
     now: i64,
 ) -> anyhow::Result<Option<i64>> {
     check(stage, STAGES, "stage")?;
-    if contact.stage == stage {
+    if from == stage {
         return Ok(None);
     }
-    sqlx::query("UPDATE contacts SET stage = ?, updated_at = ? WHERE id = ?")
-        .bind(stage)
-        .bind(now)
-        .bind(contact.id)
-        .execute(&mut *conn)
-        .await?;
-    insert_history(conn, contact.id, "stage", Some(&contact.stage), Some(stage), by, now).await?;
-    let payload = json!({ "from": contact.stage, "to": stage, "by": by });
-    Ok(Some(
-        insert_event(conn, "stage_changed", contact.id, &payload, now).await?,
-    ))
+    let moves = [StageMove {
+        contact_id,
+        from,
+        to: stage,
+    }];
+    Ok(set_stages(conn, &moves, by, now).await?.pop())
+}
+
+/// One contact's move for `set_stages`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageMove<'a> {
+    pub contact_id: i64,
+    pub from: &'a str,
+    pub to: &'a str,
+}
+
+/// Moves contacts (each once, to a checked stage other than its own) in three
+/// statements whatever their number: the contacts, their history, their
+/// `stage_changed` events. Returns the events' ids, in the order of `moves`.
+async fn set_stages(conn: &mut Conn, moves: &[StageMove<'_>], by: &str, now: i64) -> anyhow::Result<Vec<i64>> {
+    if moves.is_empty() {
+        return Ok(Vec::new());
+    }
+    let moves_json = serde_json::to_string(moves)?;
+    sqlx::query(
+        "UPDATE contacts SET stage = j.value ->> 'to', updated_at = ?
+         FROM json_each(?) AS j WHERE contacts.id = j.value ->> 'contact_id'",
+    )
+    .bind(now)
+    .bind(&moves_json)
+    .execute(&mut *conn)
+    .await?;
+    let changes: Vec<Change> = moves
+        .iter()
+        .map(|m| Change {
+            contact_id: m.contact_id,
+            field: "stage",
+            from: Some(m.from),
+            to: Some(m.to),
+        })
+        .collect();
+    insert_history_entries(conn, &changes, by, now).await?;
+    let done = sqlx::query(
+        "INSERT INTO events (kind, contact_id, payload, occurred_at)
+         SELECT 'stage_changed', value ->> 'contact_id',
+                json_object('from', value ->> 'from', 'to', value ->> 'to', 'by', ?), ?
+         FROM json_each(?) ORDER BY key",
+    )
+    .bind(by)
+    .bind(now)
+    .bind(&moves_json)
+    .execute(&mut *conn)
+    .await?;
+    // Without AUTOINCREMENT each row takes the largest id plus one, in the order inserted.
+    let last = done.last_insert_rowid();
+    Ok((last - done.rows_affected() as i64 + 1..=last).collect())
+}
+
+/// A stage change for a contact known by email, created on first sight: what a
+/// CRM or web form sends when it only knows who the customer is.
+#[derive(Debug, Clone)]
+pub struct StageByEmail {
+    pub email: String,
+    /// For a contact created by the change; the email if empty.
+    pub name: String,
+    pub company: String,
+    pub stage: String,
+}
+
+/// Applies stage changes by email, creating the contacts not known yet, in a
+/// handful of statements whatever their number; returns for each the contact
+/// and its `stage_changed` event (`None`: it was at that stage already). Changes
+/// of one email apply in order: each round takes an email once, and a second
+/// change of it waits for the next round.
+pub async fn stage_changes_by_email(
+    conn: &mut Conn,
+    changes: &[StageByEmail],
+    by: &str,
+    now: i64,
+) -> anyhow::Result<Vec<(i64, Option<i64>)>> {
+    for change in changes {
+        check(&change.stage, STAGES, "stage")?;
+    }
+    let mut done = vec![(0, None); changes.len()];
+    let mut pending: Vec<usize> = (0..changes.len()).collect();
+    while !pending.is_empty() {
+        let mut in_round = std::collections::HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) = pending
+            .iter()
+            .partition(|&&i| in_round.insert(changes[i].email.as_str()));
+        pending = later;
+        let emails: Vec<&str> = round.iter().map(|&i| changes[i].email.as_str()).collect();
+        let known: Vec<(String, i64, String)> =
+            sqlx::query_as("SELECT email, id, stage FROM contacts WHERE email IN (SELECT value FROM json_each(?))")
+                .bind(serde_json::to_string(&emails)?)
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut contacts: std::collections::HashMap<&str, (i64, String)> = known
+            .iter()
+            .map(|(email, id, stage)| (email.as_str(), (*id, stage.clone())))
+            .collect();
+        let new: Vec<(&str, NewContact)> = round
+            .iter()
+            .map(|&i| &changes[i])
+            .filter(|c| !contacts.contains_key(c.email.as_str()))
+            .map(|c| {
+                let name = if c.name.trim().is_empty() { &c.email } else { &c.name };
+                let contact = NewContact {
+                    name: name.clone(),
+                    company: c.company.clone(),
+                    email: Some(c.email.clone()),
+                    ..NewContact::default()
+                };
+                (c.email.as_str(), contact)
+            })
+            .collect();
+        if !new.is_empty() {
+            for (_, contact) in &new {
+                contact.validate()?;
+            }
+            let rows: Vec<&NewContact> = new.iter().map(|(_, c)| c).collect();
+            let ids = insert_contact_rows(conn, &rows, now, KnownEmail::Fail)
+                .await?
+                .context("new contacts inserted or an error")?;
+            for ((email, contact), id) in new.iter().zip(ids) {
+                contacts.insert(email, (id, contact.first_stage().to_string()));
+            }
+        }
+        let moving: Vec<usize> = round
+            .iter()
+            .copied()
+            .filter(|&i| contacts[changes[i].email.as_str()].1 != changes[i].stage)
+            .collect();
+        let moves: Vec<StageMove> = moving
+            .iter()
+            .map(|&i| {
+                let (contact_id, from) = &contacts[changes[i].email.as_str()];
+                StageMove {
+                    contact_id: *contact_id,
+                    from,
+                    to: &changes[i].stage,
+                }
+            })
+            .collect();
+        let events = set_stages(conn, &moves, by, now).await?;
+        for &i in &round {
+            done[i].0 = contacts[changes[i].email.as_str()].0;
+        }
+        for (i, event) in moving.into_iter().zip(events) {
+            done[i].1 = Some(event);
+        }
+    }
+    Ok(done)
 }
 
 /// Sets one of the single-valued classification fields.

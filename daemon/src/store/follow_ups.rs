@@ -94,7 +94,7 @@ pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp
     if let Some(stage) = &new.stage
         && *stage != contact.stage
     {
-        set_stage(conn, contact, stage, by, now).await?;
+        set_stage(conn, contact.id, &contact.stage, stage, by, now).await?;
         changes.push(format!("stage {} -> {stage}", contact.stage));
     }
     let status_change = (!changes.is_empty()).then(|| changes.join("; "));

@@ -1,24 +1,35 @@
 //! Group commit: writes from many concurrent requests share one transaction and
 //! one fsync. Each request still gets its answer only after its write is durable
-//! (the commit returned), and runs under its own savepoint, so one request's
-//! error never undoes another's.
+//! (the commit returned), and one request's error never undoes another's.
+//!
+//! `StageIntake` does the same for stage changes by email (`POST /stage-changes`,
+//! the route events come in by), but writes a group's changes set-based: a
+//! handful of statements for the group instead of six for each change.
+//!
+//! A group first runs straight in its transaction: a savepoint around each write
+//! would cost two more round trips to SQLite's thread a request. If a write fails,
+//! the transaction (with that write's partial changes) is rolled back and the
+//! group runs again, each write under its own savepoint. A write is therefore a
+//! function that may be called twice; only the run that commits counts.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use sqlx::Acquire as _;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use super::{Conn, Store};
+use super::{Conn, StageByEmail, Store, Tx};
 use crate::admission::Admission;
+use crate::clock::Clock;
 
 /// Requests gathered into one transaction at most.
 const MAX_GROUP: usize = 256;
 
 type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
-type Write<T> = Box<dyn for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, anyhow::Result<T>> + Send>;
+type Write<T> = Box<dyn for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, anyhow::Result<T>> + Send + Sync>;
 
 struct Job<T> {
     write: Write<T>,
@@ -47,10 +58,11 @@ impl<T: Send + 'static> GroupCommit<T> {
         GroupCommit { jobs }
     }
 
-    /// Runs `write` in the next group's transaction; returns its result once committed.
+    /// Runs `write` in the next group's transaction (again, if another write of
+    /// the group fails); returns its result once committed.
     pub async fn write<F>(&self, write: F) -> anyhow::Result<T>
     where
-        F: for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, anyhow::Result<T>> + Send + 'static,
+        F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, anyhow::Result<T>> + Send + Sync + 'static,
     {
         let (answer, result) = oneshot::channel();
         self.jobs
@@ -66,59 +78,38 @@ impl<T: Send + 'static> GroupCommit<T> {
     }
 }
 
-async fn commit_loop<T: Send + 'static>(store: Store, admission: Arc<Admission>, mut queue: mpsc::Receiver<Job<T>>) {
-    while let Some(first) = queue.recv().await {
-        // Whatever queued up while the last group committed goes together.
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
+/// The next group: whatever queued up while the last one committed.
+async fn next_group<J>(queue: &mut mpsc::Receiver<J>) -> Option<Vec<J>> {
+    let mut group = vec![queue.recv().await?];
+    while group.len() < MAX_GROUP {
+        match queue.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
         }
-        match commit_group(&store, &admission, group).await {
-            Ok(()) => {}
-            Err(e) => warn!("group commit: {e:#}"),
+    }
+    Some(group)
+}
+
+async fn commit_loop<T: Send + 'static>(store: Store, admission: Arc<Admission>, mut queue: mpsc::Receiver<Job<T>>) {
+    while let Some(group) = next_group(&mut queue).await {
+        if let Err(e) = commit_group(&store, &admission, group).await {
+            warn!("group commit: {e:#}");
         }
     }
 }
 
-/// Runs a group's writes in one transaction; answers each after the commit.
-async fn commit_group<T: Send + 'static>(
-    store: &Store,
-    admission: &Admission,
-    group: Vec<Job<T>>,
-) -> anyhow::Result<()> {
-    let mut tx = match store.write().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            for job in group {
-                let _ = job.answer.send(Err(anyhow::anyhow!("{e:#}")));
-            }
-            return Err(e);
-        }
-    };
-    // The group's events are the ids past the last one before it: nothing else
-    // writes while the group holds the write lock. (Not counted if this fails.)
-    let first_event = if admission.is_on() {
-        super::last_event_id(&mut tx).await.ok().map(|last| last + 1)
-    } else {
-        None
-    };
-    let mut results = Vec::with_capacity(group.len());
-    for job in group {
-        let result = match tx.begin().await {
-            Ok(mut savepoint) => match (job.write)(&mut savepoint).await {
-                Ok(value) => savepoint.commit().await.map(|_| value).map_err(Into::into),
-                Err(e) => {
-                    let _ = savepoint.rollback().await;
-                    Err(e)
-                }
-            },
-            Err(e) => Err(e.into()),
-        };
-        results.push((job.answer, result));
+/// The first id of the events a transaction is about to write, when admission
+/// control counts them: nothing else writes while it holds the write lock.
+async fn first_new_event(tx: &mut Tx, admission: &Admission) -> Option<i64> {
+    if !admission.is_on() {
+        return None;
     }
+    super::last_event_id(tx).await.ok().map(|last| last + 1)
+}
+
+/// Commits a group's transaction. Its events are counted before the commit, so
+/// that the engine cannot take them first, and dropped again if it fails.
+async fn commit_counted(mut tx: Tx, admission: &Admission, first_event: Option<i64>) -> anyhow::Result<()> {
     let written = match first_event {
         Some(first) => super::last_event_id(&mut tx).await.ok().map(|last| (first, last)),
         None => None,
@@ -126,23 +117,167 @@ async fn commit_group<T: Send + 'static>(
     if let Some((first, last)) = written {
         admission.events_written(first, last);
     }
-    match tx.commit().await {
-        Ok(()) => {
-            for (answer, result) in results {
-                let _ = answer.send(result);
+    if let Err(e) = tx.commit().await {
+        if let Some((first, last)) = written {
+            admission.events_dropped(first, last);
+        }
+        return Err(e).context("commit failed");
+    }
+    Ok(())
+}
+
+/// Commits a group's writes in one transaction; answers each after the commit.
+async fn commit_group<T: Send + 'static>(
+    store: &Store,
+    admission: &Admission,
+    group: Vec<Job<T>>,
+) -> anyhow::Result<()> {
+    let results = match run_group(store, admission, &group, Isolation::None).await {
+        Ok(Some(results)) => Ok(results),
+        Ok(None) => run_group(store, admission, &group, Isolation::Savepoints)
+            .await
+            .map(|results| results.expect("with savepoints every write has its result")),
+        Err(e) => Err(e),
+    };
+    match results {
+        Ok(results) => {
+            for (job, result) in group.into_iter().zip(results) {
+                let _ = job.answer.send(result);
             }
             Ok(())
         }
         Err(e) => {
-            if let Some((first, last)) = written {
-                admission.events_dropped(first, last);
+            for job in group {
+                let _ = job.answer.send(Err(anyhow::anyhow!("{e:#}")));
             }
-            for (answer, _) in results {
-                let _ = answer.send(Err(anyhow::anyhow!("commit failed: {e}")));
-            }
-            Err(e.into())
+            Err(e)
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// The writes run straight in the transaction; a failing one ends the attempt.
+    None,
+    /// Each write runs under its own savepoint; a failing one undoes only itself.
+    Savepoints,
+}
+
+/// Runs every write of the group in one transaction and commits it, returning
+/// each write's result; `None` when, without isolation, a write failed (the
+/// transaction is rolled back and nothing is counted).
+async fn run_group<T: Send + 'static>(
+    store: &Store,
+    admission: &Admission,
+    group: &[Job<T>],
+    isolation: Isolation,
+) -> anyhow::Result<Option<Vec<anyhow::Result<T>>>> {
+    let mut tx = store.write().await?;
+    let first_event = first_new_event(&mut tx, admission).await;
+    let mut results = Vec::with_capacity(group.len());
+    for job in group {
+        let result = match isolation {
+            Isolation::None => match (job.write)(&mut tx).await {
+                Ok(value) => Ok(value),
+                Err(_) => {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+            },
+            Isolation::Savepoints => match tx.begin().await {
+                Ok(mut savepoint) => match (job.write)(&mut savepoint).await {
+                    Ok(value) => savepoint.commit().await.map(|_| value).map_err(Into::into),
+                    Err(e) => {
+                        let _ = savepoint.rollback().await;
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(e.into()),
+            },
+        };
+        results.push(result);
+    }
+    commit_counted(tx, admission, first_event).await?;
+    Ok(Some(results))
+}
+
+/// What a stage change by email did: the contact, and its `stage_changed`
+/// event (`None`: the contact was at that stage already).
+pub type StageChanged = (i64, Option<i64>);
+
+struct Intake {
+    change: StageByEmail,
+    answer: oneshot::Sender<anyhow::Result<StageChanged>>,
+}
+
+/// A queue of stage changes by email, committed in groups by one task and
+/// written set-based (`store::stage_changes_by_email`).
+#[derive(Clone)]
+pub struct StageIntake {
+    changes: mpsc::Sender<Intake>,
+}
+
+impl StageIntake {
+    /// Starts the committing task; it ends when every handle is dropped.
+    pub fn start(store: Store, admission: Arc<Admission>, clock: Clock) -> StageIntake {
+        let (changes, queue) = mpsc::channel(MAX_GROUP * 4);
+        tokio::spawn(intake_loop(store, admission, clock, queue));
+        StageIntake { changes }
+    }
+
+    /// Applies `change` in the next group; returns what it did once committed.
+    pub async fn submit(&self, change: StageByEmail) -> anyhow::Result<StageChanged> {
+        let (answer, result) = oneshot::channel();
+        self.changes
+            .send(Intake { change, answer })
+            .await
+            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?;
+        result
+            .await
+            .map_err(|_| anyhow::anyhow!("the database writer has stopped"))?
+    }
+}
+
+async fn intake_loop(store: Store, admission: Arc<Admission>, clock: Clock, mut queue: mpsc::Receiver<Intake>) {
+    while let Some(group) = next_group(&mut queue).await {
+        let changes: Vec<StageByEmail> = group.iter().map(|job| job.change.clone()).collect();
+        match intake_group(&store, &admission, &changes, clock.now_ms()).await {
+            Ok(done) => {
+                for (job, done) in group.into_iter().zip(done) {
+                    let _ = job.answer.send(Ok(done));
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                let _ = group.into_iter().next().map(|job| job.answer.send(Err(e)));
+            }
+            // One at a time, so that a change the database refuses fails alone.
+            Err(e) => {
+                warn!(
+                    "a group of {} stage changes failed ({e:#}); applying them one by one",
+                    group.len()
+                );
+                for job in group {
+                    let one = std::slice::from_ref(&job.change);
+                    let done = intake_group(&store, &admission, one, clock.now_ms()).await;
+                    let _ = job.answer.send(done.map(|mut done| done.remove(0)));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a group of stage changes in one transaction and commits it.
+async fn intake_group(
+    store: &Store,
+    admission: &Admission,
+    changes: &[StageByEmail],
+    now: i64,
+) -> anyhow::Result<Vec<StageChanged>> {
+    let mut tx = store.write().await?;
+    let first_event = first_new_event(&mut tx, admission).await;
+    let done = super::stage_changes_by_email(&mut tx, changes, "api", now).await?;
+    commit_counted(tx, admission, first_event).await?;
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -191,5 +326,170 @@ mod tests {
             stored, 196,
             "the refused writes left nothing behind; the others all committed"
         );
+    }
+
+    /// One group, built by hand: which writes run how often, and what is kept.
+    async fn one_group(store: &Store, fail: Option<i64>) -> (Vec<anyhow::Result<i64>>, Vec<usize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls: Arc<Vec<AtomicUsize>> = Arc::new((0..5).map(|_| AtomicUsize::new(0)).collect());
+        let mut group = Vec::new();
+        let mut answers = Vec::new();
+        for i in 0..5i64 {
+            let (answer, result) = oneshot::channel();
+            let calls = calls.clone();
+            let write: Write<i64> = Box::new(move |conn| {
+                calls[i as usize].fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    sqlx::query("INSERT INTO secrets (name, value) VALUES (?, x'00')")
+                        .bind(format!("{fail:?}-{i}"))
+                        .execute(&mut *conn)
+                        .await?;
+                    anyhow::ensure!(Some(i) != fail, "refused {i}");
+                    Ok(i)
+                })
+            });
+            group.push(Job { write, answer });
+            answers.push(result);
+        }
+        commit_group(store, &Admission::off(), group).await.unwrap();
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.unwrap());
+        }
+        let calls = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+        (results, calls)
+    }
+
+    #[tokio::test]
+    async fn a_group_runs_once_without_savepoints_and_again_with_them_when_a_write_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let (results, calls) = one_group(&store, None).await;
+        assert_eq!(
+            results.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
+        assert_eq!(calls, [1, 1, 1, 1, 1], "no failure: every write ran once");
+
+        let (results, calls) = one_group(&store, Some(2)).await;
+        // The first attempt stops at the failing write; the second runs them all.
+        assert_eq!(calls, [2, 2, 2, 1, 1]);
+        let refused: Vec<bool> = results.iter().map(Result::is_err).collect();
+        assert_eq!(refused, [false, false, true, false, false]);
+        assert_eq!(results[2].as_ref().unwrap_err().to_string(), "refused 2");
+        let kept: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM secrets WHERE name LIKE 'Some(2)-%' ORDER BY name")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            kept,
+            ["Some(2)-0", "Some(2)-1", "Some(2)-3", "Some(2)-4"],
+            "the rolled-back attempt left nothing, the committed one everything but the refused write"
+        );
+    }
+
+    fn by_email(email: &str, stage: &str) -> StageByEmail {
+        StageByEmail {
+            email: email.into(),
+            name: String::new(),
+            company: "Engines".into(),
+            stage: stage.into(),
+        }
+    }
+
+    /// One set-based group does what the changes one after another would have:
+    /// new contacts created, known ones moved, one at its stage left alone, and
+    /// two changes of one email applied in order.
+    #[tokio::test]
+    async fn stage_changes_by_email_in_one_group_apply_as_if_one_after_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        for (email, stage) in [("known@x.test", "lead"), ("there@x.test", "intent")] {
+            let new = super::super::NewContact {
+                name: email.into(),
+                email: Some(email.into()),
+                stage: Some(stage.into()),
+                ..Default::default()
+            };
+            super::super::insert_contact(&mut conn, &new, 1).await.unwrap();
+        }
+        drop(conn);
+        let changes = [
+            by_email("new@x.test", "intent"),
+            by_email("known@x.test", "inquiry"),
+            by_email("there@x.test", "intent"),
+            by_email("new@x.test", "sample"),
+        ];
+        let done = intake_group(&store, &Admission::off(), &changes, 5).await.unwrap();
+        let ids: Vec<i64> = done.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [3, 1, 2, 3]);
+        let mut conn = store.pool.acquire().await.unwrap();
+        let events: Vec<(i64, String, i64, String)> =
+            sqlx::query_as("SELECT id, kind, contact_id, payload FROM events WHERE occurred_at = 5 ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let seen: Vec<(&str, i64, serde_json::Value)> = events
+            .iter()
+            .map(|(_, kind, contact, payload)| (kind.as_str(), *contact, serde_json::from_str(payload).unwrap()))
+            .collect();
+        let moved = |from: &str, to: &str| serde_json::json!({"from": from, "to": to, "by": "api"});
+        assert_eq!(
+            seen,
+            [
+                ("contact_created", 3, serde_json::json!({})),
+                ("stage_changed", 3, moved("lead", "intent")),
+                ("stage_changed", 1, moved("lead", "inquiry")),
+                ("stage_changed", 3, moved("intent", "sample")),
+            ]
+        );
+        // Each answer names its own event; the unchanged contact has none.
+        let event_of = |i: usize| events[i].0;
+        assert_eq!(
+            done.iter().map(|(_, e)| *e).collect::<Vec<_>>(),
+            [Some(event_of(1)), Some(event_of(2)), None, Some(event_of(3))]
+        );
+        let stages: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT email, stage, name FROM contacts ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            stages,
+            [
+                ("known@x.test".into(), "inquiry".into(), "known@x.test".into()),
+                ("there@x.test".into(), "intent".into(), "there@x.test".into()),
+                ("new@x.test".into(), "sample".into(), "new@x.test".into()),
+            ]
+        );
+        let history = super::super::history_of(&mut conn, 3, 10).await.unwrap();
+        let steps: Vec<(Option<String>, Option<String>, &str)> = history
+            .iter()
+            .rev()
+            .map(|h| (h.from_value.clone(), h.to_value.clone(), h.changed_by.as_str()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (Some("lead".into()), Some("intent".into()), "api"),
+                (Some("intent".into()), Some("sample".into()), "api"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_stage_fails_the_group_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let changes = [by_email("a@x.test", "intent"), by_email("b@x.test", "won-ish")];
+        let e = intake_group(&store, &Admission::off(), &changes, 5).await.unwrap_err();
+        assert!(e.downcast_ref::<super::super::Invalid>().is_some(), "{e:#}");
+        let contacts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contacts")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(contacts, 0);
     }
 }

@@ -29,7 +29,7 @@ pub use engagement::*;
 pub use enrolments::*;
 pub use events::*;
 pub use follow_ups::*;
-pub use group_commit::GroupCommit;
+pub use group_commit::{GroupCommit, StageChanged, StageIntake};
 pub use orders::*;
 pub use outbox::*;
 pub use runs::*;
