@@ -164,9 +164,10 @@ impl Engine {
 
     /// Does whatever work is due; returns whether there was any.
     pub async fn tick(&self) -> anyhow::Result<bool> {
-        let events = self.ingest_events().await?;
         // Timers first and all of them (firing is cheap): a due SLA timer must not
-        // wait behind a large batch of runs.
+        // wait behind a large batch of runs. Then the events, those of the timers
+        // included, and right after them the runs they started: between an event's
+        // commit and its run's step, as little as possible.
         let mut timers = 0;
         let slice = std::time::Instant::now();
         loop {
@@ -177,6 +178,7 @@ impl Engine {
             }
         }
         let enrolled = self.enrol_segments().await?;
+        let events = self.ingest_events().await?;
         let runs = self.advance_runs().await?;
         Ok(events + timers + enrolled + runs > 0)
     }
