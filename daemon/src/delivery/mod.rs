@@ -14,7 +14,7 @@ pub mod http;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -87,15 +87,22 @@ impl Delivery {
         type Recording<'a> = Pin<Box<dyn Future<Output = (Vec<i64>, anyhow::Result<()>)> + Send + 'a>>;
         let mut sending = FuturesUnordered::new();
         let mut unrecorded: HashSet<i64> = HashSet::new();
-        let mut finished: Vec<Attempt> = Vec::new();
+        let finished: Mutex<Vec<Attempt>> = Mutex::default();
         let mut recording: Option<Recording<'_>> = None;
         loop {
-            if recording.is_none() && !finished.is_empty() {
-                let batch = std::mem::take(&mut finished);
-                let this = &self;
+            if recording.is_none() && !finished.lock().unwrap().is_empty() {
+                let (this, finished) = (&self, &finished);
                 recording = Some(Box::pin(async move {
+                    // The turn to write first, then the batch: what finishes while
+                    // another writer holds the turn is recorded with it.
+                    let tx = this.store.write().await;
+                    let batch = std::mem::take(&mut *finished.lock().unwrap());
                     let ids = batch.iter().map(|(row, _, _)| row.id).collect();
-                    (ids, this.record(&batch).await)
+                    let recorded = match tx {
+                        Ok(tx) => this.record(tx, &batch).await,
+                        Err(e) => Err(e),
+                    };
+                    (ids, recorded)
                 }));
             }
             // New claims stop while too many finished sends wait for their record:
@@ -139,6 +146,7 @@ impl Delivery {
             };
             tokio::select! {
                 Some(first) = sending.next(), if !sending.is_empty() => {
+                    let mut finished = finished.lock().unwrap();
                     finished.push(first);
                     while let Some(Some(more)) = sending.next().now_or_never() {
                         finished.push(more);
@@ -239,7 +247,7 @@ impl Delivery {
     }
 
     /// Records attempts in one transaction, with the bounces they amount to.
-    async fn record(&self, attempts: &[Attempt]) -> anyhow::Result<()> {
+    async fn record(&self, mut tx: store::Tx, attempts: &[Attempt]) -> anyhow::Result<()> {
         let now = self.clock.now_ms();
         let records: Vec<store::AttemptRecord> = attempts
             .iter()
@@ -250,7 +258,6 @@ impl Delivery {
                 next: self.next(row, outcome, now),
             })
             .collect();
-        let mut tx = self.store.write().await?;
         store::record_attempts(&mut tx, &records, now).await?;
         for record in &records {
             let (row, outcome) = (record.row, record.outcome);

@@ -7,6 +7,7 @@ use std::ops::RangeInclusive;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sqlx::sqlite::SqliteQueryResult;
 use sqlx::types::Json;
 
 use super::{Change, Conn, insert_history, insert_history_entries, insert_timer, value_chunks};
@@ -242,7 +243,7 @@ pub async fn insert_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyh
             ))),
             _ => e.into(),
         })?;
-    Ok(*ids.context("a contact inserted or an error")?.start())
+    Ok(*ids.context("a contact inserted or an error")?.contacts.start())
 }
 
 /// What `insert_contact_rows` does with a row whose email a stored contact has.
@@ -254,8 +255,23 @@ enum KnownEmail {
     Skip,
 }
 
+/// Ids of the rows one INSERT added, if any: without AUTOINCREMENT each new row
+/// takes the largest id plus one, so they are consecutive up to the last.
+/// (RETURNING would hand each id over on its own.)
+fn inserted_ids(done: &SqliteQueryResult) -> Option<RangeInclusive<i64>> {
+    let last = done.last_insert_rowid();
+    (done.rows_affected() > 0).then(|| last - done.rows_affected() as i64 + 1..=last)
+}
+
+/// What `insert_contact_rows` added.
+struct InsertedContacts {
+    contacts: RangeInclusive<i64>,
+    /// Their `contact_created` events.
+    events: RangeInclusive<i64>,
+}
+
 /// Inserts contacts (validated, at least one) and their `contact_created` events;
-/// returns the ids of the new ones, consecutive, if any went in.
+/// returns the ids of the new ones and of their events, each consecutive, if any went in.
 /// Rows go in as multi-row VALUES: with 15 columns a row, binding them costs SQLite
 /// less than extracting them from JSON.
 async fn insert_contact_rows(
@@ -263,7 +279,7 @@ async fn insert_contact_rows(
     new: &[&NewContact],
     now: i64,
     known_email: KnownEmail,
-) -> Result<Option<RangeInclusive<i64>>, sqlx::Error> {
+) -> Result<Option<InsertedContacts>, sqlx::Error> {
     let mut ids: Option<RangeInclusive<i64>> = None;
     for chunk in value_chunks(new, 15) {
         // OR FAIL: a failing row leaves the statement's earlier rows in, which every
@@ -295,29 +311,24 @@ async fn insert_contact_rows(
             insert.push(" ON CONFLICT (email) DO NOTHING");
         }
         let done = insert.build().execute(&mut *conn).await?;
-        if done.rows_affected() == 0 {
-            continue;
+        if let Some(chunk_ids) = inserted_ids(&done) {
+            let first = ids.as_ref().map_or(*chunk_ids.start(), |ids| *ids.start());
+            ids = Some(first..=*chunk_ids.end());
         }
-        // Without AUTOINCREMENT each new row takes the largest id plus one: the rows
-        // that went in have the ids up to the last. (RETURNING would hand each id
-        // over on its own.)
-        let last = done.last_insert_rowid();
-        let first = ids
-            .as_ref()
-            .map_or(last - done.rows_affected() as i64 + 1, |ids| *ids.start());
-        ids = Some(first..=last);
     }
-    if let Some(ids) = &ids {
-        sqlx::query(
-            "INSERT INTO events (kind, contact_id, payload, occurred_at)
-             SELECT 'contact_created', id, '{}', ? FROM contacts WHERE id >= ? ORDER BY id",
-        )
-        .bind(now)
-        .bind(ids.start())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(ids)
+    let Some(contacts) = ids else {
+        return Ok(None);
+    };
+    let done = sqlx::query(
+        "INSERT INTO events (kind, contact_id, payload, occurred_at)
+         SELECT 'contact_created', id, '{}', ? FROM contacts WHERE id >= ? ORDER BY id",
+    )
+    .bind(now)
+    .bind(contacts.start())
+    .execute(&mut *conn)
+    .await?;
+    let events = inserted_ids(&done).expect("an event for every new contact");
+    Ok(Some(InsertedContacts { contacts, events }))
 }
 
 /// Adds the contacts of `new` that are not known already, each with its
@@ -381,7 +392,9 @@ pub async fn insert_new_contacts(
     if rows.is_empty() {
         return Ok(added);
     }
-    let ids = insert_contact_rows(conn, &rows, now, KnownEmail::Skip).await?;
+    let ids = insert_contact_rows(conn, &rows, now, KnownEmail::Skip)
+        .await?
+        .map(|inserted| inserted.contacts);
     let went_in = ids.as_ref().map_or(0, |ids| ids.end() - ids.start() + 1);
     if went_in < rows.len() as i64 {
         // Some emails were stored already: those rows are known contacts.
@@ -589,9 +602,7 @@ async fn set_stages(conn: &mut Conn, moves: &[StageMove<'_>], by: &str, now: i64
     .bind(&moves_json)
     .execute(&mut *conn)
     .await?;
-    // Without AUTOINCREMENT each row takes the largest id plus one, in the order inserted.
-    let last = done.last_insert_rowid();
-    Ok((last - done.rows_affected() as i64 + 1..=last).collect())
+    Ok(inserted_ids(&done).into_iter().flatten().collect())
 }
 
 /// A stage change for a contact known by email, created on first sight: what a
@@ -605,21 +616,40 @@ pub struct StageByEmail {
     pub stage: String,
 }
 
+/// What `stage_changes_by_email` did.
+#[derive(Debug)]
+pub struct StageChanges {
+    /// For each change, the contact and its `stage_changed` event (`None`: it
+    /// was at that stage already).
+    pub done: Vec<(i64, Option<i64>)>,
+    /// Every event written (`contact_created` ones too): consecutive ids.
+    pub events: Option<RangeInclusive<i64>>,
+}
+
+impl StageChanges {
+    fn wrote_events(&mut self, ids: RangeInclusive<i64>) {
+        let first = self.events.as_ref().map_or(*ids.start(), |events| *events.start());
+        self.events = Some(first..=*ids.end());
+    }
+}
+
 /// Applies stage changes by email, creating the contacts not known yet, in a
-/// handful of statements whatever their number; returns for each the contact
-/// and its `stage_changed` event (`None`: it was at that stage already). Changes
-/// of one email apply in order: each round takes an email once, and a second
-/// change of it waits for the next round.
+/// handful of statements whatever their number. Changes of one email apply in
+/// order: each round takes an email once, and a second change of it waits for
+/// the next round.
 pub async fn stage_changes_by_email(
     conn: &mut Conn,
     changes: &[StageByEmail],
     by: &str,
     now: i64,
-) -> anyhow::Result<Vec<(i64, Option<i64>)>> {
+) -> anyhow::Result<StageChanges> {
     for change in changes {
         check(&change.stage, STAGES, "stage")?;
     }
-    let mut done = vec![(0, None); changes.len()];
+    let mut written = StageChanges {
+        done: vec![(0, None); changes.len()],
+        events: None,
+    };
     let mut pending: Vec<usize> = (0..changes.len()).collect();
     while !pending.is_empty() {
         let mut in_round = std::collections::HashSet::new();
@@ -657,12 +687,13 @@ pub async fn stage_changes_by_email(
                 contact.validate()?;
             }
             let rows: Vec<&NewContact> = new.iter().map(|(_, c)| c).collect();
-            let ids = insert_contact_rows(conn, &rows, now, KnownEmail::Fail)
+            let inserted = insert_contact_rows(conn, &rows, now, KnownEmail::Fail)
                 .await?
                 .context("new contacts inserted or an error")?;
-            for ((email, contact), id) in new.iter().zip(ids) {
+            for ((email, contact), id) in new.iter().zip(inserted.contacts) {
                 contacts.insert(email, (id, contact.first_stage().to_string()));
             }
+            written.wrote_events(inserted.events);
         }
         let moving: Vec<usize> = round
             .iter()
@@ -681,14 +712,17 @@ pub async fn stage_changes_by_email(
             })
             .collect();
         let events = set_stages(conn, &moves, by, now).await?;
+        if let (Some(first), Some(last)) = (events.first(), events.last()) {
+            written.wrote_events(*first..=*last);
+        }
         for &i in &round {
-            done[i].0 = contacts[changes[i].email.as_str()].0;
+            written.done[i].0 = contacts[changes[i].email.as_str()].0;
         }
         for (i, event) in moving.into_iter().zip(events) {
-            done[i].1 = Some(event);
+            written.done[i].1 = Some(event);
         }
     }
-    Ok(done)
+    Ok(written)
 }
 
 /// Sets one of the single-valued classification fields.

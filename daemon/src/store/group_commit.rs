@@ -13,6 +13,7 @@
 //! function that may be called twice; only the run that commits counts.
 
 use std::future::Future;
+use std::ops::RangeInclusive;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -78,21 +79,25 @@ impl<T: Send + 'static> GroupCommit<T> {
     }
 }
 
-/// The next group: whatever queued up while the last one committed.
-async fn next_group<J>(queue: &mut mpsc::Receiver<J>) -> Option<Vec<J>> {
-    let mut group = vec![queue.recv().await?];
+/// The next group and the turn to write it. The turn comes first and the group
+/// after: whatever queued up while the engine or delivery held the turn joins this
+/// group instead of waiting for the next one.
+async fn next_group<J>(store: &Store, queue: &mut mpsc::Receiver<J>) -> Option<(anyhow::Result<Tx>, Vec<J>)> {
+    let first = queue.recv().await?;
+    let tx = store.write().await;
+    let mut group = vec![first];
     while group.len() < MAX_GROUP {
         match queue.try_recv() {
             Ok(job) => group.push(job),
             Err(_) => break,
         }
     }
-    Some(group)
+    Some((tx, group))
 }
 
 async fn commit_loop<T: Send + 'static>(store: Store, admission: Arc<Admission>, mut queue: mpsc::Receiver<Job<T>>) {
-    while let Some(group) = next_group(&mut queue).await {
-        if let Err(e) = commit_group(&store, &admission, group).await {
+    while let Some((tx, group)) = next_group(&store, &mut queue).await {
+        if let Err(e) = commit_group(&store, &admission, tx, group).await {
             warn!("group commit: {e:#}");
         }
     }
@@ -107,19 +112,16 @@ async fn first_new_event(tx: &mut Tx, admission: &Admission) -> Option<i64> {
     super::last_event_id(tx).await.ok().map(|last| last + 1)
 }
 
-/// Commits a group's transaction. Its events are counted before the commit, so
-/// that the engine cannot take them first, and dropped again if it fails.
-async fn commit_counted(mut tx: Tx, admission: &Admission, first_event: Option<i64>) -> anyhow::Result<()> {
-    let written = match first_event {
-        Some(first) => super::last_event_id(&mut tx).await.ok().map(|last| (first, last)),
-        None => None,
-    };
-    if let Some((first, last)) = written {
-        admission.events_written(first, last);
+/// Commits a group's transaction, which wrote the events `events`. They are
+/// counted before the commit, so that the engine cannot take them first, and
+/// dropped again if it fails.
+async fn commit_counted(tx: Tx, admission: &Admission, events: Option<RangeInclusive<i64>>) -> anyhow::Result<()> {
+    if let Some(events) = &events {
+        admission.events_written(*events.start(), *events.end());
     }
     if let Err(e) = tx.commit().await {
-        if let Some((first, last)) = written {
-            admission.events_dropped(first, last);
+        if let Some(events) = &events {
+            admission.events_dropped(*events.start(), *events.end());
         }
         return Err(e).context("commit failed");
     }
@@ -130,13 +132,21 @@ async fn commit_counted(mut tx: Tx, admission: &Admission, first_event: Option<i
 async fn commit_group<T: Send + 'static>(
     store: &Store,
     admission: &Admission,
+    tx: anyhow::Result<Tx>,
     group: Vec<Job<T>>,
 ) -> anyhow::Result<()> {
-    let results = match run_group(store, admission, &group, Isolation::None).await {
+    let first = match tx {
+        Ok(tx) => run_group(tx, admission, &group, Isolation::None).await,
+        Err(e) => Err(e),
+    };
+    let results = match first {
         Ok(Some(results)) => Ok(results),
-        Ok(None) => run_group(store, admission, &group, Isolation::Savepoints)
-            .await
-            .map(|results| results.expect("with savepoints every write has its result")),
+        Ok(None) => match store.write().await {
+            Ok(tx) => run_group(tx, admission, &group, Isolation::Savepoints)
+                .await
+                .map(|results| results.expect("with savepoints every write has its result")),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     match results {
@@ -155,7 +165,7 @@ async fn commit_group<T: Send + 'static>(
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Isolation {
     /// The writes run straight in the transaction; a failing one ends the attempt.
     None,
@@ -167,12 +177,11 @@ enum Isolation {
 /// each write's result; `None` when, without isolation, a write failed (the
 /// transaction is rolled back and nothing is counted).
 async fn run_group<T: Send + 'static>(
-    store: &Store,
+    mut tx: Tx,
     admission: &Admission,
     group: &[Job<T>],
     isolation: Isolation,
 ) -> anyhow::Result<Option<Vec<anyhow::Result<T>>>> {
-    let mut tx = store.write().await?;
     let first_event = first_new_event(&mut tx, admission).await;
     let mut results = Vec::with_capacity(group.len());
     for job in group {
@@ -197,7 +206,11 @@ async fn run_group<T: Send + 'static>(
         };
         results.push(result);
     }
-    commit_counted(tx, admission, first_event).await?;
+    let events = match first_event {
+        Some(first) => super::last_event_id(&mut tx).await.ok().map(|last| first..=last),
+        None => None,
+    };
+    commit_counted(tx, admission, events).await?;
     Ok(Some(results))
 }
 
@@ -239,45 +252,50 @@ impl StageIntake {
 }
 
 async fn intake_loop(store: Store, admission: Arc<Admission>, clock: Clock, mut queue: mpsc::Receiver<Intake>) {
-    while let Some(group) = next_group(&mut queue).await {
-        let changes: Vec<StageByEmail> = group.iter().map(|job| job.change.clone()).collect();
-        match intake_group(&store, &admission, &changes, clock.now_ms()).await {
+    while let Some((tx, group)) = next_group(&store, &mut queue).await {
+        let (changes, answers): (Vec<StageByEmail>, Vec<_>) =
+            group.into_iter().map(|job| (job.change, job.answer)).unzip();
+        let written = match tx {
+            Ok(tx) => intake_group(tx, &admission, &changes, clock.now_ms()).await,
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(done) => {
-                for (job, done) in group.into_iter().zip(done) {
-                    let _ = job.answer.send(Ok(done));
+                for (answer, done) in answers.into_iter().zip(done) {
+                    let _ = answer.send(Ok(done));
                 }
             }
-            Err(e) if group.len() == 1 => {
-                let _ = group.into_iter().next().map(|job| job.answer.send(Err(e)));
+            Err(e) if changes.len() == 1 => {
+                let _ = answers.into_iter().next().map(|answer| answer.send(Err(e)));
             }
             // One at a time, so that a change the database refuses fails alone.
             Err(e) => {
                 warn!(
                     "a group of {} stage changes failed ({e:#}); applying them one by one",
-                    group.len()
+                    changes.len()
                 );
-                for job in group {
-                    let one = std::slice::from_ref(&job.change);
-                    let done = intake_group(&store, &admission, one, clock.now_ms()).await;
-                    let _ = job.answer.send(done.map(|mut done| done.remove(0)));
+                for (change, answer) in changes.iter().zip(answers) {
+                    let done = match store.write().await {
+                        Ok(tx) => intake_group(tx, &admission, std::slice::from_ref(change), clock.now_ms()).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = answer.send(done.map(|mut done| done.remove(0)));
                 }
             }
         }
     }
 }
 
-/// Writes a group of stage changes in one transaction and commits it.
+/// Writes a group of stage changes in `tx` and commits it.
 async fn intake_group(
-    store: &Store,
+    mut tx: Tx,
     admission: &Admission,
     changes: &[StageByEmail],
     now: i64,
 ) -> anyhow::Result<Vec<StageChanged>> {
-    let mut tx = store.write().await?;
-    let first_event = first_new_event(&mut tx, admission).await;
-    let done = super::stage_changes_by_email(&mut tx, changes, "api", now).await?;
-    commit_counted(tx, admission, first_event).await?;
-    Ok(done)
+    let written = super::stage_changes_by_email(&mut tx, changes, "api", now).await?;
+    commit_counted(tx, admission, written.events).await?;
+    Ok(written.done)
 }
 
 #[cfg(test)]
@@ -351,7 +369,9 @@ mod tests {
             group.push(Job { write, answer });
             answers.push(result);
         }
-        commit_group(store, &Admission::off(), group).await.unwrap();
+        commit_group(store, &Admission::off(), store.write().await, group)
+            .await
+            .unwrap();
         let mut results = Vec::new();
         for answer in answers {
             results.push(answer.await.unwrap());
@@ -422,7 +442,9 @@ mod tests {
             by_email("there@x.test", "intent"),
             by_email("new@x.test", "sample"),
         ];
-        let done = intake_group(&store, &Admission::off(), &changes, 5).await.unwrap();
+        let done = intake_group(store.write().await.unwrap(), &Admission::off(), &changes, 5)
+            .await
+            .unwrap();
         let ids: Vec<i64> = done.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [3, 1, 2, 3]);
         let mut conn = store.pool.acquire().await.unwrap();
@@ -484,7 +506,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
         let changes = [by_email("a@x.test", "intent"), by_email("b@x.test", "won-ish")];
-        let e = intake_group(&store, &Admission::off(), &changes, 5).await.unwrap_err();
+        let e = intake_group(store.write().await.unwrap(), &Admission::off(), &changes, 5)
+            .await
+            .unwrap_err();
         assert!(e.downcast_ref::<super::super::Invalid>().is_some(), "{e:#}");
         let contacts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contacts")
             .fetch_one(&store.pool)
