@@ -190,20 +190,20 @@ impl Engine {
     }
 
     async fn ingest_events(&self) -> anyhow::Result<usize> {
-        let events = {
+        // The events and their contacts are read before the turn to write: they
+        // are matched as of a moment before the batch commits, as they would be
+        // had it come a little earlier.
+        let (events, contacts) = {
             let mut conn = self.store.pool.acquire().await?;
-            store::unprocessed_events(&mut conn, BATCH).await?
+            let events = store::unprocessed_events(&mut conn, BATCH).await?;
+            if events.is_empty() {
+                return Ok(0);
+            }
+            let contact_ids: Vec<i64> = events.iter().map(|e| e.contact_id).collect();
+            let contacts = store::contacts_with_context(&mut conn, &contact_ids).await?;
+            (events, contacts)
         };
-        if events.is_empty() {
-            return Ok(0);
-        }
         let set = self.current();
-        // One transaction and a handful of statements for the batch: each event's
-        // runs and its "processed" mark still commit together.
-        let mut tx = self.store.write().await?;
-        let now = self.clock.now_ms();
-        let contact_ids: Vec<i64> = events.iter().map(|e| e.contact_id).collect();
-        let contacts = store::contacts_with_context(&mut tx, &contact_ids).await?;
         let mut starts = Vec::new();
         let mut contexts = Vec::new();
         for event in &events {
@@ -232,6 +232,10 @@ impl Engine {
                 starts.push((workflow, event, contact, triggers::start_at(workflow, event, contact)));
             }
         }
+        // One transaction and two statements for the batch: each event's runs and
+        // its "processed" mark commit together.
+        let mut tx = self.store.write().await?;
+        let now = self.clock.now_ms();
         let new_runs: Vec<store::NewRun> = starts
             .iter()
             .zip(&contexts)
@@ -245,7 +249,8 @@ impl Engine {
                 start_stage: &contact.stage,
             })
             .collect();
-        let started = store::insert_runs(&mut tx, &new_runs, now).await?;
+        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+        let started = store::start_runs(&mut tx, &new_runs, &ids, now).await?;
         let start_of: HashMap<(&str, i64), i64> = starts
             .iter()
             .map(|(workflow, event, _, start)| ((workflow.name.as_str(), event.id), *start))
@@ -262,8 +267,6 @@ impl Engine {
             info!(run_id, workflow = %workflow, event_id, "run started");
         }
         store::insert_run_timers(&mut tx, &timers).await?;
-        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-        store::mark_events_processed(&mut tx, &ids, now).await?;
         tx.commit().await?;
         // Events come in id order, so every event up to the last is taken.
         let last = ids.last().copied().unwrap_or_default();

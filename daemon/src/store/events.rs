@@ -69,15 +69,6 @@ pub async fn unprocessed_events(conn: &mut Conn, limit: i64) -> anyhow::Result<V
     .await?)
 }
 
-pub async fn mark_events_processed(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<()> {
-    sqlx::query("UPDATE events SET processed_at = ? WHERE id IN (SELECT value FROM json_each(?))")
-        .bind(now)
-        .bind(serde_json::to_string(ids)?)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 /// A `follow_up_overdue` event for each fired follow-up timer, each (contact id,
 /// due at), in one statement; a timer the contact's newer follow-up date made
 /// stale is left out.
