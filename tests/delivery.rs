@@ -45,8 +45,22 @@ fn add_contact(nudge: &Nudge, name: &str, extra: &[&str]) -> String {
 
 #[test]
 fn smtp_refusals_are_retried_with_backoff_until_the_message_is_delivered_once() {
+    refusals_are_retried(true);
+}
+
+/// The same exchange, command by command, with a server that does not pipeline.
+#[test]
+fn a_server_without_pipelining_gets_one_command_at_a_time_and_refusals_count_the_same() {
+    refusals_are_retried(false);
+}
+
+fn refusals_are_retried(pipelining: bool) {
     let tmp = scratch();
-    let smtp = SmtpServer::start(tmp.path());
+    let smtp = if pipelining {
+        SmtpServer::start(tmp.path())
+    } else {
+        SmtpServer::start_without_pipelining(tmp.path())
+    };
     // One refusal at each stage of the exchange, in turn, then acceptance.
     // A stage's list is consumed only by attempts that get that far.
     smtp.script_faults(json!({
@@ -84,6 +98,7 @@ fn smtp_refusals_are_retried_with_backoff_until_the_message_is_delivered_once() 
     let mails = smtp.mails_to(&to);
     assert_eq!(mails.len(), 1, "delivered exactly once: {mails:#?}");
     assert_eq!(mails[0].message_id, row["message_id"].as_str().unwrap());
+    assert_eq!(mails[0].pipelined, pipelining, "{mails:#?}");
     assert_eq!(smtp.faults_left(), json!({"mail": [], "rcpt": [], "data": []}));
     nudge.stop();
 }

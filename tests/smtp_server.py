@@ -5,6 +5,10 @@ Prints "PORT <n>" once listening, then appends one JSON line per accepted
 message to --log: time, envelope, Message-ID, To, decoded Subject, text and HTML
 bodies and the List-Unsubscribe headers.
 
+It offers PIPELINING (RFC 2920), as real servers do, unless --no-pipelining;
+each logged message says whether its client pipelined ("pipelined": the
+commands after MAIL were already waiting when MAIL was answered).
+
 With --faults FILE the server misbehaves as scripted: FILE holds a JSON object
 mapping a stage ("ehlo", "mail", "rcpt", "data") to a list of actions, one
 consumed per command at that stage: an SMTP reply such as "451 4.3.0 try later"
@@ -26,9 +30,10 @@ from aiosmtpd.controller import Controller
 
 
 class Recorder:
-    def __init__(self, log_path, faults_path):
+    def __init__(self, log_path, faults_path, pipelining):
         self.log_path = log_path
         self.faults_path = faults_path
+        self.pipelining = pipelining
 
     def next_fault(self, stage):
         if not self.faults_path or not os.path.exists(self.faults_path):
@@ -58,9 +63,13 @@ class Recorder:
         if refusal:
             return [refusal]
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        # What the client sent after MAIL without waiting for its reply.
+        envelope.pipelined = bool(server._reader._buffer)
         refusal = await self.fault("mail")
         if refusal:
             return refusal
@@ -88,6 +97,7 @@ class Recorder:
             "time": time.time(),
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
+            "pipelined": getattr(envelope, "pipelined", False),
             "message_id": msg.get("Message-ID", ""),
             "to": str(msg.get("To", "")),
             "subject": str(msg.get("Subject", "")),
@@ -108,6 +118,7 @@ def main():
     parser.add_argument("--log", required=True)
     parser.add_argument("--faults")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING")
     args = parser.parse_args()
     port = args.port
     if port == 0:
@@ -116,7 +127,7 @@ def main():
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-    controller = Controller(Recorder(args.log, args.faults), hostname="127.0.0.1", port=port)
+    controller = Controller(Recorder(args.log, args.faults, not args.no_pipelining), hostname="127.0.0.1", port=port)
     controller.start()
     print(f"PORT {port}", flush=True)
     try:

@@ -119,6 +119,8 @@ pub struct Mail {
     pub html: String,
     pub list_unsubscribe: String,
     pub list_unsubscribe_post: String,
+    /// The client sent the envelope without waiting for each reply.
+    pub pipelined: bool,
 }
 
 /// A real SMTP server (aiosmtpd), stopped when dropped.
@@ -127,22 +129,34 @@ pub struct SmtpServer {
     pub port: u16,
     log: PathBuf,
     faults: PathBuf,
+    pipelining: bool,
 }
 
 impl SmtpServer {
+    /// A server that offers PIPELINING, as real ones do.
     pub fn start(dir: &Path) -> SmtpServer {
+        Self::start_with(dir, true)
+    }
+
+    /// A server that does not offer PIPELINING: commands must come one at a time.
+    pub fn start_without_pipelining(dir: &Path) -> SmtpServer {
+        Self::start_with(dir, false)
+    }
+
+    fn start_with(dir: &Path, pipelining: bool) -> SmtpServer {
         let log = dir.join("smtp.jsonl");
         let faults = dir.join("smtp-faults.json");
-        let process = Self::spawn(&log, &faults, 0);
+        let process = Self::spawn(&log, &faults, 0, pipelining);
         SmtpServer {
             port: process.port,
             process: Some(process),
             log,
             faults,
+            pipelining,
         }
     }
 
-    fn spawn(log: &Path, faults: &Path, port: u16) -> ServerProcess {
+    fn spawn(log: &Path, faults: &Path, port: u16, pipelining: bool) -> ServerProcess {
         let mut command = Command::new(python());
         command
             .arg(repo_root().join("tests/smtp_server.py"))
@@ -152,6 +166,9 @@ impl SmtpServer {
             .arg(faults)
             .arg("--port")
             .arg(port.to_string());
+        if !pipelining {
+            command.arg("--no-pipelining");
+        }
         ServerProcess::spawn(command)
     }
 
@@ -178,7 +195,7 @@ impl SmtpServer {
 
     /// Back on the same port, with the same log.
     pub fn restart(&mut self) {
-        self.process = Some(Self::spawn(&self.log, &self.faults, self.port));
+        self.process = Some(Self::spawn(&self.log, &self.faults, self.port, self.pipelining));
     }
 
     /// Every message received so far.
@@ -194,6 +211,7 @@ impl SmtpServer {
                     .map(|r| r.as_str().unwrap().to_string())
                     .collect(),
                 subject: v["subject"].as_str().unwrap_or("").to_string(),
+                pipelined: v["pipelined"].as_bool().unwrap(),
                 message_id: v["message_id"].as_str().unwrap_or("").to_string(),
                 text: v["text"].as_str().unwrap_or("").to_string(),
                 html: v["html"].as_str().unwrap_or("").to_string(),
