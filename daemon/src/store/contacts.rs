@@ -7,10 +7,10 @@ use std::ops::RangeInclusive;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::sqlite::SqliteQueryResult;
+use sqlx::QueryBuilder;
 use sqlx::types::Json;
 
-use super::{Change, Conn, insert_history, insert_history_entries, insert_timer, value_chunks};
+use super::{Change, Conn, insert_history, insert_timer, inserted_ids, push_history_entries, push_multi_row_insert};
 use crate::workflow::{INTENT_GRADES, STAGES, TIERS};
 
 /// A contact as stored.
@@ -255,14 +255,6 @@ enum KnownEmail {
     Skip,
 }
 
-/// Ids of the rows one INSERT added, if any: without AUTOINCREMENT each new row
-/// takes the largest id plus one, so they are consecutive up to the last.
-/// (RETURNING would hand each id over on its own.)
-fn inserted_ids(done: &SqliteQueryResult) -> Option<RangeInclusive<i64>> {
-    let last = done.last_insert_rowid();
-    (done.rows_affected() > 0).then(|| last - done.rows_affected() as i64 + 1..=last)
-}
-
 /// What `insert_contact_rows` added.
 struct InsertedContacts {
     contacts: RangeInclusive<i64>,
@@ -280,17 +272,23 @@ async fn insert_contact_rows(
     now: i64,
     known_email: KnownEmail,
 ) -> Result<Option<InsertedContacts>, sqlx::Error> {
-    let mut ids: Option<RangeInclusive<i64>> = None;
-    for chunk in value_chunks(new, 15) {
-        // OR FAIL: a failing row leaves the statement's earlier rows in, which every
-        // caller rolls back with its transaction (or savepoint) on the error; in return
-        // SQLite keeps no undo copy of every index page the statement touches (with
-        // random emails, most of them).
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT OR FAIL INTO contacts (name, company, email, phone, owner, stage, intent_grade, value_tier, tags, source,
-                                   time_zone, locale, consent, created_at, updated_at) ",
-        );
-        insert.push_values(chunk, |mut row, c| {
+    // OR FAIL: a failing row leaves the statement's earlier rows in, which every
+    // caller rolls back with its transaction (or savepoint) on the error; in return
+    // SQLite keeps no undo copy of every index page the statement touches (with
+    // random emails, most of them).
+    let tail = match known_email {
+        KnownEmail::Fail => "",
+        KnownEmail::Skip => " ON CONFLICT (email) DO NOTHING",
+    };
+    let mut insert = QueryBuilder::new("");
+    push_multi_row_insert(
+        &mut insert,
+        "INSERT OR FAIL INTO contacts (name, company, email, phone, owner, stage, intent_grade, value_tier, tags, source,
+                                       time_zone, locale, consent, created_at, updated_at) ",
+        new,
+        15,
+        tail,
+        |mut row, c| {
             row.push_bind(c.name.trim())
                 .push_bind(&c.company)
                 .push_bind(&c.email)
@@ -306,16 +304,10 @@ async fn insert_contact_rows(
                 .push_bind(c.consent.as_deref().unwrap_or("unknown"))
                 .push_bind(now)
                 .push_bind(now);
-        });
-        if known_email == KnownEmail::Skip {
-            insert.push(" ON CONFLICT (email) DO NOTHING");
-        }
-        let done = insert.build().execute(&mut *conn).await?;
-        if let Some(chunk_ids) = inserted_ids(&done) {
-            let first = ids.as_ref().map_or(*chunk_ids.start(), |ids| *ids.start());
-            ids = Some(first..=*chunk_ids.end());
-        }
-    }
+        },
+    );
+    let done = insert.build().execute(&mut *conn).await?;
+    let ids = inserted_ids(&done, done.rows_affected());
     let Some(contacts) = ids else {
         return Ok(None);
     };
@@ -327,7 +319,7 @@ async fn insert_contact_rows(
     .bind(contacts.start())
     .execute(&mut *conn)
     .await?;
-    let events = inserted_ids(&done).expect("an event for every new contact");
+    let events = inserted_ids(&done, done.rows_affected()).expect("an event for every new contact");
     Ok(Some(InsertedContacts { contacts, events }))
 }
 
@@ -573,14 +565,6 @@ async fn set_stages(conn: &mut Conn, moves: &[StageMove<'_>], by: &str, now: i64
         return Ok(Vec::new());
     }
     let moves_json = serde_json::to_string(moves)?;
-    sqlx::query(
-        "UPDATE contacts SET stage = j.value ->> 'to', updated_at = ?
-         FROM json_each(?) AS j WHERE contacts.id = j.value ->> 'contact_id'",
-    )
-    .bind(now)
-    .bind(&moves_json)
-    .execute(&mut *conn)
-    .await?;
     let changes: Vec<Change> = moves
         .iter()
         .map(|m| Change {
@@ -590,19 +574,28 @@ async fn set_stages(conn: &mut Conn, moves: &[StageMove<'_>], by: &str, now: i64
             to: Some(m.to),
         })
         .collect();
-    insert_history_entries(conn, &changes, by, now).await?;
-    let done = sqlx::query(
-        "INSERT INTO events (kind, contact_id, payload, occurred_at)
-         SELECT 'stage_changed', value ->> 'contact_id',
-                json_object('from', value ->> 'from', 'to', value ->> 'to', 'by', ?), ?
-         FROM json_each(?) ORDER BY key",
-    )
-    .bind(by)
-    .bind(now)
-    .bind(&moves_json)
-    .execute(&mut *conn)
-    .await?;
-    Ok(inserted_ids(&done).into_iter().flatten().collect())
+    // The three statements in one query: one round trip to SQLite's thread.
+    let mut query = QueryBuilder::new("UPDATE contacts SET stage = j.value ->> 'to', updated_at = ");
+    query
+        .push_bind(now)
+        .push(" FROM json_each(")
+        .push_bind(&moves_json)
+        .push(") AS j WHERE contacts.id = j.value ->> 'contact_id';\n");
+    push_history_entries(&mut query, &changes, by, now);
+    query
+        .push(
+            "INSERT INTO events (kind, contact_id, payload, occurred_at)
+             SELECT 'stage_changed', value ->> 'contact_id', json_object('from', value ->> 'from', 'to', value ->> 'to', 'by', ",
+        )
+        .push_bind(by)
+        .push("), ")
+        .push_bind(now)
+        .push(" FROM json_each(")
+        .push_bind(&moves_json)
+        .push(") ORDER BY key");
+    let done = query.build().execute(&mut *conn).await?;
+    // The events went in last, one a move.
+    Ok(inserted_ids(&done, moves.len() as u64).into_iter().flatten().collect())
 }
 
 /// A stage change for a contact known by email, created on first sight: what a

@@ -14,15 +14,16 @@ mod runs;
 mod suppressions;
 mod timers;
 
-use std::ops::{Deref, DerefMut};
+use std::ops::{Deref, DerefMut, RangeInclusive};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::query_builder::Separated;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool, Transaction};
 
 pub use contacts::*;
 pub use engagement::*;
@@ -88,6 +89,34 @@ fn value_chunks<T>(mut rows: &[T], columns: usize) -> impl Iterator<Item = &[T]>
         rows = rest;
         Some(chunk)
     })
+}
+
+/// Appends a multi-row INSERT to `query`: `head` (`INSERT INTO t (columns) `), then
+/// each chunk of `rows` (`value_chunks`) as a statement of its own, `tail` after
+/// each. Many statements go to SQLite's thread as one query, in one round trip; the
+/// result sums their changes and has the last row's id.
+fn push_multi_row_insert<'a, T>(
+    query: &mut QueryBuilder<'a, Sqlite>,
+    head: &str,
+    rows: &'a [T],
+    columns: usize,
+    tail: &str,
+    mut push_row: impl FnMut(Separated<'_, 'a, Sqlite, &'static str>, &'a T),
+) {
+    for chunk in value_chunks(rows, columns) {
+        query.push(head);
+        query.push_values(chunk, &mut push_row);
+        query.push(tail);
+        query.push(";\n");
+    }
+}
+
+/// Ids of the rows that the INSERTs of a query added, if any: without
+/// AUTOINCREMENT each new row takes the largest id plus one, so they are
+/// consecutive up to the last. (RETURNING would hand each id over on its own.)
+fn inserted_ids(done: &SqliteQueryResult, inserted: u64) -> Option<RangeInclusive<i64>> {
+    let last = done.last_insert_rowid();
+    (inserted > 0).then(|| last - inserted as i64 + 1..=last)
 }
 
 /// The database handle shared by the daemon's tasks and the CLI.

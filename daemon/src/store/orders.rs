@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Conn, value_chunks};
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::{Conn, inserted_ids, push_multi_row_insert};
 
 /// An order, validated and converted, ready to store.
 #[derive(Debug, Clone)]
@@ -50,13 +52,15 @@ pub async fn insert_orders(conn: &mut Conn, rows: &[OrderRow<'_>], now: i64) -> 
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let mut ids = Vec::with_capacity(rows.len());
-    for chunk in value_chunks(rows, 8) {
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO orders (external_id, contact_id, amount_minor, currency, base_amount_minor, ordered_on, items,
-                                 created_at) ",
-        );
-        insert.push_values(chunk, |mut row, r| {
+    let mut insert = QueryBuilder::new("");
+    push_multi_row_insert(
+        &mut insert,
+        "INSERT INTO orders (external_id, contact_id, amount_minor, currency, base_amount_minor, ordered_on, items,
+                             created_at) ",
+        rows,
+        8,
+        "",
+        |mut row, r| {
             row.push_bind(r.external_id)
                 .push_bind(r.contact_id)
                 .push_bind(r.amount_minor)
@@ -65,12 +69,10 @@ pub async fn insert_orders(conn: &mut Conn, rows: &[OrderRow<'_>], now: i64) -> 
                 .push_bind(r.ordered_on)
                 .push_bind(r.items)
                 .push_bind(now);
-        });
-        // Without AUTOINCREMENT each new row takes the largest id plus one.
-        let last = insert.build().execute(&mut *conn).await?.last_insert_rowid();
-        ids.extend(last - chunk.len() as i64 + 1..=last);
-    }
-    Ok(ids)
+        },
+    );
+    let done = insert.build().execute(&mut *conn).await?;
+    Ok(inserted_ids(&done, rows.len() as u64).into_iter().flatten().collect())
 }
 
 /// The stored orders among `external_ids`, by external id.
@@ -251,21 +253,37 @@ pub struct Change<'a> {
 
 /// Records changes, all made by `by` at `at`, as multi-row VALUES.
 pub async fn insert_history_entries(conn: &mut Conn, changes: &[Change<'_>], by: &str, at: i64) -> anyhow::Result<()> {
-    for chunk in value_chunks(changes, 6) {
-        let mut insert = sqlx::QueryBuilder::new(
-            "INSERT INTO contact_history (contact_id, field, from_value, to_value, changed_by, at) ",
-        );
-        insert.push_values(chunk, |mut row, c| {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut insert = QueryBuilder::new("");
+    push_history_entries(&mut insert, changes, by, at);
+    insert.build().execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Appends the INSERTs of `insert_history_entries` to a query.
+pub(super) fn push_history_entries<'a>(
+    query: &mut QueryBuilder<'a, Sqlite>,
+    changes: &'a [Change<'a>],
+    by: &'a str,
+    at: i64,
+) {
+    push_multi_row_insert(
+        query,
+        "INSERT INTO contact_history (contact_id, field, from_value, to_value, changed_by, at) ",
+        changes,
+        6,
+        "",
+        |mut row, c| {
             row.push_bind(c.contact_id)
                 .push_bind(c.field)
                 .push_bind(c.from)
                 .push_bind(c.to)
                 .push_bind(by)
                 .push_bind(at);
-        });
-        insert.build().execute(&mut *conn).await?;
-    }
-    Ok(())
+        },
+    );
 }
 
 /// A contact's history, newest first.
