@@ -88,24 +88,6 @@ struct Render {
     context: serde_json::Value,
 }
 
-/// A batch of prepared steps, each with its run's id.
-type PreparedSteps = Vec<(i64, anyhow::Result<Option<Prepared>>)>;
-
-/// What a batch of steps did.
-struct Stepped {
-    /// A message was queued.
-    queued: bool,
-    runs: SteppedRuns,
-}
-
-/// What taking a batch of events did.
-struct TakenEvents {
-    /// Runs started at once, each (run id, event id).
-    ready: Vec<(i64, i64)>,
-    /// Their first steps, when they were taken with the events.
-    stepped: Option<Stepped>,
-}
-
 /// The engine: turns events into runs, fires timers, advances runs.
 pub struct Engine {
     pub store: Store,
@@ -184,9 +166,8 @@ impl Engine {
     pub async fn tick(&self) -> anyhow::Result<bool> {
         // Timers first and all of them (firing is cheap): a due SLA timer must not
         // wait behind a large batch of runs. Then the events, those of the timers
-        // included, with the first steps of the runs they start in the same
-        // transaction: between an event's commit and its run's step, as little as
-        // possible. Then the other ready runs.
+        // included, and right after them the runs they started: between an event's
+        // commit and its run's step, as little as possible.
         let mut timers = 0;
         let slice = std::time::Instant::now();
         loop {
@@ -251,6 +232,9 @@ impl Engine {
                 starts.push((workflow, event, contact, triggers::start_at(workflow, event, contact)));
             }
         }
+        // One transaction and two statements for the batch: each event's runs and
+        // its "processed" mark commit together.
+        let mut tx = self.store.write().await?;
         let now = self.clock.now_ms();
         let new_runs: Vec<store::NewRun> = starts
             .iter()
@@ -265,77 +249,8 @@ impl Engine {
                 start_stage: &contact.stage,
             })
             .collect();
-        // The runs that start at once take their first step in the batch's own
-        // transaction: prepared and rendered now, as the runs will be stored,
-        // and given their ids once they are.
-        let provisional: Vec<Run> = new_runs
-            .iter()
-            .filter(|r| r.status == "ready")
-            .map(|run| Run {
-                id: 0,
-                workflow: run.workflow.to_string(),
-                set_hash: run.set_hash.to_string(),
-                contact_id: run.contact_id,
-                event_id: run.event_id,
-                status: run.status.to_string(),
-                next_step: 0,
-                context: sqlx::types::Json(run.context.clone()),
-                started_at: now,
-                start_stage: Some(run.start_stage.to_string()),
-                step_errors: 0,
-            })
-            .collect();
-        let contacts = &contacts;
-        let (keys, mut prepared): (Vec<(String, i64)>, Vec<_>) = stream::iter(provisional)
-            .map(|run| async move {
-                (
-                    (run.workflow.clone(), run.event_id),
-                    (0, self.prepare(run, contacts).await),
-                )
-            })
-            .buffered(PREPARE_AHEAD)
-            .unzip()
-            .await;
-        self.render_messages(&mut prepared).await?;
         let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-        let taken = match self
-            .take_events(&new_runs, &ids, &starts, now, Some((&keys, &mut prepared)))
-            .await
-        {
-            Ok(taken) => taken,
-            Err(e) => {
-                // The runs start, and advance_runs steps them (one by one, if need be).
-                warn!(
-                    "a batch of {} events and its first steps failed ({e:#}); taking the events alone",
-                    ids.len()
-                );
-                prepared.clear();
-                self.take_events(&new_runs, &ids, &starts, now, None).await?
-            }
-        };
-        // Events come in id order, so every event up to the last is taken.
-        let last = ids.last().copied().unwrap_or_default();
-        self.admission.events_taken(last, taken.ready);
-        if let Some(stepped) = taken.stepped {
-            self.stepped(&prepared, &stepped);
-        }
-        Ok(events.len())
-    }
-
-    /// Takes a batch of events in one transaction: starts their runs, marks them
-    /// processed and, given `first_steps`, applies the first steps of the runs
-    /// started at once (each prepared step with its run's workflow and event,
-    /// which tell its id once the run is stored).
-    async fn take_events(
-        &self,
-        new_runs: &[store::NewRun<'_>],
-        event_ids: &[i64],
-        starts: &[(&Workflow, &store::Event, &Contact, i64)],
-        now: i64,
-        first_steps: Option<(&[(String, i64)], &mut PreparedSteps)>,
-    ) -> anyhow::Result<TakenEvents> {
-        let mut tx = self.store.write().await?;
-        let started = store::start_runs(&mut tx, new_runs, event_ids, now).await?;
+        let started = store::start_runs(&mut tx, &new_runs, &ids, now).await?;
         let start_of: HashMap<(&str, i64), i64> = starts
             .iter()
             .map(|(workflow, event, _, start)| ((workflow.name.as_str(), event.id), *start))
@@ -352,26 +267,11 @@ impl Engine {
             info!(run_id, workflow = %workflow, event_id, "run started");
         }
         store::insert_run_timers(&mut tx, &timers).await?;
-        let stepped = match first_steps {
-            Some((keys, prepared)) => {
-                let id_of: HashMap<(&str, i64), i64> = started
-                    .iter()
-                    .map(|(run_id, workflow, event_id)| ((workflow.as_str(), *event_id), *run_id))
-                    .collect();
-                for ((workflow, event_id), (run_id, step)) in keys.iter().zip(prepared.iter_mut()) {
-                    // A run left out (its workflow ran for the event already) takes no step.
-                    *run_id = id_of.get(&(workflow.as_str(), *event_id)).copied().unwrap_or(0);
-                    if let Ok(Some(step)) = step {
-                        step.run.id = *run_id;
-                    }
-                }
-                prepared.retain(|(run_id, _)| *run_id != 0);
-                Some(self.apply_steps(&mut tx, prepared, now, false).await?)
-            }
-            None => None,
-        };
         tx.commit().await?;
-        Ok(TakenEvents { ready, stepped })
+        // Events come in id order, so every event up to the last is taken.
+        let last = ids.last().copied().unwrap_or_default();
+        self.admission.events_taken(last, ready);
+        Ok(events.len())
     }
 
     async fn fire_timers(&self) -> anyhow::Result<usize> {
@@ -426,59 +326,43 @@ impl Engine {
         }
         let count = runs.len();
         let contacts = &contacts;
-        let mut prepared: PreparedSteps = stream::iter(runs)
+        let mut prepared: Vec<(i64, anyhow::Result<Option<Prepared>>)> = stream::iter(runs)
             .map(|run| async move { (run.id, self.prepare(run, contacts).await) })
             .buffered(PREPARE_AHEAD)
             .collect()
             .await;
         self.render_messages(&mut prepared).await?;
         let now = self.clock.now_ms();
-        let stepped = match self.apply_batch(&prepared, now, false).await {
-            Ok(stepped) => stepped,
+        let queued = match self.apply_batch(&prepared, now, false).await {
+            Ok(queued) => queued,
             Err(e) => {
                 warn!("a batch of {count} steps failed as a whole ({e:#}); applying them one by one");
                 self.apply_batch(&prepared, now, true).await?
             }
         };
-        self.stepped(&prepared, &stepped);
+        if queued {
+            self.delivery_wake.notify_one();
+        }
         Ok(count)
     }
 
-    /// Applies prepared steps in a transaction of their own.
-    async fn apply_batch(&self, prepared: &PreparedSteps, now: i64, one_by_one: bool) -> anyhow::Result<Stepped> {
-        let mut tx = self.store.write().await?;
-        let stepped = self.apply_steps(&mut tx, prepared, now, one_by_one).await?;
-        tx.commit().await?;
-        Ok(stepped)
-    }
-
-    /// After the commit of steps: admission control learns where their runs
-    /// are, and delivery wakes for their messages.
-    fn stepped(&self, prepared: &PreparedSteps, stepped: &Stepped) {
-        let runs: Vec<i64> = prepared.iter().map(|(run_id, _)| *run_id).collect();
-        self.admission.runs_stepped(&runs, &stepped.runs);
-        if stepped.queued {
-            self.delivery_wake.notify_one();
-        }
-    }
-
-    /// Applies prepared steps in `tx`. `one_by_one`: each step under its own
-    /// savepoint, an error recorded against its run; otherwise any error fails
-    /// the whole batch.
-    async fn apply_steps(
+    /// Applies prepared steps in one transaction; returns whether a message was
+    /// queued. `one_by_one`: each step under its own savepoint, an error recorded
+    /// against its run; otherwise any error fails the whole batch.
+    async fn apply_batch(
         &self,
-        tx: &mut store::Tx,
-        prepared: &PreparedSteps,
+        prepared: &[(i64, anyhow::Result<Option<Prepared>>)],
         now: i64,
         one_by_one: bool,
-    ) -> anyhow::Result<Stepped> {
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.store.write().await?;
         // Read again under the write lock, where nothing but this batch changes them;
         // a step that changes its contact drops it from here, so the next reads it afresh.
         let ids: Vec<i64> = prepared
             .iter()
             .filter_map(|(_, p)| p.as_ref().ok()?.as_ref().map(|p| p.run.contact_id))
             .collect();
-        let mut current = store::contacts_with_context(tx, &ids).await?;
+        let mut current = store::contacts_with_context(&mut tx, &ids).await?;
         let stepping: Vec<(&Workflow, &Run, &Contact)> = prepared
             .iter()
             .filter_map(|(_, p)| p.as_ref().ok()?.as_ref())
@@ -488,7 +372,7 @@ impl Engine {
                 Some((&p.set.workflows[p.workflow], &p.run, contact))
             })
             .collect();
-        let facts = triggers::ExitFacts::load(tx, &stepping).await?;
+        let facts = triggers::ExitFacts::load(&mut tx, &stepping).await?;
         drop(stepping);
         let mut effects = Effects::default();
         let mut queued = false;
@@ -497,7 +381,7 @@ impl Engine {
             let result = match prepared {
                 Ok(None) => continue,
                 Ok(Some(p)) if !one_by_one => {
-                    self.apply(tx, p, &mut current, &facts, &mut effects, now).await?;
+                    self.apply(&mut tx, p, &mut current, &facts, &mut effects, now).await?;
                     continue;
                 }
                 Ok(Some(p)) => {
@@ -527,12 +411,15 @@ impl Engine {
                 Err(e) => Err(anyhow::anyhow!("{e:#}")),
             };
             if let Err(e) = result {
-                record_step_error(tx, *run_id, &e, now).await?;
+                record_step_error(&mut tx, *run_id, &e, now).await?;
             }
         }
-        queued |= effects.flush(tx, now).await?;
+        queued |= effects.flush(&mut tx, now).await?;
         stepped.append(std::mem::take(&mut effects.stepped));
-        Ok(Stepped { queued, runs: stepped })
+        tx.commit().await?;
+        let runs: Vec<i64> = prepared.iter().map(|(run_id, _)| *run_id).collect();
+        self.admission.runs_stepped(&runs, &stepped);
+        Ok(queued)
     }
 
     /// Opens the passes of segment workflows that are due and enrols one batch
@@ -763,7 +650,7 @@ impl Engine {
     /// Renders the messages of a batch's prepared steps, in one blocking call per
     /// core rather than one per message (each call is a hand-off to another
     /// thread and back). A message that fails to render fails its run's step.
-    async fn render_messages(&self, prepared: &mut PreparedSteps) -> anyhow::Result<()> {
+    async fn render_messages(&self, prepared: &mut [(i64, anyhow::Result<Option<Prepared>>)]) -> anyhow::Result<()> {
         let mut renders: Vec<(usize, Render)> = prepared
             .iter_mut()
             .enumerate()
