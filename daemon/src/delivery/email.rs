@@ -262,10 +262,10 @@ impl Smtp {
             };
             match reply {
                 Ok(Ok(_)) => {}
-                // The server answered: say goodbye. (Replies still due to pipelined
-                // commands go unread, and the session is not reused.)
+                // The server answered: say goodbye, within the deadline (a reply still
+                // due to a pipelined command may be what it reads). The session is not reused.
                 Ok(Err(e)) => {
-                    conn.abort().await;
+                    let _ = timeout_at(deadline, conn.abort()).await;
                     return Err((phase, Failure::Smtp(e)));
                 }
                 // No answer: a goodbye would wait for one too.
@@ -278,7 +278,7 @@ impl Smtp {
                 Ok(())
             }
             Ok(Err(e)) => {
-                conn.abort().await;
+                let _ = timeout_at(deadline, conn.abort()).await;
                 Err((Phase::Body, Failure::Smtp(e)))
             }
             Err(_) => Err((Phase::Body, Failure::TimedOut)),
