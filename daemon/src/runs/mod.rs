@@ -232,7 +232,7 @@ impl Engine {
                 starts.push((workflow, event, contact, triggers::start_at(workflow, event, contact)));
             }
         }
-        // One transaction and two statements for the batch: each event's runs and
+        // One transaction and a query or two for the batch: each event's runs and
         // its "processed" mark commit together.
         let mut tx = self.store.write().await?;
         let now = self.clock.now_ms();

@@ -31,8 +31,8 @@ pub struct NewRun<'a> {
     pub start_stage: &'a str,
 }
 
-/// Takes `events`: marks them processed and starts the runs they trigger, all in
-/// one statement; a workflow that already ran for an event is left out. Returns
+/// Takes `events`: marks them processed and starts the runs they trigger, in one
+/// query; a workflow that already ran for an event is left out. Returns
 /// (run id, workflow, event id) of each run started.
 pub async fn start_runs(
     conn: &mut Conn,
