@@ -6,9 +6,9 @@
 //!
 //! The gauge follows the API's work through the pipeline: an admitted request
 //! (until its write is done), the events its group commit wrote (until the
-//! engine takes them), the runs those events started ready (until a step of
-//! theirs waits or ends) and the messages those steps queued (until they have
-//! been attempted).
+//! engine takes them; a stage-change group takes its own), the runs those
+//! events started ready (until a step of theirs waits or ends) and the messages
+//! those steps queued (until they have been attempted).
 //!
 //! Only writes through the group commit count (contacts, stage changes,
 //! follow-ups, inquiries, replies). Events written by the CLI, segment passes,
@@ -229,6 +229,36 @@ impl Admission {
         }
         drop(gauge);
         self.room.notify_waiters();
+    }
+
+    /// An API group commit started these runs ready from its own events, in its
+    /// transaction: (run id, event id). Called before the commit, as
+    /// `events_written` is, so that the engine cannot step them before they count.
+    pub fn runs_started(&self, started: &[(i64, i64)]) {
+        if !self.is_on() {
+            return;
+        }
+        let now = Instant::now();
+        let mut gauge = self.gauge.lock().unwrap();
+        for (run, _) in started {
+            let tracked = TrackedRun {
+                started: now,
+                sending: false,
+            };
+            gauge.runs.insert(*run, tracked);
+        }
+    }
+
+    /// That group commit failed: its runs do not exist.
+    pub fn runs_dropped(&self, started: &[(i64, i64)]) {
+        if self.is_on() {
+            let mut gauge = self.gauge.lock().unwrap();
+            for (run, _) in started {
+                gauge.runs.remove(run);
+            }
+            drop(gauge);
+            self.room.notify_waiters();
+        }
     }
 
     /// The engine moved these runs on by a step. A run stays counted while it

@@ -3,6 +3,7 @@
 //! step, so a crash at any point neither loses a step nor repeats one.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context as _;
@@ -203,10 +204,44 @@ impl Engine {
             let contacts = store::contacts_with_context(&mut conn, &contact_ids).await?;
             (events, contacts)
         };
+        let mut tx = self.store.write().await?;
+        let ready = self.start_runs(&mut tx, &events, &contacts).await?;
+        tx.commit().await?;
+        // Events come in id order, so every event up to the last is taken.
+        let last = events.last().map(|e| e.id).unwrap_or_default();
+        self.admission.events_taken(last, ready);
+        Ok(events.len())
+    }
+
+    /// Takes the events `ids` in `conn`, the transaction that wrote them: starts
+    /// their runs as `ingest_events` would, reading them and their contacts there.
+    /// The API's stage changes go this way, so that their runs are ready when
+    /// the write commits instead of one engine cycle later. Returns the runs
+    /// started ready: (run id, event id).
+    pub async fn take_events(
+        &self,
+        conn: &mut store::Conn,
+        ids: RangeInclusive<i64>,
+    ) -> anyhow::Result<Vec<(i64, i64)>> {
+        let events = store::events_in(conn, ids).await?;
+        let contact_ids: Vec<i64> = events.iter().map(|e| e.contact_id).collect();
+        let contacts = store::contacts_with_context(conn, &contact_ids).await?;
+        self.start_runs(conn, &events, &contacts).await
+    }
+
+    /// Starts the runs `events` trigger (each enabled workflow whose trigger and
+    /// condition match, as of `contacts`) and marks the events processed, in
+    /// a query or two; returns the runs started ready: (run id, event id).
+    async fn start_runs(
+        &self,
+        conn: &mut store::Conn,
+        events: &[store::Event],
+        contacts: &HashMap<i64, (Contact, serde_json::Value)>,
+    ) -> anyhow::Result<Vec<(i64, i64)>> {
         let set = self.current();
         let mut starts = Vec::new();
         let mut contexts = Vec::new();
-        for event in &events {
+        for event in events {
             let Some((contact, contact_ctx)) = contacts.get(&event.contact_id) else {
                 continue;
             };
@@ -232,9 +267,6 @@ impl Engine {
                 starts.push((workflow, event, contact, triggers::start_at(workflow, event, contact)));
             }
         }
-        // One transaction and a query or two for the batch: each event's runs and
-        // its "processed" mark commit together.
-        let mut tx = self.store.write().await?;
         let now = self.clock.now_ms();
         let new_runs: Vec<store::NewRun> = starts
             .iter()
@@ -250,7 +282,7 @@ impl Engine {
             })
             .collect();
         let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-        let started = store::start_runs(&mut tx, &new_runs, &ids, now).await?;
+        let started = store::start_runs(conn, &new_runs, &ids, now).await?;
         let start_of: HashMap<(&str, i64), i64> = starts
             .iter()
             .map(|(workflow, event, _, start)| ((workflow.name.as_str(), event.id), *start))
@@ -266,12 +298,8 @@ impl Engine {
             }
             info!(run_id, workflow = %workflow, event_id, "run started");
         }
-        store::insert_run_timers(&mut tx, &timers).await?;
-        tx.commit().await?;
-        // Events come in id order, so every event up to the last is taken.
-        let last = ids.last().copied().unwrap_or_default();
-        self.admission.events_taken(last, ready);
-        Ok(events.len())
+        store::insert_run_timers(conn, &timers).await?;
+        Ok(ready)
     }
 
     async fn fire_timers(&self) -> anyhow::Result<usize> {

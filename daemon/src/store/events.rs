@@ -69,6 +69,17 @@ pub async fn unprocessed_events(conn: &mut Conn, limit: i64) -> anyhow::Result<V
     .await?)
 }
 
+/// The events with ids in `ids`, in id order.
+pub async fn events_in(conn: &mut Conn, ids: std::ops::RangeInclusive<i64>) -> anyhow::Result<Vec<Event>> {
+    Ok(sqlx::query_as(
+        "SELECT id, kind, contact_id, payload, occurred_at FROM events WHERE id BETWEEN ? AND ? ORDER BY id",
+    )
+    .bind(ids.start())
+    .bind(ids.end())
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
 /// A `follow_up_overdue` event for each fired follow-up timer, each (contact id,
 /// due at), in one statement; a timer the contact's newer follow-up date made
 /// stale is left out.

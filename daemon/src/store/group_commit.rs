@@ -218,13 +218,21 @@ async fn run_group<T: Send + 'static>(
 /// event (`None`: the contact was at that stage already).
 pub type StageChanged = (i64, Option<i64>);
 
+/// Takes the events `ids` in the transaction that wrote them, starting their
+/// runs (`Engine::take_events`); returns the runs started ready: (run id, event id).
+pub type TakeEvents = Arc<
+    dyn for<'c> Fn(&'c mut Conn, RangeInclusive<i64>) -> BoxFuture<'c, anyhow::Result<Vec<(i64, i64)>>> + Send + Sync,
+>;
+
 struct Intake {
     change: StageByEmail,
     answer: oneshot::Sender<anyhow::Result<StageChanged>>,
 }
 
 /// A queue of stage changes by email, committed in groups by one task and
-/// written set-based (`store::stage_changes_by_email`).
+/// written set-based (`store::stage_changes_by_email`). A group's events are
+/// taken (their runs started) in its own transaction: one engine cycle less
+/// between a request and its email.
 #[derive(Clone)]
 pub struct StageIntake {
     changes: mpsc::Sender<Intake>,
@@ -232,9 +240,9 @@ pub struct StageIntake {
 
 impl StageIntake {
     /// Starts the committing task; it ends when every handle is dropped.
-    pub fn start(store: Store, admission: Arc<Admission>, clock: Clock) -> StageIntake {
+    pub fn start(store: Store, admission: Arc<Admission>, clock: Clock, take: TakeEvents) -> StageIntake {
         let (changes, queue) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(intake_loop(store, admission, clock, queue));
+        tokio::spawn(intake_loop(store, admission, clock, take, queue));
         StageIntake { changes }
     }
 
@@ -251,12 +259,18 @@ impl StageIntake {
     }
 }
 
-async fn intake_loop(store: Store, admission: Arc<Admission>, clock: Clock, mut queue: mpsc::Receiver<Intake>) {
+async fn intake_loop(
+    store: Store,
+    admission: Arc<Admission>,
+    clock: Clock,
+    take: TakeEvents,
+    mut queue: mpsc::Receiver<Intake>,
+) {
     while let Some((tx, group)) = next_group(&store, &mut queue).await {
         let (changes, answers): (Vec<StageByEmail>, Vec<_>) =
             group.into_iter().map(|job| (job.change, job.answer)).unzip();
         let written = match tx {
-            Ok(tx) => intake_group(tx, &admission, &changes, clock.now_ms()).await,
+            Ok(tx) => intake_group(tx, &admission, &changes, clock.now_ms(), Some(&take)).await,
             Err(e) => Err(e),
         };
         match written {
@@ -265,10 +279,12 @@ async fn intake_loop(store: Store, admission: Arc<Admission>, clock: Clock, mut 
                     let _ = answer.send(Ok(done));
                 }
             }
-            Err(e) if changes.len() == 1 => {
+            Err(e) if changes.len() == 1 && e.downcast_ref::<TakeFailed>().is_none() => {
                 let _ = answers.into_iter().next().map(|answer| answer.send(Err(e)));
             }
-            // One at a time, so that a change the database refuses fails alone.
+            // One at a time, so that a change the database refuses fails alone,
+            // and their events left to the engine, so that a run that cannot
+            // start does not fail the change.
             Err(e) => {
                 warn!(
                     "a group of {} stage changes failed ({e:#}); applying them one by one",
@@ -276,7 +292,9 @@ async fn intake_loop(store: Store, admission: Arc<Admission>, clock: Clock, mut 
                 );
                 for (change, answer) in changes.iter().zip(answers) {
                     let done = match store.write().await {
-                        Ok(tx) => intake_group(tx, &admission, std::slice::from_ref(change), clock.now_ms()).await,
+                        Ok(tx) => {
+                            intake_group(tx, &admission, std::slice::from_ref(change), clock.now_ms(), None).await
+                        }
                         Err(e) => Err(e),
                     };
                     let _ = answer.send(done.map(|mut done| done.remove(0)));
@@ -286,15 +304,37 @@ async fn intake_loop(store: Store, admission: Arc<Admission>, clock: Clock, mut 
     }
 }
 
-/// Writes a group of stage changes in `tx` and commits it.
+/// Starting a group's runs failed: the group goes again without.
+#[derive(Debug)]
+struct TakeFailed;
+
+impl std::fmt::Display for TakeFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("start the runs of the group's events")
+    }
+}
+
+/// Writes a group of stage changes in `tx`, takes their events with `take`
+/// (else they wait for the engine), and commits it.
 async fn intake_group(
     mut tx: Tx,
     admission: &Admission,
     changes: &[StageByEmail],
     now: i64,
+    take: Option<&TakeEvents>,
 ) -> anyhow::Result<Vec<StageChanged>> {
     let written = super::stage_changes_by_email(&mut tx, changes, "api", now).await?;
-    commit_counted(tx, admission, written.events).await?;
+    match (take, written.events) {
+        (Some(take), Some(events)) => {
+            let started = take(&mut tx, events).await.context(TakeFailed)?;
+            admission.runs_started(&started);
+            if let Err(e) = tx.commit().await {
+                admission.runs_dropped(&started);
+                return Err(e).context("commit failed");
+            }
+        }
+        (_, events) => commit_counted(tx, admission, events).await?,
+    }
     Ok(written.done)
 }
 
@@ -442,7 +482,7 @@ mod tests {
             by_email("there@x.test", "intent"),
             by_email("new@x.test", "sample"),
         ];
-        let done = intake_group(store.write().await.unwrap(), &Admission::off(), &changes, 5)
+        let done = intake_group(store.write().await.unwrap(), &Admission::off(), &changes, 5, None)
             .await
             .unwrap();
         let ids: Vec<i64> = done.iter().map(|(id, _)| *id).collect();
@@ -506,7 +546,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
         let changes = [by_email("a@x.test", "intent"), by_email("b@x.test", "won-ish")];
-        let e = intake_group(store.write().await.unwrap(), &Admission::off(), &changes, 5)
+        let e = intake_group(store.write().await.unwrap(), &Admission::off(), &changes, 5, None)
             .await
             .unwrap_err();
         assert!(e.downcast_ref::<super::super::Invalid>().is_some(), "{e:#}");
@@ -515,5 +555,49 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(contacts, 0);
+    }
+
+    /// A group takes its own events in its transaction; if taking them fails,
+    /// every change still commits and its events wait for the engine.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_takes_its_events_and_a_failure_to_leaves_them_to_the_engine() {
+        for failing in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+            let take: TakeEvents = Arc::new(move |conn, events| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE events SET processed_at = 9 WHERE id BETWEEN ? AND ?")
+                        .bind(events.start())
+                        .bind(events.end())
+                        .execute(&mut *conn)
+                        .await?;
+                    anyhow::ensure!(!failing, "no runs today");
+                    Ok(Vec::new())
+                })
+            });
+            let intake = StageIntake::start(
+                store.clone(),
+                Arc::new(Admission::off()),
+                Clock::virtual_at(jiff::Timestamp::from_millisecond(5).unwrap()),
+                take,
+            );
+            let submits: Vec<_> = (0..8)
+                .map(|i| {
+                    let intake = intake.clone();
+                    tokio::spawn(async move { intake.submit(by_email(&format!("c{i}@x.test"), "intent")).await })
+                })
+                .collect();
+            for submit in submits {
+                let (_, event) = submit.await.unwrap().unwrap();
+                assert!(event.is_some());
+            }
+            let (events, taken): (i64, i64) =
+                sqlx::query_as("SELECT COUNT(*), COUNT(processed_at) FROM events WHERE kind = 'stage_changed'")
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(events, 8);
+            assert_eq!(taken, if failing { 0 } else { 8 }, "failing: {failing}");
+        }
     }
 }
