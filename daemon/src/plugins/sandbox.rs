@@ -1,10 +1,12 @@
 //! The sandbox a plugin call runs in: one wasmtime Engine (pooling allocator,
-//! epoch interruption driven by a 1 ms ticker, fuel), a Linker that gives
+//! epoch interruption driven by a ticker that runs only while a call does,
+//! fuel), a Linker that gives
 //! plugins WASI with nothing behind it, and a fresh Store per call with the
 //! plugin's limits.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -21,8 +23,8 @@ pub use self::exports::nudge::channel::plugin::Guest as PluginExports;
 
 /// Bytes of stdout + stderr a plugin may write per call; beyond that its writes fail.
 const OUTPUT_LOG_CAP: usize = 16 * 1024;
-/// Epoch ticks per millisecond of deadline.
-const TICK: Duration = Duration::from_millis(1);
+/// One epoch tick: how finely a plugin's deadline is kept.
+const TICK_MS: u64 = 5;
 
 /// Why a plugin call failed; each says what happened in words an admin can act on.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +92,65 @@ impl ResourceLimiter for MemoryCap {
 pub struct Runtime {
     pub engine: Engine,
     linker: Linker<Sandbox>,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: Ticker,
+}
+
+/// The thread that advances the epoch. It sleeps while no call is in flight: an
+/// idle daemon would otherwise wake up every tick for nothing.
+struct Ticker {
+    thread: Thread,
+    calls: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+/// A call in flight, keeping the ticker going until dropped.
+struct Ticking<'a>(&'a Ticker);
+
+impl Ticker {
+    fn start(engine: &Engine) -> anyhow::Result<Ticker> {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticking, in_flight, stopped) = (engine.weak(), calls.clone(), stop.clone());
+        let thread = std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                // A call starting unparks it (an unpark before the park is kept).
+                if in_flight.load(Ordering::SeqCst) == 0 {
+                    std::thread::park();
+                    continue;
+                }
+                std::thread::sleep(Duration::from_millis(TICK_MS));
+                match ticking.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => return,
+                }
+            }
+        })?;
+        Ok(Ticker {
+            thread: thread.thread().clone(),
+            calls,
+            stop,
+        })
+    }
+
+    fn call(&self) -> Ticking<'_> {
+        if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.thread.unpark();
+        }
+        Ticking(self)
+    }
+}
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.calls.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.unpark();
+    }
 }
 
 impl Runtime {
@@ -111,22 +171,8 @@ impl Runtime {
         // Rust's std for wasm32-wasip2 imports WASI; it gets the interfaces with
         // nothing behind them (no preopens, env, args, network), see `store`.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let (ticking, stop) = (engine.weak(), ticker_stop.clone());
-        std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(TICK);
-                match ticking.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => return,
-                }
-            }
-        })?;
-        Ok(Runtime {
-            engine,
-            linker,
-            ticker_stop,
-        })
+        let ticker = Ticker::start(&engine)?;
+        Ok(Runtime { engine, linker, ticker })
     }
 
     /// Links a component once; every call instantiates from the result.
@@ -159,7 +205,8 @@ impl Runtime {
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.fuel).expect("fuel is enabled");
-        store.set_epoch_deadline(limits.deadline_ms.max(1));
+        // The first tick can come at once: one more, so that a call gets its whole deadline.
+        store.set_epoch_deadline(limits.deadline_ms.div_ceil(TICK_MS) + 1);
         store.epoch_deadline_trap();
         store
     }
@@ -171,6 +218,7 @@ impl Runtime {
         f: impl FnOnce(&mut Store<Sandbox>, &PluginExports) -> wasmtime::Result<T>,
     ) -> Result<(T, CallStats), PluginError> {
         let started = Instant::now();
+        let _ticking = self.ticker.call();
         let mut store = self.store(plugin);
         let result = plugin.pre.instantiate(&mut store).and_then(|instance| {
             let exports = instance.nudge_channel_plugin().clone();
@@ -199,11 +247,5 @@ impl Runtime {
                 _ => PluginError::Trap(format!("{e:#}")),
             }),
         }
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
     }
 }
