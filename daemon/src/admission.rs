@@ -397,10 +397,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn runs_a_group_started_itself_count_until_sent_and_go_if_its_commit_fails() {
+        let admission = Admission::new(3, Duration::from_millis(500));
+        // A stage-change group started runs 1 and 2 from its own events 10 and 11.
+        admission.runs_started(&[(1, 10), (2, 11)]);
+        assert_eq!(admission.unsent(), 2);
+        admission.runs_stepped(&[1, 2], &sending(&[1, 2]));
+        assert_eq!(admission.unsent(), 2, "runs became messages");
+        admission.messages_done([1]);
+        assert_eq!(admission.unsent(), 1);
+        // The next group's commit fails: its runs never existed.
+        admission.runs_started(&[(3, 12), (4, 13)]);
+        assert_eq!(admission.unsent(), 3);
+        assert!(
+            waits(&admission, Duration::from_millis(100)).await,
+            "full: a request waits"
+        );
+        admission.runs_dropped(&[(3, 12), (4, 13)]);
+        assert_eq!(admission.unsent(), 1);
+        assert!(!waits(&admission, Duration::from_millis(100)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn off_counts_nothing() {
         let admission = Admission::off();
         admission.events_written(1, 100);
         admission.events_taken(100, [(1, 1)]);
+        admission.runs_started(&[(2, 101)]);
         let _ticket = admission.admit().await;
         assert_eq!(admission.unsent(), 0);
     }
