@@ -79,6 +79,15 @@ impl Gauge {
         self.entering + self.event_count + self.runs.len()
     }
 
+    /// Counts `run`, started ready at `now`, until a step of its waits or ends.
+    fn track(&mut self, run: i64, now: Instant) {
+        let tracked = TrackedRun {
+            started: now,
+            sending: false,
+        };
+        self.runs.insert(run, tracked);
+    }
+
     fn forget_old(&mut self, now: Instant) {
         while let Some((_, run)) = self.runs.first_key_value() {
             if now.duration_since(run.started) < FORGET_AFTER {
@@ -208,11 +217,7 @@ impl Admission {
         for (run, event) in started {
             let by_api = matches!(gauge.events.range(..=event).next_back(), Some((_, (end, _))) if event <= *end);
             if by_api {
-                let tracked = TrackedRun {
-                    started: now,
-                    sending: false,
-                };
-                gauge.runs.insert(run, tracked);
+                gauge.track(run, now);
             }
         }
         let taken: Vec<(i64, i64, Instant)> = gauge
@@ -241,11 +246,7 @@ impl Admission {
         let now = Instant::now();
         let mut gauge = self.gauge.lock().unwrap();
         for (run, _) in started {
-            let tracked = TrackedRun {
-                started: now,
-                sending: false,
-            };
-            gauge.runs.insert(*run, tracked);
+            gauge.track(*run, now);
         }
     }
 

@@ -1,8 +1,7 @@
 //! The sandbox a plugin call runs in: one wasmtime Engine (pooling allocator,
 //! epoch interruption driven by a ticker that runs only while a call does,
-//! fuel), a Linker that gives
-//! plugins WASI with nothing behind it, and a fresh Store per call with the
-//! plugin's limits.
+//! fuel), a Linker that gives plugins WASI with nothing behind it, and a fresh
+//! Store per call with the plugin's limits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
