@@ -16,6 +16,12 @@ fn main() {
     for watched in [
         "plugins/email/src",
         "plugins/email/Cargo.toml",
+        "plugins/sms/src",
+        "plugins/sms/Cargo.toml",
+        "plugins/wecom/src",
+        "plugins/wecom/Cargo.toml",
+        "tests/hostile-plugin/src",
+        "tests/hostile-plugin/Cargo.toml",
         "plugin-sdk/src",
         "plugin-sdk/wit",
         "Cargo.lock",

@@ -14,7 +14,7 @@
 //!         PluginInfo { name: "shout".into(), version: "0.1.0".into(), channels: vec!["shout".into()] }
 //!     }
 //!     fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
-//!         let text = nudge_plugin_sdk::template::render_field(request, "text", false)?;
+//!         let text = nudge_plugin_sdk::template::Fields::of(request)?.render("text", false)?;
 //!         Ok(Rendered { text: Some(text.to_uppercase()), ..Rendered::default() })
 //!     }
 //! }

@@ -7,30 +7,72 @@ use serde_json::Value;
 
 use crate::{RenderError, RenderRequest};
 
-/// Renders `source` with `context`; `html` turns on HTML autoescaping.
-pub fn render(source: &str, context: &Value, html: bool) -> Result<String, String> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(move |_| if html { AutoEscape::Html } else { AutoEscape::None });
-    env.add_template("t", source).map_err(|e| describe(&e))?;
-    env.get_template("t")
-        .and_then(|t| t.render(context))
-        .map_err(|e| describe(&e))
+/// The name a template is compiled under when its output is HTML.
+const HTML: &str = "html";
+
+/// Renders templates against one context. A message's fields share it: the
+/// environment is set up and the context converted once, not once a field.
+pub struct Renderer<'source> {
+    env: Environment<'source>,
+    context: minijinja::Value,
 }
 
-/// Renders one field of the request's template with the request's context.
-pub fn render_field(request: &RenderRequest, field: &str, html: bool) -> Result<String, RenderError> {
-    let source = request
-        .field(field)
-        .ok_or_else(|| RenderError::in_field(field, format!("the template needs `{field}`")))?;
-    render(source, &request.context()?, html).map_err(|e| RenderError::in_field(field, e))
+impl<'source> Renderer<'source> {
+    pub fn new(context: &Value) -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|name| {
+            if name == HTML {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        });
+        Renderer {
+            env,
+            context: minijinja::Value::from_serialize(context),
+        }
+    }
+
+    /// Renders `source`; `html` turns on HTML autoescaping.
+    pub fn render(&self, source: &'source str, html: bool) -> Result<String, String> {
+        self.env
+            .template_from_named_str(if html { HTML } else { "text" }, source)
+            .and_then(|t| t.render(&self.context))
+            .map_err(|e| describe(&e))
+    }
 }
 
-/// Renders a field if the template has it.
-pub fn render_optional(request: &RenderRequest, field: &str, html: bool) -> Result<Option<String>, RenderError> {
-    match request.field(field) {
-        Some(_) => render_field(request, field, html).map(Some),
-        None => Ok(None),
+/// A request's template fields, rendered with its context (parsed once).
+pub struct Fields<'r> {
+    request: &'r RenderRequest,
+    renderer: Renderer<'r>,
+}
+
+impl<'r> Fields<'r> {
+    pub fn of(request: &'r RenderRequest) -> Result<Self, RenderError> {
+        Ok(Fields {
+            request,
+            renderer: Renderer::new(&request.context()?),
+        })
+    }
+
+    /// Renders a field the template must have.
+    pub fn render(&self, field: &str, html: bool) -> Result<String, RenderError> {
+        self.render_optional(field, html)?
+            .ok_or_else(|| RenderError::in_field(field, format!("the template needs `{field}`")))
+    }
+
+    /// Renders a field if the template has it.
+    pub fn render_optional(&self, field: &str, html: bool) -> Result<Option<String>, RenderError> {
+        match self.request.field(field) {
+            Some(source) => self
+                .renderer
+                .render(source, html)
+                .map(Some)
+                .map_err(|e| RenderError::in_field(field, e)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -54,10 +96,32 @@ mod tests {
     #[test]
     fn strict_and_escaped_only_for_html() {
         let ctx = json!({"contact": {"name": "A & B"}});
-        assert_eq!(render("{{ contact.name }}", &ctx, false).unwrap(), "A & B");
-        assert_eq!(render("{{ contact.name }}", &ctx, true).unwrap(), "A &amp; B");
-        let err = render("{{ contact.nmae }}", &ctx, false).unwrap_err();
+        let renderer = Renderer::new(&ctx);
+        assert_eq!(renderer.render("{{ contact.name }}", false).unwrap(), "A & B");
+        assert_eq!(renderer.render("{{ contact.name }}", true).unwrap(), "A &amp; B");
+        assert_eq!(renderer.render("{{ contact.name }}", false).unwrap(), "A & B");
+        let err = renderer.render("{{ contact.nmae }}", false).unwrap_err();
         assert!(err.contains("undefined"), "{err}");
-        assert!(render("{% if %}", &ctx, false).is_err());
+        assert!(renderer.render("{% if %}", false).is_err());
+    }
+
+    #[test]
+    fn fields_share_the_request_context() {
+        let request = RenderRequest::new(
+            "email",
+            &[
+                ("subject", "Hi {{ contact.name }}"),
+                ("html", "<p>{{ contact.name }}</p>"),
+            ],
+            r#"{"contact": {"name": "A & B"}}"#,
+        );
+        let fields = Fields::of(&request).unwrap();
+        assert_eq!(fields.render("subject", false).unwrap(), "Hi A & B");
+        assert_eq!(fields.render("html", true).unwrap(), "<p>A &amp; B</p>");
+        assert_eq!(fields.render_optional("text", false).unwrap(), None);
+        let missing = fields.render("text", false).unwrap_err();
+        assert_eq!(missing.field.as_deref(), Some("text"));
+        let bad = RenderRequest::new("email", &[("subject", "s")], "not json");
+        assert!(Fields::of(&bad).is_err());
     }
 }

@@ -3,7 +3,7 @@
 //! text are not, and a template with only HTML gets a text part derived from it.
 //! The host delivers the result by SMTP (it sets Message-ID and checks headers).
 
-use nudge_plugin_sdk::template::render_optional;
+use nudge_plugin_sdk::template::Fields;
 use nudge_plugin_sdk::{Channel, PluginInfo, RenderError, RenderRequest, Rendered, html};
 
 pub struct Email;
@@ -19,14 +19,16 @@ impl Channel for Email {
 
     fn render(request: &RenderRequest) -> Result<Rendered, RenderError> {
         request.only_fields(&["subject", "text", "html"])?;
-        let subject = render_optional(request, "subject", false)?
+        let fields = Fields::of(request)?;
+        let subject = fields
+            .render_optional("subject", false)?
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
         if subject.is_empty() {
             return Err(RenderError::in_field("subject", "an email needs a non-empty subject"));
         }
-        let html = render_optional(request, "html", true)?;
-        let text = match render_optional(request, "text", false)? {
+        let html = fields.render_optional("html", true)?;
+        let text = match fields.render_optional("text", false)? {
             Some(text) => Some(text),
             None => html.as_deref().map(html::html_to_text),
         };

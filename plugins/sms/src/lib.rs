@@ -17,7 +17,7 @@ mod config;
 use std::collections::BTreeMap;
 
 use nudge_plugin_sdk::sms::{self, Encoding, SmsCount};
-use nudge_plugin_sdk::template::{self, render_field};
+use nudge_plugin_sdk::template::Fields;
 use nudge_plugin_sdk::{
     Channel, DeliveryOutcome, HttpRequest, HttpResponse, PluginInfo, RenderError, RenderRequest, Rendered, Value, json,
 };
@@ -119,7 +119,8 @@ fn configured(config: &Value) -> Result<Settings, RenderError> {
 
 fn render_provider_template(request: &RenderRequest, settings: &ProviderTemplate) -> Result<Rendered, RenderError> {
     let param_names = provider_template_params(request)?;
-    let code = render_field(request, TEMPLATE_CODE, false)?.trim().to_string();
+    let fields = Fields::of(request)?;
+    let code = fields.render(TEMPLATE_CODE, false)?.trim().to_string();
     let approved = settings.templates.get(&code).ok_or_else(|| {
         let known: Vec<&str> = settings.templates.keys().map(String::as_str).collect();
         RenderError::in_field(
@@ -136,13 +137,11 @@ fn render_provider_template(request: &RenderRequest, settings: &ProviderTemplate
         .map_err(|e| RenderError::in_field(TEMPLATE_CODE, e))?;
     check_param_names(&code, approved, &param_names)?;
 
-    let context = request.context()?;
     let mut params = BTreeMap::new();
     for name in param_names {
         let field = format!("{PARAMS_PREFIX}{name}");
-        let source = request.field(&field).unwrap_or_default();
         // Whitespace around a parameter comes from template layout, never from intent.
-        let value = template::render(source, &context, false).map_err(|e| RenderError::in_field(&field, e))?;
+        let value = fields.render_optional(&field, false)?.unwrap_or_default();
         let value = value.trim().to_string();
         check_param_value(&value, approved.max_param_len).map_err(|e| RenderError::in_field(&field, e))?;
         params.insert(name.to_string(), value);
@@ -295,7 +294,7 @@ fn render_free_text(request: &RenderRequest, settings: &FreeText) -> Result<Rend
             ),
         ));
     }
-    let rendered = render_field(request, TEXT, false)?;
+    let rendered = Fields::of(request)?.render(TEXT, false)?;
     let body = rendered.trim();
     if body.is_empty() {
         return Err(RenderError::in_field(TEXT, "renders empty"));

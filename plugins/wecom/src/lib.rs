@@ -14,7 +14,7 @@ mod split;
 
 use nudge_plugin_sdk::{
     Channel, DeliveryOutcome, HttpRequest, HttpResponse, PluginInfo, RenderError, RenderRequest, Rendered, Value, json,
-    outcome_from_status, template,
+    outcome_from_status, template::Renderer,
 };
 
 use config::{WeComConfig, mobile_number};
@@ -114,7 +114,9 @@ impl Channel for WeCom {
             MessageType::Markdown => markdown::escape_strings(request.context()?),
         };
         let field = message_type.name();
-        let content = template::render(source, &context, false).map_err(|e| RenderError::in_field(field, e))?;
+        let content = Renderer::new(&context)
+            .render(source, false)
+            .map_err(|e| RenderError::in_field(field, e))?;
         if content.trim().is_empty() {
             return Err(RenderError::in_field(
                 field,
