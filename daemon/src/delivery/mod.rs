@@ -89,6 +89,10 @@ impl Delivery {
         let mut unrecorded: HashSet<i64> = HashSet::new();
         let finished: Mutex<Vec<Attempt>> = Mutex::default();
         let mut recording: Option<Recording<'_>> = None;
+        // Whether a claim may find rows: after a wake-up, a pause, or a claim that
+        // filled every free slot. An empty claim after each finished send was most
+        // of the claims under load, each a query for nothing.
+        let mut may_be_due = true;
         loop {
             if recording.is_none() && !finished.lock().unwrap().is_empty() {
                 let (this, finished) = (&self, &finished);
@@ -111,10 +115,11 @@ impl Delivery {
                 .concurrency()
                 .saturating_sub(sending.len())
                 .min((2 * self.concurrency()).saturating_sub(unrecorded.len()));
-            if free > 0 && !cancel.is_cancelled() {
+            if free > 0 && may_be_due && !cancel.is_cancelled() {
                 let exclude: Vec<i64> = unrecorded.iter().copied().collect();
                 match self.claim(free as i64, &exclude).await {
                     Ok(rows) => {
+                        may_be_due = rows.len() == free;
                         for row in rows {
                             unrecorded.insert(row.id);
                             sending.push(self.attempt(row));
@@ -133,6 +138,7 @@ impl Delivery {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(pause) => {}
                 }
+                may_be_due = true;
                 continue;
             }
             let room = sending.len() < self.concurrency()
@@ -158,13 +164,14 @@ impl Delivery {
                         // Not recorded: these rows stay pending and go again, as after a crash.
                         warn!("delivery: record {} attempts: {e:#}", ids.len());
                         tokio::time::sleep(Duration::from_secs(1)).await;
+                        may_be_due = true;
                     }
                     for id in ids {
                         unrecorded.remove(&id);
                     }
                 }
-                _ = self.wake.notified(), if room => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)), if room => {}
+                _ = self.wake.notified(), if room => may_be_due = true,
+                _ = tokio::time::sleep(Duration::from_millis(200)), if room => may_be_due = true,
             }
         }
     }

@@ -25,11 +25,11 @@ pub struct Effects {
 }
 
 impl Effects {
-    /// Writes what was gathered; returns whether a message was queued. Fails if a
-    /// run is no longer where its step found it (the caller rolls back).
-    pub async fn flush(&mut self, conn: &mut store::Conn, now: i64) -> anyhow::Result<bool> {
-        let queued = store::insert_outbox(conn, &self.outbox, now).await? > 0;
-        if queued {
+    /// Writes what was gathered; the runs that queued a message or go straight
+    /// on are added to `stepped`. Fails if a run is no longer where its step
+    /// found it (the caller rolls back).
+    pub async fn flush(&mut self, conn: &mut store::Conn, now: i64) -> anyhow::Result<()> {
+        if store::insert_outbox(conn, &self.outbox, now).await? > 0 {
             let sending = self.outbox.iter().filter_map(|row| row.run_id);
             self.stepped.sending.extend(sending);
         }
@@ -41,7 +41,7 @@ impl Effects {
         store::end_runs(conn, &self.ended, now).await?;
         store::set_tags(conn, &self.tags, now).await?;
         self.clear_writes();
-        Ok(queued)
+        Ok(())
     }
 
     /// Forgets what was gathered and flushed (its transaction was rolled back).

@@ -89,6 +89,15 @@ struct Render {
     context: serde_json::Value,
 }
 
+/// What one `advance_runs` did.
+#[derive(Default)]
+struct Advanced {
+    /// Runs taken (at most RUN_BATCH).
+    stepped: usize,
+    /// Whether one of them goes straight on to its next step.
+    continuing: bool,
+}
+
 /// The engine: turns events into runs, fires timers, advances runs.
 pub struct Engine {
     pub store: Store,
@@ -163,25 +172,33 @@ impl Engine {
         Ok(set)
     }
 
-    /// Does whatever work is due; returns whether there was any.
+    /// Does whatever work is due; returns whether more may be due at once: a
+    /// batch was full, a segment pass is under way, or a run stepped goes straight
+    /// on to its next step. Work that comes in meanwhile wakes the engine anyway,
+    /// so a tick that found less than a batch of everything need not look again.
     pub async fn tick(&self) -> anyhow::Result<bool> {
         // Timers first and all of them (firing is cheap): a due SLA timer must not
         // wait behind a large batch of runs. Then the events, those of the timers
         // included, and right after them the runs they started: between an event's
         // commit and its run's step, as little as possible.
-        let mut timers = 0;
         let slice = std::time::Instant::now();
-        loop {
+        let timers_left = loop {
             let fired = self.fire_timers().await?;
-            timers += fired;
-            if fired < BATCH as usize || slice.elapsed() > WORK_SLICE {
-                break;
+            if fired < BATCH as usize {
+                break false;
             }
-        }
+            if slice.elapsed() > WORK_SLICE {
+                break true;
+            }
+        };
         let enrolled = self.enrol_segments().await?;
         let events = self.ingest_events().await?;
         let runs = self.advance_runs().await?;
-        Ok(events + timers + enrolled + runs > 0)
+        Ok(timers_left
+            || enrolled > 0
+            || events == BATCH as usize
+            || runs.stepped == RUN_BATCH as usize
+            || runs.continuing)
     }
 
     /// When the next timer falls due, if any.
@@ -340,7 +357,7 @@ impl Engine {
     /// for the whole batch at once. If that fails, the batch is applied again one
     /// step at a time, each under its own savepoint, so that one run's error
     /// undoes only that run's step.
-    async fn advance_runs(&self) -> anyhow::Result<usize> {
+    async fn advance_runs(&self) -> anyhow::Result<Advanced> {
         // The runs and their contacts are read for the whole batch at once.
         let (runs, contacts) = {
             let mut conn = self.store.pool.acquire().await?;
@@ -350,7 +367,7 @@ impl Engine {
             (runs, contacts)
         };
         if runs.is_empty() {
-            return Ok(0);
+            return Ok(Advanced::default());
         }
         let count = runs.len();
         let contacts = &contacts;
@@ -361,28 +378,32 @@ impl Engine {
             .await;
         self.render_messages(&mut prepared).await?;
         let now = self.clock.now_ms();
-        let queued = match self.apply_batch(&prepared, now, false).await {
-            Ok(queued) => queued,
+        let stepped = match self.apply_batch(&prepared, now, false).await {
+            Ok(stepped) => stepped,
             Err(e) => {
                 warn!("a batch of {count} steps failed as a whole ({e:#}); applying them one by one");
                 self.apply_batch(&prepared, now, true).await?
             }
         };
-        if queued {
+        if !stepped.sending.is_empty() {
             self.delivery_wake.notify_one();
         }
-        Ok(count)
+        Ok(Advanced {
+            stepped: count,
+            continuing: !stepped.continuing.is_empty(),
+        })
     }
 
-    /// Applies prepared steps in one transaction; returns whether a message was
-    /// queued. `one_by_one`: each step under its own savepoint, an error recorded
-    /// against its run; otherwise any error fails the whole batch.
+    /// Applies prepared steps in one transaction; returns the runs that queued a
+    /// message and those that go straight on. `one_by_one`: each step under its
+    /// own savepoint, an error recorded against its run; otherwise any error
+    /// fails the whole batch.
     async fn apply_batch(
         &self,
         prepared: &[(i64, anyhow::Result<Option<Prepared>>)],
         now: i64,
         one_by_one: bool,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<SteppedRuns> {
         let mut tx = self.store.write().await?;
         // Read again under the write lock, where nothing but this batch changes them;
         // a step that changes its contact drops it from here, so the next reads it afresh.
@@ -403,7 +424,6 @@ impl Engine {
         let facts = triggers::ExitFacts::load(&mut tx, &stepping).await?;
         drop(stepping);
         let mut effects = Effects::default();
-        let mut queued = false;
         let mut stepped = SteppedRuns::default();
         for (run_id, prepared) in prepared {
             let result = match prepared {
@@ -422,9 +442,8 @@ impl Engine {
                         Err(e) => Err(e),
                     };
                     match applied {
-                        Ok(sent) => {
+                        Ok(()) => {
                             savepoint.commit().await?;
-                            queued |= sent;
                             stepped.append(std::mem::take(&mut effects.stepped));
                             Ok(())
                         }
@@ -442,12 +461,12 @@ impl Engine {
                 record_step_error(&mut tx, *run_id, &e, now).await?;
             }
         }
-        queued |= effects.flush(&mut tx, now).await?;
+        effects.flush(&mut tx, now).await?;
         stepped.append(std::mem::take(&mut effects.stepped));
         tx.commit().await?;
         let runs: Vec<i64> = prepared.iter().map(|(run_id, _)| *run_id).collect();
         self.admission.runs_stepped(&runs, &stepped);
-        Ok(queued)
+        Ok(stepped)
     }
 
     /// Opens the passes of segment workflows that are due and enrols one batch
