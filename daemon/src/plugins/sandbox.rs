@@ -160,17 +160,6 @@ impl Runtime {
             .total_memories(128)
             .total_tables(640)
             .max_memory_size(MAX_MEMORY_MB as usize * 1024 * 1024);
-        // Every call's fresh instance would otherwise fault in its memory page by
-        // page after the slot was madvised away (~20 faults a render). With the
-        // kernel's PAGEMAP_SCAN (Linux 6.7) a freed slot zeroes only the pages the
-        // call dirtied and keeps them: a tenth of the page faults under load, and
-        // the few warm slots hold about as much memory as the faulted ones did.
-        if PoolingAllocationConfig::is_pagemap_scan_available() {
-            pool.pagemap_scan(wasmtime::Enabled::Yes)
-                .linear_memory_keep_resident(MAX_MEMORY_MB as usize * 1024 * 1024)
-                .table_keep_resident(1 << 20)
-                .max_unused_warm_slots(4);
-        }
         let mut config = Config::new();
         config
             .consume_fuel(true)
