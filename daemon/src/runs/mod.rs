@@ -63,6 +63,14 @@ struct Prepared {
     action: Action,
 }
 
+impl Prepared {
+    /// Whether its step is taken and writes the contact (see `Step::writes_contact`).
+    fn writes_contact(&self) -> bool {
+        let step = self.set.workflows[self.workflow].steps.get(self.run.next_step as usize);
+        matches!(self.action, Action::Step(_)) && step.is_some_and(Step::writes_contact)
+    }
+}
+
 enum Action {
     /// No steps left.
     Finish,
@@ -94,8 +102,9 @@ struct Render {
 struct Advanced {
     /// Runs taken (at most RUN_BATCH).
     stepped: usize,
-    /// Whether one of them goes straight on to its next step.
-    continuing: bool,
+    /// Whether work they made is due at once: a run that goes straight on to its
+    /// next step, or an event a step wrote (a stage change that starts runs).
+    more: bool,
 }
 
 /// The engine: turns events into runs, fires timers, advances runs.
@@ -173,9 +182,10 @@ impl Engine {
     }
 
     /// Does whatever work is due; returns whether more may be due at once: a
-    /// batch was full, a segment pass is under way, or a run stepped goes straight
-    /// on to its next step. Work that comes in meanwhile wakes the engine anyway,
-    /// so a tick that found less than a batch of everything need not look again.
+    /// batch was full, a segment pass is under way, or a step made work of its
+    /// own (a run that goes straight on, a stage change that starts runs). What
+    /// other tasks and processes write wakes the engine, so a tick that found
+    /// less than a batch of everything need not look again.
     pub async fn tick(&self) -> anyhow::Result<bool> {
         // Timers first and all of them (firing is cheap): a due SLA timer must not
         // wait behind a large batch of runs. Then the events, those of the timers
@@ -194,11 +204,7 @@ impl Engine {
         let enrolled = self.enrol_segments().await?;
         let events = self.ingest_events().await?;
         let runs = self.advance_runs().await?;
-        Ok(timers_left
-            || enrolled > 0
-            || events == BATCH as usize
-            || runs.stepped == RUN_BATCH as usize
-            || runs.continuing)
+        Ok(timers_left || enrolled > 0 || events == BATCH as usize || runs.stepped == RUN_BATCH as usize || runs.more)
     }
 
     /// When the next timer falls due, if any.
@@ -390,7 +396,11 @@ impl Engine {
         }
         Ok(Advanced {
             stepped: count,
-            continuing: !stepped.continuing.is_empty(),
+            more: !stepped.continuing.is_empty()
+                || prepared.iter().any(|(_, p)| {
+                    p.as_ref()
+                        .is_ok_and(|p| p.as_ref().is_some_and(Prepared::writes_contact))
+                }),
         })
     }
 
@@ -789,12 +799,8 @@ impl Engine {
                 .await?
                 .context("contact is gone")?,
         };
-        // Steps that change the contact make the next run of this batch read it
-        // afresh (tags are changed here, in memory, and written with the batch).
-        if !matches!(
-            step,
-            Step::Send { .. } | Step::NotifyOwner { .. } | Step::Wait(_) | Step::Tag(_) | Step::Untag(_)
-        ) {
+        // Steps that write the contact make the next run of this batch read it afresh.
+        if step.writes_contact() {
             contacts.remove(&run.contact_id);
         }
         if let Some(reason) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
@@ -1038,4 +1044,90 @@ fn with_unsubscribe_footer(text: Option<String>, html: Option<String>, url: &str
         }
     });
     (text, html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::{PluginHost, PluginSettings};
+
+    /// A step that changes the stage writes an event that starts another
+    /// workflow's run: the tick must say so, or the event would wait for the
+    /// next wake-up from outside.
+    #[tokio::test]
+    async fn a_stage_set_by_a_step_starts_its_runs_without_a_wake_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let host = PluginHost::load(
+            &PluginSettings {
+                dir: dir.path().join("plugins"),
+                cache: Some(dir.path().join("cache")),
+                config: Default::default(),
+            },
+            None,
+        )
+        .unwrap();
+        let files = vec![
+            (
+                "workflows/to-inquiry.toml".to_string(),
+                "[trigger]\non = \"inquiry_received\"\n\n[[steps]]\nset_stage = \"inquiry\"\n".to_string(),
+            ),
+            (
+                "workflows/tag-inquiry.toml".to_string(),
+                "[trigger]\non = \"stage_changed\"\nto = \"inquiry\"\n\n[[steps]]\ntag = \"asked\"\n".to_string(),
+            ),
+        ];
+        let set = WorkflowSet::compile(files, &host.channels()).unwrap();
+        let clock = Clock::virtual_at(jiff::Timestamp::from_millisecond(1_800_000_000_000).unwrap());
+        let now = clock.now_ms();
+        let engine = Engine::new(
+            store.clone(),
+            clock,
+            Plugins::new(host),
+            set,
+            "test.example".into(),
+            Unsubscribe::new(b"key".to_vec(), "http://test.example".into(), "u@test.example".into()),
+            Arc::new(Admission::off()),
+        )
+        .await
+        .unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let new = store::NewContact {
+            name: "Li".into(),
+            company: String::new(),
+            email: Some("li@test.example".into()),
+            phone: None,
+            owner: String::new(),
+            stage: None,
+            intent_grade: None,
+            value_tier: None,
+            tags: Vec::new(),
+            source: String::new(),
+            time_zone: None,
+            locale: None,
+            consent: None,
+        };
+        let contact = store::insert_contact(&mut conn, &new, now).await.unwrap();
+        store::insert_event(&mut conn, "inquiry_received", contact, &json!({}), now)
+            .await
+            .unwrap();
+        drop(conn);
+
+        let mut ticks = 0;
+        while engine.tick().await.unwrap() {
+            ticks += 1;
+            assert!(ticks < 10, "the engine keeps finding work");
+        }
+        let tags: String = sqlx::query_scalar("SELECT tags FROM contacts WHERE id = ?")
+            .bind(contact)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(tags, r#"["asked"]"#, "the stage change's run ran in the same ticks");
+        let unprocessed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(unprocessed, 0);
+    }
 }

@@ -245,6 +245,16 @@ pub enum Step {
 }
 
 impl Step {
+    /// Whether the step writes its contact in the step's transaction, and with
+    /// it perhaps an event (a stage change) that starts other runs. Tags are
+    /// changed in memory and written with the batch.
+    pub fn writes_contact(&self) -> bool {
+        !matches!(
+            self,
+            Step::Send { .. } | Step::NotifyOwner { .. } | Step::Wait(_) | Step::Tag(_) | Step::Untag(_)
+        )
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Step::Send { .. } => "send",
