@@ -225,7 +225,7 @@ fn overdue_scan(c: &mut Criterion) {
                     }
                 })
             },
-            |()| rt.block_on(async { while engine.tick().await.unwrap() {} }),
+            |()| rt.block_on(async { while engine.tick().await.unwrap() || engine.settle().await.unwrap() {} }),
             criterion::BatchSize::PerIteration,
         )
     });

@@ -19,19 +19,23 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 pub async fn run(engine: Arc<Engine>, wake: Arc<Notify>, cancel: CancellationToken) {
+    let mut due = true;
     loop {
-        loop {
-            match engine.tick().await {
-                Ok(true) if !cancel.is_cancelled() => continue,
-                Ok(_) => break,
+        while due {
+            due = match engine.tick().await {
+                Ok(more) => more && !cancel.is_cancelled(),
                 Err(e) => {
                     error!("engine: {e:#}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    break;
+                    false
                 }
-            }
+            };
         }
         if cancel.is_cancelled() {
+            // The batch being written commits before the daemon stops.
+            if let Err(e) = engine.settle().await {
+                error!("engine: {e:#}");
+            }
             return;
         }
         let pause = match engine.next_due().await {
@@ -45,11 +49,18 @@ pub async fn run(engine: Arc<Engine>, wake: Arc<Notify>, cancel: CancellationTok
                 Duration::from_secs(1)
             }
         };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(pause) => {}
-        }
+        // A batch of steps may still be being written: a wake-up meanwhile is
+        // taken at once (the next batch is prepared while it writes), and its
+        // end is waited for, since its steps may have made work due.
+        due = tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = wake.notified() => true,
+            _ = tokio::time::sleep(pause) => true,
+            written = engine.written() => written.unwrap_or_else(|e| {
+                error!("engine: {e:#}");
+                true
+            }),
+        };
     }
 }
 

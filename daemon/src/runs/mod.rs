@@ -100,10 +100,9 @@ struct Render {
 /// What one `advance_runs` did.
 #[derive(Default)]
 struct Advanced {
-    /// Runs taken (at most RUN_BATCH).
-    stepped: usize,
-    /// Whether work they made is due at once: a run that goes straight on to its
-    /// next step, or an event a step wrote (a stage change that starts runs).
+    /// Whether work is due at once: a batch that went to be written, a run that goes
+    /// straight on to its next step, or an event a step wrote (a stage change
+    /// that starts runs).
     more: bool,
 }
 
@@ -121,6 +120,14 @@ pub struct Engine {
     current: RwLock<Arc<WorkflowSet>>,
     /// Sets that runs are pinned to, by hash (the current one included).
     pinned: Mutex<HashMap<String, Arc<WorkflowSet>>>,
+    /// The batch of steps being written, if any (`advance_runs`).
+    writing: tokio::sync::Mutex<Option<Writing>>,
+}
+
+/// A batch of steps handed to its write: its runs, and the task writing it.
+struct Writing {
+    runs: Vec<i64>,
+    task: tokio::task::JoinHandle<anyhow::Result<Advanced>>,
 }
 
 impl Engine {
@@ -144,6 +151,7 @@ impl Engine {
             admission,
             current: RwLock::new(set.clone()),
             pinned: Mutex::new(HashMap::new()),
+            writing: tokio::sync::Mutex::new(None),
         };
         engine.install(set).await?;
         Ok(engine)
@@ -182,11 +190,13 @@ impl Engine {
     }
 
     /// Does whatever work is due; returns whether more may be due at once: a
-    /// batch was full, a segment pass is under way, or a step made work of its
-    /// own (a run that goes straight on, a stage change that starts runs). What
-    /// other tasks and processes write wakes the engine, so a tick that found
-    /// less than a batch of everything need not look again.
-    pub async fn tick(&self) -> anyhow::Result<bool> {
+    /// batch was full or went to be written, a segment pass is under way, or a
+    /// step made work of its own (a run that goes straight on, a stage change
+    /// that starts runs). What other tasks and processes write wakes the
+    /// engine, so a tick that found less than a batch of everything need not
+    /// look again. A batch of steps may still be being written when it returns
+    /// (`written`, `settle`).
+    pub async fn tick(self: &Arc<Self>) -> anyhow::Result<bool> {
         // Timers first and all of them (firing is cheap): a due SLA timer must not
         // wait behind a large batch of runs. Then the events, those of the timers
         // included, and right after them the runs they started: between an event's
@@ -204,7 +214,7 @@ impl Engine {
         let enrolled = self.enrol_segments().await?;
         let events = self.ingest_events().await?;
         let runs = self.advance_runs().await?;
-        Ok(timers_left || enrolled > 0 || events == BATCH as usize || runs.stepped == RUN_BATCH as usize || runs.more)
+        Ok(timers_left || enrolled > 0 || events == BATCH as usize || runs.more)
     }
 
     /// When the next timer falls due, if any.
@@ -358,24 +368,73 @@ impl Engine {
     }
 
     /// Moves up to RUN_BATCH ready runs on by one step each, in one transaction:
-    /// loading and rendering happen first (several at once), then every step's
-    /// checks run inside the transaction and its writes are gathered and written
-    /// for the whole batch at once. If that fails, the batch is applied again one
-    /// step at a time, each under its own savepoint, so that one run's error
-    /// undoes only that run's step.
-    async fn advance_runs(&self) -> anyhow::Result<Advanced> {
+    /// the batch is read and rendered first (several at once), then handed to a
+    /// task that runs every step's checks inside the transaction and writes what
+    /// they gathered for the whole batch at once. While that task waits for its
+    /// turn to write and writes, the next tick reads and renders the next batch,
+    /// so runs that become ready meanwhile wait for one stage, not for both. At
+    /// most one batch is being written: a new one waits for the one before.
+    async fn advance_runs(self: &Arc<Self>) -> anyhow::Result<Advanced> {
+        let mut writing = self.writing.lock().await;
+        let in_flight = writing.as_ref().map(|w| w.runs.clone()).unwrap_or_default();
+        let batch = self.prepare_batch(&in_flight).await?;
+        if batch.is_empty() && !writing.as_ref().is_some_and(|w| w.task.is_finished()) {
+            // Nothing new: what is being written is collected by `written`.
+            return Ok(Advanced::default());
+        }
+        let previous = match writing.take() {
+            Some(w) => w.task.await.context("a batch's write panicked")??,
+            None => Advanced::default(),
+        };
+        if batch.is_empty() {
+            return Ok(previous);
+        }
+        let engine = self.clone();
+        *writing = Some(Writing {
+            runs: batch.iter().map(|(run_id, _)| *run_id).collect(),
+            task: tokio::spawn(async move { engine.apply_prepared(&batch).await }),
+        });
+        // Look again: the next batch may be ready already.
+        Ok(Advanced { more: true })
+    }
+
+    /// Waits until the batch of steps being written has committed and returns
+    /// whether its steps made more work due at once; never returns while no
+    /// batch is being written. Dropping the wait leaves the write going.
+    pub async fn written(&self) -> anyhow::Result<bool> {
+        let mut writing = self.writing.lock().await;
+        let Some(w) = writing.as_mut() else {
+            drop(writing);
+            return std::future::pending().await;
+        };
+        let done = (&mut w.task).await.context("a batch's write panicked");
+        *writing = None;
+        Ok(done??.more)
+    }
+
+    /// Like `written`, but returns false at once if no batch is being written:
+    /// after `tick` said nothing more is due, everything due is done once this returns false.
+    pub async fn settle(&self) -> anyhow::Result<bool> {
+        if self.writing.lock().await.is_none() {
+            return Ok(false);
+        }
+        self.written().await
+    }
+
+    /// Reads up to RUN_BATCH ready runs, leaving out `in_flight` (a batch being
+    /// applied), and works out and renders each one's next move.
+    async fn prepare_batch(&self, in_flight: &[i64]) -> anyhow::Result<Vec<(i64, anyhow::Result<Option<Prepared>>)>> {
         // The runs and their contacts are read for the whole batch at once.
         let (runs, contacts) = {
             let mut conn = self.store.pool.acquire().await?;
-            let runs = store::ready_runs(&mut conn, RUN_BATCH).await?;
+            let runs = store::ready_runs(&mut conn, RUN_BATCH, in_flight).await?;
+            if runs.is_empty() {
+                return Ok(Vec::new());
+            }
             let ids: Vec<i64> = runs.iter().map(|r| r.contact_id).collect();
             let contacts = store::contacts_with_context(&mut conn, &ids).await?;
             (runs, contacts)
         };
-        if runs.is_empty() {
-            return Ok(Advanced::default());
-        }
-        let count = runs.len();
         let contacts = &contacts;
         let mut prepared: Vec<(i64, anyhow::Result<Option<Prepared>>)> = stream::iter(runs)
             .map(|run| async move { (run.id, self.prepare(run, contacts).await) })
@@ -383,19 +442,26 @@ impl Engine {
             .collect()
             .await;
         self.render_messages(&mut prepared).await?;
+        Ok(prepared)
+    }
+
+    /// Applies a prepared batch in one transaction, or if that fails one step
+    /// at a time, each under its own savepoint, so that one run's error undoes
+    /// only that run's step.
+    async fn apply_prepared(&self, prepared: &[(i64, anyhow::Result<Option<Prepared>>)]) -> anyhow::Result<Advanced> {
         let now = self.clock.now_ms();
-        let stepped = match self.apply_batch(&prepared, now, false).await {
+        let stepped = match self.apply_batch(prepared, now, false).await {
             Ok(stepped) => stepped,
             Err(e) => {
+                let count = prepared.len();
                 warn!("a batch of {count} steps failed as a whole ({e:#}); applying them one by one");
-                self.apply_batch(&prepared, now, true).await?
+                self.apply_batch(prepared, now, true).await?
             }
         };
         if !stepped.sending.is_empty() {
             self.delivery_wake.notify_one();
         }
         Ok(Advanced {
-            stepped: count,
             more: !stepped.continuing.is_empty()
                 || prepared.iter().any(|(_, p)| {
                     p.as_ref()
@@ -1090,6 +1156,7 @@ mod tests {
             Arc::new(Admission::off()),
         )
         .await
+        .map(Arc::new)
         .unwrap();
         let mut conn = store.pool.acquire().await.unwrap();
         let new = store::NewContact {
@@ -1114,7 +1181,7 @@ mod tests {
         drop(conn);
 
         let mut ticks = 0;
-        while engine.tick().await.unwrap() {
+        while engine.tick().await.unwrap() || engine.settle().await.unwrap() {
             ticks += 1;
             assert!(ticks < 10, "the engine keeps finding work");
         }

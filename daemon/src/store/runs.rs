@@ -80,12 +80,13 @@ pub async fn load_run(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Run>> {
     .await?)
 }
 
-/// The oldest ready runs.
-pub async fn ready_runs(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Run>> {
+/// The oldest ready runs, but for those in `in_flight` (a batch being applied).
+pub async fn ready_runs(conn: &mut Conn, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<Run>> {
     Ok(sqlx::query_as(
         "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage, step_errors
-         FROM runs WHERE status = 'ready' ORDER BY id LIMIT ?",
+         FROM runs WHERE status = 'ready' AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
     )
+    .bind(serde_json::to_string(in_flight)?)
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?)
