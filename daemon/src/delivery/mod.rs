@@ -99,7 +99,7 @@ impl Delivery {
                 recording = Some(Box::pin(async move {
                     // The turn to write first, then the batch: what finishes while
                     // another writer holds the turn is recorded with it.
-                    let tx = this.store.write().await;
+                    let tx = this.store.write_after_others().await;
                     let batch = std::mem::take(&mut *finished.lock().unwrap());
                     let ids = batch.iter().map(|(row, _, _)| row.id).collect();
                     let recorded = match tx {

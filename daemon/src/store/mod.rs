@@ -125,7 +125,13 @@ pub struct Store {
     pub pool: SqlitePool,
     /// One write transaction at a time in this process (see `Tx`).
     write_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Writers waiting for the turn that others should not hold up (`write`).
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// How often a writer that can wait (`write_after_others`) gives the turn it got
+/// to the writers queued behind it, at most: it must not starve.
+const MAX_TURNS_GIVEN: usize = 4;
 
 impl Store {
     /// Opens (creating if needed) the database file and applies pending migrations.
@@ -156,6 +162,7 @@ impl Store {
         Ok(Store {
             pool,
             write_turn: Arc::default(),
+            waiting: Arc::default(),
         })
     }
 
@@ -163,7 +170,29 @@ impl Store {
     /// transaction that reads and then writes never fails halfway because the CLI
     /// or another task wrote in between; it waits (busy_timeout) instead.
     pub async fn write(&self) -> anyhow::Result<Tx> {
+        use std::sync::atomic::Ordering;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
         let turn = self.write_turn.clone().lock_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        Ok(Tx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            _turn: turn,
+        })
+    }
+
+    /// Like `write`, for a writer nobody waits on (delivery's records): when it
+    /// gets the turn while others wait for it, it queues again behind them, up
+    /// to MAX_TURNS_GIVEN times.
+    pub async fn write_after_others(&self) -> anyhow::Result<Tx> {
+        use std::sync::atomic::Ordering;
+        let mut turn = self.write_turn.clone().lock_owned().await;
+        for _ in 0..MAX_TURNS_GIVEN {
+            if self.waiting.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            drop(turn);
+            turn = self.write_turn.clone().lock_owned().await;
+        }
         Ok(Tx {
             tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
             _turn: turn,
@@ -249,6 +278,38 @@ mod tests {
         assert_eq!(again, rows);
         assert_eq!(value_chunks(&rows[..1], 6).count(), 1);
         assert_eq!(value_chunks(&rows[..0], 6).count(), 0);
+    }
+
+    /// Delivery's records wait for the engine and the API when both want the
+    /// turn: the writer that can wait gives its turn to the one queued behind it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_writer_that_can_wait_lets_the_one_behind_it_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let holder = store.write().await.unwrap();
+        let writer = |name: &'static str, can_wait: bool| {
+            let (store, order) = (store.clone(), order.clone());
+            tokio::spawn(async move {
+                let tx = if can_wait {
+                    store.write_after_others().await
+                } else {
+                    store.write().await
+                };
+                order.lock().unwrap().push(name);
+                tx.unwrap().commit().await.unwrap();
+            })
+        };
+        // On one thread each spawned writer runs up to its wait for the turn
+        // before the next line here: the records queue first.
+        let records = writer("records", true);
+        tokio::task::yield_now().await;
+        let engine = writer("engine", false);
+        tokio::task::yield_now().await;
+        holder.commit().await.unwrap();
+        records.await.unwrap();
+        engine.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["engine", "records"]);
     }
 
     /// A database made by the first release, with data in it, opens under the
