@@ -402,23 +402,28 @@ impl Engine {
     /// whether its steps made more work due at once; never returns while no
     /// batch is being written. Dropping the wait leaves the write going.
     pub async fn written(&self) -> anyhow::Result<bool> {
-        let mut writing = self.writing.lock().await;
-        let Some(w) = writing.as_mut() else {
-            drop(writing);
-            return std::future::pending().await;
-        };
-        let done = (&mut w.task).await.context("a batch's write panicked");
-        *writing = None;
-        Ok(done??.more)
+        match self.collect_written().await {
+            Some(more) => more,
+            None => std::future::pending().await,
+        }
     }
 
     /// Like `written`, but returns false at once if no batch is being written:
     /// after `tick` said nothing more is due, everything due is done once this returns false.
     pub async fn settle(&self) -> anyhow::Result<bool> {
-        if self.writing.lock().await.is_none() {
-            return Ok(false);
-        }
-        self.written().await
+        self.collect_written().await.unwrap_or(Ok(false))
+    }
+
+    /// The end of the batch being written, `None` if there is none. The task's
+    /// handle stays in place until it has ended, so a dropped wait loses nothing.
+    async fn collect_written(&self) -> Option<anyhow::Result<bool>> {
+        let mut writing = self.writing.lock().await;
+        let done = (&mut writing.as_mut()?.task).await;
+        *writing = None;
+        Some(
+            done.context("a batch's write panicked")
+                .and_then(|applied| Ok(applied?.more)),
+        )
     }
 
     /// Reads up to RUN_BATCH ready runs, leaving out `in_flight` (a batch being

@@ -174,10 +174,7 @@ impl Store {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let turn = self.write_turn.clone().lock_owned().await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
-        Ok(Tx {
-            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            _turn: turn,
-        })
+        self.begin(turn).await
     }
 
     /// Like `write`, for a writer nobody waits on (delivery's records): when it
@@ -193,6 +190,10 @@ impl Store {
             drop(turn);
             turn = self.write_turn.clone().lock_owned().await;
         }
+        self.begin(turn).await
+    }
+
+    async fn begin(&self, turn: tokio::sync::OwnedMutexGuard<()>) -> anyhow::Result<Tx> {
         Ok(Tx {
             tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
             _turn: turn,
