@@ -67,6 +67,47 @@ fn hostile_plugins_get_a_clear_error_and_nothing_else() {
     assert!(!ok && out.contains("cannot open a socket"), "no network: {out}");
 }
 
+/// Every call gets memory as fresh as the first: the sandbox resets an
+/// instance's memory in place for the next call (`MEMORY_KEPT_RESIDENT`), and
+/// nothing one contact's render left in a static, on the heap or on the stack
+/// may be there for the next contact's, on one thread or several.
+#[test]
+fn a_plugin_call_never_sees_what_an_earlier_call_left_in_memory() {
+    let tmp = scratch();
+    let folder = tmp.path().join("plugins.d").join("hostile");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(hostile_wasm(), folder.join("plugin.wasm")).unwrap();
+    std::fs::copy(manifest("tests/hostile-plugin/plugin.toml"), folder.join("plugin.toml")).unwrap();
+    let settings = nudge::plugins::PluginSettings {
+        dir: tmp.path().join("plugins.d"),
+        cache: None,
+        config: Default::default(),
+    };
+    let host = nudge::plugins::PluginHost::load(&settings, None).unwrap();
+    let remember = |secret: &str, earlier: &str| {
+        let template = [("behaviour", "remember"), ("secret", secret), ("earlier", earlier)]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        let (message, _) = host.render("hostile", &template, &serde_json::json!({})).unwrap();
+        message.text.unwrap()
+    };
+    std::thread::scope(|threads| {
+        for thread in 0..3 {
+            threads.spawn(move || {
+                let mut earlier = String::new();
+                for call in 0..8 {
+                    let secret = format!("contact {thread}-{call}: owes 1,000 on order 77");
+                    assert_eq!(
+                        remember(&secret, &earlier),
+                        "earlier:false own:true",
+                        "call {call} of thread {thread}"
+                    );
+                    earlier = secret;
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn a_hostile_plugin_fails_its_own_run_while_the_daemon_keeps_sending() {
     let tmp = scratch();
