@@ -28,9 +28,9 @@ const TICK_MS: u64 = 5;
 /// a copy of its initial data, instead of being handed back to the kernel. A
 /// page given back faults in again on the next call's first write, and on a
 /// process whose threads run on both cores each such fault and each `madvise`
-/// interrupts the other core to flush its TLB: a tenth of the daemon's CPU
-/// time under load. The reset covers every byte up to this bound (not only the pages
-/// seen written), so nothing of one call is left for the next. 2 MiB covers a
+/// interrupts the other core to flush its TLB: a tenth of the machine's CPU
+/// time under load. The reset covers every byte up to this bound (not only the
+/// pages seen written), so nothing of one call is left for the next. 2 MiB covers a
 /// first-party plugin (256 KiB stack, data and heap: ~450 KiB a render) with
 /// room; the part of a larger memory above it is released as before.
 const MEMORY_KEPT_RESIDENT: usize = 2 << 20;
