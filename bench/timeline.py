@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Where a message's time went, from the database's own timestamps.
+
+Run after `bench/run_nudge.sh` (its database stays in place until the next run):
+
+    bench/timeline.py ~/.cache/nudge-bench/nudge/run/nudge.db
+
+Prints p50 / p90 / p99 in ms of each stretch of a stage change's email: the
+event written -> its run started, -> its step applied, -> the delivery attempt
+started, -> the attempt recorded. The daemon takes these readings from its
+clock inside the transactions, so a stretch includes the waits for the turn to
+write that lie in it.
+"""
+import sqlite3
+import sys
+
+STRETCHES = [
+    ("the event written -> its run started", 0, 1),
+    ("run started -> its step applied", 1, 2),
+    ("step applied -> attempt started", 2, 3),
+    ("attempt started -> attempt recorded", 3, 4),
+]
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))]
+
+
+def main(path):
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    rows = db.execute(
+        """SELECT e.occurred_at, r.started_at, o.created_at, d.started_at, d.finished_at
+           FROM outbox o JOIN runs r ON r.id = o.run_id JOIN events e ON e.id = r.event_id
+           JOIN deliveries d ON d.outbox_id = o.id AND d.attempt = 1
+           WHERE e.kind = 'stage_changed'"""
+    ).fetchall()
+    if not rows:
+        sys.exit(f"{path}: no delivered stage-change emails")
+    print(f"{len(rows)} messages; ms")
+    print(f"{'stretch':40s} {'p50':>6s} {'p90':>6s} {'p99':>6s}")
+    for name, start, end in STRETCHES:
+        values = [row[end] - row[start] for row in rows]
+        print(f"{name:40s} {percentile(values, .5):6d} {percentile(values, .9):6d} {percentile(values, .99):6d}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
