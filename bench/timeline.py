@@ -6,18 +6,18 @@ Run after `bench/run_nudge.sh` (its database stays in place until the next run):
     bench/timeline.py ~/.cache/nudge-bench/nudge/run/nudge.db
 
 Prints p50 / p90 / p99 in ms of each stretch of a stage change's email: the
-event written -> its run started, -> its step applied, -> the delivery attempt
-started, -> the attempt recorded. The daemon takes these readings from its
-clock inside the transactions, so a stretch includes the waits for the turn to
-write that lie in it.
+event written -> its run started -> its step rendered (the batch handed on to
+be written) -> the delivery attempt started -> the attempt recorded. The daemon
+takes these readings from its clock as it goes, so a stretch includes the waits
+for the turn to write that lie in it (the step's own wait falls in the third).
 """
 import sqlite3
 import sys
 
 STRETCHES = [
     ("the event written -> its run started", 0, 1),
-    ("run started -> its step applied", 1, 2),
-    ("step applied -> attempt started", 2, 3),
+    ("run started -> its step rendered", 1, 2),
+    ("step rendered -> attempt started", 2, 3),
     ("attempt started -> attempt recorded", 3, 4),
 ]
 
