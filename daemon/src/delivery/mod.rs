@@ -77,22 +77,29 @@ impl Delivery {
     /// Runs until cancelled. On cancel, the sends in flight finish (each within
     /// its deadline) and are recorded before returning.
     ///
-    /// Sending and recording overlap: finished attempts are recorded in one
-    /// transaction while the next sends go out, so waiting for the database's
-    /// write lock never idles the SMTP sessions. A row stays out of the claims
+    /// Sending, claiming and recording overlap: finished attempts are recorded
+    /// in one transaction while the next sends go out and the next rows are
+    /// claimed, so waiting for the database never idles the SMTP sessions. A row stays out of the claims
     /// from the moment it is claimed until its attempt is recorded, and at most
     /// twice `concurrency` rows are claimed and not yet recorded: the most a
     /// crash can send twice.
     pub async fn run(self, cancel: CancellationToken) {
-        type Recording<'a> = Pin<Box<dyn Future<Output = (Vec<i64>, anyhow::Result<()>)> + Send + 'a>>;
+        type Pending<'a, T> = Option<Pin<Box<dyn Future<Output = T> + Send + 'a>>>;
         let mut sending = FuturesUnordered::new();
         let mut unrecorded: HashSet<i64> = HashSet::new();
         let finished: Mutex<Vec<Attempt>> = Mutex::default();
-        let mut recording: Option<Recording<'_>> = None;
+        let mut recording: Pending<'_, (Vec<i64>, anyhow::Result<()>)> = None;
+        // A claim runs beside the sends and the record rather than before them, so
+        // an answer from the server or the turn to write is never left waiting on
+        // a read. It leaves out every row unrecorded when it starts; rows are only
+        // recorded (and so dropped from `unrecorded`) after that, so a claim never
+        // returns a row that is being sent or was just recorded.
+        let mut claiming: Pending<'_, anyhow::Result<Vec<OutboxRow>>> = None;
         // Whether a claim may find rows: after a wake-up, a pause, or a claim that
         // filled every free slot. An empty claim after each finished send was most
         // of the claims under load, each a query for nothing.
         let mut may_be_due = true;
+        let mut claimed_for = 0;
         loop {
             if recording.is_none() && !finished.lock().unwrap().is_empty() {
                 let (this, finished) = (&self, &finished);
@@ -115,20 +122,14 @@ impl Delivery {
                 .concurrency()
                 .saturating_sub(sending.len())
                 .min((2 * self.concurrency()).saturating_sub(unrecorded.len()));
-            if free > 0 && may_be_due && !cancel.is_cancelled() {
+            if claiming.is_none() && free > 0 && may_be_due && !cancel.is_cancelled() {
                 let exclude: Vec<i64> = unrecorded.iter().copied().collect();
-                match self.claim(free as i64, &exclude).await {
-                    Ok(rows) => {
-                        may_be_due = rows.len() == free;
-                        for row in rows {
-                            unrecorded.insert(row.id);
-                            sending.push(self.attempt(row));
-                        }
-                    }
-                    Err(e) => warn!("delivery: claim: {e:#}"),
-                }
+                let this = &self;
+                claimed_for = free;
+                may_be_due = false;
+                claiming = Some(Box::pin(async move { this.claim(free as i64, &exclude).await }));
             }
-            if sending.is_empty() && recording.is_none() {
+            if sending.is_empty() && recording.is_none() && claiming.is_none() {
                 if cancel.is_cancelled() {
                     return;
                 }
@@ -150,12 +151,34 @@ impl Delivery {
                     None => std::future::pending().await,
                 }
             };
+            let claimed = async {
+                match claiming.as_mut() {
+                    Some(c) => c.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some(first) = sending.next(), if !sending.is_empty() => {
                     let mut finished = finished.lock().unwrap();
                     finished.push(first);
                     while let Some(Some(more)) = sending.next().now_or_never() {
                         finished.push(more);
+                    }
+                }
+                claim = claimed => {
+                    claiming = None;
+                    match claim {
+                        // Claimed as the daemon stops: left pending for the next start.
+                        Ok(_) if cancel.is_cancelled() => {}
+                        Ok(rows) => {
+                            // A full claim may have left rows behind; a wake-up meanwhile already said so.
+                            may_be_due |= rows.len() == claimed_for;
+                            for row in rows {
+                                unrecorded.insert(row.id);
+                                sending.push(self.attempt(row));
+                            }
+                        }
+                        Err(e) => warn!("delivery: claim: {e:#}"),
                     }
                 }
                 (ids, result) = recorded => {
