@@ -83,7 +83,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         clock.clone(),
         plugins.clone(),
-        engine.delivery_wake.clone(),
+        engine.delivery.clone(),
         engine.admission.clone(),
     )?;
     let api = api::serve(
@@ -111,7 +111,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         clock.clone(),
         vec![
             engine_wake.clone(),
-            engine.delivery_wake.clone(),
+            engine.delivery.wake.clone(),
             classification_wake.clone(),
         ],
         cancel.clone(),

@@ -1,4 +1,5 @@
-//! Delivery: claims due outbox rows, sends each (email by SMTP or as `.eml`
+//! Delivery: takes the outbox rows the engine hands over as it queues them
+//! and claims the other due rows, sends each (email by SMTP or as `.eml`
 //! files; other channels over HTTP as their plugin describes), and records
 //! every attempt.
 //!
@@ -40,7 +41,7 @@ pub struct Delivery {
     http: HttpConfig,
     policy: DeliveryConfig,
     suppression: SuppressionRules,
-    wake: Arc<Notify>,
+    handoff: Arc<Handoff>,
     /// Told when the API's messages have been attempted.
     admission: Arc<Admission>,
 }
@@ -48,13 +49,49 @@ pub struct Delivery {
 /// One finished attempt: the row, when the attempt started, how it ended.
 type Attempt = (OutboxRow, i64, Outcome);
 
+/// Rows handed and not yet taken at most; more are left to the claims.
+const MAX_HANDED: usize = 1024;
+
+/// The rows a batch of steps queued, handed over as it commits, so that a new
+/// message need not wait for a claim to read it back. The outbox stays the
+/// record: a row delivery does not take at once, its claims find there.
+#[derive(Default)]
+pub struct Handoff {
+    rows: Mutex<Vec<OutboxRow>>,
+    handed: Notify,
+    /// Wakes delivery to claim: due rows may be there that nobody handed
+    /// (another process's, a retry's).
+    pub wake: Arc<Notify>,
+}
+
+impl Handoff {
+    /// Hands over committed rows, in the order of their ids.
+    pub fn hand(&self, rows: Vec<OutboxRow>) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut handed = self.rows.lock().unwrap();
+        if handed.len() + rows.len() > MAX_HANDED {
+            drop(handed);
+            return self.wake.notify_one();
+        }
+        handed.extend(rows);
+        drop(handed);
+        self.handed.notify_one();
+    }
+
+    fn take(&self) -> Vec<OutboxRow> {
+        std::mem::take(&mut *self.rows.lock().unwrap())
+    }
+}
+
 impl Delivery {
     pub fn new(
         config: &Config,
         store: Store,
         clock: Clock,
         plugins: Plugins,
-        wake: Arc<Notify>,
+        handoff: Arc<Handoff>,
         admission: Arc<Admission>,
     ) -> anyhow::Result<Delivery> {
         Ok(Delivery {
@@ -65,7 +102,7 @@ impl Delivery {
             http: config.http.clone(),
             policy: config.delivery.clone(),
             suppression: config.suppression.rules(),
-            wake,
+            handoff,
             admission,
         })
     }
@@ -79,10 +116,10 @@ impl Delivery {
     ///
     /// Sending, claiming and recording overlap: finished attempts are recorded
     /// in one transaction while the next sends go out and the next rows are
-    /// claimed, so waiting for the database never idles the SMTP sessions. A row stays out of the claims
-    /// from the moment it is claimed until its attempt is recorded, and at most
-    /// twice `concurrency` rows are claimed and not yet recorded: the most a
-    /// crash can send twice.
+    /// claimed, so waiting for the database never idles the SMTP sessions. A
+    /// row stays out of the claims from the moment it is taken until its
+    /// attempt is recorded, and at most twice `concurrency` rows are taken and
+    /// not yet recorded: the most a crash can send twice.
     pub async fn run(self, cancel: CancellationToken) {
         type Pending<'a, T> = Option<Pin<Box<dyn Future<Output = T> + Send + 'a>>>;
         let mut sending = FuturesUnordered::new();
@@ -100,6 +137,10 @@ impl Delivery {
         // of the claims under load, each a query for nothing.
         let mut may_be_due = true;
         let mut claimed_for = 0;
+        // The highest id taken, by a claim or from the handoff. A handed row
+        // above it was never claimed, and handed rows are taken only while no
+        // claim is under way (one could return them): no row is taken twice.
+        let mut highest_taken = 0;
         loop {
             if recording.is_none() && !finished.lock().unwrap().is_empty() {
                 let (this, finished) = (&self, &finished);
@@ -118,10 +159,24 @@ impl Delivery {
             }
             // New claims stop while too many finished sends wait for their record:
             // what a crash can repeat stays at most twice `concurrency`.
-            let free = self
+            let mut free = self
                 .concurrency()
                 .saturating_sub(sending.len())
                 .min((2 * self.concurrency()).saturating_sub(unrecorded.len()));
+            if claiming.is_none() {
+                for row in self.handoff.take() {
+                    // Not while due rows may wait in the outbox: the claim takes
+                    // them all, the most urgent first.
+                    if free > 0 && !may_be_due && row.id > highest_taken && !cancel.is_cancelled() {
+                        highest_taken = row.id;
+                        free -= 1;
+                        unrecorded.insert(row.id);
+                        sending.push(self.attempt(row));
+                    } else {
+                        may_be_due = true;
+                    }
+                }
+            }
             if claiming.is_none() && free > 0 && may_be_due && !cancel.is_cancelled() {
                 let exclude: Vec<i64> = unrecorded.iter().copied().collect();
                 let this = &self;
@@ -134,12 +189,12 @@ impl Delivery {
                     return;
                 }
                 let pause = self.until_next().await;
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(pause) => {}
-                }
-                may_be_due = true;
+                may_be_due |= tokio::select! {
+                    _ = cancel.cancelled() => true,
+                    _ = self.handoff.wake.notified() => true,
+                    _ = self.handoff.handed.notified() => false,
+                    _ = tokio::time::sleep(pause) => true,
+                };
                 continue;
             }
             let room = sending.len() < self.concurrency()
@@ -173,6 +228,7 @@ impl Delivery {
                         Ok(rows) => {
                             // A full claim may have left rows behind; a wake-up meanwhile already said so.
                             may_be_due |= rows.len() == claimed_for;
+                            highest_taken = rows.iter().map(|r| r.id).fold(highest_taken, i64::max);
                             for row in rows {
                                 unrecorded.insert(row.id);
                                 sending.push(self.attempt(row));
@@ -193,7 +249,8 @@ impl Delivery {
                         unrecorded.remove(&id);
                     }
                 }
-                _ = self.wake.notified(), if room => may_be_due = true,
+                _ = self.handoff.wake.notified(), if room => may_be_due = true,
+                _ = self.handoff.handed.notified(), if room => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)), if room => may_be_due = true,
             }
         }

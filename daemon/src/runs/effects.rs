@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::admission::SteppedRuns;
-use crate::store::{self, DeferredRun, FinishedStep, NewOutboxRow};
+use crate::store::{self, DeferredRun, FinishedStep, NewOutboxRow, OutboxRow};
 
 #[derive(Default)]
 pub struct Effects {
@@ -22,6 +22,8 @@ pub struct Effects {
     /// For admission control, what the flushes so far did (the caller takes it
     /// once their transaction is committed).
     pub stepped: SteppedRuns,
+    /// The messages the flushes so far queued, for delivery once committed.
+    pub queued: Vec<OutboxRow>,
 }
 
 impl Effects {
@@ -29,9 +31,11 @@ impl Effects {
     /// on are added to `stepped`. Fails if a run is no longer where its step
     /// found it (the caller rolls back).
     pub async fn flush(&mut self, conn: &mut store::Conn, now: i64) -> anyhow::Result<()> {
-        if store::insert_outbox(conn, &self.outbox, now).await? > 0 {
-            let sending = self.outbox.iter().filter_map(|row| row.run_id);
-            self.stepped.sending.extend(sending);
+        let runs: Vec<i64> = self.outbox.iter().filter_map(|row| row.run_id).collect();
+        let queued = store::insert_outbox(conn, std::mem::take(&mut self.outbox), now).await?;
+        if !queued.is_empty() {
+            self.stepped.sending.extend(runs);
+            self.queued.extend(queued);
         }
         let next_now = self.finished.iter().filter(|f| f.status == "ready");
         self.stepped.continuing.extend(next_now.map(|f| f.run_id));
@@ -48,6 +52,7 @@ impl Effects {
     pub fn clear(&mut self) {
         self.clear_writes();
         self.stepped = SteppedRuns::default();
+        self.queued.clear();
     }
 
     fn clear_writes(&mut self) {

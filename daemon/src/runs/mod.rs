@@ -10,15 +10,15 @@ use anyhow::Context as _;
 use futures::stream::{self, StreamExt};
 use serde_json::json;
 use sqlx::Acquire as _;
-use tokio::sync::Notify;
 use tracing::{info, warn};
 
 mod effects;
 
 use crate::admission::{Admission, SteppedRuns};
 use crate::clock::Clock;
+use crate::delivery::Handoff;
 use crate::plugins::{Plugins, Recipient, RenderedMessage};
-use crate::store::{self, Category, Contact, NewOutboxRow, OutboundMessage, Run, Store};
+use crate::store::{self, Category, Contact, NewOutboxRow, OutboundMessage, OutboxRow, Run, Store};
 use crate::triggers;
 use crate::unsubscribe::Unsubscribe;
 use effects::Effects;
@@ -113,8 +113,8 @@ pub struct Engine {
     pub plugins: Plugins,
     pub message_id_domain: String,
     pub unsubscribe: Unsubscribe,
-    /// Woken when new outbox rows are committed.
-    pub delivery_wake: Arc<Notify>,
+    /// Handed the outbox rows each batch of steps queued, once committed.
+    pub delivery: Arc<Handoff>,
     /// Told where the API's events have got to.
     pub admission: Arc<Admission>,
     current: RwLock<Arc<WorkflowSet>>,
@@ -147,7 +147,7 @@ impl Engine {
             plugins,
             message_id_domain,
             unsubscribe,
-            delivery_wake: Arc::new(Notify::new()),
+            delivery: Arc::new(Handoff::default()),
             admission,
             current: RwLock::new(set.clone()),
             pinned: Mutex::new(HashMap::new()),
@@ -455,17 +455,15 @@ impl Engine {
     /// only that run's step.
     async fn apply_prepared(&self, prepared: &[(i64, anyhow::Result<Option<Prepared>>)]) -> anyhow::Result<Advanced> {
         let now = self.clock.now_ms();
-        let stepped = match self.apply_batch(prepared, now, false).await {
-            Ok(stepped) => stepped,
+        let (stepped, queued) = match self.apply_batch(prepared, now, false).await {
+            Ok(applied) => applied,
             Err(e) => {
                 let count = prepared.len();
                 warn!("a batch of {count} steps failed as a whole ({e:#}); applying them one by one");
                 self.apply_batch(prepared, now, true).await?
             }
         };
-        if !stepped.sending.is_empty() {
-            self.delivery_wake.notify_one();
-        }
+        self.delivery.hand(queued);
         Ok(Advanced {
             more: !stepped.continuing.is_empty()
                 || prepared.iter().any(|(_, p)| {
@@ -476,15 +474,15 @@ impl Engine {
     }
 
     /// Applies prepared steps in one transaction; returns the runs that queued a
-    /// message and those that go straight on. `one_by_one`: each step under its
-    /// own savepoint, an error recorded against its run; otherwise any error
-    /// fails the whole batch.
+    /// message and those that go straight on, and the messages queued.
+    /// `one_by_one`: each step under its own savepoint, an error recorded
+    /// against its run; otherwise any error fails the whole batch.
     async fn apply_batch(
         &self,
         prepared: &[(i64, anyhow::Result<Option<Prepared>>)],
         now: i64,
         one_by_one: bool,
-    ) -> anyhow::Result<SteppedRuns> {
+    ) -> anyhow::Result<(SteppedRuns, Vec<OutboxRow>)> {
         let mut tx = self.store.write().await?;
         // Read again under the write lock, where nothing but this batch changes them;
         // a step that changes its contact drops it from here, so the next reads it afresh.
@@ -506,6 +504,7 @@ impl Engine {
         drop(stepping);
         let mut effects = Effects::default();
         let mut stepped = SteppedRuns::default();
+        let mut queued = Vec::new();
         for (run_id, prepared) in prepared {
             let result = match prepared {
                 Ok(None) => continue,
@@ -526,6 +525,7 @@ impl Engine {
                         Ok(()) => {
                             savepoint.commit().await?;
                             stepped.append(std::mem::take(&mut effects.stepped));
+                            queued.append(&mut effects.queued);
                             Ok(())
                         }
                         Err(e) => {
@@ -544,10 +544,11 @@ impl Engine {
         }
         effects.flush(&mut tx, now).await?;
         stepped.append(std::mem::take(&mut effects.stepped));
+        queued.append(&mut effects.queued);
         tx.commit().await?;
         let runs: Vec<i64> = prepared.iter().map(|(run_id, _)| *run_id).collect();
         self.admission.runs_stepped(&runs, &stepped);
-        Ok(stepped)
+        Ok((stepped, queued))
     }
 
     /// Opens the passes of segment workflows that are due and enrols one batch

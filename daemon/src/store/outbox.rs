@@ -1,6 +1,8 @@
 //! The outbox: one row per message to deliver, written in the same transaction
 //! as the run step that decided to send it; and the record of every attempt.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::Conn;
@@ -106,12 +108,12 @@ pub struct NewOutboxRow {
 }
 
 /// Queues messages in one statement; a row whose idempotency key is queued
-/// already is left out. Returns how many were queued.
-pub async fn insert_outbox(conn: &mut Conn, rows: &[NewOutboxRow], now: i64) -> anyhow::Result<u64> {
+/// already is left out. Returns the rows queued, as a claim would read them.
+pub async fn insert_outbox(conn: &mut Conn, rows: Vec<NewOutboxRow>, now: i64) -> anyhow::Result<Vec<OutboxRow>> {
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let rows: Vec<serde_json::Value> = rows
+    let values: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| {
             serde_json::json!([
@@ -129,20 +131,46 @@ pub async fn insert_outbox(conn: &mut Conn, rows: &[NewOutboxRow], now: i64) -> 
         })
         .collect();
     // `WHERE true` lets SQLite parse the upsert clause after a SELECT.
-    let done = sqlx::query(
+    let queued: Vec<(i64, String, Option<String>)> = sqlx::query_as(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
                              category, priority, next_attempt_at, created_at, variant)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value -> 6,
                 value ->> 7, value ->> 8, ?, ?, value ->> 9
          FROM json_each(?) WHERE true ORDER BY key
-         ON CONFLICT (idempotency_key) DO NOTHING",
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING id, idempotency_key,
+                   (SELECT s.reason FROM suppressions s
+                     WHERE s.address = lower(recipient) AND s.channel IN ('*', channel) LIMIT 1)",
     )
     .bind(now)
     .bind(now)
-    .bind(serde_json::to_string(&rows)?)
-    .execute(&mut *conn)
+    .bind(serde_json::to_string(&values)?)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(done.rows_affected())
+    let mut queued: HashMap<String, (i64, Option<String>)> = queued
+        .into_iter()
+        .map(|(id, key, suppressed)| (key, (id, suppressed)))
+        .collect();
+    let mut rows: Vec<OutboxRow> = rows
+        .into_iter()
+        .filter_map(|r| {
+            let (id, suppressed) = queued.remove(&r.idempotency_key)?;
+            Some(OutboxRow {
+                id,
+                run_id: r.run_id,
+                recipient: r.message.to_address.clone(),
+                idempotency_key: r.idempotency_key,
+                message_id: r.message_id,
+                channel: r.channel,
+                message: sqlx::types::Json(r.message),
+                attempts: 0,
+                suppressed,
+                had_unknown: false,
+            })
+        })
+        .collect();
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
 }
 
 /// Due rows, most urgent category first, leaving out those already being sent.
