@@ -137,7 +137,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!("shutting down: finishing the current step, claiming nothing new");
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
-    store.pool.close().await;
+    store.close().await;
     info!("stopped");
     Ok(())
 }

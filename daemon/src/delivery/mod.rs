@@ -258,7 +258,10 @@ impl Delivery {
 
     async fn claim(&self, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<OutboxRow>> {
         let mut conn = self.store.pool.acquire().await?;
-        store::due_outbox(&mut conn, self.clock.now_ms(), limit, in_flight).await
+        let due = store::due_outbox(&mut conn, self.clock.now_ms(), limit, in_flight).await?;
+        // Sent only once the rows are on disk: power loss must not take back a sent message's row.
+        self.store.durable().await;
+        Ok(due)
     }
 
     async fn until_next(&self) -> Duration {

@@ -15,9 +15,10 @@ mod suppressions;
 mod timers;
 
 use std::ops::{Deref, DerefMut, RangeInclusive};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -45,16 +46,90 @@ pub type Conn = sqlx::SqliteConnection;
 /// handler sleeps 1, 2, 5, 10 ms and more before it tries again.
 pub struct Tx {
     tx: Transaction<'static, Sqlite>,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    turn: tokio::sync::OwnedMutexGuard<()>,
+    log: Arc<WriteAheadLog>,
 }
 
 impl Tx {
+    /// Commits, gives up the turn, then makes the commit durable: it returns
+    /// only once the write-ahead log is on disk, as SQLite's FULL would, but the
+    /// next writer need not wait for this fsync (a millisecond and more under
+    /// load) to begin. The log is written in order, so a later writer's flush
+    /// covers this commit too, and power lost before it loses only commits
+    /// whose callers had not yet returned.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        let Tx { tx, turn, log } = self;
+        // Counted before the commit is visible, so that no read can see it uncounted.
+        let seq = log.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        let flush = PendingFlush(Some((log, seq)));
+        let committed = tx.commit().await;
+        drop(turn);
+        flush.wait().await;
+        committed
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         self.tx.rollback().await
+    }
+}
+
+/// The database's write-ahead log, and how far the `Tx` commits in it are on
+/// disk. A read can see a commit before it is flushed; `Store::durable` waits
+/// until what it could have seen is.
+#[derive(Debug)]
+struct WriteAheadLog {
+    path: PathBuf,
+    /// `Tx` commits made, counted in their order (under the turn).
+    committed: AtomicU64,
+    /// The last of them known to be on disk.
+    flushed: tokio::sync::watch::Sender<u64>,
+}
+
+impl WriteAheadLog {
+    /// Flushes the log to disk, covering commit `seq` and every one before it,
+    /// on a blocking thread that runs to the end even if nobody waits for it.
+    /// A log file that is gone was checkpointed into the database and removed,
+    /// which SQLite syncs itself. A log that cannot be flushed leaves commits of
+    /// unknown durability: stop, as PostgreSQL does on a failed fsync, rather
+    /// than acknowledge what may be lost.
+    fn flush(self: Arc<Self>, seq: u64) -> tokio::task::JoinHandle<()> {
+        tokio::task::spawn_blocking(move || {
+            let synced = match std::fs::File::open(&self.path) {
+                Ok(file) => file.sync_data(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = synced {
+                tracing::error!(error = %e, path = %self.path.display(), "cannot flush the database's write-ahead log to disk; stopping");
+                std::process::abort();
+            }
+            self.flushed.send_modify(|flushed| *flushed = (*flushed).max(seq));
+        })
+    }
+}
+
+/// A commit's flush, started when it is waited for or, if the commit's caller
+/// stops waiting first, when this is dropped: `Store::durable` waits for every
+/// counted commit.
+struct PendingFlush(Option<(Arc<WriteAheadLog>, u64)>);
+
+impl PendingFlush {
+    async fn wait(mut self) {
+        let (log, seq) = self.0.take().expect("a flush is waited for once");
+        if log.flush(seq).await.is_err() {
+            tracing::error!("the write-ahead log flush did not finish; stopping");
+            std::process::abort();
+        }
+    }
+}
+
+impl Drop for PendingFlush {
+    fn drop(&mut self) {
+        if let Some((log, seq)) = self.0.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            drop(log.flush(seq));
+        }
     }
 }
 
@@ -122,7 +197,12 @@ fn inserted_ids(done: &SqliteQueryResult, inserted: u64) -> Option<RangeInclusiv
 /// The database handle shared by the daemon's tasks and the CLI.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Reads, and the CLI's and API's few writes outside a `Tx`.
     pub pool: SqlitePool,
+    /// The one connection `Tx`s write through. Its commits do not fsync under
+    /// the turn; `Tx::commit` flushes the log after giving the turn up.
+    writer: SqlitePool,
+    log: Arc<WriteAheadLog>,
     /// One write transaction at a time in this process (see `Tx`).
     write_turn: Arc<tokio::sync::Mutex<()>>,
     /// Writers waiting for the turn that others should not hold up (`write`).
@@ -151,16 +231,30 @@ impl Store {
             // for a whole batch, the thread is not woken once per row as it drains.
             .row_buffer_size(4096);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+            .max_connections(3)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("open database at {}", path.display()))?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
             .with_context(|| format!("migrate database at {}", path.display()))?;
+        // One connection is enough: the turn lets one transaction write at a time.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .await
+            .with_context(|| format!("open database at {}", path.display()))?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
         Ok(Store {
             pool,
+            writer,
+            log: Arc::new(WriteAheadLog {
+                path: wal.into(),
+                committed: AtomicU64::new(0),
+                flushed: tokio::sync::watch::Sender::new(0),
+            }),
             write_turn: Arc::default(),
             waiting: Arc::default(),
         })
@@ -170,7 +264,6 @@ impl Store {
     /// transaction that reads and then writes never fails halfway because the CLI
     /// or another task wrote in between; it waits (busy_timeout) instead.
     pub async fn write(&self) -> anyhow::Result<Tx> {
-        use std::sync::atomic::Ordering;
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let turn = self.write_turn.clone().lock_owned().await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -181,7 +274,6 @@ impl Store {
     /// gets the turn while others wait for it, it queues again behind them, up
     /// to MAX_TURNS_GIVEN times.
     pub async fn write_after_others(&self) -> anyhow::Result<Tx> {
-        use std::sync::atomic::Ordering;
         let mut turn = self.write_turn.clone().lock_owned().await;
         for _ in 0..MAX_TURNS_GIVEN {
             if self.waiting.load(Ordering::SeqCst) == 0 {
@@ -195,9 +287,28 @@ impl Store {
 
     async fn begin(&self, turn: tokio::sync::OwnedMutexGuard<()>) -> anyhow::Result<Tx> {
         Ok(Tx {
-            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            _turn: turn,
+            tx: self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            turn,
+            log: self.log.clone(),
         })
+    }
+
+    /// Waits until every `Tx` commit that a read made before this call could
+    /// have seen is on disk: what acts outside the database on what it read
+    /// (delivery sending what it found queued) must not act on a commit that
+    /// power loss could take back.
+    pub async fn durable(&self) {
+        let seq = self.log.committed.load(Ordering::SeqCst);
+        let mut flushed = self.log.flushed.subscribe();
+        // The sender lives as long as the store: an error cannot happen here.
+        let _ = flushed.wait_for(|&flushed| flushed >= seq).await;
+    }
+
+    /// Closes both pools: the last connection out checkpoints the log into the
+    /// database file and removes it.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
     }
 
     /// The virtual clock's stored reading, if it was ever set.
@@ -311,6 +422,41 @@ mod tests {
         records.await.unwrap();
         engine.await.unwrap();
         assert_eq!(*order.lock().unwrap(), ["engine", "records"]);
+    }
+
+    /// Delivery waits on `durable` before it sends what it read: a commit
+    /// whose caller stopped waiting halfway must still be flushed and counted
+    /// as such, or `durable` would wait for it until the next commit.
+    #[tokio::test]
+    async fn a_commit_abandoned_halfway_is_still_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let mut tx = store.write().await.unwrap();
+        sqlx::query("INSERT INTO secrets (name, value) VALUES ('a', x'00')")
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+        let mut commit = Box::pin(tx.commit());
+        // Polled once, then dropped.
+        tokio::select! {
+            biased;
+            _ = &mut commit => {}
+            _ = std::future::ready(()) => {}
+        }
+        drop(commit);
+        let durable = tokio::time::timeout(Duration::from_secs(60), store.durable()).await;
+        assert!(durable.is_ok(), "durable() still waits for a commit nobody flushed");
+        assert_eq!(*store.log.flushed.borrow(), store.log.committed.load(Ordering::SeqCst));
+        assert_eq!(store.log.committed.load(Ordering::SeqCst), 1);
+
+        // A commit seen through.
+        let mut tx = store.write().await.unwrap();
+        sqlx::query("INSERT INTO secrets (name, value) VALUES ('b', x'00')")
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(*store.log.flushed.borrow(), 2);
     }
 
     /// A database made by the first release, with data in it, opens under the
