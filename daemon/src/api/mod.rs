@@ -111,13 +111,19 @@ pub async fn serve(
     }
     let state = AppState {
         writer: GroupCommit::start(store.clone(), admission.clone()),
-        stage_intake: StageIntake::start(store.clone(), admission.clone(), clock.clone(), {
-            let engine = engine.clone();
-            Arc::new(move |conn, events| {
+        stage_intake: StageIntake::start(
+            store.clone(),
+            admission.clone(),
+            clock.clone(),
+            {
                 let engine = engine.clone();
-                Box::pin(async move { engine.take_events(conn, events).await })
-            })
-        }),
+                Arc::new(move |conn, events| {
+                    let engine = engine.clone();
+                    Box::pin(async move { engine.take_events(conn, events).await })
+                })
+            },
+            engine_wake.clone(),
+        ),
         admission,
         store,
         clock,

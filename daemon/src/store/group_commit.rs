@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use sqlx::Acquire as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
 use super::{Conn, StageByEmail, Store, Tx};
@@ -240,9 +240,16 @@ pub struct StageIntake {
 
 impl StageIntake {
     /// Starts the committing task; it ends when every handle is dropped.
-    pub fn start(store: Store, admission: Arc<Admission>, clock: Clock, take: TakeEvents) -> StageIntake {
+    /// `engine` is woken as soon as a group's runs can be read, before its flush.
+    pub fn start(
+        store: Store,
+        admission: Arc<Admission>,
+        clock: Clock,
+        take: TakeEvents,
+        engine: Arc<Notify>,
+    ) -> StageIntake {
         let (changes, queue) = mpsc::channel(MAX_GROUP * 4);
-        tokio::spawn(intake_loop(store, admission, clock, take, queue));
+        tokio::spawn(intake_loop(store, admission, clock, take, engine, queue));
         StageIntake { changes }
     }
 
@@ -264,13 +271,14 @@ async fn intake_loop(
     admission: Arc<Admission>,
     clock: Clock,
     take: TakeEvents,
+    engine: Arc<Notify>,
     mut queue: mpsc::Receiver<Intake>,
 ) {
     while let Some((tx, group)) = next_group(&store, &mut queue).await {
         let (changes, answers): (Vec<StageByEmail>, Vec<_>) =
             group.into_iter().map(|job| (job.change, job.answer)).unzip();
         let written = match tx {
-            Ok(tx) => intake_group(tx, &admission, &changes, clock.now_ms(), Some(&take)).await,
+            Ok(tx) => intake_group(tx, &admission, &changes, clock.now_ms(), Some((&take, &engine))).await,
             Err(e) => Err(e),
         };
         match written {
@@ -321,14 +329,14 @@ async fn intake_group(
     admission: &Admission,
     changes: &[StageByEmail],
     now: i64,
-    take: Option<&TakeEvents>,
+    take: Option<(&TakeEvents, &Notify)>,
 ) -> anyhow::Result<Vec<StageChanged>> {
     let written = super::stage_changes_by_email(&mut tx, changes, "api", now).await?;
     match (take, written.events) {
-        (Some(take), Some(events)) => {
+        (Some((take, engine)), Some(events)) => {
             let started = take(&mut tx, events).await.context(TakeFailed)?;
             admission.runs_started(&started);
-            if let Err(e) = tx.commit().await {
+            if let Err(e) = tx.commit_and_then(|| engine.notify_one()).await {
                 admission.runs_dropped(&started);
                 return Err(e).context("commit failed");
             }
@@ -557,8 +565,9 @@ mod tests {
         assert_eq!(contacts, 0);
     }
 
-    /// A group takes its own events in its transaction; if taking them fails,
-    /// every change still commits and its events wait for the engine.
+    /// A group takes its own events in its transaction and wakes the engine
+    /// once it commits; if taking them fails, every change still commits and
+    /// its events wait for the engine.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_takes_its_events_and_a_failure_to_leaves_them_to_the_engine() {
         for failing in [false, true] {
@@ -575,11 +584,13 @@ mod tests {
                     Ok(Vec::new())
                 })
             });
+            let engine = Arc::new(Notify::new());
             let intake = StageIntake::start(
                 store.clone(),
                 Arc::new(Admission::off()),
                 Clock::virtual_at(jiff::Timestamp::from_millisecond(5).unwrap()),
                 take,
+                engine.clone(),
             );
             let submits: Vec<_> = (0..8)
                 .map(|i| {
@@ -598,6 +609,8 @@ mod tests {
                     .unwrap();
             assert_eq!(events, 8);
             assert_eq!(taken, if failing { 0 } else { 8 }, "failing: {failing}");
+            let woken = futures::FutureExt::now_or_never(engine.notified()).is_some();
+            assert_eq!(woken, !failing, "failing: {failing}");
         }
     }
 }

@@ -58,12 +58,23 @@ impl Tx {
     /// covers this commit too, and power lost before it loses only commits
     /// whose callers had not yet returned.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.commit_and_then(|| {}).await
+    }
+
+    /// Like `commit`; calls `visible` as soon as the commit can be read, before
+    /// its flush: to wake a reader whose own effects wait for a flush of their
+    /// own (the engine hands nothing on before its writes are flushed, and each
+    /// flush covers every commit before it).
+    pub async fn commit_and_then(self, visible: impl FnOnce()) -> Result<(), sqlx::Error> {
         let Tx { tx, turn, log } = self;
         // Counted before the commit is visible, so that no read can see it uncounted.
         let seq = log.committed.fetch_add(1, Ordering::SeqCst) + 1;
         let flush = PendingFlush(Some((log, seq)));
         let committed = tx.commit().await;
         drop(turn);
+        if committed.is_ok() {
+            visible();
+        }
         flush.wait().await;
         committed
     }
