@@ -206,7 +206,9 @@ fn overdue_scan(c: &mut Criterion) {
         .sampling_mode(criterion::SamplingMode::Flat)
         .measurement_time(Duration::from_secs(20));
     // Fire the 10k due timers, turn them into events, start and finish a run each.
+    let mut ran = false;
     group.bench_function("scan_1m_contacts_10k_due_runs_started", |b| {
+        ran = true;
         b.iter_batched(
             || {
                 rt.block_on(async {
@@ -230,10 +232,13 @@ fn overdue_scan(c: &mut Criterion) {
         )
     });
     group.finish();
-    let runs: i64 = rt
-        .block_on(sqlx::query_scalar("SELECT COUNT(*) FROM runs").fetch_one(&store.pool))
-        .unwrap();
-    assert_eq!(runs, DUE, "every due follow-up started its run");
+    // Not if a filter on the command line left the benchmark out.
+    if ran {
+        let runs: i64 = rt
+            .block_on(sqlx::query_scalar("SELECT COUNT(*) FROM runs").fetch_one(&store.pool))
+            .unwrap();
+        assert_eq!(runs, DUE, "every due follow-up started its run");
+    }
 }
 
 criterion_group!(benches, condition, render, ingest, outbox, overdue_scan);
