@@ -260,7 +260,9 @@ impl Delivery {
         let mut conn = self.store.pool.acquire().await?;
         let due = store::due_outbox(&mut conn, self.clock.now_ms(), limit, in_flight).await?;
         // Sent only once the rows are on disk: power loss must not take back a sent message's row.
-        self.store.durable().await;
+        if !due.is_empty() {
+            self.store.durable().await;
+        }
         Ok(due)
     }
 
