@@ -174,12 +174,29 @@ fn a_hung_server_blocks_only_its_own_send_and_an_outage_loses_nothing() {
         || (smtp.faults_left()["ehlo"] == json!([])).then_some(()),
         || "the first session never reached EHLO".into(),
     );
+    // The second message opens a session of its own; once sent, that session
+    // takes the first message too, which need not wait out the hung one.
     let second = add_contact(&nudge, "Ma", &[]);
     nudge.cli(&["inquiry", "add", &second]);
-    smtp.wait_for(&second, "");
+    for to in [&first, &second] {
+        let row = wait_for_row(&nudge, to, |r| r["status"] == "sent");
+        assert_eq!(row["attempts"], 1, "{row}");
+    }
+
+    // A session that hangs in the middle of a message holds that message alone.
+    smtp.script_faults(json!({ "mail": ["hang"] }));
+    let third = add_contact(&nudge, "Ning", &[]);
+    nudge.cli(&["inquiry", "add", &third]);
+    wait_until(
+        || (smtp.faults_left()["mail"] == json!([])).then_some(()),
+        || "the third message never reached MAIL".into(),
+    );
+    let fourth = add_contact(&nudge, "Ou", &[]);
+    nudge.cli(&["inquiry", "add", &fourth]);
+    smtp.wait_for(&fourth, "");
     // The hung session is still within its 10 s deadline.
-    assert!(smtp.mails_to(&first).is_empty());
-    let row = wait_for_row(&nudge, &first, |r| r["attempts"] == 1);
+    assert!(smtp.mails_to(&third).is_empty());
+    let row = wait_for_row(&nudge, &third, |r| r["attempts"] == 1);
     assert_eq!(row["status"], "pending", "a hang before the body is retried: {row}");
     assert!(
         row["last_error"].as_str().unwrap().contains("before the message body"),
@@ -189,15 +206,15 @@ fn a_hung_server_blocks_only_its_own_send_and_an_outage_loses_nothing() {
     // Now the server is down for a while: attempts fail and back off; nothing is lost.
     smtp.stop();
     nudge.advance("1m");
-    wait_for_row(&nudge, &first, |r| r["attempts"] == 2);
-    let third = add_contact(&nudge, "Ning", &[]);
-    nudge.cli(&["inquiry", "add", &third]);
-    wait_for_row(&nudge, &third, |r| r["attempts"] == 1 && r["status"] == "pending");
+    wait_for_row(&nudge, &third, |r| r["attempts"] == 2);
+    let fifth = add_contact(&nudge, "Pei", &[]);
+    nudge.cli(&["inquiry", "add", &fifth]);
+    wait_for_row(&nudge, &fifth, |r| r["attempts"] == 1 && r["status"] == "pending");
     nudge.advance("3m");
-    wait_for_row(&nudge, &first, |r| r["attempts"] == 3);
+    wait_for_row(&nudge, &third, |r| r["attempts"] == 3);
     smtp.restart();
     nudge.advance("10m");
-    for to in [&first, &second, &third] {
+    for to in [&first, &second, &third, &fourth, &fifth] {
         wait_for_row(&nudge, to, |r| r["status"] == "sent");
         assert_eq!(smtp.mails_to(to).len(), 1, "{to} got one message");
     }

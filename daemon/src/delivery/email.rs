@@ -9,7 +9,8 @@
 //! unknown: the server may have queued the message.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
@@ -21,7 +22,8 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
-use tokio::time::{Instant, timeout_at};
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::config::{Config, SmtpConfig, SmtpTls};
 use crate::store::{OutboxRow, Outcome};
@@ -29,6 +31,12 @@ use crate::store::{OutboxRow, Outcome};
 /// The most SMTP sessions kept open (`delivery.concurrency` is capped at it).
 /// Each exchange takes round trips, so throughput comes from parallel sessions.
 pub const POOL_SIZE: usize = 128;
+/// The most sessions being opened at once. A burst after a quiet spell does
+/// not open a session for each of its messages: while a few are opened, the
+/// others go over sessions as they free up, a message taking two round trips
+/// where opening a session takes four and more (connect, greeting, EHLO twice,
+/// TLS). Opened sessions stay, so the pool still grows to what the load needs.
+const MAX_OPENING: usize = 8;
 /// An idle session older than this is closed rather than reused: servers drop idle clients.
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
 
@@ -75,6 +83,12 @@ impl Mailer {
 
 /// An SMTP server and the sessions open to it.
 struct Smtp {
+    server: Arc<Server>,
+    pool: Arc<Pool>,
+}
+
+/// What opening a session to the server takes.
+struct Server {
     host: String,
     port: u16,
     tls: SmtpTls,
@@ -82,7 +96,16 @@ struct Smtp {
     hello: ClientId,
     /// The whole exchange for one message, connect to the answer after the body.
     deadline: Duration,
+}
+
+/// The sessions to one server: those idle, and how many are being opened.
+#[derive(Default)]
+struct Pool {
     idle: Mutex<Vec<(Instant, Session)>>,
+    opening: AtomicUsize,
+    /// Told when a session goes idle or an opening ends: a send waiting for a
+    /// session takes the idle one or opens one of its own.
+    changed: Notify,
 }
 
 /// An open SMTP session.
@@ -109,28 +132,46 @@ enum Phase {
     Body,
 }
 
-impl Smtp {
-    fn new(config: &Config, smtp: &SmtpConfig) -> anyhow::Result<Smtp> {
-        let credentials = match &smtp.username {
-            Some(user) => {
-                let password = config
-                    .smtp_password()
-                    .with_context(|| format!("smtp.username is set but ${} holds no password", smtp.password_env))?;
-                Some(Credentials::new(user.clone(), password))
+/// A session being opened, counted in its pool until it is open or has failed.
+struct Opening(Arc<Pool>);
+
+impl Opening {
+    fn start(pool: Arc<Pool>) -> Opening {
+        pool.opening.fetch_add(1, Ordering::SeqCst);
+        Opening(pool)
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.0.opening.fetch_sub(1, Ordering::SeqCst);
+        // A send waiting for a session may now open one.
+        self.0.changed.notify_one();
+    }
+}
+
+impl Pool {
+    fn take_idle(&self) -> Option<Session> {
+        let mut idle = self.idle.lock().unwrap();
+        while let Some((since, session)) = idle.pop() {
+            if since.elapsed() < IDLE_LIMIT && !session.conn.has_broken() {
+                return Some(session);
             }
-            None => None,
-        };
-        Ok(Smtp {
-            host: smtp.host.clone(),
-            port: smtp.port,
-            tls: smtp.tls,
-            credentials,
-            hello: ClientId::default(),
-            deadline: Duration::from_secs(smtp.timeout_secs.max(1)),
-            idle: Mutex::new(Vec::new()),
-        })
+        }
+        None
     }
 
+    fn put_idle(&self, session: Session) {
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < POOL_SIZE {
+            idle.push((Instant::now(), session));
+        }
+        drop(idle);
+        self.changed.notify_one();
+    }
+}
+
+impl Server {
     async fn connect(&self) -> Result<Session, Failure> {
         let mut conn = match self.tls {
             SmtpTls::Tls => AsyncSmtpConnection::connect_tokio1(
@@ -181,44 +222,101 @@ impl Smtp {
         }
         Ok(Session { conn, pipelining })
     }
+}
 
-    fn take_idle(&self) -> Option<Session> {
-        let mut idle = self.idle.lock().unwrap();
-        while let Some((since, session)) = idle.pop() {
-            if since.elapsed() < IDLE_LIMIT && !session.conn.has_broken() {
-                return Some(session);
+impl Smtp {
+    fn new(config: &Config, smtp: &SmtpConfig) -> anyhow::Result<Smtp> {
+        let credentials = match &smtp.username {
+            Some(user) => {
+                let password = config
+                    .smtp_password()
+                    .with_context(|| format!("smtp.username is set but ${} holds no password", smtp.password_env))?;
+                Some(Credentials::new(user.clone(), password))
             }
-        }
-        None
+            None => None,
+        };
+        let server = Server {
+            host: smtp.host.clone(),
+            port: smtp.port,
+            tls: smtp.tls,
+            credentials,
+            hello: ClientId::default(),
+            deadline: Duration::from_secs(smtp.timeout_secs.max(1)),
+        };
+        Ok(Smtp {
+            server: Arc::new(server),
+            pool: Arc::default(),
+        })
     }
 
-    fn put_idle(&self, session: Session) {
-        let mut idle = self.idle.lock().unwrap();
-        if idle.len() < POOL_SIZE {
-            idle.push((Instant::now(), session));
-        }
-    }
-
-    /// One message over one session: a reused one if any is idle, else a new one.
-    /// A reused session the server has meanwhile closed fails at MAIL with no
-    /// reply code; then the message goes once more over a fresh session.
+    /// One message over one session (`session`). A reused session the server
+    /// has meanwhile closed fails at MAIL with no reply code; then the message
+    /// goes once more over a session opened for it.
     async fn send(&self, envelope: &Envelope, body: &[u8]) -> Outcome {
-        let deadline = Instant::now() + self.deadline;
-        if let Some(session) = self.take_idle() {
-            match self.exchange(session, envelope, body, deadline).await {
-                Err((Phase::Envelope, Failure::Smtp(ref e))) if e.status().is_none() => {}
-                result => return self.outcome(result),
-            }
+        let deadline = Instant::now() + self.server.deadline;
+        let (session, reused) = match self.session(deadline).await {
+            Ok(session) => session,
+            Err(e) => return self.outcome(Err((Phase::Connect, e))),
+        };
+        let result = self.exchange(session, envelope, body, deadline).await;
+        match result {
+            Err((Phase::Envelope, Failure::Smtp(ref e))) if reused && e.status().is_none() => {}
+            result => return self.outcome(result),
         }
-        let session = match timeout_at(deadline, self.connect()).await {
-            Ok(Ok(session)) => session,
-            Ok(Err(e)) => return self.outcome(Err((Phase::Connect, e))),
-            Err(_) => {
-                return Outcome::Transient(format!("no reply within {:?} (before the message body)", self.deadline));
-            }
+        let session = match self.open(deadline).await {
+            Ok(session) => session,
+            Err(e) => return self.outcome(Err((Phase::Connect, e))),
         };
         let result = self.exchange(session, envelope, body, deadline).await;
         self.outcome(result)
+    }
+
+    /// A session for one message, and whether it was used before: an idle one
+    /// if there is one, else whichever comes first of a session another send
+    /// frees and one this send opens (if fewer than MAX_OPENING are being
+    /// opened). A session opened for a send that got a freed one first goes
+    /// to the pool when it is ready.
+    async fn session(&self, deadline: Instant) -> Result<(Session, bool), Failure> {
+        let mut opening = None;
+        loop {
+            let changed = self.pool.changed.notified();
+            tokio::pin!(changed);
+            // Waiting from here: a session freed after the look below wakes this send.
+            changed.as_mut().enable();
+            if let Some(session) = self.pool.take_idle() {
+                if let Some(opening) = opening {
+                    let pool = self.pool.clone();
+                    tokio::spawn(async move {
+                        if let Ok(session) = opening.await {
+                            pool.put_idle(session);
+                        }
+                    });
+                }
+                return Ok((session, true));
+            }
+            if opening.is_none() && self.pool.opening.load(Ordering::SeqCst) < MAX_OPENING {
+                opening = Some(Box::pin(self.open(deadline)));
+            }
+            tokio::select! {
+                opened = async { opening.as_mut().expect("polled only while opening").await }, if opening.is_some() => {
+                    return opened.map(|session| (session, false));
+                }
+                _ = &mut changed => {}
+                _ = sleep_until(deadline) => return Err(Failure::TimedOut),
+            }
+        }
+    }
+
+    /// Opens a session within `deadline`, counted in the pool's `opening`
+    /// from now until it is open or has failed.
+    fn open(&self, deadline: Instant) -> impl Future<Output = Result<Session, Failure>> + Send + 'static {
+        let opening = Opening::start(self.pool.clone());
+        let server = self.server.clone();
+        async move {
+            let opened = timeout_at(deadline, server.connect()).await;
+            drop(opening);
+            opened.unwrap_or(Err(Failure::TimedOut))
+        }
     }
 
     /// The envelope, DATA, then the body. With PIPELINING the envelope and DATA
@@ -274,7 +372,7 @@ impl Smtp {
         }
         match timeout_at(deadline, conn.message(body)).await {
             Ok(Ok(_)) => {
-                self.put_idle(session);
+                self.pool.put_idle(session);
                 Ok(())
             }
             Ok(Err(e)) => {
@@ -293,11 +391,14 @@ impl Smtp {
             Err((Phase::Body, Failure::TimedOut)) => {
                 return Outcome::Unknown(format!(
                     "no reply within {:?} after the message body; the server may have it",
-                    self.deadline
+                    self.server.deadline
                 ));
             }
             Err((_, Failure::TimedOut)) => {
-                return Outcome::Transient(format!("no reply within {:?} (before the message body)", self.deadline));
+                return Outcome::Transient(format!(
+                    "no reply within {:?} (before the message body)",
+                    self.server.deadline
+                ));
             }
             Err((_, Failure::Connect(error))) => return Outcome::Transient(format!("connect: {error}")),
         };
