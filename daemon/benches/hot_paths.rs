@@ -129,7 +129,7 @@ fn outbox(c: &mut Criterion) {
                     message: message.clone(),
                     variant: None,
                 };
-                store::insert_outbox(&mut tx, vec![row], 0).await.unwrap();
+                store::queue_and_finish(&mut tx, vec![row], &[], 0).await.unwrap();
                 tx.commit().await.unwrap();
                 let mut conn = store.pool.acquire().await.unwrap();
                 let claimed = store::due_outbox(&mut conn, 0, 32, &[]).await.unwrap();

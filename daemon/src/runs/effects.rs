@@ -32,7 +32,7 @@ impl Effects {
     /// found it (the caller rolls back).
     pub async fn flush(&mut self, conn: &mut store::Conn, now: i64) -> anyhow::Result<()> {
         let runs: Vec<i64> = self.outbox.iter().filter_map(|row| row.run_id).collect();
-        let queued = store::insert_outbox(conn, std::mem::take(&mut self.outbox), now).await?;
+        let queued = store::queue_and_finish(conn, std::mem::take(&mut self.outbox), &self.finished, now).await?;
         if !queued.is_empty() {
             self.stepped.sending.extend(runs);
             self.queued.extend(queued);
@@ -40,7 +40,6 @@ impl Effects {
         let next_now = self.finished.iter().filter(|f| f.status == "ready");
         self.stepped.continuing.extend(next_now.map(|f| f.run_id));
         store::insert_run_timers(conn, &self.timers).await?;
-        store::finish_steps(conn, &self.finished, now).await?;
         store::defer_runs(conn, &self.deferred, now).await?;
         store::end_runs(conn, &self.ended, now).await?;
         store::set_tags(conn, &self.tags, now).await?;

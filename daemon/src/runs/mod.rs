@@ -256,9 +256,7 @@ impl Engine {
         conn: &mut store::Conn,
         ids: RangeInclusive<i64>,
     ) -> anyhow::Result<Vec<(i64, i64)>> {
-        let events = store::events_in(conn, ids).await?;
-        let contact_ids: Vec<i64> = events.iter().map(|e| e.contact_id).collect();
-        let contacts = store::contacts_with_context(conn, &contact_ids).await?;
+        let (events, contacts) = store::events_with_contacts(conn, ids).await?;
         self.start_runs(conn, &events, &contacts).await
     }
 

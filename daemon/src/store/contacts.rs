@@ -165,7 +165,7 @@ const CONTACT_JSON: &str = "json_object(
 
 /// The query for contacts with their follow-up counts (what the condition
 /// context needs), selected by `filter` on `contacts c`, as one row of JSON.
-fn contacts_json_sql(filter: &str) -> String {
+pub(super) fn contacts_json_sql(filter: &str) -> String {
     format!(
         "SELECT json_group_array(json_array({CONTACT_JSON},
                   (SELECT COUNT(*) FROM follow_ups f WHERE f.contact_id = c.id)))
@@ -173,7 +173,7 @@ fn contacts_json_sql(filter: &str) -> String {
     )
 }
 
-fn parse_contact_rows(json: Option<String>) -> anyhow::Result<Vec<ContactRow>> {
+pub(super) fn parse_contact_rows(json: Option<String>) -> anyhow::Result<Vec<ContactRow>> {
     let rows: Vec<(Contact, i64)> = serde_json::from_str(json.as_deref().unwrap_or("[]"))?;
     Ok(rows
         .into_iter()
@@ -222,13 +222,17 @@ pub async fn contacts_with_context(
         .bind(serde_json::to_string(ids)?)
         .fetch_one(&mut *conn)
         .await?;
-    Ok(parse_contact_rows(json)?
-        .into_iter()
+    Ok(with_contexts(parse_contact_rows(json)?))
+}
+
+/// Contacts by id, each with its condition/template context.
+pub(super) fn with_contexts(rows: Vec<ContactRow>) -> std::collections::HashMap<i64, (Contact, serde_json::Value)> {
+    rows.into_iter()
         .map(|r| {
             let context = r.contact.context(r.follow_up_count);
             (r.contact.id, (r.contact, context))
         })
-        .collect())
+        .collect()
 }
 
 /// Adds a contact and its `contact_created` event.

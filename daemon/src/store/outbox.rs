@@ -107,10 +107,18 @@ pub struct NewOutboxRow {
     pub variant: Option<String>,
 }
 
-/// Queues messages in one statement; a row whose idempotency key is queued
-/// already is left out. Returns the rows queued, as a claim would read them.
-pub async fn insert_outbox(conn: &mut Conn, rows: Vec<NewOutboxRow>, now: i64) -> anyhow::Result<Vec<OutboxRow>> {
-    if rows.is_empty() {
+/// Queues messages (a row whose idempotency key is queued already is left
+/// out) and records finished steps, moving their runs on: what a batch of steps
+/// writes under the turn, in one round trip to SQLite's thread. Fails (and the
+/// caller rolls back) if any run is no longer ready at the step it ran.
+/// Returns the rows queued, as a claim would read them.
+pub async fn queue_and_finish(
+    conn: &mut Conn,
+    rows: Vec<NewOutboxRow>,
+    steps: &[super::FinishedStep],
+    now: i64,
+) -> anyhow::Result<Vec<OutboxRow>> {
+    if rows.is_empty() && steps.is_empty() {
         return Ok(Vec::new());
     }
     let values: Vec<serde_json::Value> = rows
@@ -130,27 +138,53 @@ pub async fn insert_outbox(conn: &mut Conn, rows: Vec<NewOutboxRow>, now: i64) -
             ])
         })
         .collect();
-    // `WHERE true` lets SQLite parse the upsert clause after a SELECT.
-    let queued: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+    let finished: Vec<serde_json::Value> = steps
+        .iter()
+        .map(|s| serde_json::json!([s.run_id, s.step, s.status, s.kind, s.detail]))
+        .collect();
+    // Three statements, one query; the rows queued and the runs moved come back
+    // as rows of one shape, told apart by their first column. `WHERE true` lets
+    // SQLite parse the upsert clause after a SELECT.
+    let returned: Vec<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
                              category, priority, next_attempt_at, created_at, variant)
          SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value -> 6,
-                value ->> 7, value ->> 8, ?, ?, value ->> 9
-         FROM json_each(?) WHERE true ORDER BY key
+                value ->> 7, value ->> 8, ?1, ?1, value ->> 9
+         FROM json_each(?2) WHERE true ORDER BY key
          ON CONFLICT (idempotency_key) DO NOTHING
-         RETURNING id, idempotency_key,
+         RETURNING 'queued', id, idempotency_key,
                    (SELECT s.reason FROM suppressions s
-                     WHERE s.address = lower(recipient) AND s.channel IN ('*', channel) LIMIT 1)",
+                     WHERE s.address = lower(recipient) AND s.channel IN ('*', channel) LIMIT 1);
+         INSERT INTO run_steps (run_id, step, kind, detail, finished_at)
+         SELECT value ->> 0, value ->> 1, value ->> 3, value ->> 4, ?1 FROM json_each(?3);
+         UPDATE runs SET next_step = runs.next_step + 1, status = j.status, updated_at = ?1, step_errors = 0,
+                         waiting_reason = NULL,
+                         outcome = CASE WHEN j.status = 'done' THEN 'all steps done' ELSE runs.outcome END
+         FROM (SELECT value ->> 0 AS id, value ->> 1 AS step, value ->> 2 AS status FROM json_each(?3)) AS j
+         WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step
+         RETURNING 'moved', runs.id, NULL, NULL",
     )
     .bind(now)
-    .bind(now)
     .bind(serde_json::to_string(&values)?)
+    .bind(serde_json::to_string(&finished)?)
     .fetch_all(&mut *conn)
     .await?;
-    let mut queued: HashMap<String, (i64, Option<String>)> = queued
-        .into_iter()
-        .map(|(id, key, suppressed)| (key, (id, suppressed)))
-        .collect();
+    let mut queued: HashMap<String, (i64, Option<String>)> = HashMap::new();
+    let mut moved = 0;
+    for (what, id, key, suppressed) in returned {
+        match (what.as_str(), key) {
+            ("queued", Some(key)) => {
+                queued.insert(key, (id, suppressed));
+            }
+            _ => moved += 1,
+        }
+    }
+    anyhow::ensure!(
+        moved == steps.len(),
+        "{} of {} runs are no longer at the step they ran",
+        steps.len() - moved,
+        steps.len()
+    );
     let mut rows: Vec<OutboxRow> = rows
         .into_iter()
         .filter_map(|r| {

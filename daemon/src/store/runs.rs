@@ -102,42 +102,6 @@ pub struct FinishedStep {
     pub status: &'static str,
 }
 
-/// Records finished steps and moves their runs on, in two statements. Fails
-/// (and the caller rolls back) if any run is no longer ready at that step.
-pub async fn finish_steps(conn: &mut Conn, steps: &[FinishedStep], now: i64) -> anyhow::Result<()> {
-    if steps.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<serde_json::Value> = steps
-        .iter()
-        .map(|s| serde_json::json!([s.run_id, s.step, s.status, s.kind, s.detail]))
-        .collect();
-    // Both statements in one query: one round trip to SQLite's thread instead of two.
-    // The steps' rows always go in, so the runs moved are what the query changed beyond them.
-    let changed = sqlx::query(
-        "INSERT INTO run_steps (run_id, step, kind, detail, finished_at)
-         SELECT value ->> 0, value ->> 1, value ->> 3, value ->> 4, ?1 FROM json_each(?2);
-         UPDATE runs SET next_step = runs.next_step + 1, status = j.status, updated_at = ?1, step_errors = 0,
-                         waiting_reason = NULL,
-                         outcome = CASE WHEN j.status = 'done' THEN 'all steps done' ELSE runs.outcome END
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS step, value ->> 2 AS status FROM json_each(?2)) AS j
-         WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step",
-    )
-    .bind(now)
-    .bind(serde_json::to_string(&rows)?)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let moved = changed.saturating_sub(steps.len() as u64);
-    anyhow::ensure!(
-        moved == steps.len() as u64,
-        "{} of {} runs are no longer at the step they ran",
-        steps.len() as u64 - moved,
-        steps.len()
-    );
-    Ok(())
-}
-
 /// Ends runs, each (id, status, outcome): `done`, `cancelled` (its trigger no
 /// longer holds) or `failed`.
 pub async fn end_runs(conn: &mut Conn, ended: &[(i64, &str, String)], now: i64) -> anyhow::Result<()> {
