@@ -242,33 +242,52 @@ impl Engine {
         tx.commit().await?;
         // Events come in id order, so every event up to the last is taken.
         let last = events.last().map(|e| e.id).unwrap_or_default();
-        self.admission.events_taken(last, ready);
+        self.admission
+            .events_taken(last, ready.iter().map(|run| (run.id, run.event_id)));
         Ok(events.len())
     }
 
     /// Takes the events `ids` in `conn`, the transaction that wrote them: starts
-    /// their runs as `ingest_events` would, reading them and their contacts there.
-    /// The API's stage changes go this way, so that their runs are ready when
-    /// the write commits instead of one engine cycle later. Returns the runs
-    /// started ready: (run id, event id).
+    /// their runs as `ingest_events` would, reading them and their contacts there,
+    /// and takes the first step of each run started ready there too, prepared and
+    /// rendered as the engine would. The API's stage changes go this way, so that
+    /// their messages are queued when the write commits instead of one engine
+    /// cycle or two later. A run whose step cannot be prepared or rendered is left
+    /// ready, for the engine to take it (and record why) as any other. What the
+    /// steps did is told to admission control and delivery by `Taken::committed`.
     pub async fn take_events(
-        &self,
+        self: &Arc<Self>,
         conn: &mut store::Conn,
         ids: RangeInclusive<i64>,
-    ) -> anyhow::Result<Vec<(i64, i64)>> {
-        let (events, contacts) = store::events_with_contacts(conn, ids).await?;
-        self.start_runs(conn, &events, &contacts).await
+    ) -> anyhow::Result<store::Taken> {
+        let (events, mut contacts) = store::events_with_contacts(conn, ids).await?;
+        let ready = self.start_runs(conn, &events, &contacts).await?;
+        let started: Vec<(i64, i64)> = ready.iter().map(|run| (run.id, run.event_id)).collect();
+        let mut prepared = self.prepare_all(ready, &contacts).await?;
+        prepared.retain(|(_, p)| p.is_ok());
+        let (stepped, queued) = self
+            .apply_in(conn, &prepared, &mut contacts, self.clock.now_ms(), false)
+            .await?;
+        let runs: Vec<i64> = prepared.iter().map(|(run_id, _)| *run_id).collect();
+        let engine = self.clone();
+        Ok(store::Taken {
+            started,
+            committed: Box::new(move || {
+                engine.admission.runs_stepped(&runs, &stepped);
+                engine.delivery.hand(queued);
+            }),
+        })
     }
 
     /// Starts the runs `events` trigger (each enabled workflow whose trigger and
     /// condition match, as of `contacts`) and marks the events processed, in
-    /// a query or two; returns the runs started ready: (run id, event id).
+    /// a query or two; returns the runs started ready.
     async fn start_runs(
         &self,
         conn: &mut store::Conn,
         events: &[store::Event],
         contacts: &HashMap<i64, (Contact, serde_json::Value)>,
-    ) -> anyhow::Result<Vec<(i64, i64)>> {
+    ) -> anyhow::Result<Vec<Run>> {
         let set = self.current();
         let mut starts = Vec::new();
         let mut contexts = Vec::new();
@@ -314,18 +333,33 @@ impl Engine {
             .collect();
         let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
         let started = store::start_runs(conn, &new_runs, &ids, now).await?;
-        let start_of: HashMap<(&str, i64), i64> = starts
+        let start_of: HashMap<(&str, i64), usize> = starts
             .iter()
-            .map(|(workflow, event, _, start)| ((workflow.name.as_str(), event.id), *start))
+            .enumerate()
+            .map(|(i, (workflow, event, ..))| ((workflow.name.as_str(), event.id), i))
             .collect();
         let mut timers = Vec::new();
         let mut ready = Vec::new();
         for (run_id, workflow, event_id) in &started {
-            let start = start_of[&(workflow.as_str(), *event_id)];
+            let i = start_of[&(workflow.as_str(), *event_id)];
+            let (_, _, contact, start) = starts[i];
             if start > now {
                 timers.push((*run_id, start));
             } else {
-                ready.push((*run_id, *event_id));
+                // As `ready_runs` would read it back.
+                ready.push(Run {
+                    id: *run_id,
+                    workflow: workflow.clone(),
+                    set_hash: set.hash.clone(),
+                    contact_id: contact.id,
+                    event_id: *event_id,
+                    status: "ready".into(),
+                    next_step: 0,
+                    context: sqlx::types::Json(contexts[i].clone()),
+                    started_at: now,
+                    start_stage: Some(contact.stage.clone()),
+                    step_errors: 0,
+                });
             }
             info!(run_id, workflow = %workflow, event_id, "run started");
         }
@@ -438,7 +472,15 @@ impl Engine {
             let contacts = store::contacts_with_context(&mut conn, &ids).await?;
             (runs, contacts)
         };
-        let contacts = &contacts;
+        self.prepare_all(runs, &contacts).await
+    }
+
+    /// Works out and renders each run's next move (several at once).
+    async fn prepare_all(
+        &self,
+        runs: Vec<Run>,
+        contacts: &HashMap<i64, (Contact, serde_json::Value)>,
+    ) -> anyhow::Result<Vec<(i64, anyhow::Result<Option<Prepared>>)>> {
         let mut prepared: Vec<(i64, anyhow::Result<Option<Prepared>>)> = stream::iter(runs)
             .map(|run| async move { (run.id, self.prepare(run, contacts).await) })
             .buffered(PREPARE_AHEAD)
@@ -471,10 +513,8 @@ impl Engine {
         })
     }
 
-    /// Applies prepared steps in one transaction; returns the runs that queued a
-    /// message and those that go straight on, and the messages queued.
-    /// `one_by_one`: each step under its own savepoint, an error recorded
-    /// against its run; otherwise any error fails the whole batch.
+    /// Applies prepared steps in one transaction (`apply_in`); returns the runs
+    /// that queued a message and those that go straight on, and the messages queued.
     async fn apply_batch(
         &self,
         prepared: &[(i64, anyhow::Result<Option<Prepared>>)],
@@ -489,6 +529,26 @@ impl Engine {
             .filter_map(|(_, p)| p.as_ref().ok()?.as_ref().map(|p| p.run.contact_id))
             .collect();
         let mut current = store::contacts_with_context(&mut tx, &ids).await?;
+        let applied = self.apply_in(&mut tx, prepared, &mut current, now, one_by_one).await?;
+        tx.commit().await?;
+        let runs: Vec<i64> = prepared.iter().map(|(run_id, _)| *run_id).collect();
+        self.admission.runs_stepped(&runs, &applied.0);
+        Ok(applied)
+    }
+
+    /// Applies prepared steps in `tx`, a transaction that holds the write lock and
+    /// in which `current` holds their contacts as they are; returns the runs that
+    /// queued a message and those that go straight on, and the messages queued.
+    /// `one_by_one`: each step under its own savepoint, an error recorded
+    /// against its run; otherwise any error fails the whole batch.
+    async fn apply_in(
+        &self,
+        tx: &mut store::Conn,
+        prepared: &[(i64, anyhow::Result<Option<Prepared>>)],
+        current: &mut HashMap<i64, (Contact, serde_json::Value)>,
+        now: i64,
+        one_by_one: bool,
+    ) -> anyhow::Result<(SteppedRuns, Vec<OutboxRow>)> {
         let stepping: Vec<(&Workflow, &Run, &Contact)> = prepared
             .iter()
             .filter_map(|(_, p)| p.as_ref().ok()?.as_ref())
@@ -498,7 +558,7 @@ impl Engine {
                 Some((&p.set.workflows[p.workflow], &p.run, contact))
             })
             .collect();
-        let facts = triggers::ExitFacts::load(&mut tx, &stepping).await?;
+        let facts = triggers::ExitFacts::load(tx, &stepping).await?;
         drop(stepping);
         let mut effects = Effects::default();
         let mut stepped = SteppedRuns::default();
@@ -507,15 +567,12 @@ impl Engine {
             let result = match prepared {
                 Ok(None) => continue,
                 Ok(Some(p)) if !one_by_one => {
-                    self.apply(&mut tx, p, &mut current, &facts, &mut effects, now).await?;
+                    self.apply(tx, p, current, &facts, &mut effects, now).await?;
                     continue;
                 }
                 Ok(Some(p)) => {
                     let mut savepoint = tx.begin().await?;
-                    let applied = match self
-                        .apply(&mut savepoint, p, &mut current, &facts, &mut effects, now)
-                        .await
-                    {
+                    let applied = match self.apply(&mut savepoint, p, current, &facts, &mut effects, now).await {
                         Ok(()) => effects.flush(&mut savepoint, now).await,
                         Err(e) => Err(e),
                     };
@@ -537,15 +594,12 @@ impl Engine {
                 Err(e) => Err(anyhow::anyhow!("{e:#}")),
             };
             if let Err(e) = result {
-                record_step_error(&mut tx, *run_id, &e, now).await?;
+                record_step_error(tx, *run_id, &e, now).await?;
             }
         }
-        effects.flush(&mut tx, now).await?;
+        effects.flush(tx, now).await?;
         stepped.append(std::mem::take(&mut effects.stepped));
         queued.append(&mut effects.queued);
-        tx.commit().await?;
-        let runs: Vec<i64> = prepared.iter().map(|(run_id, _)| *run_id).collect();
-        self.admission.runs_stepped(&runs, &stepped);
         Ok((stepped, queued))
     }
 

@@ -218,11 +218,18 @@ async fn run_group<T: Send + 'static>(
 /// event (`None`: the contact was at that stage already).
 pub type StageChanged = (i64, Option<i64>);
 
+/// What taking a group's events did: the runs started ready, (run id, event
+/// id), and what is left to do once the group's commit is durable (tell
+/// admission control and delivery what the runs' first steps did).
+pub struct Taken {
+    pub started: Vec<(i64, i64)>,
+    pub committed: Box<dyn FnOnce() + Send>,
+}
+
 /// Takes the events `ids` in the transaction that wrote them, starting their
-/// runs (`Engine::take_events`); returns the runs started ready: (run id, event id).
-pub type TakeEvents = Arc<
-    dyn for<'c> Fn(&'c mut Conn, RangeInclusive<i64>) -> BoxFuture<'c, anyhow::Result<Vec<(i64, i64)>>> + Send + Sync,
->;
+/// runs and taking their first steps (`Engine::take_events`).
+pub type TakeEvents =
+    Arc<dyn for<'c> Fn(&'c mut Conn, RangeInclusive<i64>) -> BoxFuture<'c, anyhow::Result<Taken>> + Send + Sync>;
 
 struct Intake {
     change: StageByEmail,
@@ -334,12 +341,13 @@ async fn intake_group(
     let written = super::stage_changes_by_email(&mut tx, changes, "api", now).await?;
     match (take, written.events) {
         (Some((take, engine)), Some(events)) => {
-            let started = take(&mut tx, events).await.context(TakeFailed)?;
-            admission.runs_started(&started);
+            let taken = take(&mut tx, events).await.context(TakeFailed)?;
+            admission.runs_started(&taken.started);
             if let Err(e) = tx.commit_and_then(|| engine.notify_one()).await {
-                admission.runs_dropped(&started);
+                admission.runs_dropped(&taken.started);
                 return Err(e).context("commit failed");
             }
+            (taken.committed)();
         }
         (_, events) => commit_counted(tx, admission, events).await?,
     }
@@ -581,7 +589,10 @@ mod tests {
                         .execute(&mut *conn)
                         .await?;
                     anyhow::ensure!(!failing, "no runs today");
-                    Ok(Vec::new())
+                    Ok(Taken {
+                        started: Vec::new(),
+                        committed: Box::new(|| {}),
+                    })
                 })
             });
             let engine = Arc::new(Notify::new());

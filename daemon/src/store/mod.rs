@@ -31,7 +31,7 @@ pub use engagement::*;
 pub use enrolments::*;
 pub use events::*;
 pub use follow_ups::*;
-pub use group_commit::{GroupCommit, StageChanged, StageIntake};
+pub use group_commit::{GroupCommit, StageChanged, StageIntake, Taken};
 pub use orders::*;
 pub use outbox::*;
 pub use runs::*;
