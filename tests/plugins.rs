@@ -129,8 +129,16 @@ fn a_hostile_plugin_fails_its_own_run_while_the_daemon_keeps_sending() {
     nudge.start();
     for name in ["Gao", "Hu", "Jin"] {
         let email = format!("{}@example.com", name.to_lowercase());
-        nudge.cli(&["contact", "add", "--name", name, "--email", &email]);
-        nudge.cli(&["stage", "set", &email, "intent"]);
+        if name == "Gao" {
+            nudge.cli(&["contact", "add", "--name", name, "--email", &email]);
+            nudge.cli(&["stage", "set", &email, "intent"]);
+            continue;
+        }
+        // Through the API the group renders its runs' first steps while it holds
+        // the turn to write: one past the budget is left to the engine.
+        let body = serde_json::json!({"name": name, "company": "Hostile Ltd", "email": email, "stage": "intent"});
+        let (status, answer) = nudge.http("POST", "/stage-changes", Some(&body.to_string()));
+        assert_eq!(status, 202, "{answer}");
     }
     // The shipped intent-proposal workflow still emails everyone.
     for name in ["gao", "hu", "jin"] {
@@ -142,6 +150,13 @@ fn a_hostile_plugin_fails_its_own_run_while_the_daemon_keeps_sending() {
     assert_eq!(status["runs"]["waiting"], 3, "{status}");
     assert!(
         nudge.log().contains("exceeded its deadline of 500 ms"),
+        "{}",
+        nudge.log()
+    );
+    assert!(
+        nudge
+            .log()
+            .contains("while it held the turn to write; the engine takes them"),
         "{}",
         nudge.log()
     );

@@ -40,6 +40,13 @@ const WORK_SLICE: std::time::Duration = std::time::Duration::from_millis(300);
 /// A segment pass gets longer slices: enrolling the whole segment quickly is what
 /// an admin waits for, and each slice still ends within a second.
 const SEGMENT_SLICE: std::time::Duration = std::time::Duration::from_millis(900);
+/// The time a stage-change group may spend rendering its runs' first steps
+/// while it holds the turn to write; a render not begun by then is left to the
+/// engine, which renders outside the turn.
+const TURN_RENDER_BUDGET: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long groups leave their first steps to the engine after one ran past
+/// that budget: a slow plugin must not hold up every writer, group after group.
+const TURN_RENDER_PAUSE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Errors in a row at one step before the run is given up as failed; until
 /// then it is retried with backoff (a busy database, a plugin over its deadline).
 const MAX_STEP_ERRORS: i64 = 8;
@@ -122,6 +129,9 @@ pub struct Engine {
     pinned: Mutex<HashMap<String, Arc<WorkflowSet>>>,
     /// The batch of steps being written, if any (`advance_runs`).
     writing: tokio::sync::Mutex<Option<Writing>>,
+    /// Until when stage-change groups leave their first steps to the engine
+    /// (`TURN_RENDER_PAUSE`); the machine's monotonic clock, as it is about its pace.
+    turn_renders_paused: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// A batch of steps handed to its write: its runs, and the task writing it.
@@ -152,6 +162,7 @@ impl Engine {
             current: RwLock::new(set.clone()),
             pinned: Mutex::new(HashMap::new()),
             writing: tokio::sync::Mutex::new(None),
+            turn_renders_paused: Mutex::new(None),
         };
         engine.install(set).await?;
         Ok(engine)
@@ -263,7 +274,18 @@ impl Engine {
         let (events, mut contacts) = store::events_with_contacts(conn, ids).await?;
         let ready = self.start_runs(conn, &events, &contacts).await?;
         let started: Vec<(i64, i64)> = ready.iter().map(|run| (run.id, run.event_id)).collect();
-        let mut prepared = self.prepare_all(ready, &contacts).await?;
+        let paused = self
+            .turn_renders_paused
+            .lock()
+            .unwrap()
+            .is_some_and(|until| until > tokio::time::Instant::now());
+        if paused {
+            return Ok(store::Taken {
+                started,
+                committed: Box::new(|| {}),
+            });
+        }
+        let mut prepared = self.prepare_all(ready, &contacts, Some(TURN_RENDER_BUDGET)).await?;
         prepared.retain(|(_, p)| p.is_ok());
         let (stepped, queued) = self
             .apply_in(conn, &prepared, &mut contacts, self.clock.now_ms(), false)
@@ -472,21 +494,23 @@ impl Engine {
             let contacts = store::contacts_with_context(&mut conn, &ids).await?;
             (runs, contacts)
         };
-        self.prepare_all(runs, &contacts).await
+        self.prepare_all(runs, &contacts, None).await
     }
 
-    /// Works out and renders each run's next move (several at once).
+    /// Works out and renders each run's next move (several at once), within
+    /// `budget` if given (`render_messages`).
     async fn prepare_all(
         &self,
         runs: Vec<Run>,
         contacts: &HashMap<i64, (Contact, serde_json::Value)>,
+        budget: Option<std::time::Duration>,
     ) -> anyhow::Result<Vec<(i64, anyhow::Result<Option<Prepared>>)>> {
         let mut prepared: Vec<(i64, anyhow::Result<Option<Prepared>>)> = stream::iter(runs)
             .map(|run| async move { (run.id, self.prepare(run, contacts).await) })
             .buffered(PREPARE_AHEAD)
             .collect()
             .await;
-        self.render_messages(&mut prepared).await?;
+        self.render_messages(&mut prepared, budget).await?;
         Ok(prepared)
     }
 
@@ -831,7 +855,14 @@ impl Engine {
     /// Renders the messages of a batch's prepared steps, in one blocking call per
     /// core rather than one per message (each call is a hand-off to another
     /// thread and back). A message that fails to render fails its run's step.
-    async fn render_messages(&self, prepared: &mut [(i64, anyhow::Result<Option<Prepared>>)]) -> anyhow::Result<()> {
+    /// With a `budget`, a render not begun within it is not made (its step
+    /// fails with "left to the engine"), and if the renders ran past it, groups
+    /// leave their first steps to the engine for `TURN_RENDER_PAUSE`.
+    async fn render_messages(
+        &self,
+        prepared: &mut [(i64, anyhow::Result<Option<Prepared>>)],
+        budget: Option<std::time::Duration>,
+    ) -> anyhow::Result<()> {
         let mut renders: Vec<(usize, Render)> = prepared
             .iter_mut()
             .enumerate()
@@ -846,6 +877,8 @@ impl Engine {
         if renders.is_empty() {
             return Ok(());
         }
+        let began = std::time::Instant::now();
+        let within = move || budget.is_none_or(|budget| began.elapsed() <= budget);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let share = renders.len().div_ceil(cores);
         let plugins = self.plugins.get();
@@ -855,7 +888,10 @@ impl Engine {
             let plugins = plugins.clone();
             calls.push(tokio::task::spawn_blocking(move || {
                 mine.into_iter()
-                    .map(|(i, r)| (i, r.template_name, plugins.render(&r.channel, &r.fields, &r.context)))
+                    .map(|(i, r)| {
+                        let rendered = within().then(|| plugins.render(&r.channel, &r.fields, &r.context));
+                        (i, r.template_name, rendered)
+                    })
                     .collect::<Vec<_>>()
             }));
         }
@@ -863,7 +899,7 @@ impl Engine {
             for (i, template_name, result) in call.await? {
                 let slot = &mut prepared[i].1;
                 match result {
-                    Ok((message, _)) => {
+                    Some(Ok((message, _))) => {
                         if let Ok(Some(Prepared {
                             action: Action::Step(step),
                             ..
@@ -872,9 +908,22 @@ impl Engine {
                             step.rendered = Some(message);
                         }
                     }
-                    Err(e) => *slot = Err(anyhow::Error::new(e).context(format!("render template `{template_name}`"))),
+                    Some(Err(e)) => {
+                        *slot = Err(anyhow::Error::new(e).context(format!("render template `{template_name}`")))
+                    }
+                    None => *slot = Err(anyhow::anyhow!("left to the engine: the renders ran past their budget")),
                 }
             }
+        }
+        if !within() {
+            let until = tokio::time::Instant::now() + TURN_RENDER_PAUSE;
+            *self.turn_renders_paused.lock().unwrap() = Some(until);
+            warn!(
+                "rendering a group's first steps took over {:?} while it held the turn to write; \
+                 the engine takes them for the next {:?}",
+                budget.unwrap_or_default(),
+                TURN_RENDER_PAUSE
+            );
         }
         Ok(())
     }
