@@ -285,7 +285,15 @@ impl Engine {
                 committed: Box::new(|| {}),
             });
         }
+        let began = std::time::Instant::now();
         let mut prepared = self.prepare_all(ready, &contacts, Some(TURN_RENDER_BUDGET)).await?;
+        if began.elapsed() > TURN_RENDER_BUDGET {
+            *self.turn_renders_paused.lock().unwrap() = Some(tokio::time::Instant::now() + TURN_RENDER_PAUSE);
+            warn!(
+                "rendering a group's first steps took over {TURN_RENDER_BUDGET:?} while it held the turn to write; \
+                 the engine takes them for the next {TURN_RENDER_PAUSE:?}"
+            );
+        }
         prepared.retain(|(_, p)| p.is_ok());
         let (stepped, queued) = self
             .apply_in(conn, &prepared, &mut contacts, self.clock.now_ms(), false)
@@ -856,8 +864,7 @@ impl Engine {
     /// core rather than one per message (each call is a hand-off to another
     /// thread and back). A message that fails to render fails its run's step.
     /// With a `budget`, a render not begun within it is not made (its step
-    /// fails with "left to the engine"), and if the renders ran past it, groups
-    /// leave their first steps to the engine for `TURN_RENDER_PAUSE`.
+    /// fails with "left to the engine").
     async fn render_messages(
         &self,
         prepared: &mut [(i64, anyhow::Result<Option<Prepared>>)],
@@ -914,16 +921,6 @@ impl Engine {
                     None => *slot = Err(anyhow::anyhow!("left to the engine: the renders ran past their budget")),
                 }
             }
-        }
-        if !within() {
-            let until = tokio::time::Instant::now() + TURN_RENDER_PAUSE;
-            *self.turn_renders_paused.lock().unwrap() = Some(until);
-            warn!(
-                "rendering a group's first steps took over {:?} while it held the turn to write; \
-                 the engine takes them for the next {:?}",
-                budget.unwrap_or_default(),
-                TURN_RENDER_PAUSE
-            );
         }
         Ok(())
     }
