@@ -416,6 +416,11 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
             .bind(now)
             .fetch_one(&mut *snapshot)
             .await?;
+    snapshot.commit().await?;
+    let writable = match daemon_write_failure(config).await {
+        Some(failure) => Err(format!("the running daemon cannot write: {failure}")),
+        None => store.prove_writable(now).await.map_err(|e| format!("{e:#}")),
+    };
     if as_json {
         let counts = |rows: &[(String, i64)]| {
             rows.iter()
@@ -433,6 +438,10 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
             "outbox_due": outbox_due,
             "events_unprocessed": unprocessed,
             "classified_on": classified_on,
+            "store": match &writable {
+                Ok(()) => json!({ "writable": true }),
+                Err(e) => json!({ "writable": false, "error": e }),
+            },
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -442,6 +451,10 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
         display_ms(now),
         if clock.is_virtual() { " (virtual clock)" } else { "" }
     );
+    match &writable {
+        Ok(()) => println!("store: {} (writable)", config.database.display()),
+        Err(e) => println!("store: {} CANNOT WRITE: {e}", config.database.display()),
+    }
     println!("overdue follow-ups by owner:");
     if overdue.is_empty() {
         println!("  none");
@@ -480,6 +493,32 @@ pub async fn status(config: &Config, as_json: bool) -> anyhow::Result<()> {
         classified_on.as_deref().unwrap_or("never")
     );
     Ok(())
+}
+
+/// The running daemon's own word on its store, from its `/health`: a daemon
+/// whose transactions no longer fit on a nearly full disk fails where this
+/// command's one-row probe may still fit. None when it can write, or when no
+/// daemon answers.
+async fn daemon_write_failure(config: &Config) -> Option<String> {
+    let mut address = config.api.bind;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .ok()?;
+    let body = client
+        .get(format!("http://{address}/health"))
+        .send()
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
+    let health: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    health["store"].as_str().map(str::to_string)
 }
 
 /// `nudge clock`: shows or moves the virtual clock.

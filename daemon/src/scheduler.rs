@@ -24,10 +24,14 @@ pub async fn run(engine: Arc<Engine>, wake: Arc<Notify>, cancel: CancellationTok
         while due {
             due = match engine.tick().await {
                 Ok(more) => more && !cancel.is_cancelled(),
+                // Tried again a second later: what failed (a full disk, say)
+                // is still due, and no wake-up may come to say so.
                 Err(e) => {
                     error!("engine: {e:#}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    false
+                    tokio::select! {
+                        _ = cancel.cancelled() => false,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+                    }
                 }
             };
         }

@@ -246,6 +246,8 @@ pub struct Nudge {
     pub token: String,
     /// Extra environment for every nudge process (e.g. plugin secrets).
     pub env: Vec<(String, String)>,
+    /// The SQLite file.
+    pub database: PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -278,13 +280,20 @@ impl Nudge {
 
     /// As `new`, with more settings appended to nudge.toml.
     pub fn with_config(smtp: &SmtpServer, start: &str, extra: &str) -> Nudge {
+        Nudge::with_database(smtp, start, None, extra)
+    }
+
+    /// As `with_config`, with the database at `database` (by default `nudge.db`
+    /// in the installation's folder).
+    pub fn with_database(smtp: &SmtpServer, start: &str, database: Option<&Path>, extra: &str) -> Nudge {
         let dir = tempfile::tempdir().unwrap();
+        let database = database.map_or_else(|| dir.path().join("nudge.db"), Path::to_path_buf);
         copy_dir(&repo_root().join("workflows"), &dir.path().join("workflows"));
         let api_port = free_port();
         std::fs::write(
             dir.path().join("nudge.toml"),
             format!(
-                "database = \"nudge.db\"\nworkflows = \"workflows\"\nclock = \"virtual\"\n\
+                "database = {database:?}\nworkflows = \"workflows\"\nclock = \"virtual\"\n\
                  [email]\nfrom = \"Sales <sales@nudge.test>\"\n\
                  [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\n\
                  [api]\nbind = \"127.0.0.1:{api_port}\"\ntoken_env = \"NUDGE_TEST_TOKEN\"\n{extra}\n",
@@ -298,6 +307,7 @@ impl Nudge {
             daemon: None,
             token: "test-token".into(),
             env: Vec::new(),
+            database,
         };
         nudge.cli(&["clock", "--set", start]);
         nudge
@@ -436,7 +446,7 @@ impl Nudge {
         let script = format!("import json, sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=30)\n{script}");
         let out = Command::new(python())
             .args(["-c", &script])
-            .arg(self.path("nudge.db"))
+            .arg(&self.database)
             .arg(sql)
             .output()
             .unwrap();

@@ -188,8 +188,17 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     next.run(request).await
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// 200 while the daemon can do its work; 503 while its store cannot write
+/// (writes are refused and delivery holds what it sent until it can record it).
+async fn health(State(s): State<AppState>) -> Response {
+    match s.store.write_failure() {
+        None => Json(json!({ "status": "ok" })).into_response(),
+        Some(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "degraded", "store": format!("cannot write: {error}") })),
+        )
+            .into_response(),
+    }
 }
 
 async fn contact(conn: &mut store::Conn, reference: &str) -> anyhow::Result<Contact> {

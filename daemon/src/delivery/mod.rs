@@ -49,6 +49,11 @@ pub struct Delivery {
 /// One finished attempt: the row, when the attempt started, how it ended.
 type Attempt = (OutboxRow, i64, Outcome);
 
+/// How long delivery waits before it tries again to record attempts it could
+/// not record, doubling up to the most.
+const RECORD_RETRY_MIN: Duration = Duration::from_millis(250);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Rows handed and not yet taken at most; more are left to the claims.
 const MAX_HANDED: usize = 1024;
 
@@ -125,7 +130,12 @@ impl Delivery {
         let mut sending = FuturesUnordered::new();
         let mut unrecorded: HashSet<i64> = HashSet::new();
         let finished: Mutex<Vec<Attempt>> = Mutex::default();
-        let mut recording: Pending<'_, (Vec<i64>, anyhow::Result<()>)> = None;
+        let mut recording: Pending<'_, Result<Vec<i64>, Vec<Attempt>>> = None;
+        // Set while attempts cannot be recorded (a full disk): no new send starts,
+        // and the next try to record waits this long. Sends whose record failed
+        // stay out of the claims until they are recorded, so a store that cannot
+        // write stops delivery instead of making it send the same rows again.
+        let mut record_failing: Option<Duration> = None;
         // A claim runs beside the sends and the record rather than before them, so
         // an answer from the server or the turn to write is never left waiting on
         // a read. It leaves out every row unrecorded when it starts; rows are only
@@ -143,18 +153,29 @@ impl Delivery {
         let mut highest_taken = 0;
         loop {
             if recording.is_none() && !finished.lock().unwrap().is_empty() {
-                let (this, finished) = (&self, &finished);
+                let (this, finished, pause) = (&self, &finished, record_failing);
                 recording = Some(Box::pin(async move {
+                    if let Some(pause) = pause {
+                        tokio::time::sleep(pause).await;
+                    }
                     // The turn to write first, then the batch: what finishes while
                     // another writer holds the turn is recorded with it.
                     let tx = this.store.write_after_others().await;
                     let batch = std::mem::take(&mut *finished.lock().unwrap());
-                    let ids = batch.iter().map(|(row, _, _)| row.id).collect();
                     let recorded = match tx {
                         Ok(tx) => this.record(tx, &batch).await,
                         Err(e) => Err(e),
                     };
-                    (ids, recorded)
+                    match recorded {
+                        Ok(()) => Ok(batch.iter().map(|(row, _, _)| row.id).collect()),
+                        Err(e) => {
+                            warn!(
+                                "delivery: cannot record {} attempts, sending stops until they are: {e:#}",
+                                batch.len()
+                            );
+                            Err(batch)
+                        }
+                    }
                 }));
             }
             // New claims stop while too many finished sends wait for their record:
@@ -163,6 +184,9 @@ impl Delivery {
                 .concurrency()
                 .saturating_sub(sending.len())
                 .min((2 * self.concurrency()).saturating_sub(unrecorded.len()));
+            if record_failing.is_some() {
+                free = 0;
+            }
             if claiming.is_none() {
                 for row in self.handoff.take() {
                     // Not while due rows may wait in the outbox: the claim takes
@@ -199,6 +223,7 @@ impl Delivery {
             }
             let room = sending.len() < self.concurrency()
                 && unrecorded.len() < 2 * self.concurrency()
+                && record_failing.is_none()
                 && !cancel.is_cancelled();
             let recorded = async {
                 match recording.as_mut() {
@@ -237,16 +262,32 @@ impl Delivery {
                         Err(e) => warn!("delivery: claim: {e:#}"),
                     }
                 }
-                (ids, result) = recorded => {
+                result = recorded => {
                     recording = None;
-                    if let Err(e) = result {
-                        // Not recorded: these rows stay pending and go again, as after a crash.
-                        warn!("delivery: record {} attempts: {e:#}", ids.len());
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        may_be_due = true;
-                    }
-                    for id in ids {
-                        unrecorded.remove(&id);
+                    match result {
+                        Ok(ids) => {
+                            if record_failing.take().is_some() {
+                                info!("delivery: attempts are recorded again; sending resumes");
+                                may_be_due = true;
+                            }
+                            for id in ids {
+                                unrecorded.remove(&id);
+                            }
+                        }
+                        Err(batch) if cancel.is_cancelled() && sending.is_empty() => {
+                            // Stopping with attempts that cannot be recorded: their rows are
+                            // still pending, and the next start sends them again (at most
+                            // the bound on unrecorded sends, each with its Message-ID).
+                            warn!("delivery: {} attempts left unrecorded at shutdown; they go again at the next start", batch.len());
+                            return;
+                        }
+                        Err(mut batch) => {
+                            let mut finished = finished.lock().unwrap();
+                            batch.append(&mut finished);
+                            *finished = batch;
+                            let pause = record_failing.map_or(RECORD_RETRY_MIN, |p| (p * 2).min(RECORD_RETRY_MAX));
+                            record_failing = Some(pause);
+                        }
                     }
                 }
                 _ = self.handoff.wake.notified(), if room => may_be_due = true,

@@ -48,6 +48,7 @@ pub struct Tx {
     tx: Transaction<'static, Sqlite>,
     turn: tokio::sync::OwnedMutexGuard<()>,
     log: Arc<WriteAheadLog>,
+    health: Arc<WriteHealth>,
 }
 
 impl Tx {
@@ -66,12 +67,13 @@ impl Tx {
     /// own (the engine hands nothing on before its writes are flushed, and each
     /// flush covers every commit before it).
     pub async fn commit_and_then(self, visible: impl FnOnce()) -> Result<(), sqlx::Error> {
-        let Tx { tx, turn, log } = self;
+        let Tx { tx, turn, log, health } = self;
         // Counted before the commit is visible, so that no read can see it uncounted.
         let seq = log.committed.fetch_add(1, Ordering::SeqCst) + 1;
         let flush = PendingFlush(Some((log, seq)));
         let committed = tx.commit().await;
         drop(turn);
+        health.observe(&committed);
         if committed.is_ok() {
             visible();
         }
@@ -142,6 +144,37 @@ impl Drop for PendingFlush {
             drop(log.flush(seq));
         }
     }
+}
+
+/// Whether the last write transaction could begin and commit: what `/health`
+/// and `nudge status` report, so that a full disk shows as such instead of as
+/// a stream of failed requests behind an "ok".
+#[derive(Debug, Default)]
+struct WriteHealth {
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+impl WriteHealth {
+    fn observe<T>(&self, result: &Result<T, sqlx::Error>) {
+        *self.failure.lock().unwrap() = result.as_ref().err().map(|e| e.to_string());
+    }
+}
+
+/// Whether a pooled connection may be handed out: not one still inside a
+/// transaction. A COMMIT that fails with SQLITE_FULL or SQLITE_IOERR may roll
+/// the transaction back by itself; sqlx's ROLLBACK then fails too, and the
+/// connection stays marked as inside a transaction for ever, so every later
+/// BEGIN on it fails. Such a connection is closed and a fresh one opened.
+fn fit_to_hand_out(
+    conn: &mut sqlx::SqliteConnection,
+    _: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    use sqlx::Connection as _;
+    let in_transaction = conn.is_in_transaction();
+    if in_transaction {
+        tracing::warn!("store: a connection left inside a failed transaction is replaced");
+    }
+    Box::pin(std::future::ready(Ok(!in_transaction)))
 }
 
 impl Deref for Tx {
@@ -223,6 +256,37 @@ fn configure_sqlite() {
     });
 }
 
+/// Fails with the file, the cause and what to do when the database cannot be
+/// written: SQLite would open a read-only file read-only without a word and
+/// fail later, at the first write, with "attempt to write a readonly database",
+/// or with "unable to open database file" when its folder refuses the `-wal`
+/// and `-shm` files beside it.
+fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let help = "nudge writes the database and creates its -wal and -shm files beside it: \
+                make the file and its folder writable by the user nudge runs as, \
+                or point `database` in nudge.toml at a writable place";
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("the database file {} cannot be written: {e}\n{help}", path.display()),
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let probe = dir.join(format!(".nudge-write-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => anyhow::bail!(
+            "the database folder {} does not let nudge create files in it: {e}\n{help}",
+            dir.display()
+        ),
+    }
+}
+
 /// The database handle shared by the daemon's tasks and the CLI.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -232,6 +296,7 @@ pub struct Store {
     /// the turn; `Tx::commit` flushes the log after giving the turn up.
     writer: SqlitePool,
     log: Arc<WriteAheadLog>,
+    health: Arc<WriteHealth>,
     /// One write transaction at a time in this process (see `Tx`).
     write_turn: Arc<tokio::sync::Mutex<()>>,
     /// Writers waiting for the turn that others should not hold up (`write`).
@@ -249,6 +314,7 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("create database folder {}", dir.display()))?;
         }
+        check_writable(path)?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(path)
             .create_if_missing(true)
@@ -262,6 +328,7 @@ impl Store {
             .row_buffer_size(4096);
         let pool = SqlitePoolOptions::new()
             .max_connections(3)
+            .before_acquire(fit_to_hand_out)
             .connect_with(options.clone())
             .await
             .with_context(|| format!("open database at {}", path.display()))?;
@@ -272,6 +339,7 @@ impl Store {
         // One connection is enough: the turn lets one transaction write at a time.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .before_acquire(fit_to_hand_out)
             .connect_with(options.synchronous(SqliteSynchronous::Normal))
             .await
             .with_context(|| format!("open database at {}", path.display()))?;
@@ -285,6 +353,7 @@ impl Store {
                 committed: AtomicU64::new(0),
                 flushed: tokio::sync::watch::Sender::new(0),
             }),
+            health: Arc::default(),
             write_turn: Arc::default(),
             waiting: Arc::default(),
         })
@@ -316,11 +385,34 @@ impl Store {
     }
 
     async fn begin(&self, turn: tokio::sync::OwnedMutexGuard<()>) -> anyhow::Result<Tx> {
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await;
+        if tx.is_err() {
+            self.health.observe(&tx);
+        }
         Ok(Tx {
-            tx: self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            tx: tx?,
             turn,
             log: self.log.clone(),
+            health: self.health.clone(),
         })
+    }
+
+    /// Commits a one-row write, to tell whether the store takes writes now;
+    /// the error says why not.
+    pub async fn prove_writable(&self, now: i64) -> anyhow::Result<()> {
+        let mut tx = self.write().await?;
+        sqlx::query("INSERT INTO store_checks (id, checked_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at")
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Why the last write transaction failed to begin or commit, while no later
+    /// one has committed: the store cannot write (a full disk, a read-only file).
+    pub fn write_failure(&self) -> Option<String> {
+        self.health.failure.lock().unwrap().clone()
     }
 
     /// Waits until every `Tx` commit that a read made before this call could
