@@ -302,7 +302,7 @@ pub enum ReportFormat {
     Csv,
 }
 
-/// `nudge report`: the measures of domain.md §6 for a period (default: the 30 days up to today).
+/// `nudge report`: the measures of docs/domain.md §6 for a period (default: the 30 days up to today).
 pub async fn report(
     config: &Config,
     from: Option<&str>,

@@ -55,7 +55,7 @@ enum Command {
     /// Change a contact's lifecycle stage.
     #[command(subcommand)]
     Stage(StageCommand),
-    /// Log follow-ups (domain.md §4).
+    /// Log follow-ups (docs/domain.md §4).
     #[command(subcommand, name = "followup")]
     FollowUp(FollowUpCommand),
     /// Record orders; import them from CSV.

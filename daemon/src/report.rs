@@ -1,4 +1,4 @@
-//! `nudge report`: the measures of domain.md §6 over a period, for all contacts
+//! `nudge report`: the measures of docs/domain.md §6 over a period, for all contacts
 //! or those of one owner, value tier or source. Every measure is a count over
 //! stored rows (history, follow-ups, inquiries, orders), so a figure can always
 //! be traced back to the rows behind it; README.md defines each one.

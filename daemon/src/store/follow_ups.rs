@@ -1,4 +1,4 @@
-//! Follow-up records (domain.md §4) and inquiries. Logging a follow-up answers
+//! Follow-up records (docs/domain.md §4) and inquiries. Logging a follow-up answers
 //! the contact's open inquiries and sets the next follow-up time.
 
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,7 @@ pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp
     }
     let at = new.at.unwrap_or(now);
     let owner = new.owner.clone().unwrap_or_else(|| contact.owner.clone());
-    // The rep who logged the follow-up made its judgements (domain.md §4: "B -> A").
+    // The rep who logged the follow-up made its judgements (docs/domain.md §4: "B -> A").
     let by = if owner.is_empty() { "follow-up" } else { owner.as_str() };
     let mut changes = Vec::new();
     if let Some(grade) = &new.intent_grade

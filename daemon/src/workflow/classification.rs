@@ -1,5 +1,5 @@
 //! `classification.toml`: the rules that turn a customer's orders into a value
-//! tier, an RFM grade and a behaviour (domain.md §1). Every threshold is a value in
+//! tier, an RFM grade and a behaviour (docs/domain.md §1). Every threshold is a value in
 //! the file; this module reads it with spans and checks what serde cannot (money,
 //! durations, time zones, thresholds in the right order), reporting every problem
 //! at its file:line:col like the other workflow files.
@@ -26,7 +26,7 @@ pub struct ClassificationRules {
     pub value_tier: ValueTierRules,
     pub rfm: RfmRules,
     pub behaviour: BehaviourRules,
-    /// Targets of the measures of `nudge report` (domain.md §6), when the file sets them.
+    /// Targets of the measures of `nudge report` (docs/domain.md §6), when the file sets them.
     pub report: Option<ReportRules>,
 }
 

@@ -28,7 +28,7 @@ pub use sending::{Cap, SendingPolicy, Window};
 
 use crate::store::Category;
 
-/// Lifecycle stages (domain.md §1), in order.
+/// Lifecycle stages (docs/domain.md §1), in order.
 pub const STAGES: &[&str] = &[
     "lead",
     "inquiry",
@@ -40,14 +40,14 @@ pub const STAGES: &[&str] = &[
     "dormant",
     "churned",
 ];
-/// Value tiers (domain.md §1).
+/// Value tiers (docs/domain.md §1).
 pub const TIERS: &[&str] = &["high", "medium", "low"];
-/// Intent grades (domain.md §1).
+/// Intent grades (docs/domain.md §1).
 pub const INTENT_GRADES: &[&str] = &["A", "B", "C"];
-/// The rep's judgement of a contact's attitude, and of how specific their need is (domain.md §1).
+/// The rep's judgement of a contact's attitude, and of how specific their need is (docs/domain.md §1).
 pub const ATTITUDES: &[&str] = &["doubting", "accepting"];
 pub const UNDERSTANDINGS: &[&str] = &["vague", "specific"];
-/// Funnel stages, from attitude x understanding (domain.md §1).
+/// Funnel stages, from attitude x understanding (docs/domain.md §1).
 pub const FUNNEL_STAGES: &[&str] = &["potential", "watching", "intent", "opportunity"];
 
 /// The funnel stage of an attitude and an understanding (values checked before).
@@ -60,7 +60,7 @@ pub fn funnel_stage(attitude: &str, understanding: &str) -> &'static str {
     }
 }
 
-/// RFM grades, computed from orders (domain.md §1).
+/// RFM grades, computed from orders (docs/domain.md §1).
 pub const RFM_GRADES: &[&str] = &["A", "B", "C"];
 /// The file of the folder that holds the classification rules.
 pub const CLASSIFICATION_FILE: &str = "classification.toml";
