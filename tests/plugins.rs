@@ -61,6 +61,10 @@ fn hostile_plugins_get_a_clear_error_and_nothing_else() {
         !ok && out.contains("plugin crashed") && out.contains("unreachable"),
         "{out}"
     );
+    assert!(
+        out.contains("panicked at") && out.contains("hostile plugin panics on purpose"),
+        "the panic's own message is shown: {out}"
+    );
     let (ok, out) = hostile(&nudge, "file");
     assert!(!ok && out.contains("cannot open a file"), "no preopened files: {out}");
     let (ok, out) = hostile(&nudge, "socket");

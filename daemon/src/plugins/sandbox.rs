@@ -22,6 +22,8 @@ pub use self::exports::nudge::channel::plugin::Guest as PluginExports;
 
 /// Bytes of stdout + stderr a plugin may write per call; beyond that its writes fail.
 const OUTPUT_LOG_CAP: usize = 16 * 1024;
+/// Bytes of the end of that output kept in a crash's error: where a panic's message is.
+const LAST_WORDS_CAP: usize = 1024;
 /// One epoch tick: how finely a plugin's deadline is kept.
 const TICK_MS: u64 = 5;
 /// Bytes of a freed instance's linear memory reset in place, with `memset` and
@@ -257,8 +259,54 @@ impl Runtime {
                 _ if store.data().limiter.hit => {
                     PluginError::Limit(format!("exceeded its memory limit of {} MiB", limits.memory_mb))
                 }
-                _ => PluginError::Trap(format!("{e:#}")),
+                _ => PluginError::Trap(match last_words(&log) {
+                    Some(said) => format!("{said} ({e:#})"),
+                    None => format!("{e:#}"),
+                }),
             }),
         }
+    }
+}
+
+/// The end of what a crashed plugin wrote (a Rust panic prints its message to
+/// stderr just before the trap), on one line, without the backtrace hint that
+/// the author cannot act on inside the sandbox.
+fn last_words(log: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(log);
+    let said = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE=1`"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut start = said.len().saturating_sub(LAST_WORDS_CAP);
+    while !said.is_char_boundary(start) {
+        start += 1;
+    }
+    (!said.is_empty()).then(|| said[start..].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_message_is_kept_on_one_line_without_the_backtrace_hint() {
+        let log = b"thread '<unnamed>' panicked at src/lib.rs:37:24:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            last_words(log).as_deref(),
+            Some("thread '<unnamed>' panicked at src/lib.rs:37:24: boom")
+        );
+        assert_eq!(last_words(b"\n \n"), None);
+    }
+
+    #[test]
+    fn only_the_end_of_a_long_output_is_kept_and_never_half_a_character() {
+        let log = format!("{}panicked: 阿里巴巴", "阿".repeat(2000));
+        let said = last_words(log.as_bytes()).unwrap();
+        assert!(
+            said.len() <= LAST_WORDS_CAP && said.ends_with("panicked: 阿里巴巴"),
+            "{said}"
+        );
     }
 }
