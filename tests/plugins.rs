@@ -414,3 +414,146 @@ fn sms_goes_out_over_http_only_to_allowed_public_hosts_and_never_follows_redirec
     assert_eq!(server.requests().len(), 2, "nothing reached the private address");
     nudge.stop();
 }
+
+/// A plugin author's loop: `nudge plugin test` on the folder being worked on
+/// tries that plugin alone (a broken folder beside it is not its business),
+/// shows the requests it would send, and what its `interpret_response` makes of
+/// each provider answer the fixture lists.
+#[test]
+fn plugin_test_tries_only_the_plugin_asked_for_and_reads_provider_answers() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.install_plugin("wecom", &wecom_wasm(), &manifest("plugins/wecom/plugin.toml"));
+    let broken = nudge.path("plugins.d/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("plugin.toml"),
+        "id = \"broken\"\nversion = \"0.1.0\"\ninterface = \"0.2.0\"\n[limits]\nmemory_mb = 4096\n",
+    )
+    .unwrap();
+    std::fs::write(broken.join("plugin.wasm"), b"not wasm").unwrap();
+    let fixture = nudge.path("wecom.json");
+    std::fs::write(
+        &fixture,
+        serde_json::json!({
+            "template": {"text": "Call {{ contact.name }}"},
+            "context": {"contact": {"name": "Li"}},
+            "config": {"key": "${secret:TEAM_ROBOT}"},
+            "recipient": "",
+            "responses": [
+                {"status": 200, "headers": {"content-type": "application/json"}, "body": {"errcode": 0, "errmsg": "ok"}},
+                {"status": 200, "body": "{\"errcode\":45009,\"errmsg\":\"api freq out of limit\"}"},
+                {"status": 200, "body": {"errcode": 93000, "errmsg": "invalid webhook url"}},
+                {"status": 503, "body": "busy"}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+
+    for plugin in [nudge.path("plugins.d/wecom").to_str().unwrap(), "wecom"] {
+        let (ok, stdout, stderr) = nudge.try_cli(&["plugin", "test", plugin, fixture.to_str().unwrap()]);
+        assert!(ok, "plugin test {plugin} failed:\n{stdout}{stderr}");
+        assert!(
+            stdout.contains("\"text\": \"Call Li\""),
+            "the rendered message: {stdout}"
+        );
+        assert!(
+            stdout.contains("POST https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=${secret:TEAM_ROBOT}"),
+            "the request, with the secret left for the host to fill: {stdout}"
+        );
+        assert!(
+            stdout.contains("HTTP 200 {\"errcode\":0,\"errmsg\":\"ok\"} -> sent: ok"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("-> retry later: errcode 45009: api freq out of limit"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("-> failed: errcode 93000: invalid webhook url"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("HTTP 503 busy -> retry later: HTTP 503"), "{stdout}");
+        assert!(
+            !stderr.contains("broken"),
+            "the broken folder was not even read: {stderr}"
+        );
+    }
+
+    // The broken folder itself is still reported when it is the one asked for.
+    let (ok, _, stderr) = nudge.try_cli(&["plugin", "test", "broken", fixture.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("limits.memory_mb = 4096"), "{stderr}");
+    // A fixture with a typo says where.
+    std::fs::write(&fixture, "{\"template\": {\"text\": \"hi\"},\n \"respnses\": []}").unwrap();
+    let (ok, _, stderr) = nudge.try_cli(&["plugin", "test", "wecom", fixture.to_str().unwrap()]);
+    assert!(
+        !ok && stderr.contains("unknown field `respnses`") && stderr.contains("line 2 column"),
+        "{stderr}"
+    );
+}
+
+/// An author runs `nudge plugin test` in their plugin's crate, with no nudge.toml:
+/// nothing is written into that folder, the one plugin is compiled once into the
+/// user's cache (no built-in plugin is compiled for it), and the next run reuses it.
+#[test]
+fn plugin_test_outside_an_installation_writes_only_to_the_user_cache() {
+    let tmp = scratch();
+    let work = tmp.path().join("my-channel");
+    let folder = work.join("plugins.d").join("wecom");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(wecom_wasm(), folder.join("plugin.wasm")).unwrap();
+    std::fs::copy(manifest("plugins/wecom/plugin.toml"), folder.join("plugin.toml")).unwrap();
+    std::fs::write(
+        work.join("fixture.json"),
+        r#"{"template": {"text": "hi"}, "config": {"key": "${secret:K}"}}"#,
+    )
+    .unwrap();
+    let cache_home = tmp.path().join("cache");
+    let run = || {
+        let out = std::process::Command::new(common::BIN)
+            .current_dir(&work)
+            .env("XDG_CACHE_HOME", &cache_home)
+            .env("NUDGE_LOG", "warn")
+            .args(["plugin", "test", "plugins.d/wecom", "fixture.json"])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && text.contains("\"text\": \"hi\""), "{text}");
+    };
+    let compiled = || -> Vec<(PathBuf, std::time::SystemTime)> {
+        let dir = cache_home.join("nudge").join("plugin-cache");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                let modified = std::fs::metadata(&p).unwrap().modified().unwrap();
+                (p, modified)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+
+    run();
+    let mut left: Vec<_> = std::fs::read_dir(&work)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["fixture.json", "plugins.d"],
+        "nothing new in the author's folder"
+    );
+    let first = compiled();
+    assert_eq!(first.len(), 1, "only the plugin under test was compiled: {first:?}");
+    assert!(first[0].0.extension().is_some_and(|e| e == "cwasm"), "{first:?}");
+    run();
+    assert_eq!(compiled(), first, "the second run reused the compiled plugin");
+}

@@ -36,6 +36,9 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub suppression: SuppressionConfig,
     pub unsubscribe: UnsubscribeConfig,
+    /// The file these settings came from; None when no nudge.toml was found (all defaults).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
 /// Retries and what to do when the outcome of a send is unknown.
@@ -259,6 +262,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             suppression: SuppressionConfig::default(),
             unsubscribe: UnsubscribeConfig::default(),
+            file: None,
         }
     }
 }
@@ -276,6 +280,7 @@ impl Config {
         }
         let text = std::fs::read_to_string(&path).with_context(|| format!("read config {}", path.display()))?;
         let mut config: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?;
+        config.file = Some(path.clone());
         let base = path.parent().unwrap_or(Path::new(""));
         for p in [
             &mut config.database,

@@ -277,8 +277,10 @@ struct ContactArgs {
 enum PluginCommand {
     /// Every loaded plugin: id, version, interface, channels, origin.
     List,
-    /// Run a plugin (an id, or a folder with plugin.toml and plugin.wasm) through
-    /// the real host on a JSON fixture; prints the result, time, fuel and peak memory.
+    /// Run one plugin (a folder with plugin.toml and plugin.wasm, or the id of an
+    /// installed or built-in one) through the real host on a JSON fixture: renders its
+    /// `template`, builds the requests for its `recipient`, reads its `responses`, and
+    /// prints the results and the render's time, fuel and peak memory. Sends nothing.
     Test { plugin: String, fixture: PathBuf },
 }
 

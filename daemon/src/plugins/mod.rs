@@ -185,6 +185,28 @@ impl PluginHost {
         Ok(host)
     }
 
+    /// Loads one plugin and nothing else, for `nudge plugin test`: `wanted` is a
+    /// folder holding plugin.toml and plugin.wasm, or the id of an installed or
+    /// built-in plugin. `config` replaces its `[plugin.<id>]` table. Other plugin
+    /// folders are not loaded, so a broken one beside it cannot stop the test.
+    pub fn load_only(settings: &PluginSettings, wanted: &str, config: Option<Value>) -> anyhow::Result<PluginHost> {
+        let (origin, wasm, manifest) = find_source(settings, wanted)?;
+        let id = Manifest::parse(&manifest, &format!("{origin}/plugin.toml"))?.id;
+        let mut settings = settings.clone();
+        if let Some(config) = config {
+            settings.config.insert(id, config);
+        }
+        let mut host = PluginHost {
+            runtime: Arc::new(Runtime::new()?),
+            plugins: BTreeMap::new(),
+            by_channel: BTreeMap::new(),
+        };
+        let fingerprint = fingerprint(&wasm, &manifest, &settings);
+        let plugin = host.load_one(&origin, &wasm, &manifest, fingerprint, &settings)?;
+        host.insert(Arc::new(plugin));
+        Ok(host)
+    }
+
     fn insert(&mut self, plugin: Arc<Plugin>) {
         // A plugin from the folder replaces a built-in with the same id (it comes later).
         if let Some(old) = self.plugins.remove(&plugin.manifest.id) {
@@ -377,6 +399,45 @@ fn fingerprint(wasm: &[u8], manifest: &str, settings: &PluginSettings) -> String
     hash.update(manifest.as_bytes());
     hash.update(serde_json::to_string(&settings.config).unwrap_or_default().as_bytes());
     format!("{:x}", hash.finalize())
+}
+
+/// Where `wanted` (a folder, or an id) comes from, with its wasm and manifest text.
+/// An installed plugin wins over a built-in of the same id, as in `load`.
+fn find_source(settings: &PluginSettings, wanted: &str) -> anyhow::Result<(String, Vec<u8>, String)> {
+    let read = |folder: &Path| -> anyhow::Result<(String, Vec<u8>, String)> {
+        let file = |name: &str| {
+            std::fs::read(folder.join(name)).with_context(|| format!("read {}", folder.join(name).display()))
+        };
+        let manifest = String::from_utf8_lossy(&file("plugin.toml")?).into_owned();
+        Ok((folder.display().to_string(), file("plugin.wasm")?, manifest))
+    };
+    let folder = Path::new(wanted);
+    if folder.join("plugin.toml").is_file() {
+        return read(folder);
+    }
+    let by_name = settings.dir.join(wanted);
+    if by_name.join("plugin.toml").is_file() {
+        return read(&by_name);
+    }
+    // A folder not named after its plugin: match the id in its manifest, and pass
+    // over folders that cannot say (they are not the one asked for).
+    for folder in installed(&settings.dir) {
+        let id = std::fs::read_to_string(folder.join("plugin.toml"))
+            .ok()
+            .and_then(|text| toml::from_str::<toml::Table>(&text).ok())
+            .and_then(|table| table.get("id").and_then(|id| id.as_str()).map(str::to_string));
+        if id.as_deref() == Some(wanted) {
+            return read(&folder);
+        }
+    }
+    if let Some((_, wasm, manifest)) = BUILT_IN.iter().find(|(id, _, _)| *id == wanted) {
+        return Ok(("built-in".to_string(), wasm.to_vec(), manifest.to_string()));
+    }
+    anyhow::bail!(
+        "no plugin `{wanted}`: not a folder with a plugin.toml, not installed in {}, and not built in ({})",
+        settings.dir.display(),
+        BUILT_IN.iter().map(|(id, _, _)| *id).collect::<Vec<_>>().join(", ")
+    )
 }
 
 /// Plugin folders under `dir` (each with a plugin.toml), sorted; none if `dir` does not exist.
