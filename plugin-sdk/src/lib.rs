@@ -24,8 +24,18 @@
 //! assert_eq!(Shout::render(&request).unwrap().text.as_deref(), Some("HI LI"));
 //! ```
 //!
-//! Build with `cargo build --target wasm32-wasip2 --release` and install the
-//! `.wasm` with its `plugin.toml` (see README.md).
+//! A plugin crate is a `cdylib` (`[lib] crate-type = ["cdylib"]` in its
+//! Cargo.toml; without it `cargo build` makes no `.wasm`), built with
+//! `cargo build --release --target wasm32-wasip2` and installed as `plugin.wasm`
+//! beside its `plugin.toml`. The README walks through a plugin from `cargo new`
+//! to `nudge plugin test`, and states the sandbox's limits and the interface's
+//! version policy.
+
+// The README's walk-through, compiled and run as doctests so that it keeps
+// matching this crate's API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeWalkThrough;
 
 pub mod html;
 pub mod sms;
@@ -37,12 +47,17 @@ wit_bindgen::generate!({
     pub_export_macro: true,
     export_macro_name: "export",
     default_bindings_module: "nudge_plugin_sdk",
+    // So that a plugin's tests can compare what its functions return.
+    additional_derives: [PartialEq, Eq],
 });
 
 pub use exports::nudge::channel::plugin::Guest;
 pub use nudge::channel::types::{
     DeliveryOutcome, HttpRequest, HttpResponse, PluginInfo, RenderError, RenderRequest, Rendered,
 };
+// A plugin reads JSON config and, usually, JSON answers from its provider: the
+// SDK's own serde_json, so that it needs no dependency of its own for that.
+pub use serde_json;
 pub use serde_json::{Value, json};
 
 /// The interface version this SDK builds plugins for (the WIT package version).
@@ -141,6 +156,21 @@ impl RenderRequest {
     }
 }
 
+impl HttpResponse {
+    /// The body parsed as JSON, or why it is not JSON.
+    pub fn json(&self) -> Result<Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| format!("the answer is not JSON: {e}"))
+    }
+
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
 impl Rendered {
     /// The value of one channel-specific part.
     pub fn extra(&self, name: &str) -> Option<&str> {
@@ -213,4 +243,30 @@ macro_rules! export_channel {
 
         $crate::export!(__NudgeChannelExport with_types_in $crate);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(body: &[u8]) -> HttpResponse {
+        HttpResponse {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_response_body_is_read_as_json_or_says_why_not() {
+        assert_eq!(response(br#"{"errcode": 0}"#).json().unwrap()["errcode"], 0);
+        let err = response(b"<html>busy</html>").json().unwrap_err();
+        assert!(err.starts_with("the answer is not JSON: expected value"), "{err}");
+    }
+
+    #[test]
+    fn headers_are_found_whatever_their_case() {
+        assert_eq!(response(b"").header("content-type"), Some("application/json"));
+        assert_eq!(response(b"").header("x-request-id"), None);
+    }
 }
