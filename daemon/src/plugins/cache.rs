@@ -2,8 +2,11 @@
 //! the engine's compatibility hash, so a warm start does not recompile.
 //!
 //! Deserializing is `unsafe` in wasmtime because a crafted file could run
-//! arbitrary code: only files this daemon wrote into its own cache folder are
-//! ever deserialized, never a file that came with a plugin.
+//! arbitrary code: only files nudge wrote into a cache folder of its own are
+//! ever deserialized (the installation's `plugin_cache`, or, for `nudge plugin
+//! test` without a nudge.toml, the user's `~/.cache/nudge/plugin-cache`, which
+//! only someone who can already run code as that user can write), never a
+//! file that came with a plugin.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
