@@ -3,7 +3,8 @@
 
 Prints "PORT <n>" once listening. Each request is appended to --log as one JSON
 line (method, path, headers, body). Answers come from --answers, a JSON list of
-{"status": int, "body": str}; the last one repeats once the list runs out.
+{"status": int, "body": str}, or {"hang": true} for a provider that takes the
+request and never answers; the last one repeats once the list runs out.
 """
 import argparse
 import json
@@ -20,6 +21,7 @@ def main():
     answers = json.loads(args.answers)
     lock = threading.Lock()
     served = [0]
+    never = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
@@ -31,6 +33,9 @@ def main():
                 with open(args.log, "a", encoding="utf-8") as f:
                     record = {"method": "POST", "path": self.path, "headers": dict(self.headers), "body": body}
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if answer.get("hang"):
+                never.wait()
+                return
             payload = answer["body"].encode("utf-8")
             self.send_response(answer["status"])
             self.send_header("Content-Type", "application/json")

@@ -132,7 +132,7 @@ fn outbox(c: &mut Criterion) {
                 store::queue_and_finish(&mut tx, vec![row], &[], 0).await.unwrap();
                 tx.commit().await.unwrap();
                 let mut conn = store.pool.acquire().await.unwrap();
-                let claimed = store::due_outbox(&mut conn, 0, 32, &[]).await.unwrap();
+                let claimed = store::due_outbox(&mut conn, 0, 32, &[], &[]).await.unwrap();
                 drop(conn);
                 let mut tx = store.write().await.unwrap();
                 let records: Vec<store::AttemptRecord> = claimed

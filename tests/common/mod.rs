@@ -349,6 +349,32 @@ impl Nudge {
         )
     }
 
+    /// As `try_cli`, for a command that might hang: killed after PATIENCE, with a panic saying `what`.
+    pub fn try_cli_or_hang(&self, args: &[&str], what: &str) -> (bool, String, String) {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("nudge {args:?} hung: {what}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
     /// Starts the daemon and waits until its API answers.
     pub fn start(&mut self) {
         assert!(self.daemon.is_none(), "already running");

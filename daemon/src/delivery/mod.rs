@@ -5,14 +5,16 @@
 //!
 //! Up to `delivery.concurrency` sends are in flight at once; as they finish, the
 //! finished ones are recorded together in one transaction and free slots are
-//! refilled, so one slow or hung server holds only its own slot. A crash loses
+//! refilled, so one slow or hung server holds only its own slot. A channel
+//! delivered by a plugin over HTTP holds at most half of the slots, so a slow
+//! provider or plugin never stops email (or another channel). A crash loses
 //! nothing: rows are marked only after their attempt, so at most the sends in
 //! flight are repeated after a restart, each with its stable Message-ID.
 
 mod email;
 pub mod http;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -116,6 +118,12 @@ impl Delivery {
         self.policy.concurrency.clamp(1, email::POOL_SIZE)
     }
 
+    /// Slots one plugin channel may hold at once: half, so that the rest stay
+    /// for email and the other channels however slow its plugin or provider is.
+    fn channel_slots(&self) -> usize {
+        (self.concurrency() / 2).max(1)
+    }
+
     /// Runs until cancelled. On cancel, the sends in flight finish (each within
     /// its deadline) and are recorded before returning.
     ///
@@ -128,6 +136,9 @@ impl Delivery {
     pub async fn run(self, cancel: CancellationToken) {
         type Pending<'a, T> = Option<Pin<Box<dyn Future<Output = T> + Send + 'a>>>;
         let mut sending = FuturesUnordered::new();
+        // Plugin channels' sends in flight or parked, and the rows parked because
+        // their channel held all its slots (taken, so no claim returns them).
+        let mut slots = ChannelSlots::new(self.channel_slots());
         let mut unrecorded: HashSet<i64> = HashSet::new();
         let finished: Mutex<Vec<Attempt>> = Mutex::default();
         let mut recording: Pending<'_, Result<Vec<i64>, Vec<Attempt>>> = None;
@@ -180,6 +191,12 @@ impl Delivery {
             }
             // New claims stop while too many finished sends wait for their record:
             // what a crash can repeat stays at most twice `concurrency`.
+            while sending.len() < self.concurrency()
+                && !cancel.is_cancelled()
+                && let Some(row) = slots.unpark()
+            {
+                sending.push(self.attempt(row));
+            }
             let mut free = self
                 .concurrency()
                 .saturating_sub(sending.len())
@@ -195,7 +212,9 @@ impl Delivery {
                         highest_taken = row.id;
                         free -= 1;
                         unrecorded.insert(row.id);
-                        sending.push(self.attempt(row));
+                        if let Some(row) = slots.take(row) {
+                            sending.push(self.attempt(row));
+                        }
                     } else {
                         may_be_due = true;
                     }
@@ -203,10 +222,11 @@ impl Delivery {
             }
             if claiming.is_none() && free > 0 && may_be_due && !cancel.is_cancelled() {
                 let exclude: Vec<i64> = unrecorded.iter().copied().collect();
+                let full = slots.full();
                 let this = &self;
                 claimed_for = free;
                 may_be_due = false;
-                claiming = Some(Box::pin(async move { this.claim(free as i64, &exclude).await }));
+                claiming = Some(Box::pin(async move { this.claim(free as i64, &exclude, &full).await }));
             }
             if sending.is_empty() && recording.is_none() && claiming.is_none() {
                 if cancel.is_cancelled() {
@@ -240,8 +260,10 @@ impl Delivery {
             tokio::select! {
                 Some(first) = sending.next(), if !sending.is_empty() => {
                     let mut finished = finished.lock().unwrap();
+                    slots.release(&first.0);
                     finished.push(first);
                     while let Some(Some(more)) = sending.next().now_or_never() {
+                        slots.release(&more.0);
                         finished.push(more);
                     }
                 }
@@ -256,7 +278,9 @@ impl Delivery {
                             highest_taken = rows.iter().map(|r| r.id).fold(highest_taken, i64::max);
                             for row in rows {
                                 unrecorded.insert(row.id);
-                                sending.push(self.attempt(row));
+                                if let Some(row) = slots.take(row) {
+                                    sending.push(self.attempt(row));
+                                }
                             }
                         }
                         Err(e) => warn!("delivery: claim: {e:#}"),
@@ -297,9 +321,9 @@ impl Delivery {
         }
     }
 
-    async fn claim(&self, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<OutboxRow>> {
+    async fn claim(&self, limit: i64, in_flight: &[i64], full_channels: &[String]) -> anyhow::Result<Vec<OutboxRow>> {
         let mut conn = self.store.pool.acquire().await?;
-        let due = store::due_outbox(&mut conn, self.clock.now_ms(), limit, in_flight).await?;
+        let due = store::due_outbox(&mut conn, self.clock.now_ms(), limit, in_flight, full_channels).await?;
         // Sent only once the rows are on disk: power loss must not take back a sent message's row.
         if !due.is_empty() {
             self.store.durable().await;
@@ -466,6 +490,73 @@ impl Delivery {
             ),
             (_, _) => warn!(outbox_id = row.id, to = %row.recipient, "{}: {}", outcome.name(), outcome.detail()),
         }
+    }
+}
+
+/// The slots plugin channels hold. Email is sent by the daemon itself, within
+/// its SMTP timeouts, and is never held back here.
+struct ChannelSlots {
+    per_channel: usize,
+    /// Sends in flight plus rows parked, per plugin channel.
+    held: HashMap<String, usize>,
+    parked: VecDeque<OutboxRow>,
+}
+
+impl ChannelSlots {
+    fn new(per_channel: usize) -> ChannelSlots {
+        ChannelSlots {
+            per_channel,
+            held: HashMap::new(),
+            parked: VecDeque::new(),
+        }
+    }
+
+    fn in_flight(&self, channel: &str) -> usize {
+        let parked = self.parked.iter().filter(|r| r.channel == channel).count();
+        self.held.get(channel).copied().unwrap_or(0) - parked
+    }
+
+    /// A taken row: back to be sent now, or None when its channel holds all its
+    /// slots (it is parked until one frees).
+    fn take(&mut self, row: OutboxRow) -> Option<OutboxRow> {
+        if row.channel == "email" {
+            return Some(row);
+        }
+        let in_flight = self.in_flight(&row.channel);
+        *self.held.entry(row.channel.clone()).or_default() += 1;
+        if in_flight < self.per_channel {
+            return Some(row);
+        }
+        self.parked.push_back(row);
+        None
+    }
+
+    /// A send of `row` finished.
+    fn release(&mut self, row: &OutboxRow) {
+        if let Some(held) = self.held.get_mut(&row.channel) {
+            *held -= 1;
+            if *held == 0 {
+                self.held.remove(&row.channel);
+            }
+        }
+    }
+
+    /// The first parked row whose channel has a free slot again.
+    fn unpark(&mut self) -> Option<OutboxRow> {
+        let at = self
+            .parked
+            .iter()
+            .position(|r| self.in_flight(&r.channel) < self.per_channel)?;
+        self.parked.remove(at)
+    }
+
+    /// Channels that hold all their slots: claims leave their rows for later.
+    fn full(&self) -> Vec<String> {
+        self.held
+            .iter()
+            .filter(|(_, held)| **held >= self.per_channel)
+            .map(|(channel, _)| channel.clone())
+            .collect()
     }
 }
 

@@ -2,14 +2,26 @@
 //! epoch interruption driven by a ticker that runs only while a call does,
 //! fuel), a Linker that gives plugins WASI with nothing behind it, and a fresh
 //! Store per call with the plugin's limits.
+//!
+//! Epoch interruption stops a plugin only while its wasm runs; a plugin that
+//! waits in the host (`std::thread::sleep`, a poll on a clock) is not running
+//! wasm. Every WASI call that can wait is a wait on a pollable (`poll` and
+//! `pollable.block`; the blocking stream calls of the only streams a plugin
+//! gets, its in-memory stdout/stderr and closed stdin, never wait), so those two
+//! are replaced with versions that give up at the call's deadline and stop the
+//! plugin with the same error the epoch gives.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
+use wasmtime::component::{Component, Linker, Resource, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, StoreContextMut, Trap,
+};
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi::p2::bindings::io::poll::{Host as _, HostPollable as _};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -38,6 +50,10 @@ const TICK_MS: u64 = 5;
 const MEMORY_KEPT_RESIDENT: usize = 2 << 20;
 /// The same for tables (the funcref table is written as functions are first called).
 const TABLE_KEPT_RESIDENT: usize = 64 << 10;
+/// The `wasi:io/poll` interface wasmtime-wasi links (the newest 0.2.x it
+/// serves; a guest built for an older 0.2 is linked to it by semver). Its
+/// waiting functions are replaced by ones that keep the call's deadline.
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
 
 /// Why a plugin call failed; each says what happened in words an admin can act on.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +76,28 @@ pub struct CallStats {
     pub peak_memory: usize,
 }
 
-/// Per-call state: WASI with no capabilities, and the memory limiter.
+/// Per-call state: WASI with no capabilities, the memory limiter, and when the call must end.
 pub struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryCap,
     log: MemoryOutputPipe,
+    deadline: Instant,
+}
+
+/// A plugin waited in the host past its call's deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("waited past its deadline")]
+struct WaitedPastDeadline;
+
+impl Sandbox {
+    /// Waits for `ready` at most until the call's deadline; past it, the plugin is stopped.
+    fn wait<R>(&mut self, ready: impl AsyncFnOnce(&mut ResourceTable) -> wasmtime::Result<R>) -> wasmtime::Result<R> {
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        let table = &mut self.table;
+        wasmtime_wasi::runtime::in_tokio(async move { tokio::time::timeout_at(deadline, ready(table)).await })
+            .map_err(|_| wasmtime::Error::new(WaitedPastDeadline))?
+    }
 }
 
 impl WasiView for Sandbox {
@@ -186,6 +218,7 @@ impl Runtime {
         // Rust's std for wasm32-wasip2 imports WASI; it gets the interfaces with
         // nothing behind them (no preopens, env, args, network), see `store`.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        shadow_waits(&mut linker)?;
         let ticker = Ticker::start(&engine)?;
         Ok(Runtime { engine, linker, ticker })
     }
@@ -198,7 +231,7 @@ impl Runtime {
         ChannelPre::new(pre).map_err(|e| anyhow::anyhow!("does not export the nudge:channel world: {e}"))
     }
 
-    fn store(&self, plugin: &Plugin) -> Store<Sandbox> {
+    fn store(&self, plugin: &Plugin, started: Instant) -> Store<Sandbox> {
         let limits = &plugin.manifest.limits;
         let log = MemoryOutputPipe::new(OUTPUT_LOG_CAP);
         let mut wasi = WasiCtx::builder();
@@ -216,6 +249,7 @@ impl Runtime {
                 hit: false,
             },
             log,
+            deadline: started + Duration::from_millis(limits.deadline_ms),
         };
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.limiter);
@@ -234,7 +268,7 @@ impl Runtime {
     ) -> Result<(T, CallStats), PluginError> {
         let started = Instant::now();
         let _ticking = self.ticker.call();
-        let mut store = self.store(plugin);
+        let mut store = self.store(plugin, started);
         let result = plugin.pre.instantiate(&mut store).and_then(|instance| {
             let exports = instance.nudge_channel_plugin().clone();
             f(&mut store, &exports)
@@ -251,10 +285,10 @@ impl Runtime {
         }
         match result {
             Ok(value) => Ok((value, stats)),
+            Err(e) if e.is::<WaitedPastDeadline>() || matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => Err(
+                PluginError::Limit(format!("exceeded its deadline of {} ms", limits.deadline_ms)),
+            ),
             Err(e) => Err(match e.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => {
-                    PluginError::Limit(format!("exceeded its deadline of {} ms", limits.deadline_ms))
-                }
                 Some(Trap::OutOfFuel) => PluginError::Limit(format!("used up its fuel budget of {}", limits.fuel)),
                 _ if store.data().limiter.hit => {
                     PluginError::Limit(format!("exceeded its memory limit of {} MiB", limits.memory_mb))
@@ -266,6 +300,29 @@ impl Runtime {
             }),
         }
     }
+}
+
+/// Replaces WASI's waits on pollables with ones that end at the call's deadline.
+fn shadow_waits(linker: &mut Linker<Sandbox>) -> anyhow::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL).map_err(anyhow::Error::from)?;
+    poll.func_wrap(
+        "poll",
+        |mut store: StoreContextMut<'_, Sandbox>, (pollables,): (Vec<Resource<DynPollable>>,)| {
+            let ready = store.data_mut().wait(async |table| table.poll(pollables).await)?;
+            Ok((ready,))
+        },
+    )
+    .map_err(anyhow::Error::from)?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut store: StoreContextMut<'_, Sandbox>, (pollable,): (Resource<DynPollable>,)| {
+            store.data_mut().wait(async |table| table.block(pollable).await)
+        },
+    )
+    .map_err(anyhow::Error::from)?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 /// The end of what a crashed plugin wrote (a Rust panic prints its message to

@@ -207,8 +207,15 @@ pub async fn queue_and_finish(
     Ok(rows)
 }
 
-/// Due rows, most urgent category first, leaving out those already being sent.
-pub async fn due_outbox(conn: &mut Conn, now: i64, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<OutboxRow>> {
+/// Due rows, most urgent category first, leaving out the rows `in_flight` and those of
+/// the channels in `full_channels` (which hold all their delivery slots).
+pub async fn due_outbox(
+    conn: &mut Conn,
+    now: i64,
+    limit: i64,
+    in_flight: &[i64],
+    full_channels: &[String],
+) -> anyhow::Result<Vec<OutboxRow>> {
     Ok(sqlx::query_as(
         "SELECT o.id, o.run_id, o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts,
                 (SELECT s.reason FROM suppressions s
@@ -217,10 +224,12 @@ pub async fn due_outbox(conn: &mut Conn, now: i64, limit: i64, in_flight: &[i64]
          FROM outbox o
          WHERE o.status = 'pending' AND o.next_attempt_at <= ?
            AND o.id NOT IN (SELECT value FROM json_each(?))
+           AND o.channel NOT IN (SELECT value FROM json_each(?))
          ORDER BY o.priority, o.next_attempt_at, o.id LIMIT ?",
     )
     .bind(now)
     .bind(serde_json::to_string(in_flight)?)
+    .bind(serde_json::to_string(full_channels)?)
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?)

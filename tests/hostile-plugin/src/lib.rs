@@ -1,12 +1,23 @@
 //! A plugin that misbehaves on request, to prove the sandbox holds: the
 //! template's `behaviour` field picks an endless loop, a memory bomb, a huge
-//! output, a trap, an attempt to read a file or open a socket, or a search of
-//! its memory for what an earlier call left there. Anything else renders a
-//! normal message.
+//! output, a trap, an attempt to read a file or open a socket, a wait in the
+//! host (a sleep, a poll on a clock), or a search of its memory for what an
+//! earlier call left there. Anything else renders a normal message.
+//!
+//! Delivery misbehaves too: the template's `deliver` field (passed on in the
+//! rendered message's extras, with `target`, the URL to send to) picks what
+//! `build_request` does, and the provider's answer body picks what
+//! `interpret_response` does.
 
 use std::hint::black_box;
+use std::time::Duration;
 
-use nudge_plugin_sdk::{Channel, PluginInfo, RenderError, RenderRequest, Rendered};
+use nudge_plugin_sdk::{
+    Channel, DeliveryOutcome, HttpRequest, HttpResponse, PluginInfo, RenderError, RenderRequest, Rendered, Value,
+};
+
+/// Longer than any test runs: a wait the host must cut short.
+const FOREVER: Duration = Duration::from_secs(3600);
 
 pub struct Hostile;
 
@@ -34,6 +45,14 @@ impl Channel for Hostile {
                 }
             }
             "huge" => "x".repeat(8 << 20),
+            "sleep" => {
+                std::thread::sleep(FOREVER);
+                "woke up".to_string()
+            }
+            "poll" => {
+                wait_on_clock(FOREVER);
+                "polled".to_string()
+            }
             "trap" => panic!("hostile plugin panics on purpose"),
             "file" => match std::fs::read_to_string("/etc/passwd") {
                 Ok(content) => format!("read a file: {} bytes", content.len()),
@@ -57,11 +76,87 @@ impl Channel for Hostile {
             }
             _ => "fine".to_string(),
         };
+        let passed_on = ["deliver", "target"]
+            .iter()
+            .filter_map(|k| request.field(k).map(|v| (k.to_string(), v.to_string())))
+            .collect();
         Ok(Rendered {
             text: Some(text),
+            extra: passed_on,
             ..Rendered::default()
         })
     }
+
+    fn build_request(message: &Rendered, _recipient: &str, _config: &Value) -> Result<Vec<HttpRequest>, RenderError> {
+        let extra = |name: &str| message.extra.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let url = extra("target").unwrap_or("http://127.0.0.1:9/").to_string();
+        let post = |body: Vec<u8>| HttpRequest {
+            method: "POST".into(),
+            url: url.clone(),
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body,
+        };
+        Ok(match extra("deliver").unwrap_or("one") {
+            "sleep" => {
+                std::thread::sleep(FOREVER);
+                vec![post(b"woke up".to_vec())]
+            }
+            "many" => (0..10_000).map(|i| post(format!("part {i}").into_bytes())).collect(),
+            "big" => vec![post(vec![b'x'; 3 << 20])],
+            "parts" => (1..=3).map(|i| post(format!("part {i}").into_bytes())).collect(),
+            "crlf" => {
+                let mut request = post(b"crlf".to_vec());
+                request.headers.push(("x-note".into(), "ok\r\nx-injected: yes".into()));
+                vec![request]
+            }
+            "host" => {
+                let mut request = post(b"host".to_vec());
+                request.headers.push(("Host".into(), "internal.example".into()));
+                vec![request]
+            }
+            _ => vec![post(b"one".to_vec())],
+        })
+    }
+
+    fn interpret_response(response: &HttpResponse) -> DeliveryOutcome {
+        match String::from_utf8_lossy(&response.body).trim() {
+            "sleep" => {
+                std::thread::sleep(FOREVER);
+                DeliveryOutcome::Sent("woke up".into())
+            }
+            "trap" => panic!("hostile plugin panics on reading the answer"),
+            "long-reason" => DeliveryOutcome::RetryLater("r".repeat(4 << 20)),
+            "retry" => DeliveryOutcome::RetryLater("try again".into()),
+            _ => nudge_plugin_sdk::outcome_from_status(response.status),
+        }
+    }
+}
+
+/// Waits on a monotonic-clock pollable through `wasi:io/poll.poll` itself, as an
+/// async runtime does (std's sleep may take another way).
+fn wait_on_clock(duration: Duration) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        #[link(wasm_import_module = "wasi:clocks/monotonic-clock@0.2.0")]
+        unsafe extern "C" {
+            #[link_name = "subscribe-duration"]
+            fn subscribe_duration(nanos: i64) -> i32;
+        }
+        #[link(wasm_import_module = "wasi:io/poll@0.2.0")]
+        unsafe extern "C" {
+            #[link_name = "poll"]
+            fn poll(pollables: *const i32, len: usize, ready: *mut [usize; 2]);
+        }
+        let mut ready = [0usize; 2];
+        // SAFETY: the signatures are the canonical ABI of these WASI 0.2.0 functions;
+        // `ready` receives the (pointer, length) of the list the host allocates.
+        unsafe {
+            let pollable = subscribe_duration(duration.as_nanos() as i64);
+            poll(&pollable, 1, &mut ready);
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    std::thread::sleep(duration);
 }
 
 /// A secret as it is kept in memory: changed, so that the request's own copy

@@ -1,0 +1,117 @@
+//! Attacks on the plugin sandbox, one test each, through `nudge plugin test` or
+//! the running daemon as a user meets them: a plugin that waits in the host,
+//! a slow channel, a broken plugin folder, a channel takeover, requests aimed
+//! at the daemon itself, oversized output, and a provider that accepted a
+//! message being sent it again.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{HttpServer, Nudge, SmtpServer, scratch};
+
+const MONDAY_9AM: &str = "2026-11-23T09:00:00Z";
+
+fn hostile_wasm() -> PathBuf {
+    PathBuf::from(env!("NUDGE_HOSTILE_PLUGIN_WASM"))
+}
+
+fn hostile_manifest() -> PathBuf {
+    common::repo_root().join("tests/hostile-plugin/plugin.toml")
+}
+
+/// Runs `nudge plugin test hostile` on `template` (with a recipient, so that
+/// `build_request` runs too); fails the test if the command hangs.
+fn plugin_test(nudge: &Nudge, name: &str, template: serde_json::Value) -> (bool, String) {
+    let fixture = nudge.path(&format!("{name}.json"));
+    let body = serde_json::json!({"template": template, "context": {}, "recipient": "ops"});
+    std::fs::write(&fixture, body.to_string()).unwrap();
+    let (ok, stdout, stderr) = nudge.try_cli_or_hang(
+        &["plugin", "test", "hostile", fixture.to_str().unwrap()],
+        &format!("`{name}` was not stopped at the plugin's deadline"),
+    );
+    (ok, format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn a_plugin_waiting_in_a_wasi_call_is_stopped_at_its_deadline() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.install_plugin("hostile", &hostile_wasm(), &hostile_manifest());
+
+    // std::thread::sleep for an hour in render, and a poll on an hour-long clock pollable.
+    for behaviour in ["sleep", "poll"] {
+        let (ok, out) = plugin_test(&nudge, behaviour, serde_json::json!({"behaviour": behaviour}));
+        assert!(
+            !ok && out.contains("exceeded its deadline of 500 ms"),
+            "{behaviour}: {out}"
+        );
+    }
+    // The same sleep in build_request.
+    let (ok, out) = plugin_test(
+        &nudge,
+        "build-sleep",
+        serde_json::json!({"behaviour": "ok", "deliver": "sleep"}),
+    );
+    assert!(!ok && out.contains("exceeded its deadline of 500 ms"), "{out}");
+    // A wait shorter than the deadline is served as before.
+    let (ok, out) = plugin_test(&nudge, "fine", serde_json::json!({"behaviour": "ok"}));
+    assert!(ok && out.contains("POST http://127.0.0.1:9/"), "{out}");
+}
+
+/// A provider that takes SMS requests and never answers (within a generous
+/// HTTP timeout) holds at most half of the delivery slots: email still goes out.
+#[test]
+fn a_slow_plugin_channel_never_takes_the_delivery_slots_email_needs() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let server = HttpServer::start(tmp.path(), r#"[{"hang": true}]"#);
+    let extra = format!(
+        "[plugin.sms]\nmode = \"free_text\"\nendpoint = \"http://127.0.0.1:{port}/sms\"\n\
+         [http]\nallow_private_hosts = true\ntimeout_secs = 3600\nallow_hosts = {{ sms = [\"127.0.0.1:{port}\"] }}\n\
+         [delivery]\nconcurrency = 2\n",
+        port = server.port
+    );
+    let mut nudge = Nudge::with_config(&smtp, MONDAY_9AM, &extra);
+    nudge.write_workflow(
+        "templates/sms.toml",
+        "[shipped]\nchannel = \"sms\"\ntext = \"{{ contact.name }}, your samples shipped\"\n",
+    );
+    nudge.write_workflow(
+        "sms-on-sample.toml",
+        "category = \"transactional\"\n[trigger]\non = \"stage_changed\"\nto = \"sample\"\n\n[[steps]]\nsend = { channel = \"sms\", template = \"shipped\" }\n",
+    );
+    nudge.start();
+    for n in 1..=3 {
+        let phone = format!("+861380000000{n}");
+        nudge.cli(&[
+            "contact",
+            "add",
+            "--name",
+            &format!("Slow {n}"),
+            "--phone",
+            &phone,
+            "--stage",
+            "intent",
+        ]);
+        nudge.cli(&["stage", "set", &n.to_string(), "sample"]);
+    }
+    server.wait_for_requests(1);
+    // Every SMS is stuck at the provider; the proposal emails must not wait for them.
+    for name in ["gao", "hu"] {
+        let email = format!("{name}@example.com");
+        nudge.cli(&["contact", "add", "--name", name, "--email", &email]);
+        nudge.cli(&["stage", "set", &email, "intent"]);
+    }
+    for name in ["gao", "hu"] {
+        smtp.wait_for(&format!("{name}@example.com"), "a proposal");
+    }
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "with 2 slots, the SMS channel holds one: the other SMS wait their turn"
+    );
+    // SIGTERM would wait for the hung request (within its hour); this test ends here.
+    nudge.kill();
+}
