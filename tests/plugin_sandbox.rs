@@ -115,3 +115,40 @@ fn a_slow_plugin_channel_never_takes_the_delivery_slots_email_needs() {
     // SIGTERM would wait for the hung request (within its hour); this test ends here.
     nudge.kill();
 }
+
+#[test]
+fn one_rejected_plugin_folder_does_not_stop_the_daemon_from_starting() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.install_plugin("hostile", &hostile_wasm(), &hostile_manifest());
+    let greedy = tmp.path().join("greedy.toml");
+    std::fs::write(
+        &greedy,
+        std::fs::read_to_string(hostile_manifest())
+            .unwrap()
+            .replace("id = \"hostile\"", "id = \"greedy\"")
+            .replace("memory_mb = 16", "memory_mb = 4096"),
+    )
+    .unwrap();
+    nudge.install_plugin("greedy", &hostile_wasm(), &greedy);
+
+    nudge.start();
+    let log = nudge.log();
+    assert!(
+        log.contains("plugins.d/greedy rejected, starting without it") && log.contains("limits.memory_mb = 4096"),
+        "{log}"
+    );
+    assert!(
+        log.contains("plugin loaded plugin=hostile"),
+        "the good plugin serves: {log}"
+    );
+    nudge.stop();
+
+    let (ok, _, stderr) = nudge.try_cli_or_hang(&["run", "--strict"], "--strict started with a bad plugin");
+    assert!(!ok, "--strict refuses to start: {stderr}");
+    assert!(
+        stderr.contains("limits.memory_mb = 4096") && stderr.contains("without --strict"),
+        "{stderr}"
+    );
+}

@@ -20,7 +20,7 @@ use crate::workflow::WorkflowSet;
 /// `nudge check`: validates the workflow folder; Err (exit 1) on any problem.
 pub fn check(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
     let dir = dir.unwrap_or(&config.workflows);
-    let plugins = PluginHost::load(&config.plugin_settings(), None)?;
+    let plugins = PluginHost::load(&config.plugin_settings(), None)?.strict()?;
     match WorkflowSet::load(dir, &plugins.channels()) {
         Ok(set) => {
             println!(
@@ -311,7 +311,7 @@ pub async fn report(
     format: ReportFormat,
     html: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let plugins = PluginHost::load(&config.plugin_settings(), None)?;
+    let plugins = PluginHost::load(&config.plugin_settings(), None)?.strict()?;
     let set = WorkflowSet::load(&config.workflows, &plugins.channels())
         .map_err(|d| anyhow::anyhow!("{}\nfix {} first", d.render(false), config.workflows.display()))?;
     let rules = set.classification.clone().with_context(|| {
@@ -549,7 +549,7 @@ pub async fn clock(config: &Config, set: Option<&str>, advance: Option<&str>) ->
 
 /// `nudge plugin list`: every loaded plugin.
 pub fn plugin_list(config: &Config) -> anyhow::Result<()> {
-    let host = PluginHost::load(&config.plugin_settings(), None)?;
+    let host = PluginHost::load(&config.plugin_settings(), None)?.strict()?;
     for p in host.plugins() {
         let m = &p.manifest;
         println!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admission::Admission;
 use crate::clock::Clock;
@@ -40,11 +40,23 @@ pub async fn open(config: &Config) -> anyhow::Result<(Store, Clock)> {
     Ok((store, clock))
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM. With `strict`, a plugin folder that cannot be
+/// loaded stops the start; otherwise the daemon starts without it and says so.
+pub async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
     let (store, clock) = open(&config).await?;
     let plugins = {
         let settings = config.plugin_settings();
-        Plugins::new(tokio::task::spawn_blocking(move || PluginHost::load(&settings, None)).await??)
+        let host = tokio::task::spawn_blocking(move || PluginHost::load(&settings, None)).await??;
+        let host = if strict {
+            host.strict()
+                .context("a plugin could not be loaded (`nudge run` without --strict starts without it)")?
+        } else {
+            host
+        };
+        for (origin, error) in host.rejected() {
+            warn!("plugin {origin} rejected, starting without it (`nudge run --strict` refuses instead): {error:#}");
+        }
+        Plugins::new(host)
     };
     let channels = plugins.get().channels();
     let workflows = WorkflowSet::load(&config.workflows, &channels)

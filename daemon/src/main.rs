@@ -43,7 +43,12 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: API, engine, scheduler, delivery, workflow hot reload.
-    Run,
+    Run {
+        /// Refuse to start if any plugin folder cannot be loaded (by default the
+        /// daemon starts with the plugins that load and reports the others).
+        #[arg(long)]
+        strict: bool,
+    },
     /// Validate the workflow folder; exit 1 on any problem.
     Check {
         /// Folder to check (default: the config's workflows folder).
@@ -416,7 +421,7 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Run => nudge::daemon::run(config).await,
+        Command::Run { strict } => nudge::daemon::run(config, strict).await,
         Command::Check { .. } | Command::Plugin(_) | Command::Report { .. } => {
             unreachable!("run outside the runtime, in main")
         }

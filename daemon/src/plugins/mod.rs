@@ -65,6 +65,9 @@ pub enum ProviderVerdict {
     Failed(String),
 }
 
+/// A plugin as found: its wasm and its manifest's text.
+type Source = (Vec<u8>, String);
+
 /// One loaded plugin.
 pub struct Plugin {
     pub manifest: Manifest,
@@ -83,6 +86,8 @@ pub struct PluginHost {
     runtime: Arc<Runtime>,
     plugins: BTreeMap<String, Arc<Plugin>>,
     by_channel: BTreeMap<String, String>,
+    /// Plugin folders that could not be loaded (and had no earlier version to keep), with why.
+    rejected: Vec<(String, anyhow::Error)>,
 }
 
 /// The current plugin set, swapped whole when the plugins folder changes.
@@ -116,8 +121,10 @@ pub struct PluginSettings {
 
 impl PluginHost {
     /// Loads the built-in plugins and every plugin folder under `settings.dir`.
-    /// A plugin that fails to load is reported; with `previous`, its last good
-    /// version keeps serving, otherwise loading fails.
+    /// A plugin that fails to load is reported: with `previous`, its last good
+    /// version keeps serving; otherwise it is left out and listed in
+    /// [`rejected`](Self::rejected), so that one bad folder never stops the
+    /// rest. Callers that must refuse a bad folder use [`strict`](Self::strict).
     pub fn load(settings: &PluginSettings, previous: Option<&PluginHost>) -> anyhow::Result<PluginHost> {
         let runtime = match previous {
             Some(p) => p.runtime.clone(),
@@ -127,59 +134,37 @@ impl PluginHost {
             runtime,
             plugins: BTreeMap::new(),
             by_channel: BTreeMap::new(),
+            rejected: Vec::new(),
         };
-        let mut sources: Vec<(String, Vec<u8>, String)> = BUILT_IN
+        let mut sources: Vec<(String, anyhow::Result<Source>)> = BUILT_IN
             .iter()
-            .map(|(_, wasm, manifest)| ("built-in".to_string(), wasm.to_vec(), manifest.to_string()))
+            .map(|(_, wasm, manifest)| ("built-in".to_string(), Ok((wasm.to_vec(), manifest.to_string()))))
             .collect();
         for folder in installed(&settings.dir) {
             let read = |name: &str| {
                 std::fs::read(folder.join(name)).with_context(|| format!("read {}", folder.join(name).display()))
             };
-            match (
-                read("plugin.wasm"),
-                read("plugin.toml").map(|b| String::from_utf8_lossy(&b).into_owned()),
-            ) {
-                (Ok(wasm), Ok(manifest)) => sources.push((folder.display().to_string(), wasm, manifest)),
-                (Err(e), _) | (_, Err(e)) => {
-                    if previous.is_none() {
-                        return Err(e);
-                    }
-                    warn!("plugin {}: {e:#}", folder.display());
-                }
-            }
-        }
-        for (origin, wasm, manifest) in sources {
-            let fingerprint = fingerprint(&wasm, &manifest, settings);
-            let unchanged = previous.and_then(|p| {
-                p.plugins
-                    .values()
-                    .find(|old| old.origin == origin && old.fingerprint == fingerprint)
-                    .cloned()
+            let source = read("plugin.wasm").and_then(|wasm| {
+                let manifest = String::from_utf8_lossy(&read("plugin.toml")?).into_owned();
+                Ok((wasm, manifest))
             });
-            if let Some(plugin) = unchanged {
-                host.insert(plugin);
-                continue;
-            }
-            match host.load_one(&origin, &wasm, &manifest, fingerprint, settings) {
-                Ok(plugin) => {
-                    info!(plugin = %plugin.manifest.id, version = %plugin.manifest.version, origin = %origin, channels = ?plugin.channels, "plugin loaded");
-                    host.insert(Arc::new(plugin));
+            sources.push((folder.display().to_string(), source));
+        }
+        for (origin, source) in sources {
+            let admitted = source
+                .and_then(|(wasm, manifest)| host.load_source(&origin, &wasm, &manifest, settings, previous))
+                .map(|plugin| host.insert(plugin));
+            let Err(e) = admitted else { continue };
+            let kept = previous.and_then(|p| p.plugins.values().find(|old| old.origin == origin).cloned());
+            match kept {
+                Some(old) => {
+                    warn!(
+                        "plugin {origin} rejected, version {} keeps serving: {e:#}",
+                        old.manifest.version
+                    );
+                    host.insert(old);
                 }
-                Err(e) => {
-                    let kept = previous.and_then(|p| p.plugins.values().find(|old| old.origin == origin).cloned());
-                    match kept {
-                        Some(old) => {
-                            warn!(
-                                "plugin {origin} rejected, version {} keeps serving: {e:#}",
-                                old.manifest.version
-                            );
-                            host.insert(old);
-                        }
-                        None if previous.is_some() => warn!("plugin {origin} rejected: {e:#}"),
-                        None => return Err(e),
-                    }
-                }
+                None => host.reject(origin, e, previous.is_some()),
             }
         }
         Ok(host)
@@ -200,11 +185,59 @@ impl PluginHost {
             runtime: Arc::new(Runtime::new()?),
             plugins: BTreeMap::new(),
             by_channel: BTreeMap::new(),
+            rejected: Vec::new(),
         };
         let fingerprint = fingerprint(&wasm, &manifest, &settings);
         let plugin = host.load_one(&origin, &wasm, &manifest, fingerprint, &settings)?;
         host.insert(Arc::new(plugin));
         Ok(host)
+    }
+
+    /// The plugin from one source: the previous host's if nothing changed, else freshly loaded.
+    fn load_source(
+        &self,
+        origin: &str,
+        wasm: &[u8],
+        manifest: &str,
+        settings: &PluginSettings,
+        previous: Option<&PluginHost>,
+    ) -> anyhow::Result<Arc<Plugin>> {
+        let fingerprint = fingerprint(wasm, manifest, settings);
+        let unchanged = previous.and_then(|p| {
+            p.plugins
+                .values()
+                .find(|old| old.origin == origin && old.fingerprint == fingerprint)
+                .cloned()
+        });
+        if let Some(plugin) = unchanged {
+            return Ok(plugin);
+        }
+        let plugin = self.load_one(origin, wasm, manifest, fingerprint, settings)?;
+        info!(plugin = %plugin.manifest.id, version = %plugin.manifest.version, origin = %origin, channels = ?plugin.channels, "plugin loaded");
+        Ok(Arc::new(plugin))
+    }
+
+    /// Leaves a plugin out; a reload reports it at once, a first load leaves that to its caller.
+    fn reject(&mut self, origin: String, error: anyhow::Error, reloading: bool) {
+        if reloading {
+            warn!("plugin {origin} rejected: {error:#}");
+        }
+        self.rejected.push((origin, error));
+    }
+
+    /// Plugin folders left out, with why.
+    pub fn rejected(&self) -> &[(String, anyhow::Error)] {
+        &self.rejected
+    }
+
+    /// This host, or the first rejected plugin's error: for commands that must
+    /// not go on without a plugin (`nudge check`, `nudge run --strict`).
+    pub fn strict(mut self) -> anyhow::Result<PluginHost> {
+        if self.rejected.is_empty() {
+            return Ok(self);
+        }
+        let (_, error) = self.rejected.swap_remove(0);
+        Err(error)
     }
 
     fn insert(&mut self, plugin: Arc<Plugin>) {
