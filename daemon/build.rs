@@ -1,6 +1,6 @@
 //! Builds the plugins to wasm32-wasip2: the first-party email and SMS plugins,
-//! which the daemon embeds, and the WeCom and hostile test plugins, which the
-//! tests install. `cargo build` / `cargo test` on a fresh clone need nothing else.
+//! which the daemon embeds, and the WeCom plugin and the hostile and takeover
+//! test plugins, which the tests install. `cargo build` / `cargo test` on a fresh clone need nothing else.
 //!
 //! The nested cargo gets its own target dir: sharing the outer build's would
 //! deadlock on its lock.
@@ -26,6 +26,8 @@ fn main() {
         "plugins/wecom/Cargo.toml",
         "tests/hostile-plugin/src",
         "tests/hostile-plugin/Cargo.toml",
+        "tests/takeover-plugin/src",
+        "tests/takeover-plugin/Cargo.toml",
         "plugin-sdk/src",
         "plugin-sdk/wit",
         "Cargo.lock",
@@ -34,12 +36,13 @@ fn main() {
     }
     ensure_target();
     let target_dir = root.join("target").join("plugin-build");
-    // Embedded in the daemon (email, sms), installed by tests (wecom, the hostile test plugin).
+    // Embedded in the daemon (email, sms), installed by tests (wecom, the test plugins).
     for (package, env) in [
         ("nudge-email-plugin", "NUDGE_EMAIL_PLUGIN_WASM"),
         ("nudge-sms-plugin", "NUDGE_SMS_PLUGIN_WASM"),
         ("nudge-wecom-plugin", "NUDGE_WECOM_PLUGIN_WASM"),
         ("nudge-hostile-plugin", "NUDGE_HOSTILE_PLUGIN_WASM"),
+        ("nudge-takeover-plugin", "NUDGE_TAKEOVER_PLUGIN_WASM"),
     ] {
         let wasm = build_plugin(&root, &target_dir, package);
         println!("cargo:rustc-env={env}={}", wasm.display());

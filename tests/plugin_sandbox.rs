@@ -152,3 +152,44 @@ fn one_rejected_plugin_folder_does_not_stop_the_daemon_from_starting() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_plugin_claiming_a_served_channel_is_refused_unless_the_config_picks_it() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.install_plugin(
+        "takeover",
+        &PathBuf::from(env!("NUDGE_TAKEOVER_PLUGIN_WASM")),
+        &common::repo_root().join("tests/takeover-plugin/plugin.toml"),
+    );
+    let (ok, _, stderr) = nudge.try_cli(&["plugin", "list"]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("plugin `takeover`")
+            && stderr.contains("claims channel `email`, which plugin `email` (built-in) already serves")
+            && stderr.contains("[channels] email = \"email\" (or \"takeover\")"),
+        "{stderr}"
+    );
+
+    // The daemon starts without it, and email stays with the built-in plugin.
+    nudge.start();
+    nudge.cli(&["contact", "add", "--name", "Gao", "--email", "gao@example.com"]);
+    nudge.cli(&["stage", "set", "gao@example.com", "intent"]);
+    let mail = smtp.wait_for("gao@example.com", "a proposal");
+    assert!(!mail.text.contains("takeover"), "{}", mail.text);
+    assert!(nudge.log().contains("claims channel `email`"), "{}", nudge.log());
+    nudge.stop();
+
+    // Picked in the config, it serves email and the built-in plugin serves nothing.
+    append_config(&nudge, "[channels]\nemail = \"takeover\"\n");
+    let list = nudge.cli(&["plugin", "list"]);
+    let line = |id: &str| list.lines().find(|l| l.starts_with(id)).unwrap_or_default().to_string();
+    assert!(line("takeover").contains("channels [email]"), "{list}");
+    assert!(line("email ").contains("channels []"), "{list}");
+}
+
+fn append_config(nudge: &Nudge, text: &str) {
+    let config = std::fs::read_to_string(nudge.path("nudge.toml")).unwrap();
+    std::fs::write(nudge.path("nudge.toml"), format!("{config}{text}")).unwrap();
+}

@@ -86,6 +86,7 @@ fn a_plugin_call_never_sees_what_an_earlier_call_left_in_memory() {
         dir: tmp.path().join("plugins.d"),
         cache: None,
         config: Default::default(),
+        channels: Default::default(),
     };
     let host = nudge::plugins::PluginHost::load(&settings, None).unwrap();
     let remember = |secret: &str, earlier: &str| {

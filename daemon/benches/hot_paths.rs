@@ -28,6 +28,7 @@ fn plugin_host(cache: &std::path::Path) -> PluginHost {
         dir: cache.join("none"),
         cache: Some(cache.to_path_buf()),
         config: Default::default(),
+        channels: Default::default(),
     };
     PluginHost::load(&settings, None).unwrap()
 }

@@ -557,7 +557,7 @@ pub fn plugin_list(config: &Config) -> anyhow::Result<()> {
             m.id,
             m.version,
             m.interface,
-            p.channels.join(", "),
+            host.served_by(&m.id).join(", "),
             p.origin
         );
     }

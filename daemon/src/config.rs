@@ -24,6 +24,9 @@ pub struct Config {
     /// Each plugin's settings: `[plugin.<id>]` tables, checked against its manifest.
     #[serde(rename = "plugin")]
     pub plugin_config: BTreeMap<String, toml::Table>,
+    /// Which plugin serves a channel that two plugins claim, e.g. `email = "ses"`
+    /// to replace the built-in email plugin: without it, that is a load error.
+    pub channels: BTreeMap<String, String>,
     /// Outbound HTTP for plugins that deliver over HTTP (SMS providers, WeCom).
     pub http: HttpConfig,
     /// Where messages go as `.eml` files when no SMTP server is configured.
@@ -253,6 +256,7 @@ impl Default for Config {
             plugins: "plugins.d".into(),
             plugin_cache: "data/plugin-cache".into(),
             plugin_config: BTreeMap::new(),
+            channels: BTreeMap::new(),
             http: HttpConfig::default(),
             outbox_dir: "data/outbox".into(),
             clock: ClockKind::System,
@@ -306,6 +310,7 @@ impl Config {
                 .iter()
                 .map(|(id, table)| (id.clone(), serde_json::to_value(table).unwrap_or_default()))
                 .collect(),
+            channels: self.channels.clone(),
         }
     }
 

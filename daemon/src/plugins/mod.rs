@@ -117,6 +117,8 @@ pub struct PluginSettings {
     pub cache: Option<PathBuf>,
     /// `[plugin.<id>]` tables from nudge.toml.
     pub config: BTreeMap<String, Value>,
+    /// `[channels]` from nudge.toml: which plugin serves a channel two plugins claim.
+    pub channels: BTreeMap<String, String>,
 }
 
 impl PluginHost {
@@ -153,7 +155,7 @@ impl PluginHost {
         for (origin, source) in sources {
             let admitted = source
                 .and_then(|(wasm, manifest)| host.load_source(&origin, &wasm, &manifest, settings, previous))
-                .map(|plugin| host.insert(plugin));
+                .and_then(|plugin| host.insert(plugin, settings));
             let Err(e) = admitted else { continue };
             let kept = previous.and_then(|p| p.plugins.values().find(|old| old.origin == origin).cloned());
             match kept {
@@ -162,9 +164,19 @@ impl PluginHost {
                         "plugin {origin} rejected, version {} keeps serving: {e:#}",
                         old.manifest.version
                     );
-                    host.insert(old);
+                    if let Err(e) = host.insert(old, settings) {
+                        host.reject(origin, e, true);
+                    }
                 }
                 None => host.reject(origin, e, previous.is_some()),
+            }
+        }
+        for (channel, chosen) in &settings.channels {
+            if host.by_channel.get(channel) != Some(chosen) {
+                let error = anyhow::anyhow!(
+                    "[channels] {channel} = \"{chosen}\" in nudge.toml, but no loaded plugin `{chosen}` serves channel `{channel}`"
+                );
+                host.reject("nudge.toml".into(), error, previous.is_some());
             }
         }
         Ok(host)
@@ -240,15 +252,48 @@ impl PluginHost {
         Err(error)
     }
 
-    fn insert(&mut self, plugin: Arc<Plugin>) {
-        // A plugin from the folder replaces a built-in with the same id (it comes later).
-        if let Some(old) = self.plugins.remove(&plugin.manifest.id) {
-            self.by_channel.retain(|_, id| *id != old.manifest.id);
-        }
+    /// Adds a plugin with the channels it may serve. A plugin from the folder
+    /// replaces a built-in with the same id (it comes later); a channel another
+    /// plugin already serves is an error naming both, unless `[channels]` in
+    /// nudge.toml picks one of them.
+    fn insert(&mut self, plugin: Arc<Plugin>, settings: &PluginSettings) -> anyhow::Result<()> {
+        let id = &plugin.manifest.id;
+        let mut serves = Vec::new();
         for channel in &plugin.channels {
-            self.by_channel.insert(channel.clone(), plugin.manifest.id.clone());
+            let Some(other) = self.by_channel.get(channel).filter(|other| *other != id) else {
+                serves.push(channel.clone());
+                continue;
+            };
+            match settings.channels.get(channel) {
+                Some(chosen) if chosen == id => serves.push(channel.clone()),
+                Some(chosen) if chosen == other => {}
+                _ => {
+                    let other_origin = self.plugins.get(other).map(|p| p.origin.as_str()).unwrap_or("?");
+                    anyhow::bail!(
+                        "plugin `{id}` ({}) claims channel `{channel}`, which plugin `{other}` ({other_origin}) already serves; \
+                         pick one in nudge.toml: [channels] {channel} = \"{other}\" (or \"{id}\")",
+                        plugin.origin
+                    );
+                }
+            }
         }
-        self.plugins.insert(plugin.manifest.id.clone(), plugin);
+        if let Some(old) = self.plugins.remove(id) {
+            self.by_channel.retain(|_, served_by| *served_by != old.manifest.id);
+        }
+        for channel in serves {
+            self.by_channel.insert(channel, id.clone());
+        }
+        self.plugins.insert(id.clone(), plugin);
+        Ok(())
+    }
+
+    /// The channels `plugin` serves (those it claims, less any `[channels]` gave another).
+    pub fn served_by(&self, plugin: &str) -> Vec<String> {
+        self.by_channel
+            .iter()
+            .filter(|(_, id)| *id == plugin)
+            .map(|(channel, _)| channel.clone())
+            .collect()
     }
 
     fn load_one(

@@ -1233,6 +1233,7 @@ mod tests {
                 dir: dir.path().join("plugins"),
                 cache: Some(dir.path().join("cache")),
                 config: Default::default(),
+                channels: Default::default(),
             },
             None,
         )
