@@ -69,7 +69,7 @@ fn a_slow_plugin_channel_never_takes_the_delivery_slots_email_needs() {
     let server = HttpServer::start(tmp.path(), r#"[{"hang": true}]"#);
     let extra = format!(
         "[plugin.sms]\nmode = \"free_text\"\nendpoint = \"http://127.0.0.1:{port}/sms\"\n\
-         [http]\nallow_private_hosts = true\ntimeout_secs = 3600\nallow_hosts = {{ sms = [\"127.0.0.1:{port}\"] }}\n\
+         [http]\ntimeout_secs = 3600\nprivate_hosts = {{ sms = [\"127.0.0.1:{port}\"] }}\n\
          [delivery]\nconcurrency = 2\n",
         port = server.port
     );
@@ -189,7 +189,114 @@ fn a_plugin_claiming_a_served_channel_is_refused_unless_the_config_picks_it() {
     assert!(line("email ").contains("channels []"), "{list}");
 }
 
+/// Installs the hostile plugin with `hosts` in its manifest's http_hosts, and a
+/// workflow that sends it one message per contact reaching `intent`, with a
+/// template asking `build_request` for `deliver` to `target`.
+fn hostile_sender(nudge: &Nudge, hosts: &[&str], deliver: &str, target: &str) {
+    let manifest = nudge.path("hostile.toml");
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+    std::fs::write(
+        &manifest,
+        std::fs::read_to_string(hostile_manifest()).unwrap().replace(
+            "recipient = \"none\"",
+            &format!("recipient = \"none\"\nhttp_hosts = [{}]", hosts.join(", ")),
+        ),
+    )
+    .unwrap();
+    nudge.install_plugin("hostile", &hostile_wasm(), &manifest);
+    nudge.write_workflow(
+        "templates/hostile.toml",
+        &format!("[call]\nchannel = \"hostile\"\nbehaviour = \"ok\"\ndeliver = \"{deliver}\"\ntarget = \"{target}\"\n"),
+    );
+    nudge.write_workflow(
+        "hostile-on-intent.toml",
+        "category = \"transactional\"\n[trigger]\non = \"stage_changed\"\nto = \"intent\"\n\n[[steps]]\nsend = { channel = \"hostile\", template = \"call\" }\n",
+    );
+}
+
 fn append_config(nudge: &Nudge, text: &str) {
     let config = std::fs::read_to_string(nudge.path("nudge.toml")).unwrap();
     std::fs::write(nudge.path("nudge.toml"), format!("{config}{text}")).unwrap();
+}
+
+/// Moves a new contact to `intent`: one proposal email and one hostile message.
+fn reach_intent(nudge: &Nudge, name: &str) {
+    let email = format!("{name}@example.com");
+    nudge.cli(&["contact", "add", "--name", name, "--email", &email]);
+    nudge.cli(&["stage", "set", &email, "intent"]);
+}
+
+#[test]
+fn the_daemons_own_api_is_never_a_plugin_destination() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    let api = format!("127.0.0.1:{}", nudge.api_port);
+    // Even an admin who grants the address does not open the API to a plugin.
+    append_config(
+        &nudge,
+        &format!("[http]\nprivate_hosts = {{ hostile = [\"{api}\"] }}\n"),
+    );
+    hostile_sender(&nudge, &[api.as_str()], "one", &format!("http://{api}/suppressions"));
+    nudge.start();
+    reach_intent(&nudge, "gao");
+    smtp.wait_for("gao@example.com", "a proposal");
+    nudge.settle();
+    let log = nudge.log();
+    assert!(log.contains("is this daemon's own API"), "{log}");
+    assert_eq!(nudge.status()["outbox"]["failed"], 1, "{log}");
+    nudge.stop();
+}
+
+#[test]
+fn private_hosts_are_granted_by_the_admin_per_plugin_and_host_never_by_a_manifest() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let server = HttpServer::start(tmp.path(), r#"[{"status": 200, "body": "ok"}]"#);
+    let gateway = format!("127.0.0.1:{}", server.port);
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    // The one-for-all switch is refused with what to write instead.
+    append_config(&nudge, "[http]\nallow_private_hosts = true\n");
+    let (ok, _, stderr) = nudge.try_cli(&["check"]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("allow_private_hosts") && stderr.contains("private_hosts = { sms = [\"gateway.lan:8080\"] }"),
+        "{stderr}"
+    );
+    let config = std::fs::read_to_string(nudge.path("nudge.toml")).unwrap();
+    // Another plugin is granted the gateway; the hostile plugin only lists it in its manifest.
+    let granted = config.replace(
+        "allow_private_hosts = true",
+        &format!("private_hosts = {{ sms = [\"{gateway}\"] }}"),
+    );
+    std::fs::write(nudge.path("nudge.toml"), granted).unwrap();
+    hostile_sender(&nudge, &[gateway.as_str()], "one", &format!("http://{gateway}/hook"));
+    nudge.start();
+    reach_intent(&nudge, "gao");
+    smtp.wait_for("gao@example.com", "a proposal");
+    nudge.settle();
+    assert!(nudge.log().contains("a private address; refused"), "{}", nudge.log());
+    assert!(
+        nudge
+            .log()
+            .contains(&format!("private_hosts = {{ hostile = [\"{gateway}\"] }}")),
+        "the error says how to grant it: {}",
+        nudge.log()
+    );
+    assert!(server.requests().is_empty(), "nothing reached the private address");
+    nudge.stop();
+
+    // Granted to the hostile plugin for that host, it goes through.
+    let config = std::fs::read_to_string(nudge.path("nudge.toml")).unwrap();
+    std::fs::write(nudge.path("nudge.toml"), config.replace("{ sms = [", "{ hostile = [")).unwrap();
+    nudge.start();
+    reach_intent(&nudge, "hu");
+    server.wait_for_requests(1);
+    nudge.settle();
+    assert_eq!(
+        nudge.status()["outbox"]["sent"].as_i64(),
+        Some(3),
+        "two emails and the hostile message"
+    );
+    nudge.stop();
 }

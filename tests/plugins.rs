@@ -246,7 +246,7 @@ fn wecom_plugin_delivers_through_a_local_server_and_retries_on_45009() {
     );
     let extra = format!(
         "[plugin.wecom]\nwebhook_url = \"http://127.0.0.1:{port}/cgi-bin/webhook/send\"\nkey = \"${{secret:WECOM_KEY}}\"\n\
-         [http]\nallow_private_hosts = true\nallow_hosts = {{ wecom = [\"127.0.0.1:{port}\"] }}\n",
+         [http]\nprivate_hosts = {{ wecom = [\"127.0.0.1:{port}\"] }}\n",
         port = server.port
     );
     let mut nudge = Nudge::with_config(&smtp, MONDAY_9AM, &extra);
@@ -331,14 +331,12 @@ fn sms_goes_out_over_http_only_to_allowed_public_hosts_and_never_follows_redirec
         tmp.path(),
         r#"[{"status": 302, "body": ""}, {"status": 201, "body": "{\"sid\": \"SM1\"}"}]"#,
     );
-    let settings = |allow_private: bool| {
-        format!(
-            "[plugin.sms]\nmode = \"free_text\"\nendpoint = \"http://127.0.0.1:{port}/sms\"\nauth_header = \"Bearer ${{secret:SMS_TOKEN}}\"\n\
-             [http]\nallow_private_hosts = {allow_private}\nallow_hosts = {{ sms = [\"127.0.0.1:{port}\"] }}\n",
-            port = server.port
-        )
-    };
-    let mut nudge = Nudge::with_config(&smtp, MONDAY_9AM, &settings(true));
+    let settings = format!(
+        "[plugin.sms]\nmode = \"free_text\"\nendpoint = \"http://127.0.0.1:{port}/sms\"\nauth_header = \"Bearer ${{secret:SMS_TOKEN}}\"\n\
+         [http]\nprivate_hosts = {{ sms = [\"127.0.0.1:{port}\"] }}\n",
+        port = server.port
+    );
+    let mut nudge = Nudge::with_config(&smtp, MONDAY_9AM, &settings);
     nudge.env.push(("SMS_TOKEN".into(), "tok-9".into()));
     nudge.write_workflow(
         "templates/sms.toml",
@@ -391,11 +389,11 @@ fn sms_goes_out_over_http_only_to_allowed_public_hosts_and_never_follows_redirec
     assert_eq!(nudge.status()["outbox"]["sent"], 1);
     nudge.stop();
 
-    // The same provider on a loopback address, without the test-only permission: refused.
+    // The same provider on a loopback address, allowed but not granted as a private host: refused.
     let config = std::fs::read_to_string(nudge.path("nudge.toml")).unwrap();
     std::fs::write(
         nudge.path("nudge.toml"),
-        config.replace("allow_private_hosts = true", "allow_private_hosts = false"),
+        config.replace("private_hosts = {", "allow_hosts = {"),
     )
     .unwrap();
     nudge.start();

@@ -140,7 +140,12 @@ impl Default for UnsubscribeConfig {
 pub struct HttpConfig {
     /// Hosts each plugin may reach besides those in its manifest, e.g. `sms = ["sms.example.com"]`.
     pub allow_hosts: BTreeMap<String, Vec<String>>,
-    /// Allow loopback, private and link-local addresses (only for tests and local gateways).
+    /// Hosts (`name` or `name:port`) each plugin may reach on a loopback, private
+    /// or link-local address, e.g. `sms = ["gateway.lan:8080"]` for an on-premise
+    /// gateway. Only the admin grants this, per plugin and per host; a plugin's
+    /// manifest cannot. The daemon's own API is never a destination.
+    pub private_hosts: BTreeMap<String, Vec<String>>,
+    /// Replaced by `private_hosts`: true is refused at start with what to write instead.
     pub allow_private_hosts: bool,
     /// Seconds one request may take, connect to last byte.
     pub timeout_secs: u64,
@@ -152,6 +157,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             allow_hosts: BTreeMap::new(),
+            private_hosts: BTreeMap::new(),
             allow_private_hosts: false,
             timeout_secs: 10,
             max_response_kb: 256,
@@ -284,6 +290,14 @@ impl Config {
         }
         let text = std::fs::read_to_string(&path).with_context(|| format!("read config {}", path.display()))?;
         let mut config: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?;
+        if config.http.allow_private_hosts {
+            anyhow::bail!(
+                "{}: [http] allow_private_hosts = true let every plugin reach every private address; \
+                 it is replaced by per-plugin, per-host grants: remove it and list each on-premise \
+                 gateway under its plugin, e.g. [http] private_hosts = {{ sms = [\"gateway.lan:8080\"] }}",
+                path.display()
+            );
+        }
         config.file = Some(path.clone());
         let base = path.parent().unwrap_or(Path::new(""));
         for p in [

@@ -1,8 +1,9 @@
 //! Delivery over HTTP for channels whose plugins describe requests as data
 //! (SMS providers, WeCom). The host, not the plugin, sends: only to hosts the
 //! plugin's manifest (or the admin) allows, never to private or link-local
-//! addresses unless the config says so, without following redirects, within a
-//! time limit and a response size cap. `${secret:NAME}` placeholders are filled
+//! addresses unless the admin grants that plugin that host, never to the
+//! daemon's own API, without following redirects, within a time limit and a
+//! response size cap. `${secret:NAME}` placeholders are filled
 //! from the environment here, only in the URL and headers (a body carries
 //! contact data, which must not be able to ask for a secret) and only for names
 //! the admin's config for that plugin mentions, so a plugin can neither read
@@ -23,8 +24,14 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Sends one request a plugin described; Err is the outcome when it cannot be sent.
-pub async fn send(plugin: &Plugin, config: &HttpConfig, request: OutboundRequest) -> Result<Response, Outcome> {
+/// Sends one request a plugin described; Err is the outcome when it cannot be
+/// sent. `daemon_api` is the daemon's own listener, never a destination.
+pub async fn send(
+    plugin: &Plugin,
+    config: &HttpConfig,
+    daemon_api: SocketAddr,
+    request: OutboundRequest,
+) -> Result<Response, Outcome> {
     let secrets = referenced_secrets(&plugin.config);
     let fill = |text: &str| fill_secrets(text, &secrets);
     let url = reqwest::Url::parse(&fill(&request.url)?)
@@ -34,13 +41,16 @@ pub async fn send(plugin: &Plugin, config: &HttpConfig, request: OutboundRequest
     }
     let host = url.host_str().unwrap_or_default().to_string();
     let port = url.port_or_known_default().unwrap_or(443);
-    let allowed = plugin
-        .manifest
-        .capabilities
-        .http_hosts
-        .iter()
-        .chain(config.allow_hosts.get(&plugin.manifest.id).into_iter().flatten())
-        .any(|h| h.eq_ignore_ascii_case(&host) || h.eq_ignore_ascii_case(&format!("{host}:{port}")));
+    let id = &plugin.manifest.id;
+    let listed = |hosts: Option<&Vec<String>>| {
+        hosts
+            .into_iter()
+            .flatten()
+            .any(|h| h.eq_ignore_ascii_case(&host) || h.eq_ignore_ascii_case(&format!("{host}:{port}")))
+    };
+    let private_granted = listed(config.private_hosts.get(id));
+    let allowed =
+        private_granted || listed(Some(&plugin.manifest.capabilities.http_hosts)) || listed(config.allow_hosts.get(id));
     if !allowed {
         return Err(Outcome::Permanent(format!(
             "plugin {} may not reach {host}:{port}; list it in its manifest's http_hosts or in [http.allow_hosts] {} = [...]",
@@ -56,11 +66,15 @@ pub async fn send(plugin: &Plugin, config: &HttpConfig, request: OutboundRequest
     let Some(&addr) = addrs.first() else {
         return Err(Outcome::Transient(format!("{host} has no address")));
     };
-    if !config.allow_private_hosts
-        && let Some(private) = addrs.iter().find(|a| !is_public(a.ip()))
-    {
+    if let Some(own) = addrs.iter().find(|a| is_daemon_api(**a, daemon_api)) {
         return Err(Outcome::Permanent(format!(
-            "{host} resolves to {}, a private address; refused (set [http] allow_private_hosts for local gateways)",
+            "{host}:{port} ({own}) is this daemon's own API ([api] bind = \"{daemon_api}\"); plugins may never send there"
+        )));
+    }
+    if !private_granted && let Some(private) = addrs.iter().find(|a| !is_public(a.ip())) {
+        return Err(Outcome::Permanent(format!(
+            "{host} resolves to {}, a private address; refused (for an on-premise gateway, grant it to this plugin: \
+             [http] private_hosts = {{ {id} = [\"{host}:{port}\"] }})",
             private.ip()
         )));
     }
@@ -161,6 +175,14 @@ fn fill_secrets(text: &str, allowed: &BTreeSet<String>) -> Result<String, Outcom
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Whether `addr` reaches the daemon's API listening on `api`: its port, on the
+/// address it listens on, on loopback, or on any address when it listens on all.
+fn is_daemon_api(addr: SocketAddr, api: SocketAddr) -> bool {
+    let ip = addr.ip().to_canonical();
+    addr.port() == api.port()
+        && (api.ip().is_unspecified() || ip.is_loopback() || ip.is_unspecified() || ip == api.ip().to_canonical())
 }
 
 /// False for loopback, private, link-local, unspecified, shared and unique-local addresses.

@@ -41,6 +41,8 @@ pub struct Delivery {
     mailer: Mailer,
     plugins: Plugins,
     http: HttpConfig,
+    /// The daemon's own API, which no plugin request may reach.
+    api_bind: std::net::SocketAddr,
     policy: DeliveryConfig,
     suppression: SuppressionRules,
     handoff: Arc<Handoff>,
@@ -107,6 +109,7 @@ impl Delivery {
             clock,
             plugins,
             http: config.http.clone(),
+            api_bind: config.api.bind,
             policy: config.delivery.clone(),
             suppression: config.suppression.rules(),
             handoff,
@@ -383,7 +386,7 @@ impl Delivery {
         };
         let mut last = Outcome::Permanent("the plugin built no request".into());
         for request in requests {
-            let response = match http::send(&plugin, &self.http, request).await {
+            let response = match http::send(&plugin, &self.http, self.api_bind, request).await {
                 Ok(r) => r,
                 Err(outcome) => return outcome,
             };
