@@ -189,6 +189,53 @@ fn a_plugin_claiming_a_served_channel_is_refused_unless_the_config_picks_it() {
     assert!(line("email ").contains("channels []"), "{list}");
 }
 
+#[test]
+fn build_request_output_is_capped_in_count_and_bytes() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.install_plugin("hostile", &hostile_wasm(), &hostile_manifest());
+    let (ok, out) = plugin_test(&nudge, "many", serde_json::json!({"deliver": "many"}));
+    assert!(
+        !ok && out.contains("built 10000 requests for one message, over the limit of 16"),
+        "{out}"
+    );
+    let (ok, out) = plugin_test(&nudge, "big", serde_json::json!({"deliver": "big"}));
+    assert!(
+        !ok && out.contains("KiB of requests, over its output limit of 64 KiB"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_providers_verdict_text_is_stored_cut_to_a_bound() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let server = HttpServer::start(tmp.path(), r#"[{"status": 200, "body": "long-reason"}]"#);
+    let mut nudge = hostile_with_provider(&smtp, &server, "one", "");
+    nudge.start();
+    reach_intent(&nudge, "gao");
+    server.wait_for_requests(1);
+    nudge.settle();
+    let stored = nudge.query(
+        "SELECT length(d.detail), length(o.last_error), d.detail FROM deliveries d JOIN outbox o ON o.id = d.outbox_id \
+         WHERE o.channel = 'hostile'",
+    );
+    let row = &stored[0];
+    assert!(
+        row[0].as_i64().unwrap() < 2048 && row[1].as_i64().unwrap() < 2048,
+        "{row:?}"
+    );
+    assert!(
+        row[2]
+            .as_str()
+            .unwrap()
+            .ends_with("(4194304 bytes from the plugin, cut to 1024)"),
+        "{row:?}"
+    );
+    nudge.stop();
+}
+
 /// Installs the hostile plugin with `hosts` in its manifest's http_hosts, and a
 /// workflow that sends it one message per contact reaching `intent`, with a
 /// template asking `build_request` for `deliver` to `target`.
@@ -299,4 +346,16 @@ fn private_hosts_are_granted_by_the_admin_per_plugin_and_host_never_by_a_manifes
         "two emails and the hostile message"
     );
     nudge.stop();
+}
+
+/// A hostile plugin delivering to a scripted provider on loopback (granted).
+fn hostile_with_provider(smtp: &SmtpServer, server: &HttpServer, deliver: &str, extra: &str) -> Nudge {
+    let provider = format!("127.0.0.1:{}", server.port);
+    let nudge = Nudge::with_config(
+        smtp,
+        MONDAY_9AM,
+        &format!("[http]\nprivate_hosts = {{ hostile = [\"{provider}\"] }}\n{extra}"),
+    );
+    hostile_sender(&nudge, &[], deliver, &format!("http://{provider}/send"));
+    nudge
 }

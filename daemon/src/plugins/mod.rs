@@ -24,6 +24,13 @@ pub use sandbox::{CallStats, PluginError};
 use self::sandbox::nudge::channel::types as wit;
 use sandbox::{ChannelPre, Runtime};
 
+/// Requests one `build_request` may return: a long message split into parts
+/// (SMS segments, WeCom chunks) needs a handful, never thousands.
+pub const MAX_REQUESTS: usize = 16;
+/// Bytes of text from a plugin (a verdict, an error) kept in logs and the
+/// deliveries table; the rest is cut.
+pub const MAX_PLUGIN_TEXT: usize = 1024;
+
 /// First-party plugins built from plugins/ by build.rs and embedded in the binary.
 const BUILT_IN: &[(&str, &[u8], &str)] = &[
     (
@@ -391,10 +398,10 @@ impl PluginHost {
         let (result, stats) = self.runtime.call(plugin, |store, p| p.call_render(store, &request))?;
         let r = result.map_err(|e| match e.field {
             Some(field) => PluginError::Template {
-                field,
-                message: e.message,
+                field: bounded(field),
+                message: bounded(e.message),
             },
-            None => PluginError::Refused(e.message),
+            None => PluginError::Refused(bounded(e.message)),
         })?;
         let message = RenderedMessage {
             subject: r.subject,
@@ -437,7 +444,30 @@ impl PluginHost {
         let (result, _) = self.runtime.call(plugin, |store, p| {
             p.call_build_request(store, &rendered, recipient, &config_json)
         })?;
-        let requests = result.map_err(|e| PluginError::Refused(e.message))?;
+        let requests = result.map_err(|e| PluginError::Refused(bounded(e.message)))?;
+        if requests.len() > MAX_REQUESTS {
+            return Err(PluginError::Limit(format!(
+                "built {} requests for one message, over the limit of {MAX_REQUESTS}",
+                requests.len()
+            )));
+        }
+        let size: usize = requests
+            .iter()
+            .map(|r| {
+                r.method.len()
+                    + r.url.len()
+                    + r.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+                    + r.body.len()
+            })
+            .sum();
+        let cap = plugin.manifest.limits.output_kb as usize * 1024;
+        if size > cap {
+            return Err(PluginError::Limit(format!(
+                "built {} KiB of requests, over its output limit of {} KiB",
+                size / 1024,
+                plugin.manifest.limits.output_kb
+            )));
+        }
         Ok(requests
             .into_iter()
             .map(|r| OutboundRequest {
@@ -463,11 +493,23 @@ impl PluginHost {
             .runtime
             .call(plugin, |store, p| p.call_interpret_response(store, &response))?;
         Ok(match outcome {
-            wit::DeliveryOutcome::Sent(s) => ProviderVerdict::Sent(s),
-            wit::DeliveryOutcome::RetryLater(s) => ProviderVerdict::RetryLater(s),
-            wit::DeliveryOutcome::Failed(s) => ProviderVerdict::Failed(s),
+            wit::DeliveryOutcome::Sent(s) => ProviderVerdict::Sent(bounded(s)),
+            wit::DeliveryOutcome::RetryLater(s) => ProviderVerdict::RetryLater(bounded(s)),
+            wit::DeliveryOutcome::Failed(s) => ProviderVerdict::Failed(bounded(s)),
         })
     }
+}
+
+/// A plugin's text cut to MAX_PLUGIN_TEXT bytes (at a character boundary), saying so.
+fn bounded(mut text: String) -> String {
+    if text.len() <= MAX_PLUGIN_TEXT {
+        return text;
+    }
+    let total = text.len();
+    let cut = text.floor_char_boundary(MAX_PLUGIN_TEXT);
+    text.truncate(cut);
+    text.push_str(&format!("… ({total} bytes from the plugin, cut to {cut})"));
+    text
 }
 
 fn fingerprint(wasm: &[u8], manifest: &str, settings: &PluginSettings) -> String {
@@ -607,5 +649,19 @@ async fn reload_on_change(
             Ok(Err(e)) => warn!("plugins folder changed but could not be loaded: {e:#}"),
             Err(e) => warn!("plugin reload: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_text_is_cut_at_a_character_boundary_and_says_so() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = "阿".repeat(1000);
+        let cut = bounded(long);
+        assert!(cut.starts_with(&"阿".repeat(341)), "{cut}");
+        assert!(cut.ends_with("… (3000 bytes from the plugin, cut to 1023)"), "{cut}");
     }
 }
