@@ -359,3 +359,76 @@ fn hostile_with_provider(smtp: &SmtpServer, server: &HttpServer, deliver: &str, 
     hostile_sender(&nudge, &[], deliver, &format!("http://{provider}/send"));
     nudge
 }
+
+#[test]
+fn a_message_the_provider_accepted_is_never_sent_again_when_its_answer_cannot_be_read() {
+    for answer in ["trap", "sleep"] {
+        let tmp = scratch();
+        let smtp = SmtpServer::start(tmp.path());
+        let server = HttpServer::start(tmp.path(), &format!(r#"[{{"status": 200, "body": "{answer}"}}]"#));
+        let mut nudge = hostile_with_provider(
+            &smtp,
+            &server,
+            "one",
+            "[delivery]\nmax_attempts = 3\non_unknown = \"resend\"\n",
+        );
+        nudge.start();
+        reach_intent(&nudge, "gao");
+        server.wait_for_requests(1);
+        nudge.settle();
+        // Past every backoff: a retry would have gone out by now.
+        nudge.advance("1d");
+        nudge.settle();
+        nudge.advance("1d");
+        nudge.settle();
+        assert_eq!(
+            server.requests().len(),
+            1,
+            "{answer}: the provider got the message once"
+        );
+        // The resend `on_unknown = "resend"` allows skips the accepted part.
+        let outbox = nudge.status()["outbox"].clone();
+        assert_eq!(
+            outbox["sent"], 2,
+            "{answer}: the email and the accepted message: {outbox}"
+        );
+        assert!(
+            nudge
+                .log()
+                .contains("the provider answered 200 to part 1 of 1, but the plugin could not read the answer"),
+            "{}",
+            nudge.log()
+        );
+        nudge.stop();
+    }
+}
+
+#[test]
+fn a_message_sent_in_parts_resends_only_the_parts_not_yet_accepted() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let server = HttpServer::start(
+        tmp.path(),
+        r#"[{"status": 200, "body": "ok"}, {"status": 200, "body": "ok"}, {"status": 503, "body": "busy"}, {"status": 200, "body": "ok"}]"#,
+    );
+    let mut nudge = hostile_with_provider(&smtp, &server, "parts", "");
+    nudge.start();
+    reach_intent(&nudge, "gao");
+    server.wait_for_requests(3);
+    nudge.settle();
+    nudge.advance("1h");
+    server.wait_for_requests(4);
+    nudge.settle();
+    let bodies: Vec<String> = server.requests().into_iter().map(|(_, body)| body).collect();
+    assert_eq!(
+        bodies,
+        ["part 1", "part 2", "part 3", "part 3"],
+        "parts 1 and 2 were accepted the first time"
+    );
+    assert_eq!(
+        nudge.status()["outbox"]["sent"],
+        2,
+        "the proposal email and the three parts"
+    );
+    nudge.stop();
+}

@@ -513,6 +513,7 @@ mod tests {
             attempts: 0,
             suppressed: None,
             had_unknown: false,
+            parts_done: 0,
         }
     }
 

@@ -348,12 +348,16 @@ impl Delivery {
     }
 
     /// Sends one row by its channel's route, unless its recipient is suppressed.
-    async fn attempt(&self, row: OutboxRow) -> Attempt {
+    async fn attempt(&self, mut row: OutboxRow) -> Attempt {
         let started = self.clock.now_ms();
         let outcome = match (&row.suppressed, row.channel.as_str()) {
             (Some(reason), _) => Outcome::Suppressed(format!("recipient suppressed: {reason}")),
             (None, "email") => self.mailer.send(&row, started).await,
-            (None, channel) => self.send_http(channel, &row).await,
+            (None, channel) => {
+                let (outcome, parts_done) = self.send_http(channel, &row).await;
+                row.parts_done = parts_done;
+                outcome
+            }
         };
         // Done as far as the API's pace goes: the record need not be waited for.
         self.admission.messages_done(row.run_id);
@@ -362,11 +366,23 @@ impl Delivery {
 
     /// Delivers through the channel plugin's HTTP requests, sent in order; the
     /// plugin reads each answer (some providers report errors in a 200 body).
-    async fn send_http(&self, channel: &str, row: &OutboxRow) -> Outcome {
+    /// Parts the provider accepted on an earlier attempt are not sent again;
+    /// returns the outcome and the parts accepted by now.
+    ///
+    /// A part the provider answered with 2xx counts as accepted even when the
+    /// plugin cannot read the answer (it traps or runs past its deadline): the
+    /// message is then "unknown", never retried as if it had not gone out.
+    async fn send_http(&self, channel: &str, row: &OutboxRow) -> (Outcome, i64) {
+        let mut done = row.parts_done;
         let host = self.plugins.get();
         let plugin = match host.for_channel(channel) {
             Ok(p) => p.clone(),
-            Err(e) => return Outcome::Transient(format!("{e}; retried once the plugin is installed")),
+            Err(e) => {
+                return (
+                    Outcome::Transient(format!("{e}; retried once the plugin is installed")),
+                    done,
+                );
+            }
         };
         let m = &row.message.0;
         let message = RenderedMessage {
@@ -381,29 +397,54 @@ impl Delivery {
                 .await;
         let requests = match requests {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Outcome::Permanent(format!("plugin could not build the request: {e}")),
-            Err(e) => return Outcome::Transient(format!("plugin call: {e}")),
+            Ok(Err(e)) => {
+                return (
+                    Outcome::Permanent(format!("plugin could not build the request: {e}")),
+                    done,
+                );
+            }
+            Err(e) => return (Outcome::Transient(format!("plugin call: {e}")), done),
         };
-        let mut last = Outcome::Permanent("the plugin built no request".into());
-        for request in requests {
+        let parts = requests.len();
+        if parts == 0 {
+            return (Outcome::Permanent("the plugin built no request".into()), done);
+        }
+        let mut unread = None;
+        for request in requests.into_iter().skip(done as usize) {
             let response = match http::send(&plugin, &self.http, self.api_bind, request).await {
                 Ok(r) => r,
-                Err(outcome) => return outcome,
+                Err(outcome) => return (outcome, done),
             };
+            let status = response.status;
             let (channel_owned, blocking_host) = (channel.to_string(), host.clone());
             let verdict = tokio::task::spawn_blocking(move || {
                 blocking_host.interpret_response(&channel_owned, response.status, response.headers, response.body)
             })
-            .await;
-            last = match verdict {
-                Ok(Ok(ProviderVerdict::Sent(_))) => Outcome::Sent,
-                Ok(Ok(ProviderVerdict::RetryLater(why))) => return Outcome::Transient(why),
-                Ok(Ok(ProviderVerdict::Failed(why))) => return Outcome::Permanent(why),
-                Ok(Err(e)) => return Outcome::Transient(format!("plugin could not read the answer: {e}")),
-                Err(e) => return Outcome::Transient(format!("plugin call: {e}")),
-            };
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|v| v.map_err(|e| e.to_string()));
+            match verdict {
+                Ok(ProviderVerdict::Sent(_)) => done += 1,
+                Ok(ProviderVerdict::RetryLater(why)) => return (Outcome::Transient(why), done),
+                Ok(ProviderVerdict::Failed(why)) => return (Outcome::Permanent(why), done),
+                Err(e) if (200..300).contains(&status) => {
+                    done += 1;
+                    unread.get_or_insert(format!(
+                        "the provider answered {status} to part {done} of {parts}, but the plugin could not read the answer: {e}"
+                    ));
+                }
+                Err(e) => {
+                    return (
+                        Outcome::Transient(format!("plugin could not read the answer: {e}")),
+                        done,
+                    );
+                }
+            }
         }
-        last
+        match unread {
+            Some(why) => (Outcome::Unknown(why), done),
+            None => (Outcome::Sent, done),
+        }
     }
 
     /// Records attempts in one transaction, with the bounces they amount to.

@@ -93,6 +93,9 @@ pub struct OutboxRow {
     pub suppressed: Option<String>,
     /// Whether an earlier attempt ended with an unknown outcome.
     pub had_unknown: bool,
+    /// Parts (HTTP requests of a plugin channel) the provider accepted, in order;
+    /// after an attempt, those accepted by then.
+    pub parts_done: i64,
 }
 
 pub struct NewOutboxRow {
@@ -198,6 +201,7 @@ pub async fn queue_and_finish(
                 channel: r.channel,
                 message: sqlx::types::Json(r.message),
                 attempts: 0,
+                parts_done: 0,
                 suppressed,
                 had_unknown: false,
             })
@@ -217,7 +221,7 @@ pub async fn due_outbox(
     full_channels: &[String],
 ) -> anyhow::Result<Vec<OutboxRow>> {
     Ok(sqlx::query_as(
-        "SELECT o.id, o.run_id, o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts,
+        "SELECT o.id, o.run_id, o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts, o.parts_done,
                 (SELECT s.reason FROM suppressions s
                   WHERE s.address = lower(o.recipient) AND s.channel IN ('*', o.channel) LIMIT 1) AS suppressed,
                 EXISTS (SELECT 1 FROM deliveries d WHERE d.outbox_id = o.id AND d.outcome = 'unknown') AS had_unknown
@@ -338,6 +342,7 @@ pub async fn record_attempts(conn: &mut Conn, attempts: &[AttemptRecord<'_>], no
                 a.outcome.detail(),
                 a.next.status(),
                 next_at,
+                a.row.parts_done,
             ])
         })
         .collect();
@@ -346,10 +351,10 @@ pub async fn record_attempts(conn: &mut Conn, attempts: &[AttemptRecord<'_>], no
         "INSERT INTO deliveries (outbox_id, attempt, started_at, finished_at, outcome, detail)
          SELECT value ->> 0, value ->> 1, value ->> 2, ?1, value ->> 3, value ->> 4 FROM json_each(?2);
          UPDATE outbox SET status = j.status, attempts = j.attempts, next_attempt_at = j.next_at,
-                           last_error = NULLIF(j.detail, ''),
+                           last_error = NULLIF(j.detail, ''), parts_done = j.parts_done,
                            sent_at = CASE WHEN j.status = 'sent' THEN ?1 ELSE sent_at END
          FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempts, value ->> 4 AS detail, value ->> 5 AS status,
-                      value ->> 6 AS next_at FROM json_each(?2)) AS j
+                      value ->> 6 AS next_at, value ->> 7 AS parts_done FROM json_each(?2)) AS j
          WHERE outbox.id = j.id",
     )
     .bind(now)
