@@ -432,3 +432,63 @@ fn a_message_sent_in_parts_resends_only_the_parts_not_yet_accepted() {
     );
     nudge.stop();
 }
+
+#[test]
+fn malformed_requests_from_a_plugin_fail_for_good_with_the_reason() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let server = HttpServer::start(tmp.path(), r#"[{"status": 200, "body": "ok"}]"#);
+    let provider = format!("127.0.0.1:{}", server.port);
+    let mut nudge = Nudge::with_config(
+        &smtp,
+        MONDAY_9AM,
+        &format!("[http]\nprivate_hosts = {{ hostile = [\"{provider}\"] }}\n"),
+    );
+    hostile_sender(&nudge, &["[::1]:9"], "one", "http://[::1]:9/send");
+    for deliver in ["crlf", "host"] {
+        nudge.write_workflow(
+            &format!("templates/{deliver}.toml"),
+            &format!(
+                "[{deliver}]\nchannel = \"hostile\"\ndeliver = \"{deliver}\"\ntarget = \"http://{provider}/send\"\n"
+            ),
+        );
+        nudge.write_workflow(
+            &format!("{deliver}-on-intent.toml"),
+            &format!("category = \"transactional\"\n[trigger]\non = \"stage_changed\"\nto = \"intent\"\n\n[[steps]]\nsend = {{ channel = \"hostile\", template = \"{deliver}\" }}\n"),
+        );
+    }
+    nudge.start();
+    reach_intent(&nudge, "gao");
+    smtp.wait_for("gao@example.com", "a proposal");
+    nudge.settle();
+    let rows = nudge.query("SELECT status, attempts, last_error FROM outbox WHERE channel = 'hostile' ORDER BY id");
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for row in rows {
+        assert_eq!(
+            (row[0].as_str(), row[1].as_i64()),
+            (Some("failed"), Some(1)),
+            "final at once: {row:?}"
+        );
+    }
+    let errors: Vec<&str> = rows.iter().map(|r| r[2].as_str().unwrap()).collect();
+    // An IPv6 literal is an address, judged as one (here: loopback, not granted), never a DNS name.
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("[::1] resolves to ::1, a private address")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("header `x-note`") && e.contains("CR or LF")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("may not set the `Host` header")),
+        "{errors:?}"
+    );
+    assert!(server.requests().is_empty(), "none of them was sent");
+    nudge.stop();
+}

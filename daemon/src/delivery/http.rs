@@ -57,12 +57,21 @@ pub async fn send(
             plugin.manifest.id, plugin.manifest.id
         )));
     }
+    let headers = checked_headers(&request.headers, &fill)?;
     // Resolve once, check every address, and connect only to the checked one, so
-    // DNS cannot point the request somewhere else between check and connect.
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| Outcome::Transient(format!("resolve {host}: {e}")))?
-        .collect();
+    // DNS cannot point the request somewhere else between check and connect. An
+    // IP literal (`[::1]` included) is its own address, never a name to look up.
+    let literal = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(&host);
+    let addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| Outcome::Transient(format!("resolve {host}: {e}")))?
+            .collect(),
+    };
     let Some(&addr) = addrs.first() else {
         return Err(Outcome::Transient(format!("{host} has no address")));
     };
@@ -88,22 +97,24 @@ pub async fn send(
         .map_err(|e| Outcome::Transient(format!("HTTP client: {e}")))?;
     let method = reqwest::Method::from_bytes(request.method.as_bytes())
         .map_err(|_| Outcome::Permanent(format!("bad HTTP method `{}`", request.method)))?;
-    let mut builder = client.request(method, url);
-    for (name, value) in &request.headers {
-        builder = builder.header(name.as_str(), fill(value)?);
-    }
-    let mut response = builder.body(request.body).send().await.map_err(|e| {
-        // The URL may hold a filled-in secret: keep it out of logs and the deliveries table.
-        let e = e.without_url();
-        if e.is_timeout() && !e.is_connect() {
-            // The request went out; the provider may have accepted it.
-            Outcome::Unknown(format!(
-                "no answer from {host} in time; the provider may have the message"
-            ))
-        } else {
-            Outcome::Transient(format!("request to {host}: {e}"))
-        }
-    })?;
+    let mut response = client
+        .request(method, url)
+        .headers(headers)
+        .body(request.body)
+        .send()
+        .await
+        .map_err(|e| {
+            // The URL may hold a filled-in secret: keep it out of logs and the deliveries table.
+            let e = e.without_url();
+            if e.is_timeout() && !e.is_connect() {
+                // The request went out; the provider may have accepted it.
+                Outcome::Unknown(format!(
+                    "no answer from {host} in time; the provider may have the message"
+                ))
+            } else {
+                Outcome::Transient(format!("request to {host}: {e}"))
+            }
+        })?;
     let status = response.status();
     if status.is_redirection() {
         let to = response
@@ -141,6 +152,43 @@ pub async fn send(
         headers,
         body,
     })
+}
+
+/// Headers the host sets itself: a plugin setting them could send the request to
+/// another virtual host or desynchronise the body from its framing.
+const HOST_SET_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
+
+/// A plugin's headers, secrets filled in, as HTTP allows them; a bad one is a
+/// final error naming it (its value may hold a secret, so it is not shown).
+fn checked_headers(
+    headers: &[(String, String)],
+    fill: &impl Fn(&str) -> Result<String, Outcome>,
+) -> Result<reqwest::header::HeaderMap, Outcome> {
+    let mut checked = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        if HOST_SET_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            return Err(Outcome::Permanent(format!(
+                "the plugin may not set the `{name}` header; the host sets it"
+            )));
+        }
+        let header = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Outcome::Permanent(format!(
+                "the plugin's header name `{}` is not valid HTTP",
+                name.escape_debug()
+            ))
+        })?;
+        let value = fill(value)?;
+        if value.contains(['\r', '\n']) {
+            return Err(Outcome::Permanent(format!(
+                "the plugin's header `{name}` contains CR or LF, which would start another header; refused"
+            )));
+        }
+        let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+            Outcome::Permanent(format!("the plugin's header `{name}` has a control character; refused"))
+        })?;
+        checked.append(header, value);
+    }
+    Ok(checked)
 }
 
 /// Names of the secrets the admin's config for a plugin refers to.
