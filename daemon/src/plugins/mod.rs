@@ -208,7 +208,7 @@ impl PluginHost {
         };
         let fingerprint = fingerprint(&wasm, &manifest, &settings);
         let plugin = host.load_one(&origin, &wasm, &manifest, fingerprint, &settings)?;
-        host.insert(Arc::new(plugin));
+        host.insert(Arc::new(plugin), &settings)?;
         Ok(host)
     }
 
