@@ -190,14 +190,16 @@ fn walk(expr: &IdedExpr, bound: &mut Vec<String>, visit: &mut dyn FnMut(&IdedExp
     }
 }
 
-/// Byte offset of a 1-based (line, column) position reported by the CEL parser.
+/// Byte range of the character at a 1-based (line, column) position reported by
+/// the CEL parser, whose columns count characters, not bytes.
 fn offset_of(source: &str, line: isize, col: isize) -> Range<usize> {
     let mut offset = 0;
     for (i, text) in source.split_inclusive('\n').enumerate() {
         if i as isize + 1 == line {
-            let col = (col.max(0) as usize).min(text.len());
-            let at = offset + col;
-            return at..(at + 1).min(source.len()).max(at);
+            let nth = usize::try_from(col - 1).unwrap_or(0);
+            let at = offset + text.char_indices().nth(nth).map_or(text.len(), |(at, _)| at);
+            let end = source[at..].chars().next().map_or(at, |c| at + c.len_utf8());
+            return at..end;
         }
         offset += text.len();
     }
@@ -247,5 +249,18 @@ mod tests {
                 .message
                 .contains("syntax")
         );
+    }
+
+    #[test]
+    fn positions_after_non_ascii_text_are_byte_offsets_of_the_right_character() {
+        let source = r#"contact.company == "阿里巴巴" && ) "#;
+        let err = Condition::compile(source).unwrap_err();
+        assert_eq!(&source[err.span.clone()], ")", "{err:?}");
+        let source = r#"contact.company == "阿里巴巴" && contact.nmae == "x""#;
+        let err = Condition::compile(source).unwrap_err();
+        assert_eq!(&source[err.span.clone()], "contact.nmae", "{err:?}");
+        let source = "contact.name == )";
+        let err = Condition::compile(source).unwrap_err();
+        assert_eq!(&source[err.span.clone()], ")", "{err:?}");
     }
 }

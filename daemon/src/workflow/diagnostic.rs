@@ -46,9 +46,11 @@ impl Diagnostic {
     pub fn render(&self, source: &str, color: bool) -> String {
         let (line, col) = self.line_col(source);
         let title = format!("{}:{}:{}: {}", self.file, line, col, self.message);
-        let mut span = self.span.start.min(source.len())..self.span.end.min(source.len());
+        // The renderer slices the source at the span: both ends must fall between characters.
+        let start = floor_char_boundary(source, self.span.start);
+        let mut span = start..ceil_char_boundary(source, self.span.end.max(start));
         if span.is_empty() && span.end < source.len() {
-            span.end = floor_char_boundary(source, span.end + 1).max(span.end);
+            span.end = ceil_char_boundary(source, span.end + 1);
         }
         let snippet = Snippet::source(source)
             .origin(&self.file)
@@ -68,6 +70,14 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i = i.min(s.len());
     while !s.is_char_boundary(i) {
         i -= 1;
+    }
+    i
+}
+
+fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i += 1;
     }
     i
 }

@@ -361,8 +361,8 @@ fn parse_workflow(
     let condition = |key: &str, w: &Spanned<String>, problems: &mut Problems| match Condition::compile(w.get_ref()) {
         Ok(c) => Some(c),
         Err(e) => {
-            let base = string_content_start(source, w.span().start);
-            let span = base + e.span.start..base + e.span.end;
+            let quote = w.span().start;
+            let span = offset_in_string(source, quote, e.span.start)..offset_in_string(source, quote, e.span.end);
             let mut d = Diagnostic::new(path, span, format!("in `{key}`: {}", e.message));
             if let Some(help) = e.help {
                 d = d.help(help);
@@ -484,19 +484,62 @@ fn parse_workflow(
     })
 }
 
-/// Byte offset where a TOML string's content starts, given the offset of its opening quote.
-fn string_content_start(source: &str, quote: usize) -> usize {
-    let rest = &source[quote..];
+/// Byte offset in `source` of byte `at` of a TOML string's value, given the offset
+/// of its opening quote. They differ by the quote, by escapes (`\"` is two bytes in
+/// the file and one in the value, `\u00e9` six and two) and by line-ending
+/// backslashes, so a position inside a `when` expression is mapped through them.
+pub(super) fn offset_in_string(source: &str, quote: usize, at: usize) -> usize {
+    let rest = source.get(quote..).unwrap_or("");
     let opener = ["\"\"\"", "'''", "\"", "'"]
         .into_iter()
         .find(|q| rest.starts_with(q))
         .unwrap_or("");
-    let mut start = quote + opener.len();
+    let mut raw = quote + opener.len();
     // A newline right after a multi-line opener is not part of the string.
-    if opener.len() == 3 && source[start..].starts_with('\n') {
-        start += 1;
+    if opener.len() == 3 {
+        if source[raw..].starts_with("\r\n") {
+            raw += 2;
+        } else if source[raw..].starts_with('\n') {
+            raw += 1;
+        }
     }
-    start
+    if !opener.starts_with('"') {
+        // Literal strings have no escapes: the value is the text.
+        return (raw + at).min(source.len());
+    }
+    let mut value = 0;
+    let mut chars = source[raw..].char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '\\' && chars.peek().is_some_and(|(_, next)| next.is_whitespace()) {
+            // A line-ending backslash: it and the whitespace after it are not in the value.
+            while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+            continue;
+        }
+        if value >= at {
+            return raw + i;
+        }
+        if c != '\\' {
+            value += c.len_utf8();
+            continue;
+        }
+        let Some(&(_, escaped)) = chars.peek() else { break };
+        let hex_digits = match escaped {
+            'u' => 4,
+            'U' => 8,
+            'x' => 2,
+            _ => 0,
+        };
+        if hex_digits > 0 {
+            let digits: String = source[raw + i + 2..].chars().take(hex_digits).collect();
+            let decoded = u32::from_str_radix(&digits, 16).ok().and_then(char::from_u32);
+            value += decoded.map_or(1, char::len_utf8);
+            chars.nth(hex_digits);
+        } else {
+            value += 1;
+            chars.next();
+        }
+    }
+    source.len()
 }
 
 fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems) -> Option<Trigger> {
@@ -1055,5 +1098,36 @@ mod tests {
         assert!(msg.contains("no field `stagee`"), "{msg}");
         assert_eq!(pos, (1, 9));
         assert_eq!(help.as_deref(), Some("did you mean `stage`?"));
+    }
+
+    const AFTER_WHEN: &str = "\n[trigger]\non = \"contact_created\"\n[[steps]]\nwait = \"1d\"\n";
+
+    #[test]
+    fn condition_errors_after_non_ascii_text_and_escapes_point_at_the_right_character() {
+        for when in [
+            r#"when = "contact.company == \"阿里巴巴\" && contact.nmae == 'x'""#,
+            r#"when = "contact.company == \"\u00e9\\\\\" &&\tcontact.nmae == 'x'""#,
+            r#"when = 'contact.company == "阿里巴巴" && contact.nmae == "x"'"#,
+            "when = \"\"\"\ncontact.company == \\\"阿里\\\" && \\\n   contact.nmae == 'x'\"\"\"",
+        ] {
+            let src = format!("{when}{AFTER_WHEN}");
+            let problems = compile(&src).expect_err("should fail");
+            assert_eq!(&src[problems[0].span.clone()], "contact.nmae", "{when}");
+        }
+        // The issue's case: a dangling `&&` after Chinese text, rendered without a panic.
+        let src = format!("when = 'contact.stage == \"lead\" && contact.company == \"阿里巴巴\" &&'{AFTER_WHEN}");
+        let problems = compile(&src).expect_err("should fail");
+        let rendered = problems[0].render(&src, false);
+        assert!(rendered.contains("wf/a.toml:1:"), "{rendered}");
+        assert!(problems[0].message.contains("syntax"), "{rendered}");
+    }
+
+    #[test]
+    fn a_span_inside_a_character_is_rendered_around_it() {
+        let src = "name = \"阿里巴巴\"\n";
+        for span in [9..9, 9..10, 8..11] {
+            let rendered = Diagnostic::new("f.toml", span, "here").render(src, false);
+            assert!(rendered.contains("f.toml:1:"), "{rendered}");
+        }
     }
 }

@@ -2,9 +2,11 @@
 //! set is validated again. A valid set replaces the running one atomically; an
 //! invalid one is reported with file:line:col and the last good set keeps running.
 
-use std::path::PathBuf;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::FutureExt as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -41,29 +43,56 @@ async fn reload_on_change(
             _ = cancel.cancelled() => return,
             change = changes.next() => if change.is_none() { return },
         }
-        let channels = engine.plugins.get().channels();
-        let loaded = {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || WorkflowSet::load(&dir, &channels)).await
-        };
-        match loaded {
-            Ok(Ok(set)) if set.hash == engine.current().hash => {}
-            Ok(Ok(set)) => {
-                let (hash, count) = (set.hash.clone(), set.workflows.len());
-                match engine.install(Arc::new(set)).await {
-                    Ok(()) => {
-                        info!(set = %hash, workflows = count, "workflows reloaded");
-                        engine_wake.notify_one();
-                    }
-                    Err(e) => error!("workflows valid but not installed: {e:#}"),
-                }
-            }
-            Ok(Err(diagnostics)) => error!(
-                "workflow change rejected; still running set {}:\n{}",
+        // A reload that fails in any way, a panic included, is reported and the
+        // watch goes on: the next edit (perhaps the fix) must still be picked up.
+        let reload = AssertUnwindSafe(reload(&dir, &engine, &engine_wake)).catch_unwind();
+        if let Err(panic) = reload.await {
+            error!(
+                "workflow change rejected; still running set {}: checking it failed: {}",
                 engine.current().hash,
-                diagnostics.render(false)
-            ),
-            Err(e) => error!("reload: {e}"),
+                panic_message(&*panic)
+            );
         }
     }
+}
+
+async fn reload(dir: &Path, engine: &Engine, engine_wake: &Notify) {
+    let channels = engine.plugins.get().channels();
+    // Loading and rendering the problems both read the user's files: off the
+    // async workers, and a panic there comes back as an error.
+    let loaded = {
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || WorkflowSet::load(&dir, &channels).map_err(|d| d.render(false))).await
+    };
+    match loaded {
+        Ok(Ok(set)) if set.hash == engine.current().hash => {}
+        Ok(Ok(set)) => {
+            let (hash, count) = (set.hash.clone(), set.workflows.len());
+            match engine.install(Arc::new(set)).await {
+                Ok(()) => {
+                    info!(set = %hash, workflows = count, "workflows reloaded");
+                    engine_wake.notify_one();
+                }
+                Err(e) => error!("workflows valid but not installed: {e:#}"),
+            }
+        }
+        Ok(Err(problems)) => error!(
+            "workflow change rejected; still running set {}:\n{problems}",
+            engine.current().hash
+        ),
+        Err(e) => error!(
+            "workflow change rejected; still running set {}: checking it failed: {}",
+            engine.current().hash,
+            e.try_into_panic()
+                .map_or_else(|e| e.to_string(), |p| panic_message(&*p))
+        ),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string())
 }

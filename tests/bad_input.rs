@@ -1,0 +1,105 @@
+//! Bad input, as users and attackers give it: broken workflow files, odd API
+//! bodies, CLI arguments and CSV files. Each gets a clear error naming where the
+//! problem is, nothing is lost, and nothing panics or hangs. The real binary, a
+//! real SMTP server and a real SQLite file, on virtual time.
+
+mod common;
+
+use common::{Nudge, SmtpServer, scratch};
+use serde_json::{Value, json};
+
+const MONDAY_9AM: &str = "2026-11-23T09:00:00Z";
+
+/// The contact's tags, as `nudge contact show --json` gives them.
+fn tags(nudge: &Nudge, email: &str) -> Value {
+    let shown: Value = serde_json::from_str(&nudge.cli(&["contact", "show", email, "--json"])).unwrap();
+    shown["contact"]["tags"].clone()
+}
+
+/// Columns a terminal gives `text`: CJK characters take two.
+fn display_width(text: &str) -> usize {
+    text.chars()
+        .map(|c| if ('\u{2e80}'..='\u{ffdc}').contains(&c) { 2 } else { 1 })
+        .sum()
+}
+
+#[test]
+fn a_cel_error_after_chinese_text_is_shown_at_its_character_and_reload_goes_on() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    let workflow =
+        |when: &str| format!("when = '{when}'\n[trigger]\non = \"contact_created\"\n[[steps]]\ntag = \"alibaba\"\n");
+
+    // The issue's case: a dangling `&&` after Chinese text. Exit 1 with a position, not a panic (101).
+    nudge.write_workflow(
+        "alibaba.toml",
+        &workflow(r#"contact.stage == "lead" && contact.company == "阿里巴巴" &&"#),
+    );
+    let out = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(nudge.path("nudge.toml"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("alibaba.toml:1:") && stderr.contains("syntax error"),
+        "{stderr}"
+    );
+
+    // An unknown field after Chinese text: the position counts characters and the
+    // caret sits under `contact.nmae`, however wide the characters before it.
+    let when = r#"contact.company == "阿里巴巴" && contact.nmae == "x""#;
+    nudge.write_workflow("alibaba.toml", &workflow(when));
+    let (ok, _, stderr) = nudge.try_cli(&["check"]);
+    assert!(!ok);
+    let line = format!("when = '{when}'");
+    let column = line[..line.find("contact.nmae").unwrap()].chars().count() + 1;
+    assert!(
+        stderr.contains(&format!(
+            "alibaba.toml:1:{column}: in `when`: `contact` has no field `nmae`"
+        )),
+        "{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.ends_with(&line))
+        .expect("the source line is shown");
+    let (source_gutter, _) = lines[at].split_once(&line).unwrap();
+    let carets = lines[at + 1];
+    let caret_column = display_width(&carets[..carets.find('^').expect("a caret")]);
+    let expected = display_width(source_gutter) + display_width(&line[..line.find("contact.nmae").unwrap()]);
+    assert_eq!(caret_column, expected, "the caret is under `contact.nmae`:\n{stderr}");
+    assert_eq!(carets.matches('^').count(), "contact.nmae".len(), "{stderr}");
+
+    // The running daemon reports the broken edit and still picks up the fix.
+    nudge.write_workflow("alibaba.toml", &workflow(r#"contact.company == "阿里巴巴""#));
+    nudge.start();
+    nudge.write_workflow(
+        "alibaba.toml",
+        &workflow(r#"contact.stage == "lead" && contact.company == "阿里巴巴" &&"#),
+    );
+    let log = nudge.wait_for_log("workflow change rejected");
+    assert!(log.contains("alibaba.toml:1:"), "{log}");
+    nudge.write_workflow(
+        "alibaba.toml",
+        &workflow(r#"contact.company == "阿里巴巴" && contact.stage == "lead""#),
+    );
+    nudge.wait_for_log("workflows reloaded");
+    nudge.cli(&[
+        "contact",
+        "add",
+        "--name",
+        "Ma Yun",
+        "--company",
+        "阿里巴巴",
+        "--email",
+        "ma@example.com",
+    ]);
+    nudge.settle();
+    assert_eq!(tags(&nudge, "ma@example.com"), json!(["alibaba"]), "{}", nudge.log());
+    nudge.stop();
+}
