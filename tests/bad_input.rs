@@ -103,3 +103,76 @@ fn a_cel_error_after_chinese_text_is_shown_at_its_character_and_reload_goes_on()
     assert_eq!(tags(&nudge, "ma@example.com"), json!(["alibaba"]), "{}", nudge.log());
     nudge.stop();
 }
+
+#[test]
+fn report_periods_and_order_dates_stay_within_the_calendar_nudge_works_with() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.cli(&["contact", "add", "--name", "Wang Fang", "--email", "wang@example.com"]);
+    nudge.start();
+
+    // The last days of the calendar: a clear 422 at once, not a page that never ends.
+    for query in [
+        "from=9999-12-25&to=9999-12-31&format=html",
+        "from=9999-12-25&to=9999-12-31",
+        "from=0001-01-01&to=2026-11-23",
+        "from=-009999-01-01&to=2026-11-23",
+    ] {
+        let (status, body) = nudge.http("GET", &format!("/reports?{query}"), None);
+        assert_eq!(status, 422, "{query}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("1970-01-01 to 2199-12-31"),
+            "{query}: {body}"
+        );
+    }
+    let (ok, _, stderr) = nudge.try_cli(&[
+        "report",
+        "--from",
+        "9999-12-25",
+        "--to",
+        "9999-12-31",
+        "--html",
+        "r.html",
+    ]);
+    assert!(
+        !ok && stderr.contains("`to`: 9999-12-31 is outside the days nudge works with (1970-01-01 to 2199-12-31)"),
+        "{stderr}"
+    );
+
+    // The widest period there is answers, with the last two years of weeks in its trend.
+    let (status, page) = nudge.http("GET", "/reports?from=1970-01-01&to=2199-12-31&format=html", None);
+    assert_eq!(status, 200, "{page}");
+    let page = page.as_str().unwrap();
+    assert!(page.contains("The last 104 weeks of the period."), "{page}");
+    assert!(page.contains("2199-12-25") && !page.contains("2197-12-01"), "{page}");
+
+    // Orders dated year 0 or -9999 are refused, by the API and the CLI, and nothing is stored.
+    for date in ["0000-01-01", "-009999-01-01", "1969-12-31"] {
+        let order = json!({ "id": format!("o-{date}"), "contact": "wang@example.com", "amount": "10", "date": date });
+        let (status, body) = nudge.http("POST", "/orders", Some(&order.to_string()));
+        assert_eq!(status, 422, "{date}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("outside the days nudge works with"),
+            "{body}"
+        );
+    }
+    let (ok, _, stderr) = nudge.try_cli(&[
+        "order",
+        "add",
+        "--id",
+        "o-0",
+        "--contact",
+        "wang@example.com",
+        "--amount",
+        "10",
+        "--date",
+        "0000-01-01",
+    ]);
+    assert!(!ok && stderr.contains("order date 0000-01-01 is outside"), "{stderr}");
+    assert_eq!(nudge.query("SELECT COUNT(*) FROM orders"), json!([[0]]));
+    nudge.stop();
+}

@@ -45,6 +45,23 @@ impl Clock {
     }
 }
 
+/// The first and last days nudge takes from people and files (report periods,
+/// order dates): wide enough for any real order or report, and narrow enough
+/// that every day, and the day after it, is a time in every time zone.
+pub const FIRST_DAY: jiff::civil::Date = jiff::civil::date(1970, 1, 1);
+pub const LAST_DAY: jiff::civil::Date = jiff::civil::date(2199, 12, 31);
+
+/// The day, if it is one nudge works with; else a message naming the range.
+pub fn check_day(day: jiff::civil::Date) -> Result<jiff::civil::Date, String> {
+    if (FIRST_DAY..=LAST_DAY).contains(&day) {
+        Ok(day)
+    } else {
+        Err(format!(
+            "{day} is outside the days nudge works with ({FIRST_DAY} to {LAST_DAY})"
+        ))
+    }
+}
+
 /// Renders a stored millisecond time for people, in UTC.
 pub fn display_ms(ms: i64) -> String {
     Timestamp::from_millisecond(ms)

@@ -32,14 +32,20 @@ impl ReportScope {
         to: Option<&str>,
         [owner, tier, source]: [Option<String>; 3],
     ) -> Result<ReportScope, Invalid> {
-        let date = |text: Option<&str>, default: Date| match text.map(str::trim).filter(|t| !t.is_empty()) {
+        let date = |name: &str, text: Option<&str>, default: Date| match text.map(str::trim).filter(|t| !t.is_empty()) {
             None => Ok(default),
             Some(t) => t
                 .parse::<Date>()
-                .map_err(|_| Invalid(format!("`{t}` is not a date; write YYYY-MM-DD"))),
+                .map_err(|_| format!("`{t}` is not a date; write YYYY-MM-DD"))
+                .and_then(crate::clock::check_day)
+                .map_err(|e| Invalid(format!("`{name}`: {e}"))),
         };
-        let to = date(to, rules.today(now))?;
-        let from = date(from, sub_days(to, jiff::Span::new().days(29)))?;
+        let to = date("to", to, rules.today(now))?;
+        let from = date(
+            "from",
+            from,
+            sub_days(to, jiff::Span::new().days(29)).max(crate::clock::FIRST_DAY),
+        )?;
         if from > to {
             return Err(Invalid(format!("the period starts ({from}) after it ends ({to})")));
         }
@@ -568,7 +574,11 @@ impl Report {
     }
 }
 
-/// The same measures week by week over a report's period, for the trend chart.
+/// The weeks the trend chart shows at most: those at the end of the period.
+pub const TREND_WEEKS: i64 = 104;
+
+/// The same measures week by week over a report's period (its last
+/// `TREND_WEEKS`), for the trend chart.
 pub async fn weekly_trend(
     conn: &mut Conn,
     rules: &ClassificationRules,
@@ -577,7 +587,9 @@ pub async fn weekly_trend(
     now: i64,
 ) -> anyhow::Result<Vec<Report>> {
     let mut weeks = Vec::new();
-    let mut from = scope.from;
+    // A chart of more weeks than this is unreadable (and costs a report each).
+    let first = sub_days(scope.to, jiff::Span::new().days(7 * TREND_WEEKS - 1));
+    let mut from = scope.from.max(first);
     while from <= scope.to {
         let to = add_days(from, jiff::Span::new().days(6)).min(scope.to);
         let week = ReportScope {
@@ -673,6 +685,9 @@ impl Report {
             );
         }
         page += "</table>\n<h2>Trend by week</h2>\n";
+        if weeks.first().is_some_and(|w| w.scope.from > s.from) {
+            page += &format!("<p>The last {TREND_WEEKS} weeks of the period.</p>\n");
+        }
         for (i, m) in self.measures.iter().enumerate() {
             let rows: Vec<(String, f64, String)> = weeks
                 .iter()

@@ -279,18 +279,19 @@ fn same_order(existing: &OrderRow, new: &OrderRow, date_given: bool) -> Result<(
 }
 
 fn parse_order_date(rules: &ClassificationRules, text: &str) -> Result<jiff::civil::Date, Invalid> {
-    if let Ok(date) = text.parse::<jiff::civil::Date>()
+    let date = if let Ok(date) = text.parse::<jiff::civil::Date>()
         && !text.contains('T')
         && !text.contains(' ')
     {
-        return Ok(date);
-    }
-    if let Ok(at) = text.parse::<jiff::Timestamp>() {
-        return Ok(rules.date_of(at.as_millisecond()));
-    }
-    Err(Invalid(format!(
-        "`{text}` is not a date; write YYYY-MM-DD (e.g. 2026-11-23) or an RFC 3339 time"
-    )))
+        date
+    } else if let Ok(at) = text.parse::<jiff::Timestamp>() {
+        rules.date_of(at.as_millisecond())
+    } else {
+        return Err(Invalid(format!(
+            "`{text}` is not a date; write YYYY-MM-DD (e.g. 2026-11-23) or an RFC 3339 time"
+        )));
+    };
+    crate::clock::check_day(date).map_err(|e| Invalid(format!("order date {e}")))
 }
 
 /// Computes the classification of customers from their orders and writes what
