@@ -176,3 +176,56 @@ fn report_periods_and_order_dates_stay_within_the_calendar_nudge_works_with() {
     assert_eq!(nudge.query("SELECT COUNT(*) FROM orders"), json!([[0]]));
     nudge.stop();
 }
+
+#[test]
+fn a_segment_started_long_ago_catches_up_with_one_pass_and_check_refuses_a_seconds_every() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    let segment = |every: &str| {
+        format!(
+            "when = 'contact.stage == \"lead\"'\n[trigger]\non = \"segment\"\nstart = \"1970-01-01T00:00:00Z\"\n\
+             every = \"{every}\"\n[[steps]]\ntag = \"nurtured\"\n"
+        )
+    };
+    nudge.write_workflow("catch-up.toml", &segment("1s"));
+    let (ok, _, stderr) = nudge.try_cli(&["check"]);
+    assert!(!ok, "a pass every second is refused");
+    assert!(
+        stderr.contains("catch-up.toml:5:9: `every = \"1s\"` is shorter than a minute")
+            && stderr.contains("help: each pass of a segment looks at every contact"),
+        "{stderr}"
+    );
+
+    // Every minute since 1970: the daemon catches up at once, still answers, and stops when asked.
+    nudge.write_workflow("catch-up.toml", &segment("1m"));
+    nudge.cli(&["contact", "add", "--name", "A", "--email", "a@example.com"]);
+    nudge.start();
+    // A pass is opened on the engine's next turn: wait for its outcome.
+    let nurtured = |email: &str| {
+        common::wait_until(
+            || (tags(&nudge, email) == json!(["nurtured"])).then_some(()),
+            || format!("{email} never nurtured:\n{}", nudge.log()),
+        )
+    };
+    nurtured("a@example.com");
+    nudge.cli(&["contact", "add", "--name", "B", "--email", "b@example.com"]);
+    nudge.advance("1m");
+    nurtured("b@example.com");
+    nudge.settle();
+    // The pass at the start (1970), one for all the minutes missed since, and the next minute's.
+    let passes: Value = serde_json::from_str(&nudge.cli(&["segment", "list", "--json"])).unwrap();
+    let due: Vec<i64> = passes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["due_at"].as_i64().unwrap())
+        .collect();
+    let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    assert_eq!(
+        due,
+        [at("2026-11-23T09:01:00Z"), at("2026-11-23T09:00:00Z"), 0],
+        "{passes:#}"
+    );
+    nudge.stop();
+}

@@ -23,7 +23,7 @@ use crate::triggers;
 use crate::unsubscribe::Unsubscribe;
 use effects::Effects;
 
-use crate::workflow::{FollowUpAfter, Step, Trigger, Workflow, WorkflowSet, add_span};
+use crate::workflow::{FollowUpAfter, Step, Trigger, Workflow, WorkflowSet, add_span, next_segment_due};
 use crate::{tracking, variants};
 
 /// Events and timers taken per transaction.
@@ -647,14 +647,7 @@ impl Engine {
             };
             let due = match (store::last_enrolment_due(&mut conn, &workflow.name).await?, every) {
                 (None, _) => start.unwrap_or(now),
-                (Some(last), Some(every)) => {
-                    // After a long stop, catch up with one pass, not one per missed period.
-                    let mut due = add_span(last, *every, "UTC");
-                    while add_span(due, *every, "UTC") <= now {
-                        due = add_span(due, *every, "UTC");
-                    }
-                    due
-                }
+                (Some(last), Some(every)) => next_segment_due(last, *every, now),
                 (Some(_), None) => continue,
             };
             if due <= now && store::open_enrolment(&mut conn, &workflow.name, &set.hash, due, now).await? {

@@ -439,9 +439,66 @@ pub fn add_span(at_ms: i64, span: Span, time_zone: &str) -> i64 {
         .unwrap_or(i64::MAX / 2)
 }
 
+/// When the next pass of a segment that repeats `every` is due, its last pass
+/// having been due at `last`: `last + every`, or after a long stop the latest
+/// `last + k * every` not after `now`, so the missed periods are caught up with
+/// one pass. Computed, not stepped through: a segment that started years ago
+/// with a short `every` must not hold the engine for billions of steps.
+pub fn next_segment_due(last: i64, every: Span, now: i64) -> i64 {
+    let after = |k: i64| {
+        every
+            .checked_mul(k)
+            .ok()
+            .map_or(i64::MAX / 2, |span| add_span(last, span, "UTC"))
+    };
+    let first = after(1);
+    let period = first - last;
+    if first > now || period <= 0 {
+        return first;
+    }
+    // Exact for fixed lengths; months and years vary, so the guess is then corrected.
+    let mut k = ((now - last) / period).max(1);
+    while k > 1 && after(k) > now {
+        k -= 1;
+    }
+    while after(k + 1) <= now {
+        k += 1;
+    }
+    after(k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_long_stopped_is_due_once_at_its_latest_missed_time() {
+        let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        let last = at("2000-01-01T00:00:00Z");
+        let now = at("2026-11-23T09:00:30.500Z");
+        assert_eq!(
+            next_segment_due(last, parse_duration("1m").unwrap(), now),
+            at("2026-11-23T09:00:00Z")
+        );
+        assert_eq!(
+            next_segment_due(last, parse_duration("1s").unwrap(), now),
+            at("2026-11-23T09:00:30Z")
+        );
+        assert_eq!(
+            next_segment_due(last, "1 month".parse().unwrap(), now),
+            at("2026-11-01T00:00:00Z")
+        );
+        assert_eq!(
+            next_segment_due(last, parse_duration("1w").unwrap(), now),
+            at("2026-11-21T00:00:00Z")
+        );
+        // Not yet due: the next time, in the future.
+        let recent = at("2026-11-23T08:00:00Z");
+        assert_eq!(
+            next_segment_due(recent, parse_duration("1d").unwrap(), now),
+            at("2026-11-24T08:00:00Z")
+        );
+    }
 
     fn variants(weights: &[u32]) -> Vec<Variant> {
         weights

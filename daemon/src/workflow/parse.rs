@@ -112,6 +112,9 @@ enum TemplateValue {
     Table(BTreeMap<String, String>),
 }
 
+/// The shortest `every` of a segment: each pass reads every contact.
+const SEGMENT_EVERY_FLOOR_MS: i64 = 60_000;
+
 const TRIGGERS: &[&str] = &[
     "contact_created",
     "stage_changed",
@@ -642,7 +645,17 @@ fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems)
             },
             every: match &t.every {
                 None => None,
-                Some(every) => Some(duration(path, every, problems)?).filter(|s| !s.is_zero()),
+                Some(every) => {
+                    let span = duration(path, every, problems)?;
+                    if add_span(0, span, "UTC") < SEGMENT_EVERY_FLOOR_MS {
+                        problems.push(
+                            Diagnostic::new(path, at(every), format!("`every = \"{}\"` is shorter than a minute", every.get_ref()))
+                                .help("each pass of a segment looks at every contact: repeat it every minute at most, e.g. \"1h\" or \"1d\" (leave `every` out for a single pass)"),
+                        );
+                        return None;
+                    }
+                    Some(span)
+                }
             },
         },
         _ => unreachable!("checked against TRIGGERS"),
