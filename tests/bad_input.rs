@@ -229,3 +229,105 @@ fn a_segment_started_long_ago_catches_up_with_one_pass_and_check_refuses_a_secon
     );
     nudge.stop();
 }
+
+#[test]
+fn owners_must_be_addresses_and_names_are_one_line_without_control_characters() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.start();
+
+    // An owner that is not an address is refused at every door, naming the field.
+    let (status, body) = nudge.http(
+        "POST",
+        "/contacts",
+        Some(r#"{"name": "Li Wei", "email": "li@example.com", "owner": "not an email"}"#),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("`owner`: `not an email` is not an email address"),
+        "{body}"
+    );
+    let (ok, _, stderr) = nudge.try_cli(&["contact", "add", "--name", "Li Wei", "--owner", "nobody"]);
+    assert!(
+        !ok && stderr.contains("`owner`: `nobody` is not an email address"),
+        "{stderr}"
+    );
+    let csv = nudge.path("contacts.csv");
+    std::fs::write(
+        &csv,
+        "name,email,owner,company\nGood,good@example.com,rep@example.com,\"Acme\r\nTrading\"\nBad,bad@example.com,nobody,\n",
+    )
+    .unwrap();
+    let (ok, out, stderr) = nudge.try_cli(&["contact", "import", csv.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        out.contains("imported 1 contacts") && out.contains("1 bad rows"),
+        "{out}"
+    );
+    assert!(
+        stderr.contains("contacts.csv:4: `owner`: `nobody` is not an email address"),
+        "{stderr}"
+    );
+    let (status, body) = nudge.http(
+        "POST",
+        "/contacts/good@example.com/follow-ups",
+        Some(r#"{"channel": "phone", "owner": "the boss"}"#),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`owner`: `the boss`"),
+        "{body}"
+    );
+
+    // Excel's multi-line cell became one line.
+    let shown: Value = serde_json::from_str(&nudge.cli(&["contact", "show", "good@example.com", "--json"])).unwrap();
+    assert_eq!(shown["contact"]["company"], "Acme Trading");
+
+    // Line breaks, tabs and U+0085 / U+2028 fold to one space; the new-lead note goes out.
+    let contact = json!({
+        "name": " Zhang\r\nWei ", "company": "Acme\u{85}Ltd\tCo\u{2028}", "email": "zhang@example.com",
+        "owner": "rep@example.com",
+    });
+    let (status, body) = nudge.http("POST", "/contacts", Some(&contact.to_string()));
+    assert_eq!(status, 201, "{body}");
+    let mail = smtp.wait_for("rep@example.com", "New lead: Zhang Wei");
+    assert_eq!(mail.subject, "New lead: Zhang Wei (Acme Ltd Co)");
+    let change = json!({ "email": "chen@example.com", "name": "Chen\nJie", "company": "X\r\nY", "stage": "lead" });
+    let (status, body) = nudge.http("POST", "/stage-changes", Some(&change.to_string()));
+    assert!(status == 200 || status == 202, "{body}");
+    let (_, shown) = nudge.http("GET", "/contacts/chen@example.com", None);
+    assert_eq!(
+        (shown["contact"]["name"].as_str(), shown["contact"]["company"].as_str()),
+        (Some("Chen Jie"), Some("X Y"))
+    );
+
+    // NUL and other control characters are refused, with where they are.
+    for (field, value) in [("name", "Li\u{0}Na"), ("company", "Acme\u{1b}[31m")] {
+        let mut contact = json!({ "name": "Li Na", "email": "na@example.com" });
+        contact[field] = json!(value);
+        let (status, body) = nudge.http("POST", "/contacts", Some(&contact.to_string()));
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("`{field}` has a control character")),
+            "{body}"
+        );
+    }
+    let (status, body) = nudge.http(
+        "POST",
+        "/stage-changes",
+        Some(r#"{"email": "nul@example.com", "name": "A\u0000B", "stage": "lead"}"#),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        nudge.query("SELECT COUNT(*) FROM contacts WHERE email IN ('na@example.com', 'nul@example.com')"),
+        json!([[0]])
+    );
+    nudge.stop();
+}

@@ -333,10 +333,11 @@ async fn stage_change_by_email(
     }
     // Checked here, so that a bad request never fails the group it would join.
     store::check_stage(&change.stage).map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
+    let unprocessable = |e: Invalid| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0);
     let change = store::StageByEmail {
         email: change.email,
-        name: change.name,
-        company: change.company,
+        name: store::one_line("name", &change.name).map_err(unprocessable)?,
+        company: store::one_line("company", &change.company).map_err(unprocessable)?,
         stage: change.stage,
     };
     let (contact_id, event) = s.admitted(s.stage_intake.submit(change)).await?;

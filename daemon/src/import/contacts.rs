@@ -90,6 +90,10 @@ fn parse(row: &Row<'_>) -> Result<(NewContact, Result<(), Invalid>), String> {
         locale: row.owned("locale"),
         consent: row.owned("consent"),
     };
-    let valid = new.validate();
-    Ok((new, valid))
+    // Texts are made one line first (an Excel cell may hold line breaks); a known
+    // contact is still recognised if they cannot be.
+    match new.clone().cleaned() {
+        Ok(clean) => Ok((clean, Ok(()))),
+        Err(invalid) => Ok((new, Err(invalid))),
+    }
 }

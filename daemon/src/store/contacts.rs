@@ -98,10 +98,83 @@ pub(super) fn check(value: &str, allowed: &[&str], what: &str) -> Result<(), Inv
     }
 }
 
+/// A one-line text as a person typed it or a file held it (a name, a company):
+/// line breaks, tabs and Unicode line and paragraph separators (Excel's
+/// multi-line cells, a pasted address) become one space and the ends are
+/// trimmed. NUL and the other control characters, which no name has and which
+/// would break the headers of a message that names it, are refused.
+pub fn one_line(field: &str, text: &str) -> Result<String, Invalid> {
+    let mut out = String::with_capacity(text.len());
+    for c in text.trim().chars() {
+        if c.is_whitespace() {
+            if !out.ends_with(' ') {
+                out.push(' ');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    no_control_characters(field, &out)?;
+    Ok(out)
+}
+
+/// Refuses a text with a control character, naming the field and where it is.
+pub fn no_control_characters(field: &str, text: &str) -> Result<(), Invalid> {
+    let bad = |c: &char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    match text.chars().position(|c| bad(&c)) {
+        None => Ok(()),
+        Some(at) => {
+            let c = text.chars().find(bad).unwrap_or_default();
+            Err(Invalid(format!(
+                "`{field}` has a control character (U+{:04X}) at character {}; remove it",
+                u32::from(c),
+                at + 1
+            )))
+        }
+    }
+}
+
+/// An owner is the email address that gets new-lead notes, overdue reminders and
+/// SLA escalations: anything else would make them reach nobody.
+pub fn check_owner(owner: &str) -> Result<(), Invalid> {
+    if owner.parse::<lettre::Address>().is_err() {
+        return Err(Invalid(format!(
+            "`owner`: `{owner}` is not an email address; give the address that gets the contact's reminders, e.g. rep@example.com"
+        )));
+    }
+    Ok(())
+}
+
 impl NewContact {
+    /// The contact with its texts made one line (see `one_line`), then validated.
+    pub fn cleaned(mut self) -> Result<NewContact, Invalid> {
+        self.name = one_line("name", &self.name)?;
+        self.company = one_line("company", &self.company)?;
+        self.source = one_line("source", &self.source)?;
+        self.owner = self.owner.trim().to_string();
+        for tag in &mut self.tags {
+            *tag = one_line("tags", tag)?;
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
     pub fn validate(&self) -> Result<(), Invalid> {
         if self.name.trim().is_empty() {
             return Err(Invalid("a contact needs a name".into()));
+        }
+        for (field, text) in [
+            ("name", &self.name),
+            ("company", &self.company),
+            ("source", &self.source),
+        ] {
+            no_control_characters(field, text)?;
+        }
+        for tag in &self.tags {
+            no_control_characters("tags", tag)?;
+        }
+        if !self.owner.is_empty() {
+            check_owner(&self.owner)?;
         }
         if let Some(email) = &self.email
             && email.parse::<lettre::Address>().is_err()
@@ -237,7 +310,7 @@ pub(super) fn with_contexts(rows: Vec<ContactRow>) -> std::collections::HashMap<
 
 /// Adds a contact and its `contact_created` event.
 pub async fn insert_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyhow::Result<i64> {
-    new.validate()?;
+    let new = &new.clone().cleaned()?;
     let ids = insert_contact_rows(conn, &[new], now, KnownEmail::Fail)
         .await
         .map_err(|e| match &e {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::contacts::check;
+use super::contacts::{check, check_owner};
 use super::{
     Classification, Conn, Contact, Invalid, insert_event, insert_history, set_classification, set_next_follow_up,
     set_stage,
@@ -71,8 +71,14 @@ pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp
     if let Some(u) = &new.understanding {
         check(u, UNDERSTANDINGS, "understanding")?;
     }
+    if let Some(owner) = &new.owner {
+        check_owner(owner.trim())?;
+    }
     let at = new.at.unwrap_or(now);
-    let owner = new.owner.clone().unwrap_or_else(|| contact.owner.clone());
+    let owner = new
+        .owner
+        .as_deref()
+        .map_or_else(|| contact.owner.clone(), |o| o.trim().to_string());
     // The rep who logged the follow-up made its judgements (docs/domain.md §4: "B -> A").
     let by = if owner.is_empty() { "follow-up" } else { owner.as_str() };
     let mut changes = Vec::new();
