@@ -331,3 +331,95 @@ fn owners_must_be_addresses_and_names_are_one_line_without_control_characters() 
     );
     nudge.stop();
 }
+
+#[test]
+fn odd_bodies_and_headers_get_clear_answers() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.cli(&["contact", "add", "--name", "Wang Fang", "--email", "wang@example.com"]);
+    nudge.start();
+
+    // Empty addresses suppress nothing: refused.
+    for (path, body) in [
+        ("/bounces", r#"{"address": "", "kind": "hard"}"#),
+        ("/bounces", r#"{"address": "   ", "kind": "complaint"}"#),
+        ("/suppressions", r#"{"address": ""}"#),
+    ] {
+        let (status, answer) = nudge.http("POST", path, Some(body));
+        assert_eq!(status, 422, "{path} {body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("`address` is empty"),
+            "{answer}"
+        );
+    }
+    let (ok, _, stderr) = nudge.try_cli(&["suppress", "add", ""]);
+    assert!(!ok && stderr.contains("`address` is empty"), "{stderr}");
+    assert_eq!(nudge.query("SELECT COUNT(*) FROM suppressions"), json!([[0]]));
+    assert_eq!(nudge.query("SELECT COUNT(*) FROM bounces"), json!([[0]]));
+
+    // A JSON array is not an inquiry (serde would take `[]` as one with every field left out).
+    for body in ["[]", "[\"hello\", \"email\"]", "42", "\"text\""] {
+        let (status, answer) = nudge.http("POST", "/contacts/wang@example.com/inquiries", Some(body));
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("must be a JSON object"),
+            "{answer}"
+        );
+    }
+    assert_eq!(nudge.query("SELECT COUNT(*) FROM inquiries"), json!([[0]]));
+    let (status, answer) = nudge.http(
+        "POST",
+        "/contacts/wang@example.com/inquiries",
+        Some(r#"{"message": "hi"}"#),
+    );
+    assert_eq!(status, 202, "{answer}");
+
+    // The scheme of the Authorization header is case-insensitive.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let (status, answer) = nudge.http_with_header(
+            "GET",
+            "/contacts/wang@example.com",
+            &format!("Authorization: {scheme} {}", nudge.token),
+        );
+        assert_eq!(status, 200, "{scheme}: {answer}");
+    }
+    let (status, _) = nudge.http_with_header(
+        "GET",
+        "/contacts/wang@example.com",
+        "Authorization: Basic dGVzdC10b2tlbg==",
+    );
+    assert_eq!(status, 401);
+
+    // Orders that add up past 64 bits (14 x 7.1e17 minor units) are all kept and classified
+    // (medium: high needs a year as a customer).
+    for (i, amount) in ["999999999999999.99"; 14].iter().enumerate() {
+        let order =
+            json!({ "id": format!("big-{i}"), "contact": "wang@example.com", "amount": amount, "currency": "USD" });
+        let (status, answer) = nudge.http("POST", "/orders", Some(&order.to_string()));
+        assert_eq!(status, 201, "order {i}: {answer}");
+    }
+    let (_, shown) = nudge.http("GET", "/contacts/wang@example.com", None);
+    assert_eq!(shown["contact"]["value_tier"], "medium", "{shown:#}");
+    assert_eq!(shown["orders"].as_array().map(Vec::len), Some(14));
+    nudge.stop();
+
+    // A broken quote in an amount is a bad row with its line, not 12.00.
+    let csv = nudge.path("orders.csv");
+    std::fs::write(
+        &csv,
+        "id,contact,amount,date\nq-1,wang@example.com,\"1\"2,2026-11-20\nq-2,wang@example.com,\"3.50\",2026-11-20\n",
+    )
+    .unwrap();
+    let (ok, out, stderr) = nudge.try_cli(&["order", "import", csv.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(out.contains("1 bad rows") || out.contains("1 bad row"), "{out}");
+    assert!(
+        stderr.contains("orders.csv:2: broken quoting in column `amount`"),
+        "{stderr}"
+    );
+    assert_eq!(
+        nudge.query("SELECT external_id, amount_minor FROM orders WHERE external_id LIKE 'q-%'"),
+        json!([["q-2", 350]])
+    );
+}

@@ -508,13 +508,22 @@ impl Nudge {
     }
 
     pub fn http_with_token(&self, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, Value) {
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        self.http_with_headers(method, path, body, &auth)
+    }
+
+    /// A body-less request with `header` (one line, e.g. `Authorization: bearer x`) as its only extra header.
+    pub fn http_with_header(&self, method: &str, path: &str, header: &str) -> (u16, Value) {
+        self.http_with_headers(method, path, None, &format!("{header}\r\n"))
+    }
+
+    fn http_with_headers(&self, method: &str, path: &str, body: Option<&str>, auth: &str) -> (u16, Value) {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.api_port)) else {
             return (0, Value::Null);
         };
         let body = body.unwrap_or("");
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
             body.len()

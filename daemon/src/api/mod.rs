@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -89,6 +90,33 @@ impl From<JsonRejection> for ApiError {
 }
 
 type ApiResult = Result<Response, ApiError>;
+
+/// A request body that is a JSON object. serde reads a struct from a JSON array
+/// as well (`[]` would be an inquiry with every field left out), so any other
+/// JSON value is refused before the body is read as the route's struct.
+struct JsonObject<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonObject<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let request = Request::from_parts(parts.clone(), body);
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError(e.status(), e.body_text()))?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|&b| b != b'{') {
+            return Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the body must be a JSON object, e.g. {\"field\": \"value\"}".into(),
+            ));
+        }
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(JsonObject(value))
+    }
+}
 
 /// Binds the API and returns the task that serves it until `cancel`.
 pub async fn serve(
@@ -180,12 +208,19 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         if given != Some(token) {
             return ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
         }
     }
     next.run(request).await
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme's name is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` are accepted too.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start())
 }
 
 /// 200 while the daemon can do its work; 503 while its store cannot write
@@ -234,8 +269,8 @@ impl AppState {
     }
 }
 
-async fn add_contact(State(s): State<AppState>, body: Result<Json<NewContact>, JsonRejection>) -> ApiResult {
-    let Json(new) = body?;
+async fn add_contact(State(s): State<AppState>, JsonObject(body): JsonObject<NewContact>) -> ApiResult {
+    let new = body;
     let now = s.clock.now_ms();
     let new = Arc::new(new);
     s.write(move |conn| {
@@ -269,9 +304,9 @@ struct StageChange {
 async fn change_stage(
     State(s): State<AppState>,
     Path(reference): Path<String>,
-    body: Result<Json<StageChange>, JsonRejection>,
+    JsonObject(body): JsonObject<StageChange>,
 ) -> ApiResult {
-    let Json(change) = body?;
+    let change = body;
     let now = s.clock.now_ms();
     let (reference, change) = (Arc::new(reference), Arc::new(change));
     s.write(move |conn| {
@@ -321,9 +356,9 @@ struct StageChangeByEmail {
 /// set-based (`store::StageIntake`), not as one closure each.
 async fn stage_change_by_email(
     State(s): State<AppState>,
-    body: Result<Json<StageChangeByEmail>, JsonRejection>,
+    JsonObject(body): JsonObject<StageChangeByEmail>,
 ) -> ApiResult {
-    let Json(change) = body?;
+    let change = body;
     // By email only: this route must never take "42" for contact 42.
     if change.email.parse::<lettre::Address>().is_err() {
         return Err(ApiError(
@@ -397,9 +432,9 @@ impl FollowUpInput {
 async fn log_follow_up(
     State(s): State<AppState>,
     Path(reference): Path<String>,
-    body: Result<Json<FollowUpInput>, JsonRejection>,
+    JsonObject(body): JsonObject<FollowUpInput>,
 ) -> ApiResult {
-    let Json(input) = body?;
+    let input = body;
     let now = s.clock.now_ms();
     let rules = s.engine.current().classification.clone();
     let (reference, input) = (Arc::new(reference), Arc::new(input));
@@ -428,9 +463,9 @@ struct InquiryInput {
 async fn add_inquiry(
     State(s): State<AppState>,
     Path(reference): Path<String>,
-    body: Result<Json<InquiryInput>, JsonRejection>,
+    JsonObject(body): JsonObject<InquiryInput>,
 ) -> ApiResult {
-    let Json(input) = body?;
+    let input = body;
     let now = s.clock.now_ms();
     let (reference, input) = (Arc::new(reference), Arc::new(input));
     s.write(move |conn| {
@@ -470,7 +505,8 @@ async fn unsubscribe_one_click(State(s): State<AppState>, Path(token): Path<Stri
     let Some(contact) = store::contact_by_id(&mut tx, contact_id).await? else {
         return Ok(forged_link());
     };
-    for address in [&contact.email, &contact.phone].into_iter().flatten() {
+    let addresses = [&contact.email, &contact.phone].into_iter().flatten();
+    for address in addresses.filter(|a| !a.trim().is_empty()) {
         store::suppress(&mut tx, address, "*", "unsubscribed", "one-click unsubscribe", now).await?;
     }
     store::withdraw_consent(&mut tx, contact.id, now).await?;
@@ -564,8 +600,8 @@ struct ReplyInput {
     email: Option<String>,
 }
 
-async fn add_reply(State(s): State<AppState>, body: Result<Json<ReplyInput>, JsonRejection>) -> ApiResult {
-    let Json(input) = body?;
+async fn add_reply(State(s): State<AppState>, JsonObject(body): JsonObject<ReplyInput>) -> ApiResult {
+    let input = body;
     let now = s.clock.now_ms();
     let input = Arc::new(input);
     s.write(move |conn| {
@@ -622,8 +658,8 @@ fn any_channel() -> String {
     "email".into()
 }
 
-async fn report_bounce(State(s): State<AppState>, body: Result<Json<BounceInput>, JsonRejection>) -> ApiResult {
-    let Json(input) = body?;
+async fn report_bounce(State(s): State<AppState>, JsonObject(body): JsonObject<BounceInput>) -> ApiResult {
+    let input = body;
     let kind = BounceKind::parse(&input.kind).ok_or_else(|| {
         ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -657,8 +693,8 @@ fn all_channels() -> String {
     "*".into()
 }
 
-async fn add_suppression(State(s): State<AppState>, body: Result<Json<SuppressionInput>, JsonRejection>) -> ApiResult {
-    let Json(input) = body?;
+async fn add_suppression(State(s): State<AppState>, JsonObject(body): JsonObject<SuppressionInput>) -> ApiResult {
+    let input = body;
     let mut tx = s.store.write().await?;
     let added = store::suppress(
         &mut tx,
@@ -674,8 +710,8 @@ async fn add_suppression(State(s): State<AppState>, body: Result<Json<Suppressio
 }
 
 /// Records an order (201), or finds it recorded already (200, nothing changed).
-async fn add_order(State(s): State<AppState>, body: Result<Json<NewOrder>, JsonRejection>) -> ApiResult {
-    let Json(order) = body?;
+async fn add_order(State(s): State<AppState>, JsonObject(body): JsonObject<NewOrder>) -> ApiResult {
+    let order = body;
     let Some(rules) = s.engine.current().classification.clone() else {
         return Err(ApiError(
             StatusCode::CONFLICT,

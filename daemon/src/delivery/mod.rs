@@ -467,7 +467,8 @@ impl Delivery {
                 (Outcome::SoftBounced(_), Next::Dead) => Some(BounceKind::Soft),
                 _ => None,
             };
-            if let Some(kind) = bounce {
+            // A message without a recipient (a plugin's `recipient = "none"`) has no address to suppress.
+            if let Some(kind) = bounce.filter(|_| !row.recipient.trim().is_empty()) {
                 let bounce = store::Bounce {
                     address: &row.recipient,
                     channel: &row.channel,

@@ -160,7 +160,10 @@ pub async fn import_csv<K: RowKind>(
     let progress = Progress::new(size);
     let (batches_out, batches) = tokio::sync::mpsc::channel(1);
     let (parse, no_quotes) = (kind.parser(), K::NO_QUOTES);
-    let reading = tokio::task::spawn_blocking(move || read_batches(reader, &headers, no_quotes, &parse, &batches_out));
+    // The file once more, for the raw text of each batch: the CSV reader drops the quotes.
+    let raw = std::fs::File::open(file).with_context(|| format!("open {}", file.display()))?;
+    let reading =
+        tokio::task::spawn_blocking(move || read_batches(reader, raw, &headers, no_quotes, &parse, &batches_out));
     // A connection of its own, closed afterwards: its cache is sized for the import,
     // and its statement journals (a multi-row INSERT's undo) stay in memory.
     let mut conn = store.pool.acquire().await?;
@@ -228,19 +231,25 @@ async fn store_batches<K: RowKind>(
 /// stops early when the batches are no longer taken (the import failed).
 fn read_batches<T>(
     mut reader: csv::Reader<std::fs::File>,
+    mut raw: std::fs::File,
     headers: &[String],
     no_quotes: &[&str],
     parse: &Parser<T>,
     out: &tokio::sync::mpsc::Sender<Batch<T>>,
 ) {
+    let unquoted: Vec<bool> = headers.iter().map(|h| no_quotes.contains(&h.as_str())).collect();
     let mut record = csv::ByteRecord::new();
     let mut rows_read = 0u64;
     let mut rows = Vec::with_capacity(BATCH_ROWS);
+    // Where each row of the batch is in the file, to check its raw text.
+    let mut spans = Vec::with_capacity(BATCH_ROWS);
     loop {
         let more = match reader.read_byte_record(&mut record) {
             Ok(false) => false,
             Ok(true) => {
                 let line = record.position().map_or(0, |p| p.line());
+                let start = record.position().map_or(0, |p| p.byte());
+                spans.push((rows.len(), start..reader.position().byte()));
                 rows.push((line, row_of(headers, no_quotes, &record).and_then(|row| parse(&row))));
                 true
             }
@@ -258,6 +267,9 @@ fn read_batches<T>(
         };
         rows_read += u64::from(more);
         if rows.len() >= BATCH_ROWS || (!more && !rows.is_empty()) {
+            for (row, reason) in broken_quotes(&mut raw, &std::mem::take(&mut spans), headers, &unquoted) {
+                rows[row].1 = Err(reason);
+            }
             let batch = Batch {
                 rows: std::mem::replace(&mut rows, Vec::with_capacity(BATCH_ROWS)),
                 rows_read,
@@ -314,6 +326,72 @@ async fn store_batch<K: RowKind>(
         }
     }
     Ok(())
+}
+
+/// The rows (by index in the batch) whose raw text has a quoted field with more
+/// after its closing quote in a column that takes no quotes: `"1"2` in an amount,
+/// which the CSV reader would read as `12`. `spans` are the rows' byte ranges.
+fn broken_quotes(
+    raw: &mut std::fs::File,
+    spans: &[(usize, std::ops::Range<u64>)],
+    headers: &[String],
+    unquoted: &[bool],
+) -> Vec<(usize, String)> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let (Some((_, first)), Some((_, last))) = (spans.first(), spans.last()) else {
+        return Vec::new();
+    };
+    let mut text = vec![0; usize::try_from(last.end - first.start).unwrap_or(0)];
+    // The reader has read these bytes already: failing to read them again leaves the rows as read.
+    if raw.seek(SeekFrom::Start(first.start)).is_err() || raw.read_exact(&mut text).is_err() {
+        return Vec::new();
+    }
+    let mut broken = Vec::new();
+    for (row, span) in spans {
+        let bytes = &text[(span.start - first.start) as usize..(span.end - first.start) as usize];
+        if let Some(column) = quoted_then_more(bytes).filter(|&c| unquoted.get(c).copied().unwrap_or(false)) {
+            broken.push((
+                *row,
+                format!(
+                    "broken quoting in column `{}`: text after the closing quote (quote the whole field, and write \"\" for a quote inside it)",
+                    headers[column]
+                ),
+            ));
+        }
+    }
+    broken
+}
+
+/// The first column of a raw CSV record whose quoted value is followed by more
+/// text before the next comma or the end of the record.
+fn quoted_then_more(record: &[u8]) -> Option<usize> {
+    let (mut column, mut i) = (0, 0);
+    while i < record.len() {
+        if record[i] == b'"' {
+            i += 1;
+            // To the closing quote; `""` is a quote inside the value.
+            while i < record.len() {
+                if record[i] == b'"' {
+                    if record.get(i + 1) == Some(&b'"') {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i += 1;
+            if !matches!(record.get(i), None | Some(b',' | b'\r' | b'\n')) {
+                return Some(column);
+            }
+        }
+        while i < record.len() && record[i] != b',' {
+            i += 1;
+        }
+        i += 1;
+        column += 1;
+    }
+    None
 }
 
 /// The row in one CSV record, or why it cannot be one.
@@ -391,5 +469,19 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_after_a_closing_quote_is_found_in_its_column() {
+        assert_eq!(quoted_then_more(b"o-1,a@example.com,\"1\"2,CNY\n"), Some(2));
+        assert_eq!(quoted_then_more(b"\"o\"-1,a\n"), Some(0));
+        assert_eq!(quoted_then_more(b"o-1,\"a,b\",\"1\"\r\n"), None);
+        assert_eq!(quoted_then_more(b"o-1,\"say \"\"hi\"\"\",12\n"), None);
+        assert_eq!(quoted_then_more(b"o-1,,\"\"\n"), None);
     }
 }

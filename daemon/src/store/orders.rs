@@ -125,6 +125,12 @@ pub struct CustomerRecord {
     pub last_follow_up_at: Option<i64>,
 }
 
+/// Where a customer's order total stops growing. SQLite's SUM fails the whole
+/// query past 64 bits, so totals are summed as TOTAL (floating point, exact
+/// below 2^53 minor units: 90 trillion in the base currency) and held here,
+/// far above any tier threshold.
+const LARGEST_TOTAL_MINOR: f64 = 9.0e18;
+
 /// The customers among `contact_ids` (contacts without orders are left out), in one
 /// query; windows hold the orders dated strictly after their start date.
 pub async fn customer_records(
@@ -138,15 +144,16 @@ pub async fn customer_records(
                                             t.first_order, t.last_order, t.value_amount, t.rfm_count, t.rfm_amount,
                                             (SELECT MAX(at) FROM follow_ups f WHERE f.contact_id = c.id)))
          FROM (SELECT contact_id, MIN(ordered_on) AS first_order, MAX(ordered_on) AS last_order,
-                      COALESCE(SUM(CASE WHEN ordered_on > ?1 THEN base_amount_minor END), 0) AS value_amount,
+                      CAST(MIN(TOTAL(CASE WHEN ordered_on > ?1 THEN base_amount_minor END), ?4) AS INTEGER) AS value_amount,
                       COUNT(CASE WHEN ordered_on > ?2 THEN 1 END) AS rfm_count,
-                      COALESCE(SUM(CASE WHEN ordered_on > ?2 THEN base_amount_minor END), 0) AS rfm_amount
+                      CAST(MIN(TOTAL(CASE WHEN ordered_on > ?2 THEN base_amount_minor END), ?4) AS INTEGER) AS rfm_amount
                FROM orders WHERE contact_id IN (SELECT value FROM json_each(?3)) GROUP BY contact_id) AS t
          JOIN contacts c ON c.id = t.contact_id",
     )
     .bind(value_since)
     .bind(rfm_since)
     .bind(serde_json::to_string(contact_ids)?)
+    .bind(LARGEST_TOTAL_MINOR)
     .fetch_one(&mut *conn)
     .await?;
     Ok(serde_json::from_str(json.as_deref().unwrap_or("[]"))?)

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::Conn;
+use super::{Conn, Invalid};
 
 /// Bounce and complaint counts that suppress an address (from `nudge.toml`).
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +55,19 @@ pub fn normalise_address(address: &str) -> String {
     address.trim().to_lowercase()
 }
 
+/// An address as given to a bounce or a suppression, normalised: an empty one
+/// would suppress nothing (and hide the caller's mistake), so it is refused.
+fn given_address(address: &str) -> Result<String, Invalid> {
+    let address = normalise_address(address);
+    if address.is_empty() {
+        return Err(Invalid(
+            "`address` is empty; give the email address or phone number".into(),
+        ));
+    }
+    super::no_control_characters("address", &address)?;
+    Ok(address)
+}
+
 /// Suppresses an address on a channel (`*` for all); the first reason recorded stays.
 pub async fn suppress(
     conn: &mut Conn,
@@ -64,11 +77,12 @@ pub async fn suppress(
     detail: &str,
     now: i64,
 ) -> anyhow::Result<bool> {
+    let address = given_address(address)?;
     let done = sqlx::query(
         "INSERT INTO suppressions (address, channel, reason, detail, created_at) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (address, channel) DO NOTHING",
     )
-    .bind(normalise_address(address))
+    .bind(address)
     .bind(channel)
     .bind(reason)
     .bind(detail)
@@ -142,7 +156,7 @@ pub async fn record_bounce(
         detail,
         outbox_id,
     } = *bounce;
-    let address = normalise_address(address);
+    let address = given_address(address)?;
     sqlx::query("INSERT INTO bounces (address, channel, kind, detail, outbox_id, at) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(&address)
         .bind(channel)
