@@ -423,3 +423,84 @@ fn odd_bodies_and_headers_get_clear_answers() {
         json!([["q-2", 350]])
     );
 }
+
+#[test]
+fn check_finds_what_would_silently_do_nothing() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    let workflows = nudge.path("workflows");
+    let edit = |file: &str, from: &str, to: &str| {
+        let path = workflows.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} has {from}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    };
+    edit("sending.toml", "hours = \"21:00-08:00\"", "hours = \"00:00-24:00\"");
+    edit(
+        "cadences.toml",
+        "A = \"3d\", B = \"7d\", C = \"15d\"",
+        "a = \"3d\", B = \"7d\", Z = \"15d\"",
+    );
+    std::fs::write(
+        workflows.join("cadences.toml"),
+        std::fs::read_to_string(workflows.join("cadences.toml")).unwrap()
+            + "\n[by_stage]\nby = \"stage\"\nevery = { prospect = \"2d\" }\n",
+    )
+    .unwrap();
+    let rule = "[trigger]\non = \"contact_created\"\n[[steps]]\n";
+    nudge.write_workflow(
+        "typed.toml",
+        &format!("when = 'contact.stage == \"x\" && contact.name > 3'\n{rule}tag = \"t\"\n"),
+    );
+    nudge.write_workflow("off.toml", &format!("{rule}tag = \"t\"\n[vars]\nenabled = false\n"));
+    nudge.write_workflow("forever.toml", &format!("{rule}wait = \"7000000d\"\n"));
+    let deep = format!("{}contact.stage == \"lead\"{}", "(".repeat(120), ")".repeat(120));
+    nudge.write_workflow("deep.toml", &format!("when = '{deep}'\n{rule}tag = \"t\"\n"));
+
+    let (ok, _, stderr) = nudge.try_cli(&["check"]);
+    assert!(!ok, "{stderr}");
+    for expected in [
+        "sending.toml:32:9: quiet hours `00:00-24:00` cover the whole day",
+        "help: their messages could never go",
+        "cadences.toml:8:11: cadence `intent` is by intent grade, and no contact has intent grade `a`",
+        "help: did you mean `A`? values are case-sensitive",
+        "no contact has intent grade `Z`",
+        "help: intent grade is one of: A, B, C",
+        "no contact has stage `prospect`",
+        "typed.toml:1:33: in `when`: type error",
+        "off.toml:6:1: `enabled` is a workflow key, not a variable",
+        "help: keys after a `[vars]` header belong to `vars`: move `enabled` above `[trigger]`",
+        "forever.toml:4:8: `7000000d` is longer than 10 years",
+        "deep.toml:1:",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+    let deep_line = stderr.lines().find(|l| l.contains("deep.toml:1:")).unwrap();
+    assert!(
+        deep_line.contains("nested too deeply"),
+        "a readable message, not a debug dump: {deep_line}"
+    );
+    assert!(
+        !stderr.contains("ParseError {") && !stderr.contains("source: Some"),
+        "{stderr}"
+    );
+
+    // Files that cannot be read are named, with the position of the bad byte.
+    std::os::unix::fs::symlink(workflows.join("gone.toml"), workflows.join("dangling.toml")).unwrap();
+    std::os::unix::fs::symlink(workflows.join("loop-b.toml"), workflows.join("loop-a.toml")).unwrap();
+    std::os::unix::fs::symlink(workflows.join("loop-a.toml"), workflows.join("loop-b.toml")).unwrap();
+    std::fs::write(workflows.join("latin1.toml"), b"description = \"caf\xe9\"\n").unwrap();
+    let (ok, _, stderr) = nudge.try_cli(&["check"]);
+    assert!(!ok, "{stderr}");
+    for expected in [
+        "dangling.toml:1:1: cannot read",
+        "loop-a.toml:1:1: cannot read",
+        "loop-b.toml:1:1: cannot read",
+        "help: a link to a file that does not exist, or a loop of links?",
+        "latin1.toml:1:19: not UTF-8: byte 0xE9 here starts no character",
+        "help: save the file as UTF-8",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+    }
+}

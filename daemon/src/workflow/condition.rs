@@ -60,6 +60,24 @@ impl Condition {
                 Some(e) => (offset_of(source, e.pos.0, e.pos.1), e.msg),
                 None => (0..0, "could not parse".to_string()),
             };
+            // The parser wraps some errors in a debug dump of another error: show its message alone.
+            let message = match message.split_once("msg: \"").and_then(|(_, rest)| rest.split_once('"')) {
+                Some((inner, _)) => inner.to_string(),
+                None => message,
+            };
+            if let Some(limit) = message
+                .strip_prefix("Recursion limit of ")
+                .and_then(|m| m.strip_suffix(" exceeded"))
+            {
+                return ConditionError {
+                    span,
+                    message: format!("the expression is nested too deeply (more than {limit} levels)"),
+                    help: Some(
+                        "write it flatter: fewer parentheses, or conditions joined with `&&` / `||` side by side"
+                            .into(),
+                    ),
+                };
+            }
             ConditionError {
                 span: span.clone(),
                 message: format!("CEL syntax error: {message}"),
@@ -74,16 +92,60 @@ impl Condition {
             env,
         };
         condition.check_fields()?;
-        match condition.evaluate(&contact_schema(), &event_schema()) {
-            Ok(_) => Ok(condition),
-            Err(message) => Err(ConditionError {
-                span: 0..source.len(),
-                message: format!("type error: {message}"),
-                help: Some(
-                    "a condition must be a bool built from contact fields, e.g. `contact.tags.size() > 0`".into(),
-                ),
-            }),
+        let type_error = |span: Range<usize>, message: String| ConditionError {
+            span,
+            message: format!("type error: {message}"),
+            help: Some("a condition must be a bool built from contact fields, e.g. `contact.tags.size() > 0`".into()),
+        };
+        if let Err(message) = condition.evaluate(&contact_schema(), &event_schema()) {
+            return Err(type_error(0..source.len(), message));
         }
+        // `&&` and `||` stop at the first operand that decides: with the probe's
+        // values, an operand after it would never be checked.
+        match condition.check_operands() {
+            Some((span, message)) => Err(type_error(span, message)),
+            None => Ok(condition),
+        }
+    }
+
+    /// The first operand of `&&` / `||` that fails on the probe contact with an
+    /// error of types (a string compared with a number, a method on the wrong
+    /// type), evaluated on its own. Failures that depend on the values (a
+    /// division by zero, a missing key) are left to run time.
+    fn check_operands(&self) -> Option<(Range<usize>, String)> {
+        let mut ctx = Context::with_env(self.env.clone());
+        ctx.add_variable("contact", cel::to_value(contact_schema()).ok()?)
+            .ok()?;
+        ctx.add_variable("event", cel::to_value(event_schema()).ok()?).ok()?;
+        let info = self.program.source_info();
+        let mut found = None;
+        walk(self.program.expression(), &mut Vec::new(), &mut |expr, bound| {
+            let Expr::Call(call) = &expr.expr else { return };
+            // Inside `exists(t, ...)` an operand needs `t`, which only the whole expression binds.
+            if found.is_some() || !bound.is_empty() || !matches!(call.func_name.as_str(), "_&&_" | "_||_") {
+                return;
+            }
+            for operand in &call.args {
+                if let Err(e) = Value::resolve(operand, &ctx)
+                    && is_type_error(&e)
+                {
+                    let (mut start, mut end) = (u32::MAX, 0);
+                    walk(operand, &mut Vec::new(), &mut |e, _| {
+                        if let Some((s, t)) = info.offset_for(e.id) {
+                            (start, end) = (start.min(s), end.max(t.max(s + 1)));
+                        }
+                    });
+                    let span = if start <= end {
+                        start as usize..(end as usize).min(self.source.len())
+                    } else {
+                        0..self.source.len()
+                    };
+                    found = Some((span, e.to_string()));
+                    return;
+                }
+            }
+        });
+        found
     }
 
     /// True when the condition holds. Errors at run time (e.g. a missing map key)
@@ -147,6 +209,22 @@ impl Condition {
         });
         problem.map_or(Ok(()), Err)
     }
+}
+
+fn is_type_error(e: &cel::ExecutionError) -> bool {
+    use cel::ExecutionError::*;
+    matches!(
+        e,
+        InvalidArgumentCount { .. }
+            | UnsupportedTargetType { .. }
+            | NotSupportedAsMethod { .. }
+            | UnsupportedKeyType(_)
+            | UnexpectedType { .. }
+            | NoSuchOverload(_)
+            | ValuesNotComparable(..)
+            | UnsupportedBinaryOperator(..)
+            | UnsupportedIndex(..)
+    )
 }
 
 fn keys(v: &serde_json::Value) -> Vec<String> {
@@ -262,5 +340,32 @@ mod tests {
         let source = "contact.name == )";
         let err = Condition::compile(source).unwrap_err();
         assert_eq!(&source[err.span.clone()], ")", "{err:?}");
+    }
+
+    #[test]
+    fn a_type_error_behind_and_or_or_is_found() {
+        let source = r#"contact.stage == "nobody" && contact.name > 3"#;
+        let err = Condition::compile(source).unwrap_err();
+        assert!(err.message.starts_with("type error"), "{err:?}");
+        assert_eq!(&source[err.span.clone()], "contact.name > 3", "{err:?}");
+        let source = r#"contact.stage == "lead" || contact.tags.size() > "x""#;
+        assert!(
+            Condition::compile(source)
+                .unwrap_err()
+                .message
+                .starts_with("type error")
+        );
+        // What depends on values is left to run time; comprehension variables are bound.
+        let r = Condition::compile("contact.follow_up_count > 0u && 10u / contact.follow_up_count > 2u");
+        assert!(r.is_ok(), "{:?}", r.err());
+        assert!(Condition::compile(r#"contact.tags.exists(t, t == "vip" && t != "x")"#).is_ok());
+    }
+
+    #[test]
+    fn a_deep_expression_is_explained_not_dumped() {
+        let source = format!("{}contact.stage == \"lead\"{}", "(".repeat(120), ")".repeat(120));
+        let err = Condition::compile(&source).unwrap_err();
+        assert_eq!(err.message, "the expression is nested too deeply (more than 96 levels)");
+        assert!(err.help.unwrap().contains("flatter"));
     }
 }

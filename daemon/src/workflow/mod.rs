@@ -353,25 +353,79 @@ impl Cadence {
 pub const CADENCE_KEYS: &[&str] = &["intent_grade", "value_tier", "stage", "source"];
 
 impl WorkflowSet {
-    /// Reads every workflow, template and cadence file under `dir`.
-    pub fn read_dir(dir: &Path) -> std::io::Result<Vec<(String, String)>> {
+    /// Reads every workflow, template and cadence file under `dir`. A `*.toml`
+    /// that cannot be read (a link to nothing, a loop of links, a file that is
+    /// not UTF-8) is a problem of its own: skipping it would drop a workflow unseen.
+    pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, Diagnostics> {
         let mut files = Vec::new();
+        let mut problems = Diagnostics {
+            items: Vec::new(),
+            sources: Vec::new(),
+        };
         for sub in [dir.to_path_buf(), dir.join("templates")] {
             let entries = match std::fs::read_dir(&sub) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && sub != dir => continue,
                 Err(e) => {
-                    return Err(std::io::Error::new(e.kind(), format!("{}: {e}", sub.display())));
+                    let shown = sub.display().to_string();
+                    return Err(Diagnostics {
+                        items: vec![Diagnostic::new(&shown, 0..0, format!("cannot read workflows: {e}"))],
+                        sources: vec![],
+                    });
                 }
             };
             for entry in entries {
-                let path = entry?.path();
-                if path.is_file() && path.extension().is_some_and(|e| e == "toml") {
-                    let source = std::fs::read_to_string(&path)
-                        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-                    files.push((path.display().to_string(), source));
+                let path = match entry {
+                    Ok(entry) => entry.path(),
+                    Err(e) => {
+                        let shown = sub.display().to_string();
+                        problems
+                            .items
+                            .push(Diagnostic::new(&shown, 0..0, format!("cannot list the folder: {e}")));
+                        continue;
+                    }
+                };
+                if path.extension().is_none_or(|e| e != "toml") {
+                    continue;
+                }
+                let shown = path.display().to_string();
+                // Follows links, so a dangling or looping one is an error here.
+                match std::fs::metadata(&path) {
+                    Ok(meta) if meta.is_dir() => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        problems.items.push(
+                            Diagnostic::new(&shown, 0..0, format!("cannot read {shown}: {e}")).help(
+                                "a link to a file that does not exist, or a loop of links? point it at a workflow file, or remove it",
+                            ),
+                        );
+                        continue;
+                    }
+                }
+                match std::fs::read(&path).map(String::from_utf8) {
+                    Ok(Ok(source)) => files.push((shown, source)),
+                    Ok(Err(e)) => {
+                        let at = e.utf8_error().valid_up_to();
+                        let byte = e.as_bytes()[at];
+                        let source = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                        problems.items.push(
+                            Diagnostic::new(
+                                &shown,
+                                at..at,
+                                format!("not UTF-8: byte 0x{byte:02X} here starts no character"),
+                            )
+                            .help("save the file as UTF-8 (most editors offer it under \"Save with encoding\")"),
+                        );
+                        problems.sources.push((shown, source));
+                    }
+                    Err(e) => problems
+                        .items
+                        .push(Diagnostic::new(&shown, 0..0, format!("cannot read {shown}: {e}"))),
                 }
             }
+        }
+        if !problems.items.is_empty() {
+            return Err(problems);
         }
         files.sort();
         Ok(files)
@@ -379,15 +433,7 @@ impl WorkflowSet {
 
     /// Loads and validates the folder as one set.
     pub fn load(dir: &Path, channels: &[String]) -> Result<WorkflowSet, Diagnostics> {
-        let files = Self::read_dir(dir).map_err(|e| Diagnostics {
-            items: vec![Diagnostic::new(
-                &dir.display().to_string(),
-                0..0,
-                format!("cannot read workflows: {e}"),
-            )],
-            sources: vec![],
-        })?;
-        Self::compile(files, channels)
+        Self::compile(Self::read_dir(dir)?, channels)
     }
 
     /// Validates a set of (path, source) files; every problem in every file is reported at once.
@@ -425,8 +471,15 @@ pub fn parse_duration(text: &str) -> Result<Span, String> {
     if span.is_negative() {
         return Err(format!("`{text}` is negative"));
     }
+    // Longer would be a typo (`7000000d`) and could overflow the times it is added to.
+    if add_span(0, span, "UTC") > LONGEST_DURATION_MS {
+        return Err(format!("`{text}` is longer than 10 years"));
+    }
     Ok(span)
 }
+
+/// Ten years (of 366 days): the longest wait, cadence or delay.
+const LONGEST_DURATION_MS: i64 = 10 * 366 * 24 * 3_600_000;
 
 /// Adds a span to a time in a contact's time zone, so "3d" means the same local
 /// time three days later even across a DST change.
@@ -544,6 +597,11 @@ mod tests {
         assert_eq!(parse_duration("15m").unwrap().get_minutes(), 15);
         assert!(parse_duration("3 parsecs").is_err());
         assert!(parse_duration("-3d").is_err());
+        assert_eq!(
+            parse_duration("7000000d").unwrap_err(),
+            "`7000000d` is longer than 10 years"
+        );
+        assert_eq!(parse_duration("520w").unwrap().get_weeks(), 520);
     }
 
     #[test]

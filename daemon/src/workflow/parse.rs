@@ -23,7 +23,7 @@ struct RawWorkflow {
     trigger: Spanned<RawTrigger>,
     when: Option<Spanned<String>>,
     #[serde(default)]
-    vars: toml::Table,
+    vars: BTreeMap<Spanned<String>, toml::Value>,
     category: Option<Spanned<String>>,
     send_window: Option<Spanned<String>>,
     exit_when: Option<Vec<Spanned<String>>>,
@@ -112,6 +112,20 @@ enum TemplateValue {
     Table(BTreeMap<String, String>),
 }
 
+/// The keys of a workflow file's top level.
+const WORKFLOW_KEYS: &[&str] = &[
+    "description",
+    "enabled",
+    "when",
+    "vars",
+    "steps",
+    "category",
+    "send_window",
+    "exit_when",
+    "exit_if",
+    "track",
+];
+
 /// The shortest `every` of a segment: each pass reads every contact.
 const SEGMENT_EVERY_FLOOR_MS: i64 = 60_000;
 
@@ -184,19 +198,7 @@ pub(super) fn serde_problem(path: &str, error: toml::de::Error) -> Diagnostic {
         && let Some((written, expected)) = rest.split_once('`')
     {
         let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-        let top_level = [
-            "description",
-            "enabled",
-            "when",
-            "vars",
-            "steps",
-            "category",
-            "send_window",
-            "exit_when",
-            "exit_if",
-            "track",
-        ];
-        let help = if top_level.contains(&written) && candidates.contains(&"on") {
+        let help = if WORKFLOW_KEYS.contains(&written) && candidates.contains(&"on") {
             format!(
                 "`{written}` belongs to the workflow, not the trigger: in TOML, keys after a `[trigger]` header \
                  belong to that table; move `{written}` above `[trigger]`"
@@ -325,8 +327,35 @@ fn parse_cadences(path: &str, source: &str, cadences: &mut BTreeMap<String, Cade
     };
     for (name, raw) in raw {
         one_of(path, &raw.by, CADENCE_KEYS, "cadence key", problems);
+        // A row for a value the field never has would never be used: the contact falls to the default.
+        let values = match raw.by.get_ref().as_str() {
+            "intent_grade" => Some((INTENT_GRADES, "intent grade")),
+            "value_tier" => Some((TIERS, "value tier")),
+            "stage" => Some((STAGES, "stage")),
+            _ => None,
+        };
         let mut every = BTreeMap::new();
         for (value, interval) in &raw.every {
+            if let Some((allowed, what)) = values
+                && !allowed.contains(&value.get_ref().as_str())
+            {
+                let same_but_case = allowed.iter().find(|a| a.eq_ignore_ascii_case(value.get_ref()));
+                let help = same_but_case
+                    .map(|a| format!("did you mean `{a}`? values are case-sensitive"))
+                    .or_else(|| did_you_mean(value.get_ref(), allowed.iter().copied()))
+                    .unwrap_or_else(|| format!("{what} is one of: {}", allowed.join(", ")));
+                problems.push(
+                    Diagnostic::new(
+                        path,
+                        at(value),
+                        format!(
+                            "cadence `{name}` is by {what}, and no contact has {what} `{}`",
+                            value.get_ref()
+                        ),
+                    )
+                    .help(help),
+                );
+            }
             if let Some(span) = duration(path, interval, problems) {
                 every.insert(value.get_ref().clone(), span);
             }
@@ -360,6 +389,20 @@ fn parse_workflow(
         }
     };
     let before = problems.len();
+    // In TOML every key after `[vars]` is a var: a workflow key written there by
+    // mistake (`enabled = false`) would silently do nothing.
+    // (`description` is left alone: it makes sense as a variable too.)
+    let misplaced =
+        |k: &&Spanned<String>| k.get_ref() != "description" && WORKFLOW_KEYS.contains(&k.get_ref().as_str());
+    for key in raw.vars.keys().filter(misplaced) {
+        problems.push(
+            Diagnostic::new(path, at(key), format!("`{}` is a workflow key, not a variable", key.get_ref()))
+                .help(format!(
+                    "keys after a `[vars]` header belong to `vars`: move `{}` above `[trigger]`, or give the variable another name",
+                    key.get_ref()
+                )),
+        );
+    }
     let trigger = parse_trigger(path, &raw.trigger, problems);
     let condition = |key: &str, w: &Spanned<String>, problems: &mut Problems| match Condition::compile(w.get_ref()) {
         Ok(c) => Some(c),
@@ -475,7 +518,12 @@ fn parse_workflow(
         enabled: raw.enabled,
         trigger: trigger?,
         when,
-        vars: serde_json::to_value(&raw.vars).unwrap_or_default(),
+        vars: serde_json::Value::Object(
+            raw.vars
+                .into_iter()
+                .map(|(k, v)| (k.into_inner(), serde_json::to_value(v).unwrap_or_default()))
+                .collect(),
+        ),
         steps,
         category,
         send_window: raw.send_window.map(Spanned::into_inner),

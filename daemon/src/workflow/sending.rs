@@ -203,7 +203,13 @@ pub(super) fn parse(path: &str, source: &str, channels: &[String], problems: &mu
             } else {
                 vec![(end, start)]
             };
-            let ranges = ranges.into_iter().filter(|(a, b)| a < b).collect();
+            let ranges: Vec<(u16, u16)> = ranges.into_iter().filter(|(a, b)| a < b).collect();
+            if ranges.is_empty() {
+                problems.push(
+                    Diagnostic::new(path, quiet.hours.span(), format!("quiet hours `{}` cover the whole day", quiet.hours.get_ref()))
+                        .help("their messages could never go: leave some hours open, e.g. \"21:00-08:00\"; to send none of a kind, disable the workflows that send them (`enabled = false`)"),
+                );
+            }
             let categories = categories(path, quiet.categories.as_deref(), problems);
             policy.quiet_hours = Some(QuietHours {
                 open: Window {
