@@ -504,3 +504,103 @@ fn check_finds_what_would_silently_do_nothing() {
         assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
     }
 }
+
+#[test]
+fn templates_that_can_never_render_are_refused_and_a_held_run_takes_the_fixed_one() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    let template = |subject: &str| format!("[quote]\nchannel = \"email\"\nsubject = \"{subject}\"\ntext = \"Hello\"\n");
+    let workflow = "category = \"transactional\"\n[trigger]\non = \"stage_changed\"\nto = \"sample\"\n\
+                    [vars]\noffer = \"10 %\"\n[[steps]]\nsend = { channel = \"email\", template = \"quote\" }\n";
+    nudge.write_workflow("quote.toml", workflow);
+
+    // Each of these could never render: `nudge check` says where and what to do.
+    for (subject, expected, help) in [
+        ("Hi {{ contact.name", "quote.toml:3:", "every `{{` needs its `}}`"),
+        (
+            "{% if contact.company %}Hi",
+            "in template `quote`, `subject`: template syntax",
+            "`{% endif %}`",
+        ),
+        (
+            "Hi {{ contact.nmae }}",
+            "quote.toml:3:18: in template `quote`, `subject`: the template reads `contact.nmae`",
+            "did you mean `name`?",
+        ),
+        (
+            "{% if contact.locale == 'zh' %}{{ contact.name|shout }}{% endif %}",
+            "quote.toml:3:59: in template `quote`, `subject`: unknown filter `shout`",
+            "builtin filters",
+        ),
+        (
+            "Hi {{ vars.ofer }}",
+            "quote.toml:8:40: template `quote` reads `vars.ofer`, which this workflow does not define",
+            "did you mean `offer`?",
+        ),
+    ] {
+        nudge.write_workflow("templates/quote.toml", &template(subject));
+        let (ok, _, stderr) = nudge.try_cli(&["check"]);
+        assert!(!ok, "{subject}: {stderr}");
+        assert!(
+            stderr.contains(expected) && stderr.contains(help),
+            "{subject}: expected {expected:?} and {help:?} in:\n{stderr}"
+        );
+    }
+
+    // Hot reload refuses them too, and the last good set keeps sending.
+    nudge.write_workflow("templates/quote.toml", &template("Your quote, {{ contact.name }}"));
+    nudge.start();
+    nudge.write_workflow("templates/quote.toml", &template("Your quote, {{ contact.nmae }}"));
+    let log = nudge.wait_for_log("workflow change rejected");
+    assert!(log.contains("the template reads `contact.nmae`"), "{log}");
+    nudge.cli(&["contact", "add", "--name", "Li Na", "--email", "li@example.com"]);
+    nudge.cli(&["stage", "set", "li@example.com", "sample"]);
+    smtp.wait_for("li@example.com", "Your quote, Li Na");
+
+    // A field its trigger's event does not have passes the check but cannot render:
+    // the run is held with the reason, then sends with the fixed template.
+    nudge.write_workflow("templates/quote.toml", &template("Your quote for {{ event.order_id }}"));
+    nudge.wait_for_log("workflows reloaded");
+    nudge.cli(&["contact", "add", "--name", "Ma Lin", "--email", "ma@example.com"]);
+    nudge.cli(&["stage", "set", "ma@example.com", "sample"]);
+    let held = common::wait_until(
+        || {
+            let status = nudge.status();
+            status["waiting_reasons"]
+                .to_string()
+                .contains("held at step 0")
+                .then_some(status)
+        },
+        || format!("the run is never held: {:#}\n{}", nudge.status(), nudge.log()),
+    );
+    let reasons = held["waiting_reasons"].to_string();
+    assert!(
+        reasons.contains("template field `subject`: undefined value") && reasons.contains("fix the template"),
+        "{held:#}"
+    );
+    // Ten tries: past the eight after which any other step error fails its run.
+    for _ in 0..10 {
+        nudge.advance("1h");
+        nudge.settle();
+    }
+    let reasons = nudge.status()["waiting_reasons"].to_string();
+    assert!(
+        reasons.contains("held at step 0"),
+        "still held: {reasons}\n{}",
+        nudge.log()
+    );
+    nudge.write_workflow(
+        "templates/quote.toml",
+        &template("Your quote, {{ contact.name }} (fixed)"),
+    );
+    let before = nudge.log().matches("workflows reloaded").count();
+    common::wait_until(
+        || (nudge.log().matches("workflows reloaded").count() > before).then_some(()),
+        || format!("the fix is never loaded:\n{}", nudge.log()),
+    );
+    nudge.advance("1h");
+    let mail = smtp.wait_for("ma@example.com", "Your quote, Ma Lin (fixed)");
+    assert_eq!(smtp.mails_to("ma@example.com").len(), 1, "{mail:?}");
+    nudge.stop();
+}

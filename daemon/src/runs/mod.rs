@@ -17,7 +17,7 @@ mod effects;
 use crate::admission::{Admission, SteppedRuns};
 use crate::clock::Clock;
 use crate::delivery::Handoff;
-use crate::plugins::{Plugins, Recipient, RenderedMessage};
+use crate::plugins::{PluginError, Plugins, Recipient, RenderedMessage};
 use crate::store::{self, Category, Contact, NewOutboxRow, OutboundMessage, OutboxRow, Run, Store};
 use crate::triggers;
 use crate::unsubscribe::Unsubscribe;
@@ -101,6 +101,10 @@ struct Render {
     channel: String,
     template_name: String,
     fields: Vec<(String, String)>,
+    /// The running set's version of the template, where it differs from the run's
+    /// own: used if the run's own cannot render, so that a fixed template reaches
+    /// the runs it held (which stay pinned to their set for everything else).
+    fixed: Option<Vec<(String, String)>>,
     context: serde_json::Value,
 }
 
@@ -623,6 +627,12 @@ impl Engine {
                         }
                     }
                 }
+                Err(e)
+                    if e.chain()
+                        .any(|e| matches!(e.downcast_ref(), Some(PluginError::Template { .. }))) =>
+                {
+                    Err(anyhow::Error::new(CannotRender(format!("{e:#}"))))
+                }
                 Err(e) => Err(anyhow::anyhow!("{e:#}")),
             };
             if let Err(e) = result {
@@ -829,6 +839,9 @@ impl Engine {
         let render = match &outgoing {
             Some(out) => {
                 let template = set.templates.get(&out.template).cloned().context("template missing")?;
+                let fixed = (self.current().templates.get(&out.template))
+                    .filter(|t| t.channel == template.channel && t.fields != template.fields)
+                    .map(|t| variants::template(t.clone(), variant).fields);
                 let template = variants::template(template, variant);
                 let context = json!({
                     "contact": contact_ctx, "vars": workflow.vars, "event": run.context.0,
@@ -839,6 +852,7 @@ impl Engine {
                     channel: out.channel.clone(),
                     template_name: out.template.clone(),
                     fields: template.fields,
+                    fixed,
                     context,
                 })
             }
@@ -889,7 +903,13 @@ impl Engine {
             calls.push(tokio::task::spawn_blocking(move || {
                 mine.into_iter()
                     .map(|(i, r)| {
-                        let rendered = within().then(|| plugins.render(&r.channel, &r.fields, &r.context));
+                        let rendered =
+                            within().then(|| match (plugins.render(&r.channel, &r.fields, &r.context), &r.fixed) {
+                                (Err(PluginError::Template { .. }), Some(fixed)) => {
+                                    plugins.render(&r.channel, fixed, &r.context)
+                                }
+                                (rendered, _) => rendered,
+                            });
                         (i, r.template_name, rendered)
                     })
                     .collect::<Vec<_>>()
@@ -1157,16 +1177,32 @@ impl Engine {
     }
 }
 
-/// A step could not run: it is tried again later with backoff, up to a limit of errors in a row.
+/// A message's template cannot render (the plugin said which field and why).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct CannotRender(String);
+
+/// A step could not run: it is tried again later with backoff, up to a limit of
+/// errors in a row. A message whose template cannot render is held instead,
+/// however often: trying again cannot help, fixing the template does (the
+/// retry takes the fixed one), and failing the run would lose the message.
 async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::Error, now: i64) -> anyhow::Result<()> {
     let errors = store::count_step_error(conn, run_id).await?;
+    let template = error.downcast_ref::<CannotRender>().is_some();
     match store::load_run(conn, run_id).await? {
-        Some(run) if run.status == "ready" && errors < MAX_STEP_ERRORS => {
+        Some(run) if run.status == "ready" && (template || errors < MAX_STEP_ERRORS) => {
             let delay = (30_000i64 << (errors - 1).clamp(0, 7)).min(3_600_000);
-            let reason = format!(
-                "error {errors} of {MAX_STEP_ERRORS} at step {}: {error:#}",
-                run.next_step
-            );
+            let reason = if template {
+                format!(
+                    "held at step {}: {error:#}; fix the template and the run sends with the fixed one (tried again within the hour)",
+                    run.next_step
+                )
+            } else {
+                format!(
+                    "error {errors} of {MAX_STEP_ERRORS} at step {}: {error:#}",
+                    run.next_step
+                )
+            };
             let deferred = store::DeferredRun {
                 run_id,
                 step: run.next_step,

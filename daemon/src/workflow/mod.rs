@@ -12,6 +12,7 @@ mod diagnostic;
 mod parse;
 pub mod reload;
 mod sending;
+mod templates;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -332,6 +333,8 @@ pub struct Template {
     pub name: String,
     pub channel: String,
     pub fields: Vec<(String, String)>,
+    /// The `vars.<name>` its fields read: every workflow that sends it defines them.
+    pub reads_vars: std::collections::BTreeSet<String>,
 }
 
 /// A named cadence table, e.g. intent grade A -> 3d, B -> 7d, C -> 15d.

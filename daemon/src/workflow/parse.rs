@@ -3,7 +3,7 @@
 //! templates, channels, cadences, stage names) is checked here, and every
 //! problem is collected rather than stopping at the first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use serde::Deserialize;
@@ -269,25 +269,62 @@ fn parse_templates(
             continue;
         }
         // A table of strings (e.g. an SMS template's `params`) becomes `params.<name>` fields.
-        let fields = fields
+        let fields: Vec<(String, String, Range<usize>)> = fields
             .into_iter()
             .filter(|(k, _)| k.get_ref() != "channel")
-            .flat_map(|(k, v)| match v.into_inner() {
-                TemplateValue::Text(text) => vec![(k.into_inner(), text)],
-                TemplateValue::Table(table) => table
-                    .into_iter()
-                    .map(|(name, text)| (format!("{}.{name}", k.get_ref()), text))
-                    .collect(),
+            .flat_map(|(k, v)| {
+                let span = v.span();
+                match v.into_inner() {
+                    TemplateValue::Text(text) => vec![(k.into_inner(), text, span)],
+                    TemplateValue::Table(table) => table
+                        .into_iter()
+                        .map(|(name, text)| (format!("{}.{name}", k.get_ref()), text, span.clone()))
+                        .collect(),
+                }
             })
             .collect();
+        let mut reads_vars = BTreeSet::new();
+        for (field, text, span) in &fields {
+            let what = format!("template `{}`, `{field}`", name.get_ref());
+            if let Some(vars) = template_text(path, source, span.clone(), &what, text, problems) {
+                reads_vars.extend(vars);
+            }
+        }
         templates.insert(
             name.get_ref().clone(),
             Template {
                 name: name.into_inner(),
                 channel: channel.into_inner(),
-                fields,
+                fields: fields.into_iter().map(|(field, text, _)| (field, text)).collect(),
+                reads_vars,
             },
         );
+    }
+}
+
+/// Checks a template text written at `span` of the file (a string, or a table
+/// of them); a problem points into the text. Returns the `vars.<name>` it reads.
+fn template_text(
+    path: &str,
+    source: &str,
+    span: Range<usize>,
+    what: &str,
+    text: &str,
+    problems: &mut Problems,
+) -> Option<super::templates::ReadsVars> {
+    match super::templates::check(text) {
+        Ok(vars) => Some(vars),
+        Err(p) => {
+            // Inside a string value the problem's own place is known; in a table, the table's.
+            let quoted = source[span.clone()].starts_with(['"', '\'']);
+            let at = if quoted {
+                offset_in_string(source, span.start, p.at.start)..offset_in_string(source, span.start, p.at.end)
+            } else {
+                span
+            };
+            problems.push(Diagnostic::new(path, at, format!("in {what}: {}", p.message)).help(p.help));
+            None
+        }
     }
 }
 
@@ -504,6 +541,7 @@ fn parse_workflow(
             }
         }
     }
+    check_vars_read(path, source, &raw, templates, problems);
     if problems.len() > before {
         return None;
     }
@@ -533,6 +571,58 @@ fn parse_workflow(
             condition: exit_if,
         },
     })
+}
+
+/// The vars each template of the workflow reads (and each variant's subject,
+/// a template of its own) must be under its `[vars]`: strict rendering would
+/// otherwise fail at every send.
+fn check_vars_read(
+    path: &str,
+    source: &str,
+    raw: &RawWorkflow,
+    templates: &BTreeMap<String, Template>,
+    problems: &mut Problems,
+) {
+    let defined: Vec<&str> = raw.vars.keys().map(|k| k.get_ref().as_str()).collect();
+    let missing = |at: Range<usize>, what: &str, vars: &BTreeSet<String>, problems: &mut Problems| {
+        for var in vars.iter().filter(|v| !defined.contains(&v.as_str())) {
+            let help = match did_you_mean(var, defined.iter().copied()) {
+                Some(close) => format!("{close} (this workflow defines it), or add `{var} = \"...\"` under `[vars]`"),
+                None => format!("add `{var} = \"...\"` under `[vars]` in this workflow"),
+            };
+            problems.push(
+                Diagnostic::new(
+                    path,
+                    at.clone(),
+                    format!("{what} reads `vars.{var}`, which this workflow does not define"),
+                )
+                .help(help),
+            );
+        }
+    };
+    for step in raw.steps.get_ref().iter().map(Spanned::get_ref) {
+        let template = (step.send.as_ref().map(|s| &s.get_ref().template))
+            .or(step.notify_owner.as_ref().map(|n| &n.get_ref().template));
+        if let Some(name) = template
+            && let Some(t) = templates.get(name.get_ref())
+        {
+            missing(at(name), &format!("template `{}`", t.name), &t.reads_vars, problems);
+        }
+        for variant in step.variants.iter().flat_map(|v| v.get_ref()).map(Spanned::get_ref) {
+            if let Some(subject) = &variant.subject
+                && let Some(vars) = template_text(
+                    path,
+                    source,
+                    subject.span(),
+                    "the variant's subject",
+                    subject.get_ref(),
+                    problems,
+                )
+            {
+                missing(at(subject), "the variant's subject", &vars, problems);
+            }
+        }
+    }
 }
 
 /// Byte offset in `source` of byte `at` of a TOML string's value, given the offset
