@@ -197,7 +197,7 @@ impl Engine {
             .workflow_set_files(hash)
             .await?
             .with_context(|| format!("workflow set {hash} is not stored"))?;
-        let set = WorkflowSet::compile(files, &self.plugins.get().channels())
+        let set = WorkflowSet::compile_stored(files, &self.plugins.get().channels())
             .map_err(|d| anyhow::anyhow!("stored workflow set {hash} no longer compiles:\n{d}"))?;
         let set = Arc::new(set);
         self.pinned.lock().unwrap().insert(hash.to_string(), set.clone());

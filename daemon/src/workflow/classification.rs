@@ -529,9 +529,9 @@ mod tests {
 
     pub(crate) const SHIPPED: &str = include_str!("../../../workflows/classification.toml");
 
-    fn parse(source: &str) -> Result<ClassificationRules, Problems> {
-        let mut problems = Vec::new();
-        parse_rules("wf/classification.toml", source, &mut problems).ok_or(problems)
+    fn parse(source: &str) -> Result<ClassificationRules, Vec<Diagnostic>> {
+        let mut problems = Problems::default();
+        parse_rules("wf/classification.toml", source, &mut problems).ok_or_else(|| problems.into_vec())
     }
 
     #[test]

@@ -92,20 +92,17 @@ impl Condition {
             env,
         };
         condition.check_fields()?;
-        let type_error = |span: Range<usize>, message: String| ConditionError {
-            span,
-            message: format!("type error: {message}"),
-            help: Some("a condition must be a bool built from contact fields, e.g. `contact.tags.size() > 0`".into()),
-        };
-        if let Err(message) = condition.evaluate(&contact_schema(), &event_schema()) {
-            return Err(type_error(0..source.len(), message));
+        match condition.evaluate(&contact_schema(), &event_schema()) {
+            Ok(_) => Ok(condition),
+            Err(message) => Err(type_error(0..source.len(), message)),
         }
-        // `&&` and `||` stop at the first operand that decides: with the probe's
-        // values, an operand after it would never be checked.
-        match condition.check_operands() {
-            Some((span, message)) => Err(type_error(span, message)),
-            None => Ok(condition),
-        }
+    }
+
+    /// A type error in an operand of `&&` / `||` that `compile`'s probe did not
+    /// reach: they stop at the first operand that decides. Checked apart from
+    /// `compile` because conditions stored with their runs predate it.
+    pub fn operand_type_error(&self) -> Option<ConditionError> {
+        self.check_operands().map(|(span, message)| type_error(span, message))
     }
 
     /// The first operand of `&&` / `||` that fails on the probe contact with an
@@ -208,6 +205,14 @@ impl Condition {
             }
         });
         problem.map_or(Ok(()), Err)
+    }
+}
+
+fn type_error(span: Range<usize>, message: String) -> ConditionError {
+    ConditionError {
+        span,
+        message: format!("type error: {message}"),
+        help: Some("a condition must be a bool built from contact fields, e.g. `contact.tags.size() > 0`".into()),
     }
 }
 
@@ -344,21 +349,17 @@ mod tests {
 
     #[test]
     fn a_type_error_behind_and_or_or_is_found() {
+        let operand_error = |source: &str| Condition::compile(source).unwrap().operand_type_error();
         let source = r#"contact.stage == "nobody" && contact.name > 3"#;
-        let err = Condition::compile(source).unwrap_err();
+        let err = operand_error(source).unwrap();
         assert!(err.message.starts_with("type error"), "{err:?}");
         assert_eq!(&source[err.span.clone()], "contact.name > 3", "{err:?}");
         let source = r#"contact.stage == "lead" || contact.tags.size() > "x""#;
-        assert!(
-            Condition::compile(source)
-                .unwrap_err()
-                .message
-                .starts_with("type error")
-        );
+        assert!(operand_error(source).unwrap().message.starts_with("type error"));
         // What depends on values is left to run time; comprehension variables are bound.
-        let r = Condition::compile("contact.follow_up_count > 0u && 10u / contact.follow_up_count > 2u");
-        assert!(r.is_ok(), "{:?}", r.err());
-        assert!(Condition::compile(r#"contact.tags.exists(t, t == "vip" && t != "x")"#).is_ok());
+        let r = operand_error("contact.follow_up_count > 0u && 10u / contact.follow_up_count > 2u");
+        assert!(r.is_none(), "{r:?}");
+        assert!(operand_error(r#"contact.tags.exists(t, t == "vip" && t != "x")"#).is_none());
     }
 
     #[test]

@@ -441,6 +441,20 @@ impl WorkflowSet {
 
     /// Validates a set of (path, source) files; every problem in every file is reported at once.
     pub fn compile(files: Vec<(String, String)>, channels: &[String]) -> Result<WorkflowSet, Diagnostics> {
+        Self::compile_checked(files, channels, false)
+    }
+
+    /// Compiles a set stored for the runs pinned to it. An earlier nudge accepted
+    /// it; checks added since (`Problems::lint`) must not strand its runs.
+    pub fn compile_stored(files: Vec<(String, String)>, channels: &[String]) -> Result<WorkflowSet, Diagnostics> {
+        Self::compile_checked(files, channels, true)
+    }
+
+    fn compile_checked(
+        files: Vec<(String, String)>,
+        channels: &[String],
+        stored: bool,
+    ) -> Result<WorkflowSet, Diagnostics> {
         let mut hasher = Sha256::new();
         for (path, source) in &files {
             hasher.update(path.as_bytes());
@@ -449,7 +463,7 @@ impl WorkflowSet {
             hasher.update([0]);
         }
         let hash = format!("{:x}", hasher.finalize())[..16].to_string();
-        match parse::compile_set(&files, channels) {
+        match parse::compile_set(&files, channels, stored) {
             Ok((workflows, templates, cadences, sending, classification)) => Ok(WorkflowSet {
                 hash,
                 files,
@@ -474,15 +488,8 @@ pub fn parse_duration(text: &str) -> Result<Span, String> {
     if span.is_negative() {
         return Err(format!("`{text}` is negative"));
     }
-    // Longer would be a typo (`7000000d`) and could overflow the times it is added to.
-    if add_span(0, span, "UTC") > LONGEST_DURATION_MS {
-        return Err(format!("`{text}` is longer than 10 years"));
-    }
     Ok(span)
 }
-
-/// Ten years (of 366 days): the longest wait, cadence or delay.
-const LONGEST_DURATION_MS: i64 = 10 * 366 * 24 * 3_600_000;
 
 /// Adds a span to a time in a contact's time zone, so "3d" means the same local
 /// time three days later even across a DST change.
@@ -595,15 +602,44 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_set_compiles_under_the_checks_it_was_accepted_with() {
+        let template = "[t]\nchannel = \"email\"\nsubject = \"Hi {{ contact.nmae }}\"\n";
+        let workflow = "when = 'contact.stage == \"x\" && contact.name > 3'\n[trigger]\non = \"segment\"\n\
+                        every = \"1s\"\n[[steps]]\nwait = \"7000000d\"\n[[steps]]\nnotify_owner = { template = \"t\" }\n\
+                        [vars]\nenabled = false\n";
+        let files: Vec<(String, String)> = vec![
+            ("wf/templates/t.toml".into(), template.into()),
+            ("wf/seg.toml".into(), workflow.into()),
+        ];
+        let channels = ["email".to_string()];
+        let refused = WorkflowSet::compile(files.clone(), &channels).unwrap_err();
+        let messages: Vec<&str> = refused.items.iter().map(|d| d.message.as_str()).collect();
+        for expected in [
+            "contact.nmae",
+            "type error",
+            "shorter than a minute",
+            "longer than 10 years",
+            "workflow key",
+        ] {
+            assert!(
+                messages.iter().any(|m| m.contains(expected)),
+                "{expected}: {messages:?}"
+            );
+        }
+        // The runs pinned to such a set, stored by an earlier nudge, can still finish.
+        let stored = WorkflowSet::compile_stored(files, &channels).unwrap();
+        assert_eq!(stored.workflows[0].steps.len(), 2);
+        // What an earlier nudge refused still refuses a stored set.
+        let broken = vec![("wf/a.toml".to_string(), "[trigger]\non = \"nope\"\n".to_string())];
+        assert!(WorkflowSet::compile_stored(broken, &channels).is_err());
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("3d").unwrap().get_days(), 3);
         assert_eq!(parse_duration("15m").unwrap().get_minutes(), 15);
         assert!(parse_duration("3 parsecs").is_err());
         assert!(parse_duration("-3d").is_err());
-        assert_eq!(
-            parse_duration("7000000d").unwrap_err(),
-            "`7000000d` is longer than 10 years"
-        );
         assert_eq!(parse_duration("520w").unwrap().get_weeks(), 520);
     }
 

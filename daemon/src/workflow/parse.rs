@@ -12,7 +12,40 @@ use toml::Spanned;
 use super::diagnostic::{Diagnostic, did_you_mean};
 use super::*;
 
-pub(super) type Problems = Vec<Diagnostic>;
+/// The problems found in a set so far.
+#[derive(Debug, Default)]
+pub(super) struct Problems {
+    found: Vec<Diagnostic>,
+    /// A set stored for the runs pinned to it, which an earlier nudge accepted.
+    stored: bool,
+}
+
+impl Problems {
+    pub(super) fn push(&mut self, problem: Diagnostic) {
+        self.found.push(problem);
+    }
+
+    /// A problem that a check added after sets were first stored finds: it
+    /// refuses new files, but a stored set still compiles for its runs, which
+    /// would otherwise stop halfway after an upgrade.
+    pub(super) fn lint(&mut self, problem: Diagnostic) {
+        if !self.stored {
+            self.found.push(problem);
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    pub(super) fn into_vec(self) -> Vec<Diagnostic> {
+        self.found
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +159,9 @@ const WORKFLOW_KEYS: &[&str] = &[
     "track",
 ];
 
+/// Ten years (of 366 days): the longest wait, cadence or delay.
+const LONGEST_DURATION_MS: i64 = 10 * 366 * 24 * 3_600_000;
+
 /// The shortest `every` of a segment: each pass reads every contact.
 const SEGMENT_EVERY_FLOOR_MS: i64 = 60_000;
 
@@ -151,8 +187,16 @@ type Compiled = (
     Option<ClassificationRules>,
 );
 
-pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Result<Compiled, Problems> {
-    let mut problems = Vec::new();
+/// Compiles a set of files; `stored`: a set stored for its runs (see `Problems::lint`).
+pub(super) fn compile_set(
+    files: &[(String, String)],
+    channels: &[String],
+    stored: bool,
+) -> Result<Compiled, Vec<Diagnostic>> {
+    let mut problems = Problems {
+        found: Vec::new(),
+        stored,
+    };
     let mut templates = BTreeMap::new();
     let mut cadences = BTreeMap::new();
     let mut sending = SendingPolicy::default();
@@ -184,7 +228,7 @@ pub(super) fn compile_set(files: &[(String, String)], channels: &[String]) -> Re
     if problems.is_empty() {
         Ok((workflows, templates, cadences, sending, classification))
     } else {
-        Err(problems)
+        Err(problems.into_vec())
     }
 }
 
@@ -322,7 +366,7 @@ fn template_text(
             } else {
                 span
             };
-            problems.push(Diagnostic::new(path, at, format!("in {what}: {}", p.message)).help(p.help));
+            problems.lint(Diagnostic::new(path, at, format!("in {what}: {}", p.message)).help(p.help));
             None
         }
     }
@@ -336,7 +380,16 @@ fn unknown_channel(path: &str, channel: &Spanned<String>, channels: &[String]) -
 
 pub(super) fn duration(path: &str, text: &Spanned<String>, problems: &mut Problems) -> Option<Span> {
     match parse_duration(text.get_ref()) {
-        Ok(span) => Some(span),
+        Ok(span) => {
+            // Longer is a typo (`7000000d`), and times it is added to would saturate.
+            if add_span(0, span, "UTC") > LONGEST_DURATION_MS {
+                problems.lint(
+                    Diagnostic::new(path, at(text), format!("`{}` is longer than 10 years", text.get_ref()))
+                        .help("write at most 10 years, e.g. \"520w\" (waits, cadences and delays of longer are typos)"),
+                );
+            }
+            Some(span)
+        }
         Err(message) => {
             problems.push(
                 Diagnostic::new(path, at(text), message)
@@ -381,7 +434,7 @@ fn parse_cadences(path: &str, source: &str, cadences: &mut BTreeMap<String, Cade
                     .map(|a| format!("did you mean `{a}`? values are case-sensitive"))
                     .or_else(|| did_you_mean(value.get_ref(), allowed.iter().copied()))
                     .unwrap_or_else(|| format!("{what} is one of: {}", allowed.join(", ")));
-                problems.push(
+                problems.lint(
                     Diagnostic::new(
                         path,
                         at(value),
@@ -432,7 +485,7 @@ fn parse_workflow(
     let misplaced =
         |k: &&Spanned<String>| k.get_ref() != "description" && WORKFLOW_KEYS.contains(&k.get_ref().as_str());
     for key in raw.vars.keys().filter(misplaced) {
-        problems.push(
+        problems.lint(
             Diagnostic::new(path, at(key), format!("`{}` is a workflow key, not a variable", key.get_ref()))
                 .help(format!(
                     "keys after a `[vars]` header belong to `vars`: move `{}` above `[trigger]`, or give the variable another name",
@@ -441,17 +494,27 @@ fn parse_workflow(
         );
     }
     let trigger = parse_trigger(path, &raw.trigger, problems);
-    let condition = |key: &str, w: &Spanned<String>, problems: &mut Problems| match Condition::compile(w.get_ref()) {
-        Ok(c) => Some(c),
-        Err(e) => {
+    let condition = |key: &str, w: &Spanned<String>, problems: &mut Problems| {
+        let problem = |e: super::condition::ConditionError| {
             let quote = w.span().start;
             let span = offset_in_string(source, quote, e.span.start)..offset_in_string(source, quote, e.span.end);
-            let mut d = Diagnostic::new(path, span, format!("in `{key}`: {}", e.message));
-            if let Some(help) = e.help {
-                d = d.help(help);
+            let d = Diagnostic::new(path, span, format!("in `{key}`: {}", e.message));
+            match e.help {
+                Some(help) => d.help(help),
+                None => d,
             }
-            problems.push(d);
-            None
+        };
+        match Condition::compile(w.get_ref()) {
+            Ok(c) => {
+                if let Some(e) = c.operand_type_error() {
+                    problems.lint(problem(e));
+                }
+                Some(c)
+            }
+            Err(e) => {
+                problems.push(problem(e));
+                None
+            }
         }
     };
     let when = raw.when.as_ref().and_then(|w| condition("when", w, problems));
@@ -590,7 +653,7 @@ fn check_vars_read(
                 Some(close) => format!("{close} (this workflow defines it), or add `{var} = \"...\"` under `[vars]`"),
                 None => format!("add `{var} = \"...\"` under `[vars]` in this workflow"),
             };
-            problems.push(
+            problems.lint(
                 Diagnostic::new(
                     path,
                     at.clone(),
@@ -786,11 +849,11 @@ fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mut Problems)
                 Some(every) => {
                     let span = duration(path, every, problems)?;
                     if add_span(0, span, "UTC") < SEGMENT_EVERY_FLOOR_MS {
-                        problems.push(
+                        problems.lint(
                             Diagnostic::new(path, at(every), format!("`every = \"{}\"` is shorter than a minute", every.get_ref()))
                                 .help("each pass of a segment looks at every contact: repeat it every minute at most, e.g. \"1h\" or \"1d\" (leave `every` out for a single pass)"),
                         );
-                        return None;
+                        // (A stored set keeps its `every`: its passes are computed, not stepped through.)
                     }
                     Some(span)
                 }
@@ -1083,10 +1146,10 @@ mod tests {
         "[hello]\nchannel = \"email\"\nsubject = \"Hi {{ contact.name }}\"\ntext = \"t\"\n",
     );
 
-    fn compile(workflow: &str) -> Result<Compiled, Problems> {
+    fn compile(workflow: &str) -> Result<Compiled, Vec<Diagnostic>> {
         let files = vec![TEMPLATES, ("wf/a.toml", workflow)];
         let files: Vec<(String, String)> = files.into_iter().map(|(a, b)| (a.into(), b.into())).collect();
-        compile_set(&files, &["email".to_string()])
+        compile_set(&files, &["email".to_string()], false)
     }
 
     #[test]

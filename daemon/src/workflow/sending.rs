@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, did_you_mean};
+use super::parse::Problems;
 use super::parse_duration;
 use crate::store::Category;
 
@@ -174,7 +175,7 @@ struct RawCap {
 
 const DAY_NAMES: &[&str] = &["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
-pub(super) fn parse(path: &str, source: &str, channels: &[String], problems: &mut Vec<Diagnostic>) -> SendingPolicy {
+pub(super) fn parse(path: &str, source: &str, channels: &[String], problems: &mut Problems) -> SendingPolicy {
     let raw: RawPolicy = match toml::from_str(source) {
         Ok(raw) => raw,
         Err(e) => {
@@ -205,7 +206,7 @@ pub(super) fn parse(path: &str, source: &str, channels: &[String], problems: &mu
             };
             let ranges: Vec<(u16, u16)> = ranges.into_iter().filter(|(a, b)| a < b).collect();
             if ranges.is_empty() {
-                problems.push(
+                problems.lint(
                     Diagnostic::new(path, quiet.hours.span(), format!("quiet hours `{}` cover the whole day", quiet.hours.get_ref()))
                         .help("their messages could never go: leave some hours open, e.g. \"21:00-08:00\"; to send none of a kind, disable the workflows that send them (`enabled = false`)"),
                 );
@@ -275,7 +276,7 @@ pub(super) fn parse(path: &str, source: &str, channels: &[String], problems: &mu
 }
 
 /// Categories named in the file (default: marketing).
-fn categories(path: &str, raw: Option<&[Spanned<String>]>, problems: &mut Vec<Diagnostic>) -> Vec<Category> {
+fn categories(path: &str, raw: Option<&[Spanned<String>]>, problems: &mut Problems) -> Vec<Category> {
     let Some(raw) = raw else {
         return vec![Category::Marketing];
     };
@@ -293,7 +294,7 @@ fn categories(path: &str, raw: Option<&[Spanned<String>]>, problems: &mut Vec<Di
         .collect()
 }
 
-fn parse_rule(path: &str, raw: &RawRule, problems: &mut Vec<Diagnostic>) -> Option<WindowRule> {
+fn parse_rule(path: &str, raw: &RawRule, problems: &mut Problems) -> Option<WindowRule> {
     let mut days = [false; 7];
     let before = problems.len();
     for day in raw.days.get_ref() {
@@ -327,12 +328,7 @@ fn parse_rule(path: &str, raw: &RawRule, problems: &mut Vec<Diagnostic>) -> Opti
 }
 
 /// "HH:MM-HH:MM" as minutes after midnight; `24:00` ends a day. Only quiet hours may wrap past midnight.
-fn hour_range(
-    path: &str,
-    text: &Spanned<String>,
-    may_wrap: bool,
-    problems: &mut Vec<Diagnostic>,
-) -> Option<(u16, u16)> {
+fn hour_range(path: &str, text: &Spanned<String>, may_wrap: bool, problems: &mut Problems) -> Option<(u16, u16)> {
     let minutes = |t: &str| -> Option<u16> {
         let (h, m) = t.trim().split_once(':')?;
         let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
@@ -372,7 +368,7 @@ mod tests {
     use super::*;
 
     fn policy(source: &str) -> SendingPolicy {
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         let policy = parse("sending.toml", source, &["email".to_string()], &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         policy
@@ -468,7 +464,7 @@ mod tests {
 
     #[test]
     fn mistakes_are_reported_with_their_position() {
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         let source = r#"
 [[windows.bad]]
 days = ["mon-fry"]
@@ -481,6 +477,7 @@ per = "7d"
 "#;
         parse("sending.toml", source, &["email".to_string()], &mut problems);
         let messages: Vec<String> = problems
+            .into_vec()
             .iter()
             .map(|p| {
                 let (line, col) = p.line_col(source);
