@@ -197,12 +197,13 @@ fn build_request_output_is_capped_in_count_and_bytes() {
     nudge.install_plugin("hostile", &hostile_wasm(), &hostile_manifest());
     let (ok, out) = plugin_test(&nudge, "many", serde_json::json!({"deliver": "many"}));
     assert!(
-        !ok && out.contains("built 10000 requests for one message, over the limit of 16"),
+        !ok && out.contains("built 100 requests for one message, over the limit of 16"),
         "{out}"
     );
     let (ok, out) = plugin_test(&nudge, "big", serde_json::json!({"deliver": "big"}));
+    // Refused as it is read out of the plugin, before the 3 MiB body is copied.
     assert!(
-        !ok && out.contains("KiB of requests, over its output limit of 64 KiB"),
+        !ok && out.contains("returned more than it may, over its output limit of 64 KiB"),
         "{out}"
     );
 }
@@ -234,6 +235,48 @@ fn a_providers_verdict_text_is_stored_cut_to_a_bound() {
         "{row:?}"
     );
     nudge.stop();
+}
+
+/// A render output far over the output cap is refused as it is read in the
+/// plugin's memory, never copied whole into the daemon first.
+#[test]
+fn a_huge_render_output_is_refused_without_being_copied() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    let roomy = nudge.path("roomy.toml");
+    std::fs::write(
+        &roomy,
+        std::fs::read_to_string(hostile_manifest())
+            .unwrap()
+            .replace("memory_mb = 16", "memory_mb = 256")
+            .replace("deadline_ms = 500 ", "deadline_ms = 5000"),
+    )
+    .unwrap();
+    nudge.install_plugin("hostile", &hostile_wasm(), &roomy);
+    let run = |name: &str, template: serde_json::Value| {
+        let fixture = nudge.path(&format!("{name}.json"));
+        std::fs::write(&fixture, serde_json::json!({"template": template}).to_string()).unwrap();
+        nudge.try_cli_peak_memory(&["plugin", "test", "hostile", fixture.to_str().unwrap()])
+    };
+    // The first run compiles the plugin into the cache; the second is the baseline.
+    run("warm", serde_json::json!({"behaviour": "ok"}));
+    let (ok, out, baseline) = run("small", serde_json::json!({"behaviour": "ok"}));
+    assert!(ok, "{out}");
+    const FLOOD_MIB: u64 = 96;
+    let (ok, out, peak) = run(
+        "flood",
+        serde_json::json!({"behaviour": "flood", "mib": FLOOD_MIB.to_string()}),
+    );
+    assert!(!ok && out.contains("over its output limit of 64 KiB"), "{out}");
+    // The plugin's own memory holds the output once; a copy into the daemon
+    // would hold it twice. Half a copy's worth of room either way.
+    let grown_mib = peak.saturating_sub(baseline) / 1024;
+    assert!(
+        grown_mib < FLOOD_MIB * 3 / 2,
+        "peak memory grew by {grown_mib} MiB for a {FLOOD_MIB} MiB output (baseline {} MiB)",
+        baseline / 1024
+    );
 }
 
 /// Installs the hostile plugin with `hosts` in its manifest's http_hosts, and a

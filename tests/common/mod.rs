@@ -375,6 +375,28 @@ impl Nudge {
         )
     }
 
+    /// As `try_cli`, also giving the command's peak resident memory in KiB
+    /// (measured by Python's `getrusage` on the child it waited for).
+    pub fn try_cli_peak_memory(&self, args: &[&str]) -> (bool, String, u64) {
+        let script = "import resource, subprocess, sys\n\
+                      p = subprocess.run(sys.argv[1:], capture_output=True)\n\
+                      sys.stdout.buffer.write(p.stdout + p.stderr)\n\
+                      print('\\nPEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+                      sys.exit(p.returncode)";
+        let out = Command::new(python())
+            .args(["-c", script, BIN, "--config"])
+            .arg(self.path("nudge.toml"))
+            .args(args)
+            .env("NUDGE_TEST_TOKEN", &self.token)
+            .env("NUDGE_LOG", "info,sqlx=warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (output, peak) = text.rsplit_once("PEAK_RSS_KIB ").expect("the wrapper reports the peak");
+        (out.status.success(), output.to_string(), peak.trim().parse().unwrap())
+    }
+
     /// Starts the daemon and waits until its API answers.
     pub fn start(&mut self) {
         assert!(self.daemon.is_none(), "already running");

@@ -395,7 +395,10 @@ impl PluginHost {
             context_json: context.to_string(),
             config_json: plugin.config.to_string(),
         };
-        let (result, stats) = self.runtime.call(plugin, |store, p| p.call_render(store, &request))?;
+        let cap = plugin.manifest.limits.output_kb as usize * 1024;
+        let (result, stats) = self
+            .runtime
+            .call_capped(plugin, Some(cap), |store, p| p.call_render(store, &request))?;
         let r = result.map_err(|e| match e.field {
             Some(field) => PluginError::Template {
                 field: bounded(field),
@@ -415,7 +418,6 @@ impl PluginHost {
             .map(String::len)
             .sum::<usize>()
             + message.extra.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        let cap = plugin.manifest.limits.output_kb as usize * 1024;
         if size > cap {
             return Err(PluginError::Limit(format!(
                 "returned {} KiB, over its output limit of {} KiB",
@@ -441,7 +443,8 @@ impl PluginHost {
             extra: message.extra.clone(),
         };
         let config_json = plugin.config.to_string();
-        let (result, _) = self.runtime.call(plugin, |store, p| {
+        let cap = plugin.manifest.limits.output_kb as usize * 1024;
+        let (result, _) = self.runtime.call_capped(plugin, Some(cap), |store, p| {
             p.call_build_request(store, &rendered, recipient, &config_json)
         })?;
         let requests = result.map_err(|e| PluginError::Refused(bounded(e.message)))?;
@@ -460,7 +463,6 @@ impl PluginHost {
                     + r.body.len()
             })
             .sum();
-        let cap = plugin.manifest.limits.output_kb as usize * 1024;
         if size > cap {
             return Err(PluginError::Limit(format!(
                 "built {} KiB of requests, over its output limit of {} KiB",

@@ -50,6 +50,9 @@ const TICK_MS: u64 = 5;
 const MEMORY_KEPT_RESIDENT: usize = 2 << 20;
 /// The same for tables (the funcref table is written as functions are first called).
 const TABLE_KEPT_RESIDENT: usize = 64 << 10;
+/// Bytes a capped call may read out of a plugin beyond its output limit: the
+/// lists' own layout (an `extra` pair, a request record) counts too.
+const OUTPUT_SLACK: usize = 64 << 10;
 /// The `wasi:io/poll` interface wasmtime-wasi links (the newest 0.2.x it
 /// serves; a guest built for an older 0.2 is linked to it by semver). Its
 /// waiting functions are replaced by ones that keep the call's deadline.
@@ -266,9 +269,25 @@ impl Runtime {
         plugin: &Plugin,
         f: impl FnOnce(&mut Store<Sandbox>, &PluginExports) -> wasmtime::Result<T>,
     ) -> Result<(T, CallStats), PluginError> {
+        self.call_capped(plugin, None, f)
+    }
+
+    /// As `call`, for a call whose result may hold at most `output` bytes:
+    /// wasmtime counts the bytes of each string and list as it reads them out
+    /// of the plugin's memory ("hostcall fuel"), so a larger result is refused
+    /// before it is copied, not after.
+    pub fn call_capped<T>(
+        &self,
+        plugin: &Plugin,
+        output: Option<usize>,
+        f: impl FnOnce(&mut Store<Sandbox>, &PluginExports) -> wasmtime::Result<T>,
+    ) -> Result<(T, CallStats), PluginError> {
         let started = Instant::now();
         let _ticking = self.ticker.call();
         let mut store = self.store(plugin, started);
+        if let Some(bytes) = output {
+            store.set_hostcall_fuel(bytes + OUTPUT_SLACK);
+        }
         let result = plugin.pre.instantiate(&mut store).and_then(|instance| {
             let exports = instance.nudge_channel_plugin().clone();
             f(&mut store, &exports)
@@ -288,6 +307,15 @@ impl Runtime {
             Err(e) if e.is::<WaitedPastDeadline>() || matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) => Err(
                 PluginError::Limit(format!("exceeded its deadline of {} ms", limits.deadline_ms)),
             ),
+            // wasmtime's error type for this is private; its text is all there is to go by.
+            Err(e)
+                if output.is_some() && format!("{e:#}").contains("fuel allocated for hostcalls has been exhausted") =>
+            {
+                Err(PluginError::Limit(format!(
+                    "returned more than it may, over its output limit of {} KiB",
+                    limits.output_kb
+                )))
+            }
             Err(e) => Err(match e.downcast_ref::<Trap>() {
                 Some(Trap::OutOfFuel) => PluginError::Limit(format!("used up its fuel budget of {}", limits.fuel)),
                 _ if store.data().limiter.hit => {

@@ -45,6 +45,10 @@ impl Channel for Hostile {
                 }
             }
             "huge" => "x".repeat(8 << 20),
+            "flood" => {
+                let mib: usize = request.field("mib").and_then(|m| m.parse().ok()).unwrap_or(8);
+                "x".repeat(mib << 20)
+            }
             "sleep" => {
                 std::thread::sleep(FOREVER);
                 "woke up".to_string()
@@ -101,7 +105,7 @@ impl Channel for Hostile {
                 std::thread::sleep(FOREVER);
                 vec![post(b"woke up".to_vec())]
             }
-            "many" => (0..10_000).map(|i| post(format!("part {i}").into_bytes())).collect(),
+            "many" => (0..100).map(|i| post(format!("part {i}").into_bytes())).collect(),
             "big" => vec![post(vec![b'x'; 3 << 20])],
             "parts" => (1..=3).map(|i| post(format!("part {i}").into_bytes())).collect(),
             "crlf" => {
