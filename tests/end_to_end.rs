@@ -501,3 +501,32 @@ fn a_step_that_fails_is_retried_alone_while_the_rest_of_its_batch_goes_on() {
     assert_eq!(tags("b@example.com"), json!(["welcomed"]), "{}", nudge.log());
     nudge.stop();
 }
+
+/// With `[smtp]` set, mail leaves the machine: links that point at loopback or
+/// plain http are flagged by `nudge check` and at start, and a public https
+/// address is not.
+#[test]
+fn links_in_real_mail_to_loopback_or_plain_http_are_warned_about() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let check_warning = |base_url: Option<&str>| {
+        let extra = base_url.map_or(String::new(), |b| format!("[unsubscribe]\nbase_url = \"{b}\"\n"));
+        let nudge = Nudge::with_config(&smtp, MONDAY_9AM, &extra);
+        let (ok, _, stderr) = nudge.try_cli(&["check"]);
+        assert!(ok, "{stderr}");
+        stderr.lines().find(|l| l.starts_with("warning:")).map(str::to_string)
+    };
+    let default = check_warning(None).expect("the default loopback base_url is flagged");
+    assert!(
+        default.contains("http://127.0.0.1:") && default.contains("loopback") && default.contains("base_url"),
+        "{default}"
+    );
+    let plain = check_warning(Some("http://nudge.example.com")).expect("plain http is flagged");
+    assert!(plain.contains("plain http"), "{plain}");
+    assert_eq!(check_warning(Some("https://nudge.example.com")), None);
+
+    let mut nudge = Nudge::new(&smtp, MONDAY_9AM);
+    nudge.start();
+    nudge.wait_for_log("links in email start with http://127.0.0.1:");
+    nudge.stop();
+}

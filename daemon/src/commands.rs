@@ -20,6 +20,9 @@ use crate::workflow::WorkflowSet;
 /// `nudge check`: validates the workflow folder; Err (exit 1) on any problem.
 pub fn check(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
     let dir = dir.unwrap_or(&config.workflows);
+    if let Some(warning) = config.public_link_warning() {
+        eprintln!("warning: {warning}");
+    }
     let plugins = PluginHost::load(&config.plugin_settings(), None)?.strict()?;
     match WorkflowSet::load(dir, &plugins.channels()) {
         Ok(set) => {

@@ -278,6 +278,41 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The address recipients follow unsubscribe and tracking links to.
+    pub fn public_base_url(&self) -> String {
+        self.unsubscribe
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.api.bind))
+    }
+
+    /// Why the links in real mail would not work or not be safe: with `[smtp]`
+    /// set, mail leaves the machine, and a loopback address sends recipients to
+    /// their own computer, plain http exposes their unsubscribe tokens.
+    pub fn public_link_warning(&self) -> Option<String> {
+        self.smtp.as_ref()?;
+        let base = self.public_base_url();
+        let url = reqwest::Url::parse(&base).ok();
+        let loopback = url.as_ref().and_then(|u| u.host_str()).is_none_or(|host| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => ip.is_loopback() || ip.is_unspecified(),
+                Err(_) => host.eq_ignore_ascii_case("localhost"),
+            }
+        });
+        let problem = if loopback {
+            "a loopback address that recipients cannot reach"
+        } else if url.as_ref().is_some_and(|u| u.scheme() == "http") {
+            "plain http, which shows recipients' unsubscribe tokens on the way"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "unsubscribe and tracking links in email start with {base}, {problem}: set \
+             [unsubscribe] base_url = \"https://...\" in nudge.toml to this daemon's public address"
+        ))
+    }
+
     /// Reads `path`; relative paths inside it are taken from the file's folder.
     /// Without an explicit path a missing `nudge.toml` means "all defaults".
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {

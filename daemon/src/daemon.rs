@@ -43,6 +43,9 @@ pub async fn open(config: &Config) -> anyhow::Result<(Store, Clock)> {
 /// Runs the daemon until SIGTERM. With `strict`, a plugin folder that cannot be
 /// loaded stops the start; otherwise the daemon starts without it and says so.
 pub async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
+    if let Some(warning) = config.public_link_warning() {
+        tracing::warn!("{warning}");
+    }
     let (store, clock) = open(&config).await?;
     let plugins = {
         let settings = config.plugin_settings();

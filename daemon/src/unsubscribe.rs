@@ -33,11 +33,7 @@ impl Unsubscribe {
             Ok(secret) if !secret.is_empty() => secret.into_bytes(),
             _ => store.secret("unsubscribe").await?,
         };
-        let base_url = config
-            .unsubscribe
-            .base_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", config.api.bind));
+        let base_url = config.public_base_url();
         let mailto = config
             .unsubscribe
             .mailto
