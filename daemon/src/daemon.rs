@@ -10,14 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admission::Admission;
+use crate::api;
 use crate::clock::Clock;
 use crate::config::{ClockKind, Config};
 use crate::delivery::Delivery;
+use crate::engine::{Engine, reload, scheduler};
 use crate::plugins::{PluginHost, Plugins};
-use crate::runs::Engine;
 use crate::store::Store;
-use crate::workflow::{WorkflowSet, reload};
-use crate::{api, scheduler};
+use crate::workflow::WorkflowSet;
 
 /// Opens the store and the clock the config asks for (shared by the daemon and the CLI).
 pub async fn open(config: &Config) -> anyhow::Result<(Store, Clock)> {

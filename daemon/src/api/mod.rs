@@ -22,8 +22,8 @@ use tracing::{info, warn};
 use crate::admission::Admission;
 use crate::clock::{Clock, parse_time};
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::insight::{self, NewOrder, OrderOutcome};
-use crate::runs::Engine;
 use crate::store::{
     self, BounceKind, Contact, Engagement, GroupCommit, Invalid, NewContact, NewFollowUp, StageIntake, Store,
     SuppressionRules,

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::runs::Engine;
+use crate::engine::Engine;
 use crate::store::{self, Change, ComputedClassification, Conn, Invalid, NewEvent, OrderRow, Store};
 use crate::workflow::{CLASSIFICATION_FILE, ClassificationRules, WorkflowSet};
 use classify::{CustomerFacts, classify, window_starts};

@@ -10,7 +10,6 @@ mod classification;
 mod condition;
 mod diagnostic;
 mod parse;
-pub mod reload;
 mod sending;
 mod templates;
 

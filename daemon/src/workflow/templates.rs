@@ -4,7 +4,7 @@
 //! that can never render would hold every run that reaches it. So each text is
 //! compiled here by the same engine: its syntax, the filters and tests it
 //! applies in any branch, and the variables it reads against the context a
-//! run gives it (`runs::Engine` builds it: contact, vars, event, owner,
+//! run gives it (`engine::Engine` builds it: contact, vars, event, owner,
 //! workflow, unsubscribe_url).
 
 use std::collections::BTreeSet;

@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use super::WorkflowSet;
-use crate::runs::Engine;
+use super::Engine;
+use crate::workflow::WorkflowSet;
 
 /// Starts watching at once (so no edit made after this call is missed) and
 /// returns the task that reloads on every change.

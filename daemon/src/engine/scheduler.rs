@@ -9,8 +9,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+use super::Engine;
 use crate::clock::Clock;
-use crate::runs::Engine;
 use crate::store::Store;
 
 /// How often another process's writes are looked for. CLI changes are picked up within this.

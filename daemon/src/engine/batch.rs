@@ -1,0 +1,355 @@
+//! Ready runs moved on by one step each, a batch at a time, in two stages: the
+//! batch is read and each run's next move worked out and rendered first
+//! (`steps::prepare`, `render.rs`), outside any transaction; then a task takes
+//! the turn to write and applies the whole batch in one transaction
+//! (`steps::apply`), its writes gathered in `Effects` and written set-based.
+//! While that task writes, the next tick prepares the next batch. A batch that
+//! fails as a whole is applied again one step at a time, each under its own
+//! savepoint, so that one run's error undoes only that run's step.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::stream::{self, StreamExt};
+use sqlx::Acquire as _;
+use tracing::warn;
+
+use super::effects::Effects;
+use super::steps::NextMove;
+use super::{Contacts, Engine};
+use crate::admission::SteppedRuns;
+use crate::plugins::PluginError;
+use crate::store::{self, OutboxRow, Run};
+use crate::workflow::Workflow;
+
+/// Runs advanced by one step each per transaction.
+const RUN_BATCH: i64 = 256;
+/// Runs prepared (loaded and checked) at once before their transaction.
+const PREPARE_AHEAD: usize = 8;
+/// Errors in a row at one step before the run is given up as failed; until
+/// then it is retried with backoff (a busy database, a plugin over its deadline).
+const MAX_STEP_ERRORS: i64 = 8;
+
+/// A ready run and its next move, worked out before its transaction.
+pub(super) struct PreparedRun {
+    pub run_id: i64,
+    /// `None`: the run is not ready after all. An error: its step failed before
+    /// the transaction (a render, say), recorded against the run in it.
+    pub next: anyhow::Result<Option<NextMove>>,
+}
+
+/// A batch of ready runs, prepared, in the order they are applied.
+#[derive(Default)]
+pub(super) struct Batch {
+    pub runs: Vec<PreparedRun>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    pub fn run_ids(&self) -> Vec<i64> {
+        self.runs.iter().map(|p| p.run_id).collect()
+    }
+
+    /// The moves worked out (leaving out runs not ready and those that failed).
+    pub fn moves(&self) -> impl Iterator<Item = &NextMove> {
+        self.runs.iter().filter_map(|p| p.next.as_ref().ok()?.as_ref())
+    }
+
+    /// Leaves out the runs whose move could not be worked out, for the engine
+    /// to take them (and record why) as any other.
+    pub fn retain_prepared(&mut self) {
+        self.runs.retain(|p| p.next.is_ok());
+    }
+}
+
+/// What one `advance_runs` did.
+#[derive(Default)]
+pub(super) struct Advanced {
+    /// Whether work is due at once: a batch that went to be written, a run that goes
+    /// straight on to its next step, or an event a step wrote (a stage change
+    /// that starts runs).
+    pub more: bool,
+}
+
+/// A batch of steps handed to its write: its runs, and the task writing it.
+pub(super) struct Writing {
+    runs: Vec<i64>,
+    task: tokio::task::JoinHandle<anyhow::Result<Advanced>>,
+}
+
+/// What an error in one step of a batch undoes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Undo {
+    /// The whole batch fails (the caller rolls back): the fast way, one
+    /// transaction and a few statements for all the steps.
+    WholeBatch,
+    /// Each step under its own savepoint: an error undoes its step alone and
+    /// is recorded against its run.
+    OneStep,
+}
+
+impl Engine {
+    /// Moves up to RUN_BATCH ready runs on by one step each, in one transaction:
+    /// the batch is read and rendered first (several at once), then handed to a
+    /// task that runs every step's checks inside the transaction and writes what
+    /// they gathered for the whole batch at once. While that task waits for its
+    /// turn to write and writes, the next tick reads and renders the next batch,
+    /// so runs that become ready meanwhile wait for one stage, not for both. At
+    /// most one batch is being written: a new one waits for the one before.
+    pub(super) async fn advance_runs(self: &Arc<Self>) -> anyhow::Result<Advanced> {
+        let mut writing = self.writing.lock().await;
+        let in_flight = writing.as_ref().map(|w| w.runs.clone()).unwrap_or_default();
+        let batch = self.prepare_batch(&in_flight).await?;
+        if batch.is_empty() && !writing.as_ref().is_some_and(|w| w.task.is_finished()) {
+            // Nothing new: what is being written is collected by `written`.
+            return Ok(Advanced::default());
+        }
+        let previous = match writing.take() {
+            Some(w) => w.task.await.context("a batch's write panicked")??,
+            None => Advanced::default(),
+        };
+        if batch.is_empty() {
+            return Ok(previous);
+        }
+        let engine = self.clone();
+        *writing = Some(Writing {
+            runs: batch.run_ids(),
+            task: tokio::spawn(async move { engine.write_batch(&batch).await }),
+        });
+        // Look again: the next batch may be ready already.
+        Ok(Advanced { more: true })
+    }
+
+    /// Waits until the batch of steps being written has committed and returns
+    /// whether its steps made more work due at once; never returns while no
+    /// batch is being written. Dropping the wait leaves the write going.
+    pub async fn written(&self) -> anyhow::Result<bool> {
+        match self.collect_written().await {
+            Some(more) => more,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Like `written`, but returns false at once if no batch is being written:
+    /// after `tick` said nothing more is due, everything due is done once this returns false.
+    pub async fn settle(&self) -> anyhow::Result<bool> {
+        self.collect_written().await.unwrap_or(Ok(false))
+    }
+
+    /// The end of the batch being written, `None` if there is none. The task's
+    /// handle stays in place until it has ended, so a dropped wait loses nothing.
+    async fn collect_written(&self) -> Option<anyhow::Result<bool>> {
+        let mut writing = self.writing.lock().await;
+        let done = (&mut writing.as_mut()?.task).await;
+        *writing = None;
+        Some(
+            done.context("a batch's write panicked")
+                .and_then(|applied| Ok(applied?.more)),
+        )
+    }
+
+    /// Reads up to RUN_BATCH ready runs, leaving out `in_flight` (a batch being
+    /// applied), and works out and renders each one's next move.
+    async fn prepare_batch(&self, in_flight: &[i64]) -> anyhow::Result<Batch> {
+        // The runs and their contacts are read for the whole batch at once.
+        let (runs, contacts) = {
+            let mut conn = self.store.pool.acquire().await?;
+            let runs = store::ready_runs(&mut conn, RUN_BATCH, in_flight).await?;
+            if runs.is_empty() {
+                return Ok(Batch::default());
+            }
+            let ids: Vec<i64> = runs.iter().map(|r| r.contact_id).collect();
+            let contacts = store::contacts_with_context(&mut conn, &ids).await?;
+            (runs, contacts)
+        };
+        self.prepare_all(runs, &contacts, None).await
+    }
+
+    /// Works out and renders each run's next move (several at once), within
+    /// `budget` if given (`render_messages`).
+    pub(super) async fn prepare_all(
+        &self,
+        runs: Vec<Run>,
+        contacts: &Contacts,
+        budget: Option<std::time::Duration>,
+    ) -> anyhow::Result<Batch> {
+        let runs: Vec<PreparedRun> = stream::iter(runs)
+            .map(|run| async move {
+                PreparedRun {
+                    run_id: run.id,
+                    next: self.prepare(run, contacts).await,
+                }
+            })
+            .buffered(PREPARE_AHEAD)
+            .collect()
+            .await;
+        let mut batch = Batch { runs };
+        self.render_messages(&mut batch, budget).await?;
+        Ok(batch)
+    }
+
+    /// Writes a prepared batch: in one transaction, or if that fails one step
+    /// at a time, each under its own savepoint, so that one run's error undoes
+    /// only that run's step. Then hands delivery what it queued.
+    async fn write_batch(&self, batch: &Batch) -> anyhow::Result<Advanced> {
+        let now = self.clock.now_ms();
+        let (stepped, queued) = match self.write_in_one_transaction(batch, now, Undo::WholeBatch).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                let count = batch.runs.len();
+                warn!("a batch of {count} steps failed as a whole ({e:#}); applying them one by one");
+                self.write_in_one_transaction(batch, now, Undo::OneStep).await?
+            }
+        };
+        self.delivery.hand(queued);
+        Ok(Advanced {
+            more: !stepped.continuing.is_empty() || batch.moves().any(NextMove::writes_contact),
+        })
+    }
+
+    /// Applies a batch in a transaction of its own (`apply_in`) and tells
+    /// admission control; returns the runs that queued a message and those
+    /// that go straight on, and the messages queued.
+    async fn write_in_one_transaction(
+        &self,
+        batch: &Batch,
+        now: i64,
+        undo: Undo,
+    ) -> anyhow::Result<(SteppedRuns, Vec<OutboxRow>)> {
+        let mut tx = self.store.write().await?;
+        // Read again under the write lock, where nothing but this batch changes them;
+        // a step that changes its contact drops it from here, so the next reads it afresh.
+        let ids: Vec<i64> = batch.moves().map(|m| m.run.contact_id).collect();
+        let mut current = store::contacts_with_context(&mut tx, &ids).await?;
+        let applied = self.apply_in(&mut tx, batch, &mut current, now, undo).await?;
+        tx.commit().await?;
+        self.admission.runs_stepped(&batch.run_ids(), &applied.0);
+        Ok(applied)
+    }
+
+    /// Applies a batch in `tx`, a transaction that holds the write lock and in
+    /// which `current` holds their contacts as they are; returns the runs that
+    /// queued a message and those that go straight on, and the messages queued.
+    pub(super) async fn apply_in(
+        &self,
+        tx: &mut store::Conn,
+        batch: &Batch,
+        current: &mut Contacts,
+        now: i64,
+        undo: Undo,
+    ) -> anyhow::Result<(SteppedRuns, Vec<OutboxRow>)> {
+        let stepping: Vec<(&Workflow, &Run, &store::Contact)> = batch
+            .moves()
+            .filter(|m| m.is_step())
+            .filter_map(|m| {
+                let (contact, _) = current.get(&m.run.contact_id)?;
+                Some((m.workflow(), &m.run, contact))
+            })
+            .collect();
+        let facts = super::triggers::ExitFacts::load(tx, &stepping).await?;
+        drop(stepping);
+        let mut effects = Effects::default();
+        let mut stepped = SteppedRuns::default();
+        let mut queued = Vec::new();
+        for prepared in &batch.runs {
+            let result = match &prepared.next {
+                Ok(None) => continue,
+                Ok(Some(next)) if undo == Undo::WholeBatch => {
+                    self.apply(tx, next, current, &facts, &mut effects, now).await?;
+                    continue;
+                }
+                Ok(Some(next)) => {
+                    let mut savepoint = tx.begin().await?;
+                    let applied = match self
+                        .apply(&mut savepoint, next, current, &facts, &mut effects, now)
+                        .await
+                    {
+                        Ok(()) => effects.flush(&mut savepoint, now).await,
+                        Err(e) => Err(e),
+                    };
+                    match applied {
+                        Ok(()) => {
+                            savepoint.commit().await?;
+                            stepped.append(std::mem::take(&mut effects.stepped));
+                            queued.append(&mut effects.queued);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            savepoint.rollback().await?;
+                            effects.clear();
+                            current.remove(&next.run.contact_id);
+                            Err(e)
+                        }
+                    }
+                }
+                Err(e) => Err(step_error(e)),
+            };
+            if let Err(e) = result {
+                record_step_error(tx, prepared.run_id, &e, now).await?;
+            }
+        }
+        effects.flush(tx, now).await?;
+        stepped.append(std::mem::take(&mut effects.stepped));
+        queued.append(&mut effects.queued);
+        Ok((stepped, queued))
+    }
+}
+
+/// A message's template cannot render (the plugin said which field and why).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct CannotRender(String);
+
+/// The error a step failed with before its transaction, as it is recorded:
+/// a template that cannot render is told apart (`record_step_error`).
+fn step_error(e: &anyhow::Error) -> anyhow::Error {
+    if e.chain()
+        .any(|e| matches!(e.downcast_ref(), Some(PluginError::Template { .. })))
+    {
+        anyhow::Error::new(CannotRender(format!("{e:#}")))
+    } else {
+        anyhow::anyhow!("{e:#}")
+    }
+}
+
+/// A step could not run: it is tried again later with backoff, up to a limit of
+/// errors in a row. A message whose template cannot render is held instead,
+/// however often: trying again cannot help, fixing the template does (the
+/// retry takes the fixed one), and failing the run would lose the message.
+async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::Error, now: i64) -> anyhow::Result<()> {
+    let errors = store::count_step_error(conn, run_id).await?;
+    let template = error.downcast_ref::<CannotRender>().is_some();
+    match store::load_run(conn, run_id).await? {
+        Some(run) if run.status == "ready" && (template || errors < MAX_STEP_ERRORS) => {
+            let delay = (30_000i64 << (errors - 1).clamp(0, 7)).min(3_600_000);
+            let reason = if template {
+                format!(
+                    "held at step {}: {error:#}; fix the template and the run sends with the fixed one (tried again within the hour)",
+                    run.next_step
+                )
+            } else {
+                format!(
+                    "error {errors} of {MAX_STEP_ERRORS} at step {}: {error:#}",
+                    run.next_step
+                )
+            };
+            let deferred = store::DeferredRun {
+                run_id,
+                step: run.next_step,
+                until: now + delay,
+                reason,
+            };
+            store::defer_runs(conn, &[deferred], now).await?;
+            warn!(run_id, "step failed, retried in {} s: {error:#}", delay / 1000);
+        }
+        Some(run) if run.status == "ready" => {
+            store::end_runs(conn, &[(run_id, "failed", format!("{error:#}"))], now).await?;
+            warn!(run_id, "run failed after {errors} errors: {error:#}");
+        }
+        _ => {}
+    }
+    Ok(())
+}

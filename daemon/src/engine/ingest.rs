@@ -1,0 +1,224 @@
+//! Events -> triggers -> runs started. The engine takes unprocessed events in
+//! batches (`ingest_events`); the API's stage changes are taken in the very
+//! transaction that wrote them, together with the first step of each run they
+//! start (`take_events`), so that their messages are queued when the write
+//! commits instead of one engine cycle or two later.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::batch::Undo;
+use super::{BATCH, Contacts, Engine, triggers};
+use crate::store::{self, Contact, Run};
+use crate::workflow::{Workflow, WorkflowSet};
+
+/// The time a stage-change group may spend rendering its runs' first steps
+/// while it holds the turn to write; a render not begun by then is left to the
+/// engine, which renders outside the turn.
+const TURN_RENDER_BUDGET: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long groups leave their first steps to the engine after one ran past
+/// that budget: a slow plugin must not hold up every writer, group after group.
+const TURN_RENDER_PAUSE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A run an event starts: its workflow, event and contact, and when it begins.
+type Start<'a> = (&'a Workflow, &'a store::Event, &'a Contact, i64);
+
+impl Engine {
+    pub(super) async fn ingest_events(&self) -> anyhow::Result<usize> {
+        // The events and their contacts are read before the turn to write: they
+        // are matched as of a moment before the batch commits, as they would be
+        // had it come a little earlier.
+        let (events, contacts) = {
+            let mut conn = self.store.pool.acquire().await?;
+            let events = store::unprocessed_events(&mut conn, BATCH).await?;
+            if events.is_empty() {
+                return Ok(0);
+            }
+            let contact_ids: Vec<i64> = events.iter().map(|e| e.contact_id).collect();
+            let contacts = store::contacts_with_context(&mut conn, &contact_ids).await?;
+            (events, contacts)
+        };
+        let mut tx = self.store.write().await?;
+        let ready = self.start_runs(&mut tx, &events, &contacts).await?;
+        tx.commit().await?;
+        // Events come in id order, so every event up to the last is taken.
+        let last = events.last().map(|e| e.id).unwrap_or_default();
+        self.admission
+            .events_taken(last, ready.iter().map(|run| (run.id, run.event_id)));
+        Ok(events.len())
+    }
+
+    /// Takes the events `ids` in `conn`, the transaction that wrote them: starts
+    /// their runs as `ingest_events` would, reading them and their contacts there,
+    /// and takes the first step of each run started ready there too, prepared and
+    /// rendered as the engine would. The API's stage changes go this way, so that
+    /// their messages are queued when the write commits instead of one engine
+    /// cycle or two later. A run whose step cannot be prepared or rendered is left
+    /// ready, for the engine to take it (and record why) as any other. What the
+    /// steps did is told to admission control and delivery by `Taken::committed`.
+    pub async fn take_events(
+        self: &Arc<Self>,
+        conn: &mut store::Conn,
+        ids: RangeInclusive<i64>,
+    ) -> anyhow::Result<store::Taken> {
+        let (events, mut contacts) = store::events_with_contacts(conn, ids).await?;
+        let ready = self.start_runs(conn, &events, &contacts).await?;
+        let started: Vec<(i64, i64)> = ready.iter().map(|run| (run.id, run.event_id)).collect();
+        let paused = self
+            .turn_renders_paused
+            .lock()
+            .unwrap()
+            .is_some_and(|until| until > tokio::time::Instant::now());
+        if paused {
+            return Ok(store::Taken {
+                started,
+                committed: Box::new(|| {}),
+            });
+        }
+        let began = std::time::Instant::now();
+        let mut batch = self.prepare_all(ready, &contacts, Some(TURN_RENDER_BUDGET)).await?;
+        if began.elapsed() > TURN_RENDER_BUDGET {
+            *self.turn_renders_paused.lock().unwrap() = Some(tokio::time::Instant::now() + TURN_RENDER_PAUSE);
+            warn!(
+                "rendering a group's first steps took over {TURN_RENDER_BUDGET:?} while it held the turn to write; \
+                 the engine takes them for the next {TURN_RENDER_PAUSE:?}"
+            );
+        }
+        batch.retain_prepared();
+        let (stepped, queued) = self
+            .apply_in(conn, &batch, &mut contacts, self.clock.now_ms(), Undo::WholeBatch)
+            .await?;
+        let runs = batch.run_ids();
+        let engine = self.clone();
+        Ok(store::Taken {
+            started,
+            committed: Box::new(move || {
+                engine.admission.runs_stepped(&runs, &stepped);
+                engine.delivery.hand(queued);
+            }),
+        })
+    }
+
+    /// Starts the runs `events` trigger (each enabled workflow whose trigger and
+    /// condition match, as of `contacts`) and marks the events processed, in
+    /// a query or two; returns the runs started ready.
+    async fn start_runs(
+        &self,
+        conn: &mut store::Conn,
+        events: &[store::Event],
+        contacts: &Contacts,
+    ) -> anyhow::Result<Vec<Run>> {
+        let set = self.current();
+        let (starts, contexts) = matching(&set, events, contacts);
+        let now = self.clock.now_ms();
+        let new_runs: Vec<store::NewRun> = starts
+            .iter()
+            .zip(&contexts)
+            .map(|((workflow, event, contact, start), context)| store::NewRun {
+                workflow: &workflow.name,
+                set_hash: &set.hash,
+                contact_id: contact.id,
+                event_id: event.id,
+                status: if *start <= now { "ready" } else { "waiting" },
+                context,
+                start_stage: &contact.stage,
+            })
+            .collect();
+        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+        let started = store::start_runs(conn, &new_runs, &ids, now).await?;
+        let start_of: HashMap<(&str, i64), usize> = starts
+            .iter()
+            .enumerate()
+            .map(|(i, (workflow, event, ..))| ((workflow.name.as_str(), event.id), i))
+            .collect();
+        let mut timers = Vec::new();
+        let mut ready = Vec::new();
+        for (run_id, workflow, event_id) in &started {
+            let i = start_of[&(workflow.as_str(), *event_id)];
+            let (_, _, contact, start) = starts[i];
+            if start > now {
+                timers.push((*run_id, start));
+            } else {
+                ready.push(started_ready(
+                    *run_id,
+                    workflow,
+                    &set.hash,
+                    contact,
+                    *event_id,
+                    &contexts[i],
+                    now,
+                ));
+            }
+            info!(run_id, workflow = %workflow, event_id, "run started");
+        }
+        store::insert_run_timers(conn, &timers).await?;
+        Ok(ready)
+    }
+}
+
+/// The runs `events` start: each enabled workflow of `set` whose trigger and
+/// condition match, with the context each run keeps (the event's payload and kind).
+fn matching<'a>(
+    set: &'a WorkflowSet,
+    events: &'a [store::Event],
+    contacts: &'a Contacts,
+) -> (Vec<Start<'a>>, Vec<serde_json::Value>) {
+    let mut starts = Vec::new();
+    let mut contexts = Vec::new();
+    for event in events {
+        let Some((contact, contact_ctx)) = contacts.get(&event.contact_id) else {
+            continue;
+        };
+        let event_ctx = triggers::event_context(event);
+        for workflow in set
+            .workflows
+            .iter()
+            .filter(|w| w.enabled && triggers::matches(&w.trigger, event))
+        {
+            if let Some(condition) = &workflow.when {
+                match condition.evaluate(contact_ctx, &event_ctx) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        warn!(workflow = %workflow.name, contact_id = contact.id, "condition failed: {e}");
+                        continue;
+                    }
+                }
+            }
+            let mut context = event.payload.0.clone();
+            context["kind"] = json!(event.kind);
+            contexts.push(context);
+            starts.push((workflow, event, contact, triggers::start_at(workflow, event, contact)));
+        }
+    }
+    (starts, contexts)
+}
+
+/// A run just started ready, as `ready_runs` would read it back.
+fn started_ready(
+    id: i64,
+    workflow: &str,
+    set_hash: &str,
+    contact: &Contact,
+    event_id: i64,
+    context: &serde_json::Value,
+    now: i64,
+) -> Run {
+    Run {
+        id,
+        workflow: workflow.to_string(),
+        set_hash: set_hash.to_string(),
+        contact_id: contact.id,
+        event_id,
+        status: "ready".into(),
+        next_step: 0,
+        context: sqlx::types::Json(context.clone()),
+        started_at: now,
+        start_stage: Some(contact.stage.clone()),
+        step_errors: 0,
+    }
+}

@@ -1,0 +1,194 @@
+//! A rendered message becomes an outbox row: its idempotency key (run + step +
+//! contact) and the Message-ID derived from it, the unsubscribe footer of
+//! marketing email, open and click tracking. Frequency caps, which hold a
+//! message back when the contact had enough of them lately, are checked here
+//! too, inside the step's transaction: they count what other workflows
+//! queued, in this very batch as well.
+
+use tracing::info;
+
+use super::effects::Effects;
+use super::steps::{Applying, PreparedStep};
+use super::{Engine, variants};
+use crate::plugins::RenderedMessage;
+use crate::store::{self, Contact, NewOutboxRow, OutboundMessage};
+use crate::tracking;
+use crate::workflow::{Workflow, WorkflowSet, add_span};
+
+/// A message a step is about to send.
+pub(super) struct Outgoing {
+    pub channel: String,
+    pub template: String,
+    pub name: String,
+    pub address: String,
+    /// Tells apart two messages of one step (the contact's and the owner's).
+    pub key_suffix: &'static str,
+}
+
+impl Engine {
+    /// Queues the message of a run's step, `out` as `rendered`, as an outbox
+    /// row in `effects`; returns the step's detail.
+    pub(super) fn queue(
+        &self,
+        at: &Applying,
+        step: &PreparedStep,
+        out: &Outgoing,
+        rendered: &RenderedMessage,
+        effects: &mut Effects,
+    ) -> String {
+        let (run, workflow, contact) = (at.run, at.workflow, at.contact);
+        let (unsubscribe, category) = (&step.unsubscribe, step.category);
+        let key = format!(
+            "run{}-step{}-contact{}{}",
+            run.id, run.next_step, contact.id, out.key_suffix
+        );
+        let message_id = format!("<{key}@{}>", self.message_id_domain);
+        let (text, html) = match unsubscribe {
+            Some(links) => with_unsubscribe_footer(rendered.text.clone(), rendered.html.clone(), &links.https),
+            None => (rendered.text.clone(), rendered.html.clone()),
+        };
+        let html = tracking::html_for(&self.unsubscribe, workflow, category, &out.channel, &key, html);
+        let outbound = OutboundMessage {
+            to_name: out.name.clone(),
+            to_address: out.address.clone(),
+            subject: rendered.subject.clone().unwrap_or_default(),
+            text,
+            html,
+            extra: rendered.extra.clone(),
+            unsubscribe: unsubscribe.clone(),
+        };
+        let detail = format!("queued {message_id} to {}", out.address);
+        effects.outbox.push(NewOutboxRow {
+            idempotency_key: key,
+            message_id,
+            run_id: Some(run.id),
+            contact_id: Some(contact.id),
+            channel: out.channel.clone(),
+            category,
+            message: outbound,
+            variant: variants::of_step(workflow, run).map(|v| v.name.clone()),
+        });
+        detail
+    }
+
+    /// If a frequency cap holds this message back: defers the run (in
+    /// `effects`) and returns true.
+    pub(super) async fn defer_if_capped(
+        &self,
+        conn: &mut store::Conn,
+        at: &Applying<'_>,
+        channel: &str,
+        effects: &mut Effects,
+    ) -> anyhow::Result<bool> {
+        let (run, workflow, contact) = (at.run, at.workflow, at.contact);
+        let Some((until, reason)) = capped(conn, at.set, workflow, channel, contact, effects, at.now).await? else {
+            return Ok(false);
+        };
+        info!(run_id = run.id, workflow = %workflow.name, contact_id = contact.id, "{reason}");
+        effects.deferred.push(store::DeferredRun {
+            run_id: run.id,
+            step: run.next_step,
+            until,
+            reason,
+        });
+        Ok(true)
+    }
+}
+
+/// If a frequency cap holds this message back: until when, and why.
+async fn capped(
+    conn: &mut store::Conn,
+    set: &WorkflowSet,
+    workflow: &Workflow,
+    channel: &str,
+    contact: &Contact,
+    effects: &mut Effects,
+    now: i64,
+) -> anyhow::Result<Option<(i64, String)>> {
+    let mut caps = set.sending.caps_for(channel, workflow.category).peekable();
+    if caps.peek().is_some() {
+        // What the batch queued so far must be in the outbox to be counted.
+        effects.flush(conn, now).await?;
+    }
+    let tz = jiff::tz::TimeZone::get(&contact.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    for cap in caps {
+        let since = jiff::Timestamp::from_millisecond(now)?
+            .to_zoned(tz.clone())
+            .checked_sub(cap.per)?
+            .timestamp()
+            .as_millisecond();
+        let categories: Vec<String> = cap.categories.iter().map(|c| c.as_str().to_string()).collect();
+        let (count, oldest) = store::recent_sends(conn, contact.id, channel, &categories, since).await?;
+        if count < cap.max {
+            continue;
+        }
+        // A slot frees up when the oldest counted message leaves the period.
+        let free = add_span(oldest.unwrap_or(now), cap.per, &contact.time_zone) + 1;
+        let slot = set.sending.next_slot(
+            workflow.send_window.as_deref(),
+            workflow.category,
+            jiff::Timestamp::from_millisecond(free)?,
+            &tz,
+        );
+        let reason = format!(
+            "frequency cap reached ({}: {count} already); next slot {}",
+            cap.label,
+            slot.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z")
+        );
+        return Ok(Some((slot.as_millisecond(), reason)));
+    }
+    Ok(None)
+}
+
+/// Makes sure a marketing email shows its unsubscribe link, whatever the template wrote.
+fn with_unsubscribe_footer(text: Option<String>, html: Option<String>, url: &str) -> (Option<String>, Option<String>) {
+    let text = text.map(|t| {
+        if t.contains(url) {
+            t
+        } else {
+            format!("{}\n\n--\nUnsubscribe: {url}\n", t.trim_end())
+        }
+    });
+    let html = html.map(|h| {
+        if h.contains(url) {
+            return h;
+        }
+        let footer = format!(
+            "<p style=\"font-size:12px;color:#777\">Don't want these emails? <a href=\"{url}\">Unsubscribe</a>.</p>"
+        );
+        match h.rfind("</body>") {
+            Some(i) => format!("{}{footer}{}", &h[..i], &h[i..]),
+            None => format!("{h}{footer}"),
+        }
+    });
+    (text, html)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_unsubscribe_footer;
+
+    const URL: &str = "https://test.example/u/t";
+
+    #[test]
+    fn the_footer_goes_before_the_end_of_the_body_unless_the_link_is_there() {
+        let (text, html) = with_unsubscribe_footer(
+            Some("Hi.\n".into()),
+            Some("<html><body><p>Hi.</p></body></html>".into()),
+            URL,
+        );
+        assert_eq!(text.unwrap(), format!("Hi.\n\n--\nUnsubscribe: {URL}\n"));
+        let html = html.unwrap();
+        assert!(
+            html.ends_with(&format!("<a href=\"{URL}\">Unsubscribe</a>.</p></body></html>")),
+            "{html}"
+        );
+        let own = format!("Hi. Leave: {URL}");
+        let (text, html) = with_unsubscribe_footer(Some(own.clone()), None, URL);
+        assert_eq!(
+            (text.unwrap(), html),
+            (own, None),
+            "a template that shows the link keeps its own"
+        );
+    }
+}

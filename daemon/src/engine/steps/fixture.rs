@@ -1,0 +1,151 @@
+//! The step tests' fixture: the real `Store` on a SQLite file in a temporary
+//! folder, the built-in plugins, and an engine on a virtual clock running a
+//! small workflow set parsed from TOML text. A test starts runs with an
+//! event, lets the engine work until nothing is due, and reads back what the
+//! steps wrote.
+
+use std::sync::{Arc, OnceLock};
+
+use serde_json::json;
+
+use crate::admission::Admission;
+use crate::clock::Clock;
+use crate::engine::Engine;
+use crate::plugins::{PluginHost, PluginSettings, Plugins};
+use crate::store::{self, Store};
+use crate::unsubscribe::Unsubscribe;
+use crate::workflow::WorkflowSet;
+
+/// When the fixture's clock starts: a Friday, 08:00 UTC.
+pub const START: i64 = 1_800_000_000_000;
+pub const DAY: i64 = 86_400_000;
+
+/// The templates every fixture has: `hello` by email.
+const TEMPLATES: (&str, &str) = (
+    "workflows/templates/t.toml",
+    "[hello]\nchannel = \"email\"\nsubject = \"Hi {{ contact.name }}\"\ntext = \"Hello {{ contact.name }}.\"\n",
+);
+
+pub struct Fixture {
+    pub engine: Arc<Engine>,
+    pub store: Store,
+    _dir: tempfile::TempDir,
+}
+
+/// The built-in plugins, compiled once for all the tests of the process.
+fn plugins() -> Plugins {
+    static PLUGINS: OnceLock<Plugins> = OnceLock::new();
+    PLUGINS
+        .get_or_init(|| {
+            let settings = PluginSettings {
+                dir: std::path::PathBuf::from("/nonexistent/nudge-plugins"),
+                cache: None,
+                config: Default::default(),
+                channels: Default::default(),
+            };
+            Plugins::new(PluginHost::load(&settings, None).unwrap())
+        })
+        .clone()
+}
+
+impl Fixture {
+    /// An engine running `files` (path, TOML text: workflows, and perhaps
+    /// `sending.toml` or `cadences.toml`) and the fixture's templates.
+    pub async fn new(mut files: Vec<(String, String)>) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let plugins = plugins();
+        files.push((TEMPLATES.0.into(), TEMPLATES.1.into()));
+        let set = WorkflowSet::compile(files, &plugins.get().channels()).unwrap_or_else(|d| panic!("{d}"));
+        let clock = Clock::virtual_at(jiff::Timestamp::from_millisecond(START).unwrap());
+        let engine = Engine::new(
+            store.clone(),
+            clock,
+            plugins,
+            set,
+            "test.example".into(),
+            Unsubscribe::new(b"key".to_vec(), "https://test.example".into(), "u@test.example".into()),
+            Arc::new(Admission::off()),
+        )
+        .await
+        .unwrap();
+        Fixture {
+            engine: Arc::new(engine),
+            store,
+            _dir: dir,
+        }
+    }
+
+    /// Adds a contact named Li with these fields (as `nudge contact add` takes them).
+    pub async fn contact(&self, fields: serde_json::Value) -> i64 {
+        let mut new = json!({ "name": "Li" });
+        new.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        let new: store::NewContact = serde_json::from_value(new).unwrap();
+        let mut conn = self.store.pool.acquire().await.unwrap();
+        store::insert_contact(&mut conn, &new, self.engine.clock.now_ms())
+            .await
+            .unwrap()
+    }
+
+    /// Writes an event of `kind` for `contact`, as a source would.
+    pub async fn event(&self, kind: &str, contact: i64) {
+        let mut conn = self.store.pool.acquire().await.unwrap();
+        store::insert_event(&mut conn, kind, contact, &json!({}), self.engine.clock.now_ms())
+            .await
+            .unwrap();
+    }
+
+    /// Lets the engine work until nothing more is due.
+    pub async fn settle(&self) {
+        let mut ticks = 0;
+        while self.engine.tick().await.unwrap() || self.engine.settle().await.unwrap() {
+            ticks += 1;
+            assert!(ticks < 20, "the engine keeps finding work");
+        }
+    }
+
+    /// Moves the clock on by `ms` and lets the engine do what fell due.
+    pub async fn later(&self, ms: i64) {
+        self.engine.clock.set_virtual_ms(self.engine.clock.now_ms() + ms);
+        self.settle().await;
+    }
+
+    /// The one row `sql` selects, with `id` bound to its one parameter.
+    pub async fn row<T>(&self, sql: &str, id: i64) -> T
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        sqlx::query_as(sql).bind(id).fetch_one(&self.store.pool).await.unwrap()
+    }
+
+    /// The run's status and what its steps did (`run_steps.detail`, in order).
+    pub async fn run_of(&self, contact: i64) -> (String, Vec<String>) {
+        let (id, status): (i64, String) = self
+            .row("SELECT id, status FROM runs WHERE contact_id = ?", contact)
+            .await;
+        let details = sqlx::query_scalar("SELECT detail FROM run_steps WHERE run_id = ? ORDER BY step")
+            .bind(id)
+            .fetch_all(&self.store.pool)
+            .await
+            .unwrap();
+        (status, details)
+    }
+
+    /// How many outbox rows there are for `contact`.
+    pub async fn outbox_count(&self, contact: i64) -> i64 {
+        let (count,): (i64,) = self
+            .row("SELECT COUNT(*) FROM outbox WHERE contact_id = ?", contact)
+            .await;
+        count
+    }
+}
+
+/// A workflow file started by `inquiry_received`, with `head` above the trigger
+/// (`category`, `send_window`, ...) and `steps` as `[[steps]]` tables.
+pub fn workflow(name: &str, head: &str, steps: &[&str]) -> (String, String) {
+    let steps: String = steps.iter().map(|s| format!("\n[[steps]]\n{s}\n")).collect();
+    (
+        format!("workflows/{name}.toml"),
+        format!("{head}\n[trigger]\non = \"inquiry_received\"\n{steps}"),
+    )
+}

@@ -1,0 +1,275 @@
+//! A run's next step, in two halves. `prepare` works out the move outside any
+//! transaction: the end of the run's steps, a send window or an A/B delay that
+//! defers it, the message to render. `apply` carries it out inside the batch's
+//! transaction: the checks that must see the database as it is (whether the
+//! run must stop, frequency caps) and the step's own effect. What a step does
+//! is in its own file, one per kind of step.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tracing::info;
+
+use super::effects::Effects;
+use super::message::Outgoing;
+use super::render::Render;
+use super::{Contacts, Engine, triggers, variants};
+use crate::plugins::RenderedMessage;
+use crate::store::{self, Category, Contact, Run};
+use crate::workflow::{Step, Variant, Workflow, WorkflowSet};
+
+#[cfg(test)]
+mod fixture;
+mod notify_owner;
+mod schedule_follow_up;
+mod send;
+mod set_classification;
+mod set_owner;
+mod set_stage;
+mod tag;
+mod wait;
+
+/// A ready run's next move, worked out before its transaction.
+pub(super) struct NextMove {
+    pub run: Run,
+    pub set: Arc<WorkflowSet>,
+    /// Index of the run's workflow in `set.workflows`.
+    pub workflow: usize,
+    pub action: Action,
+}
+
+impl NextMove {
+    pub fn workflow(&self) -> &Workflow {
+        &self.set.workflows[self.workflow]
+    }
+
+    /// Whether the run takes its step (rather than ending or waiting).
+    pub fn is_step(&self) -> bool {
+        matches!(self.action, Action::Step(_))
+    }
+
+    /// Whether its step is taken and writes the contact (see `Step::writes_contact`).
+    pub fn writes_contact(&self) -> bool {
+        let step = self.workflow().steps.get(self.run.next_step as usize);
+        self.is_step() && step.is_some_and(Step::writes_contact)
+    }
+}
+
+pub(super) enum Action {
+    /// No steps left.
+    Finish,
+    /// Wait at this step until then (a send window is closed).
+    Defer { until: i64, reason: String },
+    /// Run the step; its message, if any, is rendered by then (`render_messages`).
+    Step(Box<PreparedStep>),
+}
+
+pub(super) struct PreparedStep {
+    pub outgoing: Option<Outgoing>,
+    /// What the message is rendered from, until it is.
+    pub render: Option<Render>,
+    pub rendered: Option<RenderedMessage>,
+    pub unsubscribe: Option<store::Unsubscribe>,
+    pub category: Category,
+}
+
+/// What a step's `apply` did.
+enum Outcome {
+    /// The step happened (the detail says what); the run goes on to the next.
+    Done(String),
+    /// The step happened and the run waits for its timer.
+    Waiting(String),
+    /// The step was put off (a frequency cap); the run waits at it.
+    Deferred,
+}
+
+/// A ready run at its step before the batch's transaction: the contact as
+/// the batch read it.
+pub(super) struct Preparing<'a> {
+    pub set: &'a WorkflowSet,
+    pub workflow: &'a Workflow,
+    pub run: &'a Run,
+    pub contact: &'a Contact,
+    pub contact_ctx: &'a serde_json::Value,
+    /// The A/B variant of the run's message, if its step is a test.
+    pub variant: Option<&'a Variant>,
+    pub now: i64,
+}
+
+/// A run at its step inside the batch's transaction: the contact as the
+/// transaction sees it.
+pub(super) struct Applying<'a> {
+    pub set: &'a WorkflowSet,
+    pub workflow: &'a Workflow,
+    pub run: &'a Run,
+    pub contact: &'a Contact,
+    pub contact_ctx: &'a serde_json::Value,
+    pub now: i64,
+}
+
+impl Engine {
+    /// Works out a ready run's next move outside any transaction: the end of its
+    /// steps, a send window that defers it, the rendering of its message. `None`: not ready.
+    pub(super) async fn prepare(&self, run: Run, contacts: &Contacts) -> anyhow::Result<Option<NextMove>> {
+        let set = self.set_for(&run.set_hash).await?;
+        let index = set
+            .workflows
+            .iter()
+            .position(|w| w.name == run.workflow)
+            .with_context(|| format!("workflow {} is not in its set", run.workflow))?;
+        let workflow = &set.workflows[index];
+        let prepared = |action| {
+            Ok(Some(NextMove {
+                run: run.clone(),
+                set: set.clone(),
+                workflow: index,
+                action,
+            }))
+        };
+        let Some(step) = workflow.steps.get(run.next_step as usize) else {
+            return prepared(Action::Finish);
+        };
+        // Whether the run must stop is decided in `apply`, inside the transaction.
+        let (contact, contact_ctx) = contacts.get(&run.contact_id).context("contact is gone")?;
+        let at = Preparing {
+            set: &set,
+            workflow,
+            run: &run,
+            contact,
+            contact_ctx,
+            variant: variants::of_step(workflow, &run),
+            now: self.clock.now_ms(),
+        };
+        let outgoing = match step {
+            Step::Send { channel, template, .. } => {
+                if let Some(defer) = send::held(self, &at).await? {
+                    return prepared(defer);
+                }
+                send::outgoing(self, contact, channel, template)
+            }
+            Step::NotifyOwner { template } => notify_owner::outgoing(contact, template),
+            _ => None,
+        };
+        let category = match step {
+            Step::NotifyOwner { .. } => Category::Internal,
+            _ => workflow.category,
+        };
+        // Marketing email carries an unsubscribe link (visible and in List-Unsubscribe).
+        let unsubscribe = (category == Category::Marketing && outgoing.as_ref().is_some_and(|o| o.channel == "email"))
+            .then(|| self.unsubscribe.links(contact.id));
+        // Rendering is pure and may be slow, so it happens before the transaction
+        // opens, for the whole batch at once (`render_messages`).
+        let render = match &outgoing {
+            Some(out) => Some(self.render_input(&at, out, &unsubscribe)?),
+            None => None,
+        };
+        prepared(Action::Step(Box::new(PreparedStep {
+            outgoing,
+            render,
+            rendered: None,
+            unsubscribe,
+            category,
+        })))
+    }
+
+    /// Works out a prepared move inside the batch's transaction: the checks and
+    /// the contact's changes happen here, the run's own writes go to `effects`.
+    pub(super) async fn apply(
+        &self,
+        tx: &mut store::Conn,
+        next: &NextMove,
+        contacts: &mut Contacts,
+        facts: &triggers::ExitFacts,
+        effects: &mut Effects,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let (run, workflow) = (&next.run, next.workflow());
+        let run_id = run.id;
+        let prepared = match &next.action {
+            Action::Finish => {
+                effects.ended.push((run_id, "done", "all steps done".into()));
+                info!(run_id, workflow = %workflow.name, "run done");
+                return Ok(());
+            }
+            Action::Defer { until, reason } => {
+                effects.deferred.push(store::DeferredRun {
+                    run_id,
+                    step: run.next_step,
+                    until: *until,
+                    reason: reason.clone(),
+                });
+                info!(run_id, workflow = %workflow.name, "{reason}");
+                return Ok(());
+            }
+            Action::Step(step) => step,
+        };
+        let step = &workflow.steps[run.next_step as usize];
+        // The checks of `prepare` ran before this transaction; repeat them inside it,
+        // so a follow-up logged or consent withdrawn meanwhile still wins.
+        let (contact, contact_ctx) = &match contacts.get(&run.contact_id) {
+            Some(known) => known.clone(),
+            None => store::contact_with_context(tx, run.contact_id)
+                .await?
+                .context("contact is gone")?,
+        };
+        // Steps that write the contact make the next run of this batch read it afresh.
+        if step.writes_contact() {
+            contacts.remove(&run.contact_id);
+        }
+        if let Some(reason) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
+            info!(run_id, workflow = %workflow.name, reason, "run stopped");
+            effects.ended.push((run_id, "cancelled", reason));
+            return Ok(());
+        }
+        let at = Applying {
+            run,
+            set: &next.set,
+            workflow,
+            contact,
+            contact_ctx,
+            now,
+        };
+        let outcome = match step {
+            Step::Send { channel, .. } => send::apply(self, tx, &at, channel, prepared, effects).await?,
+            Step::NotifyOwner { .. } => notify_owner::apply(self, &at, prepared, effects),
+            Step::Wait(span) => wait::apply(&at, *span, effects),
+            Step::ScheduleFollowUp { after, goal } => schedule_follow_up::apply(tx, &at, after, goal).await?,
+            Step::SetStage(stage) => set_stage::apply(tx, &at, stage).await?,
+            Step::SetTier(value) => set_classification::apply(tx, &at, store::Classification::ValueTier, value).await?,
+            Step::SetIntent(value) => {
+                set_classification::apply(tx, &at, store::Classification::IntentGrade, value).await?
+            }
+            Step::Tag(tag) => tag::apply(&at, tag, true, contacts, effects),
+            Step::Untag(tag) => tag::apply(&at, tag, false, contacts, effects),
+            Step::SetOwner(owner) => set_owner::apply(tx, &at, owner).await?,
+        };
+        finish(&at, step, outcome, effects);
+        Ok(())
+    }
+}
+
+/// Records a step that happened (or says nothing, if it was put off): its
+/// detail in the log and the run's move past it; after its last step a run is
+/// done at once, not in another batch.
+fn finish(at: &Applying, step: &Step, outcome: Outcome, effects: &mut Effects) {
+    let (detail, mut status) = match outcome {
+        Outcome::Done(detail) => (detail, "ready"),
+        Outcome::Waiting(detail) => (detail, "waiting"),
+        Outcome::Deferred => return,
+    };
+    let (run, workflow) = (at.run, at.workflow);
+    let run_id = run.id;
+    let kind = step.kind();
+    info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id = at.contact.id, "{detail}");
+    if status == "ready" && run.next_step + 1 >= workflow.steps.len() as i64 {
+        status = "done";
+        info!(run_id, workflow = %workflow.name, "run done");
+    }
+    effects.finished.push(store::FinishedStep {
+        run_id,
+        step: run.next_step,
+        kind,
+        detail,
+        status,
+    });
+}
