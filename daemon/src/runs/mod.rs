@@ -18,7 +18,10 @@ use crate::admission::{Admission, SteppedRuns};
 use crate::clock::Clock;
 use crate::delivery::Handoff;
 use crate::plugins::{PluginError, Plugins, Recipient, RenderedMessage};
-use crate::store::{self, Category, Contact, NewOutboxRow, OutboundMessage, OutboxRow, Run, Store};
+use crate::store::{
+    self, Category, Contact, EnrolmentStatus, NewOutboxRow, OutboundMessage, OutboxRow, Run, RunStatus, RunTimer,
+    Store, TimerKind,
+};
 use crate::triggers;
 use crate::unsubscribe::Unsubscribe;
 use effects::Effects;
@@ -360,7 +363,11 @@ impl Engine {
                 set_hash: &set.hash,
                 contact_id: contact.id,
                 event_id: event.id,
-                status: if *start <= now { "ready" } else { "waiting" },
+                status: if *start <= now {
+                    RunStatus::Ready
+                } else {
+                    RunStatus::Waiting
+                },
                 context,
                 start_stage: &contact.stage,
             })
@@ -378,7 +385,10 @@ impl Engine {
             let i = start_of[&(workflow.as_str(), *event_id)];
             let (_, _, contact, start) = starts[i];
             if start > now {
-                timers.push((*run_id, start));
+                timers.push(RunTimer {
+                    run_id: *run_id,
+                    due_at: start,
+                });
             } else {
                 // As `ready_runs` would read it back.
                 ready.push(Run {
@@ -387,7 +397,7 @@ impl Engine {
                     set_hash: set.hash.clone(),
                     contact_id: contact.id,
                     event_id: *event_id,
-                    status: "ready".into(),
+                    status: RunStatus::Ready,
                     next_step: 0,
                     context: sqlx::types::Json(contexts[i].clone()),
                     started_at: now,
@@ -420,10 +430,13 @@ impl Engine {
         let mut wake = Vec::new();
         let mut overdue = Vec::new();
         for timer in timers.iter().filter(|t| fired.contains(&t.id)) {
-            match (timer.kind.as_str(), timer.run_id, timer.contact_id) {
-                ("resume_run", Some(run_id), _) => wake.push(run_id),
+            match (timer.kind, timer.run_id, timer.contact_id) {
+                (TimerKind::ResumeRun, Some(run_id), _) => wake.push(run_id),
                 // The event is left out if a newer follow-up moved the date (a stale timer).
-                ("follow_up_due", _, Some(contact_id)) => overdue.push((contact_id, timer.due_at)),
+                (TimerKind::FollowUpDue, _, Some(contact_id)) => overdue.push(store::OverdueFollowUp {
+                    contact_id,
+                    due_at: timer.due_at,
+                }),
                 (kind, ..) => warn!(timer_id = timer.id, "timer of kind {kind} has nothing to act on"),
             }
         }
@@ -669,7 +682,7 @@ impl Engine {
         let mut scanned = 0;
         for mut pass in passes {
             let slice = std::time::Instant::now();
-            while pass.status == "running" && slice.elapsed() < SEGMENT_SLICE {
+            while pass.status == EnrolmentStatus::Running && slice.elapsed() < SEGMENT_SLICE {
                 scanned += self.enrol_batch(&mut pass).await?;
             }
         }
@@ -688,7 +701,7 @@ impl Engine {
             warn!(workflow = %pass.workflow, "not an enabled segment workflow: pass closed");
             store::advance_enrolment(&mut tx, pass.id, pass.cursor, 0, 0, true, now).await?;
             tx.commit().await?;
-            pass.status = "done".into();
+            pass.status = EnrolmentStatus::Done;
             return Ok(0);
         };
         let enrolled_before = match (contacts.first(), contacts.last()) {
@@ -727,7 +740,7 @@ impl Engine {
         pass.cursor = cursor;
         pass.enrolled += enrolled;
         if done {
-            pass.status = "done".into();
+            pass.status = EnrolmentStatus::Done;
             info!(workflow = %workflow.name, enrolled = pass.enrolled, "segment pass done");
         }
         Ok(contacts.len())
@@ -955,7 +968,7 @@ impl Engine {
         let run_id = run.id;
         let (outgoing, rendered, unsubscribe, category) = match &p.action {
             Action::Finish => {
-                effects.ended.push((run_id, "done", "all steps done".into()));
+                effects.ended.push((run_id, RunStatus::Done, "all steps done".into()));
                 info!(run_id, workflow = %workflow.name, "run done");
                 return Ok(());
             }
@@ -973,7 +986,7 @@ impl Engine {
         };
         let step = &workflow.steps[run.next_step as usize];
         let kind = step.kind();
-        let mut status = "ready";
+        let mut status = RunStatus::Ready;
         // The checks of `prepare` ran before this transaction; repeat them inside it,
         // so a follow-up logged or consent withdrawn meanwhile still wins.
         let (contact, contact_ctx) = &match contacts.get(&run.contact_id) {
@@ -988,7 +1001,7 @@ impl Engine {
         }
         if let Some(reason) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
             info!(run_id, workflow = %workflow.name, reason, "run stopped");
-            effects.ended.push((run_id, "cancelled", reason));
+            effects.ended.push((run_id, RunStatus::Cancelled, reason));
             return Ok(());
         }
         // Frequency caps count what other workflows queued too (in this very batch
@@ -1049,8 +1062,11 @@ impl Engine {
             },
             Step::Wait(span) => {
                 let until = add_span(now, *span, &contact.time_zone);
-                effects.timers.push((run.id, until));
-                status = "waiting";
+                effects.timers.push(RunTimer {
+                    run_id: run.id,
+                    due_at: until,
+                });
+                status = RunStatus::Waiting;
                 format!("wait until {}", crate::clock::display_ms(until))
             }
             Step::ScheduleFollowUp { after, goal } => {
@@ -1114,8 +1130,8 @@ impl Engine {
         };
         info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id = contact.id, "{detail}");
         // After its last step a run is done at once, not in another batch.
-        if status == "ready" && run.next_step + 1 >= workflow.steps.len() as i64 {
-            status = "done";
+        if status == RunStatus::Ready && run.next_step + 1 >= workflow.steps.len() as i64 {
+            status = RunStatus::Done;
             info!(run_id, workflow = %workflow.name, "run done");
         }
         effects.finished.push(store::FinishedStep {
@@ -1190,7 +1206,7 @@ async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::
     let errors = store::count_step_error(conn, run_id).await?;
     let template = error.downcast_ref::<CannotRender>().is_some();
     match store::load_run(conn, run_id).await? {
-        Some(run) if run.status == "ready" && (template || errors < MAX_STEP_ERRORS) => {
+        Some(run) if run.status == RunStatus::Ready && (template || errors < MAX_STEP_ERRORS) => {
             let delay = (30_000i64 << (errors - 1).clamp(0, 7)).min(3_600_000);
             let reason = if template {
                 format!(
@@ -1212,8 +1228,8 @@ async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::
             store::defer_runs(conn, &[deferred], now).await?;
             warn!(run_id, "step failed, retried in {} s: {error:#}", delay / 1000);
         }
-        Some(run) if run.status == "ready" => {
-            store::end_runs(conn, &[(run_id, "failed", format!("{error:#}"))], now).await?;
+        Some(run) if run.status == RunStatus::Ready => {
+            store::end_runs(conn, &[(run_id, RunStatus::Failed, format!("{error:#}"))], now).await?;
             warn!(run_id, "run failed after {errors} errors: {error:#}");
         }
         _ => {}
@@ -1309,7 +1325,7 @@ mod tests {
             consent: None,
         };
         let contact = store::insert_contact(&mut conn, &new, now).await.unwrap();
-        store::insert_event(&mut conn, "inquiry_received", contact, &json!({}), now)
+        store::insert_event(&mut conn, store::EventKind::InquiryReceived, contact, &json!({}), now)
             .await
             .unwrap();
         drop(conn);

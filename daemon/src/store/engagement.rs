@@ -3,7 +3,17 @@
 
 use serde_json::json;
 
-use super::{Conn, insert_event};
+use super::stored_text::stored_text;
+use super::{Conn, EventKind, insert_event};
+
+stored_text! {
+    /// The `kind` of an engagement row.
+    pub enum EngagementKind {
+        Opened = "opened",
+        Clicked = "clicked",
+        Replied = "replied",
+    }
+}
 
 /// A message that engagement is recorded against.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -57,9 +67,9 @@ pub async fn record_engagement(
     now: i64,
 ) -> anyhow::Result<()> {
     let (kind, url) = match what {
-        Engagement::Opened => ("opened", None),
-        Engagement::Clicked(url) => ("clicked", Some(url.as_str())),
-        Engagement::Replied => ("replied", None),
+        Engagement::Opened => (EngagementKind::Opened, None),
+        Engagement::Clicked(url) => (EngagementKind::Clicked, Some(url.as_str())),
+        Engagement::Replied => (EngagementKind::Replied, None),
     };
     sqlx::query(
         "INSERT INTO engagement (outbox_id, contact_id, workflow, variant, kind, url, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -87,13 +97,14 @@ pub async fn record_reply(
     match message {
         Some(message) => record_engagement(conn, message, &Engagement::Replied, now).await?,
         None => {
-            sqlx::query("INSERT INTO engagement (contact_id, kind, at) VALUES (?, 'replied', ?)")
+            sqlx::query("INSERT INTO engagement (contact_id, kind, at) VALUES (?, ?, ?)")
                 .bind(contact_id)
+                .bind(EngagementKind::Replied)
                 .bind(now)
                 .execute(&mut *conn)
                 .await?;
         }
     }
     let payload = json!({ "message_id": message.map(|m| m.message_id.clone()) });
-    insert_event(conn, "replied", contact_id, &payload, now).await
+    insert_event(conn, EventKind::Replied, contact_id, &payload, now).await
 }

@@ -6,6 +6,33 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::Conn;
+use super::stored_text::stored_text;
+
+stored_text! {
+    /// Where an outbox row is: `pending` until an attempt settles it, then sent,
+    /// given up (`failed`, `dead` after its retries), held (`unknown`: it may
+    /// have gone out), `suppressed`, or `dropped` by an operator.
+    pub enum OutboxStatus {
+        Pending = "pending",
+        Sent = "sent",
+        Failed = "failed",
+        Dead = "dead",
+        Unknown = "unknown",
+        Suppressed = "suppressed",
+        Dropped = "dropped",
+    }
+}
+
+stored_text! {
+    /// How an attempt ended, as the record of deliveries keeps it.
+    pub enum AttemptOutcome {
+        Sent = "sent",
+        Transient = "transient",
+        Permanent = "permanent",
+        Unknown = "unknown",
+        Suppressed = "suppressed",
+    }
+}
 
 /// A rendered message as the delivery worker needs it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,6 +137,38 @@ pub struct NewOutboxRow {
     pub variant: Option<String>,
 }
 
+/// A queued row as `queue_and_finish` writes it.
+#[derive(Serialize)]
+struct QueuedRow<'a> {
+    idempotency_key: &'a str,
+    message_id: &'a str,
+    run_id: Option<i64>,
+    contact_id: Option<i64>,
+    channel: &'a str,
+    recipient: &'a str,
+    message: &'a OutboundMessage,
+    category: Category,
+    priority: i64,
+    variant: Option<&'a str>,
+}
+
+impl<'a> From<&'a NewOutboxRow> for QueuedRow<'a> {
+    fn from(r: &'a NewOutboxRow) -> Self {
+        QueuedRow {
+            idempotency_key: &r.idempotency_key,
+            message_id: &r.message_id,
+            run_id: r.run_id,
+            contact_id: r.contact_id,
+            channel: &r.channel,
+            recipient: &r.message.to_address,
+            message: &r.message,
+            category: r.category,
+            priority: r.category.priority(),
+            variant: r.variant.as_deref(),
+        }
+    }
+}
+
 /// Queues messages (a row whose idempotency key is queued already is left
 /// out) and records finished steps, moving their runs on: what a batch of steps
 /// writes under the turn, in one round trip to SQLite's thread. Fails (and the
@@ -124,52 +183,34 @@ pub async fn queue_and_finish(
     if rows.is_empty() && steps.is_empty() {
         return Ok(Vec::new());
     }
-    let values: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            serde_json::json!([
-                r.idempotency_key,
-                r.message_id,
-                r.run_id,
-                r.contact_id,
-                r.channel,
-                r.message.to_address,
-                r.message,
-                r.category.as_str(),
-                r.category.priority(),
-                r.variant,
-            ])
-        })
-        .collect();
-    let finished: Vec<serde_json::Value> = steps
-        .iter()
-        .map(|s| serde_json::json!([s.run_id, s.step, s.status, s.kind, s.detail]))
-        .collect();
+    let payload: Vec<QueuedRow> = rows.iter().map(QueuedRow::from).collect();
     // Three statements, one query; the rows queued and the runs moved come back
     // as rows of one shape, told apart by their first column. `WHERE true` lets
     // SQLite parse the upsert clause after a SELECT.
     let returned: Vec<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
                              category, priority, next_attempt_at, created_at, variant)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value -> 6,
-                value ->> 7, value ->> 8, ?1, ?1, value ->> 9
+         SELECT value ->> 'idempotency_key', value ->> 'message_id', value ->> 'run_id', value ->> 'contact_id',
+                value ->> 'channel', value ->> 'recipient', value -> 'message', value ->> 'category',
+                value ->> 'priority', ?1, ?1, value ->> 'variant'
          FROM json_each(?2) WHERE true ORDER BY key
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING 'queued', id, idempotency_key,
                    (SELECT s.reason FROM suppressions s
                      WHERE s.address = lower(recipient) AND s.channel IN ('*', channel) LIMIT 1);
          INSERT INTO run_steps (run_id, step, kind, detail, finished_at)
-         SELECT value ->> 0, value ->> 1, value ->> 3, value ->> 4, ?1 FROM json_each(?3);
+         SELECT value ->> 'run_id', value ->> 'step', value ->> 'kind', value ->> 'detail', ?1 FROM json_each(?3);
          UPDATE runs SET next_step = runs.next_step + 1, status = j.status, updated_at = ?1, step_errors = 0,
                          waiting_reason = NULL,
                          outcome = CASE WHEN j.status = 'done' THEN 'all steps done' ELSE runs.outcome END
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS step, value ->> 2 AS status FROM json_each(?3)) AS j
+         FROM (SELECT value ->> 'run_id' AS id, value ->> 'step' AS step, value ->> 'status' AS status
+               FROM json_each(?3)) AS j
          WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step
          RETURNING 'moved', runs.id, NULL, NULL",
     )
     .bind(now)
-    .bind(serde_json::to_string(&values)?)
-    .bind(serde_json::to_string(&finished)?)
+    .bind(serde_json::to_string(&payload)?)
+    .bind(serde_json::to_string(steps)?)
     .fetch_all(&mut *conn)
     .await?;
     let mut queued: HashMap<String, (i64, Option<String>)> = HashMap::new();
@@ -188,6 +229,12 @@ pub async fn queue_and_finish(
         steps.len() - moved,
         steps.len()
     );
+    Ok(as_claimed(rows, queued))
+}
+
+/// The rows of `rows` that went in, by idempotency key in `queued` (their ids
+/// and suppressions), as a claim would read them, in id order.
+fn as_claimed(rows: Vec<NewOutboxRow>, mut queued: HashMap<String, (i64, Option<String>)>) -> Vec<OutboxRow> {
     let mut rows: Vec<OutboxRow> = rows
         .into_iter()
         .filter_map(|r| {
@@ -208,7 +255,7 @@ pub async fn queue_and_finish(
         })
         .collect();
     rows.sort_by_key(|r| r.id);
-    Ok(rows)
+    rows
 }
 
 /// Due rows, most urgent category first, leaving out the rows `in_flight` and those of
@@ -266,13 +313,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn name(&self) -> &'static str {
+    /// The outcome as the record of deliveries keeps it.
+    pub fn recorded_as(&self) -> AttemptOutcome {
         match self {
-            Outcome::Sent => "sent",
-            Outcome::Transient(_) | Outcome::SoftBounced(_) => "transient",
-            Outcome::Permanent(_) | Outcome::Bounced(_) => "permanent",
-            Outcome::Unknown(_) => "unknown",
-            Outcome::Suppressed(_) => "suppressed",
+            Outcome::Sent => AttemptOutcome::Sent,
+            Outcome::Transient(_) | Outcome::SoftBounced(_) => AttemptOutcome::Transient,
+            Outcome::Permanent(_) | Outcome::Bounced(_) => AttemptOutcome::Permanent,
+            Outcome::Unknown(_) => AttemptOutcome::Unknown,
+            Outcome::Suppressed(_) => AttemptOutcome::Suppressed,
         }
     }
 
@@ -301,14 +349,14 @@ pub enum Next {
 }
 
 impl Next {
-    fn status(self) -> &'static str {
+    fn status(self) -> OutboxStatus {
         match self {
-            Next::Sent => "sent",
-            Next::RetryAt(_) => "pending",
-            Next::Failed => "failed",
-            Next::Dead => "dead",
-            Next::Unknown => "unknown",
-            Next::Suppressed => "suppressed",
+            Next::Sent => OutboxStatus::Sent,
+            Next::RetryAt(_) => OutboxStatus::Pending,
+            Next::Failed => OutboxStatus::Failed,
+            Next::Dead => OutboxStatus::Dead,
+            Next::Unknown => OutboxStatus::Unknown,
+            Next::Suppressed => OutboxStatus::Suppressed,
         }
     }
 }
@@ -321,40 +369,57 @@ pub struct AttemptRecord<'a> {
     pub next: Next,
 }
 
+/// An attempt as `record_attempts` writes it.
+#[derive(Serialize)]
+struct AttemptRow<'a> {
+    outbox_id: i64,
+    attempt: i64,
+    started_at: i64,
+    outcome: AttemptOutcome,
+    detail: &'a str,
+    status: OutboxStatus,
+    next_at: i64,
+    parts_done: i64,
+}
+
+impl<'a> AttemptRow<'a> {
+    fn new(a: &'a AttemptRecord<'a>, now: i64) -> Self {
+        let attempted = !matches!(a.outcome, Outcome::Suppressed(_));
+        AttemptRow {
+            outbox_id: a.row.id,
+            attempt: a.row.attempts + i64::from(attempted),
+            started_at: a.started_at,
+            outcome: a.outcome.recorded_as(),
+            detail: a.outcome.detail(),
+            status: a.next.status(),
+            next_at: match a.next {
+                Next::RetryAt(at) => at,
+                _ => now,
+            },
+            parts_done: a.row.parts_done,
+        }
+    }
+}
+
 /// Records attempts and the rows' new states, in two statements for the batch.
 pub async fn record_attempts(conn: &mut Conn, attempts: &[AttemptRecord<'_>], now: i64) -> anyhow::Result<()> {
     if attempts.is_empty() {
         return Ok(());
     }
-    let rows: Vec<serde_json::Value> = attempts
-        .iter()
-        .map(|a| {
-            let attempted = !matches!(a.outcome, Outcome::Suppressed(_));
-            let next_at = match a.next {
-                Next::RetryAt(at) => at,
-                _ => now,
-            };
-            serde_json::json!([
-                a.row.id,
-                a.row.attempts + i64::from(attempted),
-                a.started_at,
-                a.outcome.name(),
-                a.outcome.detail(),
-                a.next.status(),
-                next_at,
-                a.row.parts_done,
-            ])
-        })
-        .collect();
+    let rows: Vec<AttemptRow> = attempts.iter().map(|a| AttemptRow::new(a, now)).collect();
     // Both statements in one query: one round trip to SQLite's thread instead of two.
     sqlx::query(
         "INSERT INTO deliveries (outbox_id, attempt, started_at, finished_at, outcome, detail)
-         SELECT value ->> 0, value ->> 1, value ->> 2, ?1, value ->> 3, value ->> 4 FROM json_each(?2);
+         SELECT value ->> 'outbox_id', value ->> 'attempt', value ->> 'started_at', ?1, value ->> 'outcome',
+                value ->> 'detail'
+         FROM json_each(?2);
          UPDATE outbox SET status = j.status, attempts = j.attempts, next_attempt_at = j.next_at,
                            last_error = NULLIF(j.detail, ''), parts_done = j.parts_done,
                            sent_at = CASE WHEN j.status = 'sent' THEN ?1 ELSE sent_at END
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempts, value ->> 4 AS detail, value ->> 5 AS status,
-                      value ->> 6 AS next_at, value ->> 7 AS parts_done FROM json_each(?2)) AS j
+         FROM (SELECT value ->> 'outbox_id' AS id, value ->> 'attempt' AS attempts, value ->> 'detail' AS detail,
+                      value ->> 'status' AS status, value ->> 'next_at' AS next_at,
+                      value ->> 'parts_done' AS parts_done
+               FROM json_each(?2)) AS j
          WHERE outbox.id = j.id",
     )
     .bind(now)
@@ -368,7 +433,7 @@ pub async fn record_attempts(conn: &mut Conn, attempts: &[AttemptRecord<'_>], no
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OutboxEntry {
     pub id: i64,
-    pub status: String,
+    pub status: OutboxStatus,
     pub channel: String,
     pub category: String,
     pub recipient: String,

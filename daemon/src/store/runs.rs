@@ -1,6 +1,21 @@
 //! Workflow runs and the record of their finished steps.
 
+use serde::Serialize;
+
 use super::Conn;
+use super::stored_text::stored_text;
+
+stored_text! {
+    /// Where a run is: `ready` for its next step now, `waiting` for a timer,
+    /// or ended (`done`, `cancelled` when its trigger no longer holds, `failed`).
+    pub enum RunStatus {
+        Ready = "ready",
+        Waiting = "waiting",
+        Done = "done",
+        Cancelled = "cancelled",
+        Failed = "failed",
+    }
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Run {
@@ -9,7 +24,7 @@ pub struct Run {
     pub set_hash: String,
     pub contact_id: i64,
     pub event_id: i64,
-    pub status: String,
+    pub status: RunStatus,
     pub next_step: i64,
     pub context: sqlx::types::Json<serde_json::Value>,
     pub started_at: i64,
@@ -19,13 +34,14 @@ pub struct Run {
 }
 
 /// A run about to start.
+#[derive(Debug, Clone, Serialize)]
 pub struct NewRun<'a> {
     pub workflow: &'a str,
     pub set_hash: &'a str,
     pub contact_id: i64,
     pub event_id: i64,
-    /// `ready`, or `waiting` for a delayed start.
-    pub status: &'a str,
+    /// `Ready`, or `Waiting` for a delayed start.
+    pub status: RunStatus,
     /// The trigger's data (the event payload and kind).
     pub context: &'a serde_json::Value,
     pub start_stage: &'a str,
@@ -40,32 +56,19 @@ pub async fn start_runs(
     events: &[i64],
     now: i64,
 ) -> anyhow::Result<Vec<(i64, String, i64)>> {
-    let rows: Vec<serde_json::Value> = runs
-        .iter()
-        .map(|r| {
-            serde_json::json!([
-                r.workflow,
-                r.set_hash,
-                r.contact_id,
-                r.event_id,
-                r.status,
-                r.context,
-                r.start_stage
-            ])
-        })
-        .collect();
     // Both statements in one query: one round trip to SQLite's thread instead of two.
     // `WHERE true` lets SQLite parse the upsert clause after a SELECT.
     Ok(sqlx::query_as(
         "UPDATE events SET processed_at = ?1 WHERE id IN (SELECT value FROM json_each(?2));
          INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, started_at, updated_at)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value -> 5, value ->> 6, ?1, ?1
+         SELECT value ->> 'workflow', value ->> 'set_hash', value ->> 'contact_id', value ->> 'event_id',
+                value ->> 'status', value -> 'context', value ->> 'start_stage', ?1, ?1
          FROM json_each(?3) WHERE true
          ON CONFLICT (workflow, event_id) DO NOTHING RETURNING id, workflow, event_id",
     )
     .bind(now)
     .bind(serde_json::to_string(events)?)
-    .bind(serde_json::to_string(&rows)?)
+    .bind(serde_json::to_string(runs)?)
     .fetch_all(&mut *conn)
     .await?)
 }
@@ -93,25 +96,42 @@ pub async fn ready_runs(conn: &mut Conn, limit: i64, in_flight: &[i64]) -> anyho
 }
 
 /// A finished step: its run moves past it, to `status`.
+#[derive(Debug, Clone, Serialize)]
 pub struct FinishedStep {
     pub run_id: i64,
     pub step: i64,
     pub kind: &'static str,
     pub detail: String,
-    /// `ready` for the next step now, `waiting` for a timer, `done` after the last step.
-    pub status: &'static str,
+    /// `Ready` for the next step now, `Waiting` for a timer, `Done` after the last step.
+    pub status: RunStatus,
 }
 
-/// Ends runs, each (id, status, outcome): `done`, `cancelled` (its trigger no
-/// longer holds) or `failed`.
-pub async fn end_runs(conn: &mut Conn, ended: &[(i64, &str, String)], now: i64) -> anyhow::Result<()> {
+/// An ended run, for `end_runs`.
+#[derive(Debug, Clone, Serialize)]
+struct EndedRun<'a> {
+    id: i64,
+    status: RunStatus,
+    outcome: &'a str,
+}
+
+/// Ends runs, each (id, status, outcome): `Done`, `Cancelled` (its trigger no
+/// longer holds) or `Failed`.
+pub async fn end_runs(conn: &mut Conn, ended: &[(i64, RunStatus, String)], now: i64) -> anyhow::Result<()> {
     if ended.is_empty() {
         return Ok(());
     }
-    let rows: Vec<serde_json::Value> = ended.iter().map(|(id, s, o)| serde_json::json!([id, s, o])).collect();
+    let rows: Vec<EndedRun> = ended
+        .iter()
+        .map(|(id, status, outcome)| EndedRun {
+            id: *id,
+            status: *status,
+            outcome,
+        })
+        .collect();
     sqlx::query(
         "UPDATE runs SET status = j.status, outcome = j.outcome, updated_at = ?
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS status, value ->> 2 AS outcome FROM json_each(?)) AS j
+         FROM (SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'outcome' AS outcome
+               FROM json_each(?)) AS j
          WHERE runs.id = j.id",
     )
     .bind(now)
@@ -139,6 +159,7 @@ pub async fn wake_runs(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result
 
 /// A ready run put to sleep at its current step until `until` (a send window
 /// opens, a frequency cap frees up, a retry after an error), saying why.
+#[derive(Debug, Clone, Serialize)]
 pub struct DeferredRun {
     pub run_id: i64,
     pub step: i64,
@@ -152,17 +173,14 @@ pub async fn defer_runs(conn: &mut Conn, deferred: &[DeferredRun], now: i64) -> 
     if deferred.is_empty() {
         return Ok(());
     }
-    let rows: Vec<serde_json::Value> = deferred
-        .iter()
-        .map(|d| serde_json::json!([d.run_id, d.step, d.reason]))
-        .collect();
     let done = sqlx::query(
         "UPDATE runs SET status = 'waiting', waiting_reason = j.reason, updated_at = ?
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS step, value ->> 2 AS reason FROM json_each(?)) AS j
+         FROM (SELECT value ->> 'run_id' AS id, value ->> 'step' AS step, value ->> 'reason' AS reason
+               FROM json_each(?)) AS j
          WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step",
     )
     .bind(now)
-    .bind(serde_json::to_string(&rows)?)
+    .bind(serde_json::to_string(deferred)?)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -172,7 +190,13 @@ pub async fn defer_runs(conn: &mut Conn, deferred: &[DeferredRun], now: i64) -> 
         deferred.len() as u64 - done,
         deferred.len()
     );
-    let timers: Vec<(i64, i64)> = deferred.iter().map(|d| (d.run_id, d.until)).collect();
+    let timers: Vec<super::RunTimer> = deferred
+        .iter()
+        .map(|d| super::RunTimer {
+            run_id: d.run_id,
+            due_at: d.until,
+        })
+        .collect();
     super::insert_run_timers(conn, &timers).await
 }
 

@@ -1,21 +1,16 @@
 //! Timers: rows with a due time, fired by the scheduler, which survive restarts.
 
+use serde::Serialize;
+
 use super::Conn;
+use super::stored_text::stored_text;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimerKind {
-    /// A run's wait (or delayed start) is over.
-    ResumeRun,
-    /// A contact's next follow-up time has come.
-    FollowUpDue,
-}
-
-impl TimerKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            TimerKind::ResumeRun => "resume_run",
-            TimerKind::FollowUpDue => "follow_up_due",
-        }
+stored_text! {
+    pub enum TimerKind {
+        /// A run's wait (or delayed start) is over.
+        ResumeRun = "resume_run",
+        /// A contact's next follow-up time has come.
+        FollowUpDue = "follow_up_due",
     }
 }
 
@@ -23,7 +18,7 @@ impl TimerKind {
 pub struct Timer {
     pub id: i64,
     pub due_at: i64,
-    pub kind: String,
+    pub kind: TimerKind,
     pub run_id: Option<i64>,
     pub contact_id: Option<i64>,
 }
@@ -38,7 +33,7 @@ pub async fn insert_timer(
     Ok(
         sqlx::query_scalar("INSERT INTO timers (due_at, kind, run_id, contact_id) VALUES (?, ?, ?, ?) RETURNING id")
             .bind(due_at)
-            .bind(kind.as_str())
+            .bind(kind)
             .bind(run_id)
             .bind(contact_id)
             .fetch_one(&mut *conn)
@@ -67,14 +62,22 @@ pub async fn mark_timers_fired(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow
     .await?)
 }
 
-/// Timers that resume runs, each (run id, due at), in one statement.
-pub async fn insert_run_timers(conn: &mut Conn, timers: &[(i64, i64)]) -> anyhow::Result<()> {
+/// When a waiting run resumes, for `insert_run_timers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunTimer {
+    pub run_id: i64,
+    pub due_at: i64,
+}
+
+/// Timers that resume runs, in one statement.
+pub async fn insert_run_timers(conn: &mut Conn, timers: &[RunTimer]) -> anyhow::Result<()> {
     if timers.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO timers (due_at, kind, run_id) SELECT value ->> 1, 'resume_run', value ->> 0 FROM json_each(?)",
+        "INSERT INTO timers (due_at, kind, run_id) SELECT value ->> 'due_at', ?, value ->> 'run_id' FROM json_each(?)",
     )
+    .bind(TimerKind::ResumeRun)
     .bind(serde_json::to_string(timers)?)
     .execute(&mut *conn)
     .await?;
