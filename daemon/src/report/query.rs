@@ -379,3 +379,63 @@ async fn overdue_by_owner(
     .fetch_all(&mut *conn)
     .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::store::{self, NewContact, NewFollowUp, OrderRow, Store};
+
+    const DAY: i64 = 86_400_000;
+
+    /// A contact followed up five days ago, with an order on `ordered_days_ago`.
+    async fn followed_up(conn: &mut Conn, rules: &ClassificationRules, email: &str, now: i64, ordered_days_ago: i64) {
+        let new = NewContact {
+            name: email.into(),
+            email: Some(email.into()),
+            ..NewContact::default()
+        };
+        let id = store::insert_contact(conn, &new, now - 60 * DAY).await.unwrap();
+        let contact = store::contact_by_id(conn, id).await.unwrap().unwrap();
+        let follow_up = NewFollowUp {
+            at: Some(now - 5 * DAY),
+            channel: "phone".into(),
+            ..NewFollowUp::default()
+        };
+        store::log_follow_up(conn, &contact, &follow_up, now - 5 * DAY)
+            .await
+            .unwrap();
+        let day = rules.date_of(now - ordered_days_ago * DAY).to_string();
+        let order = OrderRow {
+            external_id: email,
+            contact_id: id,
+            amount_minor: 100,
+            currency: "CNY",
+            base_amount_minor: 100,
+            ordered_on: &day,
+            items: "",
+        };
+        store::insert_orders(conn, &[order], now).await.unwrap();
+    }
+
+    /// The conversion windows go to SQLite as objects read by name: an order
+    /// within the window after a follow-up counts, one before it does not.
+    #[tokio::test]
+    async fn conversion_counts_the_orders_within_the_window_after_each_follow_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("nudge.db")).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let rules = crate::insight::load_rules(Path::new("../workflows")).unwrap();
+        let set = WorkflowSet::compile(Vec::new(), &[]).unwrap();
+        let now = 1_781_510_400_000; // 2026-06-15, 16:00 in Shanghai
+        followed_up(&mut conn, &rules, "converted@x.test", now, 3).await;
+        followed_up(&mut conn, &rules, "ordered-before@x.test", now, 10).await;
+        let scope = ReportScope::new(&rules, now, None, None, [None, None, None]).unwrap();
+        let report = build(&mut conn, &rules, &set, scope, now).await.unwrap();
+        let conversion = report.measures.iter().find(|m| m.name == "conversion rate").unwrap();
+        assert_eq!((conversion.numerator, conversion.denominator), (1, 2));
+        let response = report.measures.iter().find(|m| m.name == "response rate").unwrap();
+        assert_eq!((response.numerator, response.denominator), (0, 2));
+    }
+}

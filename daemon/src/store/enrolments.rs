@@ -162,3 +162,86 @@ pub async fn enrol_contacts(
     .await?;
     Ok(done.rows_affected())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::testing::{SET, TestStore, contact, run};
+
+    #[tokio::test]
+    async fn enrolled_contacts_get_a_processed_event_and_a_ready_run_field_by_field() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        // A run first, so that event, run and contact ids differ.
+        let (a, b) = (
+            contact(&mut conn, "a@x.test").await,
+            contact(&mut conn, "b@x.test").await,
+        );
+        run(&mut conn, "other", a).await;
+        assert!(open_enrolment(&mut conn, "seg", SET, 100, 5).await.unwrap());
+        assert!(!open_enrolment(&mut conn, "seg", SET, 100, 6).await.unwrap());
+        let context = json!({ "kind": "segment", "enrolment": 1 });
+        let created = enrol_contacts(&mut conn, "seg", SET, &[(b, "intent"), (a, "sample")], &context, 40).await;
+        assert_eq!(created.unwrap(), 2);
+        type Row = (
+            String,
+            String,
+            i64,
+            i64,
+            RunStatus,
+            String,
+            Option<String>,
+            i64,
+            EventKind,
+            Option<i64>,
+        );
+        let runs: Vec<Row> = sqlx::query_as(
+            "SELECT r.workflow, r.set_hash, r.contact_id, r.event_id, r.status, r.context, r.start_stage, r.started_at,
+                    e.kind, e.processed_at
+             FROM runs r JOIN events e ON e.id = r.event_id AND e.contact_id = r.contact_id
+             WHERE r.workflow = 'seg' ORDER BY r.id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let row = |contact_id: i64, event_id: i64, stage: &str| {
+            let context = context.to_string();
+            (
+                "seg".to_string(),
+                SET.to_string(),
+                contact_id,
+                event_id,
+                RunStatus::Ready,
+                context,
+                Some(stage.to_string()),
+                40,
+                EventKind::SegmentEntered,
+                Some(40),
+            )
+        };
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs, vec![row(b, runs[0].3, "intent"), row(a, runs[1].3, "sample")]);
+        assert!(runs[0].3 != b && runs[1].3 != a);
+
+        let passes = running_enrolments(&mut conn).await.unwrap();
+        assert_eq!(
+            passes
+                .iter()
+                .map(|p| (p.workflow.as_str(), p.status))
+                .collect::<Vec<_>>(),
+            [("seg", EnrolmentStatus::Running)]
+        );
+        advance_enrolment(&mut conn, passes[0].id, b, 2, 2, true, 50)
+            .await
+            .unwrap();
+        assert!(running_enrolments(&mut conn).await.unwrap().is_empty());
+        let pass = &list_enrolments(&mut conn, 1).await.unwrap()[0];
+        assert_eq!(
+            (pass.status, pass.cursor, pass.scanned, pass.enrolled, pass.finished_at),
+            (EnrolmentStatus::Done, b, 2, 2, Some(50))
+        );
+        assert_eq!(last_enrolment_due(&mut conn, "seg").await.unwrap(), Some(100));
+    }
+}

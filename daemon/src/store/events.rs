@@ -195,3 +195,119 @@ pub async fn event_kinds_after_runs(
     }
     Ok(later)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::testing::{TestStore, contact, run};
+
+    type EventRow = (EventKind, i64, String, i64, Option<i64>);
+
+    async fn events(conn: &mut Conn) -> Vec<EventRow> {
+        sqlx::query_as("SELECT kind, contact_id, payload, occurred_at, processed_at FROM events ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_events_lands_field_by_field_in_order() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let (a, b) = (
+            contact(&mut conn, "a@x.test").await,
+            contact(&mut conn, "b@x.test").await,
+        );
+        sqlx::query("DELETE FROM events").execute(&mut *conn).await.unwrap();
+        let batch = [
+            NewEvent {
+                kind: EventKind::OrderPlaced,
+                contact_id: b,
+                payload: json!({ "order_id": 7 }),
+            },
+            NewEvent {
+                kind: EventKind::FirstOrder,
+                contact_id: a,
+                payload: json!({ "date": "2026-01-02" }),
+            },
+        ];
+        insert_events(&mut conn, &batch, 40).await.unwrap();
+        assert_eq!(
+            events(&mut conn).await,
+            vec![
+                (EventKind::OrderPlaced, b, r#"{"order_id":7}"#.into(), 40, None),
+                (EventKind::FirstOrder, a, r#"{"date":"2026-01-02"}"#.into(), 40, None),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_overdue_event_is_written_only_for_the_contacts_current_follow_up() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let (a, b) = (
+            contact(&mut conn, "a@x.test").await,
+            contact(&mut conn, "b@x.test").await,
+        );
+        crate::store::set_next_follow_up(&mut conn, a, Some(500), None, 1)
+            .await
+            .unwrap();
+        crate::store::set_next_follow_up(&mut conn, b, Some(900), None, 1)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM events").execute(&mut *conn).await.unwrap();
+        let due = [
+            OverdueFollowUp {
+                contact_id: a,
+                due_at: 500,
+            },
+            // Stale: b's follow-up moved to 900 since.
+            OverdueFollowUp {
+                contact_id: b,
+                due_at: 700,
+            },
+        ];
+        insert_overdue_events(&mut conn, &due, 60).await.unwrap();
+        assert_eq!(
+            events(&mut conn).await,
+            vec![(EventKind::FollowUpOverdue, a, r#"{"due_at":500}"#.into(), 60, None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_kinds_after_a_run_are_those_of_its_contact_after_its_event() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        // Distinct numbers for run, contact and event ids, so no two can stand in for each other.
+        for i in 0..3 {
+            contact(&mut conn, &format!("c{i}@x.test")).await;
+        }
+        let c = contact(&mut conn, "c@x.test").await;
+        let other = contact(&mut conn, "other@x.test").await;
+        let run_id = run(&mut conn, "w", c).await;
+        let (event_id,): (i64,) = sqlx::query_as("SELECT event_id FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert!(run_id != c && c != event_id && run_id != event_id);
+        for (kind, who) in [
+            (EventKind::Replied, c),
+            (EventKind::StageChanged, c),
+            (EventKind::OrderPlaced, other),
+        ] {
+            insert_event(&mut conn, kind, who, &json!({}), 9).await.unwrap();
+        }
+        let runs = [RunStart {
+            run_id,
+            contact_id: c,
+            event_id,
+        }];
+        let later = event_kinds_after_runs(&mut conn, &runs, &[EventKind::Replied, EventKind::OrderPlaced])
+            .await
+            .unwrap();
+        assert_eq!(later, [(run_id, vec![EventKind::Replied])].into());
+    }
+}

@@ -256,3 +256,150 @@ pub async fn open_inquiries(conn: &mut Conn, ids: &[i64]) -> anyhow::Result<std:
     .await?;
     Ok(open.into_iter().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{TestStore, contact};
+    use crate::store::{TimerKind, contact_by_id};
+
+    #[tokio::test]
+    async fn a_follow_up_records_its_judgements_answers_inquiries_and_schedules_the_next() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let id = contact(&mut conn, "a@x.test").await;
+        let inquiry = add_inquiry(&mut conn, id, "price?", "email", 10).await.unwrap();
+        let later = add_inquiry(&mut conn, id, "and now?", "email", 30).await.unwrap();
+        let c = contact_by_id(&mut conn, id).await.unwrap().unwrap();
+        let new = NewFollowUp {
+            at: Some(20),
+            channel: " phone ".into(),
+            summary: "called".into(),
+            feedback: "likes it".into(),
+            intent_grade: Some("A".into()),
+            attitude: Some("accepting".into()),
+            understanding: Some("specific".into()),
+            stage: Some("intent".into()),
+            next_follow_up_at: Some(900),
+            next_goal: Some("quote".into()),
+            result: Some("won".into()),
+            owner: Some(" rep@x.test ".into()),
+        };
+        let follow_up = log_follow_up(&mut conn, &c, &new, 25).await.unwrap();
+
+        let logged = follow_ups_of(&mut conn, id, 10).await.unwrap();
+        let f = &logged[0];
+        let got = (
+            f.id,
+            f.contact_id,
+            f.at,
+            f.channel.as_str(),
+            f.summary.as_str(),
+            f.feedback.as_str(),
+            f.status_change.as_deref(),
+            f.next_follow_up_at,
+            f.next_goal.as_deref(),
+            f.result.as_str(),
+            f.owner.as_str(),
+        );
+        let status_change = "intent - -> A; funnel - -> opportunity; stage lead -> intent";
+        assert_eq!(
+            got,
+            (
+                follow_up,
+                id,
+                20,
+                "phone",
+                "called",
+                "likes it",
+                Some(status_change),
+                Some(900),
+                Some("quote"),
+                "won",
+                "rep@x.test"
+            )
+        );
+        let c = contact_by_id(&mut conn, id).await.unwrap().unwrap();
+        let judged = (
+            c.intent_grade,
+            c.attitude,
+            c.understanding,
+            c.funnel_stage,
+            c.stage,
+            c.next_follow_up_at,
+        );
+        assert_eq!(
+            judged,
+            (
+                Some("A".into()),
+                Some("accepting".into()),
+                Some("specific".into()),
+                Some("opportunity".into()),
+                "intent".into(),
+                Some(900)
+            )
+        );
+        let history: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT field, changed_by, at FROM contact_history WHERE contact_id = ? ORDER BY id")
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let by_rep = |field: &str, at: i64| (field.to_string(), "rep@x.test".to_string(), at);
+        assert_eq!(
+            history,
+            vec![
+                by_rep("intent_grade", 20),
+                by_rep("funnel_stage", 20),
+                by_rep("stage", 25)
+            ]
+        );
+        assert_eq!(
+            open_inquiries(&mut conn, &[inquiry, later]).await.unwrap(),
+            [later].into()
+        );
+        let kinds: Vec<(EventKind, String)> = sqlx::query_as(
+            "SELECT kind, payload FROM events WHERE contact_id = ? AND kind != 'contact_created' ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let kinds: Vec<EventKind> = kinds.into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::InquiryReceived,
+                EventKind::InquiryReceived,
+                EventKind::StageChanged,
+                EventKind::FollowUpLogged
+            ]
+        );
+        let timer: (i64, TimerKind) = sqlx::query_as("SELECT due_at, kind FROM timers WHERE fired_at IS NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(timer, (900, TimerKind::FollowUpDue));
+        assert!(follow_up_exists(&mut conn, id, 20, "phone", "called").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_follow_up_without_a_channel_or_with_an_unknown_result_is_refused() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let id = contact(&mut conn, "a@x.test").await;
+        let c = contact_by_id(&mut conn, id).await.unwrap().unwrap();
+        for new in [
+            NewFollowUp::default(),
+            NewFollowUp {
+                channel: "phone".into(),
+                result: Some("maybe".into()),
+                ..NewFollowUp::default()
+            },
+        ] {
+            let e = log_follow_up(&mut conn, &c, &new, 1).await.unwrap_err();
+            assert!(e.downcast_ref::<Invalid>().is_some(), "{e:#}");
+        }
+        assert!(follow_ups_of(&mut conn, id, 10).await.unwrap().is_empty());
+    }
+}

@@ -14,6 +14,8 @@ mod outbox;
 mod runs;
 mod stored_text;
 mod suppressions;
+#[cfg(test)]
+mod testing;
 mod timers;
 mod tx;
 

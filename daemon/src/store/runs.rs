@@ -251,3 +251,211 @@ pub async fn step_reached_at(conn: &mut Conn, run: &Run) -> anyhow::Result<i64> 
         .await?;
     Ok(finished.unwrap_or(run.started_at))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::testing::{SET, TestStore, contact, run};
+    use crate::store::{EventKind, insert_event};
+
+    async fn status_of(conn: &mut Conn, id: i64) -> (RunStatus, Option<String>, Option<String>, i64) {
+        sqlx::query_as("SELECT status, outcome, waiting_reason, updated_at FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn started_runs_land_field_by_field_and_take_their_events() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let (a, b) = (
+            contact(&mut conn, "a@x.test").await,
+            contact(&mut conn, "b@x.test").await,
+        );
+        sqlx::query("INSERT INTO workflow_sets (hash, files, loaded_at) VALUES ('other-set', '[]', 1)")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        run(&mut conn, "warm-up", a).await;
+        let e1 = insert_event(&mut conn, EventKind::Replied, b, &json!({}), 5)
+            .await
+            .unwrap();
+        let e2 = insert_event(&mut conn, EventKind::Replied, a, &json!({}), 5)
+            .await
+            .unwrap();
+        let (c1, c2) = (json!({ "kind": "replied", "n": 1 }), json!({ "n": 2 }));
+        let new = [
+            NewRun {
+                workflow: "first",
+                set_hash: SET,
+                contact_id: b,
+                event_id: e1,
+                status: RunStatus::Ready,
+                context: &c1,
+                start_stage: "intent",
+            },
+            NewRun {
+                workflow: "second",
+                set_hash: "other-set",
+                contact_id: a,
+                event_id: e2,
+                status: RunStatus::Waiting,
+                context: &c2,
+                start_stage: "sample",
+            },
+        ];
+        let started = start_runs(&mut conn, &new, &[e1, e2], 70).await.unwrap();
+        assert_eq!(started, vec![(2, "first".into(), e1), (3, "second".into(), e2)]);
+        type Row = (
+            String,
+            String,
+            i64,
+            i64,
+            RunStatus,
+            String,
+            Option<String>,
+            i64,
+            i64,
+            i64,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT workflow, set_hash, contact_id, event_id, status, context, start_stage, started_at, updated_at,
+                    next_step
+             FROM runs WHERE id > 1 ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    "first".into(),
+                    SET.into(),
+                    b,
+                    e1,
+                    RunStatus::Ready,
+                    c1.to_string(),
+                    Some("intent".into()),
+                    70,
+                    70,
+                    0
+                ),
+                (
+                    "second".into(),
+                    "other-set".into(),
+                    a,
+                    e2,
+                    RunStatus::Waiting,
+                    c2.to_string(),
+                    Some("sample".into()),
+                    70,
+                    70,
+                    0
+                ),
+            ]
+        );
+        let unprocessed: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE id IN (?, ?) AND processed_at = 70")
+                .bind(e1)
+                .bind(e2)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(unprocessed, 2);
+        // A workflow that already ran for an event is left out.
+        assert!(start_runs(&mut conn, &new[..1], &[e1], 80).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn ended_runs_take_each_their_status_and_outcome() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let (r1, r2) = (run(&mut conn, "w1", c).await, run(&mut conn, "w2", c).await);
+        let ended = [
+            (r1, RunStatus::Cancelled, "trigger gone".to_string()),
+            (r2, RunStatus::Failed, "boom".into()),
+        ];
+        end_runs(&mut conn, &ended, 90).await.unwrap();
+        assert_eq!(
+            status_of(&mut conn, r1).await,
+            (RunStatus::Cancelled, Some("trigger gone".into()), None, 90)
+        );
+        assert_eq!(
+            status_of(&mut conn, r2).await,
+            (RunStatus::Failed, Some("boom".into()), None, 90)
+        );
+    }
+
+    #[tokio::test]
+    async fn deferred_runs_wait_with_their_reason_and_timer_and_wake_ready() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let (r1, r2) = (run(&mut conn, "w1", c).await, run(&mut conn, "w2", c).await);
+        let deferred = [
+            DeferredRun {
+                run_id: r1,
+                step: 0,
+                until: 1_000,
+                reason: "window closed".into(),
+            },
+            DeferredRun {
+                run_id: r2,
+                step: 0,
+                until: 2_000,
+                reason: "capped".into(),
+            },
+        ];
+        defer_runs(&mut conn, &deferred, 50).await.unwrap();
+        assert_eq!(
+            status_of(&mut conn, r1).await,
+            (RunStatus::Waiting, None, Some("window closed".into()), 50)
+        );
+        assert_eq!(
+            status_of(&mut conn, r2).await,
+            (RunStatus::Waiting, None, Some("capped".into()), 50)
+        );
+        let timers: Vec<(i64, crate::store::TimerKind, Option<i64>)> =
+            sqlx::query_as("SELECT due_at, kind, run_id FROM timers ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            timers,
+            vec![
+                (1_000, crate::store::TimerKind::ResumeRun, Some(r1)),
+                (2_000, crate::store::TimerKind::ResumeRun, Some(r2))
+            ]
+        );
+        // No longer ready: a second deferral fails whole.
+        assert!(defer_runs(&mut conn, &deferred[..1], 60).await.is_err());
+
+        wake_runs(&mut conn, &[r1], 70).await.unwrap();
+        assert_eq!(status_of(&mut conn, r1).await.0, RunStatus::Ready);
+        assert_eq!(status_of(&mut conn, r2).await.0, RunStatus::Waiting);
+    }
+
+    #[tokio::test]
+    async fn every_run_status_reads_back_as_written() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let r = run(&mut conn, "w", c).await;
+        for &status in RunStatus::ALL {
+            end_runs(&mut conn, &[(r, status, String::new())], 1).await.unwrap();
+            let text: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = ?")
+                .bind(r)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(text, status.as_str());
+            assert_eq!(load_run(&mut conn, r).await.unwrap().unwrap().status, status);
+        }
+    }
+}

@@ -212,3 +212,103 @@ pub async fn withdraw_consent(conn: &mut Conn, contact_id: i64, now: i64) -> any
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::TestStore;
+
+    const RULES: SuppressionRules = SuppressionRules {
+        hard_bounces: 1,
+        soft_bounces: 2,
+        complaints: 1,
+    };
+
+    fn bounce(kind: BounceKind) -> Bounce<'static> {
+        Bounce {
+            address: " Ann@X.test ",
+            channel: "email",
+            kind,
+            detail: "550 no such user",
+            outbox_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn bounces_suppress_an_address_once_their_count_reaches_the_rule() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        assert!(
+            !record_bounce(&mut conn, &bounce(BounceKind::Soft), RULES, 1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            record_bounce(&mut conn, &bounce(BounceKind::Soft), RULES, 2)
+                .await
+                .unwrap()
+        );
+        let kinds: Vec<(String, BounceKind)> = sqlx::query_as("SELECT address, kind FROM bounces")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(kinds, vec![("ann@x.test".into(), BounceKind::Soft); 2]);
+        let listed = list_suppressions(&mut conn).await.unwrap();
+        let got: Vec<(&str, &str, SuppressionReason, &str)> = listed
+            .iter()
+            .map(|s| (s.address.as_str(), s.channel.as_str(), s.reason, s.detail.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [(
+                "ann@x.test",
+                "*",
+                SuppressionReason::SoftBounce,
+                "2 soft bounce(s); last: 550 no such user"
+            )]
+        );
+        assert_eq!(
+            suppression_reason(&mut conn, "ANN@x.test", "sms").await.unwrap(),
+            Some(SuppressionReason::SoftBounce)
+        );
+        let reasons = suppression_reasons(&mut conn, &["ann@x.test".into(), "bob@x.test".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            reasons,
+            [("ann@x.test".to_string(), vec![SuppressionReason::SoftBounce])].into()
+        );
+        assert!(unsuppress(&mut conn, "ann@x.test", "*").await.unwrap());
+        assert_eq!(
+            suppression_reason(&mut conn, "ann@x.test", "email").await.unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn every_reason_and_bounce_kind_is_one_the_database_accepts() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        for (i, &reason) in SuppressionReason::ALL.iter().enumerate() {
+            suppress(&mut conn, &format!("{i}@x.test"), "email", reason, "", 1)
+                .await
+                .unwrap();
+        }
+        let reasons: Vec<SuppressionReason> = list_suppressions(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.reason)
+            .collect();
+        assert_eq!(reasons, SuppressionReason::ALL);
+        for &kind in BounceKind::ALL {
+            let rules = SuppressionRules {
+                hard_bounces: 0,
+                soft_bounces: 0,
+                complaints: 0,
+            };
+            record_bounce(&mut conn, &bounce(kind), rules, 1).await.unwrap();
+            assert_eq!(BounceKind::parse(kind.as_str()), Some(kind));
+        }
+    }
+}

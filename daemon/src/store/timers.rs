@@ -91,3 +91,51 @@ pub async fn next_timer_due(conn: &mut Conn) -> anyhow::Result<Option<i64>> {
             .await?,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{TestStore, contact, run};
+
+    #[tokio::test]
+    async fn run_timers_land_field_by_field_and_fire_once() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let (r1, r2) = (run(&mut conn, "w1", c).await, run(&mut conn, "w2", c).await);
+        let timers = [
+            RunTimer {
+                run_id: r2,
+                due_at: 300,
+            },
+            RunTimer {
+                run_id: r1,
+                due_at: 100,
+            },
+        ];
+        insert_run_timers(&mut conn, &timers).await.unwrap();
+        insert_timer(&mut conn, 200, TimerKind::FollowUpDue, None, Some(c))
+            .await
+            .unwrap();
+        let due = due_timers(&mut conn, 250, 10).await.unwrap();
+        let due: Vec<(i64, TimerKind, Option<i64>, Option<i64>)> =
+            due.iter().map(|t| (t.due_at, t.kind, t.run_id, t.contact_id)).collect();
+        assert_eq!(
+            due,
+            vec![
+                (100, TimerKind::ResumeRun, Some(r1), None),
+                (200, TimerKind::FollowUpDue, None, Some(c))
+            ]
+        );
+        assert_eq!(next_timer_due(&mut conn).await.unwrap(), Some(100));
+        let ids: Vec<i64> = due_timers(&mut conn, 1_000, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(mark_timers_fired(&mut conn, &ids, 5).await.unwrap().len(), 3);
+        assert!(mark_timers_fired(&mut conn, &ids, 6).await.unwrap().is_empty());
+        assert_eq!(next_timer_due(&mut conn).await.unwrap(), None);
+    }
+}

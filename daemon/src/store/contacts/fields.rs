@@ -139,3 +139,95 @@ pub async fn set_next_follow_up(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{TestStore, contact};
+    use crate::store::{contact_by_id, history_of};
+
+    #[tokio::test]
+    async fn tags_land_on_the_contact_they_are_keyed_by() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let (a, b) = (
+            contact(&mut conn, "a@x.test").await,
+            contact(&mut conn, "b@x.test").await,
+        );
+        let tags: std::collections::BTreeMap<i64, Vec<String>> =
+            [(a, vec!["x".to_string()]), (b, vec!["y".to_string(), "z".to_string()])].into();
+        set_tags(&mut conn, &tags, 9).await.unwrap();
+        for (id, want) in [(a, vec!["x"]), (b, vec!["y", "z"])] {
+            let c = contact_by_id(&mut conn, id).await.unwrap().unwrap();
+            assert_eq!(
+                (c.tags.0, c.updated_at),
+                (want.iter().map(|t| t.to_string()).collect(), 9)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_next_follow_up_keeps_a_timer() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        set_next_follow_up(&mut conn, c, Some(100), Some("call"), 5)
+            .await
+            .unwrap();
+        set_next_follow_up(&mut conn, c, Some(200), Some("visit"), 6)
+            .await
+            .unwrap();
+        let contact = contact_by_id(&mut conn, c).await.unwrap().unwrap();
+        assert_eq!(
+            (contact.next_follow_up_at, contact.next_goal.as_deref()),
+            (Some(200), Some("visit"))
+        );
+        let timers: Vec<(i64, TimerKind, Option<i64>, Option<i64>)> =
+            sqlx::query_as("SELECT due_at, kind, contact_id, fired_at FROM timers ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            timers,
+            vec![
+                (100, TimerKind::FollowUpDue, Some(c), Some(6)),
+                (200, TimerKind::FollowUpDue, Some(c), None)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_classification_set_on_someones_behalf_is_kept_in_the_history() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let id = contact(&mut conn, "a@x.test").await;
+        let c = contact_by_id(&mut conn, id).await.unwrap().unwrap();
+        set_classification_by(&mut conn, &c, Classification::ValueTier, "high", "workflow:w", 7)
+            .await
+            .unwrap();
+        assert!(
+            set_classification(&mut conn, id, Classification::IntentGrade, "Z", 8)
+                .await
+                .is_err()
+        );
+        set_owner(&mut conn, &c, "rep@x.test", "admin", 9).await.unwrap();
+        let c = contact_by_id(&mut conn, id).await.unwrap().unwrap();
+        assert_eq!(
+            (c.value_tier.as_deref(), c.owner.as_str()),
+            (Some("high"), "rep@x.test")
+        );
+        let history: Vec<(String, Option<String>, String)> = history_of(&mut conn, id, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.field, h.to_value, h.changed_by))
+            .collect();
+        assert_eq!(
+            history,
+            vec![
+                ("owner".into(), Some("rep@x.test".into()), "admin".into()),
+                ("value_tier".into(), Some("high".into()), "workflow:w".into())
+            ]
+        );
+    }
+}

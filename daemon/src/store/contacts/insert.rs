@@ -244,3 +244,160 @@ async fn known_contacts<'a>(
     .await?;
     Ok(serde_json::from_str(known.as_deref().unwrap_or("[]"))?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::contact_by_id;
+    use crate::store::testing::TestStore;
+
+    fn named(name: &str, email: Option<&str>, phone: Option<&str>) -> NewContact {
+        NewContact {
+            name: name.into(),
+            email: email.map(Into::into),
+            phone: phone.map(Into::into),
+            ..NewContact::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_contact_lands_field_by_field_with_its_event() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let new = NewContact {
+            name: " Ann\tLee ".into(),
+            company: "Acme".into(),
+            email: Some("ann@x.test".into()),
+            phone: Some("+861".into()),
+            owner: "rep@x.test".into(),
+            stage: Some("intent".into()),
+            intent_grade: Some("B".into()),
+            value_tier: Some("high".into()),
+            tags: vec!["vip".into()],
+            source: "fair".into(),
+            time_zone: Some("Asia/Shanghai".into()),
+            locale: Some("zh".into()),
+            consent: Some("granted".into()),
+        };
+        let id = insert_contact(&mut conn, &new, 44).await.unwrap();
+        let c = contact_by_id(&mut conn, id).await.unwrap().unwrap();
+        let got = (
+            c.name.as_str(),
+            c.company.as_str(),
+            c.email.as_deref(),
+            c.phone.as_deref(),
+            c.owner.as_str(),
+            c.stage.as_str(),
+            c.intent_grade.as_deref(),
+            c.value_tier.as_deref(),
+            (
+                c.tags.0.clone(),
+                c.source.as_str(),
+                c.time_zone.as_str(),
+                c.locale.as_str(),
+                c.consent.as_str(),
+                (c.created_at, c.updated_at),
+            ),
+        );
+        assert_eq!(
+            got,
+            (
+                "Ann Lee",
+                "Acme",
+                Some("ann@x.test"),
+                Some("+861"),
+                "rep@x.test",
+                "intent",
+                Some("B"),
+                Some("high"),
+                (
+                    vec!["vip".to_string()],
+                    "fair",
+                    "Asia/Shanghai",
+                    "zh",
+                    "granted",
+                    (44, 44)
+                )
+            )
+        );
+        let events: Vec<(crate::store::EventKind, i64, String, i64)> =
+            sqlx::query_as("SELECT kind, contact_id, payload, occurred_at FROM events")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            events,
+            vec![(crate::store::EventKind::ContactCreated, id, "{}".into(), 44)]
+        );
+        let e = insert_contact(&mut conn, &named("Again", Some("ann@x.test"), None), 45)
+            .await
+            .unwrap_err();
+        assert!(e.downcast_ref::<Invalid>().is_some(), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_adds_only_contacts_not_known_by_email_phone_or_name() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        for known in [
+            named("Known", Some("known@x.test"), None),
+            named("Phone", None, Some("+1")),
+            named("Nobody", None, None),
+        ] {
+            insert_contact(&mut conn, &known, 1).await.unwrap();
+        }
+        let rows = vec![
+            (named("Known again", Some("known@x.test"), None), Ok(())),
+            (named("Phone again", None, Some("+1")), Ok(())),
+            (named("Nobody", None, None), Ok(())),
+            (named("Fresh", Some("fresh@x.test"), Some("+2")), Ok(())),
+            (named("Fresh twice", Some("fresh@x.test"), None), Ok(())),
+            (named("Bad", Some("bad@x.test"), None), Err(Invalid("bad row".into()))),
+            (named("Only phone", None, Some("+3")), Ok(())),
+        ];
+        let added = insert_new_contacts(&mut conn, &rows, 2).await.unwrap();
+        assert_eq!(
+            added,
+            vec![
+                Ok(false),
+                Ok(false),
+                Ok(false),
+                Ok(true),
+                Ok(false),
+                Err("bad row".into()),
+                Ok(true)
+            ]
+        );
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM contacts WHERE created_at = 2 ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(names, ["Fresh", "Only phone"]);
+    }
+
+    #[tokio::test]
+    async fn known_contacts_are_found_by_each_key_in_its_column() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let mut stored = named("Ann", Some("ann@x.test"), None);
+        stored.company = "Acme".into();
+        insert_contact(&mut conn, &stored, 1).await.unwrap();
+        let mut by_name = named("Bob", None, None);
+        by_name.company = "Bolt".into();
+        insert_contact(&mut conn, &by_name, 1).await.unwrap();
+        insert_contact(&mut conn, &named("Cy", None, Some("+9")), 1)
+            .await
+            .unwrap();
+        let mut swapped = named("Bolt", None, None);
+        swapped.company = "Bob".into();
+        let asked = [
+            named("x", Some("ann@x.test"), None),
+            named("x", None, Some("+9")),
+            by_name.clone(),
+            swapped,
+            named("x", Some("+9"), None),
+            named("x", None, Some("ann@x.test")),
+        ];
+        assert_eq!(known_contacts(&mut conn, asked.iter()).await.unwrap(), [0, 1, 2]);
+    }
+}

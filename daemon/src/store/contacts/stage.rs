@@ -236,3 +236,122 @@ async fn contacts_by_email<'c>(
     written.wrote_events(inserted.events);
     Ok(contacts)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::testing::{TestStore, contact};
+
+    fn by_email(email: &str, stage: &str) -> StageByEmail {
+        StageByEmail {
+            email: email.into(),
+            name: String::new(),
+            company: "Co".into(),
+            stage: stage.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn stage_changes_by_email_create_move_and_record_each_in_its_column() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let known = contact(&mut conn, "known@x.test").await;
+        let first_event = crate::store::last_event_id(&mut conn).await.unwrap() + 1;
+        let changes = [
+            by_email("new@x.test", "intent"),
+            by_email("known@x.test", "lead"),
+            by_email("new@x.test", "sample"),
+            by_email("known@x.test", "inquiry"),
+        ];
+        let written = stage_changes_by_email(&mut conn, &changes, "crm", 50).await.unwrap();
+        let new: i64 = sqlx::query_scalar("SELECT id FROM contacts WHERE email = 'new@x.test'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        // known@ is at lead already: its first change writes no event.
+        assert_eq!(
+            written.done.iter().map(|d| d.0).collect::<Vec<_>>(),
+            [new, known, new, known]
+        );
+        assert_eq!(written.done[1].1, None);
+        let events: Vec<(i64, EventKind, i64, serde_json::Value)> =
+            sqlx::query_as("SELECT id, kind, contact_id, json(payload) FROM events WHERE id >= ? ORDER BY id")
+                .bind(first_event)
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(id, kind, contact_id, payload): (i64, EventKind, i64, String)| {
+                    (id, kind, contact_id, serde_json::from_str(&payload).unwrap())
+                })
+                .collect();
+        let moved = |from: &str, to: &str| json!({ "from": from, "to": to, "by": "crm" });
+        let summary: Vec<_> = events.iter().map(|(_, k, c, p)| (*k, *c, p.clone())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (EventKind::ContactCreated, new, json!({})),
+                (EventKind::StageChanged, new, moved("lead", "intent")),
+                (EventKind::StageChanged, new, moved("intent", "sample")),
+                (EventKind::StageChanged, known, moved("lead", "inquiry")),
+            ]
+        );
+        assert_eq!(written.events, Some(events[0].0..=events[3].0));
+        assert_eq!(written.done[0].1, Some(events[1].0));
+        assert_eq!(written.done[2].1, Some(events[2].0));
+        assert_eq!(written.done[3].1, Some(events[3].0));
+        let contacts: Vec<(String, String, String, String)> =
+            sqlx::query_as("SELECT email, name, company, stage FROM contacts ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            contacts,
+            vec![
+                ("known@x.test".into(), "known".into(), String::new(), "inquiry".into()),
+                ("new@x.test".into(), "new@x.test".into(), "Co".into(), "sample".into()),
+            ]
+        );
+        type HistoryRow = (i64, String, Option<String>, Option<String>, String, i64);
+        let history: Vec<HistoryRow> = sqlx::query_as(
+            "SELECT contact_id, field, from_value, to_value, changed_by, at FROM contact_history ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let change = |c: i64, from: &str, to: &str| {
+            (
+                c,
+                "stage".to_string(),
+                Some(from.into()),
+                Some(to.into()),
+                "crm".to_string(),
+                50,
+            )
+        };
+        assert_eq!(
+            history,
+            vec![
+                change(new, "lead", "intent"),
+                change(new, "intent", "sample"),
+                change(known, "lead", "inquiry")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_stage_refuses_the_whole_batch() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let changes = [by_email("a@x.test", "intent"), by_email("b@x.test", "won-ish")];
+        let e = stage_changes_by_email(&mut conn, &changes, "crm", 1).await.unwrap_err();
+        assert!(e.downcast_ref::<crate::store::Invalid>().is_some(), "{e:#}");
+        let contacts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contacts")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(contacts, 0);
+    }
+}
