@@ -723,7 +723,7 @@ pub async fn outbox_list(config: &Config, statuses: &[String], limit: i64, as_js
             r.id, r.status, r.channel, r.category, r.recipient, r.attempts, r.message_id
         );
         if let Some(error) = &r.last_error {
-            let when = if r.status == "pending" {
+            let when = if r.status == store::OutboxStatus::Pending {
                 format!(" (next try {})", display_ms(r.next_attempt_at))
             } else {
                 String::new()
@@ -770,7 +770,15 @@ pub async fn suppress(config: &Config, action: SuppressAction<'_>) -> anyhow::Re
             channel,
             detail,
         } => {
-            let added = store::suppress(&mut tx, address, channel, "manual", detail, clock.now_ms()).await?;
+            let added = store::suppress(
+                &mut tx,
+                address,
+                channel,
+                store::SuppressionReason::Manual,
+                detail,
+                clock.now_ms(),
+            )
+            .await?;
             tx.commit().await?;
             println!(
                 "{address} {}",
@@ -913,7 +921,7 @@ pub async fn segment_run(config: &Config, workflow: &str, follow: bool) -> anyho
             }
             last = line;
         }
-        if pass.status == "done" {
+        if pass.status == store::EnrolmentStatus::Done {
             if terminal {
                 println!();
             }

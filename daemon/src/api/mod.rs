@@ -26,7 +26,7 @@ use crate::engine::Engine;
 use crate::insight::{self, NewOrder, OrderOutcome};
 use crate::store::{
     self, BounceKind, Contact, Engagement, GroupCommit, Invalid, NewContact, NewFollowUp, StageIntake, Store,
-    SuppressionRules,
+    SuppressionReason, SuppressionRules,
 };
 use crate::tracking;
 use crate::unsubscribe::Unsubscribe;
@@ -507,7 +507,15 @@ async fn unsubscribe_one_click(State(s): State<AppState>, Path(token): Path<Stri
     };
     let addresses = [&contact.email, &contact.phone].into_iter().flatten();
     for address in addresses.filter(|a| !a.trim().is_empty()) {
-        store::suppress(&mut tx, address, "*", "unsubscribed", "one-click unsubscribe", now).await?;
+        store::suppress(
+            &mut tx,
+            address,
+            "*",
+            SuppressionReason::Unsubscribed,
+            "one-click unsubscribe",
+            now,
+        )
+        .await?;
     }
     store::withdraw_consent(&mut tx, contact.id, now).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
@@ -700,7 +708,7 @@ async fn add_suppression(State(s): State<AppState>, JsonObject(body): JsonObject
         &mut tx,
         &input.address,
         &input.channel,
-        "manual",
+        SuppressionReason::Manual,
         &input.detail,
         s.clock.now_ms(),
     )

@@ -519,7 +519,7 @@ impl Delivery {
                 attempt,
                 retry_at = %crate::clock::display_ms(at),
                 "{}: {}",
-                outcome.name(),
+                outcome.recorded_as(),
                 outcome.detail()
             ),
             (_, Next::Dead) => warn!(
@@ -533,7 +533,7 @@ impl Delivery {
                 message_id = %row.message_id,
                 "outcome unknown, held for an operator (`nudge outbox retry|drop`): {d}"
             ),
-            (_, _) => warn!(outbox_id = row.id, to = %row.recipient, "{}: {}", outcome.name(), outcome.detail()),
+            (_, _) => warn!(outbox_id = row.id, to = %row.recipient, "{}: {}", outcome.recorded_as(), outcome.detail()),
         }
     }
 }

@@ -19,7 +19,7 @@ use super::steps::NextMove;
 use super::{Contacts, Engine};
 use crate::admission::SteppedRuns;
 use crate::plugins::PluginError;
-use crate::store::{self, OutboxRow, Run};
+use crate::store::{self, OutboxRow, Run, RunStatus};
 use crate::workflow::Workflow;
 
 /// Runs advanced by one step each per transaction.
@@ -323,7 +323,7 @@ async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::
     let errors = store::count_step_error(conn, run_id).await?;
     let template = error.downcast_ref::<CannotRender>().is_some();
     match store::load_run(conn, run_id).await? {
-        Some(run) if run.status == "ready" && (template || errors < MAX_STEP_ERRORS) => {
+        Some(run) if run.status == RunStatus::Ready && (template || errors < MAX_STEP_ERRORS) => {
             let delay = (30_000i64 << (errors - 1).clamp(0, 7)).min(3_600_000);
             let reason = if template {
                 format!(
@@ -345,8 +345,8 @@ async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::
             store::defer_runs(conn, &[deferred], now).await?;
             warn!(run_id, "step failed, retried in {} s: {error:#}", delay / 1000);
         }
-        Some(run) if run.status == "ready" => {
-            store::end_runs(conn, &[(run_id, "failed", format!("{error:#}"))], now).await?;
+        Some(run) if run.status == RunStatus::Ready => {
+            store::end_runs(conn, &[(run_id, RunStatus::Failed, format!("{error:#}"))], now).await?;
             warn!(run_id, "run failed after {errors} errors: {error:#}");
         }
         _ => {}

@@ -6,17 +6,17 @@
 use std::collections::BTreeMap;
 
 use crate::admission::SteppedRuns;
-use crate::store::{self, DeferredRun, FinishedStep, NewOutboxRow, OutboxRow};
+use crate::store::{self, DeferredRun, FinishedStep, NewOutboxRow, OutboxRow, RunStatus, RunTimer};
 
 #[derive(Default)]
 pub struct Effects {
     pub finished: Vec<FinishedStep>,
     /// (run id, status, outcome)
-    pub ended: Vec<(i64, &'static str, String)>,
+    pub ended: Vec<(i64, RunStatus, String)>,
     pub deferred: Vec<DeferredRun>,
     pub outbox: Vec<NewOutboxRow>,
-    /// Timers that resume runs: (run id, due at).
-    pub timers: Vec<(i64, i64)>,
+    /// Timers that resume runs.
+    pub timers: Vec<RunTimer>,
     /// Contacts' tags as the batch's steps left them.
     pub tags: BTreeMap<i64, Vec<String>>,
     /// For admission control, what the flushes so far did (the caller takes it
@@ -37,7 +37,7 @@ impl Effects {
             self.stepped.sending.extend(runs);
             self.queued.extend(queued);
         }
-        let next_now = self.finished.iter().filter(|f| f.status == "ready");
+        let next_now = self.finished.iter().filter(|f| f.status == RunStatus::Ready);
         self.stepped.continuing.extend(next_now.map(|f| f.run_id));
         store::insert_run_timers(conn, &self.timers).await?;
         store::defer_runs(conn, &self.deferred, now).await?;

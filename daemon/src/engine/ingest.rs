@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::batch::Undo;
 use super::{BATCH, Contacts, Engine, triggers};
-use crate::store::{self, Contact, Run};
+use crate::store::{self, Contact, Run, RunStatus, RunTimer};
 use crate::workflow::{Workflow, WorkflowSet};
 
 /// The time a stage-change group may spend rendering its runs' first steps
@@ -123,7 +123,11 @@ impl Engine {
                 set_hash: &set.hash,
                 contact_id: contact.id,
                 event_id: event.id,
-                status: if *start <= now { "ready" } else { "waiting" },
+                status: if *start <= now {
+                    RunStatus::Ready
+                } else {
+                    RunStatus::Waiting
+                },
                 context,
                 start_stage: &contact.stage,
             })
@@ -141,7 +145,10 @@ impl Engine {
             let i = start_of[&(workflow.as_str(), *event_id)];
             let (_, _, contact, start) = starts[i];
             if start > now {
-                timers.push((*run_id, start));
+                timers.push(RunTimer {
+                    run_id: *run_id,
+                    due_at: start,
+                });
             } else {
                 ready.push(started_ready(
                     *run_id,
@@ -214,7 +221,7 @@ fn started_ready(
         set_hash: set_hash.to_string(),
         contact_id: contact.id,
         event_id,
-        status: "ready".into(),
+        status: RunStatus::Ready,
         next_step: 0,
         context: sqlx::types::Json(context.clone()),
         started_at: now,

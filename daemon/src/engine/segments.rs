@@ -10,7 +10,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::Engine;
-use crate::store::{self, ContactRow};
+use crate::store::{self, ContactRow, EnrolmentStatus};
 use crate::workflow::{Trigger, Workflow, next_segment_due};
 
 /// Contacts looked at per transaction in a segment pass.
@@ -44,7 +44,7 @@ impl Engine {
         let mut scanned = 0;
         for mut pass in passes {
             let slice = std::time::Instant::now();
-            while pass.status == "running" && slice.elapsed() < SEGMENT_SLICE {
+            while pass.status == EnrolmentStatus::Running && slice.elapsed() < SEGMENT_SLICE {
                 scanned += self.enrol_batch(&mut pass).await?;
             }
         }
@@ -63,7 +63,7 @@ impl Engine {
             warn!(workflow = %pass.workflow, "not an enabled segment workflow: pass closed");
             store::advance_enrolment(&mut tx, pass.id, pass.cursor, 0, 0, true, now).await?;
             tx.commit().await?;
-            pass.status = "done".into();
+            pass.status = EnrolmentStatus::Done;
             return Ok(0);
         };
         let enrolled_before = match (contacts.first(), contacts.last()) {
@@ -84,7 +84,7 @@ impl Engine {
         pass.cursor = cursor;
         pass.enrolled += enrolled;
         if done {
-            pass.status = "done".into();
+            pass.status = EnrolmentStatus::Done;
             info!(workflow = %workflow.name, enrolled = pass.enrolled, "segment pass done");
         }
         Ok(contacts.len())

@@ -6,7 +6,7 @@
 use tracing::warn;
 
 use super::{BATCH, Engine};
-use crate::store;
+use crate::store::{self, TimerKind};
 
 impl Engine {
     /// Fires up to a batch of due timers in one transaction; returns how many were due.
@@ -29,10 +29,13 @@ impl Engine {
         let mut wake = Vec::new();
         let mut overdue = Vec::new();
         for timer in timers.iter().filter(|t| fired.contains(&t.id)) {
-            match (timer.kind.as_str(), timer.run_id, timer.contact_id) {
-                ("resume_run", Some(run_id), _) => wake.push(run_id),
+            match (timer.kind, timer.run_id, timer.contact_id) {
+                (TimerKind::ResumeRun, Some(run_id), _) => wake.push(run_id),
                 // The event is left out if a newer follow-up moved the date (a stale timer).
-                ("follow_up_due", _, Some(contact_id)) => overdue.push((contact_id, timer.due_at)),
+                (TimerKind::FollowUpDue, _, Some(contact_id)) => overdue.push(store::OverdueFollowUp {
+                    contact_id,
+                    due_at: timer.due_at,
+                }),
                 (kind, ..) => warn!(timer_id = timer.id, "timer of kind {kind} has nothing to act on"),
             }
         }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use crate::store::{self, Conn, Contact, Event, Run};
+use crate::store::{self, Conn, Contact, Event, EventKind, Run, RunStart, SuppressionReason};
 use crate::workflow::{ExitOn, Trigger, Workflow, add_span};
 
 /// Whether `workflow`'s trigger matches `event` (the `when` condition is checked separately).
@@ -16,22 +16,22 @@ pub fn matches(trigger: &Trigger, event: &Event) -> bool {
         from.as_deref().is_none_or(|f| field("from") == Some(f)) && to.as_deref().is_none_or(|t| field("to") == Some(t))
     };
     match trigger {
-        Trigger::ContactCreated => event.kind == "contact_created",
-        Trigger::FollowUpLogged => event.kind == "follow_up_logged",
-        Trigger::FollowUpOverdue { .. } => event.kind == "follow_up_overdue",
-        Trigger::InquiryReceived { .. } => event.kind == "inquiry_received",
+        Trigger::ContactCreated => event.kind == EventKind::ContactCreated,
+        Trigger::FollowUpLogged => event.kind == EventKind::FollowUpLogged,
+        Trigger::FollowUpOverdue { .. } => event.kind == EventKind::FollowUpOverdue,
+        Trigger::InquiryReceived { .. } => event.kind == EventKind::InquiryReceived,
         // Segment runs come from a pass over all contacts, not from one event.
         Trigger::Segment { .. } => false,
         Trigger::StageChanged { from, to } => {
-            event.kind == "stage_changed"
+            event.kind == EventKind::StageChanged
                 && from.as_deref().is_none_or(|f| field("from") == Some(f))
                 && to.as_deref().is_none_or(|t| field("to") == Some(t))
         }
-        Trigger::TierChanged { from, to } => event.kind == "tier_changed" && from_to(from, to),
-        Trigger::RfmChanged { from, to } => event.kind == "rfm_changed" && from_to(from, to),
-        Trigger::BecameDormant => event.kind == "became_dormant",
-        Trigger::BecameActive => event.kind == "became_active",
-        Trigger::FirstOrder => event.kind == "first_order",
+        Trigger::TierChanged { from, to } => event.kind == EventKind::TierChanged && from_to(from, to),
+        Trigger::RfmChanged { from, to } => event.kind == EventKind::RfmChanged && from_to(from, to),
+        Trigger::BecameDormant => event.kind == EventKind::BecameDormant,
+        Trigger::BecameActive => event.kind == EventKind::BecameActive,
+        Trigger::FirstOrder => event.kind == EventKind::FirstOrder,
     }
 }
 
@@ -73,15 +73,20 @@ pub fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) -> i64 {
 #[derive(Default)]
 pub struct ExitFacts {
     /// Suppression reasons by normalised address.
-    suppressed: HashMap<String, Vec<String>>,
+    suppressed: HashMap<String, Vec<SuppressionReason>>,
     /// Kinds of the events that came after each run's own event, by run id.
-    later: HashMap<i64, Vec<String>>,
+    later: HashMap<i64, Vec<EventKind>>,
     /// Inquiries among those the runs wait on that are still unanswered.
     open_inquiries: HashSet<i64>,
 }
 
 /// Events that end a run through the `replied` and `ordered` exit conditions.
-const EXIT_EVENTS: [&str; 4] = ["follow_up_logged", "inquiry_received", "replied", "order_placed"];
+const EXIT_EVENTS: [EventKind; 4] = [
+    EventKind::FollowUpLogged,
+    EventKind::InquiryReceived,
+    EventKind::Replied,
+    EventKind::OrderPlaced,
+];
 
 impl ExitFacts {
     /// Reads the facts for `runs`, each with its workflow and contact, inside the
@@ -96,10 +101,14 @@ impl ExitFacts {
             .flatten()
             .map(|a| store::normalise_address(a))
             .collect();
-        let after: Vec<(i64, i64, i64)> = runs
+        let after: Vec<RunStart> = runs
             .iter()
             .filter(|(w, ..)| exits(w, &[ExitOn::Replied, ExitOn::Ordered]))
-            .map(|(_, r, c)| (r.id, c.id, r.event_id))
+            .map(|(_, r, c)| RunStart {
+                run_id: r.id,
+                contact_id: c.id,
+                event_id: r.event_id,
+            })
             .collect();
         let inquiries: Vec<i64> = runs
             .iter()
@@ -127,26 +136,36 @@ pub fn stop_reason(
     if let Some(reason) = trigger_gone(facts, &workflow.trigger, &run.context.0, contact) {
         return Some(reason.to_string());
     }
-    let suppressed_for = |reasons: &[&str]| {
+    let suppressed_for = |reasons: &[SuppressionReason]| {
         [&contact.email, &contact.phone]
             .into_iter()
             .flatten()
             .filter_map(|a| facts.suppressed.get(&store::normalise_address(a)))
             .flatten()
-            .any(|r| reasons.contains(&r.as_str()))
+            .any(|r| reasons.contains(r))
     };
     let later = facts.later.get(&run.id).map(Vec::as_slice).unwrap_or_default();
-    let happened = |kinds: &[&str]| later.iter().any(|k| kinds.contains(&k.as_str()));
+    let happened = |kinds: &[EventKind]| later.iter().any(|k| kinds.contains(k));
     // The weightiest reason first: an unsubscribe explains more than the stage change it came with.
     let mut exits = workflow.exit.on.clone();
     exits.sort_by_key(|e| ExitOn::MARKETING_DEFAULT.iter().position(|d| d == e));
     for exit in &exits {
         let met = match exit {
             ExitOn::StageChanged => run.start_stage.as_deref().is_some_and(|s| s != contact.stage),
-            ExitOn::Replied => happened(&["follow_up_logged", "inquiry_received", "replied"]),
-            ExitOn::Ordered => happened(&["order_placed"]),
-            ExitOn::Unsubscribed => contact.consent == "withdrawn" || suppressed_for(&["unsubscribed"]),
-            ExitOn::Bounced => suppressed_for(&["hard_bounce", "soft_bounce", "complaint"]),
+            ExitOn::Replied => happened(&[
+                EventKind::FollowUpLogged,
+                EventKind::InquiryReceived,
+                EventKind::Replied,
+            ]),
+            ExitOn::Ordered => happened(&[EventKind::OrderPlaced]),
+            ExitOn::Unsubscribed => {
+                contact.consent == "withdrawn" || suppressed_for(&[SuppressionReason::Unsubscribed])
+            }
+            ExitOn::Bounced => suppressed_for(&[
+                SuppressionReason::HardBounce,
+                SuppressionReason::SoftBounce,
+                SuppressionReason::Complaint,
+            ]),
         };
         if met {
             return Some(format!("exit condition met: {}", exit.name()));

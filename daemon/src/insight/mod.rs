@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::engine::Engine;
-use crate::store::{self, Change, ComputedClassification, Conn, Invalid, NewEvent, OrderRow, Store};
+use crate::store::{self, Change, ComputedClassification, Conn, EventKind, Invalid, NewEvent, OrderRow, Store};
 use crate::workflow::{CLASSIFICATION_FILE, ClassificationRules, WorkflowSet};
 use classify::{CustomerFacts, classify, window_starts};
 
@@ -176,9 +176,9 @@ pub async fn record_order(
 }
 
 /// The `order_placed` event: what the `ordered` exit condition of a run looks for.
-pub fn order_placed(order_id: i64, contact_id: i64) -> NewEvent<'static> {
+pub fn order_placed(order_id: i64, contact_id: i64) -> NewEvent {
     NewEvent {
-        kind: "order_placed",
+        kind: EventKind::OrderPlaced,
         contact_id,
         payload: json!({ "order_id": order_id }),
     }
@@ -338,12 +338,17 @@ pub async fn reclassify_customers(
             }
         };
         if c.customer_since.is_none() {
-            event("first_order", json!({ "date": c.first_order }));
+            event(EventKind::FirstOrder, json!({ "date": c.first_order }));
             changes += 1;
         }
         let fields = [
-            ("value_tier", &c.value_tier, now_class.value_tier, "tier_changed"),
-            ("rfm_grade", &c.rfm_grade, now_class.rfm_grade, "rfm_changed"),
+            (
+                "value_tier",
+                &c.value_tier,
+                now_class.value_tier,
+                EventKind::TierChanged,
+            ),
+            ("rfm_grade", &c.rfm_grade, now_class.rfm_grade, EventKind::RfmChanged),
         ];
         for (field, from, to, kind) in fields {
             if from.as_deref() != Some(to) {
@@ -367,8 +372,8 @@ pub async fn reclassify_customers(
             });
             // Falling dormant starts reactivation; buying again (from dormant or churned) ends it.
             let kind = match (from, now_class.behaviour) {
-                (_, "dormant") => Some("became_dormant"),
-                (Some("dormant" | "churned"), "active") => Some("became_active"),
+                (_, "dormant") => Some(EventKind::BecameDormant),
+                (Some("dormant" | "churned"), "active") => Some(EventKind::BecameActive),
                 _ => None,
             };
             if let Some(kind) = kind {

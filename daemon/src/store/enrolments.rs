@@ -4,7 +4,15 @@
 
 use serde::Serialize;
 
-use super::Conn;
+use super::stored_text::stored_text;
+use super::{Conn, EventKind, RunStatus};
+
+stored_text! {
+    pub enum EnrolmentStatus {
+        Running = "running",
+        Done = "done",
+    }
+}
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Enrolment {
@@ -16,7 +24,7 @@ pub struct Enrolment {
     pub scanned: i64,
     pub enrolled: i64,
     pub total: i64,
-    pub status: String,
+    pub status: EnrolmentStatus,
     pub started_at: i64,
     pub finished_at: Option<i64>,
 }
@@ -53,11 +61,10 @@ pub async fn open_enrolment(
 }
 
 pub async fn running_enrolments(conn: &mut Conn) -> anyhow::Result<Vec<Enrolment>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM enrolments WHERE status = 'running' ORDER BY id")
-            .fetch_all(&mut *conn)
-            .await?,
-    )
+    Ok(sqlx::query_as("SELECT * FROM enrolments WHERE status = ? ORDER BY id")
+        .bind(EnrolmentStatus::Running)
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 pub async fn list_enrolments(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Enrolment>> {
@@ -79,7 +86,7 @@ pub async fn advance_enrolment(
 ) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE enrolments SET cursor = ?, scanned = scanned + ?, enrolled = enrolled + ?,
-                status = CASE WHEN ? THEN 'done' ELSE status END,
+                status = CASE WHEN ? THEN ? ELSE status END,
                 finished_at = CASE WHEN ? THEN ? ELSE finished_at END
          WHERE id = ?",
     )
@@ -87,12 +94,21 @@ pub async fn advance_enrolment(
     .bind(scanned)
     .bind(enrolled)
     .bind(done)
+    .bind(EnrolmentStatus::Done)
     .bind(done)
     .bind(now)
     .bind(id)
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// A run `enrol_contacts` starts.
+#[derive(Serialize)]
+struct EnrolledRun<'a> {
+    contact_id: i64,
+    event_id: i64,
+    start_stage: Option<&'a str>,
 }
 
 /// Enrols contacts in a segment workflow: one `segment_entered` event (already
@@ -112,8 +128,9 @@ pub async fn enrol_contacts(
     let ids: Vec<i64> = contacts.iter().map(|(id, _)| *id).collect();
     let events: Vec<(i64, i64)> = sqlx::query_as(
         "INSERT INTO events (kind, contact_id, payload, occurred_at, processed_at)
-         SELECT 'segment_entered', value, ?, ?, ? FROM json_each(?) RETURNING id, contact_id",
+         SELECT ?, value, ?, ?, ? FROM json_each(?) RETURNING id, contact_id",
     )
+    .bind(EventKind::SegmentEntered)
     .bind(sqlx::types::Json(context))
     .bind(now)
     .bind(now)
@@ -121,18 +138,22 @@ pub async fn enrol_contacts(
     .fetch_all(&mut *conn)
     .await?;
     let stage_of: std::collections::HashMap<i64, &str> = contacts.iter().copied().collect();
-    let rows: Vec<serde_json::Value> = events
+    let rows: Vec<EnrolledRun> = events
         .iter()
-        .map(|(event_id, contact_id)| serde_json::json!([contact_id, event_id, stage_of.get(contact_id)]))
+        .map(|&(event_id, contact_id)| EnrolledRun {
+            contact_id,
+            event_id,
+            start_stage: stage_of.get(&contact_id).copied(),
+        })
         .collect();
     let done = sqlx::query(
         "INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, started_at, updated_at)
-         SELECT ?, ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), 'ready', ?,
-                json_extract(value, '$[2]'), ?, ?
+         SELECT ?, ?, value ->> 'contact_id', value ->> 'event_id', ?, ?, value ->> 'start_stage', ?, ?
          FROM json_each(?)",
     )
     .bind(workflow)
     .bind(set_hash)
+    .bind(RunStatus::Ready)
     .bind(sqlx::types::Json(context))
     .bind(now)
     .bind(now)
@@ -140,4 +161,87 @@ pub async fn enrol_contacts(
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::testing::{SET, TestStore, contact, run};
+
+    #[tokio::test]
+    async fn enrolled_contacts_get_a_processed_event_and_a_ready_run_field_by_field() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        // A run first, so that event, run and contact ids differ.
+        let (a, b) = (
+            contact(&mut conn, "a@x.test").await,
+            contact(&mut conn, "b@x.test").await,
+        );
+        run(&mut conn, "other", a).await;
+        assert!(open_enrolment(&mut conn, "seg", SET, 100, 5).await.unwrap());
+        assert!(!open_enrolment(&mut conn, "seg", SET, 100, 6).await.unwrap());
+        let context = json!({ "kind": "segment", "enrolment": 1 });
+        let created = enrol_contacts(&mut conn, "seg", SET, &[(b, "intent"), (a, "sample")], &context, 40).await;
+        assert_eq!(created.unwrap(), 2);
+        type Row = (
+            String,
+            String,
+            i64,
+            i64,
+            RunStatus,
+            String,
+            Option<String>,
+            i64,
+            EventKind,
+            Option<i64>,
+        );
+        let runs: Vec<Row> = sqlx::query_as(
+            "SELECT r.workflow, r.set_hash, r.contact_id, r.event_id, r.status, r.context, r.start_stage, r.started_at,
+                    e.kind, e.processed_at
+             FROM runs r JOIN events e ON e.id = r.event_id AND e.contact_id = r.contact_id
+             WHERE r.workflow = 'seg' ORDER BY r.id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let row = |contact_id: i64, event_id: i64, stage: &str| {
+            let context = context.to_string();
+            (
+                "seg".to_string(),
+                SET.to_string(),
+                contact_id,
+                event_id,
+                RunStatus::Ready,
+                context,
+                Some(stage.to_string()),
+                40,
+                EventKind::SegmentEntered,
+                Some(40),
+            )
+        };
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs, vec![row(b, runs[0].3, "intent"), row(a, runs[1].3, "sample")]);
+        assert!(runs[0].3 != b && runs[1].3 != a);
+
+        let passes = running_enrolments(&mut conn).await.unwrap();
+        assert_eq!(
+            passes
+                .iter()
+                .map(|p| (p.workflow.as_str(), p.status))
+                .collect::<Vec<_>>(),
+            [("seg", EnrolmentStatus::Running)]
+        );
+        advance_enrolment(&mut conn, passes[0].id, b, 2, 2, true, 50)
+            .await
+            .unwrap();
+        assert!(running_enrolments(&mut conn).await.unwrap().is_empty());
+        let pass = &list_enrolments(&mut conn, 1).await.unwrap()[0];
+        assert_eq!(
+            (pass.status, pass.cursor, pass.scanned, pass.enrolled, pass.finished_at),
+            (EnrolmentStatus::Done, b, 2, 2, Some(50))
+        );
+        assert_eq!(last_enrolment_due(&mut conn, "seg").await.unwrap(), Some(100));
+    }
 }

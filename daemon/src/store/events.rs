@@ -1,11 +1,34 @@
 //! The inbox: every source writes events here; the engine turns them into runs.
 
+use serde::Serialize;
+
 use super::Conn;
+use super::stored_text::stored_text;
+
+stored_text! {
+    /// What happened to a contact: the `kind` of an event, which triggers and
+    /// exit conditions match on.
+    pub enum EventKind {
+        ContactCreated = "contact_created",
+        StageChanged = "stage_changed",
+        FollowUpLogged = "follow_up_logged",
+        FollowUpOverdue = "follow_up_overdue",
+        InquiryReceived = "inquiry_received",
+        Replied = "replied",
+        OrderPlaced = "order_placed",
+        FirstOrder = "first_order",
+        TierChanged = "tier_changed",
+        RfmChanged = "rfm_changed",
+        BecameDormant = "became_dormant",
+        BecameActive = "became_active",
+        SegmentEntered = "segment_entered",
+    }
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Event {
     pub id: i64,
-    pub kind: String,
+    pub kind: EventKind,
     pub contact_id: i64,
     pub payload: sqlx::types::Json<serde_json::Value>,
     pub occurred_at: i64,
@@ -13,7 +36,7 @@ pub struct Event {
 
 pub async fn insert_event(
     conn: &mut Conn,
-    kind: &str,
+    kind: EventKind,
     contact_id: i64,
     payload: &serde_json::Value,
     now: i64,
@@ -30,15 +53,15 @@ pub async fn insert_event(
 }
 
 /// An event for `insert_events`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct NewEvent<'a> {
-    pub kind: &'a str,
+#[derive(Debug, Clone, Serialize)]
+pub struct NewEvent {
+    pub kind: EventKind,
     pub contact_id: i64,
     pub payload: serde_json::Value,
 }
 
 /// Writes events in one statement, in the order given.
-pub async fn insert_events(conn: &mut Conn, events: &[NewEvent<'_>], now: i64) -> anyhow::Result<()> {
+pub async fn insert_events(conn: &mut Conn, events: &[NewEvent], now: i64) -> anyhow::Result<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -90,7 +113,7 @@ pub async fn events_with_contacts(
     .bind(ids.end())
     .fetch_one(&mut *conn)
     .await?;
-    let events: Vec<(i64, String, i64, serde_json::Value, i64)> =
+    let events: Vec<(i64, EventKind, i64, serde_json::Value, i64)> =
         serde_json::from_str(events.as_deref().unwrap_or("[]"))?;
     let mut events: Vec<Event> = events
         .into_iter()
@@ -110,19 +133,27 @@ pub async fn events_with_contacts(
     ))
 }
 
-/// A `follow_up_overdue` event for each fired follow-up timer, each (contact id,
-/// due at), in one statement; a timer the contact's newer follow-up date made
-/// stale is left out.
-pub async fn insert_overdue_events(conn: &mut Conn, due: &[(i64, i64)], now: i64) -> anyhow::Result<()> {
+/// A fired follow-up timer, for `insert_overdue_events`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverdueFollowUp {
+    pub contact_id: i64,
+    pub due_at: i64,
+}
+
+/// A `follow_up_overdue` event for each fired follow-up timer, in one
+/// statement; a timer the contact's newer follow-up date made stale is left out.
+pub async fn insert_overdue_events(conn: &mut Conn, due: &[OverdueFollowUp], now: i64) -> anyhow::Result<()> {
     if due.is_empty() {
         return Ok(());
     }
     sqlx::query(
         "INSERT INTO events (kind, contact_id, payload, occurred_at)
-         SELECT 'follow_up_overdue', c.id, json_object('due_at', j.value ->> 1), ?
-         FROM json_each(?) AS j JOIN contacts c ON c.id = j.value ->> 0 AND c.next_follow_up_at = j.value ->> 1
+         SELECT ?, c.id, json_object('due_at', j.value ->> 'due_at'), ?
+         FROM json_each(?) AS j
+         JOIN contacts c ON c.id = j.value ->> 'contact_id' AND c.next_follow_up_at = j.value ->> 'due_at'
          ORDER BY j.key",
     )
+    .bind(EventKind::FollowUpOverdue)
     .bind(now)
     .bind(serde_json::to_string(due)?)
     .execute(&mut *conn)
@@ -130,21 +161,29 @@ pub async fn insert_overdue_events(conn: &mut Conn, due: &[(i64, i64)], now: i64
     Ok(())
 }
 
-/// For each (run id, contact id, event id), which of `kinds` of events the
-/// contact has after that event (the one that started the run), in one query.
-/// Event ids order what happened without depending on clock resolution.
+/// A run and the event that started it, for `event_kinds_after_runs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunStart {
+    pub run_id: i64,
+    pub contact_id: i64,
+    pub event_id: i64,
+}
+
+/// For each run, which of `kinds` of events its contact has after the event
+/// that started it, in one query. Event ids order what happened without
+/// depending on clock resolution.
 pub async fn event_kinds_after_runs(
     conn: &mut Conn,
-    runs: &[(i64, i64, i64)],
-    kinds: &[&str],
-) -> anyhow::Result<std::collections::HashMap<i64, Vec<String>>> {
-    let mut later: std::collections::HashMap<i64, Vec<String>> = Default::default();
+    runs: &[RunStart],
+    kinds: &[EventKind],
+) -> anyhow::Result<std::collections::HashMap<i64, Vec<EventKind>>> {
+    let mut later: std::collections::HashMap<i64, Vec<EventKind>> = Default::default();
     if runs.is_empty() {
         return Ok(later);
     }
-    let rows: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT DISTINCT r.value ->> 0, e.kind FROM json_each(?) AS r
-         JOIN events e ON e.contact_id = r.value ->> 1 AND e.id > r.value ->> 2
+    let rows: Vec<(i64, EventKind)> = sqlx::query_as(
+        "SELECT DISTINCT r.value ->> 'run_id', e.kind FROM json_each(?) AS r
+         JOIN events e ON e.contact_id = r.value ->> 'contact_id' AND e.id > r.value ->> 'event_id'
          WHERE e.kind IN (SELECT value FROM json_each(?))",
     )
     .bind(serde_json::to_string(runs)?)
@@ -155,4 +194,120 @@ pub async fn event_kinds_after_runs(
         later.entry(run_id).or_default().push(kind);
     }
     Ok(later)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::testing::{TestStore, contact, run};
+
+    type EventRow = (EventKind, i64, String, i64, Option<i64>);
+
+    async fn events(conn: &mut Conn) -> Vec<EventRow> {
+        sqlx::query_as("SELECT kind, contact_id, payload, occurred_at, processed_at FROM events ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_events_lands_field_by_field_in_order() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let (a, b) = (
+            contact(&mut conn, "a@x.test").await,
+            contact(&mut conn, "b@x.test").await,
+        );
+        sqlx::query("DELETE FROM events").execute(&mut *conn).await.unwrap();
+        let batch = [
+            NewEvent {
+                kind: EventKind::OrderPlaced,
+                contact_id: b,
+                payload: json!({ "order_id": 7 }),
+            },
+            NewEvent {
+                kind: EventKind::FirstOrder,
+                contact_id: a,
+                payload: json!({ "date": "2026-01-02" }),
+            },
+        ];
+        insert_events(&mut conn, &batch, 40).await.unwrap();
+        assert_eq!(
+            events(&mut conn).await,
+            vec![
+                (EventKind::OrderPlaced, b, r#"{"order_id":7}"#.into(), 40, None),
+                (EventKind::FirstOrder, a, r#"{"date":"2026-01-02"}"#.into(), 40, None),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_overdue_event_is_written_only_for_the_contacts_current_follow_up() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let (a, b) = (
+            contact(&mut conn, "a@x.test").await,
+            contact(&mut conn, "b@x.test").await,
+        );
+        crate::store::set_next_follow_up(&mut conn, a, Some(500), None, 1)
+            .await
+            .unwrap();
+        crate::store::set_next_follow_up(&mut conn, b, Some(900), None, 1)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM events").execute(&mut *conn).await.unwrap();
+        let due = [
+            OverdueFollowUp {
+                contact_id: a,
+                due_at: 500,
+            },
+            // Stale: b's follow-up moved to 900 since.
+            OverdueFollowUp {
+                contact_id: b,
+                due_at: 700,
+            },
+        ];
+        insert_overdue_events(&mut conn, &due, 60).await.unwrap();
+        assert_eq!(
+            events(&mut conn).await,
+            vec![(EventKind::FollowUpOverdue, a, r#"{"due_at":500}"#.into(), 60, None)]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_kinds_after_a_run_are_those_of_its_contact_after_its_event() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        // Distinct numbers for run, contact and event ids, so no two can stand in for each other.
+        for i in 0..3 {
+            contact(&mut conn, &format!("c{i}@x.test")).await;
+        }
+        let c = contact(&mut conn, "c@x.test").await;
+        let other = contact(&mut conn, "other@x.test").await;
+        let run_id = run(&mut conn, "w", c).await;
+        let (event_id,): (i64,) = sqlx::query_as("SELECT event_id FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert!(run_id != c && c != event_id && run_id != event_id);
+        for (kind, who) in [
+            (EventKind::Replied, c),
+            (EventKind::StageChanged, c),
+            (EventKind::OrderPlaced, other),
+        ] {
+            insert_event(&mut conn, kind, who, &json!({}), 9).await.unwrap();
+        }
+        let runs = [RunStart {
+            run_id,
+            contact_id: c,
+            event_id,
+        }];
+        let later = event_kinds_after_runs(&mut conn, &runs, &[EventKind::Replied, EventKind::OrderPlaced])
+            .await
+            .unwrap();
+        assert_eq!(later, [(run_id, vec![EventKind::Replied])].into());
+    }
 }

@@ -6,6 +6,33 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::Conn;
+use super::stored_text::stored_text;
+
+stored_text! {
+    /// Where an outbox row is: `pending` until an attempt settles it, then sent,
+    /// given up (`failed`, `dead` after its retries), held (`unknown`: it may
+    /// have gone out), `suppressed`, or `dropped` by an operator.
+    pub enum OutboxStatus {
+        Pending = "pending",
+        Sent = "sent",
+        Failed = "failed",
+        Dead = "dead",
+        Unknown = "unknown",
+        Suppressed = "suppressed",
+        Dropped = "dropped",
+    }
+}
+
+stored_text! {
+    /// How an attempt ended, as the record of deliveries keeps it.
+    pub enum AttemptOutcome {
+        Sent = "sent",
+        Transient = "transient",
+        Permanent = "permanent",
+        Unknown = "unknown",
+        Suppressed = "suppressed",
+    }
+}
 
 /// A rendered message as the delivery worker needs it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,6 +137,38 @@ pub struct NewOutboxRow {
     pub variant: Option<String>,
 }
 
+/// A queued row as `queue_and_finish` writes it.
+#[derive(Serialize)]
+struct QueuedRow<'a> {
+    idempotency_key: &'a str,
+    message_id: &'a str,
+    run_id: Option<i64>,
+    contact_id: Option<i64>,
+    channel: &'a str,
+    recipient: &'a str,
+    message: &'a OutboundMessage,
+    category: Category,
+    priority: i64,
+    variant: Option<&'a str>,
+}
+
+impl<'a> From<&'a NewOutboxRow> for QueuedRow<'a> {
+    fn from(r: &'a NewOutboxRow) -> Self {
+        QueuedRow {
+            idempotency_key: &r.idempotency_key,
+            message_id: &r.message_id,
+            run_id: r.run_id,
+            contact_id: r.contact_id,
+            channel: &r.channel,
+            recipient: &r.message.to_address,
+            message: &r.message,
+            category: r.category,
+            priority: r.category.priority(),
+            variant: r.variant.as_deref(),
+        }
+    }
+}
+
 /// Queues messages (a row whose idempotency key is queued already is left
 /// out) and records finished steps, moving their runs on: what a batch of steps
 /// writes under the turn, in one round trip to SQLite's thread. Fails (and the
@@ -124,52 +183,34 @@ pub async fn queue_and_finish(
     if rows.is_empty() && steps.is_empty() {
         return Ok(Vec::new());
     }
-    let values: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            serde_json::json!([
-                r.idempotency_key,
-                r.message_id,
-                r.run_id,
-                r.contact_id,
-                r.channel,
-                r.message.to_address,
-                r.message,
-                r.category.as_str(),
-                r.category.priority(),
-                r.variant,
-            ])
-        })
-        .collect();
-    let finished: Vec<serde_json::Value> = steps
-        .iter()
-        .map(|s| serde_json::json!([s.run_id, s.step, s.status, s.kind, s.detail]))
-        .collect();
+    let payload: Vec<QueuedRow> = rows.iter().map(QueuedRow::from).collect();
     // Three statements, one query; the rows queued and the runs moved come back
     // as rows of one shape, told apart by their first column. `WHERE true` lets
     // SQLite parse the upsert clause after a SELECT.
     let returned: Vec<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
                              category, priority, next_attempt_at, created_at, variant)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value -> 6,
-                value ->> 7, value ->> 8, ?1, ?1, value ->> 9
+         SELECT value ->> 'idempotency_key', value ->> 'message_id', value ->> 'run_id', value ->> 'contact_id',
+                value ->> 'channel', value ->> 'recipient', value -> 'message', value ->> 'category',
+                value ->> 'priority', ?1, ?1, value ->> 'variant'
          FROM json_each(?2) WHERE true ORDER BY key
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING 'queued', id, idempotency_key,
                    (SELECT s.reason FROM suppressions s
                      WHERE s.address = lower(recipient) AND s.channel IN ('*', channel) LIMIT 1);
          INSERT INTO run_steps (run_id, step, kind, detail, finished_at)
-         SELECT value ->> 0, value ->> 1, value ->> 3, value ->> 4, ?1 FROM json_each(?3);
+         SELECT value ->> 'run_id', value ->> 'step', value ->> 'kind', value ->> 'detail', ?1 FROM json_each(?3);
          UPDATE runs SET next_step = runs.next_step + 1, status = j.status, updated_at = ?1, step_errors = 0,
                          waiting_reason = NULL,
                          outcome = CASE WHEN j.status = 'done' THEN 'all steps done' ELSE runs.outcome END
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS step, value ->> 2 AS status FROM json_each(?3)) AS j
+         FROM (SELECT value ->> 'run_id' AS id, value ->> 'step' AS step, value ->> 'status' AS status
+               FROM json_each(?3)) AS j
          WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step
          RETURNING 'moved', runs.id, NULL, NULL",
     )
     .bind(now)
-    .bind(serde_json::to_string(&values)?)
-    .bind(serde_json::to_string(&finished)?)
+    .bind(serde_json::to_string(&payload)?)
+    .bind(serde_json::to_string(steps)?)
     .fetch_all(&mut *conn)
     .await?;
     let mut queued: HashMap<String, (i64, Option<String>)> = HashMap::new();
@@ -188,6 +229,12 @@ pub async fn queue_and_finish(
         steps.len() - moved,
         steps.len()
     );
+    Ok(as_claimed(rows, queued))
+}
+
+/// The rows of `rows` that went in, by idempotency key in `queued` (their ids
+/// and suppressions), as a claim would read them, in id order.
+fn as_claimed(rows: Vec<NewOutboxRow>, mut queued: HashMap<String, (i64, Option<String>)>) -> Vec<OutboxRow> {
     let mut rows: Vec<OutboxRow> = rows
         .into_iter()
         .filter_map(|r| {
@@ -208,7 +255,7 @@ pub async fn queue_and_finish(
         })
         .collect();
     rows.sort_by_key(|r| r.id);
-    Ok(rows)
+    rows
 }
 
 /// Due rows, most urgent category first, leaving out the rows `in_flight` and those of
@@ -266,13 +313,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn name(&self) -> &'static str {
+    /// The outcome as the record of deliveries keeps it.
+    pub fn recorded_as(&self) -> AttemptOutcome {
         match self {
-            Outcome::Sent => "sent",
-            Outcome::Transient(_) | Outcome::SoftBounced(_) => "transient",
-            Outcome::Permanent(_) | Outcome::Bounced(_) => "permanent",
-            Outcome::Unknown(_) => "unknown",
-            Outcome::Suppressed(_) => "suppressed",
+            Outcome::Sent => AttemptOutcome::Sent,
+            Outcome::Transient(_) | Outcome::SoftBounced(_) => AttemptOutcome::Transient,
+            Outcome::Permanent(_) | Outcome::Bounced(_) => AttemptOutcome::Permanent,
+            Outcome::Unknown(_) => AttemptOutcome::Unknown,
+            Outcome::Suppressed(_) => AttemptOutcome::Suppressed,
         }
     }
 
@@ -301,14 +349,14 @@ pub enum Next {
 }
 
 impl Next {
-    fn status(self) -> &'static str {
+    fn status(self) -> OutboxStatus {
         match self {
-            Next::Sent => "sent",
-            Next::RetryAt(_) => "pending",
-            Next::Failed => "failed",
-            Next::Dead => "dead",
-            Next::Unknown => "unknown",
-            Next::Suppressed => "suppressed",
+            Next::Sent => OutboxStatus::Sent,
+            Next::RetryAt(_) => OutboxStatus::Pending,
+            Next::Failed => OutboxStatus::Failed,
+            Next::Dead => OutboxStatus::Dead,
+            Next::Unknown => OutboxStatus::Unknown,
+            Next::Suppressed => OutboxStatus::Suppressed,
         }
     }
 }
@@ -321,40 +369,57 @@ pub struct AttemptRecord<'a> {
     pub next: Next,
 }
 
+/// An attempt as `record_attempts` writes it.
+#[derive(Serialize)]
+struct AttemptRow<'a> {
+    outbox_id: i64,
+    attempt: i64,
+    started_at: i64,
+    outcome: AttemptOutcome,
+    detail: &'a str,
+    status: OutboxStatus,
+    next_at: i64,
+    parts_done: i64,
+}
+
+impl<'a> AttemptRow<'a> {
+    fn new(a: &'a AttemptRecord<'a>, now: i64) -> Self {
+        let attempted = !matches!(a.outcome, Outcome::Suppressed(_));
+        AttemptRow {
+            outbox_id: a.row.id,
+            attempt: a.row.attempts + i64::from(attempted),
+            started_at: a.started_at,
+            outcome: a.outcome.recorded_as(),
+            detail: a.outcome.detail(),
+            status: a.next.status(),
+            next_at: match a.next {
+                Next::RetryAt(at) => at,
+                _ => now,
+            },
+            parts_done: a.row.parts_done,
+        }
+    }
+}
+
 /// Records attempts and the rows' new states, in two statements for the batch.
 pub async fn record_attempts(conn: &mut Conn, attempts: &[AttemptRecord<'_>], now: i64) -> anyhow::Result<()> {
     if attempts.is_empty() {
         return Ok(());
     }
-    let rows: Vec<serde_json::Value> = attempts
-        .iter()
-        .map(|a| {
-            let attempted = !matches!(a.outcome, Outcome::Suppressed(_));
-            let next_at = match a.next {
-                Next::RetryAt(at) => at,
-                _ => now,
-            };
-            serde_json::json!([
-                a.row.id,
-                a.row.attempts + i64::from(attempted),
-                a.started_at,
-                a.outcome.name(),
-                a.outcome.detail(),
-                a.next.status(),
-                next_at,
-                a.row.parts_done,
-            ])
-        })
-        .collect();
+    let rows: Vec<AttemptRow> = attempts.iter().map(|a| AttemptRow::new(a, now)).collect();
     // Both statements in one query: one round trip to SQLite's thread instead of two.
     sqlx::query(
         "INSERT INTO deliveries (outbox_id, attempt, started_at, finished_at, outcome, detail)
-         SELECT value ->> 0, value ->> 1, value ->> 2, ?1, value ->> 3, value ->> 4 FROM json_each(?2);
+         SELECT value ->> 'outbox_id', value ->> 'attempt', value ->> 'started_at', ?1, value ->> 'outcome',
+                value ->> 'detail'
+         FROM json_each(?2);
          UPDATE outbox SET status = j.status, attempts = j.attempts, next_attempt_at = j.next_at,
                            last_error = NULLIF(j.detail, ''), parts_done = j.parts_done,
                            sent_at = CASE WHEN j.status = 'sent' THEN ?1 ELSE sent_at END
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS attempts, value ->> 4 AS detail, value ->> 5 AS status,
-                      value ->> 6 AS next_at, value ->> 7 AS parts_done FROM json_each(?2)) AS j
+         FROM (SELECT value ->> 'outbox_id' AS id, value ->> 'attempt' AS attempts, value ->> 'detail' AS detail,
+                      value ->> 'status' AS status, value ->> 'next_at' AS next_at,
+                      value ->> 'parts_done' AS parts_done
+               FROM json_each(?2)) AS j
          WHERE outbox.id = j.id",
     )
     .bind(now)
@@ -368,7 +433,7 @@ pub async fn record_attempts(conn: &mut Conn, attempts: &[AttemptRecord<'_>], no
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OutboxEntry {
     pub id: i64,
-    pub status: String,
+    pub status: OutboxStatus,
     pub channel: String,
     pub category: String,
     pub recipient: String,
@@ -451,4 +516,347 @@ pub async fn recent_sends(
     .bind(serde_json::to_string(categories)?)
     .fetch_one(&mut *conn)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{TestStore, contact, run};
+    use crate::store::{FinishedStep, RunStatus, SuppressionReason, load_run, suppress};
+
+    fn message(to: &str) -> OutboundMessage {
+        OutboundMessage {
+            to_name: "Ann".into(),
+            to_address: to.into(),
+            subject: "Hello".into(),
+            text: Some("body".into()),
+            html: None,
+            extra: vec![("template".into(), "T1".into())],
+            unsubscribe: None,
+        }
+    }
+
+    fn new_row(key: &str, run_id: Option<i64>, contact_id: Option<i64>, to: &str) -> NewOutboxRow {
+        NewOutboxRow {
+            idempotency_key: key.into(),
+            message_id: format!("<{key}@x.test>"),
+            run_id,
+            contact_id,
+            channel: "email".into(),
+            category: Category::Marketing,
+            message: message(to),
+            variant: Some("b".into()),
+        }
+    }
+
+    fn step(run_id: i64, status: RunStatus) -> FinishedStep {
+        FinishedStep {
+            run_id,
+            step: 0,
+            kind: "send",
+            detail: format!("queued for run {run_id}"),
+            status,
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_rows_and_finished_steps_land_field_by_field() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let (a, b) = (
+            contact(&mut conn, "a@x.test").await,
+            contact(&mut conn, "b@x.test").await,
+        );
+        let (r1, r2) = (run(&mut conn, "w1", b).await, run(&mut conn, "w2", a).await);
+        suppress(&mut conn, "A@x.test", "*", SuppressionReason::Manual, "", 1)
+            .await
+            .unwrap();
+        let rows = vec![
+            new_row("k1", Some(r1), Some(b), "b@x.test"),
+            new_row("k2", None, Some(a), "A@x.test"),
+        ];
+        let steps = [step(r1, RunStatus::Waiting), step(r2, RunStatus::Done)];
+        let queued = queue_and_finish(&mut conn, rows, &steps, 77).await.unwrap();
+
+        let got: Vec<(i64, Option<i64>, String, Option<String>)> = queued
+            .iter()
+            .map(|r| (r.id, r.run_id, r.idempotency_key.clone(), r.suppressed.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, Some(r1), "k1".into(), None),
+                (2, None, "k2".into(), Some("manual".into()))
+            ]
+        );
+        type Row = (String, String, Option<i64>, Option<i64>, String, String, String);
+        let stored: Row = sqlx::query_as(
+            "SELECT idempotency_key, message_id, run_id, contact_id, channel, recipient, message FROM outbox WHERE id = 1",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        let message_json = serde_json::to_string(&message("b@x.test")).unwrap();
+        assert_eq!(
+            stored,
+            (
+                "k1".into(),
+                "<k1@x.test>".into(),
+                Some(r1),
+                Some(b),
+                "email".into(),
+                "b@x.test".into(),
+                message_json
+            )
+        );
+        type Rest = (String, i64, i64, i64, Option<String>, OutboxStatus);
+        let rest: Rest = sqlx::query_as(
+            "SELECT category, priority, next_attempt_at, created_at, variant, status FROM outbox WHERE id = 1",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        let priority = Category::Marketing.priority();
+        assert_eq!(
+            rest,
+            (
+                "marketing".into(),
+                priority,
+                77,
+                77,
+                Some("b".into()),
+                OutboxStatus::Pending
+            )
+        );
+        let recorded: Vec<(i64, i64, String, String, i64)> =
+            sqlx::query_as("SELECT run_id, step, kind, detail, finished_at FROM run_steps ORDER BY run_id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            recorded,
+            vec![
+                (r1, 0, "send".into(), format!("queued for run {r1}"), 77),
+                (r2, 0, "send".into(), format!("queued for run {r2}"), 77)
+            ]
+        );
+        let (first, second) = (
+            load_run(&mut conn, r1).await.unwrap().unwrap(),
+            load_run(&mut conn, r2).await.unwrap().unwrap(),
+        );
+        assert_eq!((first.status, first.next_step), (RunStatus::Waiting, 1));
+        assert_eq!((second.status, second.next_step), (RunStatus::Done, 1));
+        let outcome: Option<String> = sqlx::query_scalar("SELECT outcome FROM runs WHERE id = ?")
+            .bind(r2)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(outcome.as_deref(), Some("all steps done"));
+    }
+
+    #[tokio::test]
+    async fn a_key_queued_already_is_left_out_and_a_moved_run_fails_the_batch() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let r = run(&mut conn, "w", c).await;
+        let first = queue_and_finish(&mut conn, vec![new_row("k", Some(r), Some(c), "a@x.test")], &[], 1).await;
+        assert_eq!(first.unwrap().len(), 1);
+        let again = queue_and_finish(&mut conn, vec![new_row("k", Some(r), Some(c), "a@x.test")], &[], 2).await;
+        assert!(again.unwrap().is_empty());
+        queue_and_finish(&mut conn, Vec::new(), &[step(r, RunStatus::Waiting)], 3)
+            .await
+            .unwrap();
+        // The run waits at step 1 now: a finish of that step is refused.
+        let next = FinishedStep {
+            step: 1,
+            ..step(r, RunStatus::Ready)
+        };
+        let e = queue_and_finish(&mut conn, Vec::new(), &[next], 4).await.unwrap_err();
+        assert!(e.to_string().contains("no longer at the step"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_claim_reads_due_rows_most_urgent_first_leaving_out_what_is_in_flight() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let mut sla = new_row("sla", None, Some(c), "a@x.test");
+        sla.category = Category::Sla;
+        let mut sms = new_row("sms", None, Some(c), "+100");
+        sms.channel = "sms".into();
+        let rows = vec![new_row("m", None, Some(c), "a@x.test"), sla, sms];
+        queue_and_finish(&mut conn, rows, &[], 10).await.unwrap();
+        let keys = |rows: Vec<OutboxRow>| rows.into_iter().map(|r| r.idempotency_key).collect::<Vec<_>>();
+        assert!(due_outbox(&mut conn, 9, 10, &[], &[]).await.unwrap().is_empty());
+        assert_eq!(
+            keys(due_outbox(&mut conn, 10, 10, &[], &[]).await.unwrap()),
+            ["sla", "m", "sms"]
+        );
+        assert_eq!(
+            keys(due_outbox(&mut conn, 10, 10, &[2], &["sms".into()]).await.unwrap()),
+            ["m"]
+        );
+        assert_eq!(next_outbox_due(&mut conn).await.unwrap(), Some(10));
+    }
+
+    #[tokio::test]
+    async fn recorded_attempts_land_field_by_field_and_move_their_rows() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let rows = vec![
+            new_row("k1", None, Some(c), "a@x.test"),
+            new_row("k2", None, Some(c), "a@x.test"),
+            new_row("k3", None, Some(c), "a@x.test"),
+        ];
+        let mut claimed = queue_and_finish(&mut conn, rows, &[], 10).await.unwrap();
+        claimed[0].parts_done = 2;
+        let (retry, sent, suppressed) = (
+            Outcome::Transient("451 later".into()),
+            Outcome::Sent,
+            Outcome::Suppressed("recipient suppressed: manual".into()),
+        );
+        let attempts = [
+            AttemptRecord {
+                row: &claimed[0],
+                started_at: 20,
+                outcome: &retry,
+                next: Next::RetryAt(5_000),
+            },
+            AttemptRecord {
+                row: &claimed[1],
+                started_at: 21,
+                outcome: &sent,
+                next: Next::Sent,
+            },
+            AttemptRecord {
+                row: &claimed[2],
+                started_at: 22,
+                outcome: &suppressed,
+                next: Next::Suppressed,
+            },
+        ];
+        record_attempts(&mut conn, &attempts, 30).await.unwrap();
+        let deliveries: Vec<(i64, i64, i64, i64, AttemptOutcome, String)> = sqlx::query_as(
+            "SELECT outbox_id, attempt, started_at, finished_at, outcome, detail FROM deliveries ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            deliveries,
+            vec![
+                (1, 1, 20, 30, AttemptOutcome::Transient, "451 later".into()),
+                (2, 1, 21, 30, AttemptOutcome::Sent, String::new()),
+                (
+                    3,
+                    0,
+                    22,
+                    30,
+                    AttemptOutcome::Suppressed,
+                    "recipient suppressed: manual".into()
+                ),
+            ]
+        );
+        type Row = (OutboxStatus, i64, i64, Option<String>, i64, Option<i64>);
+        let outbox: Vec<Row> = sqlx::query_as(
+            "SELECT status, attempts, next_attempt_at, last_error, parts_done, sent_at FROM outbox ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            outbox,
+            vec![
+                (OutboxStatus::Pending, 1, 5_000, Some("451 later".into()), 2, None),
+                (OutboxStatus::Sent, 1, 30, None, 0, Some(30)),
+                (
+                    OutboxStatus::Suppressed,
+                    0,
+                    30,
+                    Some("recipient suppressed: manual".into()),
+                    0,
+                    None
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_operator_retries_and_drops_only_rows_that_were_not_sent() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let rows = vec![
+            new_row("k1", None, Some(c), "a@x.test"),
+            new_row("k2", None, Some(c), "a@x.test"),
+        ];
+        let claimed = queue_and_finish(&mut conn, rows, &[], 10).await.unwrap();
+        let (dead, sent) = (Outcome::Permanent("550".into()), Outcome::Sent);
+        let attempts = [
+            AttemptRecord {
+                row: &claimed[0],
+                started_at: 20,
+                outcome: &dead,
+                next: Next::Dead,
+            },
+            AttemptRecord {
+                row: &claimed[1],
+                started_at: 20,
+                outcome: &sent,
+                next: Next::Sent,
+            },
+        ];
+        record_attempts(&mut conn, &attempts, 30).await.unwrap();
+        assert_eq!(outbox_ids_with_status(&mut conn, "dead").await.unwrap(), [1]);
+        assert_eq!(retry_outbox(&mut conn, &[1, 2], 40).await.unwrap(), 1);
+        let listed = list_outbox(&mut conn, &["pending".into()], 10).await.unwrap();
+        assert_eq!(
+            listed.iter().map(|r| (r.id, r.status, r.attempts)).collect::<Vec<_>>(),
+            [(1, OutboxStatus::Pending, 0)]
+        );
+        assert_eq!(drop_outbox(&mut conn, &[1, 2], 50).await.unwrap(), 1);
+        let all = list_outbox(&mut conn, &[], 10).await.unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.status).collect::<Vec<_>>(),
+            [OutboxStatus::Sent, OutboxStatus::Dropped]
+        );
+    }
+
+    #[tokio::test]
+    async fn every_status_and_outcome_is_one_the_database_accepts() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let claimed = queue_and_finish(&mut conn, vec![new_row("k", None, Some(c), "a@x.test")], &[], 1)
+            .await
+            .unwrap();
+        for &status in OutboxStatus::ALL {
+            sqlx::query("UPDATE outbox SET status = ?")
+                .bind(status)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(
+                list_outbox(&mut conn, &[status.as_str().into()], 1).await.unwrap()[0].status,
+                status
+            );
+        }
+        for &outcome in AttemptOutcome::ALL {
+            sqlx::query(
+                "INSERT INTO deliveries (outbox_id, attempt, started_at, finished_at, outcome) VALUES (?, 1, 1, 1, ?)",
+            )
+            .bind(claimed[0].id)
+            .bind(outcome)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        }
+        let stored: Vec<AttemptOutcome> = sqlx::query_scalar("SELECT outcome FROM deliveries ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(stored, AttemptOutcome::ALL);
+    }
 }

@@ -1,6 +1,21 @@
 //! Workflow runs and the record of their finished steps.
 
+use serde::Serialize;
+
 use super::Conn;
+use super::stored_text::stored_text;
+
+stored_text! {
+    /// Where a run is: `ready` for its next step now, `waiting` for a timer,
+    /// or ended (`done`, `cancelled` when its trigger no longer holds, `failed`).
+    pub enum RunStatus {
+        Ready = "ready",
+        Waiting = "waiting",
+        Done = "done",
+        Cancelled = "cancelled",
+        Failed = "failed",
+    }
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Run {
@@ -9,7 +24,7 @@ pub struct Run {
     pub set_hash: String,
     pub contact_id: i64,
     pub event_id: i64,
-    pub status: String,
+    pub status: RunStatus,
     pub next_step: i64,
     pub context: sqlx::types::Json<serde_json::Value>,
     pub started_at: i64,
@@ -19,13 +34,14 @@ pub struct Run {
 }
 
 /// A run about to start.
+#[derive(Debug, Clone, Serialize)]
 pub struct NewRun<'a> {
     pub workflow: &'a str,
     pub set_hash: &'a str,
     pub contact_id: i64,
     pub event_id: i64,
-    /// `ready`, or `waiting` for a delayed start.
-    pub status: &'a str,
+    /// `Ready`, or `Waiting` for a delayed start.
+    pub status: RunStatus,
     /// The trigger's data (the event payload and kind).
     pub context: &'a serde_json::Value,
     pub start_stage: &'a str,
@@ -40,32 +56,19 @@ pub async fn start_runs(
     events: &[i64],
     now: i64,
 ) -> anyhow::Result<Vec<(i64, String, i64)>> {
-    let rows: Vec<serde_json::Value> = runs
-        .iter()
-        .map(|r| {
-            serde_json::json!([
-                r.workflow,
-                r.set_hash,
-                r.contact_id,
-                r.event_id,
-                r.status,
-                r.context,
-                r.start_stage
-            ])
-        })
-        .collect();
     // Both statements in one query: one round trip to SQLite's thread instead of two.
     // `WHERE true` lets SQLite parse the upsert clause after a SELECT.
     Ok(sqlx::query_as(
         "UPDATE events SET processed_at = ?1 WHERE id IN (SELECT value FROM json_each(?2));
          INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, started_at, updated_at)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value -> 5, value ->> 6, ?1, ?1
+         SELECT value ->> 'workflow', value ->> 'set_hash', value ->> 'contact_id', value ->> 'event_id',
+                value ->> 'status', value -> 'context', value ->> 'start_stage', ?1, ?1
          FROM json_each(?3) WHERE true
          ON CONFLICT (workflow, event_id) DO NOTHING RETURNING id, workflow, event_id",
     )
     .bind(now)
     .bind(serde_json::to_string(events)?)
-    .bind(serde_json::to_string(&rows)?)
+    .bind(serde_json::to_string(runs)?)
     .fetch_all(&mut *conn)
     .await?)
 }
@@ -93,25 +96,42 @@ pub async fn ready_runs(conn: &mut Conn, limit: i64, in_flight: &[i64]) -> anyho
 }
 
 /// A finished step: its run moves past it, to `status`.
+#[derive(Debug, Clone, Serialize)]
 pub struct FinishedStep {
     pub run_id: i64,
     pub step: i64,
     pub kind: &'static str,
     pub detail: String,
-    /// `ready` for the next step now, `waiting` for a timer, `done` after the last step.
-    pub status: &'static str,
+    /// `Ready` for the next step now, `Waiting` for a timer, `Done` after the last step.
+    pub status: RunStatus,
 }
 
-/// Ends runs, each (id, status, outcome): `done`, `cancelled` (its trigger no
-/// longer holds) or `failed`.
-pub async fn end_runs(conn: &mut Conn, ended: &[(i64, &str, String)], now: i64) -> anyhow::Result<()> {
+/// An ended run, for `end_runs`.
+#[derive(Debug, Clone, Serialize)]
+struct EndedRun<'a> {
+    id: i64,
+    status: RunStatus,
+    outcome: &'a str,
+}
+
+/// Ends runs, each (id, status, outcome): `Done`, `Cancelled` (its trigger no
+/// longer holds) or `Failed`.
+pub async fn end_runs(conn: &mut Conn, ended: &[(i64, RunStatus, String)], now: i64) -> anyhow::Result<()> {
     if ended.is_empty() {
         return Ok(());
     }
-    let rows: Vec<serde_json::Value> = ended.iter().map(|(id, s, o)| serde_json::json!([id, s, o])).collect();
+    let rows: Vec<EndedRun> = ended
+        .iter()
+        .map(|(id, status, outcome)| EndedRun {
+            id: *id,
+            status: *status,
+            outcome,
+        })
+        .collect();
     sqlx::query(
         "UPDATE runs SET status = j.status, outcome = j.outcome, updated_at = ?
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS status, value ->> 2 AS outcome FROM json_each(?)) AS j
+         FROM (SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'outcome' AS outcome
+               FROM json_each(?)) AS j
          WHERE runs.id = j.id",
     )
     .bind(now)
@@ -139,6 +159,7 @@ pub async fn wake_runs(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result
 
 /// A ready run put to sleep at its current step until `until` (a send window
 /// opens, a frequency cap frees up, a retry after an error), saying why.
+#[derive(Debug, Clone, Serialize)]
 pub struct DeferredRun {
     pub run_id: i64,
     pub step: i64,
@@ -152,17 +173,14 @@ pub async fn defer_runs(conn: &mut Conn, deferred: &[DeferredRun], now: i64) -> 
     if deferred.is_empty() {
         return Ok(());
     }
-    let rows: Vec<serde_json::Value> = deferred
-        .iter()
-        .map(|d| serde_json::json!([d.run_id, d.step, d.reason]))
-        .collect();
     let done = sqlx::query(
         "UPDATE runs SET status = 'waiting', waiting_reason = j.reason, updated_at = ?
-         FROM (SELECT value ->> 0 AS id, value ->> 1 AS step, value ->> 2 AS reason FROM json_each(?)) AS j
+         FROM (SELECT value ->> 'run_id' AS id, value ->> 'step' AS step, value ->> 'reason' AS reason
+               FROM json_each(?)) AS j
          WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step",
     )
     .bind(now)
-    .bind(serde_json::to_string(&rows)?)
+    .bind(serde_json::to_string(deferred)?)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -172,7 +190,13 @@ pub async fn defer_runs(conn: &mut Conn, deferred: &[DeferredRun], now: i64) -> 
         deferred.len() as u64 - done,
         deferred.len()
     );
-    let timers: Vec<(i64, i64)> = deferred.iter().map(|d| (d.run_id, d.until)).collect();
+    let timers: Vec<super::RunTimer> = deferred
+        .iter()
+        .map(|d| super::RunTimer {
+            run_id: d.run_id,
+            due_at: d.until,
+        })
+        .collect();
     super::insert_run_timers(conn, &timers).await
 }
 
@@ -226,4 +250,212 @@ pub async fn step_reached_at(conn: &mut Conn, run: &Run) -> anyhow::Result<i64> 
         .fetch_optional(&mut *conn)
         .await?;
     Ok(finished.unwrap_or(run.started_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::testing::{SET, TestStore, contact, run};
+    use crate::store::{EventKind, insert_event};
+
+    async fn status_of(conn: &mut Conn, id: i64) -> (RunStatus, Option<String>, Option<String>, i64) {
+        sqlx::query_as("SELECT status, outcome, waiting_reason, updated_at FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn started_runs_land_field_by_field_and_take_their_events() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let (a, b) = (
+            contact(&mut conn, "a@x.test").await,
+            contact(&mut conn, "b@x.test").await,
+        );
+        sqlx::query("INSERT INTO workflow_sets (hash, files, loaded_at) VALUES ('other-set', '[]', 1)")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        run(&mut conn, "warm-up", a).await;
+        let e1 = insert_event(&mut conn, EventKind::Replied, b, &json!({}), 5)
+            .await
+            .unwrap();
+        let e2 = insert_event(&mut conn, EventKind::Replied, a, &json!({}), 5)
+            .await
+            .unwrap();
+        let (c1, c2) = (json!({ "kind": "replied", "n": 1 }), json!({ "n": 2 }));
+        let new = [
+            NewRun {
+                workflow: "first",
+                set_hash: SET,
+                contact_id: b,
+                event_id: e1,
+                status: RunStatus::Ready,
+                context: &c1,
+                start_stage: "intent",
+            },
+            NewRun {
+                workflow: "second",
+                set_hash: "other-set",
+                contact_id: a,
+                event_id: e2,
+                status: RunStatus::Waiting,
+                context: &c2,
+                start_stage: "sample",
+            },
+        ];
+        let started = start_runs(&mut conn, &new, &[e1, e2], 70).await.unwrap();
+        assert_eq!(started, vec![(2, "first".into(), e1), (3, "second".into(), e2)]);
+        type Row = (
+            String,
+            String,
+            i64,
+            i64,
+            RunStatus,
+            String,
+            Option<String>,
+            i64,
+            i64,
+            i64,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT workflow, set_hash, contact_id, event_id, status, context, start_stage, started_at, updated_at,
+                    next_step
+             FROM runs WHERE id > 1 ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    "first".into(),
+                    SET.into(),
+                    b,
+                    e1,
+                    RunStatus::Ready,
+                    c1.to_string(),
+                    Some("intent".into()),
+                    70,
+                    70,
+                    0
+                ),
+                (
+                    "second".into(),
+                    "other-set".into(),
+                    a,
+                    e2,
+                    RunStatus::Waiting,
+                    c2.to_string(),
+                    Some("sample".into()),
+                    70,
+                    70,
+                    0
+                ),
+            ]
+        );
+        let unprocessed: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE id IN (?, ?) AND processed_at = 70")
+                .bind(e1)
+                .bind(e2)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(unprocessed, 2);
+        // A workflow that already ran for an event is left out.
+        assert!(start_runs(&mut conn, &new[..1], &[e1], 80).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn ended_runs_take_each_their_status_and_outcome() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let (r1, r2) = (run(&mut conn, "w1", c).await, run(&mut conn, "w2", c).await);
+        let ended = [
+            (r1, RunStatus::Cancelled, "trigger gone".to_string()),
+            (r2, RunStatus::Failed, "boom".into()),
+        ];
+        end_runs(&mut conn, &ended, 90).await.unwrap();
+        assert_eq!(
+            status_of(&mut conn, r1).await,
+            (RunStatus::Cancelled, Some("trigger gone".into()), None, 90)
+        );
+        assert_eq!(
+            status_of(&mut conn, r2).await,
+            (RunStatus::Failed, Some("boom".into()), None, 90)
+        );
+    }
+
+    #[tokio::test]
+    async fn deferred_runs_wait_with_their_reason_and_timer_and_wake_ready() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let (r1, r2) = (run(&mut conn, "w1", c).await, run(&mut conn, "w2", c).await);
+        let deferred = [
+            DeferredRun {
+                run_id: r1,
+                step: 0,
+                until: 1_000,
+                reason: "window closed".into(),
+            },
+            DeferredRun {
+                run_id: r2,
+                step: 0,
+                until: 2_000,
+                reason: "capped".into(),
+            },
+        ];
+        defer_runs(&mut conn, &deferred, 50).await.unwrap();
+        assert_eq!(
+            status_of(&mut conn, r1).await,
+            (RunStatus::Waiting, None, Some("window closed".into()), 50)
+        );
+        assert_eq!(
+            status_of(&mut conn, r2).await,
+            (RunStatus::Waiting, None, Some("capped".into()), 50)
+        );
+        let timers: Vec<(i64, crate::store::TimerKind, Option<i64>)> =
+            sqlx::query_as("SELECT due_at, kind, run_id FROM timers ORDER BY id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            timers,
+            vec![
+                (1_000, crate::store::TimerKind::ResumeRun, Some(r1)),
+                (2_000, crate::store::TimerKind::ResumeRun, Some(r2))
+            ]
+        );
+        // No longer ready: a second deferral fails whole.
+        assert!(defer_runs(&mut conn, &deferred[..1], 60).await.is_err());
+
+        wake_runs(&mut conn, &[r1], 70).await.unwrap();
+        assert_eq!(status_of(&mut conn, r1).await.0, RunStatus::Ready);
+        assert_eq!(status_of(&mut conn, r2).await.0, RunStatus::Waiting);
+    }
+
+    #[tokio::test]
+    async fn every_run_status_reads_back_as_written() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let r = run(&mut conn, "w", c).await;
+        for &status in RunStatus::ALL {
+            end_runs(&mut conn, &[(r, status, String::new())], 1).await.unwrap();
+            let text: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = ?")
+                .bind(r)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(text, status.as_str());
+            assert_eq!(load_run(&mut conn, r).await.unwrap().unwrap().status, status);
+        }
+    }
 }

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use super::stored_text::stored_text;
 use super::{Conn, Invalid};
 
 /// Bounce and complaint counts that suppress an address (from `nudge.toml`).
@@ -14,41 +15,34 @@ pub struct SuppressionRules {
     pub complaints: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BounceKind {
-    Hard,
-    Soft,
-    Complaint,
+stored_text! {
+    pub enum BounceKind {
+        Hard = "hard",
+        Soft = "soft",
+        Complaint = "complaint",
+    }
 }
 
 impl BounceKind {
-    pub fn parse(text: &str) -> Option<BounceKind> {
-        Some(match text {
-            "hard" => BounceKind::Hard,
-            "soft" => BounceKind::Soft,
-            "complaint" => BounceKind::Complaint,
-            _ => return None,
-        })
-    }
-
-    fn as_str(self) -> &'static str {
+    fn reason(self) -> SuppressionReason {
         match self {
-            BounceKind::Hard => "hard",
-            BounceKind::Soft => "soft",
-            BounceKind::Complaint => "complaint",
-        }
-    }
-
-    fn reason(self) -> &'static str {
-        match self {
-            BounceKind::Hard => "hard_bounce",
-            BounceKind::Soft => "soft_bounce",
-            BounceKind::Complaint => "complaint",
+            BounceKind::Hard => SuppressionReason::HardBounce,
+            BounceKind::Soft => SuppressionReason::SoftBounce,
+            BounceKind::Complaint => SuppressionReason::Complaint,
         }
     }
 }
 
-pub const SUPPRESSION_REASONS: &[&str] = &["unsubscribed", "hard_bounce", "soft_bounce", "complaint", "manual"];
+stored_text! {
+    /// Why an address gets nothing.
+    pub enum SuppressionReason {
+        Unsubscribed = "unsubscribed",
+        HardBounce = "hard_bounce",
+        SoftBounce = "soft_bounce",
+        Complaint = "complaint",
+        Manual = "manual",
+    }
+}
 
 /// Addresses compare case-insensitively (the domain part is, and mailbox parts practically are).
 pub fn normalise_address(address: &str) -> String {
@@ -73,7 +67,7 @@ pub async fn suppress(
     conn: &mut Conn,
     address: &str,
     channel: &str,
-    reason: &str,
+    reason: SuppressionReason,
     detail: &str,
     now: i64,
 ) -> anyhow::Result<bool> {
@@ -103,7 +97,11 @@ pub async fn unsuppress(conn: &mut Conn, address: &str, channel: &str) -> anyhow
 }
 
 /// Why `address` gets nothing on `channel`, if it is suppressed.
-pub async fn suppression_reason(conn: &mut Conn, address: &str, channel: &str) -> anyhow::Result<Option<String>> {
+pub async fn suppression_reason(
+    conn: &mut Conn,
+    address: &str,
+    channel: &str,
+) -> anyhow::Result<Option<SuppressionReason>> {
     Ok(sqlx::query_scalar(
         "SELECT reason FROM suppressions WHERE address = ? AND channel IN ('*', ?) ORDER BY created_at LIMIT 1",
     )
@@ -117,7 +115,7 @@ pub async fn suppression_reason(conn: &mut Conn, address: &str, channel: &str) -
 pub struct Suppression {
     pub address: String,
     pub channel: String,
-    pub reason: String,
+    pub reason: SuppressionReason,
     pub detail: String,
     pub created_at: i64,
 }
@@ -160,7 +158,7 @@ pub async fn record_bounce(
     sqlx::query("INSERT INTO bounces (address, channel, kind, detail, outbox_id, at) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(&address)
         .bind(channel)
-        .bind(kind.as_str())
+        .bind(kind)
         .bind(detail)
         .bind(outbox_id)
         .bind(now)
@@ -168,7 +166,7 @@ pub async fn record_bounce(
         .await?;
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bounces WHERE address = ? AND kind = ?")
         .bind(&address)
-        .bind(kind.as_str())
+        .bind(kind)
         .fetch_one(&mut *conn)
         .await?;
     let threshold = match kind {
@@ -177,7 +175,7 @@ pub async fn record_bounce(
         BounceKind::Complaint => rules.complaints,
     };
     if threshold > 0 && count >= threshold {
-        let why = format!("{count} {} bounce(s); last: {detail}", kind.as_str());
+        let why = format!("{count} {kind} bounce(s); last: {detail}");
         suppress(conn, &address, "*", kind.reason(), &why, now).await?;
         return Ok(true);
     }
@@ -188,12 +186,12 @@ pub async fn record_bounce(
 pub async fn suppression_reasons(
     conn: &mut Conn,
     addresses: &[String],
-) -> anyhow::Result<std::collections::HashMap<String, Vec<String>>> {
-    let mut reasons: std::collections::HashMap<String, Vec<String>> = Default::default();
+) -> anyhow::Result<std::collections::HashMap<String, Vec<SuppressionReason>>> {
+    let mut reasons: std::collections::HashMap<String, Vec<SuppressionReason>> = Default::default();
     if addresses.is_empty() {
         return Ok(reasons);
     }
-    let rows: Vec<(String, String)> = sqlx::query_as(
+    let rows: Vec<(String, SuppressionReason)> = sqlx::query_as(
         "SELECT DISTINCT address, reason FROM suppressions WHERE address IN (SELECT value FROM json_each(?))",
     )
     .bind(serde_json::to_string(addresses)?)
@@ -213,4 +211,104 @@ pub async fn withdraw_consent(conn: &mut Conn, contact_id: i64, now: i64) -> any
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::TestStore;
+
+    const RULES: SuppressionRules = SuppressionRules {
+        hard_bounces: 1,
+        soft_bounces: 2,
+        complaints: 1,
+    };
+
+    fn bounce(kind: BounceKind) -> Bounce<'static> {
+        Bounce {
+            address: " Ann@X.test ",
+            channel: "email",
+            kind,
+            detail: "550 no such user",
+            outbox_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn bounces_suppress_an_address_once_their_count_reaches_the_rule() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        assert!(
+            !record_bounce(&mut conn, &bounce(BounceKind::Soft), RULES, 1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            record_bounce(&mut conn, &bounce(BounceKind::Soft), RULES, 2)
+                .await
+                .unwrap()
+        );
+        let kinds: Vec<(String, BounceKind)> = sqlx::query_as("SELECT address, kind FROM bounces")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(kinds, vec![("ann@x.test".into(), BounceKind::Soft); 2]);
+        let listed = list_suppressions(&mut conn).await.unwrap();
+        let got: Vec<(&str, &str, SuppressionReason, &str)> = listed
+            .iter()
+            .map(|s| (s.address.as_str(), s.channel.as_str(), s.reason, s.detail.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [(
+                "ann@x.test",
+                "*",
+                SuppressionReason::SoftBounce,
+                "2 soft bounce(s); last: 550 no such user"
+            )]
+        );
+        assert_eq!(
+            suppression_reason(&mut conn, "ANN@x.test", "sms").await.unwrap(),
+            Some(SuppressionReason::SoftBounce)
+        );
+        let reasons = suppression_reasons(&mut conn, &["ann@x.test".into(), "bob@x.test".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            reasons,
+            [("ann@x.test".to_string(), vec![SuppressionReason::SoftBounce])].into()
+        );
+        assert!(unsuppress(&mut conn, "ann@x.test", "*").await.unwrap());
+        assert_eq!(
+            suppression_reason(&mut conn, "ann@x.test", "email").await.unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn every_reason_and_bounce_kind_is_one_the_database_accepts() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        for (i, &reason) in SuppressionReason::ALL.iter().enumerate() {
+            suppress(&mut conn, &format!("{i}@x.test"), "email", reason, "", 1)
+                .await
+                .unwrap();
+        }
+        let reasons: Vec<SuppressionReason> = list_suppressions(&mut conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.reason)
+            .collect();
+        assert_eq!(reasons, SuppressionReason::ALL);
+        for &kind in BounceKind::ALL {
+            let rules = SuppressionRules {
+                hard_bounces: 0,
+                soft_bounces: 0,
+                complaints: 0,
+            };
+            record_bounce(&mut conn, &bounce(kind), rules, 1).await.unwrap();
+            assert_eq!(BounceKind::parse(kind.as_str()), Some(kind));
+        }
+    }
 }

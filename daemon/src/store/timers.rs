@@ -1,21 +1,16 @@
 //! Timers: rows with a due time, fired by the scheduler, which survive restarts.
 
+use serde::Serialize;
+
 use super::Conn;
+use super::stored_text::stored_text;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimerKind {
-    /// A run's wait (or delayed start) is over.
-    ResumeRun,
-    /// A contact's next follow-up time has come.
-    FollowUpDue,
-}
-
-impl TimerKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            TimerKind::ResumeRun => "resume_run",
-            TimerKind::FollowUpDue => "follow_up_due",
-        }
+stored_text! {
+    pub enum TimerKind {
+        /// A run's wait (or delayed start) is over.
+        ResumeRun = "resume_run",
+        /// A contact's next follow-up time has come.
+        FollowUpDue = "follow_up_due",
     }
 }
 
@@ -23,7 +18,7 @@ impl TimerKind {
 pub struct Timer {
     pub id: i64,
     pub due_at: i64,
-    pub kind: String,
+    pub kind: TimerKind,
     pub run_id: Option<i64>,
     pub contact_id: Option<i64>,
 }
@@ -38,7 +33,7 @@ pub async fn insert_timer(
     Ok(
         sqlx::query_scalar("INSERT INTO timers (due_at, kind, run_id, contact_id) VALUES (?, ?, ?, ?) RETURNING id")
             .bind(due_at)
-            .bind(kind.as_str())
+            .bind(kind)
             .bind(run_id)
             .bind(contact_id)
             .fetch_one(&mut *conn)
@@ -67,14 +62,22 @@ pub async fn mark_timers_fired(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow
     .await?)
 }
 
-/// Timers that resume runs, each (run id, due at), in one statement.
-pub async fn insert_run_timers(conn: &mut Conn, timers: &[(i64, i64)]) -> anyhow::Result<()> {
+/// When a waiting run resumes, for `insert_run_timers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunTimer {
+    pub run_id: i64,
+    pub due_at: i64,
+}
+
+/// Timers that resume runs, in one statement.
+pub async fn insert_run_timers(conn: &mut Conn, timers: &[RunTimer]) -> anyhow::Result<()> {
     if timers.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO timers (due_at, kind, run_id) SELECT value ->> 1, 'resume_run', value ->> 0 FROM json_each(?)",
+        "INSERT INTO timers (due_at, kind, run_id) SELECT value ->> 'due_at', ?, value ->> 'run_id' FROM json_each(?)",
     )
+    .bind(TimerKind::ResumeRun)
     .bind(serde_json::to_string(timers)?)
     .execute(&mut *conn)
     .await?;
@@ -87,4 +90,52 @@ pub async fn next_timer_due(conn: &mut Conn) -> anyhow::Result<Option<i64>> {
             .fetch_one(&mut *conn)
             .await?,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{TestStore, contact, run};
+
+    #[tokio::test]
+    async fn run_timers_land_field_by_field_and_fire_once() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        let (r1, r2) = (run(&mut conn, "w1", c).await, run(&mut conn, "w2", c).await);
+        let timers = [
+            RunTimer {
+                run_id: r2,
+                due_at: 300,
+            },
+            RunTimer {
+                run_id: r1,
+                due_at: 100,
+            },
+        ];
+        insert_run_timers(&mut conn, &timers).await.unwrap();
+        insert_timer(&mut conn, 200, TimerKind::FollowUpDue, None, Some(c))
+            .await
+            .unwrap();
+        let due = due_timers(&mut conn, 250, 10).await.unwrap();
+        let due: Vec<(i64, TimerKind, Option<i64>, Option<i64>)> =
+            due.iter().map(|t| (t.due_at, t.kind, t.run_id, t.contact_id)).collect();
+        assert_eq!(
+            due,
+            vec![
+                (100, TimerKind::ResumeRun, Some(r1), None),
+                (200, TimerKind::FollowUpDue, None, Some(c))
+            ]
+        );
+        assert_eq!(next_timer_due(&mut conn).await.unwrap(), Some(100));
+        let ids: Vec<i64> = due_timers(&mut conn, 1_000, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(mark_timers_fired(&mut conn, &ids, 5).await.unwrap().len(), 3);
+        assert!(mark_timers_fired(&mut conn, &ids, 6).await.unwrap().is_empty());
+        assert_eq!(next_timer_due(&mut conn).await.unwrap(), None);
+    }
 }

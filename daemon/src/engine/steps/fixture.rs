@@ -88,7 +88,7 @@ impl Fixture {
     }
 
     /// Writes an event of `kind` for `contact`, as a source would.
-    pub async fn event(&self, kind: &str, contact: i64) {
+    pub async fn event(&self, kind: store::EventKind, contact: i64) {
         let mut conn = self.store.pool.acquire().await.unwrap();
         store::insert_event(&mut conn, kind, contact, &json!({}), self.engine.clock.now_ms())
             .await

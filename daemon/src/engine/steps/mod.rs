@@ -15,7 +15,7 @@ use super::message::Outgoing;
 use super::render::Render;
 use super::{Contacts, Engine, triggers, variants};
 use crate::plugins::RenderedMessage;
-use crate::store::{self, Category, Contact, Run};
+use crate::store::{self, Category, Contact, Run, RunStatus};
 use crate::workflow::{Step, Variant, Workflow, WorkflowSet};
 
 #[cfg(test)]
@@ -187,7 +187,7 @@ impl Engine {
         let run_id = run.id;
         let prepared = match &next.action {
             Action::Finish => {
-                effects.ended.push((run_id, "done", "all steps done".into()));
+                effects.ended.push((run_id, RunStatus::Done, "all steps done".into()));
                 info!(run_id, workflow = %workflow.name, "run done");
                 return Ok(());
             }
@@ -218,7 +218,7 @@ impl Engine {
         }
         if let Some(reason) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
             info!(run_id, workflow = %workflow.name, reason, "run stopped");
-            effects.ended.push((run_id, "cancelled", reason));
+            effects.ended.push((run_id, RunStatus::Cancelled, reason));
             return Ok(());
         }
         let at = Applying {
@@ -253,16 +253,16 @@ impl Engine {
 /// done at once, not in another batch.
 fn finish(at: &Applying, step: &Step, outcome: Outcome, effects: &mut Effects) {
     let (detail, mut status) = match outcome {
-        Outcome::Done(detail) => (detail, "ready"),
-        Outcome::Waiting(detail) => (detail, "waiting"),
+        Outcome::Done(detail) => (detail, RunStatus::Ready),
+        Outcome::Waiting(detail) => (detail, RunStatus::Waiting),
         Outcome::Deferred => return,
     };
     let (run, workflow) = (at.run, at.workflow);
     let run_id = run.id;
     let kind = step.kind();
     info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id = at.contact.id, "{detail}");
-    if status == "ready" && run.next_step + 1 >= workflow.steps.len() as i64 {
-        status = "done";
+    if status == RunStatus::Ready && run.next_step + 1 >= workflow.steps.len() as i64 {
+        status = RunStatus::Done;
         info!(run_id, workflow = %workflow.name, "run done");
     }
     effects.finished.push(store::FinishedStep {

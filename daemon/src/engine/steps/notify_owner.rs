@@ -42,7 +42,7 @@ mod tests {
         let li = f
             .contact(json!({ "email": "li@test.example", "owner": "rep@test.example" }))
             .await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         let (run, key, recipient, category): (i64, String, String, String) = f
             .row(
@@ -62,7 +62,7 @@ mod tests {
     async fn a_contact_without_an_owner_email_is_skipped() {
         let f = Fixture::new(vec![workflow("tell", "", &[NOTIFY])]).await;
         let li = f.contact(json!({ "email": "li@test.example" })).await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         assert_eq!(f.outbox_count(li).await, 0);
         let skipped = vec!["skipped: the contact has no owner email".to_string()];

@@ -44,7 +44,7 @@ mod tests {
         let step = "schedule_follow_up = { in = \"3d\", goal = \"Send the quote\" }";
         let f = Fixture::new(vec![workflow("plan", "", &[step])]).await;
         let li = f.contact(json!({ "email": "li@test.example" })).await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         let (at, goal): (i64, String) = f
             .row("SELECT next_follow_up_at, next_goal FROM contacts WHERE id = ?", li)
@@ -66,7 +66,7 @@ mod tests {
             .await;
         let none = f.contact(json!({ "email": "n@test.example" })).await;
         for contact in [a, none] {
-            f.event("inquiry_received", contact).await;
+            f.event(crate::store::EventKind::InquiryReceived, contact).await;
         }
         f.settle().await;
         let (at,): (Option<i64>,) = f.row("SELECT next_follow_up_at FROM contacts WHERE id = ?", a).await;

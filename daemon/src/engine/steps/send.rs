@@ -104,7 +104,7 @@ mod tests {
     async fn a_send_queues_one_outbox_row_keyed_by_run_step_and_contact() {
         let f = Fixture::new(vec![workflow("welcome", "category = \"transactional\"", &[SEND])]).await;
         let li = f.contact(json!({ "email": "li@test.example" })).await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         let (run, key, message_id, recipient, category, message): (i64, String, String, String, String, String) = f
             .row(
@@ -132,7 +132,7 @@ mod tests {
     async fn marketing_email_gets_an_unsubscribe_footer_and_headers() {
         let f = Fixture::new(vec![workflow("promo", "category = \"marketing\"", &[SEND])]).await;
         let li = f.contact(json!({ "email": "li@test.example" })).await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         let (message,): (String,) = f.row("SELECT message FROM outbox WHERE contact_id = ?", li).await;
         let message: serde_json::Value = serde_json::from_str(&message).unwrap();
@@ -155,7 +155,7 @@ mod tests {
             .await;
         let no_email = f.contact(json!({ "name": "Wu", "phone": "+8613800000000" })).await;
         for contact in [withdrawn, no_email] {
-            f.event("inquiry_received", contact).await;
+            f.event(crate::store::EventKind::InquiryReceived, contact).await;
         }
         f.settle().await;
         assert_eq!(f.outbox_count(withdrawn).await + f.outbox_count(no_email).await, 0);
@@ -179,7 +179,7 @@ mod tests {
         ])
         .await;
         let li = f.contact(json!({ "email": "li@test.example" })).await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         assert_eq!(f.outbox_count(li).await, 1);
         let (status, reason, due): (String, String, i64) = f

@@ -33,7 +33,7 @@ mod tests {
         let li = f
             .contact(json!({ "email": "li@test.example", "value_tier": "low" }))
             .await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         let (tier, grade): (String, String) = f
             .row("SELECT value_tier, intent_grade FROM contacts WHERE id = ?", li)

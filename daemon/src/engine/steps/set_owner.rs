@@ -22,7 +22,7 @@ mod tests {
         let li = f
             .contact(json!({ "email": "li@test.example", "owner": "rep@test.example" }))
             .await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         let (owner,): (String,) = f.row("SELECT owner FROM contacts WHERE id = ?", li).await;
         assert_eq!(owner, "key@test.example");

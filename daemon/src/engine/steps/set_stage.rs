@@ -29,7 +29,7 @@ mod tests {
         )])
         .await;
         let li = f.contact(json!({ "email": "li@test.example" })).await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         let (stage,): (String,) = f.row("SELECT stage FROM contacts WHERE id = ?", li).await;
         assert_eq!(stage, "intent");
@@ -54,7 +54,7 @@ mod tests {
         ])
         .await;
         let li = f.contact(json!({ "email": "li@test.example" })).await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         let (tags,): (String,) = f.row("SELECT tags FROM contacts WHERE id = ?", li).await;
         assert_eq!(tags, r#"["asked"]"#, "the stage change's run ran in the same ticks");

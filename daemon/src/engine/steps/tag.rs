@@ -48,7 +48,7 @@ mod tests {
         let li = f
             .contact(json!({ "email": "li@test.example", "tags": ["cold", "old"] }))
             .await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         let (tags,): (String,) = f.row("SELECT tags FROM contacts WHERE id = ?", li).await;
         let mut tags: Vec<String> = serde_json::from_str(&tags).unwrap();

@@ -5,11 +5,15 @@ use super::{Applying, Outcome};
 use crate::engine::effects::Effects;
 use jiff::Span;
 
+use crate::store::RunTimer;
 use crate::workflow::add_span;
 
 pub(super) fn apply(at: &Applying, span: Span, effects: &mut Effects) -> Outcome {
     let until = add_span(at.now, span, &at.contact.time_zone);
-    effects.timers.push((at.run.id, until));
+    effects.timers.push(RunTimer {
+        run_id: at.run.id,
+        due_at: until,
+    });
     Outcome::Waiting(format!("wait until {}", crate::clock::display_ms(until)))
 }
 
@@ -23,7 +27,7 @@ mod tests {
     async fn a_wait_parks_the_run_on_a_timer_that_resumes_it() {
         let f = Fixture::new(vec![workflow("pause", "", &["wait = \"1d\"", "tag = \"later\""])]).await;
         let li = f.contact(json!({ "email": "li@test.example" })).await;
-        f.event("inquiry_received", li).await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
         f.settle().await;
         let (status, next_step, due): (String, i64, i64) = f
             .row(

@@ -1,0 +1,63 @@
+//! Fixtures for the store's unit tests: a real database file in a temporary
+//! folder, opened and migrated by `Store::open`, and the rows most tests
+//! stand on (a contact, a run).
+
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
+
+use super::{EventKind, NewContact, NewRun, RunStatus, Store, insert_contact, insert_event, start_runs};
+
+/// A store in a folder of its own, removed when this is dropped.
+pub struct TestStore {
+    pub store: Store,
+    _dir: tempfile::TempDir,
+}
+
+impl TestStore {
+    pub async fn open() -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("nudge.db")).await.unwrap();
+        TestStore { store, _dir: dir }
+    }
+
+    pub async fn conn(&self) -> PoolConnection<Sqlite> {
+        self.store.pool.acquire().await.unwrap()
+    }
+}
+
+/// A contact with a name and an email (at stage `lead`); its id.
+pub async fn contact(conn: &mut super::Conn, email: &str) -> i64 {
+    let new = NewContact {
+        name: email.split('@').next().unwrap().to_string(),
+        email: Some(email.to_string()),
+        ..NewContact::default()
+    };
+    insert_contact(conn, &new, 1).await.unwrap()
+}
+
+/// The workflow set the test runs are pinned to.
+pub const SET: &str = "set-hash";
+
+/// A ready run of `workflow` for a contact, started by an event of its own; its id.
+pub async fn run(conn: &mut super::Conn, workflow: &str, contact_id: i64) -> i64 {
+    sqlx::query("INSERT OR IGNORE INTO workflow_sets (hash, files, loaded_at) VALUES (?, '[]', 1)")
+        .bind(SET)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let event = insert_event(conn, EventKind::ContactCreated, contact_id, &serde_json::json!({}), 2)
+        .await
+        .unwrap();
+    let context = serde_json::json!({});
+    let new = NewRun {
+        workflow,
+        set_hash: SET,
+        contact_id,
+        event_id: event,
+        status: RunStatus::Ready,
+        context: &context,
+        start_stage: "lead",
+    };
+    let started = start_runs(conn, &[new], &[event], 3).await.unwrap();
+    started[0].0
+}
