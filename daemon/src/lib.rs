@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod app;
 pub mod clock;
 pub mod commands;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod daemon;
 pub mod delivery;
 pub mod import;
 pub mod insight;
+pub mod model;
 pub mod plugins;
 pub mod report;
 pub mod runs;
@@ -21,3 +23,6 @@ pub mod unsubscribe;
 pub mod variants;
 pub mod watch;
 pub mod workflow;
+
+#[cfg(test)]
+mod layers;

@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use jiff::civil::Date;
 use serde::Serialize;
 
+use crate::model::{STAGES, add_days, add_span, sub_days};
 use crate::store::{Conn, Invalid};
-use crate::workflow::{ClassificationRules, STAGES, Sla, Trigger, WorkflowSet, add_days, add_span, sub_days};
+use crate::workflow::{ClassificationRules, Sla, Trigger, WorkflowSet};
 
 /// Which contacts and which days a report covers. Dates are inclusive, in the
 /// classification rules' time zone.

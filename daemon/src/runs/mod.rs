@@ -17,13 +17,14 @@ mod effects;
 use crate::admission::{Admission, SteppedRuns};
 use crate::clock::Clock;
 use crate::delivery::Handoff;
+use crate::model::{Category, add_span};
 use crate::plugins::{PluginError, Plugins, Recipient, RenderedMessage};
-use crate::store::{self, Category, Contact, NewOutboxRow, OutboundMessage, OutboxRow, Run, Store};
+use crate::store::{self, Contact, NewOutboxRow, OutboundMessage, OutboxRow, Run, Store};
 use crate::triggers;
 use crate::unsubscribe::Unsubscribe;
 use effects::Effects;
 
-use crate::workflow::{FollowUpAfter, Step, Trigger, Workflow, WorkflowSet, add_span, next_segment_due};
+use crate::workflow::{FollowUpAfter, Step, Trigger, Workflow, WorkflowSet, next_segment_due};
 use crate::{tracking, variants};
 
 /// Events and timers taken per transaction.

@@ -11,7 +11,7 @@ use sqlx::QueryBuilder;
 use sqlx::types::Json;
 
 use super::{Change, Conn, insert_history, insert_timer, inserted_ids, push_history_entries, push_multi_row_insert};
-use crate::workflow::{INTENT_GRADES, STAGES, TIERS};
+use crate::model::{INTENT_GRADES, STAGES, TIERS};
 
 /// A contact as stored.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]
