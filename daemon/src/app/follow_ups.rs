@@ -106,3 +106,69 @@ pub async fn log_follow_up(
         next_follow_up_at: follow_up.next_follow_up_at,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewContact, Store};
+
+    /// What one contact's follow-ups look like in the store: (channel, summary) per row.
+    async fn logged(store: &Store) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT channel, summary FROM follow_ups ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn log(conn: &mut Conn, call: &FollowUpInput, repeats: Repeats, now: i64) -> anyhow::Result<FollowUpLogged> {
+        log_follow_up(conn, None, "liu@example.com", call.clone(), repeats, now).await
+    }
+
+    #[tokio::test]
+    async fn a_file_logs_a_follow_up_once_and_a_rep_as_often_as_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+        let now = 1_796_000_000_000;
+        let mut tx = store.write().await.unwrap();
+        let new = NewContact {
+            name: "Liu Yang".into(),
+            email: Some("liu@example.com".into()),
+            ..NewContact::default()
+        };
+        let contact_id = crate::app::add_contact(&mut tx, &new, now).await.unwrap();
+        let call = FollowUpInput {
+            at: Some("2026-11-20T02:00:00Z".into()),
+            channel: "phone".into(),
+            summary: "Talked prices".into(),
+            next_follow_up: Some("3d".into()),
+            ..FollowUpInput::default()
+        };
+        let first = log(&mut tx, &call, Repeats::Skip, now).await.unwrap();
+        let FollowUpLogged::Added {
+            contact_id: of,
+            next_follow_up_at,
+            ..
+        } = first
+        else {
+            panic!("not logged: {first:?}");
+        };
+        assert_eq!(of, contact_id);
+        assert_eq!(next_follow_up_at, Some(now + 3 * 86_400_000));
+        assert_eq!(
+            log(&mut tx, &call, Repeats::Skip, now).await.unwrap(),
+            FollowUpLogged::AlreadyPresent
+        );
+        assert!(matches!(
+            log(&mut tx, &call, Repeats::Log, now).await.unwrap(),
+            FollowUpLogged::Added { .. }
+        ));
+        tx.commit().await.unwrap();
+        let row = ("phone".to_string(), "Talked prices".to_string());
+        assert_eq!(logged(&store).await, [row.clone(), row]);
+
+        let mut tx = store.write().await.unwrap();
+        let missing = log_follow_up(&mut tx, None, "nobody@example.com", call, Repeats::Log, now).await;
+        let missing = missing.unwrap_err().downcast::<crate::app::NotFound>().unwrap();
+        assert_eq!(missing.0, "no contact `nobody@example.com` (give an id or an email)");
+    }
+}
