@@ -18,6 +18,29 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("workflow", &["model", "watch", "runs"]),
     ("app", &["model", "clock", "store", "workflow", "insight"]),
     ("import", &["model", "clock", "store", "workflow", "insight", "app"]),
+    // The two front doors: neither uses the other; what they share is in `app`.
+    (
+        "api",
+        &[
+            "model",
+            "clock",
+            "admission",
+            "config",
+            "store",
+            "insight",
+            "app",
+            "report",
+            "runs",
+            "tracking",
+            "unsubscribe",
+        ],
+    ),
+    (
+        "commands",
+        &[
+            "model", "clock", "config", "store", "workflow", "insight", "app", "import", "report", "plugins", "daemon",
+        ],
+    ),
 ];
 
 /// The top-level modules that a source text names as `crate::x` or `crate::{x, y}`.
