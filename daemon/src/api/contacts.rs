@@ -17,6 +17,7 @@ use crate::store::NewContact;
 /// Follow-ups and orders shown with a contact, newest first.
 const LATEST_SHOWN: i64 = 20;
 
+/// `POST /contacts`: 201 with the new id.
 pub(super) async fn add_contact(State(s): State<AppState>, JsonObject(new): JsonObject<NewContact>) -> ApiResult {
     let now = s.clock.now_ms();
     let new = Arc::new(new);
@@ -30,6 +31,7 @@ pub(super) async fn add_contact(State(s): State<AppState>, JsonObject(new): Json
     .await
 }
 
+/// `GET /contacts/{contact}`: the contact with its latest follow-ups, orders and history.
 pub(super) async fn show_contact(State(s): State<AppState>, Path(reference): Path<String>) -> ApiResult {
     let mut conn = s.store.pool.acquire().await.map_err(anyhow::Error::from)?;
     let card = app::contact_card(&mut conn, &reference, LATEST_SHOWN).await?;
@@ -89,6 +91,7 @@ pub(super) async fn log_follow_up(
     .await
 }
 
+/// `POST /contacts/{contact}/inquiries`: 202, the response SLA starts.
 pub(super) async fn add_inquiry(
     State(s): State<AppState>,
     Path(reference): Path<String>,

@@ -13,6 +13,7 @@ use crate::store::{Contact, NewContact};
 /// Follow-ups and orders `show` prints, newest first.
 const LATEST_SHOWN: i64 = 10;
 
+/// `nudge contact add`: one contact.
 pub async fn add(config: &Config, new: NewContact) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;

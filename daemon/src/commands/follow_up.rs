@@ -12,6 +12,7 @@ use crate::import;
 use crate::insight;
 use crate::workflow::{CLASSIFICATION_FILE, ClassificationRules};
 
+/// `nudge followup log`: one follow-up, and when the next one is due.
 pub async fn log(config: &Config, reference: &str, input: FollowUpInput) -> anyhow::Result<()> {
     let rules = rules_if_any(config);
     let (store, clock) = daemon::open(config).await?;

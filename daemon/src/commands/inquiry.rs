@@ -4,6 +4,7 @@ use crate::app::{self, NewInquiry};
 use crate::config::Config;
 use crate::daemon;
 
+/// `nudge inquiry add`.
 pub async fn add(config: &Config, reference: &str, inquiry: &NewInquiry) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;

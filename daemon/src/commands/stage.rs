@@ -4,6 +4,7 @@ use crate::app;
 use crate::config::Config;
 use crate::daemon;
 
+/// `nudge stage set`; workflows triggered by `stage_changed` react.
 pub async fn set(config: &Config, reference: &str, stage: &str) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;

@@ -25,6 +25,7 @@ struct Counts {
     classified_on: Option<String>,
 }
 
+/// `nudge status`, as text or as JSON.
 pub async fn run(config: &Config, as_json: bool) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let now = clock.now_ms();
