@@ -73,8 +73,8 @@ pub fn display_ms(ms: i64) -> String {
 /// RFC 3339 timestamp, or a local date-time (`2026-11-25 10:00`) in `time_zone`.
 pub fn parse_time(text: &str, now_ms: i64, time_zone: &str) -> Result<i64, String> {
     let text = text.trim();
-    if let Ok(span) = crate::workflow::parse_duration(text) {
-        return Ok(crate::workflow::add_span(now_ms, span, time_zone));
+    if let Ok(span) = crate::model::parse_duration(text) {
+        return Ok(crate::model::add_span(now_ms, span, time_zone));
     }
     if let Ok(ts) = text.parse::<Timestamp>() {
         return Ok(ts.as_millisecond());

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod app;
 pub mod clock;
 pub mod commands;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod delivery;
 pub mod engine;
 pub mod import;
 pub mod insight;
+pub mod model;
 pub mod plugins;
 pub mod report;
 pub mod store;
@@ -18,3 +20,6 @@ pub mod tracking;
 pub mod unsubscribe;
 pub mod watch;
 pub mod workflow;
+
+#[cfg(test)]
+mod layers;

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use nudge::api::FollowUpInput;
+use nudge::app::{Amount, FollowUpInput, NewInquiry, NewOrder, NewSuppression};
 use nudge::commands;
+use nudge::commands::report::ReportFormat;
+use nudge::commands::suppress::SuppressAction;
 use nudge::config::Config;
-use nudge::insight::{Amount, NewOrder};
 use nudge::store::NewContact;
 
 #[derive(Parser)]
@@ -371,7 +372,7 @@ fn main() -> ExitCode {
     // Plugin calls block (wasmtime's WASI bindings drive their own runtime), so the
     // commands that make them run outside the async runtime.
     let result = match cli.command {
-        Command::Check { dir } => commands::check(&config, dir.as_deref()),
+        Command::Check { dir } => commands::check::run(&config, dir.as_deref()),
         // Loads the plugin host (for the workflow set's SLA), which blocks: a runtime of its own.
         Command::Report {
             from,
@@ -383,15 +384,15 @@ fn main() -> ExitCode {
             html,
         } => {
             let format = match format {
-                ReportFormatArg::Table => commands::ReportFormat::Table,
-                ReportFormatArg::Json => commands::ReportFormat::Json,
-                ReportFormatArg::Csv => commands::ReportFormat::Csv,
+                ReportFormatArg::Table => ReportFormat::Table,
+                ReportFormatArg::Json => ReportFormat::Json,
+                ReportFormatArg::Csv => ReportFormat::Csv,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("start tokio");
-            runtime.block_on(commands::report(
+            runtime.block_on(commands::report::run(
                 &config,
                 from.as_deref(),
                 to.as_deref(),
@@ -400,8 +401,8 @@ fn main() -> ExitCode {
                 html.as_deref(),
             ))
         }
-        Command::Plugin(PluginCommand::List) => commands::plugin_list(&config),
-        Command::Plugin(PluginCommand::Test { plugin, fixture }) => commands::plugin_test(&config, &plugin, &fixture),
+        Command::Plugin(PluginCommand::List) => commands::plugin::list(&config),
+        Command::Plugin(PluginCommand::Test { plugin, fixture }) => commands::plugin::test(&config, &plugin, &fixture),
         command => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -420,114 +421,144 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+    if let Command::Run { strict } = command {
+        return nudge::daemon::run(config, strict).await;
+    }
+    let config = &config;
     match command {
-        Command::Run { strict } => nudge::daemon::run(config, strict).await,
-        Command::Check { .. } | Command::Plugin(_) | Command::Report { .. } => {
+        Command::Run { .. } | Command::Check { .. } | Command::Plugin(_) | Command::Report { .. } => {
             unreachable!("run outside the runtime, in main")
         }
-        Command::Contact(ContactCommand::Add(a)) => {
-            let new = NewContact {
-                name: a.name,
-                company: a.company,
-                email: a.email,
-                phone: a.phone,
-                owner: a.owner,
-                stage: a.stage,
-                intent_grade: a.intent,
-                value_tier: a.tier,
-                tags: a.tags,
-                source: a.source,
-                time_zone: a.tz,
-                locale: a.locale,
-                consent: a.consent,
-            };
-            commands::contact_add(&config, new).await
-        }
-        Command::Contact(ContactCommand::Import { file, strict }) => {
-            commands::contact_import(&config, &file, strict).await
-        }
-        Command::FollowUp(FollowUpCommand::Import { file, strict }) => {
-            commands::follow_up_import(&config, &file, strict).await
-        }
-        Command::Contact(ContactCommand::Show { contact, json }) => {
-            commands::contact_show(&config, &contact, json).await
-        }
-        Command::Order(OrderCommand::Add {
-            id,
-            contact,
-            amount,
-            currency,
-            date,
-            items,
-        }) => {
-            let order = NewOrder {
-                id,
-                contact,
-                amount: Amount::Text(amount),
-                currency,
-                date,
-                items,
-            };
-            commands::order_add(&config, order).await
-        }
-        Command::Order(OrderCommand::Import { file, strict, history }) => {
-            commands::order_import(&config, &file, strict, history).await
-        }
-        Command::Classify => commands::classify(&config).await,
-        Command::Stage(StageCommand::Set { contact, stage }) => commands::stage_set(&config, &contact, &stage).await,
-        Command::FollowUp(FollowUpCommand::Log(a)) => {
-            let input = FollowUpInput {
-                at: a.at,
-                channel: a.channel,
-                summary: a.summary,
-                feedback: a.feedback,
-                intent_grade: a.intent,
-                attitude: a.attitude,
-                understanding: a.understanding,
-                stage: a.stage,
-                next_follow_up: a.next,
-                next_goal: a.goal,
-                result: a.result,
-                owner: a.owner,
-            };
-            commands::follow_up_log(&config, &a.contact, input).await
-        }
+        Command::Contact(command) => command.run(config).await,
+        Command::Stage(StageCommand::Set { contact, stage }) => commands::stage::set(config, &contact, &stage).await,
+        Command::FollowUp(command) => command.run(config).await,
+        Command::Order(command) => command.run(config).await,
+        Command::Classify => commands::classify::run(config).await,
         Command::Inquiry(InquiryCommand::Add {
             contact,
             message,
             channel,
-        }) => commands::inquiry_add(&config, &contact, &message, &channel).await,
-        Command::Status { json } => commands::status(&config, json).await,
-        Command::Outbox(OutboxCommand::List { status, limit, json }) => {
-            commands::outbox_list(&config, &status, limit, json).await
-        }
-        Command::Outbox(OutboxCommand::Retry { ids, all }) => {
-            commands::outbox_act(&config, true, &ids, all.as_deref()).await
-        }
-        Command::Outbox(OutboxCommand::Drop { ids, all }) => {
-            commands::outbox_act(&config, false, &ids, all.as_deref()).await
-        }
-        Command::Suppress(command) => {
-            let action = match &command {
-                SuppressCommand::Add {
-                    address,
-                    channel,
-                    detail,
-                } => commands::SuppressAction::Add {
-                    address,
-                    channel,
-                    detail,
-                },
-                SuppressCommand::Remove { address, channel } => commands::SuppressAction::Remove { address, channel },
-                SuppressCommand::List { json } => commands::SuppressAction::List { as_json: *json },
-            };
-            commands::suppress(&config, action).await
-        }
-        Command::Segment(SegmentCommand::List { json }) => commands::segment_list(&config, json).await,
+        }) => commands::inquiry::add(config, &contact, &NewInquiry { message, channel }).await,
+        Command::Status { json } => commands::status::run(config, json).await,
+        Command::Outbox(command) => command.run(config).await,
+        Command::Suppress(command) => command.run(config).await,
+        Command::Segment(SegmentCommand::List { json }) => commands::segment::list(config, json).await,
         Command::Segment(SegmentCommand::Run { workflow, follow }) => {
-            commands::segment_run(&config, &workflow, follow).await
+            commands::segment::run(config, &workflow, follow).await
         }
-        Command::Clock { set, advance } => commands::clock(&config, set.as_deref(), advance.as_deref()).await,
+        Command::Clock { set, advance } => commands::clock::run(config, set.as_deref(), advance.as_deref()).await,
+    }
+}
+
+impl ContactCommand {
+    async fn run(self, config: &Config) -> anyhow::Result<()> {
+        match self {
+            ContactCommand::Add(args) => commands::contact::add(config, (*args).into()).await,
+            ContactCommand::Import { file, strict } => commands::contact::import(config, &file, strict).await,
+            ContactCommand::Show { contact, json } => commands::contact::show(config, &contact, json).await,
+        }
+    }
+}
+
+impl From<ContactArgs> for NewContact {
+    fn from(a: ContactArgs) -> NewContact {
+        NewContact {
+            name: a.name,
+            company: a.company,
+            email: a.email,
+            phone: a.phone,
+            owner: a.owner,
+            stage: a.stage,
+            intent_grade: a.intent,
+            value_tier: a.tier,
+            tags: a.tags,
+            source: a.source,
+            time_zone: a.tz,
+            locale: a.locale,
+            consent: a.consent,
+        }
+    }
+}
+
+impl FollowUpCommand {
+    async fn run(self, config: &Config) -> anyhow::Result<()> {
+        match self {
+            FollowUpCommand::Log(a) => {
+                let input = FollowUpInput {
+                    at: a.at,
+                    channel: a.channel,
+                    summary: a.summary,
+                    feedback: a.feedback,
+                    intent_grade: a.intent,
+                    attitude: a.attitude,
+                    understanding: a.understanding,
+                    stage: a.stage,
+                    next_follow_up: a.next,
+                    next_goal: a.goal,
+                    result: a.result,
+                    owner: a.owner,
+                };
+                commands::follow_up::log(config, &a.contact, input).await
+            }
+            FollowUpCommand::Import { file, strict } => commands::follow_up::import(config, &file, strict).await,
+        }
+    }
+}
+
+impl OrderCommand {
+    async fn run(self, config: &Config) -> anyhow::Result<()> {
+        match self {
+            OrderCommand::Add {
+                id,
+                contact,
+                amount,
+                currency,
+                date,
+                items,
+            } => {
+                let order = NewOrder {
+                    id,
+                    contact,
+                    amount: Amount::Text(amount),
+                    currency,
+                    date,
+                    items,
+                };
+                commands::order::add(config, order).await
+            }
+            OrderCommand::Import { file, strict, history } => {
+                commands::order::import(config, &file, strict, history).await
+            }
+        }
+    }
+}
+
+impl OutboxCommand {
+    async fn run(self, config: &Config) -> anyhow::Result<()> {
+        match self {
+            OutboxCommand::List { status, limit, json } => commands::outbox::list(config, &status, limit, json).await,
+            OutboxCommand::Retry { ids, all } => commands::outbox::act(config, true, &ids, all.as_deref()).await,
+            OutboxCommand::Drop { ids, all } => commands::outbox::act(config, false, &ids, all.as_deref()).await,
+        }
+    }
+}
+
+impl SuppressCommand {
+    async fn run(self, config: &Config) -> anyhow::Result<()> {
+        let action = match &self {
+            SuppressCommand::Add {
+                address,
+                channel,
+                detail,
+            } => SuppressAction::Add(NewSuppression {
+                address: address.clone(),
+                channel: channel.clone(),
+                detail: detail.clone(),
+            }),
+            SuppressCommand::Remove { address, channel } => SuppressAction::Remove { address, channel },
+            SuppressCommand::List { json } => SuppressAction::List { as_json: *json },
+        };
+        commands::suppress::run(config, action).await
     }
 }
 

@@ -7,7 +7,7 @@
 //! only ever goes where the message itself pointed, so it is no open redirect,
 //! and a forged or altered token is refused before anything is recorded.
 
-use crate::store::Category;
+use crate::model::Category;
 use crate::unsubscribe::Unsubscribe;
 use crate::workflow::Workflow;
 

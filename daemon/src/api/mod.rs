@@ -1,16 +1,27 @@
-//! The HTTP API (axum): contacts, stage changes, follow-ups and inquiries come
-//! in here and become events in the inbox. Bad input gets a 4xx with a message.
+//! The HTTP API (axum): contacts, stage changes, follow-ups, inquiries and
+//! orders come in here and become events in the inbox. Bad input gets a 4xx with
+//! a message. This file holds what every route shares (state, auth, errors, the
+//! group commit of writes) and the `/stage-changes` intake, which commits its
+//! own way; the other routes live in one file per resource and call `app`.
+
+mod contacts;
+mod engagement;
+mod orders;
+mod replies;
+mod reports;
+mod suppressions;
+mod unsubscribe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -20,15 +31,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admission::Admission;
-use crate::clock::{Clock, parse_time};
+use crate::app::NotFound;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::insight::{self, NewOrder, OrderOutcome};
-use crate::store::{
-    self, BounceKind, Contact, Engagement, GroupCommit, Invalid, NewContact, NewFollowUp, StageIntake, Store,
-    SuppressionReason, SuppressionRules,
-};
-use crate::tracking;
+use crate::store::{self, GroupCommit, Invalid, StageIntake, Store, SuppressionRules};
 use crate::unsubscribe::Unsubscribe;
 
 /// What a write route answers: a status and a JSON body.
@@ -61,11 +68,6 @@ impl IntoResponse for ApiError {
         (self.0, Json(json!({ "error": self.1 }))).into_response()
     }
 }
-
-/// A contact (or other thing) the request names does not exist.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct NotFound(String);
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
@@ -177,27 +179,27 @@ pub async fn serve(
 
 fn router(state: AppState) -> Router {
     let authed = Router::new()
-        .route("/contacts", post(add_contact))
-        .route("/contacts/{contact}", get(show_contact))
-        .route("/contacts/{contact}/stage", post(change_stage))
-        .route("/contacts/{contact}/follow-ups", post(log_follow_up))
-        .route("/contacts/{contact}/inquiries", post(add_inquiry))
+        .route("/contacts", post(contacts::add_contact))
+        .route("/contacts/{contact}", get(contacts::show_contact))
+        .route("/contacts/{contact}/stage", post(contacts::change_stage))
+        .route("/contacts/{contact}/follow-ups", post(contacts::log_follow_up))
+        .route("/contacts/{contact}/inquiries", post(contacts::add_inquiry))
         .route("/stage-changes", post(stage_change_by_email))
-        .route("/bounces", post(report_bounce))
-        .route("/suppressions", post(add_suppression))
-        .route("/orders", post(add_order))
-        .route("/replies", post(add_reply))
-        .route("/reports", get(report))
+        .route("/bounces", post(suppressions::report_bounce))
+        .route("/suppressions", post(suppressions::add_suppression))
+        .route("/orders", post(orders::add_order))
+        .route("/replies", post(replies::add_reply))
+        .route("/reports", get(reports::report))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
         // Recipients follow these links from their mail: no token, and the signed path is the proof.
         .route(
             "/unsubscribe/{token}",
-            get(unsubscribe_page).post(unsubscribe_one_click),
+            get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe_one_click),
         )
-        .route("/t/o/{token}", get(track_open))
-        .route("/t/c/{token}", get(track_click))
+        .route("/t/o/{token}", get(engagement::track_open))
+        .route("/t/c/{token}", get(engagement::track_click))
         .merge(authed)
         .with_state(state)
 }
@@ -236,12 +238,6 @@ async fn health(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn contact(conn: &mut store::Conn, reference: &str) -> anyhow::Result<Contact> {
-    store::find_contact(conn, reference)
-        .await?
-        .ok_or_else(|| NotFound(format!("no contact `{reference}` (give an id or an email)")).into())
-}
-
 impl AppState {
     /// Runs `write` in the next group commit once admitted, wakes the engine,
     /// and answers. `write` may be called twice (see `GroupCommit`): it takes
@@ -267,77 +263,6 @@ impl AppState {
         self.engine_wake.notify_one();
         result
     }
-}
-
-async fn add_contact(State(s): State<AppState>, JsonObject(body): JsonObject<NewContact>) -> ApiResult {
-    let new = body;
-    let now = s.clock.now_ms();
-    let new = Arc::new(new);
-    s.write(move |conn| {
-        let new = new.clone();
-        Box::pin(async move {
-            let id = store::insert_contact(conn, &new, now).await?;
-            Ok((StatusCode::CREATED, json!({ "id": id })))
-        })
-    })
-    .await
-}
-
-async fn show_contact(State(s): State<AppState>, Path(reference): Path<String>) -> ApiResult {
-    let mut conn = s.store.pool.acquire().await.map_err(anyhow::Error::from)?;
-    let contact = contact(&mut conn, &reference).await?;
-    let follow_ups = store::follow_ups_of(&mut conn, contact.id, 20).await?;
-    let orders = store::orders_of(&mut conn, contact.id, 20).await?;
-    let history = store::history_of(&mut conn, contact.id, 50).await?;
-    Ok(
-        Json(json!({ "contact": contact, "follow_ups": follow_ups, "orders": orders, "history": history }))
-            .into_response(),
-    )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StageChange {
-    stage: String,
-}
-
-async fn change_stage(
-    State(s): State<AppState>,
-    Path(reference): Path<String>,
-    JsonObject(body): JsonObject<StageChange>,
-) -> ApiResult {
-    let change = body;
-    let now = s.clock.now_ms();
-    let (reference, change) = (Arc::new(reference), Arc::new(change));
-    s.write(move |conn| {
-        let (reference, change) = (reference.clone(), change.clone());
-        Box::pin(async move {
-            let contact = contact(conn, &reference).await?;
-            set_stage(conn, contact.id, &contact.stage, &change.stage, now, json!({})).await
-        })
-    })
-    .await
-}
-
-/// Sets the stage; answers 202 with the event (200 when the stage was already
-/// that), plus `extra` fields.
-async fn set_stage(
-    conn: &mut store::Conn,
-    contact_id: i64,
-    from: &str,
-    stage: &str,
-    now: i64,
-    mut extra: serde_json::Value,
-) -> anyhow::Result<Answer> {
-    let event = store::set_stage(conn, contact_id, from, stage, "api", now).await?;
-    let status = if event.is_some() {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    extra["event_id"] = json!(event);
-    extra["changed"] = json!(event.is_some());
-    Ok((status, extra))
 }
 
 /// A stage change for a contact known by email, created on first sight.
@@ -383,411 +308,4 @@ async fn stage_change_by_email(
     };
     let body = json!({ "contact_id": contact_id, "event_id": event, "changed": event.is_some() });
     Ok((status, Json(body)).into_response())
-}
-
-/// A follow-up as the API takes it: times as text (`3d`, RFC 3339, local date-time).
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FollowUpInput {
-    pub at: Option<String>,
-    pub channel: String,
-    #[serde(default)]
-    pub summary: String,
-    #[serde(default)]
-    pub feedback: String,
-    pub intent_grade: Option<String>,
-    pub attitude: Option<String>,
-    pub understanding: Option<String>,
-    pub stage: Option<String>,
-    pub next_follow_up: Option<String>,
-    pub next_goal: Option<String>,
-    pub result: Option<String>,
-    pub owner: Option<String>,
-}
-
-impl FollowUpInput {
-    /// Resolves the times in the contact's own time zone.
-    pub fn resolve(self, contact: &Contact, now: i64) -> Result<NewFollowUp, Invalid> {
-        let time = |t: Option<String>| {
-            t.map(|t| parse_time(&t, now, &contact.time_zone).map_err(Invalid))
-                .transpose()
-        };
-        Ok(NewFollowUp {
-            at: time(self.at)?,
-            channel: self.channel,
-            summary: self.summary,
-            feedback: self.feedback,
-            intent_grade: self.intent_grade,
-            attitude: self.attitude,
-            understanding: self.understanding,
-            stage: self.stage,
-            next_follow_up_at: time(self.next_follow_up)?,
-            next_goal: self.next_goal,
-            result: self.result,
-            owner: self.owner,
-        })
-    }
-}
-
-async fn log_follow_up(
-    State(s): State<AppState>,
-    Path(reference): Path<String>,
-    JsonObject(body): JsonObject<FollowUpInput>,
-) -> ApiResult {
-    let input = body;
-    let now = s.clock.now_ms();
-    let rules = s.engine.current().classification.clone();
-    let (reference, input) = (Arc::new(reference), Arc::new(input));
-    s.write(move |conn| {
-        let (reference, input, rules) = (reference.clone(), input.clone(), rules.clone());
-        Box::pin(async move {
-            let contact = contact(conn, &reference).await?;
-            let follow_up = FollowUpInput::clone(&input).resolve(&contact, now)?;
-            let id = store::log_follow_up(conn, &contact, &follow_up, now).await?;
-            insight::reclassify_by_id(conn, rules.as_deref(), contact.id, now, insight::Events::Write).await?;
-            Ok((StatusCode::CREATED, json!({ "id": id })))
-        })
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InquiryInput {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    channel: String,
-}
-
-async fn add_inquiry(
-    State(s): State<AppState>,
-    Path(reference): Path<String>,
-    JsonObject(body): JsonObject<InquiryInput>,
-) -> ApiResult {
-    let input = body;
-    let now = s.clock.now_ms();
-    let (reference, input) = (Arc::new(reference), Arc::new(input));
-    s.write(move |conn| {
-        let (reference, input) = (reference.clone(), input.clone());
-        Box::pin(async move {
-            let contact = contact(conn, &reference).await?;
-            let id = store::add_inquiry(conn, contact.id, &input.message, &input.channel, now).await?;
-            Ok((StatusCode::ACCEPTED, json!({ "inquiry_id": id })))
-        })
-    })
-    .await
-}
-
-/// The landing page of an unsubscribe link. A GET changes nothing (mail scanners
-/// prefetch links); the button POSTs like a mail client's one-click button.
-async fn unsubscribe_page(State(s): State<AppState>, Path(token): Path<String>) -> Response {
-    if s.unsubscribe.verify(&token).is_none() {
-        return forged_link();
-    }
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><title>Unsubscribe</title>\
-         <form method=post action=\"/unsubscribe/{token}\">\
-         <input type=hidden name=List-Unsubscribe value=One-Click>\
-         <p>Stop all emails from us to this address?</p><button>Unsubscribe</button></form>"
-    ))
-    .into_response()
-}
-
-/// RFC 8058 one-click unsubscribe: suppresses the contact's addresses at once
-/// and withdraws consent. Answers 200 without a redirect; idempotent.
-async fn unsubscribe_one_click(State(s): State<AppState>, Path(token): Path<String>) -> Result<Response, ApiError> {
-    let Some(contact_id) = s.unsubscribe.verify(&token) else {
-        return Ok(forged_link());
-    };
-    let now = s.clock.now_ms();
-    let mut tx = s.store.write().await?;
-    let Some(contact) = store::contact_by_id(&mut tx, contact_id).await? else {
-        return Ok(forged_link());
-    };
-    let addresses = [&contact.email, &contact.phone].into_iter().flatten();
-    for address in addresses.filter(|a| !a.trim().is_empty()) {
-        store::suppress(
-            &mut tx,
-            address,
-            "*",
-            SuppressionReason::Unsubscribed,
-            "one-click unsubscribe",
-            now,
-        )
-        .await?;
-    }
-    store::withdraw_consent(&mut tx, contact.id, now).await?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
-    info!(contact_id, "unsubscribed");
-    s.engine_wake.notify_one();
-    Ok(
-        Html("<!doctype html><meta charset=utf-8><title>Unsubscribed</title><p>You are unsubscribed.</p>")
-            .into_response(),
-    )
-}
-
-fn forged_link() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Html("<!doctype html><meta charset=utf-8><p>This unsubscribe link is not valid.</p>"),
-    )
-        .into_response()
-}
-
-/// The open pixel of a tracked message: records an open and answers a 1x1 GIF.
-async fn track_open(State(s): State<AppState>, Path(token): Path<String>) -> ApiResult {
-    let Some(key) = tracking::verify_open(&s.unsubscribe, &token) else {
-        return Ok(untracked());
-    };
-    if !record_engagement(&s, key, Engagement::Opened).await? {
-        return Ok(untracked());
-    }
-    let headers = [
-        (header::CONTENT_TYPE, "image/gif"),
-        // Each open should reach the daemon, not a cache.
-        (header::CACHE_CONTROL, "no-store, max-age=0"),
-    ];
-    Ok((headers, tracking::PIXEL_GIF).into_response())
-}
-
-/// A tracked link: records a click and redirects to the URL the message had,
-/// which the token carries under its MAC: never anywhere else.
-async fn track_click(State(s): State<AppState>, Path(token): Path<String>) -> ApiResult {
-    let Some((key, url)) = tracking::verify_click(&s.unsubscribe, &token) else {
-        return Ok(untracked());
-    };
-    if !record_engagement(&s, key, Engagement::Clicked(url.clone())).await? {
-        return Ok(untracked());
-    }
-    Ok((
-        StatusCode::FOUND,
-        [
-            (header::LOCATION, tracking::location(&url)),
-            (header::CACHE_CONTROL, "no-store".into()),
-        ],
-    )
-        .into_response())
-}
-
-/// Records an open or a click of the message `key`; false if no such message exists.
-async fn record_engagement(s: &AppState, key: String, what: Engagement) -> anyhow::Result<bool> {
-    let now = s.clock.now_ms();
-    let (key, what) = (Arc::new(key), Arc::new(what));
-    let (status, _) = s
-        .writer
-        .write(move |conn| {
-            let (key, what) = (key.clone(), what.clone());
-            Box::pin(async move {
-                let Some(message) = store::message_by_key(conn, &key).await? else {
-                    return Ok((StatusCode::NOT_FOUND, json!({})));
-                };
-                store::record_engagement(conn, &message, &what, now).await?;
-                Ok((StatusCode::OK, json!({})))
-            })
-        })
-        .await?;
-    Ok(status == StatusCode::OK)
-}
-
-fn untracked() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Html("<!doctype html><meta charset=utf-8><p>This link is not valid.</p>"),
-    )
-        .into_response()
-}
-
-/// A reply from a contact, e.g. from a mail provider's inbound webhook: by the
-/// message it answers (its Message-ID, which names the contact), or by the
-/// contact's email (it then counts for the latest message delivered to them).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplyInput {
-    message_id: Option<String>,
-    email: Option<String>,
-}
-
-async fn add_reply(State(s): State<AppState>, JsonObject(body): JsonObject<ReplyInput>) -> ApiResult {
-    let input = body;
-    let now = s.clock.now_ms();
-    let input = Arc::new(input);
-    s.write(move |conn| {
-        let input = input.clone();
-        Box::pin(async move {
-            let (contact_id, message) = match (&input.message_id, &input.email) {
-                (Some(message_id), _) => {
-                    // `<key@domain>` as in the headers, or the bare key.
-                    let key = message_id.trim().trim_start_matches('<').trim_end_matches('>');
-                    let key = key.rsplit_once('@').map_or(key, |(k, _)| k);
-                    let message = store::message_by_key(conn, key)
-                        .await?
-                        .ok_or_else(|| NotFound(format!("no message `{message_id}` was sent to a contact")))?;
-                    (message.contact_id, Some(message))
-                }
-                (None, Some(email)) => {
-                    let contact = store::contact_by_email(conn, email)
-                        .await?
-                        .ok_or_else(|| NotFound(format!("no contact with email `{email}`")))?;
-                    (contact.id, store::last_message_to(conn, contact.id).await?)
-                }
-                (None, None) => {
-                    return Err(Invalid(
-                        "give `message_id` (the Message-ID replied to) or `email` (the contact's)".into(),
-                    )
-                    .into());
-                }
-            };
-            let event_id = store::record_reply(conn, contact_id, message.as_ref(), now).await?;
-            let body = json!({
-                "contact_id": contact_id,
-                "message_id": message.map(|m| m.message_id),
-                "event_id": event_id,
-            });
-            Ok((StatusCode::CREATED, body))
-        })
-    })
-    .await
-}
-
-/// A bounce or complaint reported by a mail provider's webhook or a feedback loop.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BounceInput {
-    address: String,
-    kind: String,
-    #[serde(default = "any_channel")]
-    channel: String,
-    #[serde(default)]
-    detail: String,
-}
-
-fn any_channel() -> String {
-    "email".into()
-}
-
-async fn report_bounce(State(s): State<AppState>, JsonObject(body): JsonObject<BounceInput>) -> ApiResult {
-    let input = body;
-    let kind = BounceKind::parse(&input.kind).ok_or_else(|| {
-        ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("kind `{}` is not one of hard, soft, complaint", input.kind),
-        )
-    })?;
-    let mut tx = s.store.write().await?;
-    let bounce = store::Bounce {
-        address: &input.address,
-        channel: &input.channel,
-        kind,
-        detail: &input.detail,
-        outbox_id: None,
-    };
-    let suppressed = store::record_bounce(&mut tx, &bounce, s.suppression, s.clock.now_ms()).await?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
-    Ok((StatusCode::CREATED, Json(json!({ "suppressed": suppressed }))).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SuppressionInput {
-    address: String,
-    #[serde(default = "all_channels")]
-    channel: String,
-    #[serde(default)]
-    detail: String,
-}
-
-fn all_channels() -> String {
-    "*".into()
-}
-
-async fn add_suppression(State(s): State<AppState>, JsonObject(body): JsonObject<SuppressionInput>) -> ApiResult {
-    let input = body;
-    let mut tx = s.store.write().await?;
-    let added = store::suppress(
-        &mut tx,
-        &input.address,
-        &input.channel,
-        SuppressionReason::Manual,
-        &input.detail,
-        s.clock.now_ms(),
-    )
-    .await?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
-    Ok((StatusCode::CREATED, Json(json!({ "added": added }))).into_response())
-}
-
-/// Records an order (201), or finds it recorded already (200, nothing changed).
-async fn add_order(State(s): State<AppState>, JsonObject(body): JsonObject<NewOrder>) -> ApiResult {
-    let order = body;
-    let Some(rules) = s.engine.current().classification.clone() else {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "orders need classification rules: add classification.toml to the workflows folder".into(),
-        ));
-    };
-    let mut tx = s.store.write().await?;
-    let outcome = insight::record_order(&mut tx, &rules, &order, s.clock.now_ms()).await?;
-    tx.commit().await.map_err(anyhow::Error::from)?;
-    Ok(match outcome {
-        OrderOutcome::Added { order_id, contact_id } => {
-            s.engine_wake.notify_one();
-            let body = json!({ "id": order_id, "contact_id": contact_id, "created": true });
-            (StatusCode::CREATED, Json(body)).into_response()
-        }
-        OrderOutcome::AlreadyPresent { order_id } => {
-            (StatusCode::OK, Json(json!({ "id": order_id, "created": false }))).into_response()
-        }
-    })
-}
-
-/// `GET /reports?from=2026-11-01&to=2026-11-30&owner=&tier=&source=&format=`: what `nudge report` prints,
-/// as JSON by default, or `format=table|csv|html` (the page of `--html`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReportQuery {
-    from: Option<String>,
-    to: Option<String>,
-    owner: Option<String>,
-    tier: Option<String>,
-    source: Option<String>,
-    format: Option<String>,
-}
-
-async fn report(State(s): State<AppState>, query: Result<Query<ReportQuery>, QueryRejection>) -> ApiResult {
-    let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let set = s.engine.current();
-    let Some(rules) = set.classification.clone() else {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "reports need classification rules: add classification.toml to the workflows folder".into(),
-        ));
-    };
-    let now = s.clock.now_ms();
-    let scope = crate::report::ReportScope::new(
-        &rules,
-        now,
-        q.from.as_deref(),
-        q.to.as_deref(),
-        [q.owner, q.tier, q.source],
-    )
-    .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.0))?;
-    let format = q.format.as_deref().unwrap_or("json");
-    if !["json", "table", "csv", "html"].contains(&format) {
-        return Err(ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("format `{format}` is not one of json, table, csv, html"),
-        ));
-    }
-    let mut conn = s.store.pool.acquire().await.map_err(anyhow::Error::from)?;
-    let report = crate::report::build(&mut conn, &rules, &set, scope.clone(), now).await?;
-    Ok(match format {
-        "table" => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], report.to_table()).into_response(),
-        "csv" => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], report.to_csv()?).into_response(),
-        "html" => {
-            let weeks = crate::report::weekly_trend(&mut conn, &rules, &set, &scope, now).await?;
-            Html(report.to_html(&weeks)).into_response()
-        }
-        _ => Json(report).into_response(),
-    })
 }

@@ -10,10 +10,11 @@ use tracing::info;
 use super::effects::Effects;
 use super::steps::{Applying, PreparedStep};
 use super::{Engine, variants};
+use crate::model::add_span;
 use crate::plugins::RenderedMessage;
 use crate::store::{self, Contact, NewOutboxRow, OutboundMessage};
 use crate::tracking;
-use crate::workflow::{Workflow, WorkflowSet, add_span};
+use crate::workflow::{Workflow, WorkflowSet};
 
 /// A message a step is about to send.
 pub(super) struct Outgoing {

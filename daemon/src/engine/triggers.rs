@@ -5,8 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
+use crate::model::add_span;
 use crate::store::{self, Conn, Contact, Event, EventKind, Run, RunStart, SuppressionReason};
-use crate::workflow::{ExitOn, Trigger, Workflow, add_span};
+use crate::workflow::{ExitOn, Trigger, Workflow};
 
 /// Whether `workflow`'s trigger matches `event` (the `when` condition is checked separately).
 pub fn matches(trigger: &Trigger, event: &Event) -> bool {

@@ -2,8 +2,9 @@
 //! message is (`Variant::assign`, stable per contact), whether the variant's
 //! delay still holds the message back, and the template with its subject.
 
+use crate::model::add_span;
 use crate::store::{self, Run, Store};
-use crate::workflow::{Step, Template, Variant, Workflow, add_span};
+use crate::workflow::{Step, Template, Variant, Workflow};
 
 /// The variant of the step a run is at, if that step is an A/B test.
 pub fn of_step<'a>(workflow: &'a Workflow, run: &Run) -> Option<&'a Variant> {

@@ -3,7 +3,8 @@
 //! by phone, or without either by name and company, so a re-import adds nobody twice.
 
 use super::{Parser, Row, RowKind, RowOutcome};
-use crate::store::{self, Conn, Invalid, NewContact};
+use crate::app;
+use crate::store::{Conn, Invalid, NewContact};
 
 pub struct Contacts {
     pub now: i64,
@@ -49,7 +50,7 @@ impl RowKind for Contacts {
         conn: &mut Conn,
         items: Vec<(NewContact, Result<(), Invalid>)>,
     ) -> anyhow::Result<Vec<Result<RowOutcome, String>>> {
-        let added = store::insert_new_contacts(conn, &items, self.now).await?;
+        let added = app::add_contacts(conn, &items, self.now).await?;
         Ok(added
             .into_iter()
             .map(|added| {

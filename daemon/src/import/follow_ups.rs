@@ -5,9 +5,8 @@
 //! writes `follow_up_logged`.
 
 use super::{Parser, Row, RowKind, RowOutcome};
-use crate::api::FollowUpInput;
-use crate::insight::{Events, reclassify_by_id};
-use crate::store::{self, Conn, Invalid};
+use crate::app::{self, FollowUpInput, FollowUpLogged, NotFound, Repeats};
+use crate::store::{Conn, Invalid};
 use crate::workflow::ClassificationRules;
 
 pub struct FollowUps<'a> {
@@ -63,28 +62,17 @@ impl RowKind for FollowUps<'_> {
     ) -> anyhow::Result<Vec<Result<RowOutcome, String>>> {
         let mut outcomes = Vec::with_capacity(items.len());
         for (reference, input) in items {
-            outcomes.push(match self.log(conn, &reference, input).await {
-                Ok(outcome) => Ok(outcome),
-                Err(e) => Err(e.downcast::<Invalid>()?.0),
+            let logged = app::log_follow_up(conn, self.rules, &reference, input, Repeats::Skip, self.now).await;
+            outcomes.push(match logged {
+                Ok(FollowUpLogged::Added { .. }) => Ok(RowOutcome::Added),
+                Ok(FollowUpLogged::AlreadyPresent) => Ok(RowOutcome::AlreadyPresent),
+                Err(e) => match e.downcast::<Invalid>() {
+                    Ok(invalid) => Err(invalid.0),
+                    Err(e) => Err(e.downcast::<NotFound>()?.0),
+                },
             });
         }
         Ok(outcomes)
-    }
-}
-
-impl FollowUps<'_> {
-    async fn log(&mut self, conn: &mut Conn, reference: &str, input: FollowUpInput) -> anyhow::Result<RowOutcome> {
-        let contact = store::find_contact(conn, reference)
-            .await?
-            .ok_or_else(|| Invalid(format!("no contact `{reference}` (give an id or an email)")))?;
-        let follow_up = input.resolve(&contact, self.now)?;
-        let at = follow_up.at.unwrap_or(self.now);
-        if store::follow_up_exists(conn, contact.id, at, &follow_up.channel, &follow_up.summary).await? {
-            return Ok(RowOutcome::AlreadyPresent);
-        }
-        store::log_follow_up(conn, &contact, &follow_up, self.now).await?;
-        reclassify_by_id(conn, self.rules, contact.id, self.now, Events::Write).await?;
-        Ok(RowOutcome::Added)
     }
 }
 

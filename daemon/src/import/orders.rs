@@ -6,10 +6,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{Parser, RowKind, RowOutcome};
-use crate::insight::{
-    Amount, CheckedOrder, Events, NewOrder, OrderOutcome, order_placed, reclassify_customers, store_orders,
-};
-use crate::store::{self, Conn};
+use crate::app::{self, Amount, NewOrder};
+use crate::insight::{CheckedOrder, Events, OrderOutcome, reclassify_customers};
+use crate::store::Conn;
 use crate::workflow::ClassificationRules;
 
 pub struct Orders {
@@ -59,24 +58,18 @@ impl RowKind for Orders {
         conn: &mut Conn,
         items: Vec<CheckedOrder>,
     ) -> anyhow::Result<Vec<Result<RowOutcome, String>>> {
-        let outcomes = store_orders(conn, &items, self.now).await?;
-        let mut placed = Vec::new();
-        let rows = outcomes
+        let outcomes = app::record_orders(conn, &items, self.events, self.now).await?;
+        Ok(outcomes
             .into_iter()
             .map(|outcome| match outcome {
-                Ok(OrderOutcome::Added { order_id, contact_id }) => {
-                    placed.push(order_placed(order_id, contact_id));
+                Ok(OrderOutcome::Added { contact_id, .. }) => {
                     self.customers.insert(contact_id);
                     Ok(RowOutcome::Added)
                 }
                 Ok(OrderOutcome::AlreadyPresent { .. }) => Ok(RowOutcome::AlreadyPresent),
                 Err(invalid) => Err(invalid.0),
             })
-            .collect();
-        if self.events == Events::Write {
-            store::insert_events(conn, &placed, self.now).await?;
-        }
-        Ok(rows)
+            .collect())
     }
 
     /// A customer is re-classified once per commit, after all their rows in it.

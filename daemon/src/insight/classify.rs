@@ -5,7 +5,8 @@
 
 use jiff::civil::Date;
 
-use crate::workflow::{ClassificationRules, add_days, sub_days};
+use crate::model::{add_days, sub_days};
+use crate::workflow::ClassificationRules;
 
 /// What classification needs to know about a customer.
 #[derive(Debug, Clone, PartialEq, Eq)]

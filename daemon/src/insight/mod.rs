@@ -1,4 +1,4 @@
-//! Customer insight: orders come in (API, CLI, CSV import), and each customer's
+//! Customer insight: orders come in (`app::record_order`, CSV import), and each customer's
 //! value tier, RFM grade and behaviour are computed from them by the rules of
 //! `classification.toml`. Every change writes its event into the inbox
 //! (`first_order`, `tier_changed`, `rfm_changed`, `became_dormant`, `became_active`) in the
@@ -8,7 +8,6 @@
 //! rules' time zone, on the daemon's clock) for what time alone changes.
 
 pub mod classify;
-pub mod money;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,67 +15,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::engine::Engine;
-use crate::store::{self, Change, ComputedClassification, Conn, EventKind, Invalid, NewEvent, OrderRow, Store};
+use crate::model::money;
+use crate::store::{
+    self, Change, ComputedClassification, Conn, CustomerRecord, EventKind, Invalid, NewEvent, OrderRow, Store,
+};
 use crate::workflow::{CLASSIFICATION_FILE, ClassificationRules, WorkflowSet};
-use classify::{CustomerFacts, classify, window_starts};
+use classify::{Classified, CustomerFacts, classify, window_starts};
 
 /// Who the history names for changes that classification makes.
 const CLASSIFIER: &str = "classification";
 /// Customers re-classified per transaction in the daily pass.
 const PASS_BATCH: i64 = 500;
-
-/// An order as the API, the CLI and CSV files give it.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewOrder {
-    /// The order's id in the shop or ERP: sending it again changes nothing.
-    pub id: String,
-    /// The contact's id or email.
-    pub contact: String,
-    /// A decimal such as "1234.50"; an integer is accepted, a JSON float is not.
-    pub amount: Amount,
-    /// Defaults to the base currency.
-    pub currency: Option<String>,
-    /// YYYY-MM-DD (in the rules' time zone) or an RFC 3339 time; defaults to today.
-    pub date: Option<String>,
-    #[serde(default)]
-    pub items: String,
-}
-
-/// An amount as given: text or an integer. A float would already have lost the
-/// exact value it was written as, so it is refused with a message.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Amount {
-    Text(String),
-    Integer(i64),
-    Float(f64),
-}
-
-impl Default for Amount {
-    fn default() -> Self {
-        Amount::Text(String::new())
-    }
-}
-
-impl Amount {
-    fn minor_units(&self) -> Result<i64, Invalid> {
-        match self {
-            Amount::Text(text) => money::parse_amount(text).map_err(Invalid),
-            Amount::Integer(n) => money::parse_amount(&n.to_string()).map_err(Invalid),
-            Amount::Float(f) => Err(Invalid(format!(
-                "amount {f} is a floating-point number; send it as a string, e.g. \"{f}\", so no precision is lost"
-            ))),
-        }
-    }
-}
 
 /// What recording an order did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,78 +65,6 @@ pub struct CheckedOrder {
     /// A retry that leaves out the date (which defaults to today) is still the same order.
     pub date_given: bool,
     pub items: String,
-}
-
-impl NewOrder {
-    /// Validates and converts what needs no database: a missing id, a bad amount or
-    /// date, a currency without a rate or a date in the future are `Invalid`.
-    pub fn check(&self, rules: &ClassificationRules, now: i64) -> Result<CheckedOrder, Invalid> {
-        let external_id = self.id.trim();
-        if external_id.is_empty() {
-            return Err(Invalid(
-                "an order needs an id (the order number of your shop or ERP)".into(),
-            ));
-        }
-        let amount_minor = self.amount.minor_units()?;
-        let currency = self
-            .currency
-            .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .unwrap_or(&rules.base_currency)
-            .to_ascii_uppercase();
-        let rate = rules.rate(&currency).map_err(Invalid)?;
-        let today = rules.today(now);
-        let date_given = self.date.as_deref().map(str::trim).filter(|d| !d.is_empty());
-        let ordered_on = match date_given {
-            None => today,
-            Some(text) => parse_order_date(rules, text)?,
-        };
-        if ordered_on > today {
-            return Err(Invalid(format!(
-                "order date {ordered_on} is in the future (today is {today})"
-            )));
-        }
-        Ok(CheckedOrder {
-            external_id: external_id.to_string(),
-            contact: self.contact.trim().to_string(),
-            amount_minor,
-            base_amount_minor: money::convert(amount_minor, rate),
-            currency,
-            ordered_on: ordered_on.to_string(),
-            date_given: date_given.is_some(),
-            items: self.items.trim().to_string(),
-        })
-    }
-}
-
-/// Validates, converts and stores an order, and re-classifies its customer, all
-/// in the caller's transaction. An unknown contact or currency, a bad amount or
-/// date, or an existing order of the same id with other content is `Invalid`.
-pub async fn record_order(
-    conn: &mut Conn,
-    rules: &ClassificationRules,
-    new: &NewOrder,
-    now: i64,
-) -> anyhow::Result<OrderOutcome> {
-    let checked = new.check(rules, now)?;
-    let outcome = store_orders(conn, std::slice::from_ref(&checked), now)
-        .await?
-        .remove(0)?;
-    if let OrderOutcome::Added { order_id, contact_id } = outcome {
-        store::insert_events(conn, &[order_placed(order_id, contact_id)], now).await?;
-        reclassify_customers(conn, rules, &[contact_id], now, Events::Write).await?;
-    }
-    Ok(outcome)
-}
-
-/// The `order_placed` event: what the `ordered` exit condition of a run looks for.
-pub fn order_placed(order_id: i64, contact_id: i64) -> NewEvent {
-    NewEvent {
-        kind: EventKind::OrderPlaced,
-        contact_id,
-        payload: json!({ "order_id": order_id }),
-    }
 }
 
 /// Stores checked orders without re-classifying their customers (imports classify
@@ -278,22 +161,6 @@ fn same_order(existing: &OrderRow, new: &OrderRow, date_given: bool) -> Result<(
     )))
 }
 
-fn parse_order_date(rules: &ClassificationRules, text: &str) -> Result<jiff::civil::Date, Invalid> {
-    let date = if let Ok(date) = text.parse::<jiff::civil::Date>()
-        && !text.contains('T')
-        && !text.contains(' ')
-    {
-        date
-    } else if let Ok(at) = text.parse::<jiff::Timestamp>() {
-        rules.date_of(at.as_millisecond())
-    } else {
-        return Err(Invalid(format!(
-            "`{text}` is not a date; write YYYY-MM-DD (e.g. 2026-11-23) or an RFC 3339 time"
-        )));
-    };
-    crate::clock::check_day(date).map_err(|e| Invalid(format!("order date {e}")))
-}
-
 /// Computes the classification of customers from their orders and writes what
 /// changed, each change with its history entry and (unless `Events::Skip`) its
 /// event, in a few statements for the whole batch. Contacts without orders are
@@ -311,11 +178,13 @@ pub async fn reclassify_customers(
         store::customer_records(conn, contact_ids, &value_since.to_string(), &rfm_since.to_string()).await?;
     // Changes are written customer by customer, in id order.
     customers.sort_unstable_by_key(|c| c.contact_id);
-    let write_events = events == Events::Write;
-    let mut history = Vec::new();
-    let mut new_events = Vec::new();
-    let mut computed = Vec::new();
-    let mut changes = 0;
+    let mut writes = Writes {
+        events,
+        history: Vec::new(),
+        new_events: Vec::new(),
+        computed: Vec::new(),
+        changes: 0,
+    };
     for c in &customers {
         let facts = CustomerFacts {
             first_order: c.first_order.parse().context("stored order date")?,
@@ -325,21 +194,31 @@ pub async fn reclassify_customers(
             rfm_window_amount: c.rfm_window_amount,
             last_follow_up: c.last_follow_up_at.map(|at| rules.date_of(at)),
         };
-        let now_class = classify(rules, &facts, today);
+        writes.compare(c, classify(rules, &facts, today));
+    }
+    store::insert_history_entries(conn, &writes.history, CLASSIFIER, now).await?;
+    store::insert_events(conn, &writes.new_events, now).await?;
+    store::set_computed_classifications(conn, &writes.computed, now).await?;
+    Ok(writes.changes)
+}
+
+/// What re-classifying a batch of customers writes, gathered customer by customer.
+struct Writes<'a> {
+    events: Events,
+    history: Vec<Change<'a>>,
+    new_events: Vec<NewEvent>,
+    computed: Vec<ComputedClassification<'a>>,
+    changes: usize,
+}
+
+impl<'a> Writes<'a> {
+    /// Compares a customer's stored classification with the one computed now.
+    fn compare(&mut self, c: &'a CustomerRecord, now_class: Classified) {
         let scores = now_class.rfm_scores();
-        let before = changes;
-        let mut event = |kind, payload| {
-            if write_events {
-                new_events.push(NewEvent {
-                    kind,
-                    contact_id: c.contact_id,
-                    payload,
-                });
-            }
-        };
+        let before = self.changes;
         if c.customer_since.is_none() {
-            event(EventKind::FirstOrder, json!({ "date": c.first_order }));
-            changes += 1;
+            self.event(c, EventKind::FirstOrder, json!({ "date": c.first_order }));
+            self.changes += 1;
         }
         let fields = [
             (
@@ -352,19 +231,19 @@ pub async fn reclassify_customers(
         ];
         for (field, from, to, kind) in fields {
             if from.as_deref() != Some(to) {
-                history.push(Change {
+                self.history.push(Change {
                     contact_id: c.contact_id,
                     field,
                     from: from.as_deref(),
                     to: Some(to),
                 });
-                event(kind, json!({ "from": from.as_deref().unwrap_or(""), "to": to }));
-                changes += 1;
+                self.event(c, kind, json!({ "from": from.as_deref().unwrap_or(""), "to": to }));
+                self.changes += 1;
             }
         }
         let from = c.behaviour.as_deref();
         if from != Some(now_class.behaviour) {
-            history.push(Change {
+            self.history.push(Change {
                 contact_id: c.contact_id,
                 field: "behaviour",
                 from,
@@ -377,16 +256,20 @@ pub async fn reclassify_customers(
                 _ => None,
             };
             if let Some(kind) = kind {
-                event(kind, json!({ "from": from.unwrap_or(""), "last_order": c.last_order }));
+                self.event(
+                    c,
+                    kind,
+                    json!({ "from": from.unwrap_or(""), "last_order": c.last_order }),
+                );
             }
-            changes += 1;
+            self.changes += 1;
         }
         // An older order imported later moves `customer_since` without changing anything else.
-        if changes > before
+        if self.changes > before
             || c.rfm_scores.as_deref() != Some(scores.as_str())
             || c.customer_since.as_deref() != Some(c.first_order.as_str())
         {
-            computed.push(ComputedClassification {
+            self.computed.push(ComputedClassification {
                 contact_id: c.contact_id,
                 value_tier: now_class.value_tier,
                 rfm_grade: now_class.rfm_grade,
@@ -396,24 +279,15 @@ pub async fn reclassify_customers(
             });
         }
     }
-    store::insert_history_entries(conn, &history, CLASSIFIER, now).await?;
-    store::insert_events(conn, &new_events, now).await?;
-    store::set_computed_classifications(conn, &computed, now).await?;
-    Ok(changes)
-}
 
-/// Re-classifies a contact if rules are loaded (after a follow-up, which counts as
-/// activity for churn, there may be none).
-pub async fn reclassify_by_id(
-    conn: &mut Conn,
-    rules: Option<&ClassificationRules>,
-    contact_id: i64,
-    now: i64,
-    events: Events,
-) -> anyhow::Result<usize> {
-    match rules {
-        Some(rules) => reclassify_customers(conn, rules, &[contact_id], now, events).await,
-        None => Ok(0),
+    fn event(&mut self, c: &CustomerRecord, kind: EventKind, payload: serde_json::Value) {
+        if self.events == Events::Write {
+            self.new_events.push(NewEvent {
+                kind,
+                contact_id: c.contact_id,
+                payload,
+            });
+        }
     }
 }
 

@@ -12,8 +12,9 @@ use serde::Serialize;
 
 pub use query::build;
 
+use crate::model::{add_days, sub_days};
 use crate::store::{Conn, Invalid};
-use crate::workflow::{ClassificationRules, WorkflowSet, add_days, sub_days};
+use crate::workflow::{ClassificationRules, WorkflowSet};
 
 /// Which contacts and which days a report covers. Dates are inclusive, in the
 /// classification rules' time zone.

@@ -7,8 +7,9 @@ use jiff::civil::Date;
 use serde::Serialize;
 
 use super::{Engagement, FunnelStage, Measure, Report, ReportScope, VariantEngagement, WorkflowEngagement, percent};
+use crate::model::{STAGES, add_days, add_span};
 use crate::store::Conn;
-use crate::workflow::{ClassificationRules, STAGES, Sla, Trigger, WorkflowSet, add_days, add_span};
+use crate::workflow::{ClassificationRules, Sla, Trigger, WorkflowSet};
 
 /// The period's bounds in unix ms, [from, to).
 #[derive(Debug, Clone, Copy)]

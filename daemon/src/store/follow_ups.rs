@@ -9,7 +9,7 @@ use super::{
     Classification, Conn, Contact, EventKind, Invalid, insert_event, insert_history, set_classification,
     set_next_follow_up, set_stage,
 };
-use crate::workflow::{ATTITUDES, UNDERSTANDINGS, funnel_stage};
+use crate::model::{ATTITUDES, UNDERSTANDINGS, funnel_stage};
 
 /// A follow-up as logged by a rep.
 #[derive(Debug, Clone, Default, Deserialize)]

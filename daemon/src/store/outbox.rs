@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Conn;
 use super::stored_text::stored_text;
+use crate::model::Category;
 
 stored_text! {
     /// Where an outbox row is: `pending` until an attempt settles it, then sent,
@@ -57,52 +58,6 @@ pub struct Unsubscribe {
     pub https: String,
     /// `mailto:` fallback for clients without one-click.
     pub mailto: String,
-}
-
-/// What a message is for; decides its priority, whether caps and unsubscribe apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Category {
-    /// An answer owed under a response SLA.
-    Sla,
-    /// Expected by the recipient (a confirmation, a reply).
-    Transactional,
-    /// Nurture and promotion: capped, windowed, with an unsubscribe link.
-    Marketing,
-    /// To staff (the owner), not to the contact.
-    Internal,
-}
-
-impl Category {
-    pub const ALL: &[&str] = &["sla", "transactional", "marketing", "internal"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Sla => "sla",
-            Category::Transactional => "transactional",
-            Category::Marketing => "marketing",
-            Category::Internal => "internal",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Category> {
-        Some(match text {
-            "sla" => Category::Sla,
-            "transactional" => Category::Transactional,
-            "marketing" => Category::Marketing,
-            "internal" => Category::Internal,
-            _ => return None,
-        })
-    }
-
-    /// Delivery order when more is due than can go at once: lower first.
-    pub fn priority(self) -> i64 {
-        match self {
-            Category::Sla => 0,
-            Category::Transactional | Category::Internal => 1,
-            Category::Marketing => 2,
-        }
-    }
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

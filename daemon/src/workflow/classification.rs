@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::Diagnostic;
 use super::parse::{Problems, at, duration, serde_problem};
-use crate::insight::money;
+use crate::model::{add_days, money};
 
 /// The compiled rules. Amounts are minor units of the base currency.
 #[derive(Debug, Clone)]
@@ -21,7 +21,7 @@ pub struct ClassificationRules {
     /// Where business days begin and end: order dates, windows and the daily pass.
     pub time_zone: jiff::tz::TimeZone,
     pub base_currency: String,
-    /// Fixed rates into the base currency, in millionths (see `insight::money`).
+    /// Fixed rates into the base currency, in millionths (see `model::money`).
     pub rates: BTreeMap<String, i128>,
     pub value_tier: ValueTierRules,
     pub rfm: RfmRules,
@@ -102,16 +102,6 @@ impl ClassificationRules {
             .to_zoned(self.time_zone.clone())
             .date()
     }
-}
-
-/// Adds a whole-day span (checked at load) to a date; far-future on overflow.
-pub fn add_days(date: Date, span: Span) -> Date {
-    date.checked_add(span).unwrap_or(Date::MAX)
-}
-
-/// Subtracts a whole-day span from a date; far-past on overflow.
-pub fn sub_days(date: Date, span: Span) -> Date {
-    date.checked_sub(span).unwrap_or(Date::MIN)
 }
 
 #[derive(Deserialize)]

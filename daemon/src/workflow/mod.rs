@@ -19,49 +19,13 @@ use std::path::Path;
 use jiff::Span;
 use sha2::{Digest, Sha256};
 
-pub use classification::{
-    BehaviourRules, ClassificationRules, ReportRules, RfmRules, ValueTierRules, add_days, sub_days,
-};
+pub use classification::{BehaviourRules, ClassificationRules, ReportRules, RfmRules, ValueTierRules};
 pub use condition::{Condition, contact_schema, event_schema};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use sending::{Cap, SendingPolicy, Window};
 
-use crate::store::Category;
+use crate::model::{Category, add_span};
 
-/// Lifecycle stages (docs/domain.md §1), in order.
-pub const STAGES: &[&str] = &[
-    "lead",
-    "inquiry",
-    "intent",
-    "sample",
-    "first_order",
-    "repeat",
-    "loyal",
-    "dormant",
-    "churned",
-];
-/// Value tiers (docs/domain.md §1).
-pub const TIERS: &[&str] = &["high", "medium", "low"];
-/// Intent grades (docs/domain.md §1).
-pub const INTENT_GRADES: &[&str] = &["A", "B", "C"];
-/// The rep's judgement of a contact's attitude, and of how specific their need is (docs/domain.md §1).
-pub const ATTITUDES: &[&str] = &["doubting", "accepting"];
-pub const UNDERSTANDINGS: &[&str] = &["vague", "specific"];
-/// Funnel stages, from attitude x understanding (docs/domain.md §1).
-pub const FUNNEL_STAGES: &[&str] = &["potential", "watching", "intent", "opportunity"];
-
-/// The funnel stage of an attitude and an understanding (values checked before).
-pub fn funnel_stage(attitude: &str, understanding: &str) -> &'static str {
-    match (attitude, understanding) {
-        ("accepting", "specific") => "opportunity",
-        ("doubting", "specific") => "intent",
-        ("accepting", _) => "watching",
-        _ => "potential",
-    }
-}
-
-/// RFM grades, computed from orders (docs/domain.md §1).
-pub const RFM_GRADES: &[&str] = &["A", "B", "C"];
 /// The file of the folder that holds the classification rules.
 pub const CLASSIFICATION_FILE: &str = "classification.toml";
 
@@ -481,26 +445,6 @@ impl WorkflowSet {
     }
 }
 
-/// Parses a duration such as `3d`, `24h`, `15m`, `2d 12h` or `1w`.
-pub fn parse_duration(text: &str) -> Result<Span, String> {
-    let span: Span = text.trim().parse().map_err(|_| format!("`{text}` is not a duration"))?;
-    if span.is_negative() {
-        return Err(format!("`{text}` is negative"));
-    }
-    Ok(span)
-}
-
-/// Adds a span to a time in a contact's time zone, so "3d" means the same local
-/// time three days later even across a DST change.
-pub fn add_span(at_ms: i64, span: Span, time_zone: &str) -> i64 {
-    let tz = jiff::tz::TimeZone::get(time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
-    let at = jiff::Timestamp::from_millisecond(at_ms).expect("stored times are in range");
-    at.to_zoned(tz)
-        .checked_add(span)
-        .map(|z| z.timestamp().as_millisecond())
-        .unwrap_or(i64::MAX / 2)
-}
-
 /// When the next pass of a segment that repeats `every` is due, its last pass
 /// having been due at `last`: `last + every`, or after a long stop the latest
 /// `last + k * every` not after `now`, so the missed periods are caught up with
@@ -532,6 +476,7 @@ pub fn next_segment_due(last: i64, every: Span, now: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::parse_duration;
 
     #[test]
     fn a_segment_long_stopped_is_due_once_at_its_latest_missed_time() {
@@ -631,32 +576,5 @@ mod tests {
         // What an earlier nudge refused still refuses a stored set.
         let broken = vec![("wf/a.toml".to_string(), "[trigger]\non = \"nope\"\n".to_string())];
         assert!(WorkflowSet::compile_stored(broken, &channels).is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("3d").unwrap().get_days(), 3);
-        assert_eq!(parse_duration("15m").unwrap().get_minutes(), 15);
-        assert!(parse_duration("3 parsecs").is_err());
-        assert!(parse_duration("-3d").is_err());
-        assert_eq!(parse_duration("520w").unwrap().get_weeks(), 520);
-    }
-
-    #[test]
-    fn the_funnel_stage_is_attitude_times_understanding() {
-        assert_eq!(funnel_stage("doubting", "vague"), "potential");
-        assert_eq!(funnel_stage("accepting", "vague"), "watching");
-        assert_eq!(funnel_stage("doubting", "specific"), "intent");
-        assert_eq!(funnel_stage("accepting", "specific"), "opportunity");
-    }
-
-    #[test]
-    fn days_are_local_days_across_dst() {
-        // 2026-03-07 09:00 in New York is 14:00 UTC; DST starts 2026-03-08.
-        let start = jiff::Timestamp::from_second(1_772_892_000).unwrap().as_millisecond();
-        let later = add_span(start, parse_duration("2d").unwrap(), "America/New_York");
-        assert_eq!(later - start, (48 - 1) * 3_600_000);
-        let utc = add_span(start, parse_duration("2d").unwrap(), "UTC");
-        assert_eq!(utc - start, 48 * 3_600_000);
     }
 }

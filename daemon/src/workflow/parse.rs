@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, did_you_mean};
 use super::*;
+use crate::model::{Category, INTENT_GRADES, RFM_GRADES, STAGES, TIERS, add_span, parse_duration};
 
 /// The problems found in a set so far.
 #[derive(Debug, Default)]

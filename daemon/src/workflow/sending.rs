@@ -13,8 +13,7 @@ use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, did_you_mean};
 use super::parse::Problems;
-use super::parse_duration;
-use crate::store::Category;
+use crate::model::{Category, parse_duration};
 
 /// Every rule of `sending.toml`; empty (no limits) when the file is absent.
 #[derive(Debug, Clone, Default)]

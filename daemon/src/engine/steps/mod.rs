@@ -14,8 +14,9 @@ use super::effects::Effects;
 use super::message::Outgoing;
 use super::render::Render;
 use super::{Contacts, Engine, triggers, variants};
+use crate::model::Category;
 use crate::plugins::RenderedMessage;
-use crate::store::{self, Category, Contact, Run, RunStatus};
+use crate::store::{self, Contact, Run, RunStatus};
 use crate::workflow::{Step, Variant, Workflow, WorkflowSet};
 
 #[cfg(test)]

@@ -5,8 +5,9 @@
 use anyhow::Context as _;
 
 use super::{Applying, Outcome};
+use crate::model::add_span;
 use crate::store;
-use crate::workflow::{FollowUpAfter, add_span};
+use crate::workflow::FollowUpAfter;
 
 pub(super) async fn apply(
     tx: &mut store::Conn,

@@ -5,8 +5,8 @@ use super::{Applying, Outcome};
 use crate::engine::effects::Effects;
 use jiff::Span;
 
+use crate::model::add_span;
 use crate::store::RunTimer;
-use crate::workflow::add_span;
 
 pub(super) fn apply(at: &Applying, span: Span, effects: &mut Effects) -> Outcome {
     let until = add_span(at.now, span, &at.contact.time_zone);

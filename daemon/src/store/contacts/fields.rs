@@ -2,8 +2,8 @@
 //! follow-up, whose timer makes it overdue.
 
 use super::{Contact, check};
+use crate::model::{INTENT_GRADES, TIERS};
 use crate::store::{Conn, TimerKind, insert_history, insert_timer};
-use crate::workflow::{INTENT_GRADES, TIERS};
 
 /// Sets one of the single-valued classification fields.
 pub async fn set_classification(

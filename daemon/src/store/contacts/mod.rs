@@ -18,7 +18,7 @@ pub use read::*;
 pub(super) use read::{contacts_json_sql, parse_contact_rows, with_contexts};
 pub use stage::*;
 
-use crate::workflow::{INTENT_GRADES, STAGES, TIERS};
+use crate::model::{INTENT_GRADES, STAGES, TIERS};
 
 /// A contact as stored.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]

@@ -9,8 +9,8 @@ use sqlx::QueryBuilder;
 
 use super::insert::{KnownEmail, insert_contact_rows};
 use super::{NewContact, check};
+use crate::model::STAGES;
 use crate::store::{Change, Conn, EventKind, inserted_ids, push_history_entries};
-use crate::workflow::STAGES;
 
 /// Moves a contact to `stage`; emits `stage_changed` (with `by`, who did it) and
 /// returns its id, or `None` if the contact is at that stage already.

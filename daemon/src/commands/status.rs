@@ -1,0 +1,207 @@
+//! `nudge status`: overdue follow-ups per owner, runs, timers, segment passes,
+//! the outbox, and whether the store (and the running daemon) can write.
+
+use serde_json::json;
+
+use crate::clock::display_ms;
+use crate::config::Config;
+use crate::daemon;
+use crate::store::{self, Store};
+
+/// The counts `status` shows, all from one snapshot of the database.
+struct Counts {
+    /// (owner, overdue contacts, the oldest due time).
+    overdue: Vec<(String, i64, i64)>,
+    runs: Vec<(String, i64)>,
+    timers: i64,
+    next_timer: Option<i64>,
+    timers_due: i64,
+    outbox: Vec<(String, i64)>,
+    outbox_due: i64,
+    unprocessed: i64,
+    segments_running: i64,
+    /// (why runs wait, how many), the ten commonest reasons.
+    waiting: Vec<(String, i64)>,
+    classified_on: Option<String>,
+}
+
+/// `nudge status`, as text or as JSON.
+pub async fn run(config: &Config, as_json: bool) -> anyhow::Result<()> {
+    let (store, clock) = daemon::open(config).await?;
+    let now = clock.now_ms();
+    let counts = Counts::read(&store, now).await?;
+    let writable = match daemon_write_failure(config).await {
+        Some(failure) => Err(format!("the running daemon cannot write: {failure}")),
+        None => store.prove_writable(now).await.map_err(|e| format!("{e:#}")),
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&counts.to_json(now, &writable))?);
+        return Ok(());
+    }
+    println!(
+        "now: {}{}",
+        display_ms(now),
+        if clock.is_virtual() { " (virtual clock)" } else { "" }
+    );
+    match &writable {
+        Ok(()) => println!("store: {} (writable)", config.database.display()),
+        Err(e) => println!("store: {} CANNOT WRITE: {e}", config.database.display()),
+    }
+    counts.print();
+    Ok(())
+}
+
+impl Counts {
+    /// One read transaction: every count comes from the same snapshot. Read one by one,
+    /// a run could start after the runs were counted and its event after the events were,
+    /// and the daemon would look idle in the middle of its work.
+    async fn read(store: &Store, now: i64) -> anyhow::Result<Counts> {
+        let mut snapshot = store.pool.begin().await?;
+        let overdue = sqlx::query_as(
+            "SELECT owner, COUNT(*), MIN(next_follow_up_at) FROM contacts
+         WHERE next_follow_up_at IS NOT NULL AND next_follow_up_at <= ? GROUP BY owner ORDER BY COUNT(*) DESC, owner",
+        )
+        .bind(now)
+        .fetch_all(&mut *snapshot)
+        .await?;
+        let runs = sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
+            .fetch_all(&mut *snapshot)
+            .await?;
+        let (timers, next_timer) = sqlx::query_as("SELECT COUNT(*), MIN(due_at) FROM timers WHERE fired_at IS NULL")
+            .fetch_one(&mut *snapshot)
+            .await?;
+        let outbox = sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status")
+            .fetch_all(&mut *snapshot)
+            .await?;
+        let unprocessed = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL")
+            .fetch_one(&mut *snapshot)
+            .await?;
+        let timers_due = sqlx::query_scalar("SELECT COUNT(*) FROM timers WHERE fired_at IS NULL AND due_at <= ?")
+            .bind(now)
+            .fetch_one(&mut *snapshot)
+            .await?;
+        let segments_running = sqlx::query_scalar("SELECT COUNT(*) FROM enrolments WHERE status = 'running'")
+            .fetch_one(&mut *snapshot)
+            .await?;
+        let waiting = sqlx::query_as(
+            "SELECT waiting_reason, COUNT(*) FROM runs WHERE status = 'waiting' AND waiting_reason IS NOT NULL
+         GROUP BY waiting_reason ORDER BY COUNT(*) DESC LIMIT 10",
+        )
+        .fetch_all(&mut *snapshot)
+        .await?;
+        let classified_on = store::last_classification_pass(&mut snapshot).await?;
+        let outbox_due =
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?")
+                .bind(now)
+                .fetch_one(&mut *snapshot)
+                .await?;
+        snapshot.commit().await?;
+        Ok(Counts {
+            overdue,
+            runs,
+            timers,
+            next_timer,
+            timers_due,
+            outbox,
+            outbox_due,
+            unprocessed,
+            segments_running,
+            waiting,
+            classified_on,
+        })
+    }
+
+    fn to_json(&self, now: i64, writable: &Result<(), String>) -> serde_json::Value {
+        let counts = |rows: &[(String, i64)]| {
+            rows.iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        json!({
+            "now": now,
+            "overdue_by_owner": self.overdue.iter().map(|(o, n, since)| json!({"owner": o, "overdue": n, "oldest_due_at": since})).collect::<Vec<_>>(),
+            "runs": counts(&self.runs),
+            "timers": { "pending": self.timers, "next_due_at": self.next_timer, "due": self.timers_due },
+            "segments_running": self.segments_running,
+            "waiting_reasons": self.waiting.iter().map(|(r, n)| json!({"reason": r, "runs": n})).collect::<Vec<_>>(),
+            "outbox": counts(&self.outbox),
+            "outbox_due": self.outbox_due,
+            "events_unprocessed": self.unprocessed,
+            "classified_on": self.classified_on,
+            "store": match writable {
+                Ok(()) => json!({ "writable": true }),
+                Err(e) => json!({ "writable": false, "error": e }),
+            },
+        })
+    }
+
+    fn print(&self) {
+        println!("overdue follow-ups by owner:");
+        if self.overdue.is_empty() {
+            println!("  none");
+        }
+        for (owner, count, oldest) in &self.overdue {
+            let owner = if owner.is_empty() { "(no owner)" } else { owner };
+            println!("  {owner:<32} {count:>6}   oldest due {}", display_ms(*oldest));
+        }
+        let line = |rows: &[(String, i64)]| {
+            if rows.is_empty() {
+                "none".to_string()
+            } else {
+                rows.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        println!("runs: {}", line(&self.runs));
+        println!(
+            "timers: {} pending{}",
+            self.timers,
+            self.next_timer
+                .map(|t| format!(", next at {}", display_ms(t)))
+                .unwrap_or_default()
+        );
+        for (reason, count) in &self.waiting {
+            println!("  {count:>6} waiting: {reason}");
+        }
+        if self.segments_running > 0 {
+            println!(
+                "segment passes under way: {} (`nudge segment list`)",
+                self.segments_running
+            );
+        }
+        println!("outbox: {} ({} due now)", line(&self.outbox), self.outbox_due);
+        println!("events waiting for the daemon: {}", self.unprocessed);
+        println!(
+            "last daily classification pass: {}",
+            self.classified_on.as_deref().unwrap_or("never")
+        );
+    }
+}
+
+/// The running daemon's own word on its store, from its `/health`: a daemon
+/// whose transactions no longer fit on a nearly full disk fails where this
+/// command's one-row probe may still fit. None when it can write, or when no
+/// daemon answers.
+async fn daemon_write_failure(config: &Config) -> Option<String> {
+    let mut address = config.api.bind;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .ok()?;
+    let body = client
+        .get(format!("http://{address}/health"))
+        .send()
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
+    let health: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    health["store"].as_str().map(str::to_string)
+}

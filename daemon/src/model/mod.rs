@@ -1,0 +1,21 @@
+//! The domain's vocabulary: lifecycle stages, value tiers, intent grades, the
+//! funnel, RFM grades, message categories, money and spans of time. The bottom
+//! layer: it depends on nothing else in the crate, so the clock, the store and
+//! the workflow compiler can all speak it without depending on each other.
+
+mod category;
+mod funnel;
+mod intent;
+pub mod money;
+mod rfm;
+mod span;
+mod stage;
+mod tier;
+
+pub use category::Category;
+pub use funnel::{ATTITUDES, FUNNEL_STAGES, UNDERSTANDINGS, funnel_stage};
+pub use intent::INTENT_GRADES;
+pub use rfm::RFM_GRADES;
+pub use span::{add_days, add_span, parse_duration, sub_days};
+pub use stage::STAGES;
+pub use tier::TIERS;
