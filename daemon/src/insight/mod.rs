@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use jiff::civil::Date;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Notify;
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::runs::Engine;
-use crate::store::{self, Change, ComputedClassification, Conn, Invalid, NewEvent, OrderRow, Store};
+use crate::store::{self, Change, ComputedClassification, Conn, CustomerRecord, Invalid, NewEvent, OrderRow, Store};
 use crate::workflow::{CLASSIFICATION_FILE, ClassificationRules, WorkflowSet};
 use classify::{CustomerFacts, classify, window_starts};
 
@@ -311,12 +312,34 @@ pub async fn reclassify_customers(
         store::customer_records(conn, contact_ids, &value_since.to_string(), &rfm_since.to_string()).await?;
     // Changes are written customer by customer, in id order.
     customers.sort_unstable_by_key(|c| c.contact_id);
-    let write_events = events == Events::Write;
-    let mut history = Vec::new();
-    let mut new_events = Vec::new();
-    let mut computed = Vec::new();
-    let mut changes = 0;
+    let mut writes = Writes {
+        events,
+        history: Vec::new(),
+        new_events: Vec::new(),
+        computed: Vec::new(),
+        changes: 0,
+    };
     for c in &customers {
+        writes.customer(rules, c, today)?;
+    }
+    store::insert_history_entries(conn, &writes.history, CLASSIFIER, now).await?;
+    store::insert_events(conn, &writes.new_events, now).await?;
+    store::set_computed_classifications(conn, &writes.computed, now).await?;
+    Ok(writes.changes)
+}
+
+/// What re-classifying a batch of customers writes, gathered to be written together.
+struct Writes<'a> {
+    events: Events,
+    history: Vec<Change<'a>>,
+    new_events: Vec<NewEvent<'static>>,
+    computed: Vec<ComputedClassification<'a>>,
+    changes: usize,
+}
+
+impl<'a> Writes<'a> {
+    /// The changes of one customer's classification from the stored one.
+    fn customer(&mut self, rules: &ClassificationRules, c: &'a CustomerRecord, today: Date) -> anyhow::Result<()> {
         let facts = CustomerFacts {
             first_order: c.first_order.parse().context("stored order date")?,
             last_order: c.last_order.parse().context("stored order date")?,
@@ -327,19 +350,10 @@ pub async fn reclassify_customers(
         };
         let now_class = classify(rules, &facts, today);
         let scores = now_class.rfm_scores();
-        let before = changes;
-        let mut event = |kind, payload| {
-            if write_events {
-                new_events.push(NewEvent {
-                    kind,
-                    contact_id: c.contact_id,
-                    payload,
-                });
-            }
-        };
+        let before = self.changes;
         if c.customer_since.is_none() {
-            event("first_order", json!({ "date": c.first_order }));
-            changes += 1;
+            self.event(c, "first_order", json!({ "date": c.first_order }));
+            self.changes += 1;
         }
         let fields = [
             ("value_tier", &c.value_tier, now_class.value_tier, "tier_changed"),
@@ -347,41 +361,23 @@ pub async fn reclassify_customers(
         ];
         for (field, from, to, kind) in fields {
             if from.as_deref() != Some(to) {
-                history.push(Change {
+                self.history.push(Change {
                     contact_id: c.contact_id,
                     field,
                     from: from.as_deref(),
                     to: Some(to),
                 });
-                event(kind, json!({ "from": from.as_deref().unwrap_or(""), "to": to }));
-                changes += 1;
+                self.event(c, kind, json!({ "from": from.as_deref().unwrap_or(""), "to": to }));
+                self.changes += 1;
             }
         }
-        let from = c.behaviour.as_deref();
-        if from != Some(now_class.behaviour) {
-            history.push(Change {
-                contact_id: c.contact_id,
-                field: "behaviour",
-                from,
-                to: Some(now_class.behaviour),
-            });
-            // Falling dormant starts reactivation; buying again (from dormant or churned) ends it.
-            let kind = match (from, now_class.behaviour) {
-                (_, "dormant") => Some("became_dormant"),
-                (Some("dormant" | "churned"), "active") => Some("became_active"),
-                _ => None,
-            };
-            if let Some(kind) = kind {
-                event(kind, json!({ "from": from.unwrap_or(""), "last_order": c.last_order }));
-            }
-            changes += 1;
-        }
+        self.behaviour(c, now_class.behaviour);
         // An older order imported later moves `customer_since` without changing anything else.
-        if changes > before
+        if self.changes > before
             || c.rfm_scores.as_deref() != Some(scores.as_str())
             || c.customer_since.as_deref() != Some(c.first_order.as_str())
         {
-            computed.push(ComputedClassification {
+            self.computed.push(ComputedClassification {
                 contact_id: c.contact_id,
                 value_tier: now_class.value_tier,
                 rfm_grade: now_class.rfm_grade,
@@ -390,11 +386,46 @@ pub async fn reclassify_customers(
                 customer_since: &c.first_order,
             });
         }
+        Ok(())
     }
-    store::insert_history_entries(conn, &history, CLASSIFIER, now).await?;
-    store::insert_events(conn, &new_events, now).await?;
-    store::set_computed_classifications(conn, &computed, now).await?;
-    Ok(changes)
+
+    fn behaviour(&mut self, c: &'a CustomerRecord, to: &'static str) {
+        let from = c.behaviour.as_deref();
+        if from == Some(to) {
+            return;
+        }
+        self.history.push(Change {
+            contact_id: c.contact_id,
+            field: "behaviour",
+            from,
+            to: Some(to),
+        });
+        // Falling dormant starts reactivation; buying again (from dormant or churned) ends it.
+        let kind = match (from, to) {
+            (_, "dormant") => Some("became_dormant"),
+            (Some("dormant" | "churned"), "active") => Some("became_active"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.event(
+                c,
+                kind,
+                json!({ "from": from.unwrap_or(""), "last_order": c.last_order }),
+            );
+        }
+        self.changes += 1;
+    }
+
+    /// An event for workflows to react to, unless past data is being loaded.
+    fn event(&mut self, c: &CustomerRecord, kind: &'static str, payload: serde_json::Value) {
+        if self.events == Events::Write {
+            self.new_events.push(NewEvent {
+                kind,
+                contact_id: c.contact_id,
+                payload,
+            });
+        }
+    }
 }
 
 /// Re-classifies a contact if rules are loaded (after a follow-up, which counts as
