@@ -5,8 +5,9 @@
 //!
 //! One module per kind of file: `workflow.rs` (with its `trigger.rs` and
 //! `steps.rs`), `templates.rs`, `cadences.rs`; `sending.toml` and
-//! `classification.toml` have modules of their own beside this one. All of them
-//! report through `check.rs`, which depends on none of them.
+//! `classification.toml` are read by `../sending.rs` and `../classification.rs`,
+//! beside what they compile to. All of them report through `check.rs`, which
+//! depends on none of them.
 
 mod cadences;
 pub(super) mod check;
@@ -49,20 +50,19 @@ pub(super) fn compile_set(
     let mut classification = None;
     let mut workflow_files = Vec::new();
     for (path, source) in files {
-        let in_templates = Path::new(path)
+        let file = Path::new(path);
+        let in_templates = file
             .parent()
             .and_then(|p| p.file_name())
             .is_some_and(|n| n == "templates");
-        if in_templates {
-            parse_templates(path, source, channels, &mut templates, &mut problems);
-        } else if Path::new(path).file_name().is_some_and(|n| n == "cadences.toml") {
-            parse_cadences(path, source, &mut cadences, &mut problems);
-        } else if Path::new(path).file_name().is_some_and(|n| n == "sending.toml") {
-            sending = sending::parse(path, source, channels, &mut problems);
-        } else if Path::new(path).file_name().is_some_and(|n| n == CLASSIFICATION_FILE) {
-            classification = classification::parse_rules(path, source, &mut problems);
-        } else {
-            workflow_files.push((path, source));
+        match file.file_name().and_then(|n| n.to_str()) {
+            _ if in_templates => parse_templates(path, source, channels, &mut templates, &mut problems),
+            Some("cadences.toml") => parse_cadences(path, source, &mut cadences, &mut problems),
+            Some("sending.toml") => sending = sending::parse(path, source, channels, &mut problems),
+            Some(CLASSIFICATION_FILE) => {
+                classification = classification::parse_rules(path, source, &mut problems);
+            }
+            _ => workflow_files.push((path, source)),
         }
     }
     let folder = Folder {
