@@ -145,8 +145,8 @@ impl Delivery {
         let mut recording: Pending<'_, Result<Vec<i64>, Vec<Attempt>>> = None;
         // A claim runs beside the sends and the record rather than before them, so
         // an answer from the server or the turn to write is never left waiting on
-        // a read. It leaves out every row unrecorded when it starts; rows are only
-        // recorded (and so dropped from the unrecorded) after that, so a claim never
+        // a read. It leaves out every row taken and unrecorded when it starts; rows
+        // are only recorded (and so claimable again) after that, so a claim never
         // returns a row that is being sent or was just recorded.
         let mut claiming: Pending<'_, anyhow::Result<Vec<OutboxRow>>> = None;
         loop {
