@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -47,30 +48,8 @@ pub async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let (store, clock) = open(&config).await?;
-    let plugins = {
-        let settings = config.plugin_settings();
-        let host = tokio::task::spawn_blocking(move || PluginHost::load(&settings, None)).await??;
-        let host = if strict {
-            host.strict()
-                .context("a plugin could not be loaded (`nudge run` without --strict starts without it)")?
-        } else {
-            host
-        };
-        for (origin, error) in host.rejected() {
-            warn!("plugin {origin} rejected, starting without it (`nudge run --strict` refuses instead): {error:#}");
-        }
-        Plugins::new(host)
-    };
-    let channels = plugins.get().channels();
-    let workflows = WorkflowSet::load(&config.workflows, &channels)
-        .map_err(|d| anyhow::anyhow!("{}\nfix the workflow files and start again", d.render(false)))?;
-    info!(
-        workflows = workflows.workflows.len(),
-        templates = workflows.templates.len(),
-        set = %workflows.hash,
-        dir = %config.workflows.display(),
-        "workflows loaded"
-    );
+    let plugins = load_plugins(&config, strict).await?;
+    let workflows = load_workflows(&config, &plugins.get().channels())?;
     let unsubscribe = crate::unsubscribe::Unsubscribe::from_config(&config, &store)
         .await
         .context("set up unsubscribe links")?;
@@ -91,7 +70,6 @@ pub async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
         .context("start the engine")?,
     );
     let engine_wake = Arc::new(Notify::new());
-    let classification_wake = Arc::new(Notify::new());
     let cancel = CancellationToken::new();
     let delivery = Delivery::new(
         &config,
@@ -111,37 +89,7 @@ pub async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
         cancel.clone(),
     )
     .await?;
-
-    let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(scheduler::run(engine.clone(), engine_wake.clone(), cancel.clone()));
-    tasks.spawn(delivery.run(cancel.clone()));
-    tasks.spawn(crate::insight::run_daily_pass(
-        engine.clone(),
-        classification_wake.clone(),
-        engine_wake.clone(),
-        cancel.clone(),
-    ));
-    tasks.spawn(scheduler::watch_changes(
-        store.clone(),
-        clock.clone(),
-        vec![
-            engine_wake.clone(),
-            engine.delivery.wake.clone(),
-            classification_wake.clone(),
-        ],
-        cancel.clone(),
-    ));
-    tasks.spawn(reload::watch(
-        config.workflows.clone(),
-        engine.clone(),
-        engine_wake.clone(),
-        cancel.clone(),
-    ));
-    tasks.spawn(crate::plugins::watch(
-        config.plugin_settings(),
-        plugins.clone(),
-        cancel.clone(),
-    ));
+    let mut tasks = spawn_tasks(&config, &engine, &engine_wake, &plugins, delivery, &cancel);
     tasks.spawn(api);
     info!(
         clock = if clock.is_virtual() { "virtual" } else { "system" },
@@ -155,6 +103,77 @@ pub async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
     store.close().await;
     info!("stopped");
     Ok(())
+}
+
+/// The plugin host, on a blocking thread (compiling components is CPU work).
+async fn load_plugins(config: &Config, strict: bool) -> anyhow::Result<Plugins> {
+    let settings = config.plugin_settings();
+    let host = tokio::task::spawn_blocking(move || PluginHost::load(&settings, None)).await??;
+    let host = if strict {
+        host.strict()
+            .context("a plugin could not be loaded (`nudge run` without --strict starts without it)")?
+    } else {
+        host
+    };
+    for (origin, error) in host.rejected() {
+        warn!("plugin {origin} rejected, starting without it (`nudge run --strict` refuses instead): {error:#}");
+    }
+    Ok(Plugins::new(host))
+}
+
+/// The workflow folder, which must compile whole: the daemon does not start on a broken set.
+fn load_workflows(config: &Config, channels: &[String]) -> anyhow::Result<WorkflowSet> {
+    let workflows = WorkflowSet::load(&config.workflows, channels)
+        .map_err(|d| anyhow::anyhow!("{}\nfix the workflow files and start again", d.render(false)))?;
+    info!(
+        workflows = workflows.workflows.len(),
+        templates = workflows.templates.len(),
+        set = %workflows.hash,
+        dir = %config.workflows.display(),
+        "workflows loaded"
+    );
+    Ok(workflows)
+}
+
+/// The daemon's loops, each stopping on `cancel`: the engine, delivery, the
+/// daily classification pass, and the watchers of other processes' writes,
+/// the workflow folder and the plugins folder.
+fn spawn_tasks(
+    config: &Config,
+    engine: &Arc<Engine>,
+    engine_wake: &Arc<Notify>,
+    plugins: &Plugins,
+    delivery: Delivery,
+    cancel: &CancellationToken,
+) -> JoinSet<()> {
+    let classification_wake = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+    tasks.spawn(scheduler::run(engine.clone(), engine_wake.clone(), cancel.clone()));
+    tasks.spawn(delivery.run(cancel.clone()));
+    tasks.spawn(crate::insight::run_daily_pass(
+        engine.clone(),
+        classification_wake.clone(),
+        engine_wake.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(scheduler::watch_changes(
+        engine.store.clone(),
+        engine.clock.clone(),
+        vec![engine_wake.clone(), engine.delivery.wake.clone(), classification_wake],
+        cancel.clone(),
+    ));
+    tasks.spawn(reload::watch(
+        config.workflows.clone(),
+        engine.clone(),
+        engine_wake.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(crate::plugins::reload::watch(
+        config.plugin_settings(),
+        plugins.clone(),
+        cancel.clone(),
+    ));
+    tasks
 }
 
 async fn shutdown_signal() {

@@ -34,71 +34,22 @@ pub async fn send(
 ) -> Result<Response, Outcome> {
     let secrets = referenced_secrets(&plugin.config);
     let fill = |text: &str| fill_secrets(text, &secrets);
-    let url = reqwest::Url::parse(&fill(&request.url)?)
-        .map_err(|e| Outcome::Permanent(format!("bad URL from plugin: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(Outcome::Permanent(format!("scheme `{}` is not allowed", url.scheme())));
-    }
-    let host = url.host_str().unwrap_or_default().to_string();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let id = &plugin.manifest.id;
-    let listed = |hosts: Option<&Vec<String>>| {
-        hosts
-            .into_iter()
-            .flatten()
-            .any(|h| h.eq_ignore_ascii_case(&host) || h.eq_ignore_ascii_case(&format!("{host}:{port}")))
-    };
-    let private_granted = listed(config.private_hosts.get(id));
-    let allowed =
-        private_granted || listed(Some(&plugin.manifest.capabilities.http_hosts)) || listed(config.allow_hosts.get(id));
-    if !allowed {
-        return Err(Outcome::Permanent(format!(
-            "plugin {} may not reach {host}:{port}; list it in its manifest's http_hosts or in [http.allow_hosts] {} = [...]",
-            plugin.manifest.id, plugin.manifest.id
-        )));
-    }
+    let to = Destination::allowed(plugin, config, &fill(&request.url)?)?;
     let headers = checked_headers(&request.headers, &fill)?;
-    // Resolve once, check every address, and connect only to the checked one, so
-    // DNS cannot point the request somewhere else between check and connect. An
-    // IP literal (`[::1]` included) is its own address, never a name to look up.
-    let literal = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(&host);
-    let addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| Outcome::Transient(format!("resolve {host}: {e}")))?
-            .collect(),
-    };
-    let Some(&addr) = addrs.first() else {
-        return Err(Outcome::Transient(format!("{host} has no address")));
-    };
-    if let Some(own) = addrs.iter().find(|a| is_daemon_api(**a, daemon_api)) {
-        return Err(Outcome::Permanent(format!(
-            "{host}:{port} ({own}) is this daemon's own API ([api] bind = \"{daemon_api}\"); plugins may never send there"
-        )));
-    }
-    if !private_granted && let Some(private) = addrs.iter().find(|a| !is_public(a.ip())) {
-        return Err(Outcome::Permanent(format!(
-            "{host} resolves to {}, a private address; refused (for an on-premise gateway, grant it to this plugin: \
-             [http] private_hosts = {{ {id} = [\"{host}:{port}\"] }})",
-            private.ip()
-        )));
-    }
+    let addr = to.checked_address(&plugin.manifest.id, daemon_api).await?;
     let client = reqwest::Client::builder()
         // A proxy would resolve the name itself, around the checked address.
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(config.timeout_secs.max(1)))
-        .resolve(&host, addr)
+        .resolve(&to.host, addr)
         .build()
         .map_err(|e| Outcome::Transient(format!("HTTP client: {e}")))?;
     let method = reqwest::Method::from_bytes(request.method.as_bytes())
         .map_err(|_| Outcome::Permanent(format!("bad HTTP method `{}`", request.method)))?;
-    let mut response = client
-        .request(method, url)
+    let host = &to.host;
+    let response = client
+        .request(method, to.url)
         .headers(headers)
         .body(request.body)
         .send()
@@ -115,6 +66,91 @@ pub async fn send(
                 Outcome::Transient(format!("request to {host}: {e}"))
             }
         })?;
+    read_response(response, host, config.max_response_kb).await
+}
+
+/// Where a request goes: a URL whose host the plugin may reach.
+struct Destination {
+    url: reqwest::Url,
+    host: String,
+    port: u16,
+    /// The admin granted this plugin this host although it may be private.
+    private_granted: bool,
+}
+
+impl Destination {
+    /// The URL (secrets filled in), if its scheme is HTTP and the plugin's
+    /// manifest or the admin lists its host for the plugin.
+    fn allowed(plugin: &Plugin, config: &HttpConfig, url: &str) -> Result<Destination, Outcome> {
+        let url = reqwest::Url::parse(url).map_err(|e| Outcome::Permanent(format!("bad URL from plugin: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Outcome::Permanent(format!("scheme `{}` is not allowed", url.scheme())));
+        }
+        let host = url.host_str().unwrap_or_default().to_string();
+        let port = url.port_or_known_default().unwrap_or(443);
+        let id = &plugin.manifest.id;
+        let listed = |hosts: Option<&Vec<String>>| {
+            hosts
+                .into_iter()
+                .flatten()
+                .any(|h| h.eq_ignore_ascii_case(&host) || h.eq_ignore_ascii_case(&format!("{host}:{port}")))
+        };
+        let private_granted = listed(config.private_hosts.get(id));
+        let allowed = private_granted
+            || listed(Some(&plugin.manifest.capabilities.http_hosts))
+            || listed(config.allow_hosts.get(id));
+        if !allowed {
+            return Err(Outcome::Permanent(format!(
+                "plugin {} may not reach {host}:{port}; list it in its manifest's http_hosts or in [http.allow_hosts] {} = [...]",
+                plugin.manifest.id, plugin.manifest.id
+            )));
+        }
+        Ok(Destination {
+            url,
+            host,
+            port,
+            private_granted,
+        })
+    }
+
+    /// The address to connect to. Resolves once, checks every address, and
+    /// connects only to the checked one, so DNS cannot point the request
+    /// somewhere else between check and connect. An IP literal (`[::1]`
+    /// included) is its own address, never a name to look up.
+    async fn checked_address(&self, id: &str, daemon_api: SocketAddr) -> Result<SocketAddr, Outcome> {
+        let (host, port) = (&self.host, self.port);
+        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| Outcome::Transient(format!("resolve {host}: {e}")))?
+                .collect(),
+        };
+        let Some(&addr) = addrs.first() else {
+            return Err(Outcome::Transient(format!("{host} has no address")));
+        };
+        if let Some(own) = addrs.iter().find(|a| is_daemon_api(**a, daemon_api)) {
+            return Err(Outcome::Permanent(format!(
+                "{host}:{port} ({own}) is this daemon's own API ([api] bind = \"{daemon_api}\"); plugins may never send there"
+            )));
+        }
+        if !self.private_granted
+            && let Some(private) = addrs.iter().find(|a| !is_public(a.ip()))
+        {
+            return Err(Outcome::Permanent(format!(
+                "{host} resolves to {}, a private address; refused (for an on-premise gateway, grant it to this plugin: \
+                 [http] private_hosts = {{ {id} = [\"{host}:{port}\"] }})",
+                private.ip()
+            )));
+        }
+        Ok(addr)
+    }
+}
+
+/// The answer as the plugin gets to read it: no redirect followed, the body
+/// refused while reading once it passes `max_kb`.
+async fn read_response(mut response: reqwest::Response, host: &str, max_kb: u64) -> Result<Response, Outcome> {
     let status = response.status();
     if status.is_redirection() {
         let to = response
@@ -132,7 +168,7 @@ pub async fn send(
         .iter()
         .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    let cap = config.max_response_kb as usize * 1024;
+    let cap = max_kb as usize * 1024;
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
@@ -140,10 +176,7 @@ pub async fn send(
         .map_err(|e| Outcome::Transient(format!("read from {host}: {}", e.without_url())))?
     {
         if body.len() + chunk.len() > cap {
-            return Err(Outcome::Permanent(format!(
-                "{host} answered more than {} KiB",
-                config.max_response_kb
-            )));
+            return Err(Outcome::Permanent(format!("{host} answered more than {max_kb} KiB")));
         }
         body.extend_from_slice(&chunk);
     }

@@ -5,14 +5,15 @@
 //! at its file:line:col like the other workflow files.
 
 use std::collections::BTreeMap;
+use std::ops::{Range, RangeInclusive};
 
 use jiff::Span;
 use jiff::civil::Date;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::Diagnostic;
-use super::parse::{Problems, at, duration, serde_problem};
+use super::diagnostic::Diagnostic;
+use super::parse::check::{Problems, at, duration, serde_problem};
 use crate::model::{add_days, money};
 
 /// The compiled rules. Amounts are minor units of the base currency.
@@ -215,159 +216,24 @@ pub(super) fn parse_rules(path: &str, source: &str, problems: &mut Problems) -> 
     };
     let before = problems.len();
     let mut checker = Checker { path, problems };
-
-    let time_zone = match jiff::tz::TimeZone::get(raw.time_zone.get_ref()) {
-        Ok(tz) => Some(tz),
-        Err(_) => {
-            checker.problem(
-                at(&raw.time_zone),
-                format!("unknown time zone `{}`", raw.time_zone.get_ref()),
-                "use an IANA name such as \"Asia/Shanghai\" or \"UTC\"",
-            );
-            None
-        }
-    };
-    let base_currency = checker.currency_code(&raw.currency.base);
-    let mut rates = BTreeMap::new();
-    for (code, rate) in &raw.currency.rates {
-        let code_ok = checker.currency_code(code).is_some();
-        if Some(code.get_ref()) == base_currency.as_ref() {
-            checker.problem(
-                at(code),
-                format!("`{}` is the base currency", code.get_ref()),
-                "remove it: the base currency needs no rate",
-            );
-        }
-        let value = checker.rate(rate);
-        if let (true, Some(value)) = (code_ok, value) {
-            rates.insert(code.get_ref().clone(), value);
-        }
-    }
-
-    let v = &raw.value_tier;
-    let value_window = checker.days(&v.window);
-    let high_min = checker.amount(&v.high.min_amount);
-    let high_min_tenure = checker.days(&v.high.min_tenure);
-    let medium_min = checker.amount(&v.medium.min_amount);
-    if let (Some(high), Some(medium)) = (high_min, medium_min)
-        && high < medium
-    {
-        checker.problem(
-            at(&v.high.min_amount),
-            "the high tier's minimum is below the medium tier's",
-            "high.min_amount must be at least medium.min_amount",
-        );
-    }
-
-    let r = &raw.rfm;
-    let rfm_window = checker.days(&r.window);
-    let recency = [
-        checker.days(&r.recency.high),
-        checker.days(&r.recency.medium),
-        checker.days(&r.recency.low),
-    ];
-    if let [Some(high), Some(medium), Some(low)] = recency
-        && !(span_days(high) < span_days(medium) && span_days(medium) < span_days(low))
-    {
-        checker.problem(
-            at(&r.recency.high),
-            "recency buckets must grow: high < medium < low",
-            "e.g. recency = { high = \"1mo\", medium = \"3mo\", low = \"6mo\" }",
-        );
-    }
-    let frequency_high = checker.count(&r.frequency.high);
-    let frequency_medium = checker.count(&r.frequency.medium);
-    if let (Some(high), Some(medium)) = (frequency_high, frequency_medium)
-        && high < medium
-    {
-        checker.problem(
-            at(&r.frequency.high),
-            "the high frequency is below the medium one",
-            "frequency.high must be at least frequency.medium",
-        );
-    }
-    let monetary_high = checker.amount(&r.monetary.high);
-    let monetary_medium = checker.amount(&r.monetary.medium);
-    if let (Some(high), Some(medium)) = (monetary_high, monetary_medium)
-        && high < medium
-    {
-        checker.problem(
-            at(&r.monetary.high),
-            "the high monetary threshold is below the medium one",
-            "monetary.high must be at least monetary.medium",
-        );
-    }
-    let grade_a = checker.score(&r.grade.a);
-    let grade_b = checker.score(&r.grade.b);
-    if let (Some(a), Some(b)) = (grade_a, grade_b)
-        && a <= b
-    {
-        checker.problem(
-            at(&r.grade.a),
-            "grade A must need a higher score than grade B",
-            "scores are summed from R, F and M (3 high, 2 medium, 1 low), 0 to 9: e.g. grade = { A = 8, B = 5 }",
-        );
-    }
-
-    let b = &raw.behaviour;
-    let dormant_after = checker.days(&b.dormant_after);
-    let churned_after = checker.days(&b.churned_after);
-    if let (Some(dormant), Some(churned)) = (dormant_after, churned_after)
-        && span_days(churned) < span_days(dormant)
-    {
-        checker.problem(
-            at(&b.churned_after),
-            "a customer would churn before becoming dormant",
-            "churned_after must be at least dormant_after",
-        );
-    }
-
-    let report = raw.report.as_ref().map(|r| {
-        (
-            checker.percent(&r.response_rate),
-            checker.percent(&r.conversion_rate),
-            checker.percent(&r.churn_rate),
-            checker.days(&r.conversion_window),
-        )
-    });
-
+    let time_zone = checker.time_zone(&raw.time_zone);
+    let (base_currency, rates) = checker.currency(&raw.currency);
+    let value_tier = checker.value_tier(&raw.value_tier);
+    let rfm = checker.rfm(&raw.rfm);
+    let behaviour = checker.behaviour(&raw.behaviour);
+    let report = raw.report.as_ref().map(|r| checker.report(r));
+    // A threshold out of order is a problem with every value readable.
     if problems.len() > before {
         return None;
     }
-    let report = match report {
-        Some((Some(response), Some(conversion), Some(churn), Some(window))) => Some(ReportRules {
-            response_rate_min: response,
-            conversion_rate_min: conversion,
-            churn_rate_max: churn,
-            conversion_window: window,
-        }),
-        _ => None,
-    };
     Some(ClassificationRules {
-        report,
+        report: report.flatten(),
         time_zone: time_zone?,
         base_currency: base_currency?,
         rates,
-        value_tier: ValueTierRules {
-            window: value_window?,
-            high_min: high_min?,
-            high_min_tenure: high_min_tenure?,
-            medium_min: medium_min?,
-        },
-        rfm: RfmRules {
-            window: rfm_window?,
-            recency: [recency[0]?, recency[1]?, recency[2]?],
-            frequency_high: frequency_high?,
-            frequency_medium: frequency_medium?,
-            monetary_high: monetary_high?,
-            monetary_medium: monetary_medium?,
-            grade_a: grade_a?,
-            grade_b: grade_b?,
-        },
-        behaviour: BehaviourRules {
-            dormant_after: dormant_after?,
-            churned_after: churned_after?,
-        },
+        value_tier: value_tier?,
+        rfm: rfm?,
+        behaviour: behaviour?,
     })
 }
 
@@ -382,13 +248,162 @@ fn span_days(span: Span) -> i64 {
     )
 }
 
+/// Checks the file section by section, each whole (every problem reported)
+/// before it is built, and each value with a message at its place.
 struct Checker<'a> {
     path: &'a str,
     problems: &'a mut Problems,
 }
 
 impl Checker<'_> {
-    fn problem(&mut self, span: std::ops::Range<usize>, message: impl Into<String>, help: impl Into<String>) {
+    fn time_zone(&mut self, name: &Spanned<String>) -> Option<jiff::tz::TimeZone> {
+        let zone = jiff::tz::TimeZone::get(name.get_ref()).ok();
+        if zone.is_none() {
+            self.problem(
+                at(name),
+                format!("unknown time zone `{}`", name.get_ref()),
+                "use an IANA name such as \"Asia/Shanghai\" or \"UTC\"",
+            );
+        }
+        zone
+    }
+
+    /// The base currency and the rates of the others into it.
+    fn currency(&mut self, raw: &RawCurrency) -> (Option<String>, BTreeMap<String, i128>) {
+        let base_currency = self.currency_code(&raw.base);
+        let mut rates = BTreeMap::new();
+        for (code, rate) in &raw.rates {
+            let code_ok = self.currency_code(code).is_some();
+            if Some(code.get_ref()) == base_currency.as_ref() {
+                self.problem(
+                    at(code),
+                    format!("`{}` is the base currency", code.get_ref()),
+                    "remove it: the base currency needs no rate",
+                );
+            }
+            let value = self.rate(rate);
+            if let (true, Some(value)) = (code_ok, value) {
+                rates.insert(code.get_ref().clone(), value);
+            }
+        }
+        (base_currency, rates)
+    }
+
+    fn value_tier(&mut self, v: &RawValueTier) -> Option<ValueTierRules> {
+        let window = self.days(&v.window);
+        let high_min = self.amount(&v.high.min_amount);
+        let high_min_tenure = self.days(&v.high.min_tenure);
+        let medium_min = self.amount(&v.medium.min_amount);
+        self.at_least(
+            high_min.zip(medium_min),
+            &v.high.min_amount,
+            "the high tier's minimum is below the medium tier's",
+            "high.min_amount must be at least medium.min_amount",
+        );
+        Some(ValueTierRules {
+            window: window?,
+            high_min: high_min?,
+            high_min_tenure: high_min_tenure?,
+            medium_min: medium_min?,
+        })
+    }
+
+    fn rfm(&mut self, r: &RawRfm) -> Option<RfmRules> {
+        let window = self.days(&r.window);
+        let recency = [
+            self.days(&r.recency.high),
+            self.days(&r.recency.medium),
+            self.days(&r.recency.low),
+        ];
+        if let [Some(high), Some(medium), Some(low)] = recency
+            && !(span_days(high) < span_days(medium) && span_days(medium) < span_days(low))
+        {
+            self.problem(
+                at(&r.recency.high),
+                "recency buckets must grow: high < medium < low",
+                "e.g. recency = { high = \"1mo\", medium = \"3mo\", low = \"6mo\" }",
+            );
+        }
+        let frequency_high = self.count(&r.frequency.high);
+        let frequency_medium = self.count(&r.frequency.medium);
+        self.at_least(
+            frequency_high.zip(frequency_medium),
+            &r.frequency.high,
+            "the high frequency is below the medium one",
+            "frequency.high must be at least frequency.medium",
+        );
+        let monetary_high = self.amount(&r.monetary.high);
+        let monetary_medium = self.amount(&r.monetary.medium);
+        self.at_least(
+            monetary_high.zip(monetary_medium),
+            &r.monetary.high,
+            "the high monetary threshold is below the medium one",
+            "monetary.high must be at least monetary.medium",
+        );
+        let grade_a = self.score(&r.grade.a);
+        let grade_b = self.score(&r.grade.b);
+        if let (Some(a), Some(b)) = (grade_a, grade_b)
+            && a <= b
+        {
+            self.problem(
+                at(&r.grade.a),
+                "grade A must need a higher score than grade B",
+                "scores are summed from R, F and M (3 high, 2 medium, 1 low), 0 to 9: e.g. grade = { A = 8, B = 5 }",
+            );
+        }
+        Some(RfmRules {
+            window: window?,
+            recency: [recency[0]?, recency[1]?, recency[2]?],
+            frequency_high: frequency_high?,
+            frequency_medium: frequency_medium?,
+            monetary_high: monetary_high?,
+            monetary_medium: monetary_medium?,
+            grade_a: grade_a?,
+            grade_b: grade_b?,
+        })
+    }
+
+    /// A problem at `high` when the high threshold of a pair is below the medium one.
+    fn at_least<N: PartialOrd, T>(&mut self, pair: Option<(N, N)>, high: &Spanned<T>, message: &str, help: &str) {
+        if let Some((high_value, medium_value)) = pair
+            && high_value < medium_value
+        {
+            self.problem(at(high), message, help);
+        }
+    }
+
+    fn behaviour(&mut self, b: &RawBehaviour) -> Option<BehaviourRules> {
+        let dormant_after = self.days(&b.dormant_after);
+        let churned_after = self.days(&b.churned_after);
+        if let (Some(dormant), Some(churned)) = (dormant_after, churned_after)
+            && span_days(churned) < span_days(dormant)
+        {
+            self.problem(
+                at(&b.churned_after),
+                "a customer would churn before becoming dormant",
+                "churned_after must be at least dormant_after",
+            );
+        }
+        Some(BehaviourRules {
+            dormant_after: dormant_after?,
+            churned_after: churned_after?,
+        })
+    }
+
+    fn report(&mut self, r: &RawReport) -> Option<ReportRules> {
+        let response = self.percent(&r.response_rate);
+        let conversion = self.percent(&r.conversion_rate);
+        let churn = self.percent(&r.churn_rate);
+        let window = self.days(&r.conversion_window);
+        Some(ReportRules {
+            response_rate_min: response?,
+            conversion_rate_min: conversion?,
+            churn_rate_max: churn?,
+            conversion_window: window?,
+        })
+    }
+
+    fn problem(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<String>) {
         self.problems.push(Diagnostic::new(self.path, span, message).help(help));
     }
 
@@ -429,32 +444,18 @@ impl Checker<'_> {
 
     fn amount(&mut self, value: &Spanned<RawMoney>) -> Option<i64> {
         let text = self.money(value)?;
-        match money::parse_amount(&text) {
-            Ok(minor) => Some(minor),
-            Err(e) => {
-                self.problem(
-                    at(value),
-                    e,
-                    "write an amount in the base currency, e.g. \"500000\" or \"99.50\"",
-                );
-                None
-            }
-        }
+        let help = "write an amount in the base currency, e.g. \"500000\" or \"99.50\"";
+        money::parse_amount(&text)
+            .map_err(|e| self.problem(at(value), e, help))
+            .ok()
     }
 
     fn rate(&mut self, value: &Spanned<RawMoney>) -> Option<i128> {
         let text = self.money(value)?;
-        match money::parse_rate(&text) {
-            Ok(rate) => Some(rate),
-            Err(e) => {
-                self.problem(
-                    at(value),
-                    e,
-                    "write how much of the base currency one unit buys, e.g. USD = \"7.10\"",
-                );
-                None
-            }
-        }
+        let help = "write how much of the base currency one unit buys, e.g. USD = \"7.10\"";
+        money::parse_rate(&text)
+            .map_err(|e| self.problem(at(value), e, help))
+            .ok()
     }
 
     fn currency_code(&mut self, code: &Spanned<String>) -> Option<String> {
@@ -471,42 +472,38 @@ impl Checker<'_> {
     }
 
     fn count(&mut self, value: &Spanned<i64>) -> Option<u32> {
-        match u32::try_from(*value.get_ref()) {
-            Ok(n) if n >= 1 => Some(n),
-            _ => {
-                self.problem(
-                    at(value),
-                    format!("`{}` is not a number of orders", value.get_ref()),
-                    "write a whole number of orders, 1 or more",
-                );
-                None
-            }
-        }
+        self.whole(
+            value,
+            1..=u32::MAX,
+            "a number of orders",
+            "write a whole number of orders, 1 or more",
+        )
     }
 
     fn percent(&mut self, value: &Spanned<i64>) -> Option<u32> {
-        match u32::try_from(*value.get_ref()) {
-            Ok(n) if n <= 100 => Some(n),
-            _ => {
-                self.problem(
-                    at(value),
-                    format!("`{}` is not a percentage", value.get_ref()),
-                    "write a whole number from 0 to 100, e.g. 30 for 30 %",
-                );
-                None
-            }
-        }
+        self.whole(
+            value,
+            0..=100,
+            "a percentage",
+            "write a whole number from 0 to 100, e.g. 30 for 30 %",
+        )
     }
 
     fn score(&mut self, value: &Spanned<i64>) -> Option<u32> {
+        self.whole(
+            value,
+            1..=9,
+            "a reachable RFM score",
+            "R, F and M score 0 to 3 each: a grade needs a total from 1 to 9",
+        )
+    }
+
+    /// A whole number within `range`, or a problem saying it is not `what`.
+    fn whole(&mut self, value: &Spanned<i64>, range: RangeInclusive<u32>, what: &str, help: &str) -> Option<u32> {
         match u32::try_from(*value.get_ref()) {
-            Ok(n) if (1..=9).contains(&n) => Some(n),
+            Ok(n) if range.contains(&n) => Some(n),
             _ => {
-                self.problem(
-                    at(value),
-                    format!("`{}` is not a reachable RFM score", value.get_ref()),
-                    "R, F and M score 0 to 3 each: a grade needs a total from 1 to 9",
-                );
+                self.problem(at(value), format!("`{}` is not {what}", value.get_ref()), help);
                 None
             }
         }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diagnostic::{Diagnostic, did_you_mean};
-use super::parse::Problems;
+use super::parse::check::{Problems, serde_problem, unknown_channel};
 use crate::model::{Category, parse_duration};
 
 /// Every rule of `sending.toml`; empty (no limits) when the file is absent.
@@ -178,12 +178,30 @@ pub(super) fn parse(path: &str, source: &str, channels: &[String], problems: &mu
     let raw: RawPolicy = match toml::from_str(source) {
         Ok(raw) => raw,
         Err(e) => {
-            problems.push(super::parse::serde_problem(path, e));
+            problems.push(serde_problem(path, e));
             return SendingPolicy::default();
         }
     };
-    let mut policy = SendingPolicy::default();
-    for (name, rules) in raw.windows {
+    SendingPolicy {
+        windows: windows(path, raw.windows, problems),
+        quiet_hours: raw
+            .quiet_hours
+            .and_then(|quiet| quiet_hours(path, quiet.into_inner(), problems)),
+        caps: raw
+            .caps
+            .into_iter()
+            .filter_map(|cap| parse_cap(path, cap.into_inner(), channels, problems))
+            .collect(),
+    }
+}
+
+fn windows(
+    path: &str,
+    raw: BTreeMap<Spanned<String>, Vec<RawRule>>,
+    problems: &mut Problems,
+) -> BTreeMap<String, Window> {
+    let mut windows = BTreeMap::new();
+    for (name, rules) in raw {
         let rules: Vec<WindowRule> = rules.iter().filter_map(|r| parse_rule(path, r, problems)).collect();
         if rules.is_empty() {
             problems.push(
@@ -192,86 +210,74 @@ pub(super) fn parse(path: &str, source: &str, channels: &[String], problems: &mu
             );
             continue;
         }
-        policy.windows.insert(name.into_inner(), Window { rules });
+        windows.insert(name.into_inner(), Window { rules });
     }
-    if let Some(quiet) = raw.quiet_hours {
-        let quiet = quiet.into_inner();
-        if let Some((start, end)) = hour_range(path, &quiet.hours, true, problems) {
-            // Open outside [start, end), which may wrap past midnight.
-            let ranges = if start < end {
-                vec![(0, start), (end, 1440)]
-            } else {
-                vec![(end, start)]
-            };
-            let ranges: Vec<(u16, u16)> = ranges.into_iter().filter(|(a, b)| a < b).collect();
-            if ranges.is_empty() {
-                problems.lint(
-                    Diagnostic::new(path, quiet.hours.span(), format!("quiet hours `{}` cover the whole day", quiet.hours.get_ref()))
-                        .help("their messages could never go: leave some hours open, e.g. \"21:00-08:00\"; to send none of a kind, disable the workflows that send them (`enabled = false`)"),
-                );
-            }
-            let categories = categories(path, quiet.categories.as_deref(), problems);
-            policy.quiet_hours = Some(QuietHours {
-                open: Window {
-                    rules: vec![WindowRule {
-                        days: [true; 7],
-                        ranges,
-                    }],
-                },
-                categories,
-            });
-        }
+    windows
+}
+
+fn quiet_hours(path: &str, quiet: RawQuiet, problems: &mut Problems) -> Option<QuietHours> {
+    let (start, end) = hour_range(path, &quiet.hours, true, problems)?;
+    // Open outside [start, end), which may wrap past midnight.
+    let ranges = if start < end {
+        vec![(0, start), (end, 1440)]
+    } else {
+        vec![(end, start)]
+    };
+    let ranges: Vec<(u16, u16)> = ranges.into_iter().filter(|(a, b)| a < b).collect();
+    if ranges.is_empty() {
+        problems.lint(
+            Diagnostic::new(path, quiet.hours.span(), format!("quiet hours `{}` cover the whole day", quiet.hours.get_ref()))
+                .help("their messages could never go: leave some hours open, e.g. \"21:00-08:00\"; to send none of a kind, disable the workflows that send them (`enabled = false`)"),
+        );
     }
-    for cap in raw.caps {
-        let span = cap.span();
-        let cap = cap.into_inner();
-        if !channels.contains(cap.channel.get_ref()) {
-            let help = did_you_mean(cap.channel.get_ref(), channels.iter().map(String::as_str))
-                .unwrap_or_else(|| format!("installed channels: {}", channels.join(", ")));
+    let categories = categories(path, quiet.categories.as_deref(), problems);
+    Some(QuietHours {
+        open: Window {
+            rules: vec![WindowRule {
+                days: [true; 7],
+                ranges,
+            }],
+        },
+        categories,
+    })
+}
+
+fn parse_cap(path: &str, cap: RawCap, channels: &[String], problems: &mut Problems) -> Option<Cap> {
+    if !channels.contains(cap.channel.get_ref()) {
+        problems.push(unknown_channel(path, &cap.channel, channels));
+        return None;
+    }
+    if *cap.max.get_ref() < 1 {
+        problems.push(
+            Diagnostic::new(path, cap.max.span(), "`max` must be at least 1")
+                .help("to stop a channel altogether, disable the workflows that use it"),
+        );
+        return None;
+    }
+    let per = match parse_duration(cap.per.get_ref()) {
+        Ok(per) if !per.is_zero() => per,
+        _ => {
             problems.push(
-                Diagnostic::new(
-                    path,
-                    cap.channel.span(),
-                    format!("unknown channel `{}`", cap.channel.get_ref()),
-                )
-                .help(help),
+                Diagnostic::new(path, cap.per.span(), format!("`{}` is not a period", cap.per.get_ref()))
+                    .help("write a duration such as \"7d\" or \"1w\""),
             );
-            continue;
+            return None;
         }
-        if *cap.max.get_ref() < 1 {
-            problems.push(
-                Diagnostic::new(path, cap.max.span(), "`max` must be at least 1")
-                    .help("to stop a channel altogether, disable the workflows that use it"),
-            );
-            continue;
-        }
-        let per = match parse_duration(cap.per.get_ref()) {
-            Ok(per) if !per.is_zero() => per,
-            _ => {
-                problems.push(
-                    Diagnostic::new(path, cap.per.span(), format!("`{}` is not a period", cap.per.get_ref()))
-                        .help("write a duration such as \"7d\" or \"1w\""),
-                );
-                continue;
-            }
-        };
-        let categories = categories(path, cap.categories.as_deref(), problems);
-        let _ = span;
-        policy.caps.push(Cap {
-            label: format!(
-                "{} {} {} per {}",
-                cap.max.get_ref(),
-                categories.iter().map(|c| c.as_str()).collect::<Vec<_>>().join("/"),
-                cap.channel.get_ref(),
-                cap.per.get_ref()
-            ),
-            channel: cap.channel.into_inner(),
-            categories,
-            max: cap.max.into_inner(),
-            per,
-        });
-    }
-    policy
+    };
+    let categories = categories(path, cap.categories.as_deref(), problems);
+    Some(Cap {
+        label: format!(
+            "{} {} {} per {}",
+            cap.max.get_ref(),
+            categories.iter().map(|c| c.as_str()).collect::<Vec<_>>().join("/"),
+            cap.channel.get_ref(),
+            cap.per.get_ref()
+        ),
+        channel: cap.channel.into_inner(),
+        categories,
+        max: cap.max.into_inner(),
+        per,
+    })
 }
 
 /// Categories named in the file (default: marketing).
