@@ -5,6 +5,8 @@
 #
 #   bench/compare.sh                        # 3 rounds x 2000 requests, concurrency 16
 #   ROUNDS=1 COUNT=500 CONC=8 bench/compare.sh
+#   BUILDS="before=/tmp/a/nudge after=/tmp/b/nudge" bench/compare.sh
+#                                           # two builds of nudge, each once a round
 #
 # Needs ../shared/bench/n8n/setup.sh once (installs n8n, ~15 min).
 set -euo pipefail
@@ -14,7 +16,10 @@ ROUNDS="${ROUNDS:-3}"
 export COUNT="${COUNT:-2000}" CONC="${CONC:-16}" RUNS=1
 OUT="${BENCH_WORK:-$HOME/.cache/nudge-bench}/compare/$(date +%Y%m%d-%H%M%S)-c$CONC-n$COUNT"
 mkdir -p "$OUT"
-: > "$OUT/n8n.jsonl"; : > "$OUT/nudge.jsonl"
+# NAME=BINARY pairs; by default the release build of this checkout, as "nudge".
+BUILDS="${BUILDS:-nudge=}"
+: > "$OUT/n8n.jsonl"
+for build in $BUILDS; do : > "$OUT/${build%%=*}.jsonl"; done
 
 run(){  # run NAME SCRIPT: one run, its runs.jsonl line appended to $OUT/NAME.jsonl
   local name=$1 script=$2 err="$OUT/$1-$3.err"
@@ -26,16 +31,20 @@ run(){  # run NAME SCRIPT: one run, its runs.jsonl line appended to $OUT/NAME.js
 
 for r in $(seq "$ROUNDS"); do
   run n8n "$PEERS/n8n/run_bench.sh" "$r"
-  run nudge "$REPO/bench/run_nudge.sh" "$r"
+  for build in $BUILDS; do
+    NUDGE_BIN="${build#*=}" run "${build%%=*}" "$REPO/bench/run_nudge.sh" "$r"
+  done
 done
 
-python3 "$PEERS/summarize.py" "$OUT/n8n.jsonl" > "$OUT/n8n-summary.json"
-python3 "$PEERS/summarize.py" "$OUT/nudge.jsonl" > "$OUT/nudge-summary.json"
-python3 - "$OUT" <<'PY'
+for name in n8n $(for build in $BUILDS; do echo "${build%%=*}"; done); do
+  python3 "$PEERS/summarize.py" "$OUT/$name.jsonl" > "$OUT/$name-summary.json"
+done
+for build in $BUILDS; do
+python3 - "$OUT" "${build%%=*}" <<'PY'
 import json, sys
-out = sys.argv[1]
+out, name = sys.argv[1], sys.argv[2]
 n8n = json.load(open(f"{out}/n8n-summary.json"))
-nudge = json.load(open(f"{out}/nudge-summary.json"))
+nudge = json.load(open(f"{out}/{name}-summary.json"))
 def med(s, k):
     v = s.get(k)
     return v.get("median") if isinstance(v, dict) else v
@@ -51,12 +60,14 @@ rows = [
     ("start-up to first event s", "startup_webhook_ready_s", "lower"),
     ("CPU ms per request", "cpu_ms_per_request", "lower"),
 ]
-print(f"{'median of runs':<28}{'n8n':>12}{'nudge':>12}{'nudge advantage':>18}")
+print(f"{'median of runs':<28}{'n8n':>12}{name:>12}{name + ' advantage':>18}")
 for label, key, better in rows:
     a, b = med(n8n, key), med(nudge, key)
     ratio = ""
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a and b:
         ratio = f"{(b / a if better == 'higher' else a / b):.1f}x"
     print(f"{label:<28}{str(a):>12}{str(b):>12}{ratio:>18}")
-print(f"\nruns: {out}")
+print()
 PY
+done
+echo "runs: $OUT"
