@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;

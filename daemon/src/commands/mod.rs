@@ -1,5 +1,5 @@
 //! The CLI's commands, one file per command or command group (`nudge contact
-//! add|import|show` is `contact.rs`); `main.rs` parses the arguments and calls
+//! add|import|show` is `contact.rs`); `cli.rs` parses the arguments and calls
 //! them. The CLI writes straight to the database (the daemon notices within a
 //! second) through the same `app` use cases as the API. Having no running
 //! workflow set, it reads the classification rules from the workflow files.
