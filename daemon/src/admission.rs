@@ -60,15 +60,15 @@ struct TrackedRun {
 
 /// What a batch of steps did, as far as admission control goes.
 #[derive(Default)]
-pub struct SteppedRuns {
+pub(crate) struct SteppedRuns {
     /// Runs whose step queued a message.
-    pub sending: Vec<i64>,
+    pub(crate) sending: Vec<i64>,
     /// Runs that go straight on to their next step.
-    pub continuing: Vec<i64>,
+    pub(crate) continuing: Vec<i64>,
 }
 
 impl SteppedRuns {
-    pub fn append(&mut self, mut other: SteppedRuns) {
+    pub(crate) fn append(&mut self, mut other: SteppedRuns) {
         self.sending.append(&mut other.sending);
         self.continuing.append(&mut other.continuing);
     }
@@ -123,7 +123,7 @@ impl Gauge {
 }
 
 /// An admitted request; dropping it when its write is done takes it off the gauge.
-pub struct Ticket<'a> {
+pub(crate) struct Ticket<'a> {
     admission: &'a Admission,
 }
 
@@ -139,7 +139,7 @@ impl Drop for Ticket<'_> {
 impl Admission {
     /// Requests wait while `limit` messages (and the work before them) of
     /// earlier requests are unsent, each at most `max_hold`; `limit` 0: never.
-    pub fn new(limit: usize, max_hold: Duration) -> Admission {
+    pub(crate) fn new(limit: usize, max_hold: Duration) -> Admission {
         Admission {
             limit,
             max_hold,
@@ -153,17 +153,18 @@ impl Admission {
         Admission::new(0, Duration::ZERO)
     }
 
-    pub fn is_on(&self) -> bool {
+    pub(crate) fn is_on(&self) -> bool {
         self.limit > 0
     }
 
     /// What the gauge counts now.
-    pub fn unsent(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn unsent(&self) -> usize {
         self.gauge.lock().unwrap().count()
     }
 
     /// Waits until the gauge is below the limit, or `max_hold` has passed.
-    pub async fn admit(&self) -> Ticket<'_> {
+    pub(crate) async fn admit(&self) -> Ticket<'_> {
         if self.is_on() {
             let deadline = Instant::now() + self.max_hold;
             loop {
@@ -188,7 +189,7 @@ impl Admission {
 
     /// An API group commit wrote events `first..=last` (called before its commit,
     /// so that the engine cannot take them before they are counted).
-    pub fn events_written(&self, first: i64, last: i64) {
+    pub(crate) fn events_written(&self, first: i64, last: i64) {
         if self.is_on() && first <= last {
             let mut gauge = self.gauge.lock().unwrap();
             // Ids of a failed commit can come again; never count them twice.
@@ -199,7 +200,7 @@ impl Admission {
     }
 
     /// That group commit failed: its events `first..=last` do not exist.
-    pub fn events_dropped(&self, first: i64, last: i64) {
+    pub(crate) fn events_dropped(&self, first: i64, last: i64) {
         if self.is_on() {
             self.gauge.lock().unwrap().remove_events_within(first, last);
             self.room.notify_waiters();
@@ -208,7 +209,7 @@ impl Admission {
 
     /// The engine took every event up to `last` (committed), and started these
     /// runs ready: (run id, event id).
-    pub fn events_taken(&self, last: i64, started: impl IntoIterator<Item = (i64, i64)>) {
+    pub(crate) fn events_taken(&self, last: i64, started: impl IntoIterator<Item = (i64, i64)>) {
         if !self.is_on() {
             return;
         }
@@ -239,7 +240,7 @@ impl Admission {
     /// An API group commit started these runs ready from its own events, in its
     /// transaction: (run id, event id). Called before the commit, as
     /// `events_written` is, so that the engine cannot step them before they count.
-    pub fn runs_started(&self, started: &[(i64, i64)]) {
+    pub(crate) fn runs_started(&self, started: &[(i64, i64)]) {
         if !self.is_on() {
             return;
         }
@@ -251,7 +252,7 @@ impl Admission {
     }
 
     /// That group commit failed: its runs do not exist.
-    pub fn runs_dropped(&self, started: &[(i64, i64)]) {
+    pub(crate) fn runs_dropped(&self, started: &[(i64, i64)]) {
         if self.is_on() {
             let mut gauge = self.gauge.lock().unwrap();
             for (run, _) in started {
@@ -265,7 +266,7 @@ impl Admission {
     /// The engine moved these runs on by a step. A run stays counted while it
     /// goes straight on or a message of its is unsent; it goes when it waits or
     /// ends with nothing unsent.
-    pub fn runs_stepped(&self, runs: &[i64], stepped: &SteppedRuns) {
+    pub(crate) fn runs_stepped(&self, runs: &[i64], stepped: &SteppedRuns) {
         if !self.is_on() || runs.is_empty() {
             return;
         }
@@ -286,7 +287,7 @@ impl Admission {
     }
 
     /// These runs' messages have been attempted (sent or not).
-    pub fn messages_done(&self, runs: impl IntoIterator<Item = i64>) {
+    pub(crate) fn messages_done(&self, runs: impl IntoIterator<Item = i64>) {
         if !self.is_on() {
             return;
         }

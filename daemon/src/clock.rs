@@ -21,11 +21,7 @@ impl Clock {
         Clock::Virtual(Arc::new(AtomicI64::new(now.as_millisecond())))
     }
 
-    pub fn now(&self) -> Timestamp {
-        Timestamp::from_millisecond(self.now_ms()).expect("clock within jiff's range")
-    }
-
-    pub fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         match self {
             Clock::System => Timestamp::now().as_millisecond(),
             Clock::Virtual(ms) => ms.load(Ordering::SeqCst),
@@ -33,14 +29,14 @@ impl Clock {
     }
 
     /// Moves a virtual clock; returns whether it changed. A system clock ignores it.
-    pub fn set_virtual_ms(&self, now_ms: i64) -> bool {
+    pub(crate) fn set_virtual_ms(&self, now_ms: i64) -> bool {
         match self {
             Clock::System => false,
             Clock::Virtual(ms) => ms.swap(now_ms, Ordering::SeqCst) != now_ms,
         }
     }
 
-    pub fn is_virtual(&self) -> bool {
+    pub(crate) fn is_virtual(&self) -> bool {
         matches!(self, Clock::Virtual(_))
     }
 }
@@ -48,11 +44,11 @@ impl Clock {
 /// The first and last days nudge takes from people and files (report periods,
 /// order dates): wide enough for any real order or report, and narrow enough
 /// that every day, and the day after it, is a time in every time zone.
-pub const FIRST_DAY: jiff::civil::Date = jiff::civil::date(1970, 1, 1);
-pub const LAST_DAY: jiff::civil::Date = jiff::civil::date(2199, 12, 31);
+pub(crate) const FIRST_DAY: jiff::civil::Date = jiff::civil::date(1970, 1, 1);
+pub(crate) const LAST_DAY: jiff::civil::Date = jiff::civil::date(2199, 12, 31);
 
 /// The day, if it is one nudge works with; else a message naming the range.
-pub fn check_day(day: jiff::civil::Date) -> Result<jiff::civil::Date, String> {
+pub(crate) fn check_day(day: jiff::civil::Date) -> Result<jiff::civil::Date, String> {
     if (FIRST_DAY..=LAST_DAY).contains(&day) {
         Ok(day)
     } else {
@@ -63,7 +59,7 @@ pub fn check_day(day: jiff::civil::Date) -> Result<jiff::civil::Date, String> {
 }
 
 /// Renders a stored millisecond time for people, in UTC.
-pub fn display_ms(ms: i64) -> String {
+pub(crate) fn display_ms(ms: i64) -> String {
     Timestamp::from_millisecond(ms)
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
         .unwrap_or_else(|_| ms.to_string())
@@ -71,7 +67,7 @@ pub fn display_ms(ms: i64) -> String {
 
 /// Reads a time given by a person: a duration from now (`3d`, `2h 30m`), an
 /// RFC 3339 timestamp, or a local date-time (`2026-11-25 10:00`) in `time_zone`.
-pub fn parse_time(text: &str, now_ms: i64, time_zone: &str) -> Result<i64, String> {
+pub(crate) fn parse_time(text: &str, now_ms: i64, time_zone: &str) -> Result<i64, String> {
     let text = text.trim();
     if let Ok(span) = crate::model::parse_duration(text) {
         return Ok(crate::model::add_span(now_ms, span, time_zone));

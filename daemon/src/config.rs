@@ -11,60 +11,60 @@ use serde::Deserialize;
 /// The whole of `nudge.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// SQLite database file.
-    pub database: PathBuf,
+    pub(crate) database: PathBuf,
     /// Folder of workflow files (`*.toml`, `templates/*.toml`, `cadences.toml`).
-    pub workflows: PathBuf,
+    pub(crate) workflows: PathBuf,
     /// Folder of installed channel plugins (`<id>/plugin.toml` + `<id>/plugin.wasm`),
     /// beside the built-in email and SMS plugins. Watched: changes apply without a restart.
-    pub plugins: PathBuf,
+    pub(crate) plugins: PathBuf,
     /// Where compiled plugins are cached, so a restart does not recompile them.
-    pub plugin_cache: PathBuf,
+    pub(crate) plugin_cache: PathBuf,
     /// Each plugin's settings: `[plugin.<id>]` tables, checked against its manifest.
     #[serde(rename = "plugin")]
-    pub plugin_config: BTreeMap<String, toml::Table>,
+    pub(crate) plugin_config: BTreeMap<String, toml::Table>,
     /// Which plugin serves a channel that two plugins claim, e.g. `email = "ses"`
     /// to replace the built-in email plugin: without it, that is a load error.
-    pub channels: BTreeMap<String, String>,
+    pub(crate) channels: BTreeMap<String, String>,
     /// Outbound HTTP for plugins that deliver over HTTP (SMS providers, WeCom).
-    pub http: HttpConfig,
+    pub(crate) http: HttpConfig,
     /// Where messages go as `.eml` files when no SMTP server is configured.
-    pub outbox_dir: PathBuf,
+    pub(crate) outbox_dir: PathBuf,
     /// `system` (wall time) or `virtual` (time only moves by `nudge clock`).
-    pub clock: ClockKind,
-    pub email: EmailConfig,
-    pub smtp: Option<SmtpConfig>,
-    pub api: ApiConfig,
-    pub delivery: DeliveryConfig,
-    pub suppression: SuppressionConfig,
-    pub unsubscribe: UnsubscribeConfig,
+    pub(crate) clock: ClockKind,
+    pub(crate) email: EmailConfig,
+    pub(crate) smtp: Option<SmtpConfig>,
+    pub(crate) api: ApiConfig,
+    pub(crate) delivery: DeliveryConfig,
+    pub(crate) suppression: SuppressionConfig,
+    pub(crate) unsubscribe: UnsubscribeConfig,
     /// The file these settings came from; None when no nudge.toml was found (all defaults).
     #[serde(skip)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
 }
 
 /// Retries and what to do when the outcome of a send is unknown.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DeliveryConfig {
+pub(crate) struct DeliveryConfig {
     /// Attempts before a message that keeps failing transiently goes to the dead letters.
-    pub max_attempts: i64,
+    pub(crate) max_attempts: i64,
     /// First retry after this many seconds, doubling each time (with jitter) ...
-    pub backoff_base_secs: i64,
+    pub(crate) backoff_base_secs: i64,
     /// ... up to this many.
-    pub backoff_cap_secs: i64,
+    pub(crate) backoff_cap_secs: i64,
     /// Sends in flight at once (SMTP sessions kept open).
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// A send whose outcome is unknown (no reply after the body): `hold` it for an
     /// operator (`nudge outbox retry|drop`), or `resend` it once after the backoff
     /// with the same Message-ID, which lets most receivers drop a duplicate.
-    pub on_unknown: OnUnknown,
+    pub(crate) on_unknown: OnUnknown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum OnUnknown {
+pub(crate) enum OnUnknown {
     #[default]
     Hold,
     Resend,
@@ -85,10 +85,10 @@ impl Default for DeliveryConfig {
 /// How many bounces or complaints suppress an address (0: never).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct SuppressionConfig {
-    pub hard_bounces: i64,
-    pub soft_bounces: i64,
-    pub complaints: i64,
+pub(crate) struct SuppressionConfig {
+    pub(crate) hard_bounces: i64,
+    pub(crate) soft_bounces: i64,
+    pub(crate) complaints: i64,
 }
 
 impl Default for SuppressionConfig {
@@ -102,7 +102,7 @@ impl Default for SuppressionConfig {
 }
 
 impl SuppressionConfig {
-    pub fn rules(&self) -> crate::store::SuppressionRules {
+    pub(crate) fn rules(&self) -> crate::store::SuppressionRules {
         crate::store::SuppressionRules {
             hard_bounces: self.hard_bounces,
             soft_bounces: self.soft_bounces,
@@ -114,15 +114,15 @@ impl SuppressionConfig {
 /// Unsubscribe links in marketing email.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct UnsubscribeConfig {
+pub(crate) struct UnsubscribeConfig {
     /// The public address of this daemon's HTTP server, as recipients reach it
     /// (e.g. `https://nudge.example.com`); defaults to `http://<api.bind>`.
-    pub base_url: Option<String>,
+    pub(crate) base_url: Option<String>,
     /// Address for `mailto:` unsubscribes; defaults to `unsubscribe@<message-ID domain>`.
-    pub mailto: Option<String>,
+    pub(crate) mailto: Option<String>,
     /// Environment variable with the key that signs unsubscribe tokens; without
     /// it the daemon generates a key and keeps it in the database.
-    pub secret_env: String,
+    pub(crate) secret_env: String,
 }
 
 impl Default for UnsubscribeConfig {
@@ -137,20 +137,20 @@ impl Default for UnsubscribeConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
+pub(crate) struct HttpConfig {
     /// Hosts each plugin may reach besides those in its manifest, e.g. `sms = ["sms.example.com"]`.
-    pub allow_hosts: BTreeMap<String, Vec<String>>,
+    pub(crate) allow_hosts: BTreeMap<String, Vec<String>>,
     /// Hosts (`name` or `name:port`) each plugin may reach on a loopback, private
     /// or link-local address, e.g. `sms = ["gateway.lan:8080"]` for an on-premise
     /// gateway. Only the admin grants this, per plugin and per host; a plugin's
     /// manifest cannot. The daemon's own API is never a destination.
-    pub private_hosts: BTreeMap<String, Vec<String>>,
+    pub(crate) private_hosts: BTreeMap<String, Vec<String>>,
     /// Replaced by `private_hosts`: true is refused at start with what to write instead.
-    pub allow_private_hosts: bool,
+    pub(crate) allow_private_hosts: bool,
     /// Seconds one request may take, connect to last byte.
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
     /// Largest response body read.
-    pub max_response_kb: u64,
+    pub(crate) max_response_kb: u64,
 }
 
 impl Default for HttpConfig {
@@ -167,7 +167,7 @@ impl Default for HttpConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum ClockKind {
+pub(crate) enum ClockKind {
     #[default]
     System,
     Virtual,
@@ -175,11 +175,11 @@ pub enum ClockKind {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct EmailConfig {
+pub(crate) struct EmailConfig {
     /// The From header of every message, e.g. `Sales Team <sales@example.com>`.
-    pub from: String,
+    pub(crate) from: String,
     /// Domain of generated Message-IDs; defaults to the From address's domain.
-    pub message_id_domain: Option<String>,
+    pub(crate) message_id_domain: Option<String>,
 }
 
 impl Default for EmailConfig {
@@ -193,7 +193,7 @@ impl Default for EmailConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum SmtpTls {
+pub(crate) enum SmtpTls {
     /// Plain SMTP: only for a relay on the same host or a test server.
     None,
     #[default]
@@ -204,19 +204,19 @@ pub enum SmtpTls {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SmtpConfig {
-    pub host: String,
+pub(crate) struct SmtpConfig {
+    pub(crate) host: String,
     #[serde(default = "default_smtp_port")]
-    pub port: u16,
+    pub(crate) port: u16,
     #[serde(default)]
-    pub tls: SmtpTls,
-    pub username: Option<String>,
+    pub(crate) tls: SmtpTls,
+    pub(crate) username: Option<String>,
     /// Name of the environment variable holding the password.
     #[serde(default = "default_password_env")]
-    pub password_env: String,
+    pub(crate) password_env: String,
     /// Seconds one send may take from connect to the server's answer after DATA.
     #[serde(default = "default_send_timeout")]
-    pub timeout_secs: u64,
+    pub(crate) timeout_secs: u64,
 }
 
 fn default_smtp_port() -> u16 {
@@ -231,16 +231,16 @@ fn default_send_timeout() -> u64 {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ApiConfig {
-    pub bind: SocketAddr,
+pub(crate) struct ApiConfig {
+    pub(crate) bind: SocketAddr,
     /// Name of the environment variable holding the bearer token.
-    pub token_env: String,
+    pub(crate) token_env: String,
     /// A write waits while this many messages (or the work before them) of
     /// earlier API writes are unsent: the API keeps the daemon's pace instead of
     /// queueing behind its answers. 0: never wait.
-    pub max_unsent: usize,
+    pub(crate) max_unsent: usize,
     /// The longest a write waits for that, in milliseconds.
-    pub max_hold_ms: u64,
+    pub(crate) max_hold_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -279,7 +279,7 @@ impl Default for Config {
 
 impl Config {
     /// The address recipients follow unsubscribe and tracking links to.
-    pub fn public_base_url(&self) -> String {
+    pub(crate) fn public_base_url(&self) -> String {
         self.unsubscribe
             .base_url
             .clone()
@@ -289,7 +289,7 @@ impl Config {
     /// Why the links in real mail would not work or not be safe: with `[smtp]`
     /// set, mail leaves the machine, and a loopback address sends recipients to
     /// their own computer, plain http exposes their unsubscribe tokens.
-    pub fn public_link_warning(&self) -> Option<String> {
+    pub(crate) fn public_link_warning(&self) -> Option<String> {
         self.smtp.as_ref()?;
         let base = self.public_base_url();
         let url = reqwest::Url::parse(&base).ok();
@@ -315,7 +315,7 @@ impl Config {
 
     /// Reads `path`; relative paths inside it are taken from the file's folder.
     /// Without an explicit path a missing `nudge.toml` means "all defaults".
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let (path, required) = match path {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from("nudge.toml"), false),
@@ -350,7 +350,7 @@ impl Config {
     }
 
     /// Where plugins come from and their settings.
-    pub fn plugin_settings(&self) -> crate::plugins::PluginSettings {
+    pub(crate) fn plugin_settings(&self) -> crate::plugins::PluginSettings {
         crate::plugins::PluginSettings {
             dir: self.plugins.clone(),
             cache: Some(self.plugin_cache.clone()),
@@ -364,18 +364,18 @@ impl Config {
     }
 
     /// The API bearer token, if the environment sets one.
-    pub fn api_token(&self) -> Option<String> {
+    pub(crate) fn api_token(&self) -> Option<String> {
         std::env::var(&self.api.token_env).ok().filter(|t| !t.is_empty())
     }
 
     /// The SMTP password, if the environment sets one.
-    pub fn smtp_password(&self) -> Option<String> {
+    pub(crate) fn smtp_password(&self) -> Option<String> {
         let smtp = self.smtp.as_ref()?;
         std::env::var(&smtp.password_env).ok()
     }
 
     /// Domain used in Message-IDs.
-    pub fn message_id_domain(&self) -> String {
+    pub(crate) fn message_id_domain(&self) -> String {
         if let Some(d) = &self.email.message_id_domain {
             return d.clone();
         }

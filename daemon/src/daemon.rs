@@ -21,7 +21,7 @@ use crate::store::Store;
 use crate::workflow::WorkflowSet;
 
 /// Opens the store and the clock the config asks for (shared by the daemon and the CLI).
-pub async fn open(config: &Config) -> anyhow::Result<(Store, Clock)> {
+pub(crate) async fn open(config: &Config) -> anyhow::Result<(Store, Clock)> {
     let store = Store::open(&config.database).await?;
     let clock = match config.clock {
         ClockKind::System => Clock::System,
@@ -43,7 +43,7 @@ pub async fn open(config: &Config) -> anyhow::Result<(Store, Clock)> {
 
 /// Runs the daemon until SIGTERM. With `strict`, a plugin folder that cannot be
 /// loaded stops the start; otherwise the daemon starts without it and says so.
-pub async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
     if let Some(warning) = config.public_link_warning() {
         tracing::warn!("{warning}");
     }

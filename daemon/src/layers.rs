@@ -79,6 +79,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "model", "clock", "config", "store", "workflow", "insight", "app", "import", "report", "plugins", "daemon",
         ],
     ),
+    // The command line: parses the arguments and hands them to `commands`.
+    ("cli", &["config", "store", "app", "daemon", "commands"]),
 ];
 
 /// The top-level modules that a source text names as `crate::x` or `crate::{x, y}`.

@@ -2,23 +2,24 @@
 //! sources -> events -> triggers -> runs -> outbox -> delivery.
 
 pub mod admission;
-pub mod api;
-pub mod app;
+mod api;
+mod app;
+pub mod cli;
 pub mod clock;
-pub mod commands;
-pub mod config;
-pub mod daemon;
-pub mod delivery;
+mod commands;
+mod config;
+mod daemon;
+mod delivery;
 pub mod engine;
-pub mod import;
-pub mod insight;
+mod import;
+mod insight;
 pub mod model;
 pub mod plugins;
-pub mod report;
+mod report;
 pub mod store;
-pub mod tracking;
+mod tracking;
 pub mod unsubscribe;
-pub mod watch;
+mod watch;
 pub mod workflow;
 
 #[cfg(test)]

@@ -15,20 +15,20 @@ const OPEN: &str = "track-open";
 const CLICK: &str = "track-click";
 
 /// A transparent 1x1 GIF, what the pixel route answers.
-pub const PIXEL_GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+pub(crate) const PIXEL_GIF: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
 
 /// The token of a message's open pixel.
-pub fn open_token(signer: &Unsubscribe, message_key: &str) -> String {
+pub(crate) fn open_token(signer: &Unsubscribe, message_key: &str) -> String {
     signer.seal(OPEN, message_key.as_bytes())
 }
 
 /// The message an open token was made for.
-pub fn verify_open(signer: &Unsubscribe, token: &str) -> Option<String> {
+pub(crate) fn verify_open(signer: &Unsubscribe, token: &str) -> Option<String> {
     String::from_utf8(signer.open(OPEN, token)?).ok()
 }
 
 /// The token of one link of a message: `key length (u16) || key || url`.
-pub fn click_token(signer: &Unsubscribe, message_key: &str, url: &str) -> String {
+pub(crate) fn click_token(signer: &Unsubscribe, message_key: &str, url: &str) -> String {
     let key = message_key.as_bytes();
     let mut payload = (key.len() as u16).to_be_bytes().to_vec();
     payload.extend_from_slice(key);
@@ -37,7 +37,7 @@ pub fn click_token(signer: &Unsubscribe, message_key: &str, url: &str) -> String
 }
 
 /// The message and the URL a click token was made for.
-pub fn verify_click(signer: &Unsubscribe, token: &str) -> Option<(String, String)> {
+pub(crate) fn verify_click(signer: &Unsubscribe, token: &str) -> Option<(String, String)> {
     let payload = signer.open(CLICK, token)?;
     let len = usize::from(u16::from_be_bytes(payload.get(..2)?.try_into().ok()?));
     let key = payload.get(2..2 + len)?;
@@ -50,7 +50,7 @@ pub fn verify_click(signer: &Unsubscribe, token: &str) -> Option<(String, String
 
 /// A redirect target as a header value: the URL the message had, with what a
 /// header cannot carry (non-ASCII, spaces, controls) percent-encoded.
-pub fn location(url: &str) -> String {
+pub(crate) fn location(url: &str) -> String {
     let mut out = String::with_capacity(url.len());
     for b in url.bytes() {
         if b.is_ascii_graphic() {
@@ -65,7 +65,7 @@ pub fn location(url: &str) -> String {
 /// The HTML a message goes out with: tracked if its workflow tracks (`track`) and
 /// it is marketing email to the contact. Transactional and SLA messages and
 /// notes to the owner (`Category::Internal`) never are, whatever the workflow says.
-pub fn html_for(
+pub(crate) fn html_for(
     signer: &Unsubscribe,
     workflow: &Workflow,
     category: Category,
@@ -86,7 +86,7 @@ pub fn html_for(
 /// The HTML of a tracked message: each http(s) link of an `<a>` or `<area>` goes
 /// through the click redirect, except the unsubscribe link (its token must reach
 /// the daemon untouched, and leaving must not count as interest); a pixel is added.
-pub fn track_html(signer: &Unsubscribe, message_key: &str, html: &str) -> String {
+pub(crate) fn track_html(signer: &Unsubscribe, message_key: &str, html: &str) -> String {
     let base = signer.base_url();
     let unsubscribe = format!("{base}/unsubscribe/");
     let tracked = rewrite_links(html, |url| {

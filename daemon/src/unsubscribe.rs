@@ -28,7 +28,7 @@ pub struct Unsubscribe {
 impl Unsubscribe {
     /// From `[unsubscribe]`: the key from the environment if set, else one the
     /// daemon generated once and keeps in the database.
-    pub async fn from_config(config: &Config, store: &Store) -> anyhow::Result<Unsubscribe> {
+    pub(crate) async fn from_config(config: &Config, store: &Store) -> anyhow::Result<Unsubscribe> {
         let key = match std::env::var(&config.unsubscribe.secret_env) {
             Ok(secret) if !secret.is_empty() => secret.into_bytes(),
             _ => store.secret("unsubscribe").await?,
@@ -62,7 +62,7 @@ impl Unsubscribe {
     }
 
     /// `base64url(payload || truncated MAC)`: a token that carries its payload.
-    pub fn seal(&self, purpose: &str, payload: &[u8]) -> String {
+    pub(crate) fn seal(&self, purpose: &str, payload: &[u8]) -> String {
         let tag = self.mac(purpose, payload).finalize().into_bytes();
         let mut bytes = payload.to_vec();
         bytes.extend_from_slice(&tag[..MAC_LEN]);
@@ -70,7 +70,7 @@ impl Unsubscribe {
     }
 
     /// The payload of a token sealed for `purpose`; `None` for anything forged or altered.
-    pub fn open(&self, purpose: &str, token: &str) -> Option<Vec<u8>> {
+    pub(crate) fn open(&self, purpose: &str, token: &str) -> Option<Vec<u8>> {
         let mut bytes = URL_SAFE_NO_PAD.decode(token.trim()).ok()?;
         let split = bytes.len().checked_sub(MAC_LEN)?;
         // Constant-time comparison of the truncated tag.
@@ -81,23 +81,23 @@ impl Unsubscribe {
         Some(bytes)
     }
 
-    pub fn token(&self, contact_id: i64) -> String {
+    pub(crate) fn token(&self, contact_id: i64) -> String {
         self.seal("unsubscribe", &contact_id.to_be_bytes())
     }
 
     /// The contact a token was made for; `None` for anything forged or altered.
-    pub fn verify(&self, token: &str) -> Option<i64> {
+    pub(crate) fn verify(&self, token: &str) -> Option<i64> {
         let payload = self.open("unsubscribe", token)?;
         Some(i64::from_be_bytes(payload.try_into().ok()?))
     }
 
     /// Where recipients reach this daemon (no trailing slash).
-    pub fn base_url(&self) -> &str {
+    pub(crate) fn base_url(&self) -> &str {
         &self.base_url
     }
 
     /// The links a marketing email to this contact carries.
-    pub fn links(&self, contact_id: i64) -> store::Unsubscribe {
+    pub(crate) fn links(&self, contact_id: i64) -> store::Unsubscribe {
         let token = self.token(contact_id);
         store::Unsubscribe {
             https: format!("{}/unsubscribe/{token}", self.base_url),

@@ -12,13 +12,13 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 const QUIET: Duration = Duration::from_millis(300);
 
 /// Changes under a folder; keep it alive as long as they should arrive.
-pub struct FolderChanges {
+pub(crate) struct FolderChanges {
     _watcher: RecommendedWatcher,
     events: UnboundedReceiver<()>,
 }
 
 /// Watches `dir` recursively.
-pub fn folder(dir: &Path) -> notify::Result<FolderChanges> {
+pub(crate) fn folder(dir: &Path) -> notify::Result<FolderChanges> {
     let (tx, events) = unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
         Ok(e) if matches!(e.kind, EventKind::Access(_)) => {}
@@ -36,7 +36,7 @@ pub fn folder(dir: &Path) -> notify::Result<FolderChanges> {
 
 impl FolderChanges {
     /// Waits for the next burst of changes to end; None when the watcher is gone.
-    pub async fn next(&mut self) -> Option<()> {
+    pub(crate) async fn next(&mut self) -> Option<()> {
         self.events.recv().await?;
         loop {
             match tokio::time::timeout(QUIET, self.events.recv()).await {

@@ -61,7 +61,7 @@ struct AppState {
 }
 
 /// An error answered to the client: a status and a message it can act on.
-pub struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -121,7 +121,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for JsonObje
 }
 
 /// Binds the API and returns the task that serves it until `cancel`.
-pub async fn serve(
+pub(crate) async fn serve(
     config: &Config,
     store: Store,
     clock: Clock,

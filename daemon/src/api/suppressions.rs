@@ -30,7 +30,7 @@ fn any_channel() -> String {
 
 pub(super) async fn report_bounce(State(s): State<AppState>, JsonObject(body): JsonObject<BounceInput>) -> ApiResult {
     let input = body;
-    let kind = BounceKind::parse(&input.kind).ok_or_else(|| {
+    let kind = input.kind.parse::<BounceKind>().map_err(|()| {
         ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("kind `{}` is not one of hard, soft, complaint", input.kind),

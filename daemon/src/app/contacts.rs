@@ -7,7 +7,7 @@ use super::find_contact;
 use crate::store::{self, Conn, Contact, FollowUp, HistoryEntry, Invalid, NewContact, Order};
 
 /// Adds one contact; a contact with the same email is `Invalid`.
-pub async fn add_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyhow::Result<i64> {
+pub(crate) async fn add_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyhow::Result<i64> {
     store::insert_contact(conn, new, now).await
 }
 
@@ -15,7 +15,7 @@ pub async fn add_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyhow:
 /// already (by email, or by phone, or by name and company) is left as it is,
 /// so that a second import adds nobody twice. Per contact: added, or known, or
 /// why not.
-pub async fn add_contacts(
+pub(crate) async fn add_contacts(
     conn: &mut Conn,
     new: &[(NewContact, Result<(), Invalid>)],
     now: i64,
@@ -25,18 +25,18 @@ pub async fn add_contacts(
 
 /// A contact with its latest follow-ups and orders and the history of its fields.
 #[derive(Serialize)]
-pub struct ContactCard {
-    pub contact: Contact,
-    pub follow_ups: Vec<FollowUp>,
-    pub orders: Vec<Order>,
-    pub history: Vec<HistoryEntry>,
+pub(crate) struct ContactCard {
+    pub(crate) contact: Contact,
+    pub(crate) follow_ups: Vec<FollowUp>,
+    pub(crate) orders: Vec<Order>,
+    pub(crate) history: Vec<HistoryEntry>,
 }
 
 /// Changes of fields shown with a contact, newest first.
 const HISTORY_SHOWN: i64 = 50;
 
 /// The contact `reference` names, with its `latest` follow-ups and orders.
-pub async fn contact_card(conn: &mut Conn, reference: &str, latest: i64) -> anyhow::Result<ContactCard> {
+pub(crate) async fn contact_card(conn: &mut Conn, reference: &str, latest: i64) -> anyhow::Result<ContactCard> {
     let contact = find_contact(conn, reference).await?;
     Ok(ContactCard {
         follow_ups: store::follow_ups_of(conn, contact.id, latest).await?,
@@ -47,17 +47,17 @@ pub async fn contact_card(conn: &mut Conn, reference: &str, latest: i64) -> anyh
 }
 
 /// What a stage change did.
-pub struct StageChange {
-    pub contact_id: i64,
+pub(crate) struct StageChange {
+    pub(crate) contact_id: i64,
     /// The stage before.
-    pub from: String,
+    pub(crate) from: String,
     /// The `stage_changed` event, or `None` when the contact was at that stage already.
-    pub event_id: Option<i64>,
+    pub(crate) event_id: Option<i64>,
 }
 
 /// Moves a contact to `stage`; workflows triggered by `stage_changed` react.
 /// `by` is who the history names (`api`, `cli`).
-pub async fn change_stage(
+pub(crate) async fn change_stage(
     conn: &mut Conn,
     reference: &str,
     stage: &str,
@@ -76,15 +76,15 @@ pub async fn change_stage(
 /// An inquiry from a contact: it starts the response SLA.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewInquiry {
+pub(crate) struct NewInquiry {
     #[serde(default)]
-    pub message: String,
+    pub(crate) message: String,
     #[serde(default)]
-    pub channel: String,
+    pub(crate) channel: String,
 }
 
 /// Records an inquiry of the contact `reference`: (the contact's id, the inquiry's).
-pub async fn add_inquiry(
+pub(crate) async fn add_inquiry(
     conn: &mut Conn,
     reference: &str,
     inquiry: &NewInquiry,

@@ -15,21 +15,21 @@ use crate::workflow::ClassificationRules;
 /// a local date-time in the contact's time zone).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FollowUpInput {
-    pub at: Option<String>,
-    pub channel: String,
+pub(crate) struct FollowUpInput {
+    pub(crate) at: Option<String>,
+    pub(crate) channel: String,
     #[serde(default)]
-    pub summary: String,
+    pub(crate) summary: String,
     #[serde(default)]
-    pub feedback: String,
-    pub intent_grade: Option<String>,
-    pub attitude: Option<String>,
-    pub understanding: Option<String>,
-    pub stage: Option<String>,
-    pub next_follow_up: Option<String>,
-    pub next_goal: Option<String>,
-    pub result: Option<String>,
-    pub owner: Option<String>,
+    pub(crate) feedback: String,
+    pub(crate) intent_grade: Option<String>,
+    pub(crate) attitude: Option<String>,
+    pub(crate) understanding: Option<String>,
+    pub(crate) stage: Option<String>,
+    pub(crate) next_follow_up: Option<String>,
+    pub(crate) next_goal: Option<String>,
+    pub(crate) result: Option<String>,
+    pub(crate) owner: Option<String>,
 }
 
 impl FollowUpInput {
@@ -60,14 +60,14 @@ impl FollowUpInput {
 /// and summary) is logged again. A file says when each row happened, so that a
 /// second import of it recognises its rows; a rep may well log two alike calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Repeats {
+pub(crate) enum Repeats {
     Log,
     Skip,
 }
 
 /// What logging a follow-up did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FollowUpLogged {
+pub(crate) enum FollowUpLogged {
     Added {
         id: i64,
         contact_id: i64,
@@ -80,7 +80,7 @@ pub enum FollowUpLogged {
 /// Logs a follow-up of the contact `reference` and re-classifies the customer
 /// when there are rules: a follow-up is activity that keeps a customer from
 /// churning. Without rules it is still logged; the daemon's pass catches up.
-pub async fn log_follow_up(
+pub(crate) async fn log_follow_up(
     conn: &mut Conn,
     rules: Option<&ClassificationRules>,
     reference: &str,

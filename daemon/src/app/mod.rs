@@ -10,22 +10,22 @@ mod follow_ups;
 mod orders;
 mod suppressions;
 
-pub use contacts::{
-    ContactCard, NewInquiry, StageChange, add_contact, add_contacts, add_inquiry, change_stage, contact_card,
+pub(crate) use contacts::{
+    ContactCard, NewInquiry, add_contact, add_contacts, add_inquiry, change_stage, contact_card,
 };
-pub use follow_ups::{FollowUpInput, FollowUpLogged, Repeats, log_follow_up};
-pub use orders::{Amount, NewOrder, record_order, record_orders};
-pub use suppressions::{NewSuppression, suppress};
+pub(crate) use follow_ups::{FollowUpInput, FollowUpLogged, Repeats, log_follow_up};
+pub(crate) use orders::{Amount, NewOrder, record_order, record_orders};
+pub(crate) use suppressions::{NewSuppression, suppress};
 
 use crate::store::{self, Conn, Contact};
 
 /// A contact (or another thing) that the input names does not exist.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct NotFound(pub String);
+pub(crate) struct NotFound(pub(crate) String);
 
 /// The contact `reference` names: an id, or an email.
-pub async fn find_contact(conn: &mut Conn, reference: &str) -> anyhow::Result<Contact> {
+pub(crate) async fn find_contact(conn: &mut Conn, reference: &str) -> anyhow::Result<Contact> {
     store::find_contact(conn, reference)
         .await?
         .ok_or_else(|| NotFound(format!("no contact `{reference}` (give an id or an email)")).into())

@@ -14,26 +14,26 @@ use crate::workflow::ClassificationRules;
 /// An order as the API, the CLI and CSV files give it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewOrder {
+pub(crate) struct NewOrder {
     /// The order's id in the shop or ERP: sending it again changes nothing.
-    pub id: String,
+    pub(crate) id: String,
     /// The contact's id or email.
-    pub contact: String,
+    pub(crate) contact: String,
     /// A decimal such as "1234.50"; an integer is accepted, a JSON float is not.
-    pub amount: Amount,
+    pub(crate) amount: Amount,
     /// Defaults to the base currency.
-    pub currency: Option<String>,
+    pub(crate) currency: Option<String>,
     /// YYYY-MM-DD (in the rules' time zone) or an RFC 3339 time; defaults to today.
-    pub date: Option<String>,
+    pub(crate) date: Option<String>,
     #[serde(default)]
-    pub items: String,
+    pub(crate) items: String,
 }
 
 /// An amount as given: text or an integer. A float would already have lost the
 /// exact value it was written as, so it is refused with a message.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum Amount {
+pub(crate) enum Amount {
     Text(String),
     Integer(i64),
     Float(f64),
@@ -60,7 +60,7 @@ impl Amount {
 impl NewOrder {
     /// Validates and converts what needs no database: a missing id, a bad amount or
     /// date, a currency without a rate or a date in the future are `Invalid`.
-    pub fn check(&self, rules: &ClassificationRules, now: i64) -> Result<CheckedOrder, Invalid> {
+    pub(crate) fn check(&self, rules: &ClassificationRules, now: i64) -> Result<CheckedOrder, Invalid> {
         let external_id = self.id.trim();
         if external_id.is_empty() {
             return Err(Invalid(
@@ -103,7 +103,7 @@ impl NewOrder {
 /// Validates, converts and stores an order, and re-classifies its customer, all
 /// in the caller's transaction. An unknown contact or currency, a bad amount or
 /// date, or an existing order of the same id with other content is `Invalid`.
-pub async fn record_order(
+pub(crate) async fn record_order(
     conn: &mut Conn,
     rules: &ClassificationRules,
     new: &NewOrder,
@@ -123,7 +123,7 @@ pub async fn record_order(
 /// each new one, what the `ordered` exit condition of a run looks for. Their
 /// customers are left for the caller to re-classify: an import does each once
 /// per commit, after all of their rows in it. An outcome for each, in order.
-pub async fn record_orders(
+pub(crate) async fn record_orders(
     conn: &mut Conn,
     orders: &[CheckedOrder],
     events: Events,

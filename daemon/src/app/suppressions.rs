@@ -8,12 +8,12 @@ use crate::store::{self, Conn};
 /// An address to suppress by hand.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewSuppression {
-    pub address: String,
+pub(crate) struct NewSuppression {
+    pub(crate) address: String,
     #[serde(default = "all_channels")]
-    pub channel: String,
+    pub(crate) channel: String,
     #[serde(default)]
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 fn all_channels() -> String {
@@ -21,7 +21,7 @@ fn all_channels() -> String {
 }
 
 /// Suppresses an address; false when it was suppressed already.
-pub async fn suppress(conn: &mut Conn, new: &NewSuppression, now: i64) -> anyhow::Result<bool> {
+pub(crate) async fn suppress(conn: &mut Conn, new: &NewSuppression, now: i64) -> anyhow::Result<bool> {
     store::suppress(
         conn,
         &new.address,

@@ -11,7 +11,7 @@ use crate::plugins::PluginHost;
 use crate::workflow::WorkflowSet;
 
 /// `nudge check`: validates the workflow folder; Err (exit 1) on any problem.
-pub fn run(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) fn run(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
     let dir = dir.unwrap_or(&config.workflows);
     if let Some(warning) = config.public_link_warning() {
         eprintln!("warning: {warning}");

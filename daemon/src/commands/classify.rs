@@ -8,7 +8,7 @@ use crate::insight;
 
 /// `nudge classify`: re-classifies every customer now (after changing the rules,
 /// or to see today's result without waiting for the daemon's daily pass).
-pub async fn run(config: &Config) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &Config) -> anyhow::Result<()> {
     let rules = insight::load_rules(&config.workflows)?;
     let (store, clock) = daemon::open(config).await?;
     let summary = insight::classification_pass(&store, &rules, clock.now_ms(), true)

@@ -8,7 +8,7 @@ use crate::daemon;
 use crate::model::{add_span, parse_duration};
 
 /// `nudge clock`: shows or moves the virtual clock.
-pub async fn run(config: &Config, set: Option<&str>, advance: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &Config, set: Option<&str>, advance: Option<&str>) -> anyhow::Result<()> {
     if config.clock != ClockKind::Virtual {
         bail!("this config runs on the system clock; set `clock = \"virtual\"` in nudge.toml to move time by hand");
     }

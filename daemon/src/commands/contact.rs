@@ -14,7 +14,7 @@ use crate::store::{Contact, NewContact};
 const LATEST_SHOWN: i64 = 10;
 
 /// `nudge contact add`: one contact.
-pub async fn add(config: &Config, new: NewContact) -> anyhow::Result<()> {
+pub(crate) async fn add(config: &Config, new: NewContact) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;
     let id = app::add_contact(&mut tx, &new, clock.now_ms()).await?;
@@ -24,7 +24,7 @@ pub async fn add(config: &Config, new: NewContact) -> anyhow::Result<()> {
 }
 
 /// `nudge contact import`: a CSV of contacts.
-pub async fn import(config: &Config, file: &Path, strict: bool) -> anyhow::Result<()> {
+pub(crate) async fn import(config: &Config, file: &Path, strict: bool) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut contacts = import::contacts::Contacts { now: clock.now_ms() };
     let summary = import::import_csv(&store, file, strict, &mut contacts).await?;
@@ -37,7 +37,7 @@ pub async fn import(config: &Config, file: &Path, strict: bool) -> anyhow::Resul
 
 /// `nudge contact show`: the contact, its classification, latest orders, the
 /// history of its fields and its latest follow-ups.
-pub async fn show(config: &Config, reference: &str, as_json: bool) -> anyhow::Result<()> {
+pub(crate) async fn show(config: &Config, reference: &str, as_json: bool) -> anyhow::Result<()> {
     let (store, _) = daemon::open(config).await?;
     let mut conn = store.pool.acquire().await?;
     let card = app::contact_card(&mut conn, reference, LATEST_SHOWN).await?;

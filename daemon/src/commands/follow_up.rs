@@ -13,7 +13,7 @@ use crate::insight;
 use crate::workflow::{CLASSIFICATION_FILE, ClassificationRules};
 
 /// `nudge followup log`: one follow-up, and when the next one is due.
-pub async fn log(config: &Config, reference: &str, input: FollowUpInput) -> anyhow::Result<()> {
+pub(crate) async fn log(config: &Config, reference: &str, input: FollowUpInput) -> anyhow::Result<()> {
     let rules = rules_if_any(config);
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;
@@ -40,7 +40,7 @@ pub async fn log(config: &Config, reference: &str, input: FollowUpInput) -> anyh
 }
 
 /// `nudge followup import`: a CSV of follow-ups, each logged as `followup log` would.
-pub async fn import(config: &Config, file: &Path, strict: bool) -> anyhow::Result<()> {
+pub(crate) async fn import(config: &Config, file: &Path, strict: bool) -> anyhow::Result<()> {
     let rules = rules_if_any(config);
     let (store, clock) = daemon::open(config).await?;
     let mut follow_ups = import::follow_ups::FollowUps {

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::daemon;
 
 /// `nudge inquiry add`.
-pub async fn add(config: &Config, reference: &str, inquiry: &NewInquiry) -> anyhow::Result<()> {
+pub(crate) async fn add(config: &Config, reference: &str, inquiry: &NewInquiry) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;
     let (contact_id, id) = app::add_inquiry(&mut tx, reference, inquiry, clock.now_ms()).await?;

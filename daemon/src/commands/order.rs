@@ -13,7 +13,7 @@ use crate::insight::{self, OrderOutcome};
 use crate::store;
 
 /// `nudge order add`: records one order and re-classifies its customer.
-pub async fn add(config: &Config, order: NewOrder) -> anyhow::Result<()> {
+pub(crate) async fn add(config: &Config, order: NewOrder) -> anyhow::Result<()> {
     let rules = insight::load_rules(&config.workflows)?;
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;
@@ -44,7 +44,7 @@ pub async fn add(config: &Config, order: NewOrder) -> anyhow::Result<()> {
 }
 
 /// `nudge order import`: a CSV of orders; with `history`, past orders that start no workflow.
-pub async fn import(config: &Config, file: &Path, strict: bool, history: bool) -> anyhow::Result<()> {
+pub(crate) async fn import(config: &Config, file: &Path, strict: bool, history: bool) -> anyhow::Result<()> {
     let rules = insight::load_rules(&config.workflows)?;
     let (store, clock) = daemon::open(config).await?;
     let events = if history {

@@ -9,7 +9,7 @@ use crate::daemon;
 use crate::store;
 
 /// `nudge outbox list`: messages by status, newest first.
-pub async fn list(config: &Config, statuses: &[String], limit: i64, as_json: bool) -> anyhow::Result<()> {
+pub(crate) async fn list(config: &Config, statuses: &[String], limit: i64, as_json: bool) -> anyhow::Result<()> {
     let (store, _) = daemon::open(config).await?;
     let mut conn = store.pool.acquire().await?;
     let rows = store::list_outbox(&mut conn, statuses, limit).await?;
@@ -45,7 +45,7 @@ pub async fn list(config: &Config, statuses: &[String], limit: i64, as_json: boo
 }
 
 /// `nudge outbox retry|drop`: acts on the given rows, or on every row with `all_status`.
-pub async fn act(config: &Config, retry: bool, ids: &[i64], all_status: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn act(config: &Config, retry: bool, ids: &[i64], all_status: Option<&str>) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;
     let ids = match all_status {

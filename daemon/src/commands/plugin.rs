@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::plugins::{PluginHost, ProviderVerdict};
 
 /// `nudge plugin list`: every loaded plugin.
-pub fn list(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn list(config: &Config) -> anyhow::Result<()> {
     let host = PluginHost::load(&config.plugin_settings(), None)?.strict()?;
     for p in host.plugins() {
         let m = &p.manifest;
@@ -69,7 +69,7 @@ impl FixtureResponse {
 /// `nudge plugin test <id|folder> <fixture.json>`: runs one plugin on a fixture
 /// through the real host (render, build_request, interpret_response) and prints
 /// the results and what the render cost. Only that plugin is loaded.
-pub fn test(config: &Config, plugin: &str, fixture: &Path) -> anyhow::Result<()> {
+pub(crate) fn test(config: &Config, plugin: &str, fixture: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(fixture).with_context(|| format!("read {}", fixture.display()))?;
     let fixture: PluginFixture =
         serde_json::from_str(&text).with_context(|| format!("{} is not a plugin test fixture", fixture.display()))?;

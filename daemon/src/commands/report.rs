@@ -13,14 +13,14 @@ use crate::workflow::{CLASSIFICATION_FILE, WorkflowSet};
 
 /// How `nudge report` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportFormat {
+pub(crate) enum ReportFormat {
     Table,
     Json,
     Csv,
 }
 
 /// `nudge report`: the measures of docs/domain.md §6 for a period (default: the 30 days up to today).
-pub async fn run(
+pub(crate) async fn run(
     config: &Config,
     from: Option<&str>,
     to: Option<&str>,

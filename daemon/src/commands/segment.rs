@@ -12,7 +12,7 @@ use crate::daemon;
 use crate::store;
 
 /// `nudge segment list`: passes of segment workflows and their progress.
-pub async fn list(config: &Config, as_json: bool) -> anyhow::Result<()> {
+pub(crate) async fn list(config: &Config, as_json: bool) -> anyhow::Result<()> {
     let (store, _) = daemon::open(config).await?;
     let mut conn = store.pool.acquire().await?;
     let passes = store::list_enrolments(&mut conn, 50).await?;
@@ -50,7 +50,7 @@ fn progress_line(p: &store::Enrolment) -> String {
 
 /// `nudge segment run`: starts a pass of a segment workflow now (the daemon does
 /// the work); with `follow`, shows its progress until it is done.
-pub async fn run(config: &Config, workflow: &str, follow: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &Config, workflow: &str, follow: bool) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let Some(hash) = store.latest_workflow_set().await? else {
         bail!("the daemon has not loaded any workflows yet: start it with `nudge run` first");

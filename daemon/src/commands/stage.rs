@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::daemon;
 
 /// `nudge stage set`; workflows triggered by `stage_changed` react.
-pub async fn set(config: &Config, reference: &str, stage: &str) -> anyhow::Result<()> {
+pub(crate) async fn set(config: &Config, reference: &str, stage: &str) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;
     let changed = app::change_stage(&mut tx, reference, stage, "cli", clock.now_ms()).await?;

@@ -26,7 +26,7 @@ struct Counts {
 }
 
 /// `nudge status`, as text or as JSON.
-pub async fn run(config: &Config, as_json: bool) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &Config, as_json: bool) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let now = clock.now_ms();
     let counts = Counts::read(&store, now).await?;

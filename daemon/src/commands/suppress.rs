@@ -8,7 +8,7 @@ use crate::daemon;
 use crate::store;
 
 /// `nudge suppress add|remove|list`.
-pub async fn run(config: &Config, action: SuppressAction<'_>) -> anyhow::Result<()> {
+pub(crate) async fn run(config: &Config, action: SuppressAction<'_>) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;
     match action {
@@ -57,7 +57,7 @@ pub async fn run(config: &Config, action: SuppressAction<'_>) -> anyhow::Result<
 }
 
 /// What `nudge suppress` is asked to do.
-pub enum SuppressAction<'a> {
+pub(crate) enum SuppressAction<'a> {
     Add(NewSuppression),
     Remove { address: &'a str, channel: &'a str },
     List { as_json: bool },

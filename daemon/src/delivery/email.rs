@@ -30,7 +30,7 @@ use crate::store::{OutboxRow, Outcome};
 
 /// The most SMTP sessions kept open (`delivery.concurrency` is capped at it).
 /// Each exchange takes round trips, so throughput comes from parallel sessions.
-pub const POOL_SIZE: usize = 128;
+pub(crate) const POOL_SIZE: usize = 128;
 /// The most sessions being opened at once. A burst after a quiet spell does
 /// not open a session for each of its messages: while a few are opened, the
 /// others go over sessions as they free up, a message taking two round trips
@@ -46,13 +46,13 @@ enum Route {
 }
 
 /// Sends email the way the config says.
-pub struct Mailer {
+pub(crate) struct Mailer {
     from: Mailbox,
     route: Route,
 }
 
 impl Mailer {
-    pub fn new(config: &Config) -> anyhow::Result<Mailer> {
+    pub(crate) fn new(config: &Config) -> anyhow::Result<Mailer> {
         let from: Mailbox = config
             .email
             .from
@@ -66,7 +66,7 @@ impl Mailer {
     }
 
     /// Builds and sends one message; never panics on bad data, which becomes a permanent failure.
-    pub async fn send(&self, row: &OutboxRow, now_ms: i64) -> Outcome {
+    pub(crate) async fn send(&self, row: &OutboxRow, now_ms: i64) -> Outcome {
         let message = match build(&self.from, row, now_ms) {
             Ok(m) => m,
             Err(e) => return Outcome::Permanent(format!("cannot build message: {e:#}")),

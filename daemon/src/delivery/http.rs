@@ -18,15 +18,15 @@ use crate::plugins::{OutboundRequest, Plugin};
 use crate::store::Outcome;
 
 /// A response as the plugin gets to read it.
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Sends one request a plugin described; Err is the outcome when it cannot be
 /// sent. `daemon_api` is the daemon's own listener, never a destination.
-pub async fn send(
+pub(crate) async fn send(
     plugin: &Plugin,
     config: &HttpConfig,
     daemon_api: SocketAddr,
@@ -267,7 +267,7 @@ fn is_daemon_api(addr: SocketAddr, api: SocketAddr) -> bool {
 }
 
 /// False for loopback, private, link-local, unspecified, shared and unique-local addresses.
-pub fn is_public(ip: IpAddr) -> bool {
+pub(crate) fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();

@@ -16,7 +16,7 @@
 //! after its attempt; `email.rs`, `plugin.rs` and `http.rs` send.
 
 mod email;
-pub mod http;
+pub(crate) mod http;
 mod in_hand;
 mod plugin;
 mod record;
@@ -39,10 +39,10 @@ use crate::plugins::Plugins;
 use crate::store::{self, OutboxRow, Outcome, Store, SuppressionRules};
 use in_hand::{Claim, InHand};
 
-pub use email::Mailer;
+pub(crate) use email::Mailer;
 
 /// The delivery worker.
-pub struct Delivery {
+pub(crate) struct Delivery {
     store: Store,
     clock: Clock,
     mailer: Mailer,
@@ -67,17 +67,17 @@ const MAX_HANDED: usize = 1024;
 /// message need not wait for a claim to read it back. The outbox stays the
 /// record: a row delivery does not take at once, its claims find there.
 #[derive(Default)]
-pub struct Handoff {
+pub(crate) struct Handoff {
     rows: Mutex<Vec<OutboxRow>>,
     handed: Notify,
     /// Wakes delivery to claim: due rows may be there that nobody handed
     /// (another process's, a retry's).
-    pub wake: Arc<Notify>,
+    pub(crate) wake: Arc<Notify>,
 }
 
 impl Handoff {
     /// Hands over committed rows, in the order of their ids.
-    pub fn hand(&self, rows: Vec<OutboxRow>) {
+    pub(crate) fn hand(&self, rows: Vec<OutboxRow>) {
         if rows.is_empty() {
             return;
         }
@@ -97,7 +97,7 @@ impl Handoff {
 }
 
 impl Delivery {
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         store: Store,
         clock: Clock,
@@ -137,7 +137,7 @@ impl Delivery {
     /// claimed, so waiting for the database never idles the SMTP sessions. A
     /// row stays out of the claims from the moment it is taken until its
     /// attempt is recorded (see `InHand`).
-    pub async fn run(self, cancel: CancellationToken) {
+    pub(crate) async fn run(self, cancel: CancellationToken) {
         type Pending<'a, T> = Option<Pin<Box<dyn Future<Output = T> + Send + 'a>>>;
         let mut sending = FuturesUnordered::new();
         let mut in_hand = InHand::new(self.concurrency(), self.channel_slots());

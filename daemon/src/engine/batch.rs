@@ -32,35 +32,35 @@ const MAX_STEP_ERRORS: i64 = 8;
 
 /// A ready run and its next move, worked out before its transaction.
 pub(super) struct PreparedRun {
-    pub run_id: i64,
+    pub(crate) run_id: i64,
     /// `None`: the run is not ready after all. An error: its step failed before
     /// the transaction (a render, say), recorded against the run in it.
-    pub next: anyhow::Result<Option<NextMove>>,
+    pub(crate) next: anyhow::Result<Option<NextMove>>,
 }
 
 /// A batch of ready runs, prepared, in the order they are applied.
 #[derive(Default)]
 pub(super) struct Batch {
-    pub runs: Vec<PreparedRun>,
+    pub(crate) runs: Vec<PreparedRun>,
 }
 
 impl Batch {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.runs.is_empty()
     }
 
-    pub fn run_ids(&self) -> Vec<i64> {
+    pub(crate) fn run_ids(&self) -> Vec<i64> {
         self.runs.iter().map(|p| p.run_id).collect()
     }
 
     /// The moves worked out (leaving out runs not ready and those that failed).
-    pub fn moves(&self) -> impl Iterator<Item = &NextMove> {
+    pub(crate) fn moves(&self) -> impl Iterator<Item = &NextMove> {
         self.runs.iter().filter_map(|p| p.next.as_ref().ok()?.as_ref())
     }
 
     /// Leaves out the runs whose move could not be worked out, for the engine
     /// to take them (and record why) as any other.
-    pub fn retain_prepared(&mut self) {
+    pub(crate) fn retain_prepared(&mut self) {
         self.runs.retain(|p| p.next.is_ok());
     }
 }
@@ -71,7 +71,7 @@ pub(super) struct Advanced {
     /// Whether work is due at once: a batch that went to be written, a run that goes
     /// straight on to its next step, or an event a step wrote (a stage change
     /// that starts runs).
-    pub more: bool,
+    pub(crate) more: bool,
 }
 
 /// A batch of steps handed to its write: its runs, and the task writing it.
@@ -126,7 +126,7 @@ impl Engine {
     /// Waits until the batch of steps being written has committed and returns
     /// whether its steps made more work due at once; never returns while no
     /// batch is being written. Dropping the wait leaves the write going.
-    pub async fn written(&self) -> anyhow::Result<bool> {
+    pub(crate) async fn written(&self) -> anyhow::Result<bool> {
         match self.collect_written().await {
             Some(more) => more,
             None => std::future::pending().await,

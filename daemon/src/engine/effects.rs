@@ -9,28 +9,28 @@ use crate::admission::SteppedRuns;
 use crate::store::{self, DeferredRun, FinishedStep, NewOutboxRow, OutboxRow, RunStatus, RunTimer};
 
 #[derive(Default)]
-pub struct Effects {
-    pub finished: Vec<FinishedStep>,
+pub(crate) struct Effects {
+    pub(crate) finished: Vec<FinishedStep>,
     /// (run id, status, outcome)
-    pub ended: Vec<(i64, RunStatus, String)>,
-    pub deferred: Vec<DeferredRun>,
-    pub outbox: Vec<NewOutboxRow>,
+    pub(crate) ended: Vec<(i64, RunStatus, String)>,
+    pub(crate) deferred: Vec<DeferredRun>,
+    pub(crate) outbox: Vec<NewOutboxRow>,
     /// Timers that resume runs.
-    pub timers: Vec<RunTimer>,
+    pub(crate) timers: Vec<RunTimer>,
     /// Contacts' tags as the batch's steps left them.
-    pub tags: BTreeMap<i64, Vec<String>>,
+    pub(crate) tags: BTreeMap<i64, Vec<String>>,
     /// For admission control, what the flushes so far did (the caller takes it
     /// once their transaction is committed).
-    pub stepped: SteppedRuns,
+    pub(crate) stepped: SteppedRuns,
     /// The messages the flushes so far queued, for delivery once committed.
-    pub queued: Vec<OutboxRow>,
+    pub(crate) queued: Vec<OutboxRow>,
 }
 
 impl Effects {
     /// Writes what was gathered; the runs that queued a message or go straight
     /// on are added to `stepped`. Fails if a run is no longer where its step
     /// found it (the caller rolls back).
-    pub async fn flush(&mut self, conn: &mut store::Conn, now: i64) -> anyhow::Result<()> {
+    pub(crate) async fn flush(&mut self, conn: &mut store::Conn, now: i64) -> anyhow::Result<()> {
         let runs: Vec<i64> = self.outbox.iter().filter_map(|row| row.run_id).collect();
         let queued = store::queue_and_finish(conn, std::mem::take(&mut self.outbox), &self.finished, now).await?;
         if !queued.is_empty() {
@@ -48,7 +48,7 @@ impl Effects {
     }
 
     /// Forgets what was gathered and flushed (its transaction was rolled back).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.clear_writes();
         self.stepped = SteppedRuns::default();
         self.queued.clear();

@@ -60,7 +60,7 @@ impl Engine {
     /// cycle or two later. A run whose step cannot be prepared or rendered is left
     /// ready, for the engine to take it (and record why) as any other. What the
     /// steps did is told to admission control and delivery by `Taken::committed`.
-    pub async fn take_events(
+    pub(crate) async fn take_events(
         self: &Arc<Self>,
         conn: &mut store::Conn,
         ids: RangeInclusive<i64>,
@@ -226,6 +226,5 @@ fn started_ready(
         context: sqlx::types::Json(context.clone()),
         started_at: now,
         start_stage: Some(contact.stage.clone()),
-        step_errors: 0,
     }
 }

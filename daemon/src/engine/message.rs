@@ -18,12 +18,12 @@ use crate::workflow::{Workflow, WorkflowSet};
 
 /// A message a step is about to send.
 pub(super) struct Outgoing {
-    pub channel: String,
-    pub template: String,
-    pub name: String,
-    pub address: String,
+    pub(crate) channel: String,
+    pub(crate) template: String,
+    pub(crate) name: String,
+    pub(crate) address: String,
     /// Tells apart two messages of one step (the contact's and the owner's).
-    pub key_suffix: &'static str,
+    pub(crate) key_suffix: &'static str,
 }
 
 impl Engine {

@@ -27,9 +27,9 @@ mod batch;
 mod effects;
 mod ingest;
 mod message;
-pub mod reload;
+pub(crate) mod reload;
 mod render;
-pub mod scheduler;
+pub(crate) mod scheduler;
 mod segments;
 mod steps;
 mod timers;
@@ -56,15 +56,15 @@ type Contacts = HashMap<i64, (Contact, serde_json::Value)>;
 
 /// The engine: turns events into runs, fires timers, advances runs.
 pub struct Engine {
-    pub store: Store,
-    pub clock: Clock,
-    pub plugins: Plugins,
-    pub message_id_domain: String,
-    pub unsubscribe: Unsubscribe,
+    pub(crate) store: Store,
+    pub(crate) clock: Clock,
+    pub(crate) plugins: Plugins,
+    pub(crate) message_id_domain: String,
+    pub(crate) unsubscribe: Unsubscribe,
     /// Handed the outbox rows each batch of steps queued, once committed.
-    pub delivery: Arc<Handoff>,
+    pub(crate) delivery: Arc<Handoff>,
     /// Told where the API's events have got to.
-    pub admission: Arc<Admission>,
+    pub(crate) admission: Arc<Admission>,
     current: RwLock<Arc<WorkflowSet>>,
     /// Sets that runs are pinned to, by hash (the current one included).
     pinned: Mutex<HashMap<String, Arc<WorkflowSet>>>,
@@ -105,7 +105,7 @@ impl Engine {
 
     /// Makes `set` the one new events are matched against. Runs already started
     /// keep the set they started with.
-    pub async fn install(&self, set: Arc<WorkflowSet>) -> anyhow::Result<()> {
+    pub(crate) async fn install(&self, set: Arc<WorkflowSet>) -> anyhow::Result<()> {
         self.store
             .save_workflow_set(&set.hash, &set.files, self.clock.now_ms())
             .await?;
@@ -114,7 +114,7 @@ impl Engine {
         Ok(())
     }
 
-    pub fn current(&self) -> Arc<WorkflowSet> {
+    pub(crate) fn current(&self) -> Arc<WorkflowSet> {
         self.current.read().unwrap().clone()
     }
 
@@ -164,7 +164,7 @@ impl Engine {
     }
 
     /// When the next timer falls due, if any.
-    pub async fn next_due(&self) -> anyhow::Result<Option<i64>> {
+    pub(crate) async fn next_due(&self) -> anyhow::Result<Option<i64>> {
         let mut conn = self.store.pool.acquire().await?;
         store::next_timer_due(&mut conn).await
     }

@@ -16,7 +16,7 @@ use crate::workflow::WorkflowSet;
 
 /// Starts watching at once (so no edit made after this call is missed) and
 /// returns the task that reloads on every change.
-pub fn watch(
+pub(crate) fn watch(
     dir: PathBuf,
     engine: Arc<Engine>,
     engine_wake: Arc<Notify>,

@@ -18,7 +18,7 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// The longest sleep; a safety net, not a mechanism.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
-pub async fn run(engine: Arc<Engine>, wake: Arc<Notify>, cancel: CancellationToken) {
+pub(crate) async fn run(engine: Arc<Engine>, wake: Arc<Notify>, cancel: CancellationToken) {
     let mut due = true;
     loop {
         while due {
@@ -71,7 +71,7 @@ pub async fn run(engine: Arc<Engine>, wake: Arc<Notify>, cancel: CancellationTok
 /// Watches the database for commits by other processes (`PRAGMA data_version`
 /// changes only then) and wakes the engine and delivery; on virtual time it
 /// also brings the clock to the stored reading.
-pub async fn watch_changes(store: Store, clock: Clock, wakes: Vec<Arc<Notify>>, cancel: CancellationToken) {
+pub(crate) async fn watch_changes(store: Store, clock: Clock, wakes: Vec<Arc<Notify>>, cancel: CancellationToken) {
     let mut conn = match store.pool.acquire().await {
         Ok(c) => c.detach(),
         Err(e) => return error!("change watcher: {e:#}"),

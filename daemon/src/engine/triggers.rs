@@ -10,7 +10,7 @@ use crate::store::{self, Conn, Contact, Event, EventKind, Run, RunStart, Suppres
 use crate::workflow::{ExitOn, Trigger, Workflow};
 
 /// Whether `workflow`'s trigger matches `event` (the `when` condition is checked separately).
-pub fn matches(trigger: &Trigger, event: &Event) -> bool {
+pub(crate) fn matches(trigger: &Trigger, event: &Event) -> bool {
     let payload = &event.payload.0;
     let field = |name: &str| payload.get(name).and_then(|v| v.as_str());
     let from_to = |from: &Option<String>, to: &Option<String>| {
@@ -37,7 +37,7 @@ pub fn matches(trigger: &Trigger, event: &Event) -> bool {
 }
 
 /// The event as conditions and templates see it (see `workflow::event_schema`).
-pub fn event_context(event: &Event) -> serde_json::Value {
+pub(crate) fn event_context(event: &Event) -> serde_json::Value {
     let p = &event.payload.0;
     json!({
         "kind": event.kind,
@@ -49,7 +49,7 @@ pub fn event_context(event: &Event) -> serde_json::Value {
 
 /// When a run of `workflow` for `event` begins: now, or later for an overdue
 /// grace period or an inquiry's response SLA.
-pub fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) -> i64 {
+pub(crate) fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) -> i64 {
     match &workflow.trigger {
         Trigger::FollowUpOverdue { grace } => {
             let due = event
@@ -72,7 +72,7 @@ pub fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) -> i64 {
 /// What the exit checks of a batch of runs need from the database, read in
 /// at most three queries for the whole batch.
 #[derive(Default)]
-pub struct ExitFacts {
+pub(crate) struct ExitFacts {
     /// Suppression reasons by normalised address.
     suppressed: HashMap<String, Vec<SuppressionReason>>,
     /// Kinds of the events that came after each run's own event, by run id.
@@ -93,7 +93,7 @@ impl ExitFacts {
     /// Reads the facts for `runs`, each with its workflow and contact, inside the
     /// transaction that applies their steps. Steps never write suppressions,
     /// those events or inquiry answers, so the facts hold for the whole batch.
-    pub async fn load(conn: &mut Conn, runs: &[(&Workflow, &Run, &Contact)]) -> anyhow::Result<ExitFacts> {
+    pub(crate) async fn load(conn: &mut Conn, runs: &[(&Workflow, &Run, &Contact)]) -> anyhow::Result<ExitFacts> {
         let exits = |w: &Workflow, wanted: &[ExitOn]| w.exit.on.iter().any(|e| wanted.contains(e));
         let addresses: Vec<String> = runs
             .iter()
@@ -127,7 +127,7 @@ impl ExitFacts {
 /// Why a run must stop before its next step, if it must: the situation that
 /// started it no longer holds (the follow-up was logged, the inquiry answered),
 /// or one of the workflow's exit conditions is met.
-pub fn stop_reason(
+pub(crate) fn stop_reason(
     facts: &ExitFacts,
     workflow: &Workflow,
     run: &Run,

@@ -7,7 +7,7 @@ use crate::store::{self, Run, Store};
 use crate::workflow::{Step, Template, Variant, Workflow};
 
 /// The variant of the step a run is at, if that step is an A/B test.
-pub fn of_step<'a>(workflow: &'a Workflow, run: &Run) -> Option<&'a Variant> {
+pub(crate) fn of_step<'a>(workflow: &'a Workflow, run: &Run) -> Option<&'a Variant> {
     match workflow.steps.get(run.next_step as usize)? {
         Step::Send { variants, .. } => Variant::assign(variants, &workflow.name, run.next_step, run.contact_id),
         _ => None,
@@ -17,7 +17,7 @@ pub fn of_step<'a>(workflow: &'a Workflow, run: &Run) -> Option<&'a Variant> {
 /// Until when, and why, a variant's `delay` holds its message back. The delay
 /// counts from when the run reached the step, so waking up for a send window or
 /// after a restart does not start it again.
-pub async fn held_until(
+pub(crate) async fn held_until(
     store: &Store,
     run: &Run,
     variant: Option<&Variant>,
@@ -43,7 +43,7 @@ pub async fn held_until(
 }
 
 /// The template as this variant sends it.
-pub fn template(mut template: Template, variant: Option<&Variant>) -> Template {
+pub(crate) fn template(mut template: Template, variant: Option<&Variant>) -> Template {
     if let Some(v) = variant {
         v.apply(&mut template.fields);
     }

@@ -6,8 +6,8 @@ use super::{Parser, Row, RowKind, RowOutcome};
 use crate::app;
 use crate::store::{Conn, Invalid, NewContact};
 
-pub struct Contacts {
-    pub now: i64,
+pub(crate) struct Contacts {
+    pub(crate) now: i64,
 }
 
 impl RowKind for Contacts {

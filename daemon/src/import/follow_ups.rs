@@ -9,10 +9,10 @@ use crate::app::{self, FollowUpInput, FollowUpLogged, NotFound, Repeats};
 use crate::store::{Conn, Invalid};
 use crate::workflow::ClassificationRules;
 
-pub struct FollowUps<'a> {
+pub(crate) struct FollowUps<'a> {
     /// Re-classifies the customer (a follow-up is activity), when rules are loaded.
-    pub rules: Option<&'a ClassificationRules>,
-    pub now: i64,
+    pub(crate) rules: Option<&'a ClassificationRules>,
+    pub(crate) now: i64,
 }
 
 impl RowKind for FollowUps<'_> {

@@ -7,9 +7,9 @@
 //! This module reads the file; `contacts.rs`, `orders.rs` and `follow_ups.rs`
 //! say what one row of each kind means.
 
-pub mod contacts;
-pub mod follow_ups;
-pub mod orders;
+pub(crate) mod contacts;
+pub(crate) mod follow_ups;
+pub(crate) mod orders;
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -32,28 +32,28 @@ const PLAIN_PROGRESS_EVERY: u64 = 10_000;
 
 /// What an import did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ImportSummary {
-    pub added: u64,
-    pub already_present: u64,
-    pub bad: u64,
+pub(crate) struct ImportSummary {
+    pub(crate) added: u64,
+    pub(crate) already_present: u64,
+    pub(crate) bad: u64,
 }
 
 /// What one good row did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RowOutcome {
+pub(crate) enum RowOutcome {
     Added,
     AlreadyPresent,
 }
 
 /// One row, by column name.
-pub struct Row<'a> {
+pub(crate) struct Row<'a> {
     headers: &'a [String],
     values: Vec<String>,
 }
 
 impl Row<'_> {
     /// The trimmed value of a column; `None` when the column is absent or the cell empty.
-    pub fn get(&self, column: &str) -> Option<&str> {
+    pub(crate) fn get(&self, column: &str) -> Option<&str> {
         self.headers
             .iter()
             .position(|h| h == column)
@@ -61,23 +61,23 @@ impl Row<'_> {
             .filter(|v| !v.is_empty())
     }
 
-    pub fn text(&self, column: &str) -> String {
+    pub(crate) fn text(&self, column: &str) -> String {
         self.get(column).unwrap_or_default().to_string()
     }
 
-    pub fn owned(&self, column: &str) -> Option<String> {
+    pub(crate) fn owned(&self, column: &str) -> Option<String> {
         self.get(column).map(String::from)
     }
 }
 
 /// Reads one row of a kind.
-pub type Parser<T> = Box<dyn Fn(&Row<'_>) -> Result<T, String> + Send>;
+pub(crate) type Parser<T> = Box<dyn Fn(&Row<'_>) -> Result<T, String> + Send>;
 
 /// What a kind of row is made of and how it is stored.
 // Implemented and awaited only inside this crate, on the CLI's runtime: the
 // futures need no `Send` bound.
 #[allow(async_fn_in_trait)]
-pub trait RowKind {
+pub(crate) trait RowKind {
     /// What a row says, checked as far as that needs no database.
     type Item: Send + 'static;
     /// Every column the file may have.
@@ -123,7 +123,7 @@ struct Batch<T> {
 /// A thread reads and parses the file a batch ahead while this task stores the
 /// batch before: the CSV work and SQLite's run on both cores, and at most three
 /// batches are in memory.
-pub async fn import_csv<K: RowKind>(
+pub(crate) async fn import_csv<K: RowKind>(
     store: &Store,
     file: &Path,
     strict: bool,

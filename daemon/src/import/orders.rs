@@ -11,17 +11,17 @@ use crate::insight::{CheckedOrder, Events, OrderOutcome, reclassify_customers};
 use crate::store::Conn;
 use crate::workflow::ClassificationRules;
 
-pub struct Orders {
-    pub rules: Arc<ClassificationRules>,
-    pub now: i64,
+pub(crate) struct Orders {
+    pub(crate) rules: Arc<ClassificationRules>,
+    pub(crate) now: i64,
     /// Whether classification changes start workflows (not for `--history`).
-    pub events: Events,
+    pub(crate) events: Events,
     /// Customers with orders added since the last commit.
     customers: BTreeSet<i64>,
 }
 
 impl Orders {
-    pub fn new(rules: Arc<ClassificationRules>, now: i64, events: Events) -> Self {
+    pub(crate) fn new(rules: Arc<ClassificationRules>, now: i64, events: Events) -> Self {
         Orders {
             rules,
             now,

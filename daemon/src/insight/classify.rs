@@ -10,46 +10,46 @@ use crate::workflow::ClassificationRules;
 
 /// What classification needs to know about a customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CustomerFacts {
-    pub first_order: Date,
-    pub last_order: Date,
+pub(crate) struct CustomerFacts {
+    pub(crate) first_order: Date,
+    pub(crate) last_order: Date,
     /// Base-currency minor units ordered in the value tier's window.
-    pub value_window_amount: i64,
+    pub(crate) value_window_amount: i64,
     /// Orders and their base amount in the RFM window.
-    pub rfm_window_count: i64,
-    pub rfm_window_amount: i64,
+    pub(crate) rfm_window_count: i64,
+    pub(crate) rfm_window_amount: i64,
     /// The day of the latest logged follow-up, if any.
-    pub last_follow_up: Option<Date>,
+    pub(crate) last_follow_up: Option<Date>,
 }
 
 /// The computed classification of one customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Classified {
-    pub value_tier: &'static str,
-    pub recency: u32,
-    pub frequency: u32,
-    pub monetary: u32,
-    pub rfm_grade: &'static str,
-    pub behaviour: &'static str,
+pub(crate) struct Classified {
+    pub(crate) value_tier: &'static str,
+    pub(crate) recency: u32,
+    pub(crate) frequency: u32,
+    pub(crate) monetary: u32,
+    pub(crate) rfm_grade: &'static str,
+    pub(crate) behaviour: &'static str,
 }
 
 impl Classified {
     /// The scores behind the grade, as shown to people: `R3 F2 M3`.
-    pub fn rfm_scores(&self) -> String {
+    pub(crate) fn rfm_scores(&self) -> String {
         format!("R{} F{} M{}", self.recency, self.frequency, self.monetary)
     }
 }
 
 /// The first days excluded from the value and the RFM windows: a window of one
 /// year on 2026-11-23 holds the orders dated after 2025-11-23.
-pub fn window_starts(rules: &ClassificationRules, today: Date) -> (Date, Date) {
+pub(crate) fn window_starts(rules: &ClassificationRules, today: Date) -> (Date, Date) {
     (
         sub_days(today, rules.value_tier.window),
         sub_days(today, rules.rfm.window),
     )
 }
 
-pub fn classify(rules: &ClassificationRules, facts: &CustomerFacts, today: Date) -> Classified {
+pub(crate) fn classify(rules: &ClassificationRules, facts: &CustomerFacts, today: Date) -> Classified {
     let v = &rules.value_tier;
     let tenured = today >= add_days(facts.first_order, v.high_min_tenure);
     let value_tier = if facts.value_window_amount >= v.high_min && tenured {

@@ -7,7 +7,7 @@
 //! Re-classification happens on every order and follow-up, and once a day (in the
 //! rules' time zone, on the daemon's clock) for what time alone changes.
 
-pub mod classify;
+pub(crate) mod classify;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -35,14 +35,14 @@ const PASS_BATCH: i64 = 500;
 
 /// What recording an order did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OrderOutcome {
+pub(crate) enum OrderOutcome {
     Added { order_id: i64, contact_id: i64 },
     AlreadyPresent { order_id: i64 },
 }
 
 /// Whether a re-classification tells workflows about its changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Events {
+pub(crate) enum Events {
     /// Live data: write `first_order`, `tier_changed`, ... for workflows to react to.
     Write,
     /// Past data being loaded (`order import --history`): keep the classification and
@@ -53,25 +53,25 @@ pub enum Events {
 /// An order checked against the rules (id, amount, currency, date), before it
 /// meets the database.
 #[derive(Debug, Clone)]
-pub struct CheckedOrder {
-    pub external_id: String,
+pub(crate) struct CheckedOrder {
+    pub(crate) external_id: String,
     /// The contact's id or email, as given.
-    pub contact: String,
-    pub amount_minor: i64,
-    pub currency: String,
-    pub base_amount_minor: i64,
+    pub(crate) contact: String,
+    pub(crate) amount_minor: i64,
+    pub(crate) currency: String,
+    pub(crate) base_amount_minor: i64,
     /// YYYY-MM-DD in the rules' time zone.
-    pub ordered_on: String,
+    pub(crate) ordered_on: String,
     /// A retry that leaves out the date (which defaults to today) is still the same order.
-    pub date_given: bool,
-    pub items: String,
+    pub(crate) date_given: bool,
+    pub(crate) items: String,
 }
 
 /// Stores checked orders without re-classifying their customers (imports classify
 /// each customer once per batch), in a few statements whatever their number: an
 /// outcome for each, in order. An order whose contact is unknown, or whose id is
 /// stored (or comes earlier in `orders`) with other content, is `Invalid`.
-pub async fn store_orders(
+pub(crate) async fn store_orders(
     conn: &mut Conn,
     orders: &[CheckedOrder],
     now: i64,
@@ -165,7 +165,7 @@ fn same_order(existing: &OrderRow, new: &OrderRow, date_given: bool) -> Result<(
 /// changed, each change with its history entry and (unless `Events::Skip`) its
 /// event, in a few statements for the whole batch. Contacts without orders are
 /// left alone: their tier may have been set by hand. Returns the number of changes.
-pub async fn reclassify_customers(
+pub(crate) async fn reclassify_customers(
     conn: &mut Conn,
     rules: &ClassificationRules,
     contact_ids: &[i64],
@@ -293,16 +293,16 @@ impl<'a> Writes<'a> {
 
 /// What a classification pass did.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PassSummary {
-    pub customers: usize,
-    pub changes: usize,
+pub(crate) struct PassSummary {
+    pub(crate) customers: usize,
+    pub(crate) changes: usize,
 }
 
 /// Re-classifies every customer as of `now`, in batches of one transaction each,
 /// and records the day. Unless `force`, does nothing if today's pass ran already.
 /// A pass cut short by a crash is simply run again: a customer whose
 /// classification did not change writes nothing.
-pub async fn classification_pass(
+pub(crate) async fn classification_pass(
     store: &Store,
     rules: &ClassificationRules,
     now: i64,
@@ -341,7 +341,7 @@ pub async fn classification_pass(
 /// The daemon's daily pass: checks whenever woken (a write, the virtual clock
 /// moving) and at least every minute whether a new day began in the rules' zone.
 /// Edited rules re-classify everyone at once rather than the next day.
-pub async fn run_daily_pass(
+pub(crate) async fn run_daily_pass(
     engine: Arc<Engine>,
     wake: Arc<Notify>,
     engine_wake: Arc<Notify>,
@@ -383,7 +383,7 @@ pub async fn run_daily_pass(
 }
 
 /// The rules in a workflow folder, for CLI commands that record orders outside the daemon.
-pub fn load_rules(dir: &Path) -> anyhow::Result<Arc<ClassificationRules>> {
+pub(crate) fn load_rules(dir: &Path) -> anyhow::Result<Arc<ClassificationRules>> {
     let path = dir.join(CLASSIFICATION_FILE);
     let source = std::fs::read_to_string(&path).with_context(|| {
         format!(

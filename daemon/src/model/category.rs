@@ -18,9 +18,9 @@ pub enum Category {
 }
 
 impl Category {
-    pub const ALL: &[&str] = &["sla", "transactional", "marketing", "internal"];
+    pub(crate) const ALL: &[&str] = &["sla", "transactional", "marketing", "internal"];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Category::Sla => "sla",
             Category::Transactional => "transactional",
@@ -29,7 +29,7 @@ impl Category {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Category> {
+    pub(crate) fn parse(text: &str) -> Option<Category> {
         Some(match text {
             "sla" => Category::Sla,
             "transactional" => Category::Transactional,
@@ -40,7 +40,7 @@ impl Category {
     }
 
     /// Delivery order when more is due than can go at once: lower first.
-    pub fn priority(self) -> i64 {
+    pub(crate) fn priority(self) -> i64 {
         match self {
             Category::Sla => 0,
             Category::Transactional | Category::Internal => 1,

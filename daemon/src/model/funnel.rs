@@ -3,14 +3,12 @@
 //! derived from the two, never stored apart from them by hand.
 
 /// The contact's attitude: doubting or accepting.
-pub const ATTITUDES: &[&str] = &["doubting", "accepting"];
+pub(crate) const ATTITUDES: &[&str] = &["doubting", "accepting"];
 /// How specific the contact's need is.
-pub const UNDERSTANDINGS: &[&str] = &["vague", "specific"];
-/// Funnel stages, from attitude x understanding.
-pub const FUNNEL_STAGES: &[&str] = &["potential", "watching", "intent", "opportunity"];
+pub(crate) const UNDERSTANDINGS: &[&str] = &["vague", "specific"];
 
 /// The funnel stage of an attitude and an understanding (values checked before).
-pub fn funnel_stage(attitude: &str, understanding: &str) -> &'static str {
+pub(crate) fn funnel_stage(attitude: &str, understanding: &str) -> &'static str {
     match (attitude, understanding) {
         ("accepting", "specific") => "opportunity",
         ("doubting", "specific") => "intent",

@@ -2,4 +2,4 @@
 //! contact is to buy; follow-up cadences are keyed by it.
 
 /// Intent grades, strongest first.
-pub const INTENT_GRADES: &[&str] = &["A", "B", "C"];
+pub(crate) const INTENT_GRADES: &[&str] = &["A", "B", "C"];

@@ -6,16 +6,16 @@
 mod category;
 mod funnel;
 mod intent;
-pub mod money;
+pub(crate) mod money;
 mod rfm;
 mod span;
 mod stage;
 mod tier;
 
 pub use category::Category;
-pub use funnel::{ATTITUDES, FUNNEL_STAGES, UNDERSTANDINGS, funnel_stage};
-pub use intent::INTENT_GRADES;
-pub use rfm::RFM_GRADES;
-pub use span::{add_days, add_span, parse_duration, sub_days};
-pub use stage::STAGES;
-pub use tier::TIERS;
+pub(crate) use funnel::{ATTITUDES, UNDERSTANDINGS, funnel_stage};
+pub(crate) use intent::INTENT_GRADES;
+pub(crate) use rfm::RFM_GRADES;
+pub(crate) use span::{add_days, add_span, parse_duration, sub_days};
+pub(crate) use stage::STAGES;
+pub(crate) use tier::TIERS;

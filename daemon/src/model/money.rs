@@ -11,14 +11,14 @@ const RATE_SCALE: i128 = 1_000_000;
 /// Reads a non-negative decimal amount such as `499999.99`, `500000` or `0.5`
 /// into minor units. Thousands separators (`_`, `,`) are refused rather than
 /// guessed at, since `1,5` means 1.5 in much of the world.
-pub fn parse_amount(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_amount(text: &str) -> Result<i64, String> {
     let text = text.trim();
     let fixed = parse_fixed(text, 2).map_err(|e| format!("amount `{text}` {e}"))?;
     i64::try_from(fixed).map_err(|_| format!("amount `{text}` is too large"))
 }
 
 /// Reads a positive conversion rate such as `7.1` into millionths.
-pub fn parse_rate(text: &str) -> Result<i128, String> {
+pub(crate) fn parse_rate(text: &str) -> Result<i128, String> {
     let text = text.trim();
     let rate = parse_fixed(text, 6).map_err(|e| format!("rate `{text}` {e}"))?;
     if rate == 0 {
@@ -54,16 +54,16 @@ fn parse_fixed(text: &str, decimals: u32) -> Result<i128, String> {
 }
 
 /// Converts minor units at a rate in millionths, rounding half up to the minor unit.
-pub fn convert(amount_minor: i64, rate: i128) -> i64 {
+pub(crate) fn convert(amount_minor: i64, rate: i128) -> i64 {
     let converted = (i128::from(amount_minor) * rate + RATE_SCALE / 2) / RATE_SCALE;
     i64::try_from(converted).unwrap_or(i64::MAX)
 }
 
 /// The rate that leaves an amount as it is (the base currency's own).
-pub const UNIT_RATE: i128 = RATE_SCALE;
+pub(crate) const UNIT_RATE: i128 = RATE_SCALE;
 
 /// Shows minor units as a decimal with two places and thousands separators: `499,999.99`.
-pub fn format_minor(amount_minor: i64) -> String {
+pub(crate) fn format_minor(amount_minor: i64) -> String {
     let whole = (amount_minor / MINOR_PER_UNIT).to_string();
     let mut grouped = String::new();
     for (i, c) in whole.chars().enumerate() {

@@ -2,4 +2,4 @@
 //! orders, computed by `classification.toml`, never set by hand.
 
 /// RFM grades, best first.
-pub const RFM_GRADES: &[&str] = &["A", "B", "C"];
+pub(crate) const RFM_GRADES: &[&str] = &["A", "B", "C"];

@@ -6,7 +6,7 @@ use jiff::Span;
 use jiff::civil::Date;
 
 /// Parses a duration such as `3d`, `24h`, `15m`, `2d 12h` or `1w`.
-pub fn parse_duration(text: &str) -> Result<Span, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Span, String> {
     let span: Span = text.trim().parse().map_err(|_| format!("`{text}` is not a duration"))?;
     if span.is_negative() {
         return Err(format!("`{text}` is negative"));
@@ -16,7 +16,7 @@ pub fn parse_duration(text: &str) -> Result<Span, String> {
 
 /// Adds a span to a time in a contact's time zone, so "3d" means the same local
 /// time three days later even across a DST change.
-pub fn add_span(at_ms: i64, span: Span, time_zone: &str) -> i64 {
+pub(crate) fn add_span(at_ms: i64, span: Span, time_zone: &str) -> i64 {
     let tz = jiff::tz::TimeZone::get(time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
     let at = jiff::Timestamp::from_millisecond(at_ms).expect("stored times are in range");
     at.to_zoned(tz)
@@ -26,12 +26,12 @@ pub fn add_span(at_ms: i64, span: Span, time_zone: &str) -> i64 {
 }
 
 /// Adds a whole-day span (checked at load) to a date; far-future on overflow.
-pub fn add_days(date: Date, span: Span) -> Date {
+pub(crate) fn add_days(date: Date, span: Span) -> Date {
     date.checked_add(span).unwrap_or(Date::MAX)
 }
 
 /// Subtracts a whole-day span from a date; far-past on overflow.
-pub fn sub_days(date: Date, span: Span) -> Date {
+pub(crate) fn sub_days(date: Date, span: Span) -> Date {
     date.checked_sub(span).unwrap_or(Date::MIN)
 }
 

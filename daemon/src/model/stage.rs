@@ -2,7 +2,7 @@
 //! lead to a loyal customer, or away from being one.
 
 /// Lifecycle stages, in order: the report's funnel reads them up to `dormant`.
-pub const STAGES: &[&str] = &[
+pub(crate) const STAGES: &[&str] = &[
     "lead",
     "inquiry",
     "intent",

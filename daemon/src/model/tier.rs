@@ -3,4 +3,4 @@
 //! are keyed by it.
 
 /// Value tiers, highest first.
-pub const TIERS: &[&str] = &["high", "medium", "low"];
+pub(crate) const TIERS: &[&str] = &["high", "medium", "low"];

@@ -25,7 +25,7 @@ fn entry(dir: &Path, engine: &Engine, wasm: &[u8]) -> PathBuf {
 }
 
 /// Compiles `wasm`, or loads the compiled form this daemon cached earlier.
-pub fn compile(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> anyhow::Result<Component> {
+pub(crate) fn compile(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> anyhow::Result<Component> {
     let Some(dir) = dir else {
         return Component::new(engine, wasm).map_err(anyhow::Error::from);
     };

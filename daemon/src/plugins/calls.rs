@@ -59,7 +59,7 @@ impl PluginHost {
     }
 
     /// Asks the channel's plugin for the HTTP requests that deliver `message`.
-    pub fn build_request(
+    pub(crate) fn build_request(
         &self,
         channel: &str,
         message: &RenderedMessage,
@@ -112,7 +112,7 @@ impl PluginHost {
     }
 
     /// Asks the channel's plugin what a provider's answer means.
-    pub fn interpret_response(
+    pub(crate) fn interpret_response(
         &self,
         channel: &str,
         status: u16,

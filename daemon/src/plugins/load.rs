@@ -80,7 +80,11 @@ impl PluginHost {
     /// folder holding plugin.toml and plugin.wasm, or the id of an installed or
     /// built-in plugin. `config` replaces its `[plugin.<id>]` table. Other plugin
     /// folders are not loaded, so a broken one beside it cannot stop the test.
-    pub fn load_only(settings: &PluginSettings, wanted: &str, config: Option<Value>) -> anyhow::Result<PluginHost> {
+    pub(crate) fn load_only(
+        settings: &PluginSettings,
+        wanted: &str,
+        config: Option<Value>,
+    ) -> anyhow::Result<PluginHost> {
         let (origin, wasm, manifest) = find_source(settings, wanted)?;
         let id = Manifest::parse(&manifest, &format!("{origin}/plugin.toml"))?.id;
         let mut settings = settings.clone();

@@ -7,47 +7,48 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// The interface versions this host serves: 0.2.x.
-pub const INTERFACE_MAJOR_MINOR: (u64, u64) = (0, 2);
-pub const SUPPORTED_INTERFACES: &str = "0.2.0..0.2.x";
+pub(crate) const INTERFACE_MAJOR_MINOR: (u64, u64) = (0, 2);
+pub(crate) const SUPPORTED_INTERFACES: &str = "0.2.0..0.2.x";
 
 /// What the host allows at most, whatever a manifest asks for.
-pub const MAX_DEADLINE_MS: u64 = 5_000;
-pub const MAX_FUEL: u64 = 20_000_000_000;
-pub const MAX_MEMORY_MB: u64 = 256;
-pub const MAX_OUTPUT_KB: u64 = 4_096;
+pub(crate) const MAX_DEADLINE_MS: u64 = 5_000;
+pub(crate) const MAX_FUEL: u64 = 20_000_000_000;
+pub(crate) const MAX_MEMORY_MB: u64 = 256;
+pub(crate) const MAX_OUTPUT_KB: u64 = 4_096;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Manifest {
-    pub id: String,
-    pub version: String,
+pub(crate) struct Manifest {
+    pub(crate) id: String,
+    pub(crate) version: String,
     /// The WIT package version the plugin was built against.
-    pub interface: String,
+    pub(crate) interface: String,
+    /// For the people who read plugin.toml; the host accepts it and does not use it.
+    #[serde(default, rename = "description")]
+    _description: String,
     #[serde(default)]
-    pub description: String,
+    pub(crate) capabilities: Capabilities,
     #[serde(default)]
-    pub capabilities: Capabilities,
-    #[serde(default)]
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// The plugin's `[plugin.<id>]` keys in nudge.toml.
     #[serde(default)]
-    pub config: BTreeMap<String, ConfigField>,
+    pub(crate) config: BTreeMap<String, ConfigField>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Capabilities {
+pub(crate) struct Capabilities {
     /// Hosts (`name` or `name:port`) the plugin's HTTP requests may go to.
     #[serde(default)]
-    pub http_hosts: Vec<String>,
+    pub(crate) http_hosts: Vec<String>,
     /// Which contact field a `send` step delivers to.
     #[serde(default)]
-    pub recipient: Recipient,
+    pub(crate) recipient: Recipient,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Recipient {
+pub(crate) enum Recipient {
     #[default]
     Email,
     Phone,
@@ -57,15 +58,15 @@ pub enum Recipient {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Wall time for one call into the plugin.
-    pub deadline_ms: u64,
+    pub(crate) deadline_ms: u64,
     /// Instructions for one call.
-    pub fuel: u64,
+    pub(crate) fuel: u64,
     /// Linear memory of one instance.
-    pub memory_mb: u64,
+    pub(crate) memory_mb: u64,
     /// Size of what one call may return.
-    pub output_kb: u64,
+    pub(crate) output_kb: u64,
 }
 
 impl Default for Limits {
@@ -81,21 +82,21 @@ impl Default for Limits {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigField {
+pub(crate) struct ConfigField {
     #[serde(rename = "type")]
-    pub kind: ConfigType,
+    pub(crate) kind: ConfigType,
     #[serde(default)]
-    pub required: bool,
+    pub(crate) required: bool,
     /// Should be given as `${secret:NAME}`, never in clear.
     #[serde(default)]
-    pub secret: bool,
+    pub(crate) secret: bool,
     #[serde(default)]
-    pub description: String,
+    pub(crate) description: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ConfigType {
+pub(crate) enum ConfigType {
     String,
     Integer,
     Boolean,
@@ -104,7 +105,7 @@ pub enum ConfigType {
 }
 
 impl Manifest {
-    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Manifest> {
+    pub(crate) fn parse(text: &str, origin: &str) -> anyhow::Result<Manifest> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {}", e.message()))?;
         manifest.check_interface(&manifest.interface)?;
         let l = &manifest.limits;
@@ -122,7 +123,7 @@ impl Manifest {
     }
 
     /// Refuses an interface version this host cannot serve.
-    pub fn check_interface(&self, version: &str) -> anyhow::Result<()> {
+    pub(crate) fn check_interface(&self, version: &str) -> anyhow::Result<()> {
         let mut parts = version.split('.').map(|p| p.parse::<u64>());
         match (parts.next(), parts.next(), parts.next()) {
             (Some(Ok(major)), Some(Ok(minor)), Some(Ok(_))) if (major, minor) == INTERFACE_MAJOR_MINOR => Ok(()),
@@ -134,7 +135,7 @@ impl Manifest {
     }
 
     /// Checks an admin's `[plugin.<id>]` table against the schema.
-    pub fn check_config(&self, config: &Value) -> Result<(), String> {
+    pub(crate) fn check_config(&self, config: &Value) -> Result<(), String> {
         let empty = serde_json::Map::new();
         let table = config.as_object().unwrap_or(&empty);
         for key in table.keys() {

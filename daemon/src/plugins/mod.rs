@@ -12,8 +12,8 @@
 mod cache;
 mod calls;
 mod load;
-pub mod manifest;
-pub mod reload;
+pub(crate) mod manifest;
+pub(crate) mod reload;
 mod sandbox;
 
 use std::collections::BTreeMap;
@@ -22,17 +22,17 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-pub use manifest::{Manifest, Recipient};
-pub use sandbox::{CallStats, PluginError};
+pub(crate) use manifest::{Manifest, Recipient};
+pub(crate) use sandbox::{CallStats, PluginError};
 
 use sandbox::{ChannelPre, Runtime};
 
 /// Requests one `build_request` may return: a long message split into parts
 /// (SMS segments, WeCom chunks) needs a handful, never thousands.
-pub const MAX_REQUESTS: usize = 16;
+pub(crate) const MAX_REQUESTS: usize = 16;
 /// Bytes of text from a plugin (a verdict, an error) kept in logs and the
 /// deliveries table; the rest is cut.
-pub const MAX_PLUGIN_TEXT: usize = 1024;
+pub(crate) const MAX_PLUGIN_TEXT: usize = 1024;
 
 /// First-party plugins built from plugins/ by build.rs and embedded in the binary.
 const BUILT_IN: &[(&str, &[u8], &str)] = &[
@@ -51,25 +51,25 @@ const BUILT_IN: &[(&str, &[u8], &str)] = &[
 /// A rendered message.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RenderedMessage {
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     pub text: Option<String>,
-    pub html: Option<String>,
+    pub(crate) html: Option<String>,
     #[serde(default)]
-    pub extra: Vec<(String, String)>,
+    pub(crate) extra: Vec<(String, String)>,
 }
 
 /// An HTTP request a plugin asked the host to send.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutboundRequest {
-    pub method: String,
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+pub(crate) struct OutboundRequest {
+    pub(crate) method: String,
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// What a provider's answer means, as the plugin reads it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ProviderVerdict {
+pub(crate) enum ProviderVerdict {
     Sent(String),
     RetryLater(String),
     Failed(String),
@@ -79,13 +79,13 @@ pub enum ProviderVerdict {
 type Source = (Vec<u8>, String);
 
 /// One loaded plugin.
-pub struct Plugin {
-    pub manifest: Manifest,
-    pub channels: Vec<String>,
+pub(crate) struct Plugin {
+    pub(crate) manifest: Manifest,
+    pub(crate) channels: Vec<String>,
     /// Where it came from: "built-in" or its folder.
-    pub origin: String,
+    pub(crate) origin: String,
     /// The admin's `[plugin.<id>]` table, as JSON.
-    pub config: Value,
+    pub(crate) config: Value,
     /// Hash of the wasm, the manifest and the config: unchanged means nothing to reload.
     fingerprint: String,
     pre: ChannelPre<sandbox::Sandbox>,
@@ -109,11 +109,11 @@ impl Plugins {
         Plugins(Arc::new(RwLock::new(Arc::new(host))))
     }
 
-    pub fn get(&self) -> Arc<PluginHost> {
+    pub(crate) fn get(&self) -> Arc<PluginHost> {
         self.0.read().unwrap().clone()
     }
 
-    pub fn replace(&self, host: PluginHost) {
+    pub(crate) fn replace(&self, host: PluginHost) {
         *self.0.write().unwrap() = Arc::new(host);
     }
 }
@@ -133,13 +133,13 @@ pub struct PluginSettings {
 
 impl PluginHost {
     /// Plugin folders left out, with why.
-    pub fn rejected(&self) -> &[(String, anyhow::Error)] {
+    pub(crate) fn rejected(&self) -> &[(String, anyhow::Error)] {
         &self.rejected
     }
 
     /// This host, or the first rejected plugin's error: for commands that must
     /// not go on without a plugin (`nudge check`, `nudge run --strict`).
-    pub fn strict(mut self) -> anyhow::Result<PluginHost> {
+    pub(crate) fn strict(mut self) -> anyhow::Result<PluginHost> {
         if self.rejected.is_empty() {
             return Ok(self);
         }
@@ -148,7 +148,7 @@ impl PluginHost {
     }
 
     /// The channels `plugin` serves (those it claims, less any `[channels]` gave another).
-    pub fn served_by(&self, plugin: &str) -> Vec<String> {
+    pub(crate) fn served_by(&self, plugin: &str) -> Vec<String> {
         self.by_channel
             .iter()
             .filter(|(_, id)| *id == plugin)
@@ -157,7 +157,7 @@ impl PluginHost {
     }
 
     /// Whether `other` holds exactly the same plugins.
-    pub fn same_as(&self, other: &PluginHost) -> bool {
+    pub(crate) fn same_as(&self, other: &PluginHost) -> bool {
         let prints = |h: &PluginHost| h.plugins.values().map(|p| p.fingerprint.clone()).collect::<Vec<_>>();
         prints(self) == prints(other)
     }
@@ -167,20 +167,15 @@ impl PluginHost {
         self.by_channel.keys().cloned().collect()
     }
 
-    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+    pub(crate) fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
         self.plugins.values()
     }
 
     /// The plugin serving `channel`.
-    pub fn for_channel(&self, channel: &str) -> Result<&Arc<Plugin>, PluginError> {
+    pub(crate) fn for_channel(&self, channel: &str) -> Result<&Arc<Plugin>, PluginError> {
         self.by_channel
             .get(channel)
             .and_then(|id| self.plugins.get(id))
             .ok_or_else(|| PluginError::Refused(format!("no plugin serves channel `{channel}`")))
-    }
-
-    /// The plugin with this id.
-    pub fn by_id(&self, id: &str) -> Option<&Arc<Plugin>> {
-        self.plugins.get(id)
     }
 }

@@ -8,7 +8,7 @@ use super::{PluginHost, PluginSettings, Plugins};
 /// swapped in; a broken one is reported and the previous version keeps serving.
 /// Starts watching at once (so no plugin installed after this call is missed)
 /// and returns the task that reloads on every change.
-pub fn watch(
+pub(crate) fn watch(
     settings: PluginSettings,
     plugins: Plugins,
     cancel: tokio_util::sync::CancellationToken,

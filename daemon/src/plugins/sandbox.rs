@@ -30,7 +30,7 @@ use super::manifest::MAX_MEMORY_MB;
 
 wasmtime::component::bindgen!({ path: "../plugin-sdk/wit", world: "channel" });
 
-pub use self::exports::nudge::channel::plugin::Guest as PluginExports;
+pub(crate) use self::exports::nudge::channel::plugin::Guest as PluginExports;
 
 /// Bytes of stdout + stderr a plugin may write per call; beyond that its writes fail.
 const OUTPUT_LOG_CAP: usize = 16 * 1024;
@@ -74,13 +74,13 @@ pub enum PluginError {
 /// What one call cost.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallStats {
-    pub elapsed: Duration,
-    pub fuel: u64,
-    pub peak_memory: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) fuel: u64,
+    pub(crate) peak_memory: usize,
 }
 
 /// Per-call state: WASI with no capabilities, the memory limiter, and when the call must end.
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryCap,
@@ -137,8 +137,8 @@ impl ResourceLimiter for MemoryCap {
 }
 
 /// The engine and linker shared by every plugin.
-pub struct Runtime {
-    pub engine: Engine,
+pub(crate) struct Runtime {
+    pub(crate) engine: Engine,
     linker: Linker<Sandbox>,
     ticker: Ticker,
 }
@@ -202,7 +202,7 @@ impl Drop for Ticker {
 }
 
 impl Runtime {
-    pub fn new() -> anyhow::Result<Runtime> {
+    pub(crate) fn new() -> anyhow::Result<Runtime> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(64)
             .total_core_instances(640)
@@ -227,7 +227,7 @@ impl Runtime {
     }
 
     /// Links a component once; every call instantiates from the result.
-    pub fn prepare(&self, component: &Component) -> anyhow::Result<ChannelPre<Sandbox>> {
+    pub(crate) fn prepare(&self, component: &Component) -> anyhow::Result<ChannelPre<Sandbox>> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
             anyhow::anyhow!("imports something nudge does not give plugins ({e}); plugins may use only WASI basics")
         })?;
@@ -264,7 +264,7 @@ impl Runtime {
     }
 
     /// Runs `f` against a fresh instance of `plugin` within its limits.
-    pub fn call<T>(
+    pub(crate) fn call<T>(
         &self,
         plugin: &Plugin,
         f: impl FnOnce(&mut Store<Sandbox>, &PluginExports) -> wasmtime::Result<T>,
@@ -276,7 +276,7 @@ impl Runtime {
     /// wasmtime counts the bytes of each string and list as it reads them out
     /// of the plugin's memory ("hostcall fuel"), so a larger result is refused
     /// before it is copied, not after.
-    pub fn call_capped<T>(
+    pub(crate) fn call_capped<T>(
         &self,
         plugin: &Plugin,
         output: Option<usize>,

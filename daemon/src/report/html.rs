@@ -38,7 +38,7 @@ fn bar_chart(rows: &[(String, f64, String)]) -> String {
 impl Report {
     /// A self-contained page (inline SVG, no scripts) a manager can open: the funnel,
     /// the measures against their targets, and their trend week by week.
-    pub fn to_html(&self, weeks: &[Report]) -> String {
+    pub(crate) fn to_html(&self, weeks: &[Report]) -> String {
         let s = &self.scope;
         let any = |v: &Option<String>| escape(v.as_deref().unwrap_or("all"));
         let mut page = format!(

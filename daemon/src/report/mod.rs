@@ -10,7 +10,7 @@ mod text;
 use jiff::civil::Date;
 use serde::Serialize;
 
-pub use query::build;
+pub(crate) use query::build;
 
 use crate::model::{add_days, sub_days};
 use crate::store::{Conn, Invalid};
@@ -19,18 +19,18 @@ use crate::workflow::{ClassificationRules, WorkflowSet};
 /// Which contacts and which days a report covers. Dates are inclusive, in the
 /// classification rules' time zone.
 #[derive(Debug, Clone, Serialize)]
-pub struct ReportScope {
-    pub from: Date,
-    pub to: Date,
-    pub owner: Option<String>,
-    pub tier: Option<String>,
-    pub source: Option<String>,
+pub(crate) struct ReportScope {
+    pub(crate) from: Date,
+    pub(crate) to: Date,
+    pub(crate) owner: Option<String>,
+    pub(crate) tier: Option<String>,
+    pub(crate) source: Option<String>,
 }
 
 impl ReportScope {
     /// The scope of a report asked for with dates as text (`YYYY-MM-DD`); the period
     /// defaults to the 30 days up to today.
-    pub fn new(
+    pub(crate) fn new(
         rules: &ClassificationRules,
         now: i64,
         from: Option<&str>,
@@ -65,50 +65,50 @@ impl ReportScope {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub scope: ReportScope,
-    pub funnel: Vec<FunnelStage>,
+pub(crate) struct Report {
+    pub(crate) scope: ReportScope,
+    pub(crate) funnel: Vec<FunnelStage>,
     /// The step of the funnel with the lowest conversion, e.g. `intent -> sample`.
-    pub bottleneck: Option<String>,
-    pub measures: Vec<Measure>,
-    pub overdue_by_owner: Vec<(String, i64)>,
+    pub(crate) bottleneck: Option<String>,
+    pub(crate) measures: Vec<Measure>,
+    pub(crate) overdue_by_owner: Vec<(String, i64)>,
     /// Messages to contacts per workflow, then per A/B variant of each.
-    pub engagement: Vec<WorkflowEngagement>,
+    pub(crate) engagement: Vec<WorkflowEngagement>,
 }
 
 /// What became of one workflow's messages queued in the period, and of each A/B variant's.
 #[derive(Debug, Clone, Serialize)]
-pub struct WorkflowEngagement {
-    pub workflow: String,
+pub(crate) struct WorkflowEngagement {
+    pub(crate) workflow: String,
     #[serde(flatten)]
-    pub all: Engagement,
-    pub variants: Vec<VariantEngagement>,
+    pub(crate) all: Engagement,
+    pub(crate) variants: Vec<VariantEngagement>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct VariantEngagement {
-    pub variant: String,
+pub(crate) struct VariantEngagement {
+    pub(crate) variant: String,
     #[serde(flatten)]
-    pub counts: Engagement,
+    pub(crate) counts: Engagement,
 }
 
 /// Counts of messages: queued, delivered, and the delivered ones opened,
 /// clicked, replied to (each message once however often), plus the raw counts.
 #[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
-pub struct Engagement {
-    pub sent: i64,
-    pub delivered: i64,
-    pub opened: i64,
-    pub clicked: i64,
-    pub replied: i64,
+pub(crate) struct Engagement {
+    pub(crate) sent: i64,
+    pub(crate) delivered: i64,
+    pub(crate) opened: i64,
+    pub(crate) clicked: i64,
+    pub(crate) replied: i64,
     /// Every pixel fetch and every click, repeats included.
-    pub opens: i64,
-    pub clicks: i64,
+    pub(crate) opens: i64,
+    pub(crate) clicks: i64,
     /// opened / delivered, clicked / delivered.
     #[sqlx(skip)]
-    pub open_rate_percent: Option<f64>,
+    pub(crate) open_rate_percent: Option<f64>,
     #[sqlx(skip)]
-    pub click_rate_percent: Option<f64>,
+    pub(crate) click_rate_percent: Option<f64>,
 }
 
 impl Engagement {
@@ -132,26 +132,26 @@ impl Engagement {
 /// One lifecycle stage: how many contacts are at it now, how many entered it in the period,
 /// and the share of those that entered the next stage in the period.
 #[derive(Debug, Clone, Serialize)]
-pub struct FunnelStage {
-    pub stage: String,
-    pub now: i64,
-    pub entered: i64,
-    pub to_next_percent: Option<f64>,
+pub(crate) struct FunnelStage {
+    pub(crate) stage: String,
+    pub(crate) now: i64,
+    pub(crate) entered: i64,
+    pub(crate) to_next_percent: Option<f64>,
 }
 
 /// A rate: numerator / denominator, against its target when one is set.
 #[derive(Debug, Clone, Serialize)]
-pub struct Measure {
-    pub name: &'static str,
-    pub numerator: i64,
-    pub denominator: i64,
-    pub percent: Option<f64>,
+pub(crate) struct Measure {
+    pub(crate) name: &'static str,
+    pub(crate) numerator: i64,
+    pub(crate) denominator: i64,
+    pub(crate) percent: Option<f64>,
     /// e.g. ">= 30 %".
-    pub target: Option<String>,
-    pub met: Option<bool>,
+    pub(crate) target: Option<String>,
+    pub(crate) met: Option<bool>,
     /// Inquiries still within their SLA, left out of the SLA measure.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pending: Option<i64>,
+    pub(crate) pending: Option<i64>,
 }
 
 fn percent(numerator: i64, denominator: i64) -> Option<f64> {
@@ -184,11 +184,11 @@ impl Measure {
 }
 
 /// The weeks the trend chart shows at most: those at the end of the period.
-pub const TREND_WEEKS: i64 = 104;
+pub(crate) const TREND_WEEKS: i64 = 104;
 
 /// The same measures week by week over a report's period (its last
 /// `TREND_WEEKS`), for the trend chart.
-pub async fn weekly_trend(
+pub(crate) async fn weekly_trend(
     conn: &mut Conn,
     rules: &ClassificationRules,
     set: &WorkflowSet,

@@ -97,7 +97,7 @@ const FIRST_STAGE: &str =
 
 /// Computes the report as of `now`. `rules` give the time zone and targets; `set`
 /// gives the inquiry SLA (of the first enabled `inquiry_received` workflow that has one).
-pub async fn build(
+pub(crate) async fn build(
     conn: &mut Conn,
     rules: &ClassificationRules,
     set: &WorkflowSet,

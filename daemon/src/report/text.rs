@@ -4,7 +4,7 @@ use super::{Engagement, Report};
 
 impl Report {
     /// The report as a terminal table.
-    pub fn to_table(&self) -> String {
+    pub(crate) fn to_table(&self) -> String {
         let s = &self.scope;
         let any = |v: &Option<String>| v.clone().unwrap_or_else(|| "all".into());
         let mut out = format!(
@@ -83,7 +83,7 @@ impl Report {
     }
 
     /// The report as CSV: one row per figure.
-    pub fn to_csv(&self) -> anyhow::Result<String> {
+    pub(crate) fn to_csv(&self) -> anyhow::Result<String> {
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(["section", "name", "value", "numerator", "denominator", "target", "met"])?;
         let pct = |p: Option<f64>| p.map(|p| format!("{p:.1}")).unwrap_or_default();

@@ -8,7 +8,7 @@ use super::{Conn, EventKind, insert_event};
 
 stored_text! {
     /// The `kind` of an engagement row.
-    pub enum EngagementKind {
+    pub(crate) enum EngagementKind {
         Opened = "opened",
         Clicked = "clicked",
         Replied = "replied",
@@ -17,19 +17,19 @@ stored_text! {
 
 /// A message that engagement is recorded against.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct EngagedMessage {
-    pub outbox_id: i64,
-    pub message_id: String,
-    pub contact_id: i64,
-    pub workflow: Option<String>,
-    pub variant: Option<String>,
+pub(crate) struct EngagedMessage {
+    pub(crate) outbox_id: i64,
+    pub(crate) message_id: String,
+    pub(crate) contact_id: i64,
+    pub(crate) workflow: Option<String>,
+    pub(crate) variant: Option<String>,
 }
 
 const MESSAGE: &str = "SELECT o.id AS outbox_id, o.message_id, o.contact_id, r.workflow, o.variant
                        FROM outbox o LEFT JOIN runs r ON r.id = o.run_id";
 
 /// The message of an idempotency key (what tracking tokens carry), if it was sent to a contact.
-pub async fn message_by_key(conn: &mut Conn, key: &str) -> anyhow::Result<Option<EngagedMessage>> {
+pub(crate) async fn message_by_key(conn: &mut Conn, key: &str) -> anyhow::Result<Option<EngagedMessage>> {
     Ok(sqlx::query_as(&format!(
         "{MESSAGE} WHERE o.idempotency_key = ? AND o.contact_id IS NOT NULL"
     ))
@@ -40,7 +40,7 @@ pub async fn message_by_key(conn: &mut Conn, key: &str) -> anyhow::Result<Option
 
 /// The latest message delivered to a contact (not to its owner): what a reply
 /// that names no message most likely answers.
-pub async fn last_message_to(conn: &mut Conn, contact_id: i64) -> anyhow::Result<Option<EngagedMessage>> {
+pub(crate) async fn last_message_to(conn: &mut Conn, contact_id: i64) -> anyhow::Result<Option<EngagedMessage>> {
     Ok(sqlx::query_as(&format!(
         "{MESSAGE} WHERE o.contact_id = ? AND o.status = 'sent' AND o.category != 'internal'
          ORDER BY o.sent_at DESC, o.id DESC LIMIT 1"
@@ -52,7 +52,7 @@ pub async fn last_message_to(conn: &mut Conn, contact_id: i64) -> anyhow::Result
 
 /// What a recipient did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Engagement {
+pub(crate) enum Engagement {
     Opened,
     /// A link was followed to `url`.
     Clicked(String),
@@ -60,7 +60,7 @@ pub enum Engagement {
 }
 
 /// Records what the recipient of `message` did.
-pub async fn record_engagement(
+pub(crate) async fn record_engagement(
     conn: &mut Conn,
     message: &EngagedMessage,
     what: &Engagement,
@@ -88,7 +88,7 @@ pub async fn record_engagement(
 
 /// A reply from a contact, to `message` if known: recorded for the report and
 /// written as a `replied` event, which the `replied` exit condition stops runs on.
-pub async fn record_reply(
+pub(crate) async fn record_reply(
     conn: &mut Conn,
     contact_id: i64,
     message: Option<&EngagedMessage>,

@@ -8,29 +8,29 @@ use super::stored_text::stored_text;
 use super::{Conn, EventKind, RunStatus};
 
 stored_text! {
-    pub enum EnrolmentStatus {
+    pub(crate) enum EnrolmentStatus {
         Running = "running",
         Done = "done",
     }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Enrolment {
-    pub id: i64,
-    pub workflow: String,
-    pub set_hash: String,
-    pub due_at: i64,
-    pub cursor: i64,
-    pub scanned: i64,
-    pub enrolled: i64,
-    pub total: i64,
-    pub status: EnrolmentStatus,
-    pub started_at: i64,
-    pub finished_at: Option<i64>,
+pub(crate) struct Enrolment {
+    pub(crate) id: i64,
+    pub(crate) workflow: String,
+    pub(crate) set_hash: String,
+    pub(crate) due_at: i64,
+    pub(crate) cursor: i64,
+    pub(crate) scanned: i64,
+    pub(crate) enrolled: i64,
+    pub(crate) total: i64,
+    pub(crate) status: EnrolmentStatus,
+    pub(crate) started_at: i64,
+    pub(crate) finished_at: Option<i64>,
 }
 
 /// The scheduled time of the workflow's latest pass.
-pub async fn last_enrolment_due(conn: &mut Conn, workflow: &str) -> anyhow::Result<Option<i64>> {
+pub(crate) async fn last_enrolment_due(conn: &mut Conn, workflow: &str) -> anyhow::Result<Option<i64>> {
     Ok(
         sqlx::query_scalar("SELECT MAX(due_at) FROM enrolments WHERE workflow = ?")
             .bind(workflow)
@@ -40,7 +40,7 @@ pub async fn last_enrolment_due(conn: &mut Conn, workflow: &str) -> anyhow::Resu
 }
 
 /// Opens a pass (once per workflow and scheduled time).
-pub async fn open_enrolment(
+pub(crate) async fn open_enrolment(
     conn: &mut Conn,
     workflow: &str,
     set_hash: &str,
@@ -60,14 +60,14 @@ pub async fn open_enrolment(
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn running_enrolments(conn: &mut Conn) -> anyhow::Result<Vec<Enrolment>> {
+pub(crate) async fn running_enrolments(conn: &mut Conn) -> anyhow::Result<Vec<Enrolment>> {
     Ok(sqlx::query_as("SELECT * FROM enrolments WHERE status = ? ORDER BY id")
         .bind(EnrolmentStatus::Running)
         .fetch_all(&mut *conn)
         .await?)
 }
 
-pub async fn list_enrolments(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Enrolment>> {
+pub(crate) async fn list_enrolments(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Enrolment>> {
     Ok(sqlx::query_as("SELECT * FROM enrolments ORDER BY id DESC LIMIT ?")
         .bind(limit)
         .fetch_all(&mut *conn)
@@ -75,7 +75,7 @@ pub async fn list_enrolments(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<
 }
 
 /// Records a batch's progress; `done` closes the pass.
-pub async fn advance_enrolment(
+pub(crate) async fn advance_enrolment(
     conn: &mut Conn,
     id: i64,
     cursor: i64,
@@ -114,7 +114,7 @@ struct EnrolledRun<'a> {
 /// Enrols contacts in a segment workflow: one `segment_entered` event (already
 /// processed) and one ready run each, in two statements for the whole batch.
 /// `contacts` are (id, current stage). Returns how many runs were created.
-pub async fn enrol_contacts(
+pub(crate) async fn enrol_contacts(
     conn: &mut Conn,
     workflow: &str,
     set_hash: &str,

@@ -8,7 +8,7 @@ use super::stored_text::stored_text;
 stored_text! {
     /// What happened to a contact: the `kind` of an event, which triggers and
     /// exit conditions match on.
-    pub enum EventKind {
+    pub(crate) enum EventKind {
         ContactCreated = "contact_created",
         StageChanged = "stage_changed",
         FollowUpLogged = "follow_up_logged",
@@ -26,15 +26,15 @@ stored_text! {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Event {
-    pub id: i64,
-    pub kind: EventKind,
-    pub contact_id: i64,
-    pub payload: sqlx::types::Json<serde_json::Value>,
-    pub occurred_at: i64,
+pub(crate) struct Event {
+    pub(crate) id: i64,
+    pub(crate) kind: EventKind,
+    pub(crate) contact_id: i64,
+    pub(crate) payload: sqlx::types::Json<serde_json::Value>,
+    pub(crate) occurred_at: i64,
 }
 
-pub async fn insert_event(
+pub(crate) async fn insert_event(
     conn: &mut Conn,
     kind: EventKind,
     contact_id: i64,
@@ -54,14 +54,14 @@ pub async fn insert_event(
 
 /// An event for `insert_events`.
 #[derive(Debug, Clone, Serialize)]
-pub struct NewEvent {
-    pub kind: EventKind,
-    pub contact_id: i64,
-    pub payload: serde_json::Value,
+pub(crate) struct NewEvent {
+    pub(crate) kind: EventKind,
+    pub(crate) contact_id: i64,
+    pub(crate) payload: serde_json::Value,
 }
 
 /// Writes events in one statement, in the order given.
-pub async fn insert_events(conn: &mut Conn, events: &[NewEvent], now: i64) -> anyhow::Result<()> {
+pub(crate) async fn insert_events(conn: &mut Conn, events: &[NewEvent], now: i64) -> anyhow::Result<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -77,13 +77,13 @@ pub async fn insert_events(conn: &mut Conn, events: &[NewEvent], now: i64) -> an
 }
 
 /// The newest event's id (0 when there is none).
-pub async fn last_event_id(conn: &mut Conn) -> anyhow::Result<i64> {
+pub(crate) async fn last_event_id(conn: &mut Conn) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM events")
         .fetch_one(&mut *conn)
         .await?)
 }
 
-pub async fn unprocessed_events(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Event>> {
+pub(crate) async fn unprocessed_events(conn: &mut Conn, limit: i64) -> anyhow::Result<Vec<Event>> {
     Ok(sqlx::query_as(
         "SELECT id, kind, contact_id, payload, occurred_at FROM events WHERE processed_at IS NULL ORDER BY id LIMIT ?",
     )
@@ -95,7 +95,7 @@ pub async fn unprocessed_events(conn: &mut Conn, limit: i64) -> anyhow::Result<V
 /// The events with ids in `ids`, in id order, and their contacts with their
 /// contexts, in one statement: what taking a group's events reads under the
 /// turn to write, where every round trip to SQLite's thread holds up the others.
-pub async fn events_with_contacts(
+pub(crate) async fn events_with_contacts(
     conn: &mut Conn,
     ids: std::ops::RangeInclusive<i64>,
 ) -> anyhow::Result<(
@@ -135,14 +135,14 @@ pub async fn events_with_contacts(
 
 /// A fired follow-up timer, for `insert_overdue_events`.
 #[derive(Debug, Clone, Serialize)]
-pub struct OverdueFollowUp {
-    pub contact_id: i64,
-    pub due_at: i64,
+pub(crate) struct OverdueFollowUp {
+    pub(crate) contact_id: i64,
+    pub(crate) due_at: i64,
 }
 
 /// A `follow_up_overdue` event for each fired follow-up timer, in one
 /// statement; a timer the contact's newer follow-up date made stale is left out.
-pub async fn insert_overdue_events(conn: &mut Conn, due: &[OverdueFollowUp], now: i64) -> anyhow::Result<()> {
+pub(crate) async fn insert_overdue_events(conn: &mut Conn, due: &[OverdueFollowUp], now: i64) -> anyhow::Result<()> {
     if due.is_empty() {
         return Ok(());
     }
@@ -163,16 +163,16 @@ pub async fn insert_overdue_events(conn: &mut Conn, due: &[OverdueFollowUp], now
 
 /// A run and the event that started it, for `event_kinds_after_runs`.
 #[derive(Debug, Clone, Serialize)]
-pub struct RunStart {
-    pub run_id: i64,
-    pub contact_id: i64,
-    pub event_id: i64,
+pub(crate) struct RunStart {
+    pub(crate) run_id: i64,
+    pub(crate) contact_id: i64,
+    pub(crate) event_id: i64,
 }
 
 /// For each run, which of `kinds` of events its contact has after the event
 /// that started it, in one query. Event ids order what happened without
 /// depending on clock resolution.
-pub async fn event_kinds_after_runs(
+pub(crate) async fn event_kinds_after_runs(
     conn: &mut Conn,
     runs: &[RunStart],
     kinds: &[EventKind],

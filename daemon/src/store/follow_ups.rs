@@ -14,46 +14,51 @@ use crate::model::{ATTITUDES, UNDERSTANDINGS, funnel_stage};
 /// A follow-up as logged by a rep.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewFollowUp {
+pub(crate) struct NewFollowUp {
     /// When the contact happened (unix ms); defaults to now.
-    pub at: Option<i64>,
-    pub channel: String,
+    pub(crate) at: Option<i64>,
+    pub(crate) channel: String,
     #[serde(default)]
-    pub summary: String,
+    pub(crate) summary: String,
     #[serde(default)]
-    pub feedback: String,
+    pub(crate) feedback: String,
     /// A new intent grade decided in this contact (recorded as "B -> A").
-    pub intent_grade: Option<String>,
+    pub(crate) intent_grade: Option<String>,
     /// The rep's judgements for the funnel: doubting / accepting, vague / specific.
-    pub attitude: Option<String>,
-    pub understanding: Option<String>,
+    pub(crate) attitude: Option<String>,
+    pub(crate) understanding: Option<String>,
     /// A new lifecycle stage reached in this contact.
-    pub stage: Option<String>,
-    pub next_follow_up_at: Option<i64>,
-    pub next_goal: Option<String>,
-    pub result: Option<String>,
-    pub owner: Option<String>,
+    pub(crate) stage: Option<String>,
+    pub(crate) next_follow_up_at: Option<i64>,
+    pub(crate) next_goal: Option<String>,
+    pub(crate) result: Option<String>,
+    pub(crate) owner: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
-pub struct FollowUp {
-    pub id: i64,
-    pub contact_id: i64,
-    pub at: i64,
-    pub channel: String,
-    pub summary: String,
-    pub feedback: String,
-    pub status_change: Option<String>,
-    pub next_follow_up_at: Option<i64>,
-    pub next_goal: Option<String>,
-    pub result: String,
-    pub owner: String,
+pub(crate) struct FollowUp {
+    pub(crate) id: i64,
+    pub(crate) contact_id: i64,
+    pub(crate) at: i64,
+    pub(crate) channel: String,
+    pub(crate) summary: String,
+    pub(crate) feedback: String,
+    pub(crate) status_change: Option<String>,
+    pub(crate) next_follow_up_at: Option<i64>,
+    pub(crate) next_goal: Option<String>,
+    pub(crate) result: String,
+    pub(crate) owner: String,
 }
 
 const RESULTS: &[&str] = &["in_progress", "won", "needs_follow_up", "lost"];
 
 /// Records a follow-up, in one transaction with everything it changes.
-pub async fn log_follow_up(conn: &mut Conn, contact: &Contact, new: &NewFollowUp, now: i64) -> anyhow::Result<i64> {
+pub(crate) async fn log_follow_up(
+    conn: &mut Conn,
+    contact: &Contact,
+    new: &NewFollowUp,
+    now: i64,
+) -> anyhow::Result<i64> {
     let result = new.checked_result()?;
     let at = new.at.unwrap_or(now);
     let owner = new
@@ -186,7 +191,7 @@ async fn set_funnel_judgements(
 }
 
 /// Whether this follow-up was logged already (how a re-imported row is recognised).
-pub async fn follow_up_exists(
+pub(crate) async fn follow_up_exists(
     conn: &mut Conn,
     contact_id: i64,
     at: i64,
@@ -204,7 +209,7 @@ pub async fn follow_up_exists(
     Ok(found.is_some())
 }
 
-pub async fn follow_ups_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::Result<Vec<FollowUp>> {
+pub(crate) async fn follow_ups_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::Result<Vec<FollowUp>> {
     Ok(sqlx::query_as(
         "SELECT id, contact_id, at, channel, summary, feedback, status_change, next_follow_up_at, next_goal, result, owner
          FROM follow_ups WHERE contact_id = ? ORDER BY at DESC, id DESC LIMIT ?",
@@ -216,7 +221,7 @@ pub async fn follow_ups_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyh
 }
 
 /// Records a new inquiry and its `inquiry_received` event.
-pub async fn add_inquiry(
+pub(crate) async fn add_inquiry(
     conn: &mut Conn,
     contact_id: i64,
     message: &str,
@@ -244,7 +249,7 @@ pub async fn add_inquiry(
 }
 
 /// Which of the inquiries are still unanswered, in one query.
-pub async fn open_inquiries(conn: &mut Conn, ids: &[i64]) -> anyhow::Result<std::collections::HashSet<i64>> {
+pub(crate) async fn open_inquiries(conn: &mut Conn, ids: &[i64]) -> anyhow::Result<std::collections::HashSet<i64>> {
     if ids.is_empty() {
         return Ok(Default::default());
     }

@@ -30,22 +30,22 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use contacts::*;
-pub use engagement::*;
-pub use enrolments::*;
-pub use events::*;
-pub use follow_ups::*;
-pub use group_commit::{GroupCommit, StageChanged, StageIntake, Taken};
-pub use orders::*;
+pub(crate) use engagement::*;
+pub(crate) use enrolments::*;
+pub(crate) use events::*;
+pub(crate) use follow_ups::*;
+pub(crate) use group_commit::{GroupCommit, StageIntake, Taken};
+pub(crate) use orders::*;
 pub use outbox::*;
-pub use runs::*;
-pub use suppressions::*;
-pub use timers::*;
+pub(crate) use runs::*;
+pub(crate) use suppressions::*;
+pub(crate) use timers::*;
 pub use tx::Tx;
 
 use batch::{inserted_ids, push_multi_row_insert};
 use tx::{WriteAheadLog, WriteHealth, fit_to_hand_out};
 
-pub type Conn = sqlx::SqliteConnection;
+pub(crate) type Conn = sqlx::SqliteConnection;
 
 /// Turns off SQLite's memory statistics, once, before its first connection:
 /// with them on, every allocation and free SQLite makes (a row's values freed
@@ -181,7 +181,7 @@ impl Store {
     /// Like `write`, for a writer nobody waits on (delivery's records): when it
     /// gets the turn while others wait for it, it queues again behind them, up
     /// to MAX_TURNS_GIVEN times.
-    pub async fn write_after_others(&self) -> anyhow::Result<Tx> {
+    pub(crate) async fn write_after_others(&self) -> anyhow::Result<Tx> {
         let mut turn = self.write_turn.clone().lock_owned().await;
         for _ in 0..MAX_TURNS_GIVEN {
             if self.waiting.load(Ordering::SeqCst) == 0 {
@@ -208,7 +208,7 @@ impl Store {
 
     /// Commits a one-row write, to tell whether the store takes writes now;
     /// the error says why not.
-    pub async fn prove_writable(&self, now: i64) -> anyhow::Result<()> {
+    pub(crate) async fn prove_writable(&self, now: i64) -> anyhow::Result<()> {
         let mut tx = self.write().await?;
         sqlx::query("INSERT INTO store_checks (id, checked_at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at")
             .bind(now)
@@ -220,7 +220,7 @@ impl Store {
 
     /// Why the last write transaction failed to begin or commit, while no later
     /// one has committed: the store cannot write (a full disk, a read-only file).
-    pub fn write_failure(&self) -> Option<String> {
+    pub(crate) fn write_failure(&self) -> Option<String> {
         self.health.failure.lock().unwrap().clone()
     }
 
@@ -228,7 +228,7 @@ impl Store {
     /// have seen is on disk: what acts outside the database on what it read
     /// (delivery sending what it found queued) must not act on a commit that
     /// power loss could take back.
-    pub async fn durable(&self) {
+    pub(crate) async fn durable(&self) {
         let seq = self.log.committed.load(Ordering::SeqCst);
         let mut flushed = self.log.flushed.subscribe();
         // The sender lives as long as the store: an error cannot happen here.
@@ -237,19 +237,19 @@ impl Store {
 
     /// Closes both pools: the last connection out checkpoints the log into the
     /// database file and removes it.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
     }
 
     /// The virtual clock's stored reading, if it was ever set.
-    pub async fn virtual_now(&self) -> anyhow::Result<Option<i64>> {
+    pub(crate) async fn virtual_now(&self) -> anyhow::Result<Option<i64>> {
         Ok(sqlx::query_scalar("SELECT now_ms FROM virtual_clock WHERE id = 1")
             .fetch_optional(&self.pool)
             .await?)
     }
 
-    pub async fn set_virtual_now(&self, now_ms: i64) -> anyhow::Result<()> {
+    pub(crate) async fn set_virtual_now(&self, now_ms: i64) -> anyhow::Result<()> {
         sqlx::query("INSERT INTO virtual_clock (id, now_ms) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET now_ms = excluded.now_ms")
             .bind(now_ms)
             .execute(&self.pool)
@@ -258,7 +258,7 @@ impl Store {
     }
 
     /// A secret the daemon keeps for itself, generated (32 random bytes) on first use.
-    pub async fn secret(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+    pub(crate) async fn secret(&self, name: &str) -> anyhow::Result<Vec<u8>> {
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh).map_err(|e| anyhow::anyhow!("no randomness for a new secret: {e}"))?;
         sqlx::query("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)")
@@ -273,7 +273,12 @@ impl Store {
     }
 
     /// Records a workflow set so that runs pinned to it can be resumed after it is replaced.
-    pub async fn save_workflow_set(&self, hash: &str, files: &[(String, String)], now: i64) -> anyhow::Result<()> {
+    pub(crate) async fn save_workflow_set(
+        &self,
+        hash: &str,
+        files: &[(String, String)],
+        now: i64,
+    ) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO workflow_sets (hash, files, loaded_at) VALUES (?, ?, ?)
              ON CONFLICT (hash) DO UPDATE SET loaded_at = excluded.loaded_at",
@@ -287,7 +292,7 @@ impl Store {
     }
 
     /// The set the daemon loaded last (its current one).
-    pub async fn latest_workflow_set(&self) -> anyhow::Result<Option<String>> {
+    pub(crate) async fn latest_workflow_set(&self) -> anyhow::Result<Option<String>> {
         Ok(
             sqlx::query_scalar("SELECT hash FROM workflow_sets ORDER BY loaded_at DESC, rowid DESC LIMIT 1")
                 .fetch_optional(&self.pool)
@@ -295,7 +300,7 @@ impl Store {
         )
     }
 
-    pub async fn workflow_set_files(&self, hash: &str) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    pub(crate) async fn workflow_set_files(&self, hash: &str) -> anyhow::Result<Option<Vec<(String, String)>>> {
         let files: Option<String> = sqlx::query_scalar("SELECT files FROM workflow_sets WHERE hash = ?")
             .bind(hash)
             .fetch_optional(&self.pool)

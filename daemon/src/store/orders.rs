@@ -9,31 +9,31 @@ use super::{Conn, inserted_ids, push_multi_row_insert};
 
 /// An order, validated and converted, ready to store.
 #[derive(Debug, Clone)]
-pub struct OrderRow<'a> {
-    pub external_id: &'a str,
-    pub contact_id: i64,
-    pub amount_minor: i64,
-    pub currency: &'a str,
-    pub base_amount_minor: i64,
+pub(crate) struct OrderRow<'a> {
+    pub(crate) external_id: &'a str,
+    pub(crate) contact_id: i64,
+    pub(crate) amount_minor: i64,
+    pub(crate) currency: &'a str,
+    pub(crate) base_amount_minor: i64,
     /// YYYY-MM-DD in the classification's time zone.
-    pub ordered_on: &'a str,
-    pub items: &'a str,
+    pub(crate) ordered_on: &'a str,
+    pub(crate) items: &'a str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, Deserialize)]
-pub struct Order {
-    pub id: i64,
-    pub external_id: String,
-    pub contact_id: i64,
-    pub amount_minor: i64,
-    pub currency: String,
-    pub base_amount_minor: i64,
-    pub ordered_on: String,
-    pub items: String,
+pub(crate) struct Order {
+    pub(crate) id: i64,
+    pub(crate) external_id: String,
+    pub(crate) contact_id: i64,
+    pub(crate) amount_minor: i64,
+    pub(crate) currency: String,
+    pub(crate) base_amount_minor: i64,
+    pub(crate) ordered_on: String,
+    pub(crate) items: String,
 }
 
 impl Order {
-    pub fn as_row(&self) -> OrderRow<'_> {
+    pub(crate) fn as_row(&self) -> OrderRow<'_> {
         OrderRow {
             external_id: &self.external_id,
             contact_id: self.contact_id,
@@ -48,7 +48,7 @@ impl Order {
 
 /// Stores orders (none of whose external ids is stored yet, as `orders_by_external_id`
 /// tells) as multi-row VALUES; returns their ids, in the order given.
-pub async fn insert_orders(conn: &mut Conn, rows: &[OrderRow<'_>], now: i64) -> anyhow::Result<Vec<i64>> {
+pub(crate) async fn insert_orders(conn: &mut Conn, rows: &[OrderRow<'_>], now: i64) -> anyhow::Result<Vec<i64>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -76,7 +76,7 @@ pub async fn insert_orders(conn: &mut Conn, rows: &[OrderRow<'_>], now: i64) -> 
 }
 
 /// The stored orders among `external_ids`, by external id.
-pub async fn orders_by_external_id(
+pub(crate) async fn orders_by_external_id(
     conn: &mut Conn,
     external_ids: &[&str],
 ) -> anyhow::Result<std::collections::HashMap<String, Order>> {
@@ -93,7 +93,7 @@ pub async fn orders_by_external_id(
 }
 
 /// The latest orders of a contact, newest first.
-pub async fn orders_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::Result<Vec<Order>> {
+pub(crate) async fn orders_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::Result<Vec<Order>> {
     Ok(sqlx::query_as(
         "SELECT id, external_id, contact_id, amount_minor, currency, base_amount_minor, ordered_on, items
          FROM orders WHERE contact_id = ? ORDER BY ordered_on DESC, id DESC LIMIT ?",
@@ -107,22 +107,22 @@ pub async fn orders_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::
 /// A customer as classification reads it: the classification stored now, and the
 /// facts of their orders. Dates are YYYY-MM-DD.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct CustomerRecord {
-    pub contact_id: i64,
-    pub value_tier: Option<String>,
-    pub rfm_grade: Option<String>,
-    pub rfm_scores: Option<String>,
-    pub behaviour: Option<String>,
-    pub customer_since: Option<String>,
-    pub first_order: String,
-    pub last_order: String,
+pub(crate) struct CustomerRecord {
+    pub(crate) contact_id: i64,
+    pub(crate) value_tier: Option<String>,
+    pub(crate) rfm_grade: Option<String>,
+    pub(crate) rfm_scores: Option<String>,
+    pub(crate) behaviour: Option<String>,
+    pub(crate) customer_since: Option<String>,
+    pub(crate) first_order: String,
+    pub(crate) last_order: String,
     /// Base-currency purchases dated after `value_since`.
-    pub value_window_amount: i64,
+    pub(crate) value_window_amount: i64,
     /// Orders and purchases dated after `rfm_since`.
-    pub rfm_window_count: i64,
-    pub rfm_window_amount: i64,
+    pub(crate) rfm_window_count: i64,
+    pub(crate) rfm_window_amount: i64,
     /// When the latest follow-up with the contact happened (unix ms).
-    pub last_follow_up_at: Option<i64>,
+    pub(crate) last_follow_up_at: Option<i64>,
 }
 
 /// Where a customer's order total stops growing. SQLite's SUM fails the whole
@@ -133,7 +133,7 @@ const LARGEST_TOTAL_MINOR: f64 = 9.0e18;
 
 /// The customers among `contact_ids` (contacts without orders are left out), in one
 /// query; windows hold the orders dated strictly after their start date.
-pub async fn customer_records(
+pub(crate) async fn customer_records(
     conn: &mut Conn,
     contact_ids: &[i64],
     value_since: &str,
@@ -161,17 +161,17 @@ pub async fn customer_records(
 
 /// A customer's classification as computed from orders.
 #[derive(Debug, Clone, Serialize)]
-pub struct ComputedClassification<'a> {
-    pub contact_id: i64,
-    pub value_tier: &'a str,
-    pub rfm_grade: &'a str,
-    pub rfm_scores: String,
-    pub behaviour: &'a str,
-    pub customer_since: &'a str,
+pub(crate) struct ComputedClassification<'a> {
+    pub(crate) contact_id: i64,
+    pub(crate) value_tier: &'a str,
+    pub(crate) rfm_grade: &'a str,
+    pub(crate) rfm_scores: String,
+    pub(crate) behaviour: &'a str,
+    pub(crate) customer_since: &'a str,
 }
 
 /// Writes the computed classification of customers, in one statement.
-pub async fn set_computed_classifications(
+pub(crate) async fn set_computed_classifications(
     conn: &mut Conn,
     computed: &[ComputedClassification<'_>],
     now: i64,
@@ -193,7 +193,7 @@ pub async fn set_computed_classifications(
 }
 
 /// The customers (contacts with at least one order) after `after_id`, in id order.
-pub async fn customer_ids(conn: &mut Conn, after_id: i64, limit: i64) -> anyhow::Result<Vec<i64>> {
+pub(crate) async fn customer_ids(conn: &mut Conn, after_id: i64, limit: i64) -> anyhow::Result<Vec<i64>> {
     Ok(
         sqlx::query_scalar("SELECT DISTINCT contact_id FROM orders WHERE contact_id > ? ORDER BY contact_id LIMIT ?")
             .bind(after_id)
@@ -204,13 +204,13 @@ pub async fn customer_ids(conn: &mut Conn, after_id: i64, limit: i64) -> anyhow:
 }
 
 /// The day the daily classification pass last ran.
-pub async fn last_classification_pass(conn: &mut Conn) -> anyhow::Result<Option<String>> {
+pub(crate) async fn last_classification_pass(conn: &mut Conn) -> anyhow::Result<Option<String>> {
     Ok(sqlx::query_scalar("SELECT day FROM classification_pass WHERE id = 1")
         .fetch_optional(&mut *conn)
         .await?)
 }
 
-pub async fn record_classification_pass(conn: &mut Conn, day: &str) -> anyhow::Result<()> {
+pub(crate) async fn record_classification_pass(conn: &mut Conn, day: &str) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO classification_pass (id, day) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET day = excluded.day",
     )
@@ -222,16 +222,16 @@ pub async fn record_classification_pass(conn: &mut Conn, day: &str) -> anyhow::R
 
 /// One change to a contact, as the history shows it.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
-pub struct HistoryEntry {
-    pub field: String,
-    pub from_value: Option<String>,
-    pub to_value: Option<String>,
-    pub changed_by: String,
-    pub at: i64,
+pub(crate) struct HistoryEntry {
+    pub(crate) field: String,
+    pub(crate) from_value: Option<String>,
+    pub(crate) to_value: Option<String>,
+    pub(crate) changed_by: String,
+    pub(crate) at: i64,
 }
 
 /// Records that `field` of a contact went from `from` to `to`, changed by `by`.
-pub async fn insert_history(
+pub(crate) async fn insert_history(
     conn: &mut Conn,
     contact_id: i64,
     field: &str,
@@ -251,15 +251,20 @@ pub async fn insert_history(
 
 /// One change for `insert_history_entries`.
 #[derive(Debug, Clone)]
-pub struct Change<'a> {
-    pub contact_id: i64,
-    pub field: &'a str,
-    pub from: Option<&'a str>,
-    pub to: Option<&'a str>,
+pub(crate) struct Change<'a> {
+    pub(crate) contact_id: i64,
+    pub(crate) field: &'a str,
+    pub(crate) from: Option<&'a str>,
+    pub(crate) to: Option<&'a str>,
 }
 
 /// Records changes, all made by `by` at `at`, as multi-row VALUES.
-pub async fn insert_history_entries(conn: &mut Conn, changes: &[Change<'_>], by: &str, at: i64) -> anyhow::Result<()> {
+pub(crate) async fn insert_history_entries(
+    conn: &mut Conn,
+    changes: &[Change<'_>],
+    by: &str,
+    at: i64,
+) -> anyhow::Result<()> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -294,7 +299,7 @@ pub(super) fn push_history_entries<'a>(
 }
 
 /// A contact's history, newest first.
-pub async fn history_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::Result<Vec<HistoryEntry>> {
+pub(crate) async fn history_of(conn: &mut Conn, contact_id: i64, limit: i64) -> anyhow::Result<Vec<HistoryEntry>> {
     Ok(sqlx::query_as(
         "SELECT field, from_value, to_value, changed_by, at FROM contact_history WHERE contact_id = ?
          ORDER BY at DESC, id DESC LIMIT ?",

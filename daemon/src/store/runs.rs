@@ -8,7 +8,7 @@ use super::stored_text::stored_text;
 stored_text! {
     /// Where a run is: `ready` for its next step now, `waiting` for a timer,
     /// or ended (`done`, `cancelled` when its trigger no longer holds, `failed`).
-    pub enum RunStatus {
+    pub(crate) enum RunStatus {
         Ready = "ready",
         Waiting = "waiting",
         Done = "done",
@@ -18,39 +18,38 @@ stored_text! {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Run {
-    pub id: i64,
-    pub workflow: String,
-    pub set_hash: String,
-    pub contact_id: i64,
-    pub event_id: i64,
-    pub status: RunStatus,
-    pub next_step: i64,
-    pub context: sqlx::types::Json<serde_json::Value>,
-    pub started_at: i64,
+pub(crate) struct Run {
+    pub(crate) id: i64,
+    pub(crate) workflow: String,
+    pub(crate) set_hash: String,
+    pub(crate) contact_id: i64,
+    pub(crate) event_id: i64,
+    pub(crate) status: RunStatus,
+    pub(crate) next_step: i64,
+    pub(crate) context: sqlx::types::Json<serde_json::Value>,
+    pub(crate) started_at: i64,
     /// The contact's stage when the run began (or when the run itself last set it).
-    pub start_stage: Option<String>,
-    pub step_errors: i64,
+    pub(crate) start_stage: Option<String>,
 }
 
 /// A run about to start.
 #[derive(Debug, Clone, Serialize)]
-pub struct NewRun<'a> {
-    pub workflow: &'a str,
-    pub set_hash: &'a str,
-    pub contact_id: i64,
-    pub event_id: i64,
+pub(crate) struct NewRun<'a> {
+    pub(crate) workflow: &'a str,
+    pub(crate) set_hash: &'a str,
+    pub(crate) contact_id: i64,
+    pub(crate) event_id: i64,
     /// `Ready`, or `Waiting` for a delayed start.
-    pub status: RunStatus,
+    pub(crate) status: RunStatus,
     /// The trigger's data (the event payload and kind).
-    pub context: &'a serde_json::Value,
-    pub start_stage: &'a str,
+    pub(crate) context: &'a serde_json::Value,
+    pub(crate) start_stage: &'a str,
 }
 
 /// Takes `events`: marks them processed and starts the runs they trigger, in one
 /// query; a workflow that already ran for an event is left out. Returns
 /// (run id, workflow, event id) of each run started.
-pub async fn start_runs(
+pub(crate) async fn start_runs(
     conn: &mut Conn,
     runs: &[NewRun<'_>],
     events: &[i64],
@@ -73,9 +72,9 @@ pub async fn start_runs(
     .await?)
 }
 
-pub async fn load_run(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Run>> {
+pub(crate) async fn load_run(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Run>> {
     Ok(sqlx::query_as(
-        "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage, step_errors
+        "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage
          FROM runs WHERE id = ?",
     )
     .bind(id)
@@ -84,9 +83,9 @@ pub async fn load_run(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Run>> {
 }
 
 /// The oldest ready runs, but for those in `in_flight` (a batch being applied).
-pub async fn ready_runs(conn: &mut Conn, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<Run>> {
+pub(crate) async fn ready_runs(conn: &mut Conn, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<Run>> {
     Ok(sqlx::query_as(
-        "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage, step_errors
+        "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage
          FROM runs WHERE status = 'ready' AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
     )
     .bind(serde_json::to_string(in_flight)?)
@@ -98,12 +97,12 @@ pub async fn ready_runs(conn: &mut Conn, limit: i64, in_flight: &[i64]) -> anyho
 /// A finished step: its run moves past it, to `status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct FinishedStep {
-    pub run_id: i64,
-    pub step: i64,
-    pub kind: &'static str,
-    pub detail: String,
+    pub(crate) run_id: i64,
+    pub(crate) step: i64,
+    pub(crate) kind: &'static str,
+    pub(crate) detail: String,
     /// `Ready` for the next step now, `Waiting` for a timer, `Done` after the last step.
-    pub status: RunStatus,
+    pub(crate) status: RunStatus,
 }
 
 /// An ended run, for `end_runs`.
@@ -116,7 +115,7 @@ struct EndedRun<'a> {
 
 /// Ends runs, each (id, status, outcome): `Done`, `Cancelled` (its trigger no
 /// longer holds) or `Failed`.
-pub async fn end_runs(conn: &mut Conn, ended: &[(i64, RunStatus, String)], now: i64) -> anyhow::Result<()> {
+pub(crate) async fn end_runs(conn: &mut Conn, ended: &[(i64, RunStatus, String)], now: i64) -> anyhow::Result<()> {
     if ended.is_empty() {
         return Ok(());
     }
@@ -142,7 +141,7 @@ pub async fn end_runs(conn: &mut Conn, ended: &[(i64, RunStatus, String)], now: 
 }
 
 /// Wakes waiting runs whose timers fired (a run cancelled meanwhile stays as it is).
-pub async fn wake_runs(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<()> {
+pub(crate) async fn wake_runs(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -160,16 +159,16 @@ pub async fn wake_runs(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result
 /// A ready run put to sleep at its current step until `until` (a send window
 /// opens, a frequency cap frees up, a retry after an error), saying why.
 #[derive(Debug, Clone, Serialize)]
-pub struct DeferredRun {
-    pub run_id: i64,
-    pub step: i64,
-    pub until: i64,
-    pub reason: String,
+pub(crate) struct DeferredRun {
+    pub(crate) run_id: i64,
+    pub(crate) step: i64,
+    pub(crate) until: i64,
+    pub(crate) reason: String,
 }
 
 /// Defers runs and sets their timers, in two statements. Fails (and the caller
 /// rolls back) if any run is no longer ready at that step.
-pub async fn defer_runs(conn: &mut Conn, deferred: &[DeferredRun], now: i64) -> anyhow::Result<()> {
+pub(crate) async fn defer_runs(conn: &mut Conn, deferred: &[DeferredRun], now: i64) -> anyhow::Result<()> {
     if deferred.is_empty() {
         return Ok(());
     }
@@ -201,7 +200,7 @@ pub async fn defer_runs(conn: &mut Conn, deferred: &[DeferredRun], now: i64) -> 
 }
 
 /// Counts an error at a run's current step; returns the count so far.
-pub async fn count_step_error(conn: &mut Conn, run_id: i64) -> anyhow::Result<i64> {
+pub(crate) async fn count_step_error(conn: &mut Conn, run_id: i64) -> anyhow::Result<i64> {
     Ok(
         sqlx::query_scalar("UPDATE runs SET step_errors = step_errors + 1 WHERE id = ? RETURNING step_errors")
             .bind(run_id)
@@ -212,7 +211,7 @@ pub async fn count_step_error(conn: &mut Conn, run_id: i64) -> anyhow::Result<i6
 
 /// After a run changes the contact's stage itself, that stage is its new baseline
 /// (so the `stage_changed` exit condition does not stop it).
-pub async fn rebase_run_stage(conn: &mut Conn, run_id: i64, stage: &str) -> anyhow::Result<()> {
+pub(crate) async fn rebase_run_stage(conn: &mut Conn, run_id: i64, stage: &str) -> anyhow::Result<()> {
     sqlx::query("UPDATE runs SET start_stage = ? WHERE id = ?")
         .bind(stage)
         .bind(run_id)
@@ -222,7 +221,7 @@ pub async fn rebase_run_stage(conn: &mut Conn, run_id: i64, stage: &str) -> anyh
 }
 
 /// Contacts with ids in `first..=last` that `workflow` ever ran for (a segment enrols a contact once).
-pub async fn enrolled_between(
+pub(crate) async fn enrolled_between(
     conn: &mut Conn,
     workflow: &str,
     first: i64,
@@ -240,7 +239,7 @@ pub async fn enrolled_between(
 
 /// When a run reached its current step: when the step before finished, or when
 /// the run started. A delay counted from here survives deferrals and restarts.
-pub async fn step_reached_at(conn: &mut Conn, run: &Run) -> anyhow::Result<i64> {
+pub(crate) async fn step_reached_at(conn: &mut Conn, run: &Run) -> anyhow::Result<i64> {
     if run.next_step == 0 {
         return Ok(run.started_at);
     }

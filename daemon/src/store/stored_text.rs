@@ -6,11 +6,11 @@
 
 /// Declares an enum stored as TEXT, each variant with its text on disk:
 /// `Variant = "text"`. It (de)serialises, binds and decodes as that text, and
-/// gets `as_str`, `parse` and `ALL`; `Display` pads like a `str`.
+/// gets `as_str`, `FromStr` and (for the tests) `ALL`; `Display` pads like a `str`.
 macro_rules! stored_text {
     (
         $(#[$meta:meta])*
-        pub enum $name:ident {
+        pub(crate) enum $name:ident {
             $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)+
         }
     ) => {
@@ -18,25 +18,30 @@ macro_rules! stored_text {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type)]
         // What PostgreSQL calls the type; SQLite binds and decodes it as a string.
         #[sqlx(type_name = "text")]
-        pub enum $name {
+        pub(crate) enum $name {
             $($(#[$variant_meta])* #[serde(rename = $text)] #[sqlx(rename = $text)] $variant,)+
         }
 
         impl $name {
             /// Every value, in declaration order.
-            pub const ALL: &[$name] = &[$($name::$variant),+];
+            #[cfg(test)]
+            pub(crate) const ALL: &[$name] = &[$($name::$variant),+];
 
             /// The text on disk.
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self {
                     $($name::$variant => $text,)+
                 }
             }
+        }
 
-            pub fn parse(text: &str) -> Option<$name> {
+        impl std::str::FromStr for $name {
+            type Err = ();
+
+            fn from_str(text: &str) -> Result<$name, ()> {
                 match text {
-                    $($text => Some($name::$variant),)+
-                    _ => None,
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(()),
                 }
             }
         }
@@ -50,3 +55,33 @@ macro_rules! stored_text {
 }
 
 pub(super) use stored_text;
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Debug;
+    use std::str::FromStr;
+
+    use crate::store::{
+        AttemptOutcome, BounceKind, EngagementKind, EnrolmentStatus, EventKind, OutboxStatus, RunStatus,
+        SuppressionReason, TimerKind,
+    };
+
+    fn round_trips<T: Copy + PartialEq + Debug + FromStr<Err = ()>>(all: &[T], text: fn(T) -> &'static str) {
+        for &value in all {
+            assert_eq!(text(value).parse(), Ok(value));
+        }
+    }
+
+    #[test]
+    fn every_stored_value_parses_back_from_its_text() {
+        round_trips(AttemptOutcome::ALL, AttemptOutcome::as_str);
+        round_trips(BounceKind::ALL, BounceKind::as_str);
+        round_trips(EngagementKind::ALL, EngagementKind::as_str);
+        round_trips(EnrolmentStatus::ALL, EnrolmentStatus::as_str);
+        round_trips(EventKind::ALL, EventKind::as_str);
+        round_trips(OutboxStatus::ALL, OutboxStatus::as_str);
+        round_trips(RunStatus::ALL, RunStatus::as_str);
+        round_trips(SuppressionReason::ALL, SuppressionReason::as_str);
+        round_trips(TimerKind::ALL, TimerKind::as_str);
+    }
+}

@@ -9,14 +9,14 @@ use super::{Conn, Invalid};
 
 /// Bounce and complaint counts that suppress an address (from `nudge.toml`).
 #[derive(Debug, Clone, Copy)]
-pub struct SuppressionRules {
-    pub hard_bounces: i64,
-    pub soft_bounces: i64,
-    pub complaints: i64,
+pub(crate) struct SuppressionRules {
+    pub(crate) hard_bounces: i64,
+    pub(crate) soft_bounces: i64,
+    pub(crate) complaints: i64,
 }
 
 stored_text! {
-    pub enum BounceKind {
+    pub(crate) enum BounceKind {
         Hard = "hard",
         Soft = "soft",
         Complaint = "complaint",
@@ -35,7 +35,7 @@ impl BounceKind {
 
 stored_text! {
     /// Why an address gets nothing.
-    pub enum SuppressionReason {
+    pub(crate) enum SuppressionReason {
         Unsubscribed = "unsubscribed",
         HardBounce = "hard_bounce",
         SoftBounce = "soft_bounce",
@@ -45,7 +45,7 @@ stored_text! {
 }
 
 /// Addresses compare case-insensitively (the domain part is, and mailbox parts practically are).
-pub fn normalise_address(address: &str) -> String {
+pub(crate) fn normalise_address(address: &str) -> String {
     address.trim().to_lowercase()
 }
 
@@ -63,7 +63,7 @@ fn given_address(address: &str) -> Result<String, Invalid> {
 }
 
 /// Suppresses an address on a channel (`*` for all); the first reason recorded stays.
-pub async fn suppress(
+pub(crate) async fn suppress(
     conn: &mut Conn,
     address: &str,
     channel: &str,
@@ -86,7 +86,7 @@ pub async fn suppress(
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn unsuppress(conn: &mut Conn, address: &str, channel: &str) -> anyhow::Result<bool> {
+pub(crate) async fn unsuppress(conn: &mut Conn, address: &str, channel: &str) -> anyhow::Result<bool> {
     let done = sqlx::query("DELETE FROM suppressions WHERE address = ? AND (channel = ? OR ? = '*')")
         .bind(normalise_address(address))
         .bind(channel)
@@ -97,7 +97,8 @@ pub async fn unsuppress(conn: &mut Conn, address: &str, channel: &str) -> anyhow
 }
 
 /// Why `address` gets nothing on `channel`, if it is suppressed.
-pub async fn suppression_reason(
+#[cfg(test)]
+pub(crate) async fn suppression_reason(
     conn: &mut Conn,
     address: &str,
     channel: &str,
@@ -112,15 +113,15 @@ pub async fn suppression_reason(
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Suppression {
-    pub address: String,
-    pub channel: String,
-    pub reason: SuppressionReason,
-    pub detail: String,
-    pub created_at: i64,
+pub(crate) struct Suppression {
+    pub(crate) address: String,
+    pub(crate) channel: String,
+    pub(crate) reason: SuppressionReason,
+    pub(crate) detail: String,
+    pub(crate) created_at: i64,
 }
 
-pub async fn list_suppressions(conn: &mut Conn) -> anyhow::Result<Vec<Suppression>> {
+pub(crate) async fn list_suppressions(conn: &mut Conn) -> anyhow::Result<Vec<Suppression>> {
     Ok(sqlx::query_as(
         "SELECT address, channel, reason, detail, created_at FROM suppressions ORDER BY created_at, address",
     )
@@ -130,18 +131,18 @@ pub async fn list_suppressions(conn: &mut Conn) -> anyhow::Result<Vec<Suppressio
 
 /// A bounce or complaint about one address.
 #[derive(Debug, Clone, Copy)]
-pub struct Bounce<'a> {
-    pub address: &'a str,
-    pub channel: &'a str,
-    pub kind: BounceKind,
-    pub detail: &'a str,
+pub(crate) struct Bounce<'a> {
+    pub(crate) address: &'a str,
+    pub(crate) channel: &'a str,
+    pub(crate) kind: BounceKind,
+    pub(crate) detail: &'a str,
     /// The message that bounced, when nudge saw it itself.
-    pub outbox_id: Option<i64>,
+    pub(crate) outbox_id: Option<i64>,
 }
 
 /// Records a bounce or complaint; suppresses the address on all channels once
 /// its count reaches the rule's threshold. Returns whether it is now suppressed.
-pub async fn record_bounce(
+pub(crate) async fn record_bounce(
     conn: &mut Conn,
     bounce: &Bounce<'_>,
     rules: SuppressionRules,
@@ -183,7 +184,7 @@ pub async fn record_bounce(
 }
 
 /// Suppression reasons of the given (normalised) addresses, by address, in one query.
-pub async fn suppression_reasons(
+pub(crate) async fn suppression_reasons(
     conn: &mut Conn,
     addresses: &[String],
 ) -> anyhow::Result<std::collections::HashMap<String, Vec<SuppressionReason>>> {
@@ -204,7 +205,7 @@ pub async fn suppression_reasons(
 }
 
 /// The contact no longer wants messages (an unsubscribe).
-pub async fn withdraw_consent(conn: &mut Conn, contact_id: i64, now: i64) -> anyhow::Result<()> {
+pub(crate) async fn withdraw_consent(conn: &mut Conn, contact_id: i64, now: i64) -> anyhow::Result<()> {
     sqlx::query("UPDATE contacts SET consent = 'withdrawn', updated_at = ? WHERE id = ?")
         .bind(now)
         .bind(contact_id)
@@ -308,7 +309,7 @@ mod tests {
                 complaints: 0,
             };
             record_bounce(&mut conn, &bounce(kind), rules, 1).await.unwrap();
-            assert_eq!(BounceKind::parse(kind.as_str()), Some(kind));
+            assert_eq!(kind.as_str().parse(), Ok(kind));
         }
     }
 }

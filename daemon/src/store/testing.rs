@@ -8,25 +8,25 @@ use sqlx::pool::PoolConnection;
 use super::{EventKind, NewContact, NewRun, RunStatus, Store, insert_contact, insert_event, start_runs};
 
 /// A store in a folder of its own, removed when this is dropped.
-pub struct TestStore {
-    pub store: Store,
+pub(crate) struct TestStore {
+    pub(crate) store: Store,
     _dir: tempfile::TempDir,
 }
 
 impl TestStore {
-    pub async fn open() -> TestStore {
+    pub(crate) async fn open() -> TestStore {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("nudge.db")).await.unwrap();
         TestStore { store, _dir: dir }
     }
 
-    pub async fn conn(&self) -> PoolConnection<Sqlite> {
+    pub(crate) async fn conn(&self) -> PoolConnection<Sqlite> {
         self.store.pool.acquire().await.unwrap()
     }
 }
 
 /// A contact with a name and an email (at stage `lead`); its id.
-pub async fn contact(conn: &mut super::Conn, email: &str) -> i64 {
+pub(crate) async fn contact(conn: &mut super::Conn, email: &str) -> i64 {
     let new = NewContact {
         name: email.split('@').next().unwrap().to_string(),
         email: Some(email.to_string()),
@@ -36,10 +36,10 @@ pub async fn contact(conn: &mut super::Conn, email: &str) -> i64 {
 }
 
 /// The workflow set the test runs are pinned to.
-pub const SET: &str = "set-hash";
+pub(crate) const SET: &str = "set-hash";
 
 /// A ready run of `workflow` for a contact, started by an event of its own; its id.
-pub async fn run(conn: &mut super::Conn, workflow: &str, contact_id: i64) -> i64 {
+pub(crate) async fn run(conn: &mut super::Conn, workflow: &str, contact_id: i64) -> i64 {
     sqlx::query("INSERT OR IGNORE INTO workflow_sets (hash, files, loaded_at) VALUES (?, '[]', 1)")
         .bind(SET)
         .execute(&mut *conn)

@@ -6,7 +6,7 @@ use super::Conn;
 use super::stored_text::stored_text;
 
 stored_text! {
-    pub enum TimerKind {
+    pub(crate) enum TimerKind {
         /// A run's wait (or delayed start) is over.
         ResumeRun = "resume_run",
         /// A contact's next follow-up time has come.
@@ -15,15 +15,15 @@ stored_text! {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Timer {
-    pub id: i64,
-    pub due_at: i64,
-    pub kind: TimerKind,
-    pub run_id: Option<i64>,
-    pub contact_id: Option<i64>,
+pub(crate) struct Timer {
+    pub(crate) id: i64,
+    pub(crate) due_at: i64,
+    pub(crate) kind: TimerKind,
+    pub(crate) run_id: Option<i64>,
+    pub(crate) contact_id: Option<i64>,
 }
 
-pub async fn insert_timer(
+pub(crate) async fn insert_timer(
     conn: &mut Conn,
     due_at: i64,
     kind: TimerKind,
@@ -41,7 +41,7 @@ pub async fn insert_timer(
     )
 }
 
-pub async fn due_timers(conn: &mut Conn, now: i64, limit: i64) -> anyhow::Result<Vec<Timer>> {
+pub(crate) async fn due_timers(conn: &mut Conn, now: i64, limit: i64) -> anyhow::Result<Vec<Timer>> {
     Ok(sqlx::query_as(
         "SELECT id, due_at, kind, run_id, contact_id FROM timers WHERE fired_at IS NULL AND due_at <= ? ORDER BY due_at, id LIMIT ?",
     )
@@ -52,7 +52,7 @@ pub async fn due_timers(conn: &mut Conn, now: i64, limit: i64) -> anyhow::Result
 }
 
 /// Marks timers fired; returns the ids that had not fired yet (only their effects may happen).
-pub async fn mark_timers_fired(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<Vec<i64>> {
+pub(crate) async fn mark_timers_fired(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<Vec<i64>> {
     Ok(sqlx::query_scalar(
         "UPDATE timers SET fired_at = ? WHERE id IN (SELECT value FROM json_each(?)) AND fired_at IS NULL RETURNING id",
     )
@@ -64,13 +64,13 @@ pub async fn mark_timers_fired(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow
 
 /// When a waiting run resumes, for `insert_run_timers`.
 #[derive(Debug, Clone, Serialize)]
-pub struct RunTimer {
-    pub run_id: i64,
-    pub due_at: i64,
+pub(crate) struct RunTimer {
+    pub(crate) run_id: i64,
+    pub(crate) due_at: i64,
 }
 
 /// Timers that resume runs, in one statement.
-pub async fn insert_run_timers(conn: &mut Conn, timers: &[RunTimer]) -> anyhow::Result<()> {
+pub(crate) async fn insert_run_timers(conn: &mut Conn, timers: &[RunTimer]) -> anyhow::Result<()> {
     if timers.is_empty() {
         return Ok(());
     }
@@ -84,7 +84,7 @@ pub async fn insert_run_timers(conn: &mut Conn, timers: &[RunTimer]) -> anyhow::
     Ok(())
 }
 
-pub async fn next_timer_due(conn: &mut Conn) -> anyhow::Result<Option<i64>> {
+pub(crate) async fn next_timer_due(conn: &mut Conn) -> anyhow::Result<Option<i64>> {
     Ok(
         sqlx::query_scalar("SELECT MIN(due_at) FROM timers WHERE fired_at IS NULL")
             .fetch_one(&mut *conn)

@@ -34,7 +34,7 @@ impl Tx {
     /// its flush: to wake a reader whose own effects wait for a flush of their
     /// own (the engine hands nothing on before its writes are flushed, and each
     /// flush covers every commit before it).
-    pub async fn commit_and_then(self, visible: impl FnOnce()) -> Result<(), sqlx::Error> {
+    pub(crate) async fn commit_and_then(self, visible: impl FnOnce()) -> Result<(), sqlx::Error> {
         let Tx { tx, turn, log, health } = self;
         // Counted before the commit is visible, so that no read can see it uncounted.
         let seq = log.committed.fetch_add(1, Ordering::SeqCst) + 1;
@@ -49,7 +49,7 @@ impl Tx {
         committed
     }
 
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
         self.tx.rollback().await
     }
 }

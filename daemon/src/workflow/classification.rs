@@ -18,65 +18,65 @@ use crate::model::{add_days, money};
 
 /// The compiled rules. Amounts are minor units of the base currency.
 #[derive(Debug, Clone)]
-pub struct ClassificationRules {
+pub(crate) struct ClassificationRules {
     /// Where business days begin and end: order dates, windows and the daily pass.
-    pub time_zone: jiff::tz::TimeZone,
-    pub base_currency: String,
+    pub(crate) time_zone: jiff::tz::TimeZone,
+    pub(crate) base_currency: String,
     /// Fixed rates into the base currency, in millionths (see `model::money`).
-    pub rates: BTreeMap<String, i128>,
-    pub value_tier: ValueTierRules,
-    pub rfm: RfmRules,
-    pub behaviour: BehaviourRules,
+    pub(crate) rates: BTreeMap<String, i128>,
+    pub(crate) value_tier: ValueTierRules,
+    pub(crate) rfm: RfmRules,
+    pub(crate) behaviour: BehaviourRules,
     /// Targets of the measures of `nudge report` (docs/domain.md §6), when the file sets them.
-    pub report: Option<ReportRules>,
+    pub(crate) report: Option<ReportRules>,
 }
 
 /// `[report]`: rates in percent, and how long after a follow-up an order counts as its conversion.
 #[derive(Debug, Clone)]
-pub struct ReportRules {
-    pub response_rate_min: u32,
-    pub conversion_rate_min: u32,
-    pub churn_rate_max: u32,
-    pub conversion_window: Span,
+pub(crate) struct ReportRules {
+    pub(crate) response_rate_min: u32,
+    pub(crate) conversion_rate_min: u32,
+    pub(crate) churn_rate_max: u32,
+    pub(crate) conversion_window: Span,
 }
 
 /// high: >= `high_min` in the window and a customer for >= `high_min_tenure`;
 /// medium: >= `medium_min`; low: below.
 #[derive(Debug, Clone)]
-pub struct ValueTierRules {
-    pub window: Span,
-    pub high_min: i64,
-    pub high_min_tenure: Span,
-    pub medium_min: i64,
+pub(crate) struct ValueTierRules {
+    pub(crate) window: Span,
+    pub(crate) high_min: i64,
+    pub(crate) high_min_tenure: Span,
+    pub(crate) medium_min: i64,
 }
 
 /// Recency, frequency and monetary scores (3 high, 2 medium, 1 low, 0 none),
 /// summed into a grade: A from `grade_a`, B from `grade_b`, else C.
 #[derive(Debug, Clone)]
-pub struct RfmRules {
+pub(crate) struct RfmRules {
     /// Frequency and monetary count the orders of this trailing window.
-    pub window: Span,
+    pub(crate) window: Span,
     /// The last order is at most this old for a high / medium / low recency score.
-    pub recency: [Span; 3],
-    pub frequency_high: u32,
-    pub frequency_medium: u32,
-    pub monetary_high: i64,
-    pub monetary_medium: i64,
-    pub grade_a: u32,
-    pub grade_b: u32,
+    pub(crate) recency: [Span; 3],
+    pub(crate) frequency_high: u32,
+    pub(crate) frequency_medium: u32,
+    pub(crate) monetary_high: i64,
+    pub(crate) monetary_medium: i64,
+    pub(crate) grade_a: u32,
+    pub(crate) grade_b: u32,
 }
 
 /// active: bought within `dormant_after`; dormant: not; churned: no order and no
 /// logged follow-up within `churned_after`.
 #[derive(Debug, Clone)]
-pub struct BehaviourRules {
-    pub dormant_after: Span,
-    pub churned_after: Span,
+pub(crate) struct BehaviourRules {
+    pub(crate) dormant_after: Span,
+    pub(crate) churned_after: Span,
 }
 
 impl ClassificationRules {
     /// The rate of `currency` into the base currency, or why an order in it is refused.
-    pub fn rate(&self, currency: &str) -> Result<i128, String> {
+    pub(crate) fn rate(&self, currency: &str) -> Result<i128, String> {
         if currency == self.base_currency {
             return Ok(money::UNIT_RATE);
         }
@@ -93,11 +93,11 @@ impl ClassificationRules {
     }
 
     /// Today's date in the rules' time zone.
-    pub fn today(&self, now_ms: i64) -> Date {
+    pub(crate) fn today(&self, now_ms: i64) -> Date {
         self.date_of(now_ms)
     }
 
-    pub fn date_of(&self, at_ms: i64) -> Date {
+    pub(crate) fn date_of(&self, at_ms: i64) -> Date {
         jiff::Timestamp::from_millisecond(at_ms)
             .expect("stored times are in range")
             .to_zoned(self.time_zone.clone())

@@ -32,7 +32,7 @@ pub fn event_schema() -> serde_json::Value {
 
 /// A compiled condition.
 pub struct Condition {
-    pub source: String,
+    pub(crate) source: String,
     program: Program,
     env: Arc<Env>,
 }
@@ -46,9 +46,9 @@ impl std::fmt::Debug for Condition {
 /// A problem in a condition, at a byte range of the expression.
 #[derive(Debug)]
 pub struct ConditionError {
-    pub span: Range<usize>,
-    pub message: String,
-    pub help: Option<String>,
+    pub(crate) span: Range<usize>,
+    pub(crate) message: String,
+    pub(crate) help: Option<String>,
 }
 
 impl Condition {
@@ -101,7 +101,7 @@ impl Condition {
     /// A type error in an operand of `&&` / `||` that `compile`'s probe did not
     /// reach: they stop at the first operand that decides. Checked apart from
     /// `compile` because conditions stored with their runs predate it.
-    pub fn operand_type_error(&self) -> Option<ConditionError> {
+    pub(crate) fn operand_type_error(&self) -> Option<ConditionError> {
         self.check_operands().map(|(span, message)| type_error(span, message))
     }
 

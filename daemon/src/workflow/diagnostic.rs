@@ -9,17 +9,17 @@ use annotate_snippets::{Level, Renderer, Snippet};
 
 /// One problem in one file.
 #[derive(Debug, Clone)]
-pub struct Diagnostic {
+pub(crate) struct Diagnostic {
     /// Path as shown to the user (relative to where nudge was pointed).
-    pub file: String,
+    pub(crate) file: String,
     /// Byte range in the file's source; empty ranges point at a position.
-    pub span: Range<usize>,
-    pub message: String,
-    pub help: Option<String>,
+    pub(crate) span: Range<usize>,
+    pub(crate) message: String,
+    pub(crate) help: Option<String>,
 }
 
 impl Diagnostic {
-    pub fn new(file: &str, span: Range<usize>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(file: &str, span: Range<usize>, message: impl Into<String>) -> Self {
         Diagnostic {
             file: file.to_string(),
             span,
@@ -28,13 +28,13 @@ impl Diagnostic {
         }
     }
 
-    pub fn help(mut self, help: impl Into<String>) -> Self {
+    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
 
     /// 1-based line and column (in characters) of the span's start.
-    pub fn line_col(&self, source: &str) -> (usize, usize) {
+    pub(crate) fn line_col(&self, source: &str) -> (usize, usize) {
         let start = self.span.start.min(source.len());
         let before = &source[..floor_char_boundary(source, start)];
         let line = before.matches('\n').count() + 1;
@@ -43,7 +43,7 @@ impl Diagnostic {
     }
 
     /// Renders with the source line and a caret, as `nudge check` prints it.
-    pub fn render(&self, source: &str, color: bool) -> String {
+    pub(crate) fn render(&self, source: &str, color: bool) -> String {
         let (line, col) = self.line_col(source);
         let title = format!("{}:{}:{}: {}", self.file, line, col, self.message);
         // The renderer slices the source at the span: both ends must fall between characters.
@@ -85,12 +85,12 @@ fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
 /// Every problem in a workflow set, with the sources needed to show them.
 #[derive(Debug, Clone)]
 pub struct Diagnostics {
-    pub items: Vec<Diagnostic>,
-    pub sources: Vec<(String, String)>,
+    pub(crate) items: Vec<Diagnostic>,
+    pub(crate) sources: Vec<(String, String)>,
 }
 
 impl Diagnostics {
-    pub fn render(&self, color: bool) -> String {
+    pub(crate) fn render(&self, color: bool) -> String {
         let mut out = String::new();
         for d in &self.items {
             let source = self
@@ -120,7 +120,7 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// "did you mean `x`?" when one candidate is close to what was written.
-pub fn did_you_mean<'a>(written: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub(crate) fn did_you_mean<'a>(written: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(written, c), c))

@@ -19,66 +19,64 @@ use std::path::Path;
 use jiff::Span;
 use sha2::{Digest, Sha256};
 
-pub use classification::{BehaviourRules, ClassificationRules, ReportRules, RfmRules, ValueTierRules};
+pub(crate) use classification::ClassificationRules;
 pub use condition::{Condition, contact_schema, event_schema};
-pub use diagnostic::{Diagnostic, Diagnostics};
-pub use sending::{Cap, SendingPolicy, Window};
+pub(crate) use diagnostic::{Diagnostic, Diagnostics};
+pub(crate) use sending::SendingPolicy;
 
 use crate::model::{Category, add_span};
 
 /// The file of the folder that holds the classification rules.
-pub const CLASSIFICATION_FILE: &str = "classification.toml";
+pub(crate) const CLASSIFICATION_FILE: &str = "classification.toml";
 
 /// A validated, compiled set of workflow files.
 #[derive(Debug)]
 pub struct WorkflowSet {
     /// sha256 over every file's path and content.
-    pub hash: String,
+    pub(crate) hash: String,
     /// (path, source) of every file, as loaded; stored so pinned runs can recompile it.
-    pub files: Vec<(String, String)>,
-    pub workflows: Vec<Workflow>,
-    pub templates: BTreeMap<String, Template>,
-    pub cadences: BTreeMap<String, Cadence>,
+    pub(crate) files: Vec<(String, String)>,
+    pub(crate) workflows: Vec<Workflow>,
+    pub(crate) templates: BTreeMap<String, Template>,
+    pub(crate) cadences: BTreeMap<String, Cadence>,
     /// `sending.toml`: send windows, quiet hours, frequency caps.
-    pub sending: SendingPolicy,
+    pub(crate) sending: SendingPolicy,
     /// Without a `classification.toml`, nothing is computed from orders (and orders are refused).
-    pub classification: Option<std::sync::Arc<ClassificationRules>>,
+    pub(crate) classification: Option<std::sync::Arc<ClassificationRules>>,
 }
 
 /// One workflow file.
 #[derive(Debug)]
-pub struct Workflow {
+pub(crate) struct Workflow {
     /// The file's stem, e.g. `inquiry-sla` for `inquiry-sla.toml`.
-    pub name: String,
-    pub file: String,
-    pub description: String,
-    pub enabled: bool,
-    pub trigger: Trigger,
-    pub when: Option<Condition>,
+    pub(crate) name: String,
+    pub(crate) enabled: bool,
+    pub(crate) trigger: Trigger,
+    pub(crate) when: Option<Condition>,
     /// Values passed to templates as `vars`.
-    pub vars: serde_json::Value,
-    pub steps: Vec<Step>,
+    pub(crate) vars: serde_json::Value,
+    pub(crate) steps: Vec<Step>,
     /// What the workflow's messages to the contact are: priority, caps, unsubscribe.
-    pub category: Category,
+    pub(crate) category: Category,
     /// A window of `sending.toml` that its messages to the contact wait for.
-    pub send_window: Option<String>,
+    pub(crate) send_window: Option<String>,
     /// Whether its email tracks opens and clicks (`track`): only marketing email ever does.
-    pub track: bool,
+    pub(crate) track: bool,
     /// What stops a run before its next step.
-    pub exit: Exit,
+    pub(crate) exit: Exit,
 }
 
 /// Conditions checked before every step; any one met ends the run.
 #[derive(Debug, Default)]
-pub struct Exit {
-    pub on: Vec<ExitOn>,
+pub(crate) struct Exit {
+    pub(crate) on: Vec<ExitOn>,
     /// A CEL condition over the contact (`exit_if`).
-    pub condition: Option<Condition>,
+    pub(crate) condition: Option<Condition>,
 }
 
 /// Built-in exit conditions, each measured from the run's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitOn {
+pub(crate) enum ExitOn {
     /// The contact's lifecycle stage changed (other than by this run).
     StageChanged,
     /// A follow-up was logged, an inquiry came in or a reply was recorded (`POST /replies`).
@@ -92,10 +90,10 @@ pub enum ExitOn {
 }
 
 impl ExitOn {
-    pub const NAMES: &[&str] = &["stage_changed", "replied", "ordered", "unsubscribed", "bounced"];
+    pub(crate) const NAMES: &[&str] = &["stage_changed", "replied", "ordered", "unsubscribed", "bounced"];
     /// Marketing runs stop on all of them unless the workflow says otherwise;
     /// listed weightiest first, the order in which a stop is explained.
-    pub const MARKETING_DEFAULT: &[ExitOn] = &[
+    pub(crate) const MARKETING_DEFAULT: &[ExitOn] = &[
         ExitOn::Unsubscribed,
         ExitOn::Bounced,
         ExitOn::Ordered,
@@ -103,7 +101,7 @@ impl ExitOn {
         ExitOn::StageChanged,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ExitOn::StageChanged => "stage_changed",
             ExitOn::Replied => "replied",
@@ -113,7 +111,7 @@ impl ExitOn {
         }
     }
 
-    pub fn parse(name: &str) -> Option<ExitOn> {
+    pub(crate) fn parse(name: &str) -> Option<ExitOn> {
         Some(match name {
             "stage_changed" => ExitOn::StageChanged,
             "replied" => ExitOn::Replied,
@@ -127,7 +125,7 @@ impl ExitOn {
 
 /// What starts a run.
 #[derive(Debug, Clone)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     ContactCreated,
     StageChanged {
         from: Option<String>,
@@ -171,20 +169,20 @@ pub enum Trigger {
 
 /// Response time allowed for an inquiry, by value tier.
 #[derive(Debug, Clone)]
-pub struct Sla {
-    pub default: Span,
-    pub by_tier: BTreeMap<String, Span>,
+pub(crate) struct Sla {
+    pub(crate) default: Span,
+    pub(crate) by_tier: BTreeMap<String, Span>,
 }
 
 impl Sla {
-    pub fn for_tier(&self, tier: Option<&str>) -> Span {
+    pub(crate) fn for_tier(&self, tier: Option<&str>) -> Span {
         tier.and_then(|t| self.by_tier.get(t)).copied().unwrap_or(self.default)
     }
 }
 
 /// One step of a workflow.
 #[derive(Debug, Clone)]
-pub enum Step {
+pub(crate) enum Step {
     Send {
         channel: String,
         template: String,
@@ -212,14 +210,14 @@ impl Step {
     /// Whether the step writes its contact in the step's transaction, and with
     /// it perhaps an event (a stage change) that starts other runs. Tags are
     /// changed in memory and written with the batch.
-    pub fn writes_contact(&self) -> bool {
+    pub(crate) fn writes_contact(&self) -> bool {
         !matches!(
             self,
             Step::Send { .. } | Step::NotifyOwner { .. } | Step::Wait(_) | Step::Tag(_) | Step::Untag(_)
         )
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Step::Send { .. } => "send",
             Step::NotifyOwner { .. } => "notify_owner",
@@ -237,15 +235,15 @@ impl Step {
 
 /// One arm of a send step's A/B test.
 #[derive(Debug, Clone)]
-pub struct Variant {
+pub(crate) struct Variant {
     /// Unique in its workflow; the report groups by it.
-    pub name: String,
+    pub(crate) name: String,
     /// Share of the contacts: weight / the sum of the step's weights.
-    pub weight: u32,
+    pub(crate) weight: u32,
     /// Replaces the template's subject (a template string itself).
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     /// The message goes this long after the step is reached (then within the send window).
-    pub delay: Option<Span>,
+    pub(crate) delay: Option<Span>,
 }
 
 impl Variant {
@@ -253,7 +251,12 @@ impl Variant {
     /// the step and the contact with SHA-256 (not std's hasher, whose output may change
     /// between Rust releases), so it is the same after a restart, a reload or on
     /// another node, and independent between workflows and steps.
-    pub fn assign<'a>(variants: &'a [Variant], workflow: &str, step: i64, contact_id: i64) -> Option<&'a Variant> {
+    pub(crate) fn assign<'a>(
+        variants: &'a [Variant],
+        workflow: &str,
+        step: i64,
+        contact_id: i64,
+    ) -> Option<&'a Variant> {
         let total: u64 = variants.iter().map(|v| u64::from(v.weight)).sum();
         if total == 0 {
             return None;
@@ -273,7 +276,7 @@ impl Variant {
     }
 
     /// The template's fields with this variant's subject in place of the template's.
-    pub fn apply(&self, fields: &mut [(String, String)]) {
+    pub(crate) fn apply(&self, fields: &mut [(String, String)]) {
         if let Some(subject) = &self.subject {
             for (_, value) in fields.iter_mut().filter(|(k, _)| k == "subject") {
                 *value = subject.clone();
@@ -284,7 +287,7 @@ impl Variant {
 
 /// When the next follow-up falls.
 #[derive(Debug, Clone)]
-pub enum FollowUpAfter {
+pub(crate) enum FollowUpAfter {
     Fixed(Span),
     /// Looked up in a named cadence table by a contact field.
     Cadence(String),
@@ -292,37 +295,37 @@ pub enum FollowUpAfter {
 
 /// A message template: a channel and the fields its plugin renders.
 #[derive(Debug, Clone)]
-pub struct Template {
-    pub name: String,
-    pub channel: String,
-    pub fields: Vec<(String, String)>,
+pub(crate) struct Template {
+    pub(crate) name: String,
+    pub(crate) channel: String,
+    pub(crate) fields: Vec<(String, String)>,
     /// The `vars.<name>` its fields read: every workflow that sends it defines them.
-    pub reads_vars: std::collections::BTreeSet<String>,
+    pub(crate) reads_vars: std::collections::BTreeSet<String>,
 }
 
 /// A named cadence table, e.g. intent grade A -> 3d, B -> 7d, C -> 15d.
 #[derive(Debug, Clone)]
-pub struct Cadence {
+pub(crate) struct Cadence {
     /// The contact field that picks the row: `intent_grade`, `value_tier` or `stage`.
-    pub by: String,
-    pub every: BTreeMap<String, Span>,
-    pub default: Option<Span>,
+    pub(crate) by: String,
+    pub(crate) every: BTreeMap<String, Span>,
+    pub(crate) default: Option<Span>,
 }
 
 impl Cadence {
-    pub fn interval_for(&self, value: Option<&str>) -> Option<Span> {
+    pub(crate) fn interval_for(&self, value: Option<&str>) -> Option<Span> {
         value.and_then(|v| self.every.get(v)).copied().or(self.default)
     }
 }
 
 /// Contact fields that a cadence table may be keyed by.
-pub const CADENCE_KEYS: &[&str] = &["intent_grade", "value_tier", "stage", "source"];
+pub(crate) const CADENCE_KEYS: &[&str] = &["intent_grade", "value_tier", "stage", "source"];
 
 impl WorkflowSet {
     /// Reads every workflow, template and cadence file under `dir`. A `*.toml`
     /// that cannot be read (a link to nothing, a loop of links, a file that is
     /// not UTF-8) is a problem of its own: skipping it would drop a workflow unseen.
-    pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, Diagnostics> {
+    pub(crate) fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, Diagnostics> {
         let mut files = Vec::new();
         let mut problems = Diagnostics {
             items: Vec::new(),
@@ -398,7 +401,7 @@ impl WorkflowSet {
     }
 
     /// Loads and validates the folder as one set.
-    pub fn load(dir: &Path, channels: &[String]) -> Result<WorkflowSet, Diagnostics> {
+    pub(crate) fn load(dir: &Path, channels: &[String]) -> Result<WorkflowSet, Diagnostics> {
         Self::compile(Self::read_dir(dir)?, channels)
     }
 
@@ -409,7 +412,10 @@ impl WorkflowSet {
 
     /// Compiles a set stored for the runs pinned to it. An earlier nudge accepted
     /// it; checks added since (`Problems::lint`) must not strand its runs.
-    pub fn compile_stored(files: Vec<(String, String)>, channels: &[String]) -> Result<WorkflowSet, Diagnostics> {
+    pub(crate) fn compile_stored(
+        files: Vec<(String, String)>,
+        channels: &[String],
+    ) -> Result<WorkflowSet, Diagnostics> {
         Self::compile_checked(files, channels, true)
     }
 
@@ -440,7 +446,7 @@ impl WorkflowSet {
         }
     }
 
-    pub fn workflow(&self, name: &str) -> Option<&Workflow> {
+    pub(crate) fn workflow(&self, name: &str) -> Option<&Workflow> {
         self.workflows.iter().find(|w| w.name == name)
     }
 }
@@ -450,7 +456,7 @@ impl WorkflowSet {
 /// `last + k * every` not after `now`, so the missed periods are caught up with
 /// one pass. Computed, not stepped through: a segment that started years ago
 /// with a short `every` must not hold the engine for billions of steps.
-pub fn next_segment_due(last: i64, every: Span, now: i64) -> i64 {
+pub(crate) fn next_segment_due(last: i64, every: Span, now: i64) -> i64 {
     let after = |k: i64| {
         every
             .checked_mul(k)

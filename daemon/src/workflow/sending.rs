@@ -17,15 +17,15 @@ use crate::model::{Category, parse_duration};
 
 /// Every rule of `sending.toml`; empty (no limits) when the file is absent.
 #[derive(Debug, Clone, Default)]
-pub struct SendingPolicy {
-    pub windows: BTreeMap<String, Window>,
-    pub quiet_hours: Option<QuietHours>,
-    pub caps: Vec<Cap>,
+pub(crate) struct SendingPolicy {
+    pub(crate) windows: BTreeMap<String, Window>,
+    pub(crate) quiet_hours: Option<QuietHours>,
+    pub(crate) caps: Vec<Cap>,
 }
 
 /// Local times when a message may go: one or more (days, hour ranges) rules.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Window {
+pub(crate) struct Window {
     rules: Vec<WindowRule>,
 }
 
@@ -39,21 +39,21 @@ struct WindowRule {
 
 /// Local hours when messages of some categories never go (e.g. 21:00-08:00).
 #[derive(Debug, Clone)]
-pub struct QuietHours {
+pub(crate) struct QuietHours {
     /// The complement of the quiet hours, as a window that is open every day.
     open: Window,
-    pub categories: Vec<Category>,
+    pub(crate) categories: Vec<Category>,
 }
 
 /// At most `max` messages of `categories` on `channel` per contact in any `per`.
 #[derive(Debug, Clone)]
-pub struct Cap {
-    pub channel: String,
-    pub categories: Vec<Category>,
-    pub max: i64,
-    pub per: Span,
+pub(crate) struct Cap {
+    pub(crate) channel: String,
+    pub(crate) categories: Vec<Category>,
+    pub(crate) max: i64,
+    pub(crate) per: Span,
     /// e.g. "2 marketing email per 7d", for the reason a message waits.
-    pub label: String,
+    pub(crate) label: String,
 }
 
 /// How far ahead to look for an opening: a week covers every weekly pattern.
@@ -63,7 +63,7 @@ impl Window {
     /// The earliest instant at or after `at` when the window is open, in `tz`.
     /// A local start time that does not exist (a DST gap) moves forward past the
     /// gap; one that happens twice (DST ends) is taken the first time, once.
-    pub fn next_open(&self, at: Timestamp, tz: &TimeZone) -> Timestamp {
+    pub(crate) fn next_open(&self, at: Timestamp, tz: &TimeZone) -> Timestamp {
         let today = at.to_zoned(tz.clone()).date();
         let mut best: Option<Timestamp> = None;
         for offset in 0..LOOKAHEAD_DAYS {
@@ -88,10 +88,6 @@ impl Window {
         }
         best.unwrap_or(at)
     }
-
-    pub fn is_open(&self, at: Timestamp, tz: &TimeZone) -> bool {
-        self.next_open(at, tz) == at
-    }
 }
 
 /// The instant of a local time of day (minutes after midnight; 1440 is the next midnight).
@@ -109,7 +105,13 @@ fn local(date: Date, minutes: u16, tz: &TimeZone) -> Option<Timestamp> {
 impl SendingPolicy {
     /// When a message of `category` may go at the earliest, from `at`: within
     /// `window` (if the workflow names one) and outside quiet hours.
-    pub fn next_slot(&self, window: Option<&str>, category: Category, at: Timestamp, tz: &TimeZone) -> Timestamp {
+    pub(crate) fn next_slot(
+        &self,
+        window: Option<&str>,
+        category: Category,
+        at: Timestamp,
+        tz: &TimeZone,
+    ) -> Timestamp {
         let window = window.and_then(|w| self.windows.get(w));
         let quiet = self.quiet_hours.as_ref().filter(|q| q.categories.contains(&category));
         let mut t = at;
@@ -131,7 +133,7 @@ impl SendingPolicy {
     }
 
     /// The caps that apply to a message.
-    pub fn caps_for<'a>(&'a self, channel: &'a str, category: Category) -> impl Iterator<Item = &'a Cap> + 'a {
+    pub(crate) fn caps_for<'a>(&'a self, channel: &'a str, category: Category) -> impl Iterator<Item = &'a Cap> + 'a {
         self.caps
             .iter()
             .filter(move |c| c.channel == channel && c.categories.contains(&category))

@@ -23,14 +23,14 @@ const IMPLICIT: &[&str] = &["loop", "self", "super", "caller", "varargs", "kwarg
 
 /// A problem at a byte range of a template's text.
 #[derive(Debug)]
-pub struct TemplateProblem {
-    pub at: Range<usize>,
-    pub message: String,
-    pub help: String,
+pub(crate) struct TemplateProblem {
+    pub(crate) at: Range<usize>,
+    pub(crate) message: String,
+    pub(crate) help: String,
 }
 
 /// The `vars.<name>` a template reads: each workflow that uses it must define them.
-pub type ReadsVars = BTreeSet<String>;
+pub(crate) type ReadsVars = BTreeSet<String>;
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
@@ -39,7 +39,7 @@ fn environment() -> Environment<'static> {
 }
 
 /// Checks one template text; on success, the vars it reads.
-pub fn check(text: &str) -> Result<ReadsVars, TemplateProblem> {
+pub(crate) fn check(text: &str) -> Result<ReadsVars, TemplateProblem> {
     let env = environment();
     let template = env.template_from_str(text).map_err(|e| TemplateProblem {
         at: e.range().unwrap_or(0..0),

@@ -17,8 +17,8 @@ use crate::unsubscribe::Unsubscribe;
 use crate::workflow::WorkflowSet;
 
 /// When the fixture's clock starts: a Friday, 08:00 UTC.
-pub const START: i64 = 1_800_000_000_000;
-pub const DAY: i64 = 86_400_000;
+pub(crate) const START: i64 = 1_800_000_000_000;
+pub(crate) const DAY: i64 = 86_400_000;
 
 /// The templates every fixture has: `hello` by email.
 const TEMPLATES: (&str, &str) = (
@@ -26,9 +26,9 @@ const TEMPLATES: (&str, &str) = (
     "[hello]\nchannel = \"email\"\nsubject = \"Hi {{ contact.name }}\"\ntext = \"Hello {{ contact.name }}.\"\n",
 );
 
-pub struct Fixture {
-    pub engine: Arc<Engine>,
-    pub store: Store,
+pub(crate) struct Fixture {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) store: Store,
     _dir: tempfile::TempDir,
 }
 
@@ -51,7 +51,7 @@ fn plugins() -> Plugins {
 impl Fixture {
     /// An engine running `files` (path, TOML text: workflows, and perhaps
     /// `sending.toml` or `cadences.toml`) and the fixture's templates.
-    pub async fn new(mut files: Vec<(String, String)>) -> Fixture {
+    pub(crate) async fn new(mut files: Vec<(String, String)>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
         let plugins = plugins();
@@ -77,7 +77,7 @@ impl Fixture {
     }
 
     /// Adds a contact named Li with these fields (as `nudge contact add` takes them).
-    pub async fn contact(&self, fields: serde_json::Value) -> i64 {
+    pub(crate) async fn contact(&self, fields: serde_json::Value) -> i64 {
         let mut new = json!({ "name": "Li" });
         new.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
         let new: store::NewContact = serde_json::from_value(new).unwrap();
@@ -88,7 +88,7 @@ impl Fixture {
     }
 
     /// Writes an event of `kind` for `contact`, as a source would.
-    pub async fn event(&self, kind: store::EventKind, contact: i64) {
+    pub(crate) async fn event(&self, kind: store::EventKind, contact: i64) {
         let mut conn = self.store.pool.acquire().await.unwrap();
         store::insert_event(&mut conn, kind, contact, &json!({}), self.engine.clock.now_ms())
             .await
@@ -96,7 +96,7 @@ impl Fixture {
     }
 
     /// Lets the engine work until nothing more is due.
-    pub async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         let mut ticks = 0;
         while self.engine.tick().await.unwrap() || self.engine.settle().await.unwrap() {
             ticks += 1;
@@ -105,13 +105,13 @@ impl Fixture {
     }
 
     /// Moves the clock on by `ms` and lets the engine do what fell due.
-    pub async fn later(&self, ms: i64) {
+    pub(crate) async fn later(&self, ms: i64) {
         self.engine.clock.set_virtual_ms(self.engine.clock.now_ms() + ms);
         self.settle().await;
     }
 
     /// The one row `sql` selects, with `id` bound to its one parameter.
-    pub async fn row<T>(&self, sql: &str, id: i64) -> T
+    pub(crate) async fn row<T>(&self, sql: &str, id: i64) -> T
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
     {
@@ -119,7 +119,7 @@ impl Fixture {
     }
 
     /// The run's status and what its steps did (`run_steps.detail`, in order).
-    pub async fn run_of(&self, contact: i64) -> (String, Vec<String>) {
+    pub(crate) async fn run_of(&self, contact: i64) -> (String, Vec<String>) {
         let (id, status): (i64, String) = self
             .row("SELECT id, status FROM runs WHERE contact_id = ?", contact)
             .await;
@@ -132,7 +132,7 @@ impl Fixture {
     }
 
     /// How many outbox rows there are for `contact`.
-    pub async fn outbox_count(&self, contact: i64) -> i64 {
+    pub(crate) async fn outbox_count(&self, contact: i64) -> i64 {
         let (count,): (i64,) = self
             .row("SELECT COUNT(*) FROM outbox WHERE contact_id = ?", contact)
             .await;
@@ -142,7 +142,7 @@ impl Fixture {
 
 /// A workflow file started by `inquiry_received`, with `head` above the trigger
 /// (`category`, `send_window`, ...) and `steps` as `[[steps]]` tables.
-pub fn workflow(name: &str, head: &str, steps: &[&str]) -> (String, String) {
+pub(crate) fn workflow(name: &str, head: &str, steps: &[&str]) -> (String, String) {
     let steps: String = steps.iter().map(|s| format!("\n[[steps]]\n{s}\n")).collect();
     (
         format!("workflows/{name}.toml"),

@@ -32,25 +32,25 @@ mod wait;
 
 /// A ready run's next move, worked out before its transaction.
 pub(super) struct NextMove {
-    pub run: Run,
-    pub set: Arc<WorkflowSet>,
+    pub(crate) run: Run,
+    pub(crate) set: Arc<WorkflowSet>,
     /// Index of the run's workflow in `set.workflows`.
-    pub workflow: usize,
-    pub action: Action,
+    pub(crate) workflow: usize,
+    pub(crate) action: Action,
 }
 
 impl NextMove {
-    pub fn workflow(&self) -> &Workflow {
+    pub(crate) fn workflow(&self) -> &Workflow {
         &self.set.workflows[self.workflow]
     }
 
     /// Whether the run takes its step (rather than ending or waiting).
-    pub fn is_step(&self) -> bool {
+    pub(crate) fn is_step(&self) -> bool {
         matches!(self.action, Action::Step(_))
     }
 
     /// Whether its step is taken and writes the contact (see `Step::writes_contact`).
-    pub fn writes_contact(&self) -> bool {
+    pub(crate) fn writes_contact(&self) -> bool {
         let step = self.workflow().steps.get(self.run.next_step as usize);
         self.is_step() && step.is_some_and(Step::writes_contact)
     }
@@ -66,12 +66,12 @@ pub(super) enum Action {
 }
 
 pub(super) struct PreparedStep {
-    pub outgoing: Option<Outgoing>,
+    pub(crate) outgoing: Option<Outgoing>,
     /// What the message is rendered from, until it is.
-    pub render: Option<Render>,
-    pub rendered: Option<RenderedMessage>,
-    pub unsubscribe: Option<store::Unsubscribe>,
-    pub category: Category,
+    pub(crate) render: Option<Render>,
+    pub(crate) rendered: Option<RenderedMessage>,
+    pub(crate) unsubscribe: Option<store::Unsubscribe>,
+    pub(crate) category: Category,
 }
 
 /// What a step's `apply` did.
@@ -87,25 +87,25 @@ enum Outcome {
 /// A ready run at its step before the batch's transaction: the contact as
 /// the batch read it.
 pub(super) struct Preparing<'a> {
-    pub set: &'a WorkflowSet,
-    pub workflow: &'a Workflow,
-    pub run: &'a Run,
-    pub contact: &'a Contact,
-    pub contact_ctx: &'a serde_json::Value,
+    pub(crate) set: &'a WorkflowSet,
+    pub(crate) workflow: &'a Workflow,
+    pub(crate) run: &'a Run,
+    pub(crate) contact: &'a Contact,
+    pub(crate) contact_ctx: &'a serde_json::Value,
     /// The A/B variant of the run's message, if its step is a test.
-    pub variant: Option<&'a Variant>,
-    pub now: i64,
+    pub(crate) variant: Option<&'a Variant>,
+    pub(crate) now: i64,
 }
 
 /// A run at its step inside the batch's transaction: the contact as the
 /// transaction sees it.
 pub(super) struct Applying<'a> {
-    pub set: &'a WorkflowSet,
-    pub workflow: &'a Workflow,
-    pub run: &'a Run,
-    pub contact: &'a Contact,
-    pub contact_ctx: &'a serde_json::Value,
-    pub now: i64,
+    pub(crate) set: &'a WorkflowSet,
+    pub(crate) workflow: &'a Workflow,
+    pub(crate) run: &'a Run,
+    pub(crate) contact: &'a Contact,
+    pub(crate) contact_ctx: &'a serde_json::Value,
+    pub(crate) now: i64,
 }
 
 impl Engine {

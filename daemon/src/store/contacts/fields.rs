@@ -6,7 +6,7 @@ use crate::model::{INTENT_GRADES, TIERS};
 use crate::store::{Conn, TimerKind, insert_history, insert_timer};
 
 /// Sets one of the single-valued classification fields.
-pub async fn set_classification(
+pub(crate) async fn set_classification(
     conn: &mut Conn,
     contact_id: i64,
     field: Classification,
@@ -33,7 +33,7 @@ pub async fn set_classification(
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum Classification {
+pub(crate) enum Classification {
     ValueTier,
     IntentGrade,
 }
@@ -48,7 +48,7 @@ impl Classification {
     }
 
     /// As people read it: `value tier`, `intent grade`.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Classification::ValueTier => "value tier",
             Classification::IntentGrade => "intent grade",
@@ -58,7 +58,7 @@ impl Classification {
 
 /// Sets a value tier or intent grade on someone's behalf (`by`, e.g. `workflow:NAME`);
 /// a change is kept in the history, like changes of stage and owner.
-pub async fn set_classification_by(
+pub(crate) async fn set_classification_by(
     conn: &mut Conn,
     contact: &Contact,
     field: Classification,
@@ -78,7 +78,13 @@ pub async fn set_classification_by(
 }
 
 /// Hands the contact to another owner; kept in the history with who did it.
-pub async fn set_owner(conn: &mut Conn, contact: &Contact, owner: &str, by: &str, now: i64) -> anyhow::Result<()> {
+pub(crate) async fn set_owner(
+    conn: &mut Conn,
+    contact: &Contact,
+    owner: &str,
+    by: &str,
+    now: i64,
+) -> anyhow::Result<()> {
     if contact.owner == owner {
         return Ok(());
     }
@@ -92,7 +98,7 @@ pub async fn set_owner(conn: &mut Conn, contact: &Contact, owner: &str, by: &str
 }
 
 /// Sets contacts' tags, each (contact id, all its tags), in one statement.
-pub async fn set_tags(
+pub(crate) async fn set_tags(
     conn: &mut Conn,
     tags: &std::collections::BTreeMap<i64, Vec<String>>,
     now: i64,
@@ -112,7 +118,7 @@ pub async fn set_tags(
 
 /// Sets (or clears) the next follow-up. A timer fires at that time; if the time
 /// is still the contact's next follow-up then, the follow-up is overdue.
-pub async fn set_next_follow_up(
+pub(crate) async fn set_next_follow_up(
     conn: &mut Conn,
     contact_id: i64,
     at: Option<i64>,

@@ -37,9 +37,9 @@ pub(super) enum KnownEmail {
 
 /// What `insert_contact_rows` added.
 pub(super) struct InsertedContacts {
-    pub contacts: RangeInclusive<i64>,
+    pub(crate) contacts: RangeInclusive<i64>,
     /// Their `contact_created` events.
-    pub events: RangeInclusive<i64>,
+    pub(crate) events: RangeInclusive<i64>,
 }
 
 /// Inserts contacts (validated, at least one) and their `contact_created` events;
@@ -118,7 +118,7 @@ pub(super) async fn insert_contact_rows(
 /// or invalid (a rare few), are looked up first; so are rows with an email and the
 /// phone of a phone-only row of the batch: whether such a row is known decides whether
 /// that phone names a contact the batch adds.
-pub async fn insert_new_contacts(
+pub(crate) async fn insert_new_contacts(
     conn: &mut Conn,
     new: &[(NewContact, Result<(), Invalid>)],
     now: i64,

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::types::Json;
 
-pub use fields::*;
+pub(crate) use fields::*;
 pub use insert::*;
-pub use read::*;
+pub(crate) use read::*;
 pub(super) use read::{contacts_json_sql, parse_contact_rows, with_contexts};
 pub use stage::*;
 
@@ -22,36 +22,36 @@ use crate::model::{INTENT_GRADES, STAGES, TIERS};
 
 /// A contact as stored.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]
-pub struct Contact {
-    pub id: i64,
-    pub name: String,
-    pub company: String,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub owner: String,
-    pub stage: String,
-    pub intent_grade: Option<String>,
-    pub value_tier: Option<String>,
-    pub tags: Json<Vec<String>>,
-    pub source: String,
-    pub time_zone: String,
-    pub locale: String,
-    pub consent: String,
-    pub next_follow_up_at: Option<i64>,
-    pub next_goal: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
+pub(crate) struct Contact {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) company: String,
+    pub(crate) email: Option<String>,
+    pub(crate) phone: Option<String>,
+    pub(crate) owner: String,
+    pub(crate) stage: String,
+    pub(crate) intent_grade: Option<String>,
+    pub(crate) value_tier: Option<String>,
+    pub(crate) tags: Json<Vec<String>>,
+    pub(crate) source: String,
+    pub(crate) time_zone: String,
+    pub(crate) locale: String,
+    pub(crate) consent: String,
+    pub(crate) next_follow_up_at: Option<i64>,
+    pub(crate) next_goal: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
     /// Computed from orders (classification.toml): A / B / C and the scores behind it.
-    pub rfm_grade: Option<String>,
-    pub rfm_scores: Option<String>,
+    pub(crate) rfm_grade: Option<String>,
+    pub(crate) rfm_scores: Option<String>,
     /// Computed: active / dormant / churned; none before the first order.
-    pub behaviour: Option<String>,
+    pub(crate) behaviour: Option<String>,
     /// The date of the first order (YYYY-MM-DD); none for a contact who never ordered.
-    pub customer_since: Option<String>,
+    pub(crate) customer_since: Option<String>,
     /// Set through follow-ups: doubting / accepting, vague / specific, and the funnel stage they make.
-    pub attitude: Option<String>,
-    pub understanding: Option<String>,
-    pub funnel_stage: Option<String>,
+    pub(crate) attitude: Option<String>,
+    pub(crate) understanding: Option<String>,
+    pub(crate) funnel_stage: Option<String>,
 }
 
 /// What a new contact is made of; everything but the name is optional.
@@ -79,7 +79,7 @@ pub struct NewContact {
 
 impl NewContact {
     /// The stage the contact starts at.
-    pub fn first_stage(&self) -> &str {
+    pub(crate) fn first_stage(&self) -> &str {
         self.stage.as_deref().unwrap_or("lead")
     }
 }
@@ -87,10 +87,10 @@ impl NewContact {
 /// A value a person or a file gave that nudge cannot accept.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Invalid(pub String);
+pub(crate) struct Invalid(pub(crate) String);
 
 /// Whether `stage` is one of the lifecycle stages.
-pub fn check_stage(stage: &str) -> Result<(), Invalid> {
+pub(crate) fn check_stage(stage: &str) -> Result<(), Invalid> {
     check(stage, STAGES, "stage")
 }
 
@@ -110,7 +110,7 @@ pub(in crate::store) fn check(value: &str, allowed: &[&str], what: &str) -> Resu
 /// multi-line cells, a pasted address) become one space and the ends are
 /// trimmed. NUL and the other control characters, which no name has and which
 /// would break the headers of a message that names it, are refused.
-pub fn one_line(field: &str, text: &str) -> Result<String, Invalid> {
+pub(crate) fn one_line(field: &str, text: &str) -> Result<String, Invalid> {
     let mut out = String::with_capacity(text.len());
     for c in text.trim().chars() {
         if c.is_whitespace() {
@@ -126,7 +126,7 @@ pub fn one_line(field: &str, text: &str) -> Result<String, Invalid> {
 }
 
 /// Refuses a text with a control character, naming the field and where it is.
-pub fn no_control_characters(field: &str, text: &str) -> Result<(), Invalid> {
+pub(crate) fn no_control_characters(field: &str, text: &str) -> Result<(), Invalid> {
     let bad = |c: &char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
     match text.chars().position(|c| bad(&c)) {
         None => Ok(()),
@@ -143,7 +143,7 @@ pub fn no_control_characters(field: &str, text: &str) -> Result<(), Invalid> {
 
 /// An owner is the email address that gets new-lead notes, overdue reminders and
 /// SLA escalations: anything else would make them reach nobody.
-pub fn check_owner(owner: &str) -> Result<(), Invalid> {
+pub(crate) fn check_owner(owner: &str) -> Result<(), Invalid> {
     if owner.parse::<lettre::Address>().is_err() {
         return Err(Invalid(format!(
             "`owner`: `{owner}` is not an email address; give the address that gets the contact's reminders, e.g. rep@example.com"
@@ -154,7 +154,7 @@ pub fn check_owner(owner: &str) -> Result<(), Invalid> {
 
 impl NewContact {
     /// The contact with its texts made one line (see `one_line`), then validated.
-    pub fn cleaned(mut self) -> Result<NewContact, Invalid> {
+    pub(crate) fn cleaned(mut self) -> Result<NewContact, Invalid> {
         self.name = one_line("name", &self.name)?;
         self.company = one_line("company", &self.company)?;
         self.source = one_line("source", &self.source)?;
@@ -166,7 +166,7 @@ impl NewContact {
         Ok(self)
     }
 
-    pub fn validate(&self) -> Result<(), Invalid> {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
         if self.name.trim().is_empty() {
             return Err(Invalid("a contact needs a name".into()));
         }
@@ -213,7 +213,7 @@ impl NewContact {
 
 impl Contact {
     /// The contact as conditions and templates see it (see `workflow::contact_schema`).
-    pub fn context(&self, follow_up_count: i64) -> serde_json::Value {
+    pub(crate) fn context(&self, follow_up_count: i64) -> serde_json::Value {
         json!({
             "id": self.id, "name": self.name, "company": self.company,
             "email": self.email.clone().unwrap_or_default(), "phone": self.phone.clone().unwrap_or_default(),

@@ -42,13 +42,13 @@ pub(in crate::store) fn parse_contact_rows(json: Option<String>) -> anyhow::Resu
 
 /// A contact with the derived count its condition context needs.
 #[derive(Debug)]
-pub struct ContactRow {
-    pub contact: Contact,
-    pub follow_up_count: i64,
+pub(crate) struct ContactRow {
+    pub(crate) contact: Contact,
+    pub(crate) follow_up_count: i64,
 }
 
 /// The next contacts after `cursor` in id order.
-pub async fn contacts_after(conn: &mut Conn, cursor: i64, limit: i64) -> anyhow::Result<Vec<ContactRow>> {
+pub(crate) async fn contacts_after(conn: &mut Conn, cursor: i64, limit: i64) -> anyhow::Result<Vec<ContactRow>> {
     let json = sqlx::query_scalar(&contacts_json_sql("WHERE c.id > ? ORDER BY c.id LIMIT ?"))
         .bind(cursor)
         .bind(limit)
@@ -61,12 +61,15 @@ pub async fn contacts_after(conn: &mut Conn, cursor: i64, limit: i64) -> anyhow:
 }
 
 /// A contact and its condition/template context.
-pub async fn contact_with_context(conn: &mut Conn, id: i64) -> anyhow::Result<Option<(Contact, serde_json::Value)>> {
+pub(crate) async fn contact_with_context(
+    conn: &mut Conn,
+    id: i64,
+) -> anyhow::Result<Option<(Contact, serde_json::Value)>> {
     Ok(contacts_with_context(conn, &[id]).await?.remove(&id))
 }
 
 /// Contacts and their contexts by id: what a batch of events or run steps reads.
-pub async fn contacts_with_context(
+pub(crate) async fn contacts_with_context(
     conn: &mut Conn,
     ids: &[i64],
 ) -> anyhow::Result<HashMap<i64, (Contact, serde_json::Value)>> {
@@ -92,13 +95,13 @@ pub(in crate::store) fn with_contexts(rows: Vec<ContactRow>) -> HashMap<i64, (Co
 }
 
 /// Which contacts references name: ids (`42`) or emails, as `find_contact` reads them.
-pub struct ContactIds {
+pub(crate) struct ContactIds {
     ids: HashSet<i64>,
     emails: HashMap<String, i64>,
 }
 
 impl ContactIds {
-    pub fn get(&self, reference: &str) -> Option<i64> {
+    pub(crate) fn get(&self, reference: &str) -> Option<i64> {
         match parse_reference(reference) {
             Ok(id) => self.ids.contains(&id).then_some(id),
             Err(email) => self.emails.get(email).copied(),
@@ -113,7 +116,7 @@ fn parse_reference(reference: &str) -> Result<i64, &str> {
 }
 
 /// Looks up the contacts that `references` name, in one query.
-pub async fn contact_ids_by_reference<'a>(
+pub(crate) async fn contact_ids_by_reference<'a>(
     conn: &mut Conn,
     references: impl IntoIterator<Item = &'a str>,
 ) -> anyhow::Result<ContactIds> {
@@ -149,21 +152,21 @@ pub async fn contact_ids_by_reference<'a>(
 }
 
 /// Finds a contact by id (`42`) or email address.
-pub async fn find_contact(conn: &mut Conn, reference: &str) -> anyhow::Result<Option<Contact>> {
+pub(crate) async fn find_contact(conn: &mut Conn, reference: &str) -> anyhow::Result<Option<Contact>> {
     Ok(match parse_reference(reference) {
         Ok(id) => contact_by_id(conn, id).await?,
         Err(email) => contact_by_email(conn, email).await?,
     })
 }
 
-pub async fn contact_by_email(conn: &mut Conn, email: &str) -> anyhow::Result<Option<Contact>> {
+pub(crate) async fn contact_by_email(conn: &mut Conn, email: &str) -> anyhow::Result<Option<Contact>> {
     Ok(sqlx::query_as("SELECT * FROM contacts WHERE email = ?")
         .bind(email.trim())
         .fetch_optional(&mut *conn)
         .await?)
 }
 
-pub async fn contact_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Contact>> {
+pub(crate) async fn contact_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Contact>> {
     Ok(sqlx::query_as("SELECT * FROM contacts WHERE id = ?")
         .bind(id)
         .fetch_optional(&mut *conn)

@@ -14,7 +14,7 @@ use crate::store::{Change, Conn, EventKind, inserted_ids, push_history_entries};
 
 /// Moves a contact to `stage`; emits `stage_changed` (with `by`, who did it) and
 /// returns its id, or `None` if the contact is at that stage already.
-pub async fn set_stage(
+pub(crate) async fn set_stage(
     conn: &mut Conn,
     contact_id: i64,
     from: &str,
@@ -36,10 +36,10 @@ pub async fn set_stage(
 
 /// One contact's move for `set_stages`.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct StageMove<'a> {
-    pub contact_id: i64,
-    pub from: &'a str,
-    pub to: &'a str,
+pub(crate) struct StageMove<'a> {
+    pub(crate) contact_id: i64,
+    pub(crate) from: &'a str,
+    pub(crate) to: &'a str,
 }
 
 /// Moves contacts (each once, to a checked stage other than its own) in three
@@ -101,9 +101,9 @@ pub struct StageByEmail {
 pub struct StageChanges {
     /// For each change, the contact and its `stage_changed` event (`None`: it
     /// was at that stage already).
-    pub done: Vec<(i64, Option<i64>)>,
+    pub(crate) done: Vec<(i64, Option<i64>)>,
     /// Every event written (`contact_created` ones too): consecutive ids.
-    pub events: Option<RangeInclusive<i64>>,
+    pub(crate) events: Option<RangeInclusive<i64>>,
 }
 
 impl StageChanges {

@@ -38,7 +38,7 @@ struct Job<T> {
 }
 
 /// A queue of writes of one result type, committed in groups by one task.
-pub struct GroupCommit<T> {
+pub(crate) struct GroupCommit<T> {
     jobs: mpsc::Sender<Job<T>>,
 }
 
@@ -53,7 +53,7 @@ impl<T> Clone for GroupCommit<T> {
 impl<T: Send + 'static> GroupCommit<T> {
     /// Starts the committing task; it ends when every handle is dropped. The
     /// events each group writes are counted by `admission`.
-    pub fn start(store: Store, admission: Arc<Admission>) -> GroupCommit<T> {
+    pub(crate) fn start(store: Store, admission: Arc<Admission>) -> GroupCommit<T> {
         let (jobs, queue) = mpsc::channel(MAX_GROUP * 4);
         tokio::spawn(commit_loop(store, admission, queue));
         GroupCommit { jobs }
@@ -61,7 +61,7 @@ impl<T: Send + 'static> GroupCommit<T> {
 
     /// Runs `write` in the next group's transaction (again, if another write of
     /// the group fails); returns its result once committed.
-    pub async fn write<F>(&self, write: F) -> anyhow::Result<T>
+    pub(crate) async fn write<F>(&self, write: F) -> anyhow::Result<T>
     where
         F: for<'c> Fn(&'c mut Conn) -> BoxFuture<'c, anyhow::Result<T>> + Send + Sync + 'static,
     {
@@ -216,19 +216,19 @@ async fn run_group<T: Send + 'static>(
 
 /// What a stage change by email did: the contact, and its `stage_changed`
 /// event (`None`: the contact was at that stage already).
-pub type StageChanged = (i64, Option<i64>);
+pub(crate) type StageChanged = (i64, Option<i64>);
 
 /// What taking a group's events did: the runs started ready, (run id, event
 /// id), and what is left to do once the group's commit is durable (tell
 /// admission control and delivery what the runs' first steps did).
-pub struct Taken {
-    pub started: Vec<(i64, i64)>,
-    pub committed: Box<dyn FnOnce() + Send>,
+pub(crate) struct Taken {
+    pub(crate) started: Vec<(i64, i64)>,
+    pub(crate) committed: Box<dyn FnOnce() + Send>,
 }
 
 /// Takes the events `ids` in the transaction that wrote them, starting their
 /// runs and taking their first steps (`Engine::take_events`).
-pub type TakeEvents =
+pub(crate) type TakeEvents =
     Arc<dyn for<'c> Fn(&'c mut Conn, RangeInclusive<i64>) -> BoxFuture<'c, anyhow::Result<Taken>> + Send + Sync>;
 
 struct Intake {
@@ -241,14 +241,14 @@ struct Intake {
 /// taken (their runs started) in its own transaction: one engine cycle less
 /// between a request and its email.
 #[derive(Clone)]
-pub struct StageIntake {
+pub(crate) struct StageIntake {
     changes: mpsc::Sender<Intake>,
 }
 
 impl StageIntake {
     /// Starts the committing task; it ends when every handle is dropped.
     /// `engine` is woken as soon as a group's runs can be read, before its flush.
-    pub fn start(
+    pub(crate) fn start(
         store: Store,
         admission: Arc<Admission>,
         clock: Clock,
@@ -261,7 +261,7 @@ impl StageIntake {
     }
 
     /// Applies `change` in the next group; returns what it did once committed.
-    pub async fn submit(&self, change: StageByEmail) -> anyhow::Result<StageChanged> {
+    pub(crate) async fn submit(&self, change: StageByEmail) -> anyhow::Result<StageChanged> {
         let (answer, result) = oneshot::channel();
         self.changes
             .send(Intake { change, answer })

@@ -13,7 +13,7 @@ stored_text! {
     /// Where an outbox row is: `pending` until an attempt settles it, then sent,
     /// given up (`failed`, `dead` after its retries), held (`unknown`: it may
     /// have gone out), `suppressed`, or `dropped` by an operator.
-    pub enum OutboxStatus {
+    pub(crate) enum OutboxStatus {
         Pending = "pending",
         Sent = "sent",
         Failed = "failed",
@@ -26,7 +26,7 @@ stored_text! {
 
 stored_text! {
     /// How an attempt ended, as the record of deliveries keeps it.
-    pub enum AttemptOutcome {
+    pub(crate) enum AttemptOutcome {
         Sent = "sent",
         Transient = "transient",
         Permanent = "permanent",
@@ -55,29 +55,29 @@ pub struct OutboundMessage {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Unsubscribe {
     /// One-click POST target (and a confirmation page on GET).
-    pub https: String,
+    pub(crate) https: String,
     /// `mailto:` fallback for clients without one-click.
-    pub mailto: String,
+    pub(crate) mailto: String,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
-    pub id: i64,
+    pub(crate) id: i64,
     /// The run whose step queued it, if any.
-    pub run_id: Option<i64>,
-    pub idempotency_key: String,
-    pub message_id: String,
-    pub channel: String,
-    pub recipient: String,
-    pub message: sqlx::types::Json<OutboundMessage>,
-    pub attempts: i64,
+    pub(crate) run_id: Option<i64>,
+    pub(crate) idempotency_key: String,
+    pub(crate) message_id: String,
+    pub(crate) channel: String,
+    pub(crate) recipient: String,
+    pub(crate) message: sqlx::types::Json<OutboundMessage>,
+    pub(crate) attempts: i64,
     /// Why the recipient is suppressed on this channel, if they are (checked when claimed).
-    pub suppressed: Option<String>,
+    pub(crate) suppressed: Option<String>,
     /// Whether an earlier attempt ended with an unknown outcome.
-    pub had_unknown: bool,
+    pub(crate) had_unknown: bool,
     /// Parts (HTTP requests of a plugin channel) the provider accepted, in order;
     /// after an attempt, those accepted by then.
-    pub parts_done: i64,
+    pub(crate) parts_done: i64,
 }
 
 pub struct NewOutboxRow {
@@ -241,7 +241,7 @@ pub async fn due_outbox(
     .await?)
 }
 
-pub async fn next_outbox_due(conn: &mut Conn) -> anyhow::Result<Option<i64>> {
+pub(crate) async fn next_outbox_due(conn: &mut Conn) -> anyhow::Result<Option<i64>> {
     Ok(
         sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'")
             .fetch_one(&mut *conn)
@@ -269,7 +269,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The outcome as the record of deliveries keeps it.
-    pub fn recorded_as(&self) -> AttemptOutcome {
+    pub(crate) fn recorded_as(&self) -> AttemptOutcome {
         match self {
             Outcome::Sent => AttemptOutcome::Sent,
             Outcome::Transient(_) | Outcome::SoftBounced(_) => AttemptOutcome::Transient,
@@ -279,7 +279,7 @@ impl Outcome {
         }
     }
 
-    pub fn detail(&self) -> &str {
+    pub(crate) fn detail(&self) -> &str {
         match self {
             Outcome::Sent => "",
             Outcome::Transient(d)
@@ -386,21 +386,21 @@ pub async fn record_attempts(conn: &mut Conn, attempts: &[AttemptRecord<'_>], no
 
 /// An outbox row as `nudge outbox list` shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct OutboxEntry {
-    pub id: i64,
-    pub status: OutboxStatus,
-    pub channel: String,
-    pub category: String,
-    pub recipient: String,
-    pub message_id: String,
-    pub attempts: i64,
-    pub next_attempt_at: i64,
-    pub last_error: Option<String>,
-    pub created_at: i64,
+pub(crate) struct OutboxEntry {
+    pub(crate) id: i64,
+    pub(crate) status: OutboxStatus,
+    pub(crate) channel: String,
+    pub(crate) category: String,
+    pub(crate) recipient: String,
+    pub(crate) message_id: String,
+    pub(crate) attempts: i64,
+    pub(crate) next_attempt_at: i64,
+    pub(crate) last_error: Option<String>,
+    pub(crate) created_at: i64,
 }
 
 /// Rows with one of `statuses` (all rows when empty), newest first.
-pub async fn list_outbox(conn: &mut Conn, statuses: &[String], limit: i64) -> anyhow::Result<Vec<OutboxEntry>> {
+pub(crate) async fn list_outbox(conn: &mut Conn, statuses: &[String], limit: i64) -> anyhow::Result<Vec<OutboxEntry>> {
     Ok(sqlx::query_as(
         "SELECT id, status, channel, category, recipient, message_id, attempts, next_attempt_at, last_error, created_at
          FROM outbox WHERE (? = '[]' OR status IN (SELECT value FROM json_each(?))) ORDER BY id DESC LIMIT ?",
@@ -417,7 +417,7 @@ const SETTLED_UNSENT: &str = "('failed', 'dead', 'unknown', 'suppressed')";
 
 /// Puts given-up or held rows back in the queue, due now, with a fresh set of attempts.
 /// The Message-ID stays the same, so a receiver that got an `unknown` one can tell.
-pub async fn retry_outbox(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<u64> {
+pub(crate) async fn retry_outbox(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<u64> {
     Ok(sqlx::query(&format!(
         "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?
          WHERE id IN (SELECT value FROM json_each(?)) AND status IN {SETTLED_UNSENT}"
@@ -430,7 +430,7 @@ pub async fn retry_outbox(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Res
 }
 
 /// Marks rows as dropped by an operator: pending or given-up rows, never sent ones.
-pub async fn drop_outbox(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<u64> {
+pub(crate) async fn drop_outbox(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Result<u64> {
     Ok(sqlx::query(&format!(
         "UPDATE outbox SET status = 'dropped', next_attempt_at = ?
          WHERE id IN (SELECT value FROM json_each(?)) AND (status = 'pending' OR status IN {SETTLED_UNSENT})"
@@ -443,7 +443,7 @@ pub async fn drop_outbox(conn: &mut Conn, ids: &[i64], now: i64) -> anyhow::Resu
 }
 
 /// Ids of rows with a status, for `--all`.
-pub async fn outbox_ids_with_status(conn: &mut Conn, status: &str) -> anyhow::Result<Vec<i64>> {
+pub(crate) async fn outbox_ids_with_status(conn: &mut Conn, status: &str) -> anyhow::Result<Vec<i64>> {
     Ok(sqlx::query_scalar("SELECT id FROM outbox WHERE status = ? ORDER BY id")
         .bind(status)
         .fetch_all(&mut *conn)
@@ -452,7 +452,7 @@ pub async fn outbox_ids_with_status(conn: &mut Conn, status: &str) -> anyhow::Re
 
 /// Messages of `categories` queued for a contact on a channel since `since`, and the
 /// oldest of them: what a frequency cap counts.
-pub async fn recent_sends(
+pub(crate) async fn recent_sends(
     conn: &mut Conn,
     contact_id: i64,
     channel: &str,

@@ -21,7 +21,9 @@ use crate::workflow::{Condition, Exit, ExitOn, SendingPolicy, Step, Template, Tr
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWorkflow {
-    description: Option<String>,
+    /// For the people who read the file; accepted and not used.
+    #[serde(rename = "description")]
+    _description: Option<String>,
     #[serde(default = "enabled_by_default")]
     enabled: bool,
     trigger: Spanned<RawTrigger>,
@@ -80,8 +82,6 @@ pub(super) fn parse_workflow(path: &str, source: &str, folder: &Folder, problems
         .unwrap_or_default();
     Some(Workflow {
         name,
-        file: path.to_string(),
-        description: raw.description.unwrap_or_default(),
         enabled: raw.enabled,
         trigger: trigger?,
         when,
