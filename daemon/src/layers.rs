@@ -13,8 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("watch", &[]),
     ("admission", &[]),
     ("clock", &["model"]),
-    // The group-commit writer still takes admission's signal of what a batch did.
-    ("store", &["model", "clock", "admission"]),
+    ("store", &["model", "clock"]),
     ("workflow", &["model"]),
     ("plugins", &["watch"]),
     ("config", &["plugins", "store"]),

@@ -6,6 +6,7 @@
 
 mod contacts;
 mod engagement;
+mod group_commit;
 mod orders;
 mod replies;
 mod reports;
@@ -35,8 +36,9 @@ use crate::app::NotFound;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::store::{self, GroupCommit, Invalid, StageIntake, Store, SuppressionRules};
+use crate::store::{self, Invalid, Store, SuppressionRules};
 use crate::unsubscribe::Unsubscribe;
+use group_commit::{GroupCommit, StageIntake};
 
 /// What a write route answers: a status and a JSON body.
 type Answer = (StatusCode, serde_json::Value);

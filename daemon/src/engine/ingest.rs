@@ -27,6 +27,14 @@ const TURN_RENDER_PAUSE: std::time::Duration = std::time::Duration::from_secs(60
 /// A run an event starts: its workflow, event and contact, and when it begins.
 type Start<'a> = (&'a Workflow, &'a store::Event, &'a Contact, i64);
 
+/// What taking a group's events did: the runs started ready, (run id, event
+/// id), and what is left to do once the group's commit is durable (tell
+/// admission control and delivery what the runs' first steps did).
+pub(crate) struct Taken {
+    pub(crate) started: Vec<(i64, i64)>,
+    pub(crate) committed: Box<dyn FnOnce() + Send>,
+}
+
 impl Engine {
     pub(super) async fn ingest_events(&self) -> anyhow::Result<usize> {
         // The events and their contacts are read before the turn to write: they
@@ -64,7 +72,7 @@ impl Engine {
         self: &Arc<Self>,
         conn: &mut store::Conn,
         ids: RangeInclusive<i64>,
-    ) -> anyhow::Result<store::Taken> {
+    ) -> anyhow::Result<Taken> {
         let (events, mut contacts) = store::events_with_contacts(conn, ids).await?;
         let ready = self.start_runs(conn, &events, &contacts).await?;
         let started: Vec<(i64, i64)> = ready.iter().map(|run| (run.id, run.event_id)).collect();
@@ -74,7 +82,7 @@ impl Engine {
             .unwrap()
             .is_some_and(|until| until > tokio::time::Instant::now());
         if paused {
-            return Ok(store::Taken {
+            return Ok(Taken {
                 started,
                 committed: Box::new(|| {}),
             });
@@ -94,7 +102,7 @@ impl Engine {
             .await?;
         let runs = batch.run_ids();
         let engine = self.clone();
-        Ok(store::Taken {
+        Ok(Taken {
             started,
             committed: Box::new(move || {
                 engine.admission.runs_stepped(&runs, &stepped);

@@ -36,6 +36,8 @@ mod timers;
 mod triggers;
 mod variants;
 
+pub(crate) use ingest::Taken;
+
 use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::delivery::Handoff;

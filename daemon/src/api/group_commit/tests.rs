@@ -124,13 +124,13 @@ async fn stage_changes_by_email_in_one_group_apply_as_if_one_after_another() {
     let store = Store::open(&dir.path().join("t.db")).await.unwrap();
     let mut conn = store.pool.acquire().await.unwrap();
     for (email, stage) in [("known@x.test", "lead"), ("there@x.test", "intent")] {
-        let new = super::super::NewContact {
+        let new = store::NewContact {
             name: email.into(),
             email: Some(email.into()),
             stage: Some(stage.into()),
             ..Default::default()
         };
-        super::super::insert_contact(&mut conn, &new, 1).await.unwrap();
+        store::insert_contact(&mut conn, &new, 1).await.unwrap();
     }
     drop(conn);
     let changes = [
@@ -182,7 +182,7 @@ async fn stage_changes_by_email_in_one_group_apply_as_if_one_after_another() {
             ("new@x.test".into(), "sample".into(), "new@x.test".into()),
         ]
     );
-    let history = super::super::history_of(&mut conn, 3, 10).await.unwrap();
+    let history = store::history_of(&mut conn, 3, 10).await.unwrap();
     let steps: Vec<(Option<String>, Option<String>, &str)> = history
         .iter()
         .rev()
@@ -205,7 +205,7 @@ async fn an_unknown_stage_fails_the_group_and_writes_nothing() {
     let e = intake_group(store.write().await.unwrap(), &Admission::off(), &changes, 5, None)
         .await
         .unwrap_err();
-    assert!(e.downcast_ref::<super::super::Invalid>().is_some(), "{e:#}");
+    assert!(e.downcast_ref::<store::Invalid>().is_some(), "{e:#}");
     let contacts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contacts")
         .fetch_one(&store.pool)
         .await

@@ -22,9 +22,10 @@ use sqlx::Acquire as _;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
-use super::{Conn, StageByEmail, Store, Tx};
 use crate::admission::Admission;
 use crate::clock::Clock;
+use crate::engine::Taken;
+use crate::store::{self, Conn, StageByEmail, Store, Tx};
 
 /// Requests gathered into one transaction at most.
 const MAX_GROUP: usize = 256;
@@ -109,7 +110,7 @@ async fn first_new_event(tx: &mut Tx, admission: &Admission) -> Option<i64> {
     if !admission.is_on() {
         return None;
     }
-    super::last_event_id(tx).await.ok().map(|last| last + 1)
+    store::last_event_id(tx).await.ok().map(|last| last + 1)
 }
 
 /// Commits a group's transaction, which wrote the events `events`. They are
@@ -207,7 +208,7 @@ async fn run_group<T: Send + 'static>(
         results.push(result);
     }
     let events = match first_event {
-        Some(first) => super::last_event_id(&mut tx).await.ok().map(|last| first..=last),
+        Some(first) => store::last_event_id(&mut tx).await.ok().map(|last| first..=last),
         None => None,
     };
     commit_counted(tx, admission, events).await?;
@@ -217,14 +218,6 @@ async fn run_group<T: Send + 'static>(
 /// What a stage change by email did: the contact, and its `stage_changed`
 /// event (`None`: the contact was at that stage already).
 pub(crate) type StageChanged = (i64, Option<i64>);
-
-/// What taking a group's events did: the runs started ready, (run id, event
-/// id), and what is left to do once the group's commit is durable (tell
-/// admission control and delivery what the runs' first steps did).
-pub(crate) struct Taken {
-    pub(crate) started: Vec<(i64, i64)>,
-    pub(crate) committed: Box<dyn FnOnce() + Send>,
-}
 
 /// Takes the events `ids` in the transaction that wrote them, starting their
 /// runs and taking their first steps (`Engine::take_events`).
@@ -338,7 +331,7 @@ async fn intake_group(
     now: i64,
     take: Option<(&TakeEvents, &Notify)>,
 ) -> anyhow::Result<Vec<StageChanged>> {
-    let written = super::stage_changes_by_email(&mut tx, changes, "api", now).await?;
+    let written = store::stage_changes_by_email(&mut tx, changes, "api", now).await?;
     match (take, written.events) {
         (Some((take, engine)), Some(events)) => {
             let taken = take(&mut tx, events).await.context(TakeFailed)?;
