@@ -1,6 +1,6 @@
 //! The report as a self-contained HTML page with inline SVG charts.
 
-use super::{Report, TREND_WEEKS};
+use super::{Report, TO_NEXT_NOTE, TREND_WEEKS};
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -79,6 +79,7 @@ impl Report {
             })
             .collect();
         *page += &bar_chart(&steps);
+        *page += &format!("\n<p>{}</p>", escape(TO_NEXT_NOTE));
         *page += &format!(
             "\n<p>Bottleneck: {}</p>\n",
             escape(self.bottleneck.as_deref().unwrap_or("-"))

@@ -129,8 +129,12 @@ impl Engagement {
     }
 }
 
+/// How the funnel's "to next" counts, for the table and the page.
+pub(crate) const TO_NEXT_NOTE: &str = "-> next: of the contacts that entered a stage in the period, those that \
+     reached any later stage since; a contact that skips a stage is not counted in it";
+
 /// One lifecycle stage: how many contacts are at it now, how many entered it in the period,
-/// and the share of those that entered the next stage in the period.
+/// and the share of those that reached any later stage after entering it (never above 100 %).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct FunnelStage {
     pub(crate) stage: String,

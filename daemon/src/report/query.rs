@@ -117,8 +117,9 @@ pub(crate) async fn build(
         .iter()
         .fold((0, 0), |(c, n), s| (c + s.customers, n + s.churned));
     let entered = entered_by_stage(conn, &scope, period, &by_stage).await?;
+    let moved_on = moved_on_by_stage(conn, &scope, period).await?;
     let now_by_stage: HashMap<String, i64> = by_stage.into_iter().map(|s| (s.stage, s.now)).collect();
-    let (funnel, bottleneck) = funnel(&now_by_stage, &entered);
+    let (funnel, bottleneck) = funnel(&now_by_stage, &entered, &moved_on);
 
     let mut response = response_rate(conn, &scope, period).await?;
     let mut conversion = conversion_rate(conn, rules, &scope, period).await?;
@@ -218,21 +219,90 @@ async fn entered_by_stage(
     Ok(entered)
 }
 
+/// The funnel's steps: the stages up to the side exits (dormant, churned).
+fn funnel_steps() -> &'static [&'static str] {
+    &STAGES[..STAGES.iter().position(|s| *s == "dormant").unwrap_or(STAGES.len())]
+}
+
+/// Of the contacts that entered each step of the funnel in the period (as counted by
+/// `entered_by_stage`), those that reached any later step after entering it, up to now.
+/// A contact that skips a stage is not in its cohort; one that skips the next stage
+/// moves on all the same.
+async fn moved_on_by_stage(
+    conn: &mut Conn,
+    scope: &ReportScope,
+    period: Period,
+) -> anyhow::Result<HashMap<String, i64>> {
+    // Every stage change since the period began, of the contacts in scope, with the
+    // stage each contact created in the period was created at: the entries into stages
+    // in the period (and the later ones, which count as moving on) in order per contact.
+    type Row = (i64, bool, i64, String, i64, String);
+    let rows: Vec<Row> = bound!(
+        sqlx::query_as(&format!(
+            "SELECT c.id, c.created_at >= ?4 AND c.created_at < ?5, c.created_at, {FIRST_STAGE}, h.at, h.to_value
+             FROM contact_history h JOIN contacts c ON c.id = h.contact_id
+             WHERE h.field = 'stage' AND h.at >= ?4 AND h.to_value IS NOT NULL AND {FILTER}
+             ORDER BY c.id, h.at, h.id"
+        )),
+        scope,
+        period
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let steps = funnel_steps();
+    let step = |stage: &str| steps.iter().position(|s| *s == stage);
+    let mut moved_on: HashMap<String, i64> = HashMap::new();
+    let mut count = |entries: &[(i64, String)]| {
+        // Per step entered in the period: whether a later step was entered after it.
+        let mut counted = vec![false; steps.len()];
+        for (i, (at, stage)) in entries.iter().enumerate() {
+            let Some(s) = step(stage) else { continue };
+            if *at >= period.to_ms || counted[s] {
+                continue;
+            }
+            if entries[i + 1..]
+                .iter()
+                .any(|(_, later)| step(later).is_some_and(|l| l > s))
+            {
+                counted[s] = true;
+                *moved_on.entry(steps[s].to_string()).or_default() += 1;
+            }
+        }
+    };
+    let mut entries: Vec<(i64, String)> = Vec::new();
+    let mut contact = None;
+    for (id, created_in_period, created_at, first, at, to) in rows {
+        if contact != Some(id) {
+            count(&entries);
+            entries.clear();
+            contact = Some(id);
+            if created_in_period {
+                entries.push((created_at, first));
+            }
+        }
+        entries.push((at, to));
+    }
+    count(&entries);
+    Ok(moved_on)
+}
+
 /// The funnel over every stage, and its step with the lowest conversion
-/// (percent, `from -> to`).
+/// (percent, `from -> to`). "To next" is the share of a step's cohort (the contacts
+/// that entered it in the period) that moved on to any later step.
 fn funnel(
     now_by_stage: &HashMap<String, i64>,
     entered_by_stage: &HashMap<String, i64>,
+    moved_on_by_stage: &HashMap<String, i64>,
 ) -> (Vec<FunnelStage>, Option<(f64, String)>) {
     let count = |by_stage: &HashMap<String, i64>, stage: &str| by_stage.get(stage).copied().unwrap_or(0);
     // The side exits (dormant, churned) are not steps of the funnel.
-    let steps = &STAGES[..STAGES.iter().position(|s| *s == "dormant").unwrap_or(STAGES.len())];
+    let steps = funnel_steps();
     let mut funnel = Vec::new();
     let mut bottleneck: Option<(f64, String)> = None;
     for (i, stage) in STAGES.iter().enumerate() {
         let entered = count(entered_by_stage, stage);
         let next = steps.get(i + 1);
-        let to_next_percent = next.and_then(|n| percent(count(entered_by_stage, n), entered));
+        let to_next_percent = next.and_then(|_| percent(count(moved_on_by_stage, stage), entered));
         if let (Some(p), Some(n)) = (to_next_percent, next)
             && bottleneck.as_ref().is_none_or(|(worst, _)| p < *worst)
         {
@@ -249,12 +319,15 @@ fn funnel(
 }
 
 /// Response rate: of the contacts followed up in the period, those who answered:
-/// a follow-up in the period records their feedback, or they sent an inquiry after it.
+/// a follow-up in the period records their feedback, or after the first of them they
+/// sent an inquiry or a reply was recorded (`POST /replies`), within the period.
 async fn response_rate(conn: &mut Conn, scope: &ReportScope, period: Period) -> anyhow::Result<Measure> {
     let (followed_up, responded): (i64, Option<i64>) = bound!(
         sqlx::query_as(&format!(
             "SELECT COUNT(*), SUM(feedback OR EXISTS (SELECT 1 FROM inquiries i WHERE i.contact_id = f.contact_id
-                                                      AND i.received_at > f.first_at AND i.received_at < ?5))
+                                                      AND i.received_at > f.first_at AND i.received_at < ?5)
+                                   OR EXISTS (SELECT 1 FROM engagement e WHERE e.contact_id = f.contact_id
+                                              AND e.kind = 'replied' AND e.at > f.first_at AND e.at < ?5))
              FROM (SELECT f.contact_id, MIN(f.at) AS first_at, MAX(f.feedback != '') AS feedback
                    FROM follow_ups f JOIN contacts c ON c.id = f.contact_id
                    WHERE f.at >= ?4 AND f.at < ?5 AND {FILTER} GROUP BY f.contact_id) f"
@@ -438,5 +511,92 @@ mod tests {
         assert_eq!((conversion.numerator, conversion.denominator), (1, 2));
         let response = report.measures.iter().find(|m| m.name == "response rate").unwrap();
         assert_eq!((response.numerator, response.denominator), (0, 2));
+    }
+
+    /// A contact created in the period at `stage` (ten days before `now`); its id.
+    async fn created_at_stage(conn: &mut Conn, email: &str, stage: &str, now: i64) -> i64 {
+        let new = NewContact {
+            name: email.into(),
+            email: Some(email.into()),
+            stage: Some(stage.into()),
+            ..NewContact::default()
+        };
+        store::insert_contact(conn, &new, now - 10 * DAY).await.unwrap()
+    }
+
+    /// "To next" is the share of a stage's cohort that moved on to any later stage:
+    /// contacts created at a later stage, or skipping one, never push it above 100 %.
+    #[tokio::test]
+    async fn to_next_is_the_share_of_the_cohort_that_reached_a_later_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("nudge.db")).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let rules = crate::insight::load_rules(Path::new("../workflows")).unwrap();
+        let set = WorkflowSet::compile(Vec::new(), &[]).unwrap();
+        let now = 1_781_510_400_000;
+        let a = created_at_stage(&mut conn, "a@x.test", "lead", now).await;
+        store::set_stage(&mut conn, a, "lead", "inquiry", "cli", now - 5 * DAY)
+            .await
+            .unwrap();
+        // Skips inquiry and intent.
+        let d = created_at_stage(&mut conn, "d@x.test", "lead", now).await;
+        store::set_stage(&mut conn, d, "lead", "sample", "cli", now - 5 * DAY)
+            .await
+            .unwrap();
+        created_at_stage(&mut conn, "e@x.test", "lead", now).await;
+        created_at_stage(&mut conn, "b@x.test", "inquiry", now).await;
+        created_at_stage(&mut conn, "c@x.test", "inquiry", now).await;
+        created_at_stage(&mut conn, "f@x.test", "inquiry", now).await;
+        let scope = ReportScope::new(&rules, now, None, None, [None, None, None]).unwrap();
+        let report = build(&mut conn, &rules, &set, scope, now).await.unwrap();
+        let stage = |name: &str| report.funnel.iter().find(|f| f.stage == name).unwrap();
+        let round = |p: Option<f64>| p.map(|p| (p * 10.0).round() / 10.0);
+        assert_eq!(
+            (stage("lead").entered, round(stage("lead").to_next_percent)),
+            (3, Some(66.7))
+        );
+        assert_eq!(
+            (stage("inquiry").entered, stage("inquiry").to_next_percent),
+            (4, Some(0.0))
+        );
+        assert_eq!((stage("intent").entered, stage("intent").to_next_percent), (0, None));
+        assert_eq!(
+            (stage("sample").entered, stage("sample").to_next_percent),
+            (1, Some(0.0))
+        );
+        assert!(
+            report
+                .funnel
+                .iter()
+                .all(|f| f.to_next_percent.is_none_or(|p| p <= 100.0))
+        );
+    }
+
+    /// A reply recorded by `POST /replies` after a follow-up is a response; one
+    /// before the follow-up is not.
+    #[tokio::test]
+    async fn a_recorded_reply_after_a_follow_up_is_a_response() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("nudge.db")).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let rules = crate::insight::load_rules(Path::new("../workflows")).unwrap();
+        let set = WorkflowSet::compile(Vec::new(), &[]).unwrap();
+        let now = 1_781_510_400_000;
+        followed_up(&mut conn, &rules, "replied@x.test", now, 3).await;
+        followed_up(&mut conn, &rules, "replied-before@x.test", now, 3).await;
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM contacts ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        store::record_reply(&mut conn, ids[0], None, now - 2 * DAY)
+            .await
+            .unwrap();
+        store::record_reply(&mut conn, ids[1], None, now - 7 * DAY)
+            .await
+            .unwrap();
+        let scope = ReportScope::new(&rules, now, None, None, [None, None, None]).unwrap();
+        let report = build(&mut conn, &rules, &set, scope, now).await.unwrap();
+        let response = report.measures.iter().find(|m| m.name == "response rate").unwrap();
+        assert_eq!((response.numerator, response.denominator), (1, 2));
     }
 }

@@ -1,6 +1,6 @@
 //! The report as a terminal table and as CSV.
 
-use super::{Engagement, Report};
+use super::{Engagement, Report, TO_NEXT_NOTE};
 
 impl Report {
     /// The report as a terminal table.
@@ -19,6 +19,7 @@ impl Report {
             let next = f.to_next_percent.map(|p| format!("{p:.1} %")).unwrap_or_default();
             out += &format!("  {:<14}{:>5}{:>9}  {next:>7}\n", f.stage, f.now, f.entered);
         }
+        out += &format!("  ({TO_NEXT_NOTE})\n");
         out += &format!(
             "bottleneck: {}\n\nmeasure                   value                  target\n",
             self.bottleneck.as_deref().unwrap_or("-")
