@@ -393,8 +393,19 @@ async fn conversion_rate(
     Ok(Measure::new("conversion rate", converted, follow_ups.len() as i64))
 }
 
+/// The value tier of contact `c` when inquiry `i` was received: the last change at or
+/// before it, else what the first later change changed from, else the tier now.
+const TIER_AT_RECEIPT: &str = "CASE
+    WHEN EXISTS (SELECT 1 FROM contact_history h WHERE h.contact_id = c.id AND h.field = 'value_tier' AND h.at <= i.received_at)
+    THEN (SELECT h.to_value FROM contact_history h WHERE h.contact_id = c.id AND h.field = 'value_tier' AND h.at <= i.received_at ORDER BY h.at DESC, h.id DESC LIMIT 1)
+    WHEN EXISTS (SELECT 1 FROM contact_history h WHERE h.contact_id = c.id AND h.field = 'value_tier' AND h.at > i.received_at)
+    THEN (SELECT h.from_value FROM contact_history h WHERE h.contact_id = c.id AND h.field = 'value_tier' AND h.at > i.received_at ORDER BY h.at, h.id LIMIT 1)
+    ELSE c.value_tier
+END";
+
 /// Inquiry SLA: inquiries received in the period that were answered within the SLA of
-/// the contact's value tier; those still within it are pending and left out. None
+/// the value tier the contact had when the inquiry came (as the escalation judged it,
+/// from the contact's history); those still within it are pending and left out. None
 /// without an SLA.
 async fn sla_compliance(
     conn: &mut Conn,
@@ -409,7 +420,8 @@ async fn sla_compliance(
     });
     let inquiries: Vec<(i64, Option<i64>, Option<String>)> = bound!(
         sqlx::query_as(&format!(
-            "SELECT i.received_at, i.answered_at, c.value_tier FROM inquiries i JOIN contacts c ON c.id = i.contact_id
+            "SELECT i.received_at, i.answered_at, {TIER_AT_RECEIPT}
+             FROM inquiries i JOIN contacts c ON c.id = i.contact_id
              WHERE i.received_at >= ?4 AND i.received_at < ?5 AND {FILTER}"
         )),
         scope,
@@ -598,5 +610,51 @@ mod tests {
         let report = build(&mut conn, &rules, &set, scope, now).await.unwrap();
         let response = report.measures.iter().find(|m| m.name == "response rate").unwrap();
         assert_eq!((response.numerator, response.denominator), (1, 2));
+    }
+
+    /// An inquiry is judged by the SLA of the tier the contact had when it came: a
+    /// high-value contact answered after 10 minutes missed its 5, even though it is
+    /// low value (30 minutes) now.
+    #[tokio::test]
+    async fn sla_compliance_judges_an_inquiry_by_the_tier_at_the_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("nudge.db")).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let rules = crate::insight::load_rules(Path::new("../workflows")).unwrap();
+        let sla = "[trigger]\non = \"inquiry_received\"\nsla = { high = \"5m\", low = \"30m\", default = \"15m\" }\n\n[[steps]]\ntag = \"inquiry\"\n";
+        let set = WorkflowSet::compile(vec![("inquiry-sla.toml".into(), sla.into())], &[]).unwrap();
+        let now = 1_781_510_400_000;
+        const MINUTE: i64 = 60_000;
+        let id = created_at_stage(&mut conn, "was-high@x.test", "inquiry", now).await;
+        let contact = store::contact_by_id(&mut conn, id).await.unwrap().unwrap();
+        let tier = store::Classification::ValueTier;
+        store::set_classification_by(&mut conn, &contact, tier, "high", "cli", now - 3 * DAY)
+            .await
+            .unwrap();
+        let received = now - 2 * DAY;
+        store::add_inquiry(&mut conn, id, "price?", "email", received)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE inquiries SET answered_at = ?")
+            .bind(received + 10 * MINUTE)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let contact = store::contact_by_id(&mut conn, id).await.unwrap().unwrap();
+        store::set_classification_by(&mut conn, &contact, tier, "low", "classification", now - DAY)
+            .await
+            .unwrap();
+        let scope = ReportScope::new(&rules, now, None, None, [None, None, None]).unwrap();
+        let report = build(&mut conn, &rules, &set, scope, now).await.unwrap();
+        let sla = report
+            .measures
+            .iter()
+            .find(|m| m.name == "inquiry SLA compliance")
+            .unwrap();
+        assert_eq!(
+            (sla.numerator, sla.denominator),
+            (0, 1),
+            "judged by high (5m), not low (30m)"
+        );
     }
 }
