@@ -1,0 +1,7 @@
+//! The shipped playbook as a sales team runs it (docs/domain.md): the real binary, a real
+//! SMTP server, a real SQLite file and the shipped workflows, on the virtual clock.
+//! One module per part of the playbook, in tests/playbook/.
+
+mod common;
+
+mod playbook {}
