@@ -8,7 +8,7 @@ use crate::commands;
 use crate::commands::report::ReportFormat;
 use crate::commands::suppress::SuppressAction;
 use crate::config::Config;
-use crate::store::NewContact;
+use crate::store::{ConsentScope, NewContact};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -158,6 +158,10 @@ enum SuppressCommand {
         /// One channel, or every channel (`*`).
         #[arg(long, default_value = "*")]
         channel: String,
+        /// `all` customer-facing mail, or `marketing` only (answers, sample and
+        /// after-sale checks still go out).
+        #[arg(long, default_value = "all", value_parser = consent_scope)]
+        scope: ConsentScope,
         #[arg(long, default_value = "")]
         detail: String,
     },
@@ -550,10 +554,12 @@ impl SuppressCommand {
             SuppressCommand::Add {
                 address,
                 channel,
+                scope,
                 detail,
             } => SuppressAction::Add(NewSuppression {
                 address: address.clone(),
                 channel: channel.clone(),
+                scope: *scope,
                 detail: detail.clone(),
             }),
             SuppressCommand::Remove { address, channel } => SuppressAction::Remove { address, channel },
@@ -561,6 +567,11 @@ impl SuppressCommand {
         };
         commands::suppress::run(config, action).await
     }
+}
+
+fn consent_scope(text: &str) -> Result<ConsentScope, String> {
+    text.parse()
+        .map_err(|()| format!("`{text}` is not a scope; use `marketing` or `all`"))
 }
 
 fn init_logs(format: LogFormat) {

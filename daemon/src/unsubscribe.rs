@@ -81,14 +81,34 @@ impl Unsubscribe {
         Some(bytes)
     }
 
-    pub(crate) fn token(&self, contact_id: i64) -> String {
-        self.seal("unsubscribe", &contact_id.to_be_bytes())
+    /// A token for the contact, naming the message it is in (its run and
+    /// step) so that the contact's history can say which mail they answered.
+    pub(crate) fn token(&self, contact_id: i64, message: Option<MessageRef>) -> String {
+        let mut payload = contact_id.to_be_bytes().to_vec();
+        if let Some(m) = message {
+            payload.extend_from_slice(&m.run_id.to_be_bytes());
+            payload.extend_from_slice(&m.step.to_be_bytes());
+        }
+        self.seal("unsubscribe", &payload)
     }
 
-    /// The contact a token was made for; `None` for anything forged or altered.
-    pub(crate) fn verify(&self, token: &str) -> Option<i64> {
+    /// The contact a token was made for, and the message it came in if it
+    /// names one (tokens of mail sent before did not); `None` for anything
+    /// forged or altered.
+    pub(crate) fn verify(&self, token: &str) -> Option<(i64, Option<MessageRef>)> {
         let payload = self.open("unsubscribe", token)?;
-        Some(i64::from_be_bytes(payload.try_into().ok()?))
+        let word = |i: usize| Some(i64::from_be_bytes(payload.get(i * 8..i * 8 + 8)?.try_into().ok()?));
+        match payload.len() {
+            8 => Some((word(0)?, None)),
+            24 => Some((
+                word(0)?,
+                Some(MessageRef {
+                    run_id: word(1)?,
+                    step: word(2)?,
+                }),
+            )),
+            _ => None,
+        }
     }
 
     /// Where recipients reach this daemon (no trailing slash).
@@ -97,13 +117,20 @@ impl Unsubscribe {
     }
 
     /// The links a marketing email to this contact carries.
-    pub(crate) fn links(&self, contact_id: i64) -> store::Unsubscribe {
-        let token = self.token(contact_id);
+    pub(crate) fn links(&self, contact_id: i64, message: Option<MessageRef>) -> store::Unsubscribe {
+        let token = self.token(contact_id, message);
         store::Unsubscribe {
             https: format!("{}/unsubscribe/{token}", self.base_url),
             mailto: format!("mailto:{}?subject=unsubscribe%20{token}", self.mailto),
         }
     }
+}
+
+/// The message an unsubscribe link is in: the run and step that sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MessageRef {
+    pub(crate) run_id: i64,
+    pub(crate) step: i64,
 }
 
 #[cfg(test)]
@@ -117,8 +144,16 @@ mod tests {
     #[test]
     fn tokens_verify_and_forgeries_do_not() {
         let s = signer("key one");
-        let token = s.token(42);
-        assert_eq!(s.verify(&token), Some(42));
+        let token = s.token(42, None);
+        assert_eq!(s.verify(&token), Some((42, None)));
+        let message = MessageRef { run_id: 7, step: 2 };
+        let named = s.token(42, Some(message));
+        assert_eq!(s.verify(&named), Some((42, Some(message))));
+        assert_eq!(
+            s.verify(&s.seal("unsubscribe", &[0; 16])),
+            None,
+            "a payload of no known length"
+        );
         // Another key, another contact id with the same tag, a flipped bit, junk: all refused.
         assert_eq!(signer("key two").verify(&token), None);
         let mut bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
@@ -129,7 +164,10 @@ mod tests {
         assert_eq!(s.verify(&URL_SAFE_NO_PAD.encode(&bytes)), None);
         assert_eq!(s.verify("not-a-token"), None);
         assert_eq!(s.verify(""), None);
-        assert_eq!(s.links(42).https, format!("https://n.example/unsubscribe/{token}"));
+        assert_eq!(
+            s.links(42, None).https,
+            format!("https://n.example/unsubscribe/{token}")
+        );
         // A token of another purpose over the same bytes does not pass.
         assert_eq!(s.verify(&s.seal("open", &42i64.to_be_bytes())), None);
     }
@@ -142,6 +180,9 @@ mod tests {
         mac.update(&42i64.to_be_bytes());
         let mut bytes = 42i64.to_be_bytes().to_vec();
         bytes.extend_from_slice(&mac.finalize().into_bytes()[..MAC_LEN]);
-        assert_eq!(signer("key one").verify(&URL_SAFE_NO_PAD.encode(bytes)), Some(42));
+        assert_eq!(
+            signer("key one").verify(&URL_SAFE_NO_PAD.encode(bytes)),
+            Some((42, None))
+        );
     }
 }

@@ -200,6 +200,7 @@ fn router(state: AppState) -> Router {
             "/unsubscribe/{token}",
             get(unsubscribe::unsubscribe_page).post(unsubscribe::unsubscribe_one_click),
         )
+        .route("/unsubscribe/{token}/all", post(unsubscribe::unsubscribe_all))
         .route("/t/o/{token}", get(engagement::track_open))
         .route("/t/c/{token}", get(engagement::track_click))
         .merge(authed)

@@ -54,7 +54,7 @@ pub(super) async fn add_suppression(
     JsonObject(new): JsonObject<NewSuppression>,
 ) -> ApiResult {
     let mut tx = s.store.write().await?;
-    let added = app::suppress(&mut tx, &new, s.clock.now_ms()).await?;
+    let added = app::suppress(&mut tx, &new, "api", s.clock.now_ms()).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;
     Ok((StatusCode::CREATED, Json(json!({ "added": added }))).into_response())
 }

@@ -13,7 +13,7 @@ pub(crate) async fn run(config: &Config, action: SuppressAction<'_>) -> anyhow::
     let mut tx = store.write().await?;
     match action {
         SuppressAction::Add(new) => {
-            let added = app::suppress(&mut tx, &new, clock.now_ms()).await?;
+            let added = app::suppress(&mut tx, &new, "cli", clock.now_ms()).await?;
             tx.commit().await?;
             println!(
                 "{} {}",
@@ -43,10 +43,11 @@ pub(crate) async fn run(config: &Config, action: SuppressAction<'_>) -> anyhow::
             }
             for r in rows.iter().filter(|_| !as_json) {
                 println!(
-                    "{:<40} {:<6} {:<13} {}  {}",
+                    "{:<40} {:<6} {:<13} {:<9} {}  {}",
                     r.address,
                     r.channel,
                     r.reason,
+                    r.scope,
                     display_ms(r.created_at),
                     r.detail
                 );

@@ -24,6 +24,8 @@ pub(super) struct Outgoing {
     pub(crate) address: String,
     /// Tells apart two messages of one step (the contact's and the owner's).
     pub(crate) key_suffix: &'static str,
+    /// For the owner's notice of a message withheld by consent: that message's template.
+    pub(crate) withheld: Option<String>,
 }
 
 impl Engine {
@@ -39,10 +41,7 @@ impl Engine {
     ) -> String {
         let (run, workflow, contact) = (at.run, at.workflow, at.contact);
         let (unsubscribe, category) = (&step.unsubscribe, step.category);
-        let key = format!(
-            "run{}-step{}-contact{}{}",
-            run.id, run.next_step, contact.id, out.key_suffix
-        );
+        let key = store::idempotency_key(run.id, run.next_step, contact.id, out.key_suffix);
         let message_id = format!("<{key}@{}>", self.message_id_domain);
         let (text, html) = match unsubscribe {
             Some(links) => with_unsubscribe_footer(rendered.text.clone(), rendered.html.clone(), &links.https),

@@ -45,6 +45,11 @@ impl Engine {
             "contact": contact_ctx, "vars": workflow.vars, "event": run.context.0,
             "owner": { "email": contact.owner }, "workflow": workflow.name,
             "unsubscribe_url": unsubscribe.as_ref().map(|u| u.https.clone()).unwrap_or_default(),
+            // What a notice to the owner is about (empty in every other message).
+            "withheld": {
+                "template": out.withheld.clone().unwrap_or_default(),
+                "category": if out.withheld.is_some() { workflow.category.as_str() } else { "" },
+            },
         });
         Ok(Render {
             channel: out.channel.clone(),

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use crate::model::add_span;
-use crate::store::{self, Conn, Contact, Event, EventKind, Run, RunStart, SuppressionReason};
+use crate::model::{Category, add_span};
+use crate::store::{self, Conn, ConsentScope, Contact, Event, EventKind, Run, RunStart, SuppressionReason};
 use crate::workflow::{ExitOn, Trigger, Workflow};
 
 /// Whether `workflow`'s trigger matches `event` (the `when` condition is checked separately).
@@ -73,8 +73,8 @@ pub(crate) fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) ->
 /// at most three queries for the whole batch.
 #[derive(Default)]
 pub(crate) struct ExitFacts {
-    /// Suppression reasons by normalised address.
-    suppressed: HashMap<String, Vec<SuppressionReason>>,
+    /// Suppression reasons and scopes by normalised address.
+    suppressed: HashMap<String, Vec<(SuppressionReason, ConsentScope)>>,
     /// Kinds of the events that came after each run's own event, by run id.
     later: HashMap<i64, Vec<EventKind>>,
     /// Inquiries among those the runs wait on that are still unanswered.
@@ -97,7 +97,8 @@ impl ExitFacts {
         let exits = |w: &Workflow, wanted: &[ExitOn]| w.exit.on.iter().any(|e| wanted.contains(e));
         let addresses: Vec<String> = runs
             .iter()
-            .filter(|(w, ..)| exits(w, &[ExitOn::Unsubscribed, ExitOn::Bounced]))
+            // Marketing steps also skip a contact who unsubscribed from marketing.
+            .filter(|(w, ..)| exits(w, &[ExitOn::Unsubscribed, ExitOn::Bounced]) || w.category == Category::Marketing)
             .flat_map(|(_, _, c)| [&c.email, &c.phone])
             .flatten()
             .map(|a| store::normalise_address(a))
@@ -124,6 +125,25 @@ impl ExitFacts {
     }
 }
 
+impl ExitFacts {
+    /// The suppressions (reason, scope) of the contact's addresses.
+    fn of(&self, contact: &Contact) -> impl Iterator<Item = &(SuppressionReason, ConsentScope)> {
+        [&contact.email, &contact.phone]
+            .into_iter()
+            .flatten()
+            .filter_map(|a| self.suppressed.get(&store::normalise_address(a)))
+            .flatten()
+    }
+
+    /// Why marketing to the contact is withheld by a marketing-only
+    /// suppression of one of their addresses, if it is (for marketing runs).
+    pub(crate) fn marketing_suppressed(&self, contact: &Contact) -> Option<SuppressionReason> {
+        self.of(contact)
+            .find(|(_, scope)| *scope == ConsentScope::Marketing)
+            .map(|(reason, _)| *reason)
+    }
+}
+
 /// Why a run must stop before its next step, if it must: the situation that
 /// started it no longer holds (the follow-up was logged, the inquiry answered),
 /// or one of the workflow's exit conditions is met.
@@ -137,13 +157,13 @@ pub(crate) fn stop_reason(
     if let Some(reason) = trigger_gone(facts, &workflow.trigger, &run.context.0, contact) {
         return Some(reason.to_string());
     }
-    let suppressed_for = |reasons: &[SuppressionReason]| {
-        [&contact.email, &contact.phone]
-            .into_iter()
-            .flatten()
-            .filter_map(|a| facts.suppressed.get(&store::normalise_address(a)))
-            .flatten()
-            .any(|r| reasons.contains(r))
+    let suppressed_for = |reasons: &[SuppressionReason]| facts.of(contact).any(|(r, _)| reasons.contains(r));
+    // An unsubscribe ends the runs whose messages it withholds: marketing only, or all.
+    let unsubscribed = || {
+        (contact.consent == "withdrawn" && ConsentScope::All.covers(workflow.category))
+            || facts
+                .of(contact)
+                .any(|&(r, scope)| r == SuppressionReason::Unsubscribed && scope.covers(workflow.category))
     };
     let later = facts.later.get(&run.id).map(Vec::as_slice).unwrap_or_default();
     let happened = |kinds: &[EventKind]| later.iter().any(|k| kinds.contains(k));
@@ -159,9 +179,7 @@ pub(crate) fn stop_reason(
                 EventKind::Replied,
             ]),
             ExitOn::Ordered => happened(&[EventKind::OrderPlaced]),
-            ExitOn::Unsubscribed => {
-                contact.consent == "withdrawn" || suppressed_for(&[SuppressionReason::Unsubscribed])
-            }
+            ExitOn::Unsubscribed => unsubscribed(),
             ExitOn::Bounced => suppressed_for(&[
                 SuppressionReason::HardBounce,
                 SuppressionReason::SoftBounce,

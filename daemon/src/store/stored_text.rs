@@ -62,7 +62,7 @@ mod tests {
     use std::str::FromStr;
 
     use crate::store::{
-        AttemptOutcome, BounceKind, EngagementKind, EnrolmentStatus, EventKind, OutboxStatus, RunStatus,
+        AttemptOutcome, BounceKind, ConsentScope, EngagementKind, EnrolmentStatus, EventKind, OutboxStatus, RunStatus,
         SuppressionReason, TimerKind,
     };
 
@@ -76,6 +76,7 @@ mod tests {
     fn every_stored_value_parses_back_from_its_text() {
         round_trips(AttemptOutcome::ALL, AttemptOutcome::as_str);
         round_trips(BounceKind::ALL, BounceKind::as_str);
+        round_trips(ConsentScope::ALL, ConsentScope::as_str);
         round_trips(EngagementKind::ALL, EngagementKind::as_str);
         round_trips(EnrolmentStatus::ALL, EnrolmentStatus::as_str);
         round_trips(EventKind::ALL, EventKind::as_str);

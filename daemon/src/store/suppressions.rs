@@ -1,11 +1,13 @@
 //! Suppression: addresses that get nothing (on a channel, or on any), for
 //! unsubscribes, bounces, complaints and manual entries; checked when a message
-//! is claimed for delivery, whatever workflow queued it.
+//! is claimed for delivery, whatever workflow queued it. A suppression has a
+//! scope: marketing only, or all customer-facing mail.
 
 use serde::Serialize;
 
 use super::stored_text::stored_text;
-use super::{Conn, Invalid};
+use super::{Conn, Contact, Invalid};
+use crate::model::Category;
 
 /// Bounce and complaint counts that suppress an address (from `nudge.toml`).
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +46,29 @@ stored_text! {
     }
 }
 
+stored_text! {
+    /// What a withdrawal of consent (or a suppression) stops (docs/domain.md §5:
+    /// "a clear opt-out that is honoured at once").
+    pub(crate) enum ConsentScope {
+        /// Nurture and promotion; answers, sample and after-sale checks still go out.
+        Marketing = "marketing",
+        /// Every customer-facing message: marketing, transactional and SLA.
+        All = "all",
+    }
+}
+
+impl ConsentScope {
+    /// Whether a message of `category` is withheld under this scope. Internal
+    /// mail goes to staff, not to the contact, so no consent of theirs covers it.
+    pub(crate) fn covers(self, category: Category) -> bool {
+        match (self, category) {
+            (_, Category::Internal) => false,
+            (ConsentScope::Marketing, category) => category == Category::Marketing,
+            (ConsentScope::All, _) => true,
+        }
+    }
+}
+
 /// Addresses compare case-insensitively (the domain part is, and mailbox parts practically are).
 pub(crate) fn normalise_address(address: &str) -> String {
     address.trim().to_lowercase()
@@ -62,24 +87,31 @@ fn given_address(address: &str) -> Result<String, Invalid> {
     Ok(address)
 }
 
-/// Suppresses an address on a channel (`*` for all); the first reason recorded stays.
-pub(crate) async fn suppress(
-    conn: &mut Conn,
-    address: &str,
-    channel: &str,
-    reason: SuppressionReason,
-    detail: &str,
-    now: i64,
-) -> anyhow::Result<bool> {
-    let address = given_address(address)?;
+/// What to suppress: an address on a channel (`*` for all), why, and how widely.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Suppress<'a> {
+    pub(crate) address: &'a str,
+    pub(crate) channel: &'a str,
+    pub(crate) reason: SuppressionReason,
+    pub(crate) scope: ConsentScope,
+    pub(crate) detail: &'a str,
+}
+
+/// Suppresses an address on a channel; the first reason recorded stays, but a
+/// marketing-only suppression widens to all mail when that is asked for later.
+/// Returns whether anything changed.
+pub(crate) async fn suppress(conn: &mut Conn, what: &Suppress<'_>, now: i64) -> anyhow::Result<bool> {
+    let address = given_address(what.address)?;
     let done = sqlx::query(
-        "INSERT INTO suppressions (address, channel, reason, detail, created_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (address, channel) DO NOTHING",
+        "INSERT INTO suppressions (address, channel, reason, scope, detail, created_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (address, channel) DO UPDATE SET scope = excluded.scope
+         WHERE excluded.scope = 'all' AND suppressions.scope <> 'all'",
     )
     .bind(address)
-    .bind(channel)
-    .bind(reason)
-    .bind(detail)
+    .bind(what.channel)
+    .bind(what.reason)
+    .bind(what.scope)
+    .bind(what.detail)
     .bind(now)
     .execute(&mut *conn)
     .await?;
@@ -117,13 +149,14 @@ pub(crate) struct Suppression {
     pub(crate) address: String,
     pub(crate) channel: String,
     pub(crate) reason: SuppressionReason,
+    pub(crate) scope: ConsentScope,
     pub(crate) detail: String,
     pub(crate) created_at: i64,
 }
 
 pub(crate) async fn list_suppressions(conn: &mut Conn) -> anyhow::Result<Vec<Suppression>> {
     Ok(sqlx::query_as(
-        "SELECT address, channel, reason, detail, created_at FROM suppressions ORDER BY created_at, address",
+        "SELECT address, channel, reason, scope, detail, created_at FROM suppressions ORDER BY created_at, address",
     )
     .fetch_all(&mut *conn)
     .await?)
@@ -177,41 +210,104 @@ pub(crate) async fn record_bounce(
     };
     if threshold > 0 && count >= threshold {
         let why = format!("{count} {kind} bounce(s); last: {detail}");
-        suppress(conn, &address, "*", kind.reason(), &why, now).await?;
+        // An address that bounces cannot take any mail; a complaint ("this is
+        // spam") is about all mail from us, not one kind: both stop everything.
+        let what = Suppress {
+            address: &address,
+            channel: "*",
+            reason: kind.reason(),
+            scope: ConsentScope::All,
+            detail: &why,
+        };
+        suppress(conn, &what, now).await?;
         return Ok(true);
     }
     Ok(false)
 }
 
-/// Suppression reasons of the given (normalised) addresses, by address, in one query.
+/// Suppression reasons and scopes of the given (normalised) addresses, by address, in one query.
 pub(crate) async fn suppression_reasons(
     conn: &mut Conn,
     addresses: &[String],
-) -> anyhow::Result<std::collections::HashMap<String, Vec<SuppressionReason>>> {
-    let mut reasons: std::collections::HashMap<String, Vec<SuppressionReason>> = Default::default();
+) -> anyhow::Result<std::collections::HashMap<String, Vec<(SuppressionReason, ConsentScope)>>> {
+    let mut reasons: std::collections::HashMap<String, Vec<(SuppressionReason, ConsentScope)>> = Default::default();
     if addresses.is_empty() {
         return Ok(reasons);
     }
-    let rows: Vec<(String, SuppressionReason)> = sqlx::query_as(
-        "SELECT DISTINCT address, reason FROM suppressions WHERE address IN (SELECT value FROM json_each(?))",
+    let rows: Vec<(String, SuppressionReason, ConsentScope)> = sqlx::query_as(
+        "SELECT DISTINCT address, reason, scope FROM suppressions WHERE address IN (SELECT value FROM json_each(?))",
     )
     .bind(serde_json::to_string(addresses)?)
     .fetch_all(&mut *conn)
     .await?;
-    for (address, reason) in rows {
-        reasons.entry(address).or_default().push(reason);
+    for (address, reason, scope) in rows {
+        reasons.entry(address).or_default().push((reason, scope));
     }
     Ok(reasons)
 }
 
-/// The contact no longer wants messages (an unsubscribe).
-pub(crate) async fn withdraw_consent(conn: &mut Conn, contact_id: i64, now: i64) -> anyhow::Result<()> {
-    sqlx::query("UPDATE contacts SET consent = 'withdrawn', updated_at = ? WHERE id = ?")
+/// The idempotency key of the message a run's step sends to a contact
+/// (`suffix` tells apart a step's several messages); its Message-ID derives from it.
+pub(crate) fn idempotency_key(run_id: i64, step: i64, contact_id: i64, suffix: &str) -> String {
+    format!("run{run_id}-step{step}-contact{contact_id}{suffix}")
+}
+
+/// The Message-ID of the message a run's step sent to its contact (if it was
+/// queued) and the run's workflow: what an unsubscribe link in it answers.
+pub(crate) async fn message_of_step(
+    conn: &mut Conn,
+    contact_id: i64,
+    run_id: i64,
+    step: i64,
+) -> anyhow::Result<Option<(Option<String>, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT o.message_id FROM outbox o WHERE o.idempotency_key = ?), r.workflow
+         FROM runs r WHERE r.id = ? AND r.contact_id = ?",
+    )
+    .bind(idempotency_key(run_id, step, contact_id, ""))
+    .bind(run_id)
+    .bind(contact_id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// The contact withdraws consent for `scope`, as `by` says (the message whose
+/// link they followed, or who acted for them): their addresses are suppressed
+/// on every channel for that scope, "all" withdraws their consent too, and the
+/// history records it. Idempotent: returns false when nothing changed.
+pub(crate) async fn withdraw_consent(
+    conn: &mut Conn,
+    contact: &Contact,
+    scope: ConsentScope,
+    by: &str,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let mut changed = false;
+    let addresses = [&contact.email, &contact.phone].into_iter().flatten();
+    for address in addresses.filter(|a| !a.trim().is_empty()) {
+        let what = Suppress {
+            address,
+            channel: "*",
+            reason: SuppressionReason::Unsubscribed,
+            scope,
+            detail: by,
+        };
+        changed |= suppress(conn, &what, now).await?;
+    }
+    if scope == ConsentScope::All {
+        let done = sqlx::query(
+            "UPDATE contacts SET consent = 'withdrawn', updated_at = ? WHERE id = ? AND consent <> 'withdrawn'",
+        )
         .bind(now)
-        .bind(contact_id)
+        .bind(contact.id)
         .execute(&mut *conn)
         .await?;
-    Ok(())
+        changed |= done.rows_affected() == 1;
+    }
+    if changed {
+        super::insert_history(conn, contact.id, "unsubscribed", None, Some(scope.as_str()), by, now).await?;
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]
@@ -277,7 +373,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             reasons,
-            [("ann@x.test".to_string(), vec![SuppressionReason::SoftBounce])].into()
+            [(
+                "ann@x.test".to_string(),
+                vec![(SuppressionReason::SoftBounce, ConsentScope::All)]
+            )]
+            .into()
         );
         assert!(unsuppress(&mut conn, "ann@x.test", "*").await.unwrap());
         assert_eq!(
@@ -291,9 +391,15 @@ mod tests {
         let db = TestStore::open().await;
         let mut conn = db.conn().await;
         for (i, &reason) in SuppressionReason::ALL.iter().enumerate() {
-            suppress(&mut conn, &format!("{i}@x.test"), "email", reason, "", 1)
-                .await
-                .unwrap();
+            let address = format!("{i}@x.test");
+            let what = Suppress {
+                address: &address,
+                channel: "email",
+                reason,
+                scope: ConsentScope::ALL[i % ConsentScope::ALL.len()],
+                detail: "",
+            };
+            suppress(&mut conn, &what, 1).await.unwrap();
         }
         let reasons: Vec<SuppressionReason> = list_suppressions(&mut conn)
             .await
@@ -311,5 +417,78 @@ mod tests {
             record_bounce(&mut conn, &bounce(kind), rules, 1).await.unwrap();
             assert_eq!(kind.as_str().parse(), Ok(kind));
         }
+    }
+
+    #[test]
+    fn marketing_scope_covers_marketing_only_and_no_scope_covers_internal_mail() {
+        use Category::*;
+        let covered = |scope: ConsentScope| {
+            [Sla, Transactional, Marketing, Internal]
+                .into_iter()
+                .filter(|&c| scope.covers(c))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(covered(ConsentScope::Marketing), [Marketing]);
+        assert_eq!(covered(ConsentScope::All), [Sla, Transactional, Marketing]);
+    }
+
+    async fn history(conn: &mut Conn, contact: i64) -> Vec<(Option<String>, String)> {
+        crate::store::history_of(conn, contact, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.field == "unsubscribed")
+            .map(|h| (h.to_value, h.changed_by))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn withdrawing_marketing_then_all_widens_the_suppression_and_records_both() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let id = crate::store::testing::contact(&mut conn, "Ann@X.test").await;
+        let ann = crate::store::contact_by_id(&mut conn, id).await.unwrap().unwrap();
+        let scopes = |rows: Vec<Suppression>| rows.into_iter().map(|s| (s.address, s.scope)).collect::<Vec<_>>();
+        assert!(
+            withdraw_consent(&mut conn, &ann, ConsentScope::Marketing, "link in <m1>", 10)
+                .await
+                .unwrap()
+        );
+        // A second click changes nothing and records nothing.
+        assert!(
+            !withdraw_consent(&mut conn, &ann, ConsentScope::Marketing, "link in <m1>", 11)
+                .await
+                .unwrap()
+        );
+        let ann = crate::store::contact_by_id(&mut conn, id).await.unwrap().unwrap();
+        assert_eq!(ann.consent, "unknown", "marketing only leaves consent as it was");
+        assert_eq!(
+            scopes(list_suppressions(&mut conn).await.unwrap()),
+            [("ann@x.test".to_string(), ConsentScope::Marketing)]
+        );
+        assert!(
+            withdraw_consent(&mut conn, &ann, ConsentScope::All, "unsubscribe page", 20)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !withdraw_consent(&mut conn, &ann, ConsentScope::Marketing, "link in <m2>", 21)
+                .await
+                .unwrap(),
+            "a narrower withdrawal does not narrow a wider one"
+        );
+        let ann = crate::store::contact_by_id(&mut conn, id).await.unwrap().unwrap();
+        assert_eq!(ann.consent, "withdrawn");
+        let listed = list_suppressions(&mut conn).await.unwrap();
+        assert_eq!(listed[0].reason, SuppressionReason::Unsubscribed);
+        assert_eq!(listed[0].detail, "link in <m1>", "the first reason recorded stays");
+        assert_eq!(scopes(listed), [("ann@x.test".to_string(), ConsentScope::All)]);
+        assert_eq!(
+            history(&mut conn, id).await,
+            [
+                (Some("all".to_string()), "unsubscribe page".to_string()),
+                (Some("marketing".to_string()), "link in <m1>".to_string()),
+            ]
+        );
     }
 }

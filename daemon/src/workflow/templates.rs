@@ -5,7 +5,7 @@
 //! compiled here by the same engine: its syntax, the filters and tests it
 //! applies in any branch, and the variables it reads against the context a
 //! run gives it (`engine::Engine` builds it: contact, vars, event, owner,
-//! workflow, unsubscribe_url).
+//! workflow, unsubscribe_url, withheld).
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -17,7 +17,15 @@ use super::condition::contact_schema;
 use super::diagnostic::did_you_mean;
 
 /// The names a template reads at its top level.
-const ROOTS: &[&str] = &["contact", "vars", "event", "owner", "workflow", "unsubscribe_url"];
+const ROOTS: &[&str] = &[
+    "contact",
+    "vars",
+    "event",
+    "owner",
+    "workflow",
+    "unsubscribe_url",
+    "withheld",
+];
 /// Names minijinja itself gives a template (in loops, macros and blocks).
 const IMPLICIT: &[&str] = &["loop", "self", "super", "caller", "varargs", "kwargs"];
 

@@ -17,6 +17,7 @@ use super::{Contacts, Engine, triggers, variants};
 use crate::model::Category;
 use crate::plugins::RenderedMessage;
 use crate::store::{self, Contact, Run, RunStatus};
+use crate::unsubscribe::MessageRef;
 use crate::workflow::{Step, Variant, Workflow, WorkflowSet};
 
 #[cfg(test)]
@@ -72,6 +73,9 @@ pub(super) struct PreparedStep {
     pub(crate) rendered: Option<RenderedMessage>,
     pub(crate) unsubscribe: Option<store::Unsubscribe>,
     pub(crate) category: Category,
+    /// Whether the contact's consent withheld the message when it was prepared
+    /// (`outgoing` is then the owner's notice, if one is owed).
+    pub(crate) withheld: bool,
 }
 
 /// What a step's `apply` did.
@@ -105,6 +109,8 @@ pub(super) struct Applying<'a> {
     pub(crate) run: &'a Run,
     pub(crate) contact: &'a Contact,
     pub(crate) contact_ctx: &'a serde_json::Value,
+    /// What the batch read about suppressions and later events.
+    pub(crate) facts: &'a triggers::ExitFacts,
     pub(crate) now: i64,
 }
 
@@ -141,7 +147,11 @@ impl Engine {
             variant: variants::of_step(workflow, &run),
             now: self.clock.now_ms(),
         };
+        // A message the contact's consent withholds is not sent, so it waits for no
+        // window; the owner's notice of it (if one is owed) takes its place.
+        let withheld = send::withheld_by_consent(contact, workflow.category);
         let outgoing = match step {
+            Step::Send { template, .. } if withheld => send::owner_notice(&at, template),
             Step::Send { channel, template, .. } => {
                 if let Some(defer) = send::held(self, &at).await? {
                     return prepared(defer);
@@ -153,11 +163,17 @@ impl Engine {
         };
         let category = match step {
             Step::NotifyOwner { .. } => Category::Internal,
+            Step::Send { .. } if withheld => Category::Internal,
             _ => workflow.category,
         };
-        // Marketing email carries an unsubscribe link (visible and in List-Unsubscribe).
+        // Marketing email carries an unsubscribe link (visible and in List-Unsubscribe)
+        // naming the message it is in, for the contact's history.
+        let message = MessageRef {
+            run_id: run.id,
+            step: run.next_step,
+        };
         let unsubscribe = (category == Category::Marketing && outgoing.as_ref().is_some_and(|o| o.channel == "email"))
-            .then(|| self.unsubscribe.links(contact.id));
+            .then(|| self.unsubscribe.links(contact.id, Some(message)));
         // Rendering is pure and may be slow, so it happens before the transaction
         // opens, for the whole batch at once (`render_messages`).
         let render = match &outgoing {
@@ -170,6 +186,7 @@ impl Engine {
             rendered: None,
             unsubscribe,
             category,
+            withheld,
         })))
     }
 
@@ -228,6 +245,7 @@ impl Engine {
             workflow,
             contact,
             contact_ctx,
+            facts,
             now,
         };
         let outcome = match step {

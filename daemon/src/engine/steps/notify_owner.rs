@@ -17,6 +17,7 @@ pub(super) fn outgoing(contact: &Contact, template: &str) -> Option<Outgoing> {
             name: String::new(),
             address,
             key_suffix: "-owner",
+            withheld: None,
         })
 }
 

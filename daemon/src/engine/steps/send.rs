@@ -1,15 +1,43 @@
 //! `send`: a message to the contact on a channel (email, SMS, a plugin's),
 //! rendered from a template, perhaps one arm of an A/B test. Before its
 //! transaction the step waits for its variant's delay and its send window;
-//! inside it, a frequency cap may put it off, and a contact who withdrew
-//! consent meanwhile gets nothing.
+//! inside it, a frequency cap may put it off. The contact's consent may
+//! withhold it (docs/domain.md §5): one who stopped all email gets nothing,
+//! and their owner hears of each answer or check withheld; one who
+//! unsubscribed from marketing gets no marketing, and nobody is told (they
+//! asked for exactly that).
 
-use super::{Action, Applying, Outcome, PreparedStep, Preparing};
+use super::{Action, Applying, Outcome, PreparedStep, Preparing, notify_owner};
 use crate::engine::effects::Effects;
 use crate::engine::message::Outgoing;
 use crate::engine::{Engine, variants};
+use crate::model::Category;
 use crate::plugins::Recipient;
-use crate::store::{self, Contact};
+use crate::store::{self, ConsentScope, Contact, SuppressionReason};
+
+/// The owner's template (in `templates/owner.toml`) telling them that a
+/// message to their contact was withheld for consent.
+const OWNER_NOTICE: &str = "message_withheld";
+
+/// Whether the contact's consent withholds a message of `category`: they
+/// stopped all email (consent withdrawn). Internal mail is never withheld.
+pub(super) fn withheld_by_consent(contact: &Contact, category: Category) -> bool {
+    contact.consent == "withdrawn" && ConsentScope::All.covers(category)
+}
+
+/// The notice to the owner of a message withheld by consent: owed for the
+/// answers and checks the contact expects (sla, transactional), not for
+/// marketing; sent if the owner has an email and the set has its template.
+pub(super) fn owner_notice(at: &Preparing, template: &str) -> Option<Outgoing> {
+    if at.workflow.category == Category::Marketing || !at.set.templates.contains_key(OWNER_NOTICE) {
+        return None;
+    }
+    notify_owner::outgoing(at.contact, OWNER_NOTICE).map(|notice| Outgoing {
+        key_suffix: "-withheld-owner",
+        withheld: Some(template.to_string()),
+        ..notice
+    })
+}
 
 /// Whether the message must wait before it is rendered: for its A/B variant's
 /// delay, or for its send window to open (a wait would make the render stale).
@@ -45,8 +73,7 @@ pub(super) async fn held(engine: &Engine, at: &Preparing<'_>) -> anyhow::Result<
     }))
 }
 
-/// The message to the contact, if the channel's plugin has an address for
-/// them and they have not withdrawn consent.
+/// The message to the contact, if the channel's plugin has an address for them.
 pub(super) fn outgoing(engine: &Engine, contact: &Contact, channel: &str, template: &str) -> Option<Outgoing> {
     let recipient = engine
         .plugins
@@ -59,19 +86,18 @@ pub(super) fn outgoing(engine: &Engine, contact: &Contact, channel: &str, templa
         Ok(Recipient::None) => Some(String::new()),
         Err(_) => None,
     };
-    address
-        .filter(|_| contact.consent != "withdrawn")
-        .map(|address| Outgoing {
-            channel: channel.to_string(),
-            template: template.to_string(),
-            name: contact.name.clone(),
-            address,
-            key_suffix: "",
-        })
+    address.map(|address| Outgoing {
+        channel: channel.to_string(),
+        template: template.to_string(),
+        name: contact.name.clone(),
+        address,
+        key_suffix: "",
+        withheld: None,
+    })
 }
 
-/// Queues the message, unless a frequency cap puts it off or the contact has
-/// withdrawn consent since it was prepared.
+/// Queues the message, unless the contact's consent withholds it or a
+/// frequency cap puts it off.
 pub(super) async fn apply(
     engine: &Engine,
     tx: &mut store::Conn,
@@ -80,16 +106,52 @@ pub(super) async fn apply(
     step: &PreparedStep,
     effects: &mut Effects,
 ) -> anyhow::Result<Outcome> {
+    let category = at.workflow.category;
+    let withheld = withheld_by_consent(at.contact, category);
+    if withheld != step.withheld {
+        // Consent changed between preparing the message and now: prepare it again.
+        effects.deferred.push(store::DeferredRun {
+            run_id: at.run.id,
+            step: at.run.next_step,
+            until: at.now,
+            reason: "consent changed while the message was prepared".into(),
+        });
+        return Ok(Outcome::Deferred);
+    }
+    if withheld {
+        return Ok(Outcome::Done(withheld_detail(engine, at, step, effects)));
+    }
+    if category == Category::Marketing
+        && let Some(reason) = at.facts.marketing_suppressed(at.contact)
+    {
+        return Ok(Outcome::Done(match reason {
+            SuppressionReason::Unsubscribed => "skipped: the contact unsubscribed from marketing".into(),
+            reason => format!("skipped: the contact's address is suppressed for marketing ({reason})"),
+        }));
+    }
     if step.outgoing.is_some() && engine.defer_if_capped(tx, at, channel, effects).await? {
         return Ok(Outcome::Deferred);
     }
-    let withdrawn = at.contact.consent == "withdrawn";
-    let detail = match (step.outgoing.as_ref().filter(|_| !withdrawn), &step.rendered) {
+    let detail = match (&step.outgoing, &step.rendered) {
         (Some(out), Some(rendered)) => engine.queue(at, step, out, rendered, effects),
-        _ if withdrawn => "skipped: consent withdrawn".into(),
         _ => "skipped: the contact has no address for this channel".into(),
     };
     Ok(Outcome::Done(detail))
+}
+
+/// The detail of a message withheld because the contact stopped all email,
+/// queueing the owner's notice if one was prepared.
+fn withheld_detail(engine: &Engine, at: &Applying, step: &PreparedStep, effects: &mut Effects) -> String {
+    const SKIPPED: &str = "skipped: consent withdrawn for all email";
+    if at.workflow.category == Category::Marketing {
+        return SKIPPED.into();
+    }
+    let told = match (&step.outgoing, &step.rendered) {
+        (Some(out), Some(rendered)) => format!("the owner is told: {}", engine.queue(at, step, out, rendered, effects)),
+        _ if !at.contact.owner.contains('@') => "the owner is not told: the contact has no owner email".into(),
+        _ => format!("the owner is not told: no template `{OWNER_NOTICE}` in the templates"),
+    };
+    format!("{SKIPPED}; {told}")
 }
 
 #[cfg(test)]
@@ -97,6 +159,7 @@ mod tests {
     use serde_json::json;
 
     use crate::engine::steps::fixture::{DAY, Fixture, START, workflow};
+    use crate::store::{ConsentScope, Suppress, SuppressionReason};
 
     const SEND: &str = "send = { channel = \"email\", template = \"hello\" }";
 
@@ -160,7 +223,10 @@ mod tests {
         f.settle().await;
         assert_eq!(f.outbox_count(withdrawn).await + f.outbox_count(no_email).await, 0);
         let skipped = |why: &str| ("done".to_string(), vec![format!("skipped: {why}")]);
-        assert_eq!(f.run_of(withdrawn).await, skipped("consent withdrawn"));
+        assert_eq!(
+            f.run_of(withdrawn).await,
+            skipped("consent withdrawn for all email; the owner is not told: the contact has no owner email")
+        );
         assert_eq!(
             f.run_of(no_email).await,
             skipped("the contact has no address for this channel")
@@ -192,5 +258,124 @@ mod tests {
         assert_eq!(status, "waiting");
         assert!(reason.starts_with("frequency cap reached"), "{reason}");
         assert!(due >= START + 7 * DAY, "the slot frees a week later");
+    }
+
+    /// The owner's notice, as `templates/owner.toml` ships it (in short).
+    fn owner_notice() -> (String, String) {
+        (
+            "workflows/templates/owner.toml".into(),
+            "[message_withheld]\nchannel = \"email\"\n\
+             subject = \"Not sent: {{ workflow }} ({{ withheld.category }} {{ withheld.template }})\"\n\
+             text = \"{{ contact.name }} stopped all email.\"\n"
+                .into(),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_answer_withheld_from_a_contact_who_stopped_all_email_is_told_to_the_owner() {
+        let f = Fixture::new(vec![
+            workflow("answer", "category = \"sla\"", &[SEND]),
+            workflow("promo", "category = \"marketing\"\nexit_when = []", &[SEND]),
+            owner_notice(),
+        ])
+        .await;
+        let li = f
+            .contact(json!({ "email": "li@test.example", "owner": "rep@test.example", "consent": "withdrawn" }))
+            .await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
+        f.settle().await;
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT r.workflow, o.recipient, o.category, o.message ->> 'subject' FROM outbox o JOIN runs r ON r.id = o.run_id",
+        )
+        .fetch_all(&f.store.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            [(
+                "answer".to_string(),
+                "rep@test.example".to_string(),
+                "internal".to_string(),
+                "Not sent: answer (sla hello)".to_string()
+            )],
+            "one notice, for the answer only: the contact asked for no marketing"
+        );
+        let details: Vec<(String, String)> = sqlx::query_as(
+            "SELECT r.workflow, s.detail FROM run_steps s JOIN runs r ON r.id = s.run_id ORDER BY r.workflow",
+        )
+        .fetch_all(&f.store.pool)
+        .await
+        .unwrap();
+        assert_eq!(details[0].0, "answer");
+        assert!(
+            details[0].1.starts_with(
+                "skipped: consent withdrawn for all email; the owner is told: queued <run1-step0-contact1-withheld-owner@"
+            ),
+            "{details:?}"
+        );
+        assert_eq!(
+            details[1],
+            ("promo".into(), "skipped: consent withdrawn for all email".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_marketing_unsubscribe_withholds_marketing_only_and_tells_nobody() {
+        let f = Fixture::new(vec![
+            workflow("answer", "category = \"transactional\"", &[SEND]),
+            workflow("promo", "category = \"marketing\"\nexit_when = []", &[SEND]),
+            workflow("drip", "category = \"marketing\"", &[SEND]),
+            owner_notice(),
+        ])
+        .await;
+        let li = f
+            .contact(json!({ "email": "Li@Test.example", "owner": "rep@test.example" }))
+            .await;
+        let what = Suppress {
+            address: "li@test.example",
+            channel: "*",
+            reason: SuppressionReason::Unsubscribed,
+            scope: ConsentScope::Marketing,
+            detail: "one-click",
+        };
+        let mut conn = f.store.pool.acquire().await.unwrap();
+        crate::store::suppress(&mut conn, &what, START).await.unwrap();
+        drop(conn);
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
+        f.settle().await;
+        let runs: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT r.workflow, r.status, r.outcome, s.detail FROM runs r LEFT JOIN run_steps s ON s.run_id = r.id
+             ORDER BY r.workflow",
+        )
+        .fetch_all(&f.store.pool)
+        .await
+        .unwrap();
+        assert_eq!(runs[0].0, "answer");
+        assert!(
+            runs[0].3.as_deref().unwrap_or_default().starts_with("queued <run"),
+            "{runs:?}"
+        );
+        assert_eq!(
+            (runs[1].0.as_str(), runs[1].1.as_str(), runs[1].2.as_deref()),
+            ("drip", "cancelled", Some("exit condition met: unsubscribed")),
+        );
+        assert_eq!(
+            runs[2],
+            (
+                "promo".into(),
+                "done".into(),
+                Some("all steps done".into()),
+                Some("skipped: the contact unsubscribed from marketing".into())
+            )
+        );
+        let recipients: Vec<String> = sqlx::query_scalar("SELECT recipient FROM outbox")
+            .fetch_all(&f.store.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            recipients,
+            ["Li@Test.example"],
+            "the answer only; the owner hears nothing"
+        );
     }
 }

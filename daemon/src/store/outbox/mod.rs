@@ -124,6 +124,22 @@ impl<'a> From<&'a NewOutboxRow> for QueuedRow<'a> {
     }
 }
 
+/// The condition under which a suppression `s` withholds an outbox row (its
+/// columns prefixed by `$row`): bounces and complaints stop all mail to the
+/// address; a scope (`ConsentScope::covers`) stops marketing, or every
+/// customer-facing message, but never internal mail to staff.
+macro_rules! suppression_covers {
+    ($row:literal) => {
+        concat!(
+            "(s.reason IN ('hard_bounce', 'soft_bounce', 'complaint') OR ",
+            $row,
+            "category = 'marketing' OR (s.scope = 'all' AND ",
+            $row,
+            "category <> 'internal'))"
+        )
+    };
+}
+
 /// Queues messages (a row whose idempotency key is queued already is left
 /// out) and records finished steps, moving their runs on: what a batch of steps
 /// writes under the turn, in one round trip to SQLite's thread. Fails (and the
@@ -142,7 +158,7 @@ pub async fn queue_and_finish(
     // Three statements, one query; the rows queued and the runs moved come back
     // as rows of one shape, told apart by their first column. `WHERE true` lets
     // SQLite parse the upsert clause after a SELECT.
-    let returned: Vec<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(
+    let returned: Vec<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(concat!(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
                              category, priority, next_attempt_at, created_at, variant)
          SELECT value ->> 'idempotency_key', value ->> 'message_id', value ->> 'run_id', value ->> 'contact_id',
@@ -151,8 +167,10 @@ pub async fn queue_and_finish(
          FROM json_each(?2) WHERE true ORDER BY key
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING 'queued', id, idempotency_key,
-                   (SELECT s.reason FROM suppressions s
-                     WHERE s.address = lower(recipient) AND s.channel IN ('*', channel) LIMIT 1);
+                   (SELECT s.reason FROM suppressions s WHERE s.address = lower(recipient)
+                     AND s.channel IN ('*', channel) AND ",
+        suppression_covers!(""),
+        " LIMIT 1);
          INSERT INTO run_steps (run_id, step, kind, detail, finished_at)
          SELECT value ->> 'run_id', value ->> 'step', value ->> 'kind', value ->> 'detail', ?1 FROM json_each(?3);
          UPDATE runs SET next_step = runs.next_step + 1, status = j.status, updated_at = ?1, step_errors = 0,
@@ -162,7 +180,7 @@ pub async fn queue_and_finish(
                FROM json_each(?3)) AS j
          WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step
          RETURNING 'moved', runs.id, NULL, NULL",
-    )
+    ))
     .bind(now)
     .bind(serde_json::to_string(&payload)?)
     .bind(serde_json::to_string(steps)?)
@@ -222,17 +240,19 @@ pub async fn due_outbox(
     in_flight: &[i64],
     full_channels: &[String],
 ) -> anyhow::Result<Vec<OutboxRow>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(concat!(
         "SELECT o.id, o.run_id, o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts, o.parts_done,
-                (SELECT s.reason FROM suppressions s
-                  WHERE s.address = lower(o.recipient) AND s.channel IN ('*', o.channel) LIMIT 1) AS suppressed,
+                (SELECT s.reason FROM suppressions s WHERE s.address = lower(o.recipient)
+                  AND s.channel IN ('*', o.channel) AND ",
+        suppression_covers!("o."),
+        " LIMIT 1) AS suppressed,
                 EXISTS (SELECT 1 FROM deliveries d WHERE d.outbox_id = o.id AND d.outcome = 'unknown') AS had_unknown
          FROM outbox o
          WHERE o.status = 'pending' AND o.next_attempt_at <= ?
            AND o.id NOT IN (SELECT value FROM json_each(?))
            AND o.channel NOT IN (SELECT value FROM json_each(?))
          ORDER BY o.priority, o.next_attempt_at, o.id LIMIT ?",
-    )
+    ))
     .bind(now)
     .bind(serde_json::to_string(in_flight)?)
     .bind(serde_json::to_string(full_channels)?)

@@ -1,6 +1,6 @@
 use super::*;
 use crate::store::testing::{TestStore, contact, run};
-use crate::store::{FinishedStep, RunStatus, SuppressionReason, load_run, suppress};
+use crate::store::{ConsentScope, FinishedStep, RunStatus, Suppress, SuppressionReason, load_run, suppress};
 
 fn message(to: &str) -> OutboundMessage {
     OutboundMessage {
@@ -46,9 +46,14 @@ async fn queued_rows_and_finished_steps_land_field_by_field() {
         contact(&mut conn, "b@x.test").await,
     );
     let (r1, r2) = (run(&mut conn, "w1", b).await, run(&mut conn, "w2", a).await);
-    suppress(&mut conn, "A@x.test", "*", SuppressionReason::Manual, "", 1)
-        .await
-        .unwrap();
+    let what = Suppress {
+        address: "A@x.test",
+        channel: "*",
+        reason: SuppressionReason::Manual,
+        scope: ConsentScope::All,
+        detail: "",
+    };
+    suppress(&mut conn, &what, 1).await.unwrap();
     let rows = vec![
         new_row("k1", Some(r1), Some(b), "b@x.test"),
         new_row("k2", None, Some(a), "A@x.test"),
@@ -336,4 +341,76 @@ async fn every_status_and_outcome_is_one_the_database_accepts() {
         .await
         .unwrap();
     assert_eq!(stored, AttemptOutcome::ALL);
+}
+
+/// A marketing-only withdrawal withholds marketing and nothing else; one of
+/// all mail withholds every customer-facing category, but not the owner's
+/// internal mail; a bounce withholds everything.
+#[tokio::test]
+async fn a_suppression_withholds_the_categories_its_scope_covers() {
+    let db = TestStore::open().await;
+    let mut conn = db.conn().await;
+    let suppressed = [
+        ("m@x.test", SuppressionReason::Unsubscribed, ConsentScope::Marketing),
+        ("a@x.test", SuppressionReason::Unsubscribed, ConsentScope::All),
+        ("b@x.test", SuppressionReason::HardBounce, ConsentScope::All),
+    ];
+    for (address, reason, scope) in suppressed {
+        let what = Suppress {
+            address,
+            channel: "*",
+            reason,
+            scope,
+            detail: "",
+        };
+        suppress(&mut conn, &what, 1).await.unwrap();
+    }
+    let mut rows = Vec::new();
+    for (address, ..) in suppressed {
+        for category in [
+            Category::Marketing,
+            Category::Transactional,
+            Category::Sla,
+            Category::Internal,
+        ] {
+            let mut row = new_row(&format!("{address}-{}", category.as_str()), None, None, address);
+            row.category = category;
+            rows.push(row);
+        }
+    }
+    let queued = queue_and_finish(&mut conn, rows, &[], 5).await.unwrap();
+    let at_queue: Vec<(String, Option<String>)> = queued
+        .iter()
+        .map(|r| (r.idempotency_key.clone(), r.suppressed.clone()))
+        .collect();
+    let claimed: Vec<(String, Option<String>)> = due_outbox(&mut conn, 5, 100, &[], &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.idempotency_key.clone(), r.suppressed.clone()))
+        .collect();
+    let mut claimed_sorted = claimed.clone();
+    claimed_sorted.sort();
+    let mut expected: Vec<(String, Option<String>)> = [
+        ("m@x.test-marketing", Some("unsubscribed")),
+        ("m@x.test-transactional", None),
+        ("m@x.test-sla", None),
+        ("m@x.test-internal", None),
+        ("a@x.test-marketing", Some("unsubscribed")),
+        ("a@x.test-transactional", Some("unsubscribed")),
+        ("a@x.test-sla", Some("unsubscribed")),
+        ("a@x.test-internal", None),
+        ("b@x.test-marketing", Some("hard_bounce")),
+        ("b@x.test-transactional", Some("hard_bounce")),
+        ("b@x.test-sla", Some("hard_bounce")),
+        ("b@x.test-internal", Some("hard_bounce")),
+    ]
+    .into_iter()
+    .map(|(k, s)| (k.to_string(), s.map(String::from)))
+    .collect();
+    expected.sort();
+    assert_eq!(claimed_sorted, expected, "as claimed");
+    let mut at_queue = at_queue;
+    at_queue.sort();
+    assert_eq!(at_queue, expected, "as queued");
 }
