@@ -32,7 +32,7 @@ pub(super) async fn unsubscribe_page(
         "<h1>{}</h1><p>{}</p>{}{}",
         words.title,
         words.marketing_question,
-        button(&format!("/unsubscribe/{token}"), words.marketing_button),
+        one_click_button(&token, words.marketing_button),
         stop_all(words, &token),
     );
     Ok(Html(page(words, &body)).into_response())
@@ -107,17 +107,19 @@ async fn withdrawn_by(
     })
 }
 
-fn button(action: &str, label: &str) -> String {
+/// The form a mail client's one-click button imitates (RFC 8058).
+fn one_click_button(token: &str, label: &str) -> String {
     format!(
-        "<form method=post action=\"{action}\"><input type=hidden name=List-Unsubscribe value=One-Click><button>{label}</button></form>"
+        "<form method=post action=\"/unsubscribe/{token}\">\
+         <input type=hidden name=List-Unsubscribe value=One-Click><button>{label}</button></form>"
     )
 }
 
+/// The explicit second choice: no email at all.
 fn stop_all(words: &Words, token: &str) -> String {
     format!(
-        "<hr><p>{}</p>{}",
-        words.all_question,
-        button(&format!("/unsubscribe/{token}/all"), words.all_button)
+        "<hr><p>{}</p><form method=post action=\"/unsubscribe/{token}/all\"><button>{}</button></form>",
+        words.all_question, words.all_button
     )
 }
 
