@@ -104,6 +104,35 @@ impl Fixture {
         }
     }
 
+    /// Starts the runs of the events written so far, prepares their steps, runs
+    /// `meanwhile` on the database, then applies the steps: a change that lands
+    /// between the two halves of a step.
+    pub(crate) async fn prepare_then_apply(&self, meanwhile: &str) {
+        let engine = &self.engine;
+        engine.ingest_events().await.unwrap();
+        let mut conn = self.store.pool.acquire().await.unwrap();
+        let runs = store::ready_runs(&mut conn, 100, &[]).await.unwrap();
+        let ids: Vec<i64> = runs.iter().map(|r| r.contact_id).collect();
+        let contacts = store::contacts_with_context(&mut conn, &ids).await.unwrap();
+        drop(conn);
+        let batch = engine.prepare_all(runs, &contacts, None).await.unwrap();
+        sqlx::query(meanwhile).execute(&self.store.pool).await.unwrap();
+        let mut tx = self.store.write().await.unwrap();
+        let mut current = store::contacts_with_context(&mut tx, &ids).await.unwrap();
+        let now = engine.clock.now_ms();
+        engine
+            .apply_in(
+                &mut tx,
+                &batch,
+                &mut current,
+                now,
+                crate::engine::batch::Undo::WholeBatch,
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
     /// Moves the clock on by `ms` and lets the engine do what fell due.
     pub(crate) async fn later(&self, ms: i64) {
         self.engine.clock.set_virtual_ms(self.engine.clock.now_ms() + ms);

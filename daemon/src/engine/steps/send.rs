@@ -378,4 +378,31 @@ mod tests {
             "the answer only; the owner hears nothing"
         );
     }
+
+    /// Consent that changes between preparing a message and queueing it puts
+    /// the step off until it is prepared again: neither the message nor the
+    /// owner's notice goes out on a stale reading.
+    #[tokio::test]
+    async fn consent_changed_while_a_message_was_prepared_prepares_it_again() {
+        let f = Fixture::new(vec![workflow("answer", "category = \"sla\"", &[SEND]), owner_notice()]).await;
+        let li = f
+            .contact(json!({ "email": "li@test.example", "owner": "rep@test.example" }))
+            .await;
+        f.event(crate::store::EventKind::InquiryReceived, li).await;
+        f.prepare_then_apply("UPDATE contacts SET consent = 'withdrawn'").await;
+        assert_eq!(f.outbox_count(li).await, 0);
+        let (status, reason): (String, String) = f
+            .row("SELECT status, waiting_reason FROM runs WHERE contact_id = ?", li)
+            .await;
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("waiting", "consent changed while the message was prepared")
+        );
+        f.settle().await;
+        let (recipient,): (String,) = f.row("SELECT recipient FROM outbox WHERE contact_id = ?", li).await;
+        assert_eq!(
+            recipient, "rep@test.example",
+            "prepared again, as a notice to the owner"
+        );
+    }
 }
