@@ -13,7 +13,8 @@ pub(crate) struct NewSuppression {
     pub(crate) address: String,
     #[serde(default = "all_channels")]
     pub(crate) channel: String,
-    /// `all` customer-facing mail (the default, as before scopes), or `marketing` only.
+    /// `all` customer-facing mail (the default: an address suppressed by hand gets
+    /// nothing from us), or `marketing` only.
     #[serde(default = "all_mail")]
     pub(crate) scope: ConsentScope,
     #[serde(default)]
