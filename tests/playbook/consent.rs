@@ -272,6 +272,12 @@ fn a_suppression_by_hand_takes_a_scope_and_shows_who_made_it() {
     let tmp = scratch();
     let smtp = SmtpServer::start(tmp.path());
     let mut nudge = Nudge::new(&smtp, MONDAY_10AM);
+    // A promotion for contacts who reach the intent stage.
+    nudge.write_workflow(
+        "promo.toml",
+        "category = \"marketing\"\n[trigger]\non = \"stage_changed\"\nto = \"intent\"\n\n\
+         [[steps]]\nsend = { channel = \"email\", template = \"nurture_offer\" }\n",
+    );
     let by_phone = add_lead(&nudge, "Zhou", "en");
     let by_api = add_lead(&nudge, "Wu", "en");
     let out = nudge.cli(&[
@@ -289,7 +295,6 @@ fn a_suppression_by_hand_takes_a_scope_and_shows_who_made_it() {
         !ok && err.contains("`some` is not a scope; use `marketing` or `all`"),
         "{err}"
     );
-    enable_nurture(&nudge);
     nudge.start();
     let body = format!("{{\"address\": \"{by_api}\", \"scope\": \"marketing\"}}");
     let (status, added) = nudge.http("POST", "/suppressions", Some(&body));
@@ -300,14 +305,23 @@ fn a_suppression_by_hand_takes_a_scope_and_shows_who_made_it() {
         Some(r#"{"address": "x@y.z", "scope": "none"}"#),
     );
     assert_eq!(status, 422, "{refused}");
-    nudge.settle();
-    // Neither gets the drip; both still get an answer.
+    let why = refused.to_string();
+    assert!(why.contains("`marketing`") && why.contains("`all`"), "{why}");
+    // Neither gets the promotion; both get the answer to their inquiry and the
+    // proposal that reaching the intent stage sends (transactional).
     for to in [&by_phone, &by_api] {
         nudge.cli(&["inquiry", "add", to]);
+        nudge.cli(&["stage", "set", to, "intent"]);
     }
     nudge.settle();
     for to in [&by_phone, &by_api] {
-        assert_eq!(sent_by(&nudge, to), ["inquiry-received"]);
+        let mut sent = sent_by(&nudge, to);
+        sent.sort();
+        assert_eq!(sent, ["inquiry-received", "intent-proposal"]);
+        assert_eq!(
+            step_details(&nudge, "promo", to),
+            ["skipped: the contact's address is suppressed for marketing (manual)"]
+        );
     }
     let list = nudge.cli(&["suppress", "list"]);
     assert_eq!(list.matches("marketing").count(), 2, "{list}");
