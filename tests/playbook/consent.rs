@@ -311,6 +311,10 @@ fn a_suppression_by_hand_takes_a_scope_and_shows_who_made_it() {
     // proposal that reaching the intent stage sends (transactional).
     for to in [&by_phone, &by_api] {
         nudge.cli(&["inquiry", "add", to]);
+    }
+    // The inquiry moves them to the inquiry stage first; then they show intent.
+    nudge.settle();
+    for to in [&by_phone, &by_api] {
         nudge.cli(&["stage", "set", to, "intent"]);
     }
     nudge.settle();
