@@ -21,7 +21,7 @@ use crate::workflow::{Step, Variant, Workflow, WorkflowSet};
 
 #[cfg(test)]
 mod fixture;
-mod notify_owner;
+mod notify;
 mod schedule_follow_up;
 mod send;
 mod set_classification;
@@ -72,6 +72,8 @@ pub(super) struct PreparedStep {
     pub(crate) rendered: Option<RenderedMessage>,
     pub(crate) unsubscribe: Option<store::Unsubscribe>,
     pub(crate) category: Category,
+    /// Why the message goes elsewhere than the step said (a `notify` to an unknown manager).
+    pub(crate) note: Option<String>,
 }
 
 /// What a step's `apply` did.
@@ -141,6 +143,7 @@ impl Engine {
             variant: variants::of_step(workflow, &run),
             now: self.clock.now_ms(),
         };
+        let mut note = None;
         let outgoing = match step {
             Step::Send { channel, template, .. } => {
                 if let Some(defer) = send::held(self, &at).await? {
@@ -148,11 +151,18 @@ impl Engine {
                 }
                 send::outgoing(self, contact, channel, template)
             }
-            Step::NotifyOwner { template } => notify_owner::outgoing(contact, template),
+            Step::Notify { to, template } => {
+                let recipient = notify::recipient(&set.team, contact, to);
+                if let Some(defer) = notify::held(&at, &recipient)? {
+                    return prepared(defer);
+                }
+                note = recipient.note.clone();
+                notify::outgoing(&recipient, to, template)
+            }
             _ => None,
         };
         let category = match step {
-            Step::NotifyOwner { .. } => Category::Internal,
+            Step::Notify { .. } => notify::category(workflow),
             _ => workflow.category,
         };
         // Marketing email carries an unsubscribe link (visible and in List-Unsubscribe).
@@ -170,6 +180,7 @@ impl Engine {
             rendered: None,
             unsubscribe,
             category,
+            note,
         })))
     }
 
@@ -232,7 +243,7 @@ impl Engine {
         };
         let outcome = match step {
             Step::Send { channel, .. } => send::apply(self, tx, &at, channel, prepared, effects).await?,
-            Step::NotifyOwner { .. } => notify_owner::apply(self, &at, prepared, effects),
+            Step::Notify { .. } => notify::apply(self, &at, prepared, effects),
             Step::Wait(span) => wait::apply(&at, *span, effects),
             Step::ScheduleFollowUp { after, goal } => schedule_follow_up::apply(tx, &at, after, goal).await?,
             Step::SetStage(stage) => set_stage::apply(tx, &at, stage).await?,
