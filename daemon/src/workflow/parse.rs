@@ -204,13 +204,21 @@ mod tests {
         assert_eq!((msg.as_str(), pos), ("`notify_owner` is now `notify`", (4, 16)));
         assert_eq!(
             help.as_deref(),
-            Some("write `notify = { to = \"owner\", template = \"hello\" }` (or to = \"manager\", or \"role:<name>\" of team.toml)")
+            Some(
+                "write `notify = { to = \"owner\", template = \"hello\" }` (or to = \"manager\", or \"role:<name>\" of team.toml)"
+            )
         );
         // A set stored for its runs by an earlier nudge still runs them, to the owner.
         let files = vec![TEMPLATES, ("wf/a.toml", src)];
         let files: Vec<(String, String)> = files.into_iter().map(|(a, b)| (a.into(), b.into())).collect();
         let stored = compile_set(&files, &["email".to_string()], true).unwrap();
-        assert!(matches!(&stored.workflows[0].steps[0], Step::Notify { to: NotifyTo::Owner, .. }));
+        assert!(matches!(
+            &stored.workflows[0].steps[0],
+            Step::Notify {
+                to: NotifyTo::Owner,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -227,12 +235,21 @@ mod tests {
         assert!(help.unwrap().contains("senior_reps = ["));
         let (msg, _, _) = first_problem(&step("set_owner = { team = \"x\" }"));
         assert_eq!(msg, "`set_owner` takes an email address or a role");
-        let w = compile(&step("notify = { to = \"manager\", template = \"hello\" }")).unwrap().workflows;
-        assert!(matches!(&w[0].steps[0], Step::Notify { to: NotifyTo::Manager, .. }));
-        let inquiry = |clock: &str| {
-            format!("[trigger]\non = \"inquiry_received\"\n{clock}\n[[steps]]\ntag = \"late\"\n")
-        };
-        let w = compile(&inquiry("sla = { default = \"15m\" }\nsla_clock = \"business\"")).unwrap().workflows;
+        let w = compile(&step("notify = { to = \"manager\", template = \"hello\" }"))
+            .unwrap()
+            .workflows;
+        assert!(matches!(
+            &w[0].steps[0],
+            Step::Notify {
+                to: NotifyTo::Manager,
+                ..
+            }
+        ));
+        let inquiry =
+            |clock: &str| format!("[trigger]\non = \"inquiry_received\"\n{clock}\n[[steps]]\ntag = \"late\"\n");
+        let w = compile(&inquiry("sla = { default = \"15m\" }\nsla_clock = \"business\""))
+            .unwrap()
+            .workflows;
         assert!(w[0].business_clock());
         let (msg, pos, _) = first_problem(&inquiry("sla = { default = \"15m\" }\nsla_clock = \"office\""));
         assert_eq!((msg.as_str(), pos), ("unknown SLA clock `office`", (4, 13)));

@@ -278,8 +278,12 @@ pub(super) fn parse(path: &str, source: &str, problems: &mut Problems) -> Team {
 }
 
 fn unknown_member(path: &str, name: &Spanned<String>, addresses: &[String], what: &str) -> Diagnostic {
-    let help = did_you_mean(name.get_ref(), addresses.iter().map(String::as_str))
-        .unwrap_or_else(|| format!("add a [members.\"{}\"] table, or name a member of the team", name.get_ref()));
+    let help = did_you_mean(name.get_ref(), addresses.iter().map(String::as_str)).unwrap_or_else(|| {
+        format!(
+            "add a [members.\"{}\"] table, or name a member of the team",
+            name.get_ref()
+        )
+    });
     Diagnostic::new(
         path,
         at(name),
@@ -303,8 +307,14 @@ fn check_cycles(
         while let Some(current) = next {
             if current == start {
                 problems.push(
-                    Diagnostic::new(path, at(manager), format!("the managers of `{}` lead back to them", address.get_ref()))
-                        .help("a manager chain must end with someone who has no `manager`: remove one `manager` of the loop"),
+                    Diagnostic::new(
+                        path,
+                        at(manager),
+                        format!("the managers of `{}` lead back to them", address.get_ref()),
+                    )
+                    .help(
+                        "a manager chain must end with someone who has no `manager`: remove one `manager` of the loop",
+                    ),
                 );
                 break;
             }

@@ -214,10 +214,7 @@ fn template_ref(
                 Diagnostic::new(
                     path,
                     at(name),
-                    format!(
-                        "`notify` sends email; template `{}` is for `{}`",
-                        t.name, t.channel
-                    ),
+                    format!("`notify` sends email; template `{}` is for `{}`", t.name, t.channel),
                 )
                 .help("use an email template"),
             );
@@ -310,7 +307,13 @@ fn parse_notify(path: &str, folder: &Folder, notify: &RawNotify, problems: &mut 
 }
 
 /// The role, if team.toml defines it.
-fn role_ref(path: &str, folder: &Folder, at_: &Spanned<impl Sized>, role: &str, problems: &mut Problems) -> Option<String> {
+fn role_ref(
+    path: &str,
+    folder: &Folder,
+    at_: &Spanned<impl Sized>,
+    role: &str,
+    problems: &mut Problems,
+) -> Option<String> {
     if folder.team.has_role(role) {
         return Some(role.to_string());
     }

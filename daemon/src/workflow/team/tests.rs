@@ -81,7 +81,10 @@ fn sunday_night_waits_for_monday_morning_and_no_hours_means_now() {
     let t = team(OFFICE);
     let wang = t.member("wang@corp.test").unwrap();
     // Sunday 2026-12-13 03:00 in Shanghai (Saturday 19:00Z).
-    assert_eq!(wang.next_working(at("2026-12-12T19:00:00Z")), at("2026-12-14T01:00:00Z"));
+    assert_eq!(
+        wang.next_working(at("2026-12-12T19:00:00Z")),
+        at("2026-12-14T01:00:00Z")
+    );
     let li = t.member("li@corp.test").unwrap();
     assert_eq!(li.next_working(at("2026-12-12T19:00:00Z")), at("2026-12-12T19:00:00Z"));
     assert_eq!(
@@ -102,7 +105,12 @@ fn a_role_picks_one_member_per_contact_round_robin() {
     assert_eq!(t.pick("nobody", 1), None);
     assert_eq!(t.manager_of("Wang@corp.test"), Ok("zhao@corp.test"));
     assert!(t.manager_of("zhao@corp.test").unwrap_err().contains("no manager"));
-    assert!(Team::default().manager_of("x@y.test").unwrap_err().contains("no team.toml"));
+    assert!(
+        Team::default()
+            .manager_of("x@y.test")
+            .unwrap_err()
+            .contains("no team.toml")
+    );
 }
 
 #[test]

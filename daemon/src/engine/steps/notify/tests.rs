@@ -90,7 +90,11 @@ async fn an_unknown_manager_falls_back_to_the_owner_with_the_reason_recorded() {
 /// rep's hours; the manager has none, so is always reachable.
 #[tokio::test]
 async fn the_manager_of_the_owner_gets_the_escalation() {
-    let f = Fixture::new(vec![team(), workflow("tell", "category = \"sla\"", &[&notify("manager")])]).await;
+    let f = Fixture::new(vec![
+        team(),
+        workflow("tell", "category = \"sla\"", &[&notify("manager")]),
+    ])
+    .await;
     let li = f
         .contact(json!({ "email": "li@test.example", "owner": "REP@test.example" }))
         .await;
