@@ -24,7 +24,7 @@ pub(crate) use classification::ClassificationRules;
 pub use condition::{Condition, contact_schema, event_schema};
 pub(crate) use diagnostic::{Diagnostic, Diagnostics};
 pub(crate) use sending::SendingPolicy;
-pub(crate) use team::Team;
+pub(crate) use team::{NotifyTo, OwnerRef, Team};
 
 use crate::model::{Category, add_span};
 
@@ -145,8 +145,7 @@ pub(crate) enum Trigger {
     /// value tier has passed without a reply.
     InquiryReceived {
         sla: Option<Sla>,
-        /// `sla_clock = "business"`: the SLA and the workflow's waits count the
-        /// owner's working hours only (team.toml); else wall-clock time.
+        /// `sla_clock = "business"`: the SLA and waits count the owner's working hours.
         business_clock: bool,
     },
     /// A pass over all contacts that match the workflow's `when` (a segment),
@@ -213,36 +212,6 @@ pub(crate) enum Step {
     Untag(String),
     /// Hands the contact to another owner.
     SetOwner(OwnerRef),
-}
-
-/// Who a `notify` step writes to (docs/domain.md §3: the owner, then the owner's manager).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum NotifyTo {
-    Owner,
-    /// The owner's manager in team.toml; the owner when none is known.
-    Manager,
-    /// A member of a role of team.toml, picked per contact.
-    Role(String),
-}
-
-impl NotifyTo {
-    /// Tells the recipient's message apart from the contact's in the idempotency key.
-    pub(crate) fn key_suffix(&self) -> &'static str {
-        match self {
-            NotifyTo::Owner => "-owner",
-            NotifyTo::Manager => "-manager",
-            NotifyTo::Role(_) => "-role",
-        }
-    }
-}
-
-/// The new owner a `set_owner` step names.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum OwnerRef {
-    /// An email address, as written.
-    Address(String),
-    /// A member of a role of team.toml, picked per contact.
-    Role(String),
 }
 
 impl Step {
@@ -472,22 +441,15 @@ impl WorkflowSet {
         }
         let hash = format!("{:x}", hasher.finalize())[..16].to_string();
         match parse::compile_set(&files, channels, stored) {
-            Ok(parse::Compiled {
-                workflows,
-                templates,
-                cadences,
-                sending,
-                classification,
-                team,
-            }) => Ok(WorkflowSet {
+            Ok(c) => Ok(WorkflowSet {
                 hash,
                 files,
-                workflows,
-                templates,
-                cadences,
-                sending,
-                classification: classification.map(std::sync::Arc::new),
-                team,
+                workflows: c.workflows,
+                templates: c.templates,
+                cadences: c.cadences,
+                sending: c.sending,
+                classification: c.classification.map(std::sync::Arc::new),
+                team: c.team,
             }),
             Err(items) => Err(Diagnostics { items, sources: files }),
         }
@@ -495,19 +457,6 @@ impl WorkflowSet {
 
     pub(crate) fn workflow(&self, name: &str) -> Option<&Workflow> {
         self.workflows.iter().find(|w| w.name == name)
-    }
-}
-
-impl Workflow {
-    /// Whether the workflow counts time in its owner's working hours (`sla_clock = "business"`).
-    pub(crate) fn business_clock(&self) -> bool {
-        matches!(
-            self.trigger,
-            Trigger::InquiryReceived {
-                business_clock: true,
-                ..
-            }
-        )
     }
 }
 

@@ -17,10 +17,54 @@ use toml::Spanned;
 use super::diagnostic::{Diagnostic, did_you_mean};
 use super::parse::check::{Problems, at, serde_problem};
 use super::sending::{RawRule, Window, windows};
+use super::{Trigger, Workflow};
 use crate::model::add_span;
 
 /// The file of the folder that holds the team.
 pub(crate) const TEAM_FILE: &str = "team.toml";
+
+/// Who a `notify` step writes to (docs/domain.md §3: the owner, then the owner's manager).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum NotifyTo {
+    Owner,
+    /// The owner's manager in team.toml; the owner when none is known.
+    Manager,
+    /// A member of a role of team.toml, picked per contact.
+    Role(String),
+}
+
+impl NotifyTo {
+    /// Tells the recipient's message apart from the contact's in the idempotency key.
+    pub(crate) fn key_suffix(&self) -> &'static str {
+        match self {
+            NotifyTo::Owner => "-owner",
+            NotifyTo::Manager => "-manager",
+            NotifyTo::Role(_) => "-role",
+        }
+    }
+}
+
+/// The new owner a `set_owner` step names.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum OwnerRef {
+    /// An email address, as written.
+    Address(String),
+    /// A member of a role of team.toml, picked per contact.
+    Role(String),
+}
+
+impl Workflow {
+    /// Whether the workflow counts time in its owner's working hours (`sla_clock = "business"`).
+    pub(crate) fn business_clock(&self) -> bool {
+        matches!(
+            self.trigger,
+            Trigger::InquiryReceived {
+                business_clock: true,
+                ..
+            }
+        )
+    }
+}
 
 /// The team; empty when the folder has no `team.toml`.
 #[derive(Debug, Clone, Default)]
