@@ -162,7 +162,7 @@ impl Engine {
             _ => None,
         };
         let category = match step {
-            Step::Notify { .. } => notify::category(workflow),
+            Step::Notify { .. } => Category::Internal,
             _ => workflow.category,
         };
         // Marketing email carries an unsubscribe link (visible and in List-Unsubscribe).

@@ -10,7 +10,7 @@ use crate::engine::effects::Effects;
 use crate::engine::message::Outgoing;
 use crate::model::Category;
 use crate::store::Contact;
-use crate::workflow::{NotifyTo, Team, Workflow};
+use crate::workflow::{NotifyTo, Team};
 
 /// Who gets the message, and why not whom the step named, if so.
 pub(super) struct Recipient {
@@ -49,19 +49,12 @@ fn addressee(team: &Team, contact: &Contact, to: &NotifyTo) -> Recipient {
     }
 }
 
-/// What the message is: an SLA escalation in an `sla` workflow, else internal.
-pub(super) fn category(workflow: &Workflow) -> Category {
-    if workflow.category == Category::Sla {
-        Category::Sla
-    } else {
-        Category::Internal
-    }
-}
-
-/// Whether the message waits for its recipient's working hours: internal notes
-/// do; SLA escalations only in a workflow on the business clock.
+/// Whether the message waits for its recipient's working hours: notes do, but
+/// an SLA escalation (a note of a `category = "sla"` workflow) only in a workflow
+/// on the business clock. Either way the message is internal in the outbox, so
+/// the report never counts it as a message to the contact.
 pub(super) fn held(at: &Preparing<'_>, recipient: &Recipient) -> anyhow::Result<Option<Action>> {
-    let urgent = category(at.workflow) == Category::Sla && !at.workflow.business_clock();
+    let urgent = at.workflow.category == Category::Sla && !at.workflow.business_clock();
     let member = recipient.address.as_deref().and_then(|a| at.set.team.member(a));
     let (Some(member), false) = (member, urgent) else {
         return Ok(None);

@@ -78,7 +78,11 @@ async fn an_unknown_manager_falls_back_to_the_owner_with_the_reason_recorded() {
         )
         .await;
     assert_eq!(key, format!("run{run}-step0-contact{li}-manager"));
-    assert_eq!((recipient.as_str(), category.as_str()), ("rep@test.example", "sla"));
+    assert_eq!(
+        (recipient.as_str(), category.as_str()),
+        ("rep@test.example", "internal"),
+        "a note, never counted as a message to the contact"
+    );
     let (_, details) = f.run_of(li).await;
     assert!(
         details[0].ends_with("(no manager: no team.toml, so no manager is known; sent to the owner)"),
@@ -155,4 +159,46 @@ async fn a_role_notifies_the_member_picked_for_the_contact() {
     }
     recipients.sort();
     assert_eq!(recipients, ["boss@test.example", "rep@test.example"]);
+}
+
+/// docs/domain.md §3: an SLA escalation is urgent and goes at night too, unless
+/// its workflow counts business time.
+#[tokio::test]
+async fn an_sla_escalation_goes_at_once_unless_its_workflow_is_on_the_business_clock() {
+    let business = (
+        "workflows/business.toml".to_string(),
+        format!(
+            "category = \"sla\"\n[trigger]\non = \"inquiry_received\"\nsla = {{ default = \"1m\" }}\n\
+             sla_clock = \"business\"\n[[steps]]\n{}\n",
+            notify("owner")
+        ),
+    );
+    let f = Fixture::new(vec![
+        team(),
+        workflow("urgent", "category = \"sla\"", &[&notify("owner")]),
+        business,
+    ])
+    .await;
+    // Friday 20:00 in Shanghai.
+    f.later(4 * 3_600_000).await;
+    let li = f
+        .contact(json!({ "email": "li@test.example", "owner": "rep@test.example" }))
+        .await;
+    f.event(crate::store::EventKind::InquiryReceived, li).await;
+    f.settle().await;
+    let (workflow,): (String,) = f
+        .row(
+            "SELECT r.workflow FROM outbox o JOIN runs r ON r.id = o.run_id WHERE o.contact_id = ?",
+            li,
+        )
+        .await;
+    assert_eq!(workflow, "urgent", "only the wall-clock escalation went at once");
+    // The business one starts at Monday 09:01 in Shanghai, inside the rep's hours.
+    let (due,): (i64,) = f
+        .row(
+            "SELECT t.due_at FROM timers t JOIN runs r ON r.id = t.run_id WHERE r.contact_id = ? AND r.workflow = 'business'",
+            li,
+        )
+        .await;
+    assert_eq!(due, START + 4 * 3_600_000 + (2 * 24 + 13) * 3_600_000 + 60_000);
 }
