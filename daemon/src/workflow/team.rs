@@ -303,6 +303,12 @@ pub(super) fn parse(path: &str, source: &str, problems: &mut Problems) -> Team {
         // Days off count for a member without hours too: they work all day, other days.
         let hours = hours.or_else(|| (!holidays.is_empty()).then(Window::always));
         let key = address.get_ref().trim().to_lowercase();
+        if members.contains_key(&key) {
+            problems.push(
+                Diagnostic::new(path, at(address), format!("`{}` is a member twice", address.get_ref()))
+                    .help("addresses are compared without case: keep one [members.\"...\"] table per person"),
+            );
+        }
         let manager = m.manager.as_ref().map(|s| s.get_ref().trim().to_lowercase());
         let name = m.name.clone().unwrap_or_else(|| key.clone());
         members.insert(

@@ -132,6 +132,8 @@ working_hours = "ofice"
 [members."c@corp.test"]
 manager = "boss@corp.test"
 
+[members."C@corp.test"]
+
 [roles]
 senior_reps = ["a@corp.test", "d@corp.test"]
 "#;
@@ -151,8 +153,9 @@ senior_reps = ["a@corp.test", "d@corp.test"]
         [
             "12:11 the managers of `b@corp.test` lead back to them",
             "13:17 unknown working hours `ofice`",
+            "15:10 `c@corp.test` is a member twice",
             "16:11 manager `boss@corp.test` is not a member of the team",
-            "19:31 role member `d@corp.test` is not a member of the team",
+            "21:31 role member `d@corp.test` is not a member of the team",
             "2:17 window `office` is never open",
             "4:10 `18:00-09:00` ends before it starts",
             "7:11 the managers of `a@corp.test` lead back to them",
