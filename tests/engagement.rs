@@ -48,7 +48,7 @@ fn install_promo(nudge: &Nudge) {
         "promo.toml",
         "category = \"marketing\"\n[trigger]\non = \"stage_changed\"\nto = \"loyal\"\n\
          [[steps]]\nsend = { channel = \"email\", template = \"promo\" }\n\
-         [[steps]]\nnotify_owner = { template = \"promo_owner\" }\n\
+         [[steps]]\nnotify = { to = \"owner\", template = \"promo_owner\" }\n\
          [[steps]]\nwait = \"3d\"\n\
          [[steps]]\nsend = { channel = \"email\", template = \"promo_again\" }\n",
     );

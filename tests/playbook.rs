@@ -6,4 +6,5 @@ mod common;
 
 mod playbook {
     pub(crate) mod consent;
+    pub(crate) mod team;
 }

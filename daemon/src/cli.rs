@@ -257,7 +257,7 @@ struct ContactArgs {
     email: Option<String>,
     #[arg(long)]
     phone: Option<String>,
-    /// The owner's email address (gets `notify_owner` messages).
+    /// The owner's email address (gets `notify` messages).
     #[arg(long, default_value = "")]
     owner: String,
     #[arg(long)]

@@ -207,7 +207,12 @@ fn matching<'a>(
             let mut context = event.payload.0.clone();
             context["kind"] = json!(event.kind);
             contexts.push(context);
-            starts.push((workflow, event, contact, triggers::start_at(workflow, event, contact)));
+            starts.push((
+                workflow,
+                event,
+                contact,
+                triggers::start_at(workflow, event, contact, &set.team),
+            ));
         }
     }
     (starts, contexts)

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::model::{Category, add_span};
 use crate::store::{self, Conn, ConsentScope, Contact, Event, EventKind, Run, RunStart, SuppressionReason};
-use crate::workflow::{ExitOn, Trigger, Workflow};
+use crate::workflow::{ExitOn, Team, Trigger, Workflow};
 
 /// Whether `workflow`'s trigger matches `event` (the `when` condition is checked separately).
 pub(crate) fn matches(trigger: &Trigger, event: &Event) -> bool {
@@ -49,7 +49,7 @@ pub(crate) fn event_context(event: &Event) -> serde_json::Value {
 
 /// When a run of `workflow` for `event` begins: now, or later for an overdue
 /// grace period or an inquiry's response SLA.
-pub(crate) fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) -> i64 {
+pub(crate) fn start_at(workflow: &Workflow, event: &Event, contact: &Contact, team: &Team) -> i64 {
     match &workflow.trigger {
         Trigger::FollowUpOverdue { grace } => {
             let due = event
@@ -60,11 +60,17 @@ pub(crate) fn start_at(workflow: &Workflow, event: &Event, contact: &Contact) ->
                 .unwrap_or(event.occurred_at);
             add_span(due, *grace, &contact.time_zone)
         }
-        Trigger::InquiryReceived { sla: Some(sla) } => add_span(
-            event.occurred_at,
-            sla.for_tier(contact.value_tier.as_deref()),
-            &contact.time_zone,
-        ),
+        Trigger::InquiryReceived {
+            sla: Some(sla),
+            business_clock,
+        } => {
+            let allowed = sla.for_tier(contact.value_tier.as_deref());
+            // On the business clock the SLA runs in the owner's working hours only.
+            match team.member(&contact.owner).filter(|_| *business_clock) {
+                Some(owner) => owner.add_business(event.occurred_at, allowed),
+                None => add_span(event.occurred_at, allowed, &contact.time_zone),
+            }
+        }
         _ => event.occurred_at,
     }
 }
@@ -114,7 +120,7 @@ impl ExitFacts {
             .collect();
         let inquiries: Vec<i64> = runs
             .iter()
-            .filter(|(w, ..)| matches!(w.trigger, Trigger::InquiryReceived { sla: Some(_) }))
+            .filter(|(w, ..)| matches!(w.trigger, Trigger::InquiryReceived { sla: Some(_), .. }))
             .filter_map(|(_, r, _)| r.context.0.get("inquiry_id").and_then(|v| v.as_i64()))
             .collect();
         Ok(ExitFacts {
@@ -211,7 +217,7 @@ fn trigger_gone(
             let due = context.get("due_at").and_then(|v| v.as_i64());
             (contact.next_follow_up_at != due || due.is_none()).then_some("a follow-up was logged since it fell due")
         }
-        Trigger::InquiryReceived { sla: Some(_) } => {
+        Trigger::InquiryReceived { sla: Some(_), .. } => {
             let id = context.get("inquiry_id").and_then(|v| v.as_i64()).unwrap_or(0);
             (!facts.open_inquiries.contains(&id)).then_some("the inquiry was answered")
         }

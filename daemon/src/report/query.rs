@@ -405,8 +405,9 @@ END";
 
 /// Inquiry SLA: inquiries received in the period that were answered within the SLA of
 /// the value tier the contact had when the inquiry came (as the escalation judged it,
-/// from the contact's history); those still within it are pending and left out. None
-/// without an SLA.
+/// from the contact's history), counted on the clock of the workflow that watched them
+/// (`sla_clock = "business"`: the owner's working hours in team.toml); those still
+/// within it are pending and left out. None without an SLA.
 async fn sla_compliance(
     conn: &mut Conn,
     set: &WorkflowSet,
@@ -415,12 +416,15 @@ async fn sla_compliance(
     now: i64,
 ) -> anyhow::Result<Option<Measure>> {
     let sla = set.workflows.iter().find_map(|w| match &w.trigger {
-        Trigger::InquiryReceived { sla: Some(sla) } if w.enabled => Some(sla.clone()),
+        Trigger::InquiryReceived {
+            sla: Some(sla),
+            business_clock,
+        } if w.enabled => Some((sla.clone(), *business_clock)),
         _ => None,
     });
-    let inquiries: Vec<(i64, Option<i64>, Option<String>)> = bound!(
+    let inquiries: Vec<(i64, Option<i64>, Option<String>, String)> = bound!(
         sqlx::query_as(&format!(
-            "SELECT i.received_at, i.answered_at, {TIER_AT_RECEIPT}
+            "SELECT i.received_at, i.answered_at, {TIER_AT_RECEIPT}, c.owner
              FROM inquiries i JOIN contacts c ON c.id = i.contact_id
              WHERE i.received_at >= ?4 AND i.received_at < ?5 AND {FILTER}"
         )),
@@ -429,10 +433,14 @@ async fn sla_compliance(
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(sla.map(|sla: Sla| {
+    Ok(sla.map(|(sla, business): (Sla, bool)| {
         let (mut in_time, mut missed, mut pending) = (0, 0, 0);
-        for (received, answered, tier) in &inquiries {
-            let deadline = add_span(*received, sla.for_tier(tier.as_deref()), "UTC");
+        for (received, answered, tier, owner) in &inquiries {
+            let allowed = sla.for_tier(tier.as_deref());
+            let deadline = match set.team.member(owner).filter(|_| business) {
+                Some(owner) => owner.add_business(*received, allowed),
+                None => add_span(*received, allowed, "UTC"),
+            };
             match answered {
                 Some(a) if *a <= deadline => in_time += 1,
                 None if now <= deadline => pending += 1,

@@ -11,6 +11,7 @@ mod condition;
 mod diagnostic;
 mod parse;
 mod sending;
+mod team;
 mod templates;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ pub(crate) use classification::ClassificationRules;
 pub use condition::{Condition, contact_schema, event_schema};
 pub(crate) use diagnostic::{Diagnostic, Diagnostics};
 pub(crate) use sending::SendingPolicy;
+pub(crate) use team::{NotifyTo, OwnerRef, Team};
 
 use crate::model::{Category, add_span};
 
@@ -43,6 +45,8 @@ pub struct WorkflowSet {
     pub(crate) sending: SendingPolicy,
     /// Without a `classification.toml`, nothing is computed from orders (and orders are refused).
     pub(crate) classification: Option<std::sync::Arc<ClassificationRules>>,
+    /// `team.toml`: managers, working hours, roles; empty without the file.
+    pub(crate) team: Team,
 }
 
 /// One workflow file.
@@ -141,6 +145,8 @@ pub(crate) enum Trigger {
     /// value tier has passed without a reply.
     InquiryReceived {
         sla: Option<Sla>,
+        /// `sla_clock = "business"`: the SLA and waits count the owner's working hours.
+        business_clock: bool,
     },
     /// A pass over all contacts that match the workflow's `when` (a segment),
     /// enrolling each at most once: at `start` (or when first loaded), and again
@@ -189,7 +195,9 @@ pub(crate) enum Step {
         /// An A/B test: each contact gets one of these (empty: no test).
         variants: Vec<Variant>,
     },
-    NotifyOwner {
+    /// An internal email about the contact to someone on the team.
+    Notify {
+        to: NotifyTo,
         template: String,
     },
     Wait(Span),
@@ -202,8 +210,8 @@ pub(crate) enum Step {
     SetIntent(String),
     Tag(String),
     Untag(String),
-    /// Hands the contact to another owner (an email address).
-    SetOwner(String),
+    /// Hands the contact to another owner.
+    SetOwner(OwnerRef),
 }
 
 impl Step {
@@ -213,14 +221,14 @@ impl Step {
     pub(crate) fn writes_contact(&self) -> bool {
         !matches!(
             self,
-            Step::Send { .. } | Step::NotifyOwner { .. } | Step::Wait(_) | Step::Tag(_) | Step::Untag(_)
+            Step::Send { .. } | Step::Notify { .. } | Step::Wait(_) | Step::Tag(_) | Step::Untag(_)
         )
     }
 
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Step::Send { .. } => "send",
-            Step::NotifyOwner { .. } => "notify_owner",
+            Step::Notify { .. } => "notify",
             Step::Wait(_) => "wait",
             Step::ScheduleFollowUp { .. } => "schedule_follow_up",
             Step::SetStage(_) => "set_stage",
@@ -433,14 +441,15 @@ impl WorkflowSet {
         }
         let hash = format!("{:x}", hasher.finalize())[..16].to_string();
         match parse::compile_set(&files, channels, stored) {
-            Ok((workflows, templates, cadences, sending, classification)) => Ok(WorkflowSet {
+            Ok(c) => Ok(WorkflowSet {
                 hash,
                 files,
-                workflows,
-                templates,
-                cadences,
-                sending,
-                classification: classification.map(std::sync::Arc::new),
+                workflows: c.workflows,
+                templates: c.templates,
+                cadences: c.cadences,
+                sending: c.sending,
+                classification: c.classification.map(std::sync::Arc::new),
+                team: c.team,
             }),
             Err(items) => Err(Diagnostics { items, sources: files }),
         }
@@ -555,7 +564,7 @@ mod tests {
     fn a_stored_set_compiles_under_the_checks_it_was_accepted_with() {
         let template = "[t]\nchannel = \"email\"\nsubject = \"Hi {{ contact.nmae }}\"\n";
         let workflow = "when = 'contact.stage == \"x\" && contact.name > 3'\n[trigger]\non = \"segment\"\n\
-                        every = \"1s\"\n[[steps]]\nwait = \"7000000d\"\n[[steps]]\nnotify_owner = { template = \"t\" }\n\
+                        every = \"1s\"\n[[steps]]\nwait = \"7000000d\"\n[[steps]]\nnotify = { to = \"owner\", template = \"t\" }\n\
                         [vars]\nenabled = false\n";
         let files: Vec<(String, String)> = vec![
             ("wf/templates/t.toml".into(), template.into()),

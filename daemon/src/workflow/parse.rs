@@ -26,15 +26,19 @@ use self::workflow::parse_workflow;
 use super::classification::{self, ClassificationRules};
 use super::diagnostic::Diagnostic;
 use super::sending::{self, SendingPolicy};
+use super::team::{self, TEAM_FILE, Team};
 use super::{CLASSIFICATION_FILE, Cadence, Template, Workflow};
 
-type Compiled = (
-    Vec<Workflow>,
-    BTreeMap<String, Template>,
-    BTreeMap<String, Cadence>,
-    SendingPolicy,
-    Option<ClassificationRules>,
-);
+/// What a valid folder compiles to.
+#[derive(Debug)]
+pub(super) struct Compiled {
+    pub(super) workflows: Vec<Workflow>,
+    pub(super) templates: BTreeMap<String, Template>,
+    pub(super) cadences: BTreeMap<String, Cadence>,
+    pub(super) sending: SendingPolicy,
+    pub(super) classification: Option<ClassificationRules>,
+    pub(super) team: Team,
+}
 
 /// Compiles a set of files; `stored`: a set stored for its runs (see `Problems::lint`).
 /// Workflows are read last: they name the templates, cadences and windows of the others.
@@ -48,6 +52,7 @@ pub(super) fn compile_set(
     let mut cadences = BTreeMap::new();
     let mut sending = SendingPolicy::default();
     let mut classification = None;
+    let mut team = Team::default();
     let mut workflow_files = Vec::new();
     for (path, source) in files {
         let file = Path::new(path);
@@ -59,6 +64,7 @@ pub(super) fn compile_set(
             _ if in_templates => parse_templates(path, source, channels, &mut templates, &mut problems),
             Some("cadences.toml") => parse_cadences(path, source, &mut cadences, &mut problems),
             Some("sending.toml") => sending = sending::parse(path, source, channels, &mut problems),
+            Some(TEAM_FILE) => team = team::parse(path, source, &mut problems),
             Some(CLASSIFICATION_FILE) => {
                 classification = classification::parse_rules(path, source, &mut problems);
             }
@@ -70,13 +76,21 @@ pub(super) fn compile_set(
         templates: &templates,
         cadences: &cadences,
         sending: &sending,
+        team: &team,
     };
     let workflows: Vec<Workflow> = workflow_files
         .into_iter()
         .filter_map(|(path, source)| parse_workflow(path, source, &folder, &mut problems))
         .collect();
     if problems.is_empty() {
-        Ok((workflows, templates, cadences, sending, classification))
+        Ok(Compiled {
+            workflows,
+            templates,
+            cadences,
+            sending,
+            classification,
+            team,
+        })
     } else {
         Err(problems.into_vec())
     }
@@ -85,7 +99,7 @@ pub(super) fn compile_set(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::{Step, Trigger};
+    use crate::workflow::{NotifyTo, OwnerRef, Step, Trigger};
 
     const TEMPLATES: (&str, &str) = (
         "wf/templates/email.toml",
@@ -126,10 +140,11 @@ mod tests {
 
     #[test]
     fn a_valid_workflow_compiles() {
-        let (w, _, _, _, _) = compile(
+        let w = compile(
             "category = \"transactional\"\n[trigger]\non = \"stage_changed\"\nto = \"inquiry\"\n[[steps]]\nsend = { channel = \"email\", template = \"hello\" }\n[[steps]]\nwait = \"3d\"\n",
         )
-        .unwrap();
+        .unwrap()
+        .workflows;
         assert_eq!(w[0].steps.len(), 2);
         assert!(matches!(&w[0].trigger, Trigger::StageChanged { from: None, to: Some(to) } if to == "inquiry"));
     }
@@ -161,14 +176,15 @@ mod tests {
 
     #[test]
     fn classification_triggers_take_the_values_of_their_field() {
-        let (w, _, _, _, _) = compile(
+        let w = compile(
             "[trigger]\non = \"tier_changed\"\nfrom = \"low\"\nto = \"high\"\n[[steps]]\nset_owner = \"boss@example.com\"\n",
         )
-        .unwrap();
+        .unwrap()
+        .workflows;
         assert!(
             matches!(&w[0].trigger, Trigger::TierChanged { from: Some(f), to: Some(t) } if f == "low" && t == "high")
         );
-        assert!(matches!(&w[0].steps[0], Step::SetOwner(o) if o == "boss@example.com"));
+        assert!(matches!(&w[0].steps[0], Step::SetOwner(OwnerRef::Address(o)) if o == "boss@example.com"));
 
         let (msg, pos, help) =
             first_problem("[trigger]\non = \"tier_changed\"\nto = \"hgih\"\n[[steps]]\nwait = \"1d\"\n");
@@ -181,6 +197,66 @@ mod tests {
         assert_eq!((msg.as_str(), pos), ("`the boss` is not an email address", (4, 13)));
     }
 
+    #[test]
+    fn notify_owner_is_refused_with_what_to_write_instead() {
+        let src = "[trigger]\non = \"contact_created\"\n[[steps]]\nnotify_owner = { template = \"hello\" }\n";
+        let (msg, pos, help) = first_problem(src);
+        assert_eq!((msg.as_str(), pos), ("`notify_owner` is now `notify`", (4, 16)));
+        assert_eq!(
+            help.as_deref(),
+            Some(
+                "write `notify = { to = \"owner\", template = \"hello\" }` (or to = \"manager\", or \"role:<name>\" of team.toml)"
+            )
+        );
+        // A set stored for its runs by an earlier nudge still runs them, to the owner.
+        let files = vec![TEMPLATES, ("wf/a.toml", src)];
+        let files: Vec<(String, String)> = files.into_iter().map(|(a, b)| (a.into(), b.into())).collect();
+        let stored = compile_set(&files, &["email".to_string()], true).unwrap();
+        assert!(matches!(
+            &stored.workflows[0].steps[0],
+            Step::Notify {
+                to: NotifyTo::Owner,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn recipients_roles_and_clocks_are_checked() {
+        let step = |s: &str| format!("[trigger]\non = \"contact_created\"\n[[steps]]\n{s}\n");
+        let (msg, pos, help) = first_problem(&step("notify = { to = \"boss\", template = \"hello\" }"));
+        assert_eq!((msg.as_str(), pos), ("`boss` is not a recipient", (4, 17)));
+        assert!(help.unwrap().contains("role:<name>"));
+        let (msg, _, help) = first_problem(&step("notify = { to = \"role:key_accounts\", template = \"hello\" }"));
+        assert_eq!(msg, "unknown role `key_accounts`");
+        assert!(help.unwrap().contains("[roles] in team.toml"));
+        let (msg, _, help) = first_problem(&step("set_owner = { role = \"senior_reps\" }"));
+        assert_eq!(msg, "unknown role `senior_reps`");
+        assert!(help.unwrap().contains("senior_reps = ["));
+        let (msg, _, _) = first_problem(&step("set_owner = { team = \"x\" }"));
+        assert_eq!(msg, "`set_owner` takes an email address or a role");
+        let w = compile(&step("notify = { to = \"manager\", template = \"hello\" }"))
+            .unwrap()
+            .workflows;
+        assert!(matches!(
+            &w[0].steps[0],
+            Step::Notify {
+                to: NotifyTo::Manager,
+                ..
+            }
+        ));
+        let inquiry =
+            |clock: &str| format!("[trigger]\non = \"inquiry_received\"\n{clock}\n[[steps]]\ntag = \"late\"\n");
+        let w = compile(&inquiry("sla = { default = \"15m\" }\nsla_clock = \"business\""))
+            .unwrap()
+            .workflows;
+        assert!(w[0].business_clock());
+        let (msg, pos, _) = first_problem(&inquiry("sla = { default = \"15m\" }\nsla_clock = \"office\""));
+        assert_eq!((msg.as_str(), pos), ("unknown SLA clock `office`", (4, 13)));
+        let (msg, _, _) = first_problem(&inquiry("sla_clock = \"business\""));
+        assert_eq!(msg, "`sla_clock` without an `sla`");
+    }
+
     const AB: &str = "category = \"marketing\"\n[trigger]\non = \"contact_created\"\n[[steps]]\nsend = { channel = \"email\", template = \"hello\" }\n";
 
     #[test]
@@ -189,7 +265,7 @@ mod tests {
             "{AB}[[steps.variants]]\nname = \"a\"\nweight = 70\nsubject = \"Hi {{{{ contact.name }}}}\"\n\
              [[steps.variants]]\nname = \"b\"\nweight = 30\ndelay = \"2h\"\n"
         );
-        let (w, _, _, _, _) = compile(&src).unwrap();
+        let w = compile(&src).unwrap().workflows;
         let Step::Send { variants, .. } = &w[0].steps[0] else {
             panic!("a send step")
         };
@@ -237,7 +313,7 @@ mod tests {
             ("opens and clicks are never tracked in transactional messages", (2, 9))
         );
         assert!(help.unwrap().starts_with("remove `track = true`"));
-        let off = |src: &str| !compile(src).unwrap().0[0].track;
+        let off = |src: &str| !compile(src).unwrap().workflows[0].track;
         assert!(off(
             "category = \"sla\"\n[trigger]\non = \"contact_created\"\n[[steps]]\nwait = \"1d\"\n"
         ));

@@ -88,6 +88,37 @@ impl Window {
         }
         best.unwrap_or(at)
     }
+
+    /// When the opening `at` falls in closes (the latest end of the ranges holding
+    /// it, that day); `None` when the window is shut at `at`.
+    pub(crate) fn open_until(&self, at: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        let date = at.to_zoned(tz.clone()).date();
+        let weekday = date.weekday().to_monday_zero_offset() as usize;
+        self.rules
+            .iter()
+            .filter(|r| r.days[weekday])
+            .flat_map(|r| &r.ranges)
+            .filter_map(|&(start, end)| Some((local(date, start, tz)?, local(date, end, tz)?)))
+            .filter(|(open, close)| *open <= at && at < *close)
+            .map(|(_, close)| close)
+            .max()
+    }
+
+    /// A window open all day, every day.
+    pub(crate) fn always() -> Window {
+        Window {
+            rules: vec![WindowRule {
+                days: [true; 7],
+                ranges: vec![(0, 1440)],
+            }],
+        }
+    }
+
+    /// Whether the window opens at all on `date`'s day of the week.
+    pub(crate) fn opens_on(&self, date: Date) -> bool {
+        let weekday = date.weekday().to_monday_zero_offset() as usize;
+        self.rules.iter().any(|r| r.days[weekday])
+    }
 }
 
 /// The instant of a local time of day (minutes after midnight; 1440 is the next midnight).
@@ -153,7 +184,7 @@ struct RawPolicy {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRule {
+pub(super) struct RawRule {
     days: Spanned<Vec<Spanned<String>>>,
     hours: Vec<Spanned<String>>,
 }
@@ -197,7 +228,9 @@ pub(super) fn parse(path: &str, source: &str, channels: &[String], problems: &mu
     }
 }
 
-fn windows(
+/// Named windows of `[[<table>.<name>]]` blocks: sending.toml's send windows and
+/// team.toml's working hours are read alike.
+pub(super) fn windows(
     path: &str,
     raw: BTreeMap<Spanned<String>, Vec<RawRule>>,
     problems: &mut Problems,

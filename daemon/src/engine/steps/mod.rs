@@ -22,7 +22,7 @@ use crate::workflow::{Step, Variant, Workflow, WorkflowSet};
 
 #[cfg(test)]
 mod fixture;
-mod notify_owner;
+mod notify;
 mod schedule_follow_up;
 mod send;
 mod set_classification;
@@ -76,6 +76,8 @@ pub(super) struct PreparedStep {
     /// Whether the contact's consent withheld the message when it was prepared
     /// (`outgoing` is then the owner's notice, if one is owed).
     pub(crate) withheld: bool,
+    /// Why the message goes elsewhere than the step said (a `notify` to an unknown manager).
+    pub(crate) note: Option<String>,
 }
 
 /// What a step's `apply` did.
@@ -150,6 +152,7 @@ impl Engine {
         // A message the contact's consent withholds is not sent, so it waits for no
         // window; the owner's notice of it (if one is owed) takes its place.
         let withheld = send::withheld_by_consent(contact, workflow.category);
+        let mut note = None;
         let outgoing = match step {
             Step::Send { template, .. } if withheld => send::owner_notice(&at, template),
             Step::Send { channel, template, .. } => {
@@ -158,11 +161,18 @@ impl Engine {
                 }
                 send::outgoing(self, contact, channel, template)
             }
-            Step::NotifyOwner { template } => notify_owner::outgoing(contact, template),
+            Step::Notify { to, template } => {
+                let recipient = notify::recipient(&set.team, contact, to);
+                if let Some(defer) = notify::held(&at, &recipient)? {
+                    return prepared(defer);
+                }
+                note = recipient.note.clone();
+                notify::outgoing(&recipient, to, template)
+            }
             _ => None,
         };
         let category = match step {
-            Step::NotifyOwner { .. } => Category::Internal,
+            Step::Notify { .. } => Category::Internal,
             Step::Send { .. } if withheld => Category::Internal,
             _ => workflow.category,
         };
@@ -187,6 +197,7 @@ impl Engine {
             unsubscribe,
             category,
             withheld,
+            note,
         })))
     }
 
@@ -250,7 +261,7 @@ impl Engine {
         };
         let outcome = match step {
             Step::Send { channel, .. } => send::apply(self, tx, &at, channel, prepared, effects).await?,
-            Step::NotifyOwner { .. } => notify_owner::apply(self, &at, prepared, effects),
+            Step::Notify { .. } => notify::apply(self, &at, prepared, effects),
             Step::Wait(span) => wait::apply(&at, *span, effects),
             Step::ScheduleFollowUp { after, goal } => schedule_follow_up::apply(tx, &at, after, goal).await?,
             Step::SetStage(stage) => set_stage::apply(tx, &at, stage).await?,

@@ -7,13 +7,14 @@
 //! unsubscribed from marketing gets no marketing, and nobody is told (they
 //! asked for exactly that).
 
-use super::{Action, Applying, Outcome, PreparedStep, Preparing, notify_owner};
+use super::{Action, Applying, Outcome, PreparedStep, Preparing, notify};
 use crate::engine::effects::Effects;
 use crate::engine::message::Outgoing;
 use crate::engine::{Engine, variants};
 use crate::model::Category;
 use crate::plugins::Recipient;
 use crate::store::{self, ConsentScope, Contact, SuppressionReason};
+use crate::workflow::NotifyTo;
 
 /// The owner's template (in `templates/owner.toml`) telling them that a
 /// message to their contact was withheld for consent.
@@ -32,7 +33,8 @@ pub(super) fn owner_notice(at: &Preparing, template: &str) -> Option<Outgoing> {
     if at.workflow.category == Category::Marketing || !at.set.templates.contains_key(OWNER_NOTICE) {
         return None;
     }
-    notify_owner::outgoing(at.contact, OWNER_NOTICE).map(|notice| Outgoing {
+    let owner = notify::recipient(&at.set.team, at.contact, &NotifyTo::Owner);
+    notify::outgoing(&owner, &NotifyTo::Owner, OWNER_NOTICE).map(|notice| Outgoing {
         key_suffix: "-withheld-owner",
         withheld: Some(template.to_string()),
         ..notice

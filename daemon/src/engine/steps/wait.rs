@@ -1,5 +1,6 @@
 //! `wait`: the run sleeps for a span, in the contact's time zone (a day is a
-//! calendar day there). The wait is a timer row, which `timers.rs` fires.
+//! calendar day there), or in a workflow on the business clock, in the owner's
+//! working time (team.toml). The wait is a timer row, which `timers.rs` fires.
 
 use super::{Applying, Outcome};
 use crate::engine::effects::Effects;
@@ -9,7 +10,11 @@ use crate::model::add_span;
 use crate::store::RunTimer;
 
 pub(super) fn apply(at: &Applying, span: Span, effects: &mut Effects) -> Outcome {
-    let until = add_span(at.now, span, &at.contact.time_zone);
+    let owner = at.set.team.member(&at.contact.owner);
+    let until = match owner.filter(|_| at.workflow.business_clock()) {
+        Some(owner) => owner.add_business(at.now, span),
+        None => add_span(at.now, span, &at.contact.time_zone),
+    };
     effects.timers.push(RunTimer {
         run_id: at.run.id,
         due_at: until,

@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use crate::model::{add_span, parse_duration};
 use crate::workflow::diagnostic::{Diagnostic, did_you_mean};
-use crate::workflow::{Cadence, SendingPolicy, Template};
+use crate::workflow::{Cadence, SendingPolicy, Team, Template};
 
 /// The problems found in a set so far.
 #[derive(Debug, Default)]
@@ -77,6 +77,7 @@ pub(super) struct Folder<'a> {
     pub(super) templates: &'a BTreeMap<String, Template>,
     pub(super) cadences: &'a BTreeMap<String, Cadence>,
     pub(super) sending: &'a SendingPolicy,
+    pub(super) team: &'a Team,
 }
 
 /// Ten years (of 366 days): the longest wait, cadence or delay.

@@ -8,13 +8,15 @@ use toml::Spanned;
 use super::check::{Folder, Problems, at, duration, one_of, unknown_channel};
 use crate::model::{INTENT_GRADES, STAGES, TIERS};
 use crate::workflow::diagnostic::{Diagnostic, did_you_mean};
-use crate::workflow::{FollowUpAfter, Step, Template, Variant};
+use crate::workflow::{FollowUpAfter, NotifyTo, OwnerRef, Step, Template, Variant};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStep {
     pub(super) send: Option<Spanned<RawSend>>,
-    pub(super) notify_owner: Option<Spanned<RawNotify>>,
+    pub(super) notify: Option<Spanned<RawNotify>>,
+    /// The step `notify` replaced: refused in new files, still run in stored sets.
+    pub(super) notify_owner: Option<Spanned<RawNotifyOwner>>,
     wait: Option<Spanned<String>>,
     schedule_follow_up: Option<Spanned<RawSchedule>>,
     set_stage: Option<Spanned<String>>,
@@ -22,7 +24,8 @@ pub(super) struct RawStep {
     set_intent: Option<Spanned<String>>,
     tag: Option<Spanned<String>>,
     untag: Option<Spanned<String>>,
-    set_owner: Option<Spanned<String>>,
+    /// `"address"` or `{ role = "name" }`.
+    set_owner: Option<Spanned<toml::Value>>,
     /// An A/B test of a `send` step: `[[steps.variants]]` tables.
     pub(super) variants: Option<Spanned<Vec<Spanned<RawVariant>>>>,
 }
@@ -46,6 +49,13 @@ pub(super) struct RawSend {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNotify {
+    to: Spanned<String>,
+    pub(super) template: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotifyOwner {
     pub(super) template: Spanned<String>,
 }
 
@@ -63,6 +73,7 @@ impl RawStep {
     fn actions(&self) -> usize {
         [
             self.send.is_some(),
+            self.notify.is_some(),
             self.notify_owner.is_some(),
             self.wait.is_some(),
             self.schedule_follow_up.is_some(),
@@ -85,7 +96,7 @@ pub(super) fn parse_step(path: &str, folder: &Folder, raw: &Spanned<RawStep>, pr
     if set != 1 {
         problems.push(
             Diagnostic::new(path, at(raw), format!("a step does exactly one thing; this one has {set} actions"))
-                .help("give each `[[steps]]` table one of: send, notify_owner, wait, schedule_follow_up, set_stage, set_tier, set_intent, tag, untag, set_owner"),
+                .help("give each `[[steps]]` table one of: send, notify, wait, schedule_follow_up, set_stage, set_tier, set_intent, tag, untag, set_owner"),
         );
         return None;
     }
@@ -99,9 +110,20 @@ pub(super) fn parse_step(path: &str, folder: &Folder, raw: &Spanned<RawStep>, pr
         );
         return None;
     }
-    if let Some(notify) = &s.notify_owner {
-        let template = &notify.get_ref().template;
-        return template_ref(path, folder, template, None, problems).then(|| Step::NotifyOwner {
+    if let Some(notify) = &s.notify {
+        return parse_notify(path, folder, notify.get_ref(), problems);
+    }
+    if let Some(old) = &s.notify_owner {
+        let template = &old.get_ref().template;
+        problems.lint(
+            Diagnostic::new(path, at(old), "`notify_owner` is now `notify`")
+                .help(format!(
+                    "write `notify = {{ to = \"owner\", template = \"{}\" }}` (or to = \"manager\", or \"role:<name>\" of team.toml)",
+                    template.get_ref()
+                )),
+        );
+        return template_ref(path, folder, template, None, problems).then(|| Step::Notify {
+            to: NotifyTo::Owner,
             template: template.get_ref().clone(),
         });
     }
@@ -127,7 +149,7 @@ pub(super) fn parse_step(path: &str, folder: &Folder, raw: &Spanned<RawStep>, pr
         return tag(path, t, problems).map(Step::Untag);
     }
     if let Some(owner) = &s.set_owner {
-        return set_owner(path, owner, problems).map(Step::SetOwner);
+        return set_owner(path, folder, owner, problems).map(Step::SetOwner);
     }
     None
 }
@@ -192,10 +214,7 @@ fn template_ref(
                 Diagnostic::new(
                     path,
                     at(name),
-                    format!(
-                        "`notify_owner` sends email; template `{}` is for `{}`",
-                        t.name, t.channel
-                    ),
+                    format!("`notify` sends email; template `{}` is for `{}`", t.name, t.channel),
                 )
                 .help("use an email template"),
             );
@@ -263,19 +282,76 @@ fn tag(path: &str, value: &Spanned<String>, problems: &mut Problems) -> Option<S
     Some(t.to_string())
 }
 
-fn set_owner(path: &str, owner: &Spanned<String>, problems: &mut Problems) -> Option<String> {
-    if owner.get_ref().parse::<lettre::Address>().is_err() {
-        problems.push(
-            Diagnostic::new(
-                path,
-                at(owner),
-                format!("`{}` is not an email address", owner.get_ref()),
-            )
-            .help("an owner is the email address that gets `notify_owner` messages, e.g. \"key-accounts@example.com\""),
-        );
-        return None;
+/// `notify = { to = "owner" | "manager" | "role:<name>", template = "..." }`.
+fn parse_notify(path: &str, folder: &Folder, notify: &RawNotify, problems: &mut Problems) -> Option<Step> {
+    let to = match notify.to.get_ref().as_str() {
+        "owner" => Some(NotifyTo::Owner),
+        "manager" => Some(NotifyTo::Manager),
+        other => match other.strip_prefix("role:") {
+            Some(role) => role_ref(path, folder, &notify.to, role.trim(), problems).map(NotifyTo::Role),
+            None => {
+                problems.push(
+                    Diagnostic::new(path, at(&notify.to), format!("`{other}` is not a recipient"))
+                        .help("write to = \"owner\", \"manager\" (the owner's manager in team.toml) or \"role:<name>\" (a role of team.toml)"),
+                );
+                None
+            }
+        },
+    };
+    let template_ok = template_ref(path, folder, &notify.template, None, problems);
+    let to = to?;
+    template_ok.then(|| Step::Notify {
+        to,
+        template: notify.template.get_ref().clone(),
+    })
+}
+
+/// The role, if team.toml defines it.
+fn role_ref(
+    path: &str,
+    folder: &Folder,
+    at_: &Spanned<impl Sized>,
+    role: &str,
+    problems: &mut Problems,
+) -> Option<String> {
+    if folder.team.has_role(role) {
+        return Some(role.to_string());
     }
-    Some(owner.get_ref().trim().to_string())
+    let help = did_you_mean(role, folder.team.role_names())
+        .unwrap_or_else(|| format!("define it under [roles] in team.toml, e.g. {role} = [\"someone@example.com\"]"));
+    problems.push(Diagnostic::new(path, at(at_), format!("unknown role `{role}`")).help(help));
+    None
+}
+
+/// `set_owner = "address"` or `set_owner = { role = "name" }`.
+fn set_owner(path: &str, folder: &Folder, owner: &Spanned<toml::Value>, problems: &mut Problems) -> Option<OwnerRef> {
+    let shape = || {
+        Diagnostic::new(path, at(owner), "`set_owner` takes an email address or a role")
+            .help("write set_owner = \"someone@example.com\" or set_owner = { role = \"key_accounts\" } (a role of team.toml)")
+    };
+    match owner.get_ref() {
+        toml::Value::String(address) => {
+            if address.parse::<lettre::Address>().is_err() {
+                problems.push(
+                    Diagnostic::new(path, at(owner), format!("`{address}` is not an email address"))
+                        .help("an owner is the email address that gets `notify` messages, e.g. \"li.na@example.com\"; or name a role: { role = \"key_accounts\" }"),
+                );
+                return None;
+            }
+            Some(OwnerRef::Address(address.trim().to_string()))
+        }
+        toml::Value::Table(table) if table.len() == 1 => match table.get("role") {
+            Some(toml::Value::String(role)) => role_ref(path, folder, owner, role.trim(), problems).map(OwnerRef::Role),
+            _ => {
+                problems.push(shape());
+                None
+            }
+        },
+        _ => {
+            problems.push(shape());
+            None
+        }
+    }
 }
 
 /// The variants of an A/B test: two or more, each named, with a positive weight

@@ -22,6 +22,7 @@ pub(super) struct RawTrigger {
     to: Option<Spanned<String>>,
     grace: Option<Spanned<String>>,
     sla: Option<Spanned<BTreeMap<Spanned<String>, Spanned<String>>>>,
+    sla_clock: Option<Spanned<String>>,
     start: Option<Spanned<String>>,
     every: Option<Spanned<String>>,
 }
@@ -72,6 +73,7 @@ pub(super) fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mu
                 None => None,
                 Some(sla) => Some(parse_sla(path, sla, problems)?),
             },
+            business_clock: sla_clock(path, t, problems)?,
         },
         "segment" => Trigger::Segment {
             start: match &t.start {
@@ -117,6 +119,7 @@ fn keys_apply(path: &str, t: &RawTrigger, problems: &mut Problems) -> bool {
     let only_for = [
         ("grace", t.grace.as_ref().map(at), "follow_up_overdue"),
         ("sla", t.sla.as_ref().map(at), "inquiry_received"),
+        ("sla_clock", t.sla_clock.as_ref().map(at), "inquiry_received"),
         ("start", t.start.as_ref().map(at), "segment"),
         ("every", t.every.as_ref().map(at), "segment"),
     ];
@@ -129,6 +132,24 @@ fn keys_apply(path: &str, t: &RawTrigger, problems: &mut Problems) -> bool {
         }
     }
     ok
+}
+
+/// `sla_clock`: "wall" (the default) or "business" (the owner's working hours, team.toml).
+fn sla_clock(path: &str, t: &RawTrigger, problems: &mut Problems) -> Option<bool> {
+    let Some(clock) = &t.sla_clock else {
+        return Some(false);
+    };
+    if !one_of(path, clock, &["wall", "business"], "SLA clock", problems) {
+        return None;
+    }
+    if t.sla.is_none() {
+        problems.push(
+            Diagnostic::new(path, at(clock), "`sla_clock` without an `sla`")
+                .help("add `sla = { default = \"15m\" }`, or remove `sla_clock`"),
+        );
+        return None;
+    }
+    Some(clock.get_ref() == "business")
 }
 
 /// A segment's first pass: an RFC 3339 time, or a civil date and time in UTC.

@@ -269,6 +269,7 @@ fn check_vars_read(
     };
     for step in raw.steps.get_ref().iter().map(Spanned::get_ref) {
         let template = (step.send.as_ref().map(|s| &s.get_ref().template))
+            .or(step.notify.as_ref().map(|n| &n.get_ref().template))
             .or(step.notify_owner.as_ref().map(|n| &n.get_ref().template));
         if let Some(name) = template
             && let Some(t) = templates.get(name.get_ref())
