@@ -247,6 +247,9 @@ enum OrderCommand {
 struct ContactArgs {
     #[arg(long)]
     name: String,
+    /// How messages address the contact, e.g. 王总, 张女士, "Dr. Smith" (default: by name).
+    #[arg(long, default_value = "")]
+    salutation: String,
     #[arg(long, default_value = "")]
     company: String,
     #[arg(long)]
@@ -465,6 +468,7 @@ impl From<ContactArgs> for NewContact {
     fn from(a: ContactArgs) -> NewContact {
         NewContact {
             name: a.name,
+            salutation: a.salutation,
             company: a.company,
             email: a.email,
             phone: a.phone,

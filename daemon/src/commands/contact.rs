@@ -86,6 +86,9 @@ fn print_contact(contact: &Contact) {
         "  time zone {}  locale {}  consent {}",
         contact.time_zone, contact.locale, contact.consent
     );
+    if !contact.salutation.is_empty() {
+        println!("  addressed as {}", contact.salutation);
+    }
     if let Some(since) = &contact.customer_since {
         println!(
             "  customer since {since}  rfm {} ({})  behaviour {}",

@@ -9,6 +9,7 @@
 mod classification;
 mod condition;
 mod diagnostic;
+pub(crate) mod language;
 mod parse;
 mod sending;
 mod templates;
@@ -22,6 +23,7 @@ use sha2::{Digest, Sha256};
 pub(crate) use classification::ClassificationRules;
 pub use condition::{Condition, contact_schema, event_schema};
 pub(crate) use diagnostic::{Diagnostic, Diagnostics};
+pub(crate) use language::Languages;
 pub(crate) use sending::SendingPolicy;
 
 use crate::model::{Category, add_span};
@@ -41,6 +43,8 @@ pub struct WorkflowSet {
     pub(crate) cadences: BTreeMap<String, Cadence>,
     /// `sending.toml`: send windows, quiet hours, frequency caps.
     pub(crate) sending: SendingPolicy,
+    /// `language.toml`: the default language and the footers the daemon adds.
+    pub(crate) languages: Languages,
     /// Without a `classification.toml`, nothing is computed from orders (and orders are refused).
     pub(crate) classification: Option<std::sync::Arc<ClassificationRules>>,
 }
@@ -275,11 +279,14 @@ impl Variant {
         })
     }
 
-    /// The template's fields with this variant's subject in place of the template's.
-    pub(crate) fn apply(&self, fields: &mut [(String, String)]) {
+    /// The template's fields with this variant's subject in place of the
+    /// template's (only a template written once for everyone has a variant subject).
+    pub(crate) fn apply(&self, template: &mut Template) {
         if let Some(subject) = &self.subject {
-            for (_, value) in fields.iter_mut().filter(|(k, _)| k == "subject") {
-                *value = subject.clone();
+            for fields in template.texts.values_mut() {
+                for (_, value) in fields.iter_mut().filter(|(k, _)| k == "subject") {
+                    *value = subject.clone();
+                }
             }
         }
     }
@@ -298,9 +305,29 @@ pub(crate) enum FollowUpAfter {
 pub(crate) struct Template {
     pub(crate) name: String,
     pub(crate) channel: String,
-    pub(crate) fields: Vec<(String, String)>,
+    /// Its fields by language tag (normalised: `zh`, `en-gb`), or under `""`
+    /// alone for a template written once for every contact.
+    pub(crate) texts: BTreeMap<String, Vec<(String, String)>>,
     /// The `vars.<name>` its fields read: every workflow that sends it defines them.
     pub(crate) reads_vars: std::collections::BTreeSet<String>,
+}
+
+impl Template {
+    /// The languages it is written in (none for a template written once for everyone).
+    pub(crate) fn languages(&self) -> impl Iterator<Item = &str> + Clone {
+        self.texts.keys().map(String::as_str).filter(|l| !l.is_empty())
+    }
+
+    /// The language a contact with `locale` gets (`""` for a template written
+    /// once for everyone) and the fields in it. `nudge check` makes sure every
+    /// template in several languages has the default one.
+    pub(crate) fn for_locale(&self, locale: &str, default: &str) -> (&str, &[(String, String)]) {
+        let language = language::pick(locale, self.languages(), default).unwrap_or_default();
+        match self.texts.get_key_value(language).or_else(|| self.texts.iter().next()) {
+            Some((language, fields)) => (language, fields),
+            None => ("", &[]),
+        }
+    }
 }
 
 /// A named cadence table, e.g. intent grade A -> 3d, B -> 7d, C -> 15d.
@@ -433,13 +460,14 @@ impl WorkflowSet {
         }
         let hash = format!("{:x}", hasher.finalize())[..16].to_string();
         match parse::compile_set(&files, channels, stored) {
-            Ok((workflows, templates, cadences, sending, classification)) => Ok(WorkflowSet {
+            Ok((workflows, templates, cadences, sending, classification, languages)) => Ok(WorkflowSet {
                 hash,
                 files,
                 workflows,
                 templates,
                 cadences,
                 sending,
+                languages,
                 classification: classification.map(std::sync::Arc::new),
             }),
             Err(items) => Err(Diagnostics { items, sources: files }),

@@ -25,6 +25,7 @@ use self::templates::parse_templates;
 use self::workflow::parse_workflow;
 use super::classification::{self, ClassificationRules};
 use super::diagnostic::Diagnostic;
+use super::language::{self, LANGUAGE_FILE, Languages};
 use super::sending::{self, SendingPolicy};
 use super::{CLASSIFICATION_FILE, Cadence, Template, Workflow};
 
@@ -34,6 +35,7 @@ type Compiled = (
     BTreeMap<String, Cadence>,
     SendingPolicy,
     Option<ClassificationRules>,
+    Languages,
 );
 
 /// Compiles a set of files; `stored`: a set stored for its runs (see `Problems::lint`).
@@ -49,6 +51,11 @@ pub(super) fn compile_set(
     let mut sending = SendingPolicy::default();
     let mut classification = None;
     let mut workflow_files = Vec::new();
+    // Templates are checked against the default language, wherever the files sort.
+    let languages = files
+        .iter()
+        .find(|(path, _)| Path::new(path).file_name().is_some_and(|n| n == LANGUAGE_FILE))
+        .map_or_else(Languages::default, |(path, source)| language::parse(path, source, &mut problems));
     for (path, source) in files {
         let file = Path::new(path);
         let in_templates = file
@@ -56,7 +63,11 @@ pub(super) fn compile_set(
             .and_then(|p| p.file_name())
             .is_some_and(|n| n == "templates");
         match file.file_name().and_then(|n| n.to_str()) {
-            _ if in_templates => parse_templates(path, source, channels, &mut templates, &mut problems),
+            _ if in_templates => {
+                let folder = (channels, &languages);
+                parse_templates(path, source, folder, &mut templates, &mut problems)
+            }
+            Some(LANGUAGE_FILE) => {}
             Some("cadences.toml") => parse_cadences(path, source, &mut cadences, &mut problems),
             Some("sending.toml") => sending = sending::parse(path, source, channels, &mut problems),
             Some(CLASSIFICATION_FILE) => {
@@ -76,7 +87,7 @@ pub(super) fn compile_set(
         .filter_map(|(path, source)| parse_workflow(path, source, &folder, &mut problems))
         .collect();
     if problems.is_empty() {
-        Ok((workflows, templates, cadences, sending, classification))
+        Ok((workflows, templates, cadences, sending, classification, languages))
     } else {
         Err(problems.into_vec())
     }
@@ -126,7 +137,7 @@ mod tests {
 
     #[test]
     fn a_valid_workflow_compiles() {
-        let (w, _, _, _, _) = compile(
+        let (w, ..) = compile(
             "category = \"transactional\"\n[trigger]\non = \"stage_changed\"\nto = \"inquiry\"\n[[steps]]\nsend = { channel = \"email\", template = \"hello\" }\n[[steps]]\nwait = \"3d\"\n",
         )
         .unwrap();
@@ -161,7 +172,7 @@ mod tests {
 
     #[test]
     fn classification_triggers_take_the_values_of_their_field() {
-        let (w, _, _, _, _) = compile(
+        let (w, ..) = compile(
             "[trigger]\non = \"tier_changed\"\nfrom = \"low\"\nto = \"high\"\n[[steps]]\nset_owner = \"boss@example.com\"\n",
         )
         .unwrap();
@@ -189,7 +200,7 @@ mod tests {
             "{AB}[[steps.variants]]\nname = \"a\"\nweight = 70\nsubject = \"Hi {{{{ contact.name }}}}\"\n\
              [[steps.variants]]\nname = \"b\"\nweight = 30\ndelay = \"2h\"\n"
         );
-        let (w, _, _, _, _) = compile(&src).unwrap();
+        let (w, ..) = compile(&src).unwrap();
         let Step::Send { variants, .. } = &w[0].steps[0] else {
             panic!("a send step")
         };
