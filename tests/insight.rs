@@ -264,7 +264,7 @@ fn six_months_without_an_order_start_the_reactivation_cadence() {
     nudge.cli(&["clock", "--set", "2027-05-23T09:00:00Z"]);
     classified_on("2027-05-23");
     let mail = smtp.wait_for("chen@example.com", "it has been a while");
-    assert!(mail.text.contains("5 % off"), "{}", mail.text);
+    assert!(mail.text.contains("5% off"), "{}", mail.text);
     smtp.wait_for("customer-success@example.com", "Dormant customer: Chen Jie");
     nudge.settle();
     let contact = &show(&nudge, "chen@example.com")["contact"];
