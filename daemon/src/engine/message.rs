@@ -45,12 +45,21 @@ impl Engine {
             run.id, run.next_step, contact.id, out.key_suffix
         );
         let message_id = format!("<{key}@{}>", self.message_id_domain);
-        let footer = unsubscribe.as_ref().and_then(|links| Some((footer_for(at.set, out, contact)?, &links.https)));
+        let footer = unsubscribe
+            .as_ref()
+            .and_then(|links| Some((footer_for(at.set, out, contact)?, &links.https)));
         let (text, html) = match footer {
             Some((footer, url)) => with_unsubscribe_footer(rendered.text.clone(), rendered.html.clone(), footer, url),
             None => (rendered.text.clone(), rendered.html.clone()),
         };
-        let html = tracking::html_for(&self.unsubscribe, workflow, category, &out.channel, &key, html);
+        let tracked = html.is_some() && tracking::tracks(workflow, category, &out.channel);
+        let html = html.map(|h| {
+            if tracked {
+                tracking::track_html(&self.unsubscribe, &key, &h)
+            } else {
+                h
+            }
+        });
         let outbound = OutboundMessage {
             to_name: out.name.clone(),
             to_address: out.address.clone(),
@@ -70,6 +79,7 @@ impl Engine {
             category,
             message: outbound,
             variant: variants::of_step(workflow, run).map(|v| v.name.clone()),
+            tracked,
         });
         detail
     }

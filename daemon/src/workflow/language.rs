@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::Template;
 use super::diagnostic::Diagnostic;
 use super::parse::check::{Problems, at, serde_problem};
 
@@ -76,7 +77,11 @@ pub(crate) fn is_tag(key: &str) -> bool {
 /// Which of `available` (normalised tags) a contact with `locale` reads: the
 /// locale's own tag, then it shortened one subtag at a time, then `default`
 /// if available. None when nothing matches and the default is not there.
-pub(crate) fn pick<'a>(locale: &str, available: impl Iterator<Item = &'a str> + Clone, default: &str) -> Option<&'a str> {
+pub(crate) fn pick<'a>(
+    locale: &str,
+    available: impl Iterator<Item = &'a str> + Clone,
+    default: &str,
+) -> Option<&'a str> {
     let find = |tag: &str| available.clone().find(|a| *a == tag);
     let mut tag = normalise(locale);
     loop {
@@ -89,6 +94,45 @@ pub(crate) fn pick<'a>(locale: &str, available: impl Iterator<Item = &'a str> + 
         }
     }
     find(&normalise(default))
+}
+
+/// A template that lacks a language some contacts have: they get the default.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Lacking {
+    pub(crate) template: String,
+    pub(crate) language: String,
+    pub(crate) contacts: i64,
+}
+
+/// Which templates written in several languages lack a language of `locales`
+/// (each locale with how many contacts have it), by its primary subtag: those
+/// contacts read the default language instead, which `nudge check` warns about.
+pub(crate) fn lacking<'a>(
+    templates: impl Iterator<Item = &'a Template>,
+    default: &str,
+    locales: &[(String, i64)],
+) -> Vec<Lacking> {
+    let default = normalise(default);
+    let mut found: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for template in templates.filter(|t| t.languages().next().is_some()) {
+        for (locale, contacts) in locales {
+            let tag = normalise(locale);
+            let primary = tag.split('-').next().unwrap_or_default();
+            let default_primary = default.split('-').next().unwrap_or_default();
+            if primary.is_empty() || primary == default_primary || pick(&tag, template.languages(), "").is_some() {
+                continue;
+            }
+            *found.entry((template.name.clone(), primary.to_string())).or_default() += contacts;
+        }
+    }
+    found
+        .into_iter()
+        .map(|((template, language), contacts)| Lacking {
+            template,
+            language,
+            contacts,
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -125,18 +169,26 @@ pub(super) fn parse(path: &str, source: &str, problems: &mut Problems) -> Langua
         let footer = footer.into_inner();
         if !footer.text.contains("{url}") || !footer.html.contains("{url}") {
             problems.push(
-                Diagnostic::new(path, span, format!("the `{}` footer does not show the link", tag.get_ref()))
-                    .help("write `{url}` where the unsubscribe link goes, in both `text` and `html`"),
+                Diagnostic::new(
+                    path,
+                    span,
+                    format!("the `{}` footer does not show the link", tag.get_ref()),
+                )
+                .help("write `{url}` where the unsubscribe link goes, in both `text` and `html`"),
             );
         }
         footers.insert(normalise(tag.get_ref()), footer);
     }
     if !footers.contains_key(&default) {
         problems.push(
-            Diagnostic::new(path, at(&raw.default), format!("no `[footer.{default}]` for the default language"))
-                .help(format!(
-                    "add `[footer.{default}]` with `text` and `html`: a contact whose language has no footer gets that one"
-                )),
+            Diagnostic::new(
+                path,
+                at(&raw.default),
+                format!("no `[footer.{default}]` for the default language"),
+            )
+            .help(format!(
+                "add `[footer.{default}]` with `text` and `html`: a contact whose language has no footer gets that one"
+            )),
         );
     }
     Languages { default, footers }
@@ -155,11 +207,43 @@ mod tests {
         assert_eq!(pick("zh_Hans_CN"), Some("zh"));
         assert_eq!(pick("ZH"), Some("zh"));
         assert_eq!(pick("zh-TW"), Some("zh-tw"));
-        assert_eq!(pick("zh_Hant_TW"), Some("zh"), "zh-hant-tw shortens to zh-hant, then zh");
+        assert_eq!(
+            pick("zh_Hant_TW"),
+            Some("zh"),
+            "zh-hant-tw shortens to zh-hant, then zh"
+        );
         assert_eq!(pick("en-GB"), Some("en"));
         assert_eq!(pick("fr"), Some("en"));
         assert_eq!(pick(""), Some("en"));
         assert_eq!(super::pick("fr", ["zh"].into_iter(), "en"), None);
+    }
+
+    #[test]
+    fn templates_lacking_a_language_of_the_contacts_are_found() {
+        let template = |name: &str, languages: &[&str]| Template {
+            name: name.into(),
+            channel: "email".into(),
+            texts: languages.iter().map(|l| (l.to_string(), Vec::new())).collect(),
+            reads_vars: Default::default(),
+        };
+        let templates = [
+            template("hello", &["zh", "en"]),
+            template("bye", &["en"]),
+            template("owner", &[""]),
+        ];
+        let locales = [
+            ("zh-CN".to_string(), 2),
+            ("zh".into(), 1),
+            ("fr".into(), 4),
+            ("en-GB".into(), 7),
+            ("".into(), 1),
+        ];
+        let found = lacking(templates.iter(), "en", &locales);
+        let found: Vec<(&str, &str, i64)> = found
+            .iter()
+            .map(|l| (l.template.as_str(), l.language.as_str(), l.contacts))
+            .collect();
+        assert_eq!(found, [("bye", "fr", 4), ("bye", "zh", 3), ("hello", "fr", 4)]);
     }
 
     #[test]

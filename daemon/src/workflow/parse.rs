@@ -55,7 +55,9 @@ pub(super) fn compile_set(
     let languages = files
         .iter()
         .find(|(path, _)| Path::new(path).file_name().is_some_and(|n| n == LANGUAGE_FILE))
-        .map_or_else(Languages::default, |(path, source)| language::parse(path, source, &mut problems));
+        .map_or_else(Languages::default, |(path, source)| {
+            language::parse(path, source, &mut problems)
+        });
     for (path, source) in files {
         let file = Path::new(path);
         let in_templates = file

@@ -172,3 +172,12 @@ pub(crate) async fn contact_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Op
         .fetch_optional(&mut *conn)
         .await?)
 }
+
+/// Every locale contacts have, with how many have it.
+pub(crate) async fn locale_counts(conn: &mut Conn) -> anyhow::Result<Vec<(String, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT locale, COUNT(*) FROM contacts GROUP BY locale ORDER BY locale")
+            .fetch_all(&mut *conn)
+            .await?,
+    )
+}

@@ -321,7 +321,10 @@ fn parse_variants(
                 Diagnostic::new(
                     path,
                     at(subject),
-                    format!("template `{}` is written in several languages; one subject would replace them all", t.name),
+                    format!(
+                        "template `{}` is written in several languages; one subject would replace them all",
+                        t.name
+                    ),
                 )
                 .help("vary a template written once for everyone, or send each language from its own workflow"),
             );

@@ -11,9 +11,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::check::{Problems, offset_in_string, serde_problem, unknown_channel};
+use crate::workflow::Languages;
 use crate::workflow::Template;
 use crate::workflow::diagnostic::Diagnostic;
-use crate::workflow::Languages;
 use crate::workflow::language::{LANGUAGE_FILE, is_tag, normalise};
 use crate::workflow::templates::{ReadsVars, check as check_text};
 
@@ -35,8 +35,9 @@ pub(super) fn parse_templates(
         let (name_at, name) = (name.span(), name.into_inner().into_owned());
         let DeValue::Table(table) = value.into_inner() else {
             problems.push(
-                Diagnostic::new(path, name_at, format!("`{name}` is not a template"))
-                    .help(format!("write a template as a table: `[{name}]` with `channel = \"email\"` and its fields")),
+                Diagnostic::new(path, name_at, format!("`{name}` is not a template")).help(format!(
+                    "write a template as a table: `[{name}]` with `channel = \"email\"` and its fields"
+                )),
             );
             continue;
         };
@@ -99,10 +100,13 @@ pub(super) fn parse_templates(
 
 /// The template's `channel`, where it is written (empty if not a string).
 fn channel_of(table: &DeTable<'_>) -> Option<Spanned<String>> {
-    table.iter().find(|(k, _)| k.get_ref() == "channel").map(|(_, v)| match v.get_ref() {
-        DeValue::String(text) => Spanned::new(v.span(), text.to_string()),
-        _ => Spanned::new(v.span(), String::new()),
-    })
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref() == "channel")
+        .map(|(_, v)| match v.get_ref() {
+            DeValue::String(text) => Spanned::new(v.span(), text.to_string()),
+            _ => Spanned::new(v.span(), String::new()),
+        })
 }
 
 /// The template's fields by language (`""` for a template written once for
@@ -149,11 +153,15 @@ fn texts_of(
     if !texts.is_empty() && !shared.is_empty() {
         let (field, _, span) = &shared[0];
         problems.push(
-            Diagnostic::new(path, span.clone(), format!("template `{name}` has `{field}` beside its language tables"))
-                .help(format!(
-                    "move `{field}` into each language's table (`[{name}.{}]`)",
-                    texts.keys().next().map_or("en", String::as_str)
-                )),
+            Diagnostic::new(
+                path,
+                span.clone(),
+                format!("template `{name}` has `{field}` beside its language tables"),
+            )
+            .help(format!(
+                "move `{field}` into each language's table (`[{name}.{}]`)",
+                texts.keys().next().map_or("en", String::as_str)
+            )),
         );
     }
     if texts.is_empty() {
