@@ -170,8 +170,7 @@ fn the_footer_the_daemon_adds_speaks_the_language_of_the_mail_and_text_only_mail
     assert!(zh.text.contains("张丽，您好！"), "{}", zh.text);
     let last_line = |text: &str| {
         text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or_default()
             .to_string()
     };

@@ -96,6 +96,24 @@ pub(crate) fn pick<'a>(
     find(&normalise(default))
 }
 
+impl Template {
+    /// The languages it is written in (none for a template written once for everyone).
+    pub(crate) fn languages(&self) -> impl Iterator<Item = &str> + Clone {
+        self.texts.keys().map(String::as_str).filter(|l| !l.is_empty())
+    }
+
+    /// The language a contact with `locale` gets (`""` for a template written
+    /// once for everyone) and the fields in it. `nudge check` makes sure every
+    /// template in several languages has the default one.
+    pub(crate) fn for_locale(&self, locale: &str, default: &str) -> (&str, &[(String, String)]) {
+        let language = pick(locale, self.languages(), default).unwrap_or_default();
+        match self.texts.get_key_value(language).or_else(|| self.texts.iter().next()) {
+            Some((language, fields)) => (language, fields),
+            None => ("", &[]),
+        }
+    }
+}
+
 /// A template that lacks a language some contacts have: they get the default.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Lacking {

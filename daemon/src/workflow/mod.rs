@@ -312,24 +312,6 @@ pub(crate) struct Template {
     pub(crate) reads_vars: std::collections::BTreeSet<String>,
 }
 
-impl Template {
-    /// The languages it is written in (none for a template written once for everyone).
-    pub(crate) fn languages(&self) -> impl Iterator<Item = &str> + Clone {
-        self.texts.keys().map(String::as_str).filter(|l| !l.is_empty())
-    }
-
-    /// The language a contact with `locale` gets (`""` for a template written
-    /// once for everyone) and the fields in it. `nudge check` makes sure every
-    /// template in several languages has the default one.
-    pub(crate) fn for_locale(&self, locale: &str, default: &str) -> (&str, &[(String, String)]) {
-        let language = language::pick(locale, self.languages(), default).unwrap_or_default();
-        match self.texts.get_key_value(language).or_else(|| self.texts.iter().next()) {
-            Some((language, fields)) => (language, fields),
-            None => ("", &[]),
-        }
-    }
-}
-
 /// A named cadence table, e.g. intent grade A -> 3d, B -> 7d, C -> 15d.
 #[derive(Debug, Clone)]
 pub(crate) struct Cadence {
