@@ -104,7 +104,20 @@ fn each_contact_reads_the_acknowledgement_and_the_proposal_in_their_language_add
     assert_eq!(li.subject, "李娜，感谢您的询盘");
     assert!(li.text.starts_with("李娜，您好！"), "{}", li.text);
 
-    for who in ["wang", "smith", "pierre"] {
+    // A salutation learnt later, by the CLI and by the API, is kept in the history.
+    nudge.cli(&["contact", "edit", "li@example.com", "--salutation", "李经理"]);
+    let (status, body) = nudge.http(
+        "PATCH",
+        "/contacts/smith@example.com",
+        Some(r#"{"salutation": "Professor Smith"}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, card) = nudge.http("GET", "/contacts/li@example.com", None);
+    assert_eq!(card["contact"]["salutation"], "李经理", "{card:#}");
+    let history = card["history"].to_string();
+    assert!(history.contains("salutation") && history.contains("李经理"), "{card:#}");
+
+    for who in ["wang", "smith", "pierre", "li"] {
         nudge.cli(&["stage", "set", &format!("{who}@example.com"), "intent"]);
     }
     let wang = smtp.wait_for("wang@example.com", "准备的方案");
@@ -116,8 +129,12 @@ fn each_contact_reads_the_acknowledgement_and_the_proposal_in_their_language_add
         wang.text
     );
     assert!(!wang.text.contains("free samples"), "{}", wang.text);
+    let li = smtp.wait_for("li@example.com", "准备的方案");
+    assert_eq!(li.subject, "李经理，这是为您准备的方案");
+    assert!(li.text.starts_with("李经理，您好！"), "{}", li.text);
     let smith = smtp.wait_for("smith@example.com", "a proposal for");
-    assert_eq!(smith.subject, "Dr. Smith, a proposal for Acme");
+    assert_eq!(smith.subject, "Professor Smith, a proposal for Acme");
+    assert!(smith.text.starts_with("Dear Professor Smith,"), "{}", smith.text);
     assert!(
         smith.text.contains("offer you free samples and a first-order discount"),
         "{}",

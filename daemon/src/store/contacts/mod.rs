@@ -83,6 +83,15 @@ pub struct NewContact {
     pub consent: Option<String>,
 }
 
+/// How a contact is addressed and in which language: what `contact edit` and
+/// `PATCH /contacts/{contact}` change (a field left out stays as it is).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactEdit {
+    pub salutation: Option<String>,
+    pub locale: Option<String>,
+}
+
 impl NewContact {
     /// The stage the contact starts at.
     pub(crate) fn first_stage(&self) -> &str {
