@@ -214,6 +214,32 @@ mod tests {
     }
 
     #[test]
+    fn a_variant_subject_would_replace_every_language_and_is_refused() {
+        let files: Vec<(String, String)> = [
+            (
+                "wf/templates/email.toml",
+                "[hello]\nchannel = \"email\"\n[hello.zh]\nsubject = \"您好\"\ntext = \"t\"\n\
+                 [hello.en]\nsubject = \"Hi\"\ntext = \"t\"\n",
+            ),
+            (
+                "wf/a.toml",
+                &format!("{AB}[[steps.variants]]\nname = \"a\"\nsubject = \"A\"\n[[steps.variants]]\nname = \"b\"\n"),
+            ),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let problems = compile_set(&files, &["email".to_string()], false)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("written in several languages"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn bad_variants_are_reported_where_they_are() {
         let v = |body: &str| format!("{AB}[[steps.variants]]\nname = \"a\"\n[[steps.variants]]\n{body}\n");
         let (msg, pos, help) = first_problem(&v("name = \"a\""));

@@ -230,3 +230,48 @@ pub(super) fn template_text(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(source: &str) -> (BTreeMap<String, Template>, Vec<String>) {
+        let mut templates = BTreeMap::new();
+        let mut problems = Problems::new(false);
+        let channels = ["email".to_string()];
+        let languages = Languages::default();
+        parse_templates("t.toml", source, (&channels, &languages), &mut templates, &mut problems);
+        let problems = problems.into_vec().iter().map(|d| d.message.clone()).collect();
+        (templates, problems)
+    }
+
+    #[test]
+    fn language_tables_hold_each_languages_fields_and_other_tables_are_params() {
+        let (templates, problems) = parse(
+            "[hi]\nchannel = \"email\"\n[hi.zh]\nsubject = \"您好\"\ntext = \"{{ vars.offer.zh }}\"\n\
+             [hi.en-GB]\nsubject = \"Hi\"\ntext = \"t\"\n[hi.en]\nsubject = \"Hi\"\ntext = \"t\"\n\
+             [sms]\nchannel = \"email\"\ntext = \"t\"\nparams = { name = \"{{ contact.name }}\" }\n",
+        );
+        assert_eq!(problems, Vec::<String>::new());
+        let hi = &templates["hi"];
+        assert_eq!(hi.languages().collect::<Vec<_>>(), ["en", "en-gb", "zh"]);
+        assert_eq!(hi.texts["zh"][0], ("subject".to_string(), "您好".to_string()));
+        assert_eq!(hi.reads_vars.iter().collect::<Vec<_>>(), ["offer"]);
+        assert_eq!(hi.for_locale("zh_Hans_CN", "en").0, "zh");
+        assert_eq!(hi.for_locale("en-GB", "en").0, "en-gb");
+        assert_eq!(hi.for_locale("fr", "en").0, "en");
+        let sms = &templates["sms"];
+        assert_eq!(sms.languages().count(), 0);
+        assert_eq!(sms.for_locale("zh", "en").1[0].0, "params.name");
+    }
+
+    #[test]
+    fn a_template_written_both_ways_or_without_the_default_language_is_refused() {
+        let (_, problems) = parse("[a]\nchannel = \"email\"\nsubject = \"s\"\n[a.en]\nsubject = \"s\"\ntext = \"t\"\n");
+        assert_eq!(problems, ["template `a` has `subject` beside its language tables"]);
+        let (_, problems) = parse("[b]\nchannel = \"email\"\n[b.zh]\nsubject = \"s\"\ntext = \"t\"\n");
+        assert_eq!(problems, ["template `b` has no `en`, the default language"]);
+        let (_, problems) = parse("[c]\nchannel = \"email\"\n[c.en]\ntext = \"t\"\n[c.EN]\ntext = \"t\"\n");
+        assert_eq!(problems, ["template `c` has `en` twice"]);
+    }
+}
