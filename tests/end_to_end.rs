@@ -417,7 +417,7 @@ fn pending_timers_fire_once_after_a_restart() {
     nudge.advance("3d 1m");
     nudge.start();
     let zh = smtp.wait_for("liu@example.com", "样品收到了吧");
-    assert_eq!(zh.subject, "Liu Yang,样品收到了吧?");
+    assert_eq!(zh.subject, "Liu Yang，样品收到了吧？");
     smtp.wait_for("ma@example.com", "did the samples arrive");
     nudge.settle();
     nudge.kill();

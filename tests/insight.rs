@@ -267,7 +267,7 @@ fn six_months_without_an_order_start_the_reactivation_cadence() {
     // on Monday, and the run's next steps with it.
     nudge.advance("1d");
     let mail = smtp.wait_for("chen@example.com", "it has been a while");
-    assert!(mail.text.contains("5 % off"), "{}", mail.text);
+    assert!(mail.text.contains("5% off"), "{}", mail.text);
     smtp.wait_for("customer-success@example.com", "Dormant customer: Chen Jie");
     nudge.settle();
     let contact = &show(&nudge, "chen@example.com")["contact"];

@@ -6,5 +6,6 @@ mod common;
 
 mod playbook {
     pub(crate) mod consent;
+    pub(crate) mod language;
     pub(crate) mod team;
 }

@@ -130,6 +130,7 @@ fn outbox(c: &mut Criterion) {
                     category: Category::Transactional,
                     message: message.clone(),
                     variant: None,
+                    tracked: false,
                 };
                 store::queue_and_finish(&mut tx, vec![row], &[], 0).await.unwrap();
                 tx.commit().await.unwrap();

@@ -8,7 +8,7 @@ use crate::commands;
 use crate::commands::report::ReportFormat;
 use crate::commands::suppress::SuppressAction;
 use crate::config::Config;
-use crate::store::{ConsentScope, NewContact};
+use crate::store::{ConsentScope, ContactEdit, NewContact};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -204,6 +204,16 @@ enum ContactCommand {
         #[arg(long)]
         strict: bool,
     },
+    /// Change how a contact (by id or email) is addressed, or its locale; kept in its history.
+    Edit {
+        contact: String,
+        /// How messages address the contact, e.g. 王总, 张女士, "Dr. Smith" ("" for by name).
+        #[arg(long)]
+        salutation: Option<String>,
+        /// The language messages speak to it, e.g. zh-CN, en-GB.
+        #[arg(long)]
+        locale: Option<String>,
+    },
     /// Show a contact (by id or email): classification, orders, history, follow-ups.
     Show {
         contact: String,
@@ -251,6 +261,9 @@ enum OrderCommand {
 struct ContactArgs {
     #[arg(long)]
     name: String,
+    /// How messages address the contact, e.g. 王总, 张女士, "Dr. Smith" (default: by name).
+    #[arg(long, default_value = "")]
+    salutation: String,
     #[arg(long, default_value = "")]
     company: String,
     #[arg(long)]
@@ -461,6 +474,11 @@ impl ContactCommand {
             ContactCommand::Add(args) => commands::contact::add(config, (*args).into()).await,
             ContactCommand::Import { file, strict } => commands::contact::import(config, &file, strict).await,
             ContactCommand::Show { contact, json } => commands::contact::show(config, &contact, json).await,
+            ContactCommand::Edit {
+                contact,
+                salutation,
+                locale,
+            } => commands::contact::edit(config, &contact, ContactEdit { salutation, locale }).await,
         }
     }
 }
@@ -469,6 +487,7 @@ impl From<ContactArgs> for NewContact {
     fn from(a: ContactArgs) -> NewContact {
         NewContact {
             name: a.name,
+            salutation: a.salutation,
             company: a.company,
             email: a.email,
             phone: a.phone,

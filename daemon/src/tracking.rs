@@ -62,25 +62,12 @@ pub(crate) fn location(url: &str) -> String {
     out
 }
 
-/// The HTML a message goes out with: tracked if its workflow tracks (`track`) and
-/// it is marketing email to the contact. Transactional and SLA messages and
-/// notes to the owner (`Category::Internal`) never are, whatever the workflow says.
-pub(crate) fn html_for(
-    signer: &Unsubscribe,
-    workflow: &Workflow,
-    category: Category,
-    channel: &str,
-    message_key: &str,
-    html: Option<String>,
-) -> Option<String> {
-    let tracked = workflow.track && category == Category::Marketing && channel == "email";
-    html.map(|h| {
-        if tracked {
-            track_html(signer, message_key, &h)
-        } else {
-            h
-        }
-    })
+/// Whether a message's HTML is tracked: if its workflow tracks (`track`) and it
+/// is marketing email to the contact. Transactional and SLA messages and notes
+/// to the owner (`Category::Internal`) never are, whatever the workflow says.
+/// A message without HTML cannot be.
+pub(crate) fn tracks(workflow: &Workflow, category: Category, channel: &str) -> bool {
+    workflow.track && category == Category::Marketing && channel == "email"
 }
 
 /// The HTML of a tracked message: each http(s) link of an `<a>` or `<area>` goes

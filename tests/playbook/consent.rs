@@ -29,7 +29,11 @@ fn enable_nurture(nudge: &Nudge) {
 
 /// The path of the unsubscribe link in the first nurture mail to `to`.
 fn unsubscribe_path(smtp: &SmtpServer, to: &str) -> String {
-    let mail = smtp.wait_for(to, "a few things we can do");
+    // The first nurture mail, in whichever language the contact reads.
+    let mail = crate::common::wait_until(
+        || smtp.mails_to(to).into_iter().find(|m| !m.list_unsubscribe.is_empty()),
+        || format!("no marketing mail to {to}: {:?}", smtp.mails_to(to)),
+    );
     let url = mail
         .list_unsubscribe
         .split(['<', '>'])
@@ -275,7 +279,7 @@ fn a_suppression_by_hand_takes_a_scope_and_shows_who_made_it() {
     // A promotion for contacts who reach the intent stage.
     nudge.write_workflow(
         "promo.toml",
-        "category = \"marketing\"\n[trigger]\non = \"stage_changed\"\nto = \"intent\"\n\n\
+        "category = \"marketing\"\n[vars]\ncatalogue_url = \"https://example.com/p\"\n[trigger]\non = \"stage_changed\"\nto = \"intent\"\n\n\
          [[steps]]\nsend = { channel = \"email\", template = \"nurture_offer\" }\n",
     );
     let by_phone = add_lead(&nudge, "Zhou", "en");

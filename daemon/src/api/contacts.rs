@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{ApiResult, AppState, JsonObject};
 use crate::app::{self, FollowUpInput, FollowUpLogged, NewInquiry, Repeats};
-use crate::store::NewContact;
+use crate::store::{ContactEdit, NewContact};
 
 /// Follow-ups and orders shown with a contact, newest first.
 const LATEST_SHOWN: i64 = 20;
@@ -26,6 +26,24 @@ pub(super) async fn add_contact(State(s): State<AppState>, JsonObject(new): Json
         Box::pin(async move {
             let id = app::add_contact(conn, &new, now).await?;
             Ok((StatusCode::CREATED, json!({ "id": id })))
+        })
+    })
+    .await
+}
+
+/// `PATCH /contacts/{contact}`: `{"salutation", "locale"}`, each optional; 200 with the id.
+pub(super) async fn edit_contact(
+    State(s): State<AppState>,
+    Path(reference): Path<String>,
+    JsonObject(edit): JsonObject<ContactEdit>,
+) -> ApiResult {
+    let now = s.clock.now_ms();
+    let (reference, edit) = (Arc::new(reference), Arc::new(edit));
+    s.write(move |conn| {
+        let (reference, edit) = (reference.clone(), edit.clone());
+        Box::pin(async move {
+            let id = app::edit_contact(conn, &reference, &edit, "api", now).await?;
+            Ok((StatusCode::OK, json!({ "id": id })))
         })
     })
     .await

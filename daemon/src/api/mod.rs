@@ -182,7 +182,10 @@ pub(crate) async fn serve(
 fn router(state: AppState) -> Router {
     let authed = Router::new()
         .route("/contacts", post(contacts::add_contact))
-        .route("/contacts/{contact}", get(contacts::show_contact))
+        .route(
+            "/contacts/{contact}",
+            get(contacts::show_contact).patch(contacts::edit_contact),
+        )
         .route("/contacts/{contact}/stage", post(contacts::change_stage))
         .route("/contacts/{contact}/follow-ups", post(contacts::log_follow_up))
         .route("/contacts/{contact}/inquiries", post(contacts::add_inquiry))

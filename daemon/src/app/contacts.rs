@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::find_contact;
-use crate::store::{self, Conn, Contact, FollowUp, HistoryEntry, Invalid, NewContact, Order};
+use crate::store::{self, Conn, Contact, ContactEdit, FollowUp, HistoryEntry, Invalid, NewContact, Order};
 
 /// Adds one contact; a contact with the same email is `Invalid`.
 pub(crate) async fn add_contact(conn: &mut Conn, new: &NewContact, now: i64) -> anyhow::Result<i64> {
@@ -44,6 +44,20 @@ pub(crate) async fn contact_card(conn: &mut Conn, reference: &str, latest: i64) 
         history: store::history_of(conn, contact.id, HISTORY_SHOWN).await?,
         contact,
     })
+}
+
+/// Changes how the contact `reference` names is addressed, or its locale;
+/// `by` is who the history names (`api`, `cli`). Returns its id.
+pub(crate) async fn edit_contact(
+    conn: &mut Conn,
+    reference: &str,
+    edit: &ContactEdit,
+    by: &str,
+    now: i64,
+) -> anyhow::Result<i64> {
+    let contact = find_contact(conn, reference).await?;
+    store::edit_contact(conn, &contact, edit, by, now).await?;
+    Ok(contact.id)
 }
 
 /// What a stage change did.

@@ -11,7 +11,7 @@ mod orders;
 mod suppressions;
 
 pub(crate) use contacts::{
-    ContactCard, NewInquiry, add_contact, add_contacts, add_inquiry, change_stage, contact_card,
+    ContactCard, NewInquiry, add_contact, add_contacts, add_inquiry, change_stage, contact_card, edit_contact,
 };
 pub(crate) use follow_ups::{FollowUpInput, FollowUpLogged, Repeats, log_follow_up};
 pub(crate) use orders::{Amount, NewOrder, record_order, record_orders};

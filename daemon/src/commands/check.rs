@@ -8,7 +8,8 @@ use anyhow::bail;
 
 use crate::config::Config;
 use crate::plugins::PluginHost;
-use crate::workflow::WorkflowSet;
+use crate::store::{self, Store};
+use crate::workflow::{WorkflowSet, language};
 
 /// `nudge check`: validates the workflow folder; Err (exit 1) on any problem.
 pub(crate) fn run(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
@@ -32,6 +33,9 @@ pub(crate) fn run(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
                 dir.display(),
                 set.hash
             );
+            for warning in language_warnings(config, &set)? {
+                eprintln!("warning: {warning}");
+            }
             Ok(())
         }
         Err(diagnostics) => {
@@ -39,4 +43,28 @@ pub(crate) fn run(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
             bail!("{} has {} problem(s)", dir.display(), diagnostics.items.len())
         }
     }
+}
+
+/// With a database, the templates that lack a language its contacts have:
+/// not an error (they read the default language), but likely an oversight.
+fn language_warnings(config: &Config, set: &WorkflowSet) -> anyhow::Result<Vec<String>> {
+    if !config.database.exists() {
+        return Ok(Vec::new());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let locales = runtime.block_on(async {
+        let store = Store::open(&config.database).await?;
+        let mut conn = store.pool.acquire().await?;
+        store::locale_counts(&mut conn).await
+    })?;
+    let default = &set.languages.default;
+    Ok(language::lacking(set.templates.values(), default, &locales)
+        .into_iter()
+        .map(|l| {
+            format!(
+                "template `{}` has no `{}`: {} contact(s) with that language get `{default}` (add `[{}.{}]` to its file)",
+                l.template, l.language, l.contacts, l.template, l.language
+            )
+        })
+        .collect())
 }

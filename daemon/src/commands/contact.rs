@@ -1,4 +1,4 @@
-//! `nudge contact add|import|show`.
+//! `nudge contact add|edit|import|show`.
 
 use std::path::Path;
 
@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::daemon;
 use crate::import;
 use crate::model::money;
-use crate::store::{Contact, NewContact};
+use crate::store::{Contact, ContactEdit, NewContact};
 
 /// Follow-ups and orders `show` prints, newest first.
 const LATEST_SHOWN: i64 = 10;
@@ -20,6 +20,16 @@ pub(crate) async fn add(config: &Config, new: NewContact) -> anyhow::Result<()> 
     let id = app::add_contact(&mut tx, &new, clock.now_ms()).await?;
     tx.commit().await?;
     println!("contact {id} added");
+    Ok(())
+}
+
+/// `nudge contact edit`: how a contact is addressed, its locale.
+pub(crate) async fn edit(config: &Config, reference: &str, edit: ContactEdit) -> anyhow::Result<()> {
+    let (store, clock) = daemon::open(config).await?;
+    let mut tx = store.write().await?;
+    let id = app::edit_contact(&mut tx, reference, &edit, "cli", clock.now_ms()).await?;
+    tx.commit().await?;
+    println!("contact {id} changed");
     Ok(())
 }
 
@@ -86,6 +96,9 @@ fn print_contact(contact: &Contact) {
         "  time zone {}  locale {}  consent {}",
         contact.time_zone, contact.locale, contact.consent
     );
+    if !contact.salutation.is_empty() {
+        println!("  addressed as {}", contact.salutation);
+    }
     if let Some(since) = &contact.customer_since {
         println!(
             "  customer since {since}  rfm {} ({})  behaviour {}",

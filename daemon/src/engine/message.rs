@@ -14,6 +14,7 @@ use crate::model::add_span;
 use crate::plugins::RenderedMessage;
 use crate::store::{self, Contact, NewOutboxRow, OutboundMessage};
 use crate::tracking;
+use crate::workflow::language::Footer;
 use crate::workflow::{Workflow, WorkflowSet};
 
 /// A message a step is about to send.
@@ -43,11 +44,21 @@ impl Engine {
         let (unsubscribe, category) = (&step.unsubscribe, step.category);
         let key = store::idempotency_key(run.id, run.next_step, contact.id, out.key_suffix);
         let message_id = format!("<{key}@{}>", self.message_id_domain);
-        let (text, html) = match unsubscribe {
-            Some(links) => with_unsubscribe_footer(rendered.text.clone(), rendered.html.clone(), &links.https),
+        let footer = unsubscribe
+            .as_ref()
+            .and_then(|links| Some((footer_for(at.set, out, contact)?, &links.https)));
+        let (text, html) = match footer {
+            Some((footer, url)) => with_unsubscribe_footer(rendered.text.clone(), rendered.html.clone(), footer, url),
             None => (rendered.text.clone(), rendered.html.clone()),
         };
-        let html = tracking::html_for(&self.unsubscribe, workflow, category, &out.channel, &key, html);
+        let tracked = html.is_some() && tracking::tracks(workflow, category, &out.channel);
+        let html = html.map(|h| {
+            if tracked {
+                tracking::track_html(&self.unsubscribe, &key, &h)
+            } else {
+                h
+            }
+        });
         let outbound = OutboundMessage {
             to_name: out.name.clone(),
             to_address: out.address.clone(),
@@ -67,6 +78,7 @@ impl Engine {
             category,
             message: outbound,
             variant: variants::of_step(workflow, run).map(|v| v.name.clone()),
+            tracked,
         });
         detail
     }
@@ -140,21 +152,41 @@ async fn capped(
     Ok(None)
 }
 
+/// The footer in the language of the message: its template's, or for a
+/// template written once for everyone, the contact's.
+fn footer_for<'a>(set: &'a WorkflowSet, out: &Outgoing, contact: &Contact) -> Option<&'a Footer> {
+    let language = match set.templates.get(&out.template) {
+        Some(t) => t.for_locale(&contact.locale, &set.languages.default).0,
+        None => "",
+    };
+    set.languages
+        .footer(if language.is_empty() { &contact.locale } else { language })
+}
+
 /// Makes sure a marketing email shows its unsubscribe link, whatever the template wrote.
-fn with_unsubscribe_footer(text: Option<String>, html: Option<String>, url: &str) -> (Option<String>, Option<String>) {
+fn with_unsubscribe_footer(
+    text: Option<String>,
+    html: Option<String>,
+    footer: &Footer,
+    url: &str,
+) -> (Option<String>, Option<String>) {
     let text = text.map(|t| {
         if t.contains(url) {
             t
         } else {
-            format!("{}\n\n--\nUnsubscribe: {url}\n", t.trim_end())
+            format!("{}\n\n--\n{}\n", t.trim_end(), footer.text.replace("{url}", url))
         }
     });
+    // HTML templates escape the link they print (minijinja writes `/` as `&#x2f;`), so
+    // the template's own link is recognised by its token, the last part of the path.
+    let token = url.rsplit('/').next().unwrap_or(url);
     let html = html.map(|h| {
-        if h.contains(url) {
+        if h.contains(token) {
             return h;
         }
         let footer = format!(
-            "<p style=\"font-size:12px;color:#777\">Don't want these emails? <a href=\"{url}\">Unsubscribe</a>.</p>"
+            "<p style=\"font-size:12px;color:#777\">{}</p>",
+            footer.html.replace("{url}", &escape_attribute(url))
         );
         match h.rfind("</body>") {
             Some(i) => format!("{}{footer}{}", &h[..i], &h[i..]),
@@ -164,17 +196,26 @@ fn with_unsubscribe_footer(text: Option<String>, html: Option<String>, url: &str
     (text, html)
 }
 
+/// The link as it may stand inside `href="..."`.
+fn escape_attribute(url: &str) -> String {
+    url.replace('&', "&amp;").replace('"', "&quot;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_unsubscribe_footer;
+    use crate::workflow::Languages;
 
-    const URL: &str = "https://test.example/u/t";
+    const URL: &str = "https://test.example/unsubscribe/AAAB3xYz_token";
 
     #[test]
     fn the_footer_goes_before_the_end_of_the_body_unless_the_link_is_there() {
+        let languages = Languages::default();
+        let footer = languages.footer("en").unwrap();
         let (text, html) = with_unsubscribe_footer(
             Some("Hi.\n".into()),
             Some("<html><body><p>Hi.</p></body></html>".into()),
+            footer,
             URL,
         );
         assert_eq!(text.unwrap(), format!("Hi.\n\n--\nUnsubscribe: {URL}\n"));
@@ -184,11 +225,16 @@ mod tests {
             "{html}"
         );
         let own = format!("Hi. Leave: {URL}");
-        let (text, html) = with_unsubscribe_footer(Some(own.clone()), None, URL);
+        let (text, html) = with_unsubscribe_footer(Some(own.clone()), None, footer, URL);
         assert_eq!(
             (text.unwrap(), html),
             (own, None),
             "a template that shows the link keeps its own"
         );
+        let escaped =
+            "<p><a href=\"https:&#x2f;&#x2f;test.example&#x2f;unsubscribe&#x2f;AAAB3xYz_token\">Leave</a></p>"
+                .to_string();
+        let (_, html) = with_unsubscribe_footer(None, Some(escaped.clone()), footer, URL);
+        assert_eq!(html.unwrap(), escaped, "a link the template escaped is its own too");
     }
 }

@@ -37,10 +37,15 @@ impl Engine {
         let (set, workflow, run, variant) = (at.set, at.workflow, at.run, at.variant);
         let (contact, contact_ctx) = (at.contact, at.contact_ctx);
         let template = set.templates.get(&out.template).cloned().context("template missing")?;
-        let fixed = (self.current().templates.get(&out.template))
-            .filter(|t| t.channel == template.channel && t.fields != template.fields)
-            .map(|t| variants::template(t.clone(), variant).fields);
+        let current = self.current();
+        let fixed = (current.templates.get(&out.template))
+            .filter(|t| t.channel == template.channel && t.texts != template.texts)
+            .map(|t| {
+                let t = variants::template(t.clone(), variant);
+                t.for_locale(&contact.locale, &current.languages.default).1.to_vec()
+            });
         let template = variants::template(template, variant);
+        let fields = template.for_locale(&contact.locale, &set.languages.default).1.to_vec();
         let context = json!({
             "contact": contact_ctx, "vars": workflow.vars, "event": run.context.0,
             "owner": { "email": contact.owner }, "workflow": workflow.name,
@@ -54,7 +59,7 @@ impl Engine {
         Ok(Render {
             channel: out.channel.clone(),
             template_name: out.template.clone(),
-            fields: template.fields,
+            fields,
             fixed,
             context,
         })

@@ -45,7 +45,7 @@ pub(crate) async fn held_until(
 /// The template as this variant sends it.
 pub(crate) fn template(mut template: Template, variant: Option<&Variant>) -> Template {
     if let Some(v) = variant {
-        v.apply(&mut template.fields);
+        v.apply(&mut template);
     }
     template
 }

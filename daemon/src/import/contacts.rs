@@ -27,6 +27,7 @@ impl RowKind for Contacts {
         "time_zone",
         "locale",
         "consent",
+        "salutation",
     ];
     const REQUIRED: &'static [&'static str] = &["name"];
     const NO_QUOTES: &'static [&'static str] = &[
@@ -70,6 +71,7 @@ impl RowKind for Contacts {
 fn parse(row: &Row<'_>) -> Result<(NewContact, Result<(), Invalid>), String> {
     let new = NewContact {
         name: row.text("name"),
+        salutation: row.text("salutation"),
         company: row.text("company"),
         email: row.owned("email"),
         phone: row.owned("phone"),

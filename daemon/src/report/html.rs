@@ -126,7 +126,6 @@ impl Report {
         *page += "</table>\n<h2>Messages by workflow and A/B variant</h2>\n<table><tr><th>workflow / variant</th>\
                   <th>sent</th><th>delivered</th><th>opened</th><th>clicked</th><th>replies</th>\
                   <th>open rate</th><th>click rate</th></tr>\n";
-        let rate = |p: Option<f64>| p.map(|p| format!("{p:.1} %")).unwrap_or_else(|| "-".into());
         for w in &self.engagement {
             let groups = std::iter::once((escape(&w.workflow), &w.all)).chain(
                 w.variants
@@ -143,8 +142,8 @@ impl Report {
                     e.clicked,
                     e.clicks,
                     e.replied,
-                    rate(e.open_rate_percent),
-                    rate(e.click_rate_percent)
+                    e.shown(e.open_rate_percent),
+                    e.shown(e.click_rate_percent)
                 );
             }
         }

@@ -104,6 +104,13 @@ pub(crate) struct Engagement {
     /// Every pixel fetch and every click, repeats included.
     pub(crate) opens: i64,
     pub(crate) clicks: i64,
+    /// The messages queued with tracking: an HTML part with the pixel and redirected links.
+    pub(crate) tracked_messages: i64,
+    /// Whether any could be tracked. When none could (text only, or `track =
+    /// false`), the rates are null and the report says "not tracked": 0 % would
+    /// claim that nobody opened them.
+    #[sqlx(skip)]
+    pub(crate) tracked: bool,
     /// opened / delivered, clicked / delivered.
     #[sqlx(skip)]
     pub(crate) open_rate_percent: Option<f64>,
@@ -120,14 +127,29 @@ impl Engagement {
         self.replied += other.replied;
         self.opens += other.opens;
         self.clicks += other.clicks;
+        self.tracked_messages += other.tracked_messages;
     }
 
     fn with_rates(mut self) -> Engagement {
-        self.open_rate_percent = percent(self.opened, self.delivered);
-        self.click_rate_percent = percent(self.clicked, self.delivered);
+        self.tracked = self.tracked_messages > 0;
+        let delivered = if self.tracked { self.delivered } else { 0 };
+        self.open_rate_percent = percent(self.opened, delivered);
+        self.click_rate_percent = percent(self.clicked, delivered);
         self
     }
+
+    /// A rate as the report shows it: "not tracked" when no message could be.
+    pub(crate) fn shown(&self, rate: Option<f64>) -> String {
+        match rate {
+            Some(p) => format!("{p:.1} %"),
+            None if !self.tracked && self.sent > 0 => NOT_TRACKED.into(),
+            None => "-".into(),
+        }
+    }
 }
+
+/// What the report shows for open and click rates when none of the messages could be tracked.
+pub(crate) const NOT_TRACKED: &str = "not tracked";
 
 /// How the funnel's "to next" counts, for the table and the page.
 pub(crate) const TO_NEXT_NOTE: &str = "-> next: of the contacts that entered a stage in the period, those that \

@@ -51,7 +51,8 @@ async fn engagement(conn: &mut Conn, scope: &ReportScope, period: Period) -> any
                 SUM(o.status = 'sent' AND EXISTS (SELECT 1 FROM engagement e WHERE e.outbox_id = o.id
                                                    AND e.kind = 'replied')) AS replied,
                 SUM((SELECT COUNT(*) FROM engagement e WHERE e.outbox_id = o.id AND e.kind = 'opened')) AS opens,
-                SUM((SELECT COUNT(*) FROM engagement e WHERE e.outbox_id = o.id AND e.kind = 'clicked')) AS clicks
+                SUM((SELECT COUNT(*) FROM engagement e WHERE e.outbox_id = o.id AND e.kind = 'clicked')) AS clicks,
+                SUM(o.tracked) AS tracked_messages
          FROM outbox o JOIN runs r ON r.id = o.run_id JOIN contacts c ON c.id = o.contact_id
          WHERE o.created_at >= ?4 AND o.created_at < ?5 AND o.category != 'internal' AND {FILTER}
          GROUP BY r.workflow, o.variant ORDER BY r.workflow, o.variant IS NOT NULL, o.variant"

@@ -1,6 +1,6 @@
 //! The report as a terminal table and as CSV.
 
-use super::{Engagement, Report, TO_NEXT_NOTE};
+use super::{Engagement, NOT_TRACKED, Report, TO_NEXT_NOTE};
 
 impl Report {
     /// The report as a terminal table.
@@ -61,7 +61,6 @@ impl Report {
                 "workflow / variant", "sent", "delivered", "opened", "clicked", "replies", "open rate", "click rate"
             );
         }
-        let rate = |p: Option<f64>| p.map(|p| format!("{p:.1} %")).unwrap_or_else(|| "-".into());
         let line = |label: &str, e: &Engagement| {
             format!(
                 "  {label:<28}{:>6}{:>10}{:>14}{:>14}{:>8}{:>11}{:>11}\n",
@@ -70,8 +69,8 @@ impl Report {
                 format!("{} ({})", e.opened, e.opens),
                 format!("{} ({})", e.clicked, e.clicks),
                 e.replied,
-                rate(e.open_rate_percent),
-                rate(e.click_rate_percent)
+                e.shown(e.open_rate_percent),
+                e.shown(e.click_rate_percent)
             )
         };
         for w in &self.engagement {
@@ -131,7 +130,8 @@ impl Report {
                     ("open rate %", e.open_rate_percent, e.opened),
                     ("click rate %", e.click_rate_percent, e.clicked),
                 ] {
-                    w.write_record([figure, &name, &pct(p), &n.to_string(), &e.delivered.to_string(), "", ""])?;
+                    let shown = if e.tracked { pct(p) } else { NOT_TRACKED.to_string() };
+                    w.write_record([figure, &name, &shown, &n.to_string(), &e.delivered.to_string(), "", ""])?;
                 }
             }
         }

@@ -17,7 +17,7 @@ use serde_json::json;
 /// The fields a condition can read, with a sample value of each field's type.
 pub fn contact_schema() -> serde_json::Value {
     json!({
-        "id": 1, "name": "probe", "company": "probe", "email": "probe@example.com", "phone": "",
+        "id": 1, "name": "probe", "salutation": "", "company": "probe", "email": "probe@example.com", "phone": "",
         "owner": "owner@example.com", "stage": "lead", "intent_grade": "A", "value_tier": "high",
         "tags": ["probe"], "source": "ads", "time_zone": "UTC", "locale": "en", "consent": "granted",
         "follow_up_count": 0, "has_next_follow_up": false, "rfm_grade": "A", "behaviour": "active",

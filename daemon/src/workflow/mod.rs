@@ -9,6 +9,7 @@
 mod classification;
 mod condition;
 mod diagnostic;
+pub(crate) mod language;
 mod parse;
 mod sending;
 mod team;
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 pub(crate) use classification::ClassificationRules;
 pub use condition::{Condition, contact_schema, event_schema};
 pub(crate) use diagnostic::{Diagnostic, Diagnostics};
+pub(crate) use language::Languages;
 pub(crate) use sending::SendingPolicy;
 pub(crate) use team::{NotifyTo, OwnerRef, Team};
 
@@ -43,6 +45,8 @@ pub struct WorkflowSet {
     pub(crate) cadences: BTreeMap<String, Cadence>,
     /// `sending.toml`: send windows, quiet hours, frequency caps.
     pub(crate) sending: SendingPolicy,
+    /// `language.toml`: the default language and the footers the daemon adds.
+    pub(crate) languages: Languages,
     /// Without a `classification.toml`, nothing is computed from orders (and orders are refused).
     pub(crate) classification: Option<std::sync::Arc<ClassificationRules>>,
     /// `team.toml`: managers, working hours, roles; empty without the file.
@@ -283,11 +287,14 @@ impl Variant {
         })
     }
 
-    /// The template's fields with this variant's subject in place of the template's.
-    pub(crate) fn apply(&self, fields: &mut [(String, String)]) {
+    /// The template's fields with this variant's subject in place of the
+    /// template's (only a template written once for everyone has a variant subject).
+    pub(crate) fn apply(&self, template: &mut Template) {
         if let Some(subject) = &self.subject {
-            for (_, value) in fields.iter_mut().filter(|(k, _)| k == "subject") {
-                *value = subject.clone();
+            for fields in template.texts.values_mut() {
+                for (_, value) in fields.iter_mut().filter(|(k, _)| k == "subject") {
+                    *value = subject.clone();
+                }
             }
         }
     }
@@ -306,7 +313,9 @@ pub(crate) enum FollowUpAfter {
 pub(crate) struct Template {
     pub(crate) name: String,
     pub(crate) channel: String,
-    pub(crate) fields: Vec<(String, String)>,
+    /// Its fields by language tag (normalised: `zh`, `en-gb`), or under `""`
+    /// alone for a template written once for every contact.
+    pub(crate) texts: BTreeMap<String, Vec<(String, String)>>,
     /// The `vars.<name>` its fields read: every workflow that sends it defines them.
     pub(crate) reads_vars: std::collections::BTreeSet<String>,
 }
@@ -450,6 +459,7 @@ impl WorkflowSet {
                 sending: c.sending,
                 classification: c.classification.map(std::sync::Arc::new),
                 team: c.team,
+                languages: c.languages,
             }),
             Err(items) => Err(Diagnostics { items, sources: files }),
         }

@@ -25,6 +25,7 @@ use self::templates::parse_templates;
 use self::workflow::parse_workflow;
 use super::classification::{self, ClassificationRules};
 use super::diagnostic::Diagnostic;
+use super::language::{self, LANGUAGE_FILE, Languages};
 use super::sending::{self, SendingPolicy};
 use super::team::{self, TEAM_FILE, Team};
 use super::{CLASSIFICATION_FILE, Cadence, Template, Workflow};
@@ -38,6 +39,7 @@ pub(super) struct Compiled {
     pub(super) sending: SendingPolicy,
     pub(super) classification: Option<ClassificationRules>,
     pub(super) team: Team,
+    pub(super) languages: Languages,
 }
 
 /// Compiles a set of files; `stored`: a set stored for its runs (see `Problems::lint`).
@@ -54,6 +56,13 @@ pub(super) fn compile_set(
     let mut classification = None;
     let mut team = Team::default();
     let mut workflow_files = Vec::new();
+    // Templates are checked against the default language, wherever the files sort.
+    let languages = files
+        .iter()
+        .find(|(path, _)| Path::new(path).file_name().is_some_and(|n| n == LANGUAGE_FILE))
+        .map_or_else(Languages::default, |(path, source)| {
+            language::parse(path, source, &mut problems)
+        });
     for (path, source) in files {
         let file = Path::new(path);
         let in_templates = file
@@ -61,7 +70,11 @@ pub(super) fn compile_set(
             .and_then(|p| p.file_name())
             .is_some_and(|n| n == "templates");
         match file.file_name().and_then(|n| n.to_str()) {
-            _ if in_templates => parse_templates(path, source, channels, &mut templates, &mut problems),
+            _ if in_templates => {
+                let folder = (channels, &languages);
+                parse_templates(path, source, folder, &mut templates, &mut problems)
+            }
+            Some(LANGUAGE_FILE) => {}
             Some("cadences.toml") => parse_cadences(path, source, &mut cadences, &mut problems),
             Some("sending.toml") => sending = sending::parse(path, source, channels, &mut problems),
             Some(TEAM_FILE) => team = team::parse(path, source, &mut problems),
@@ -90,6 +103,7 @@ pub(super) fn compile_set(
             sending,
             classification,
             team,
+            languages,
         })
     } else {
         Err(problems.into_vec())
@@ -274,6 +288,32 @@ mod tests {
         assert_eq!(variants[0].subject.as_deref(), Some("Hi {{ contact.name }}"));
         assert_eq!(variants[1].delay.unwrap().get_hours(), 2);
         assert!(w[0].track, "marketing tracks by default");
+    }
+
+    #[test]
+    fn a_variant_subject_would_replace_every_language_and_is_refused() {
+        let files: Vec<(String, String)> = [
+            (
+                "wf/templates/email.toml",
+                "[hello]\nchannel = \"email\"\n[hello.zh]\nsubject = \"您好\"\ntext = \"t\"\n\
+                 [hello.en]\nsubject = \"Hi\"\ntext = \"t\"\n",
+            ),
+            (
+                "wf/a.toml",
+                &format!("{AB}[[steps.variants]]\nname = \"a\"\nsubject = \"A\"\n[[steps.variants]]\nname = \"b\"\n"),
+            ),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let problems = compile_set(&files, &["email".to_string()], false)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.contains("written in several languages"),
+            "{problems:?}"
+        );
     }
 
     #[test]

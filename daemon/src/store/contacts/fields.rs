@@ -1,7 +1,7 @@
 //! The other fields of a contact: classification, owner, tags, and the next
 //! follow-up, whose timer makes it overdue.
 
-use super::{Contact, check};
+use super::{Contact, ContactEdit, check, one_line};
 use crate::model::{INTENT_GRADES, TIERS};
 use crate::store::{Conn, TimerKind, insert_history, insert_timer};
 
@@ -142,6 +142,40 @@ pub(crate) async fn set_next_follow_up(
         .await?;
     if let Some(at) = at {
         insert_timer(conn, at, TimerKind::FollowUpDue, None, Some(contact_id)).await?;
+    }
+    Ok(())
+}
+
+/// Changes how a contact is addressed and its locale; each change is kept in
+/// the history with who made it (`by`).
+pub(crate) async fn edit_contact(
+    conn: &mut Conn,
+    contact: &Contact,
+    edit: &ContactEdit,
+    by: &str,
+    now: i64,
+) -> anyhow::Result<()> {
+    let fields = [
+        ("salutation", &contact.salutation, &edit.salutation),
+        ("locale", &contact.locale, &edit.locale),
+    ];
+    for (field, from, to) in fields {
+        let Some(to) = to else { continue };
+        let to = one_line(field, to)?;
+        if *from == to {
+            continue;
+        }
+        let sql = match field {
+            "salutation" => "UPDATE contacts SET salutation = ?, updated_at = ? WHERE id = ?",
+            _ => "UPDATE contacts SET locale = ?, updated_at = ? WHERE id = ?",
+        };
+        sqlx::query(sql)
+            .bind(&to)
+            .bind(now)
+            .bind(contact.id)
+            .execute(&mut *conn)
+            .await?;
+        insert_history(conn, contact.id, field, Some(from), Some(&to), by, now).await?;
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ pub(super) struct InsertedContacts {
 
 /// Inserts contacts (validated, at least one) and their `contact_created` events;
 /// returns the ids of the new ones and of their events, each consecutive, if any went in.
-/// Rows go in as multi-row VALUES: with 15 columns a row, binding them costs SQLite
+/// Rows go in as multi-row VALUES: with 16 columns a row, binding them costs SQLite
 /// less than extracting them from JSON.
 pub(super) async fn insert_contact_rows(
     conn: &mut Conn,
@@ -63,13 +63,14 @@ pub(super) async fn insert_contact_rows(
     let mut insert = QueryBuilder::new("");
     push_multi_row_insert(
         &mut insert,
-        "INSERT OR FAIL INTO contacts (name, company, email, phone, owner, stage, intent_grade, value_tier, tags, source,
+        "INSERT OR FAIL INTO contacts (name, salutation, company, email, phone, owner, stage, intent_grade, value_tier, tags, source,
                                        time_zone, locale, consent, created_at, updated_at) ",
         new,
-        15,
+        16,
         tail,
         |mut row, c| {
             row.push_bind(c.name.trim())
+                .push_bind(&c.salutation)
                 .push_bind(&c.company)
                 .push_bind(&c.email)
                 .push_bind(&c.phone)
@@ -266,6 +267,7 @@ mod tests {
         let mut conn = db.conn().await;
         let new = NewContact {
             name: " Ann\tLee ".into(),
+            salutation: "Ms Lee".into(),
             company: "Acme".into(),
             email: Some("ann@x.test".into()),
             phone: Some("+861".into()),
@@ -282,7 +284,7 @@ mod tests {
         let id = insert_contact(&mut conn, &new, 44).await.unwrap();
         let c = contact_by_id(&mut conn, id).await.unwrap().unwrap();
         let got = (
-            c.name.as_str(),
+            (c.name.as_str(), c.salutation.as_str()),
             c.company.as_str(),
             c.email.as_deref(),
             c.phone.as_deref(),
@@ -302,7 +304,7 @@ mod tests {
         assert_eq!(
             got,
             (
-                "Ann Lee",
+                ("Ann Lee", "Ms Lee"),
                 "Acme",
                 Some("ann@x.test"),
                 Some("+861"),

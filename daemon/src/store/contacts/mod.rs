@@ -25,6 +25,9 @@ use crate::model::{INTENT_GRADES, STAGES, TIERS};
 pub(crate) struct Contact {
     pub(crate) id: i64,
     pub(crate) name: String,
+    /// How messages address the contact (王总, 张女士, Dr. Smith); empty: by name.
+    #[serde(default)]
+    pub(crate) salutation: String,
     pub(crate) company: String,
     pub(crate) email: Option<String>,
     pub(crate) phone: Option<String>,
@@ -59,6 +62,9 @@ pub(crate) struct Contact {
 #[serde(deny_unknown_fields)]
 pub struct NewContact {
     pub name: String,
+    /// How messages address the contact: 王总, 张女士, Dr. Smith.
+    #[serde(default)]
+    pub salutation: String,
     #[serde(default)]
     pub company: String,
     pub email: Option<String>,
@@ -75,6 +81,15 @@ pub struct NewContact {
     pub time_zone: Option<String>,
     pub locale: Option<String>,
     pub consent: Option<String>,
+}
+
+/// How a contact is addressed and in which language: what `contact edit` and
+/// `PATCH /contacts/{contact}` change (a field left out stays as it is).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactEdit {
+    pub salutation: Option<String>,
+    pub locale: Option<String>,
 }
 
 impl NewContact {
@@ -156,6 +171,7 @@ impl NewContact {
     /// The contact with its texts made one line (see `one_line`), then validated.
     pub(crate) fn cleaned(mut self) -> Result<NewContact, Invalid> {
         self.name = one_line("name", &self.name)?;
+        self.salutation = one_line("salutation", &self.salutation)?;
         self.company = one_line("company", &self.company)?;
         self.source = one_line("source", &self.source)?;
         self.owner = self.owner.trim().to_string();
@@ -172,6 +188,7 @@ impl NewContact {
         }
         for (field, text) in [
             ("name", &self.name),
+            ("salutation", &self.salutation),
             ("company", &self.company),
             ("source", &self.source),
         ] {
@@ -215,7 +232,7 @@ impl Contact {
     /// The contact as conditions and templates see it (see `workflow::contact_schema`).
     pub(crate) fn context(&self, follow_up_count: i64) -> serde_json::Value {
         json!({
-            "id": self.id, "name": self.name, "company": self.company,
+            "id": self.id, "name": self.name, "salutation": self.salutation, "company": self.company,
             "email": self.email.clone().unwrap_or_default(), "phone": self.phone.clone().unwrap_or_default(),
             "owner": self.owner, "stage": self.stage,
             "intent_grade": self.intent_grade.clone().unwrap_or_default(),

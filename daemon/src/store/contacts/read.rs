@@ -11,7 +11,7 @@ use crate::store::Conn;
 /// so a batch comes back as one JSON text instead. Keep in step with `Contact`
 /// (a missing field fails every such read, which any end-to-end test shows).
 const CONTACT_JSON: &str = "json_object(
-    'id', c.id, 'name', c.name, 'company', c.company, 'email', c.email, 'phone', c.phone,
+    'id', c.id, 'name', c.name, 'salutation', c.salutation, 'company', c.company, 'email', c.email, 'phone', c.phone,
     'owner', c.owner, 'stage', c.stage, 'intent_grade', c.intent_grade, 'value_tier', c.value_tier,
     'tags', json(c.tags), 'source', c.source, 'time_zone', c.time_zone, 'locale', c.locale,
     'consent', c.consent, 'next_follow_up_at', c.next_follow_up_at, 'next_goal', c.next_goal,
@@ -171,4 +171,13 @@ pub(crate) async fn contact_by_id(conn: &mut Conn, id: i64) -> anyhow::Result<Op
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?)
+}
+
+/// Every locale contacts have, with how many have it.
+pub(crate) async fn locale_counts(conn: &mut Conn) -> anyhow::Result<Vec<(String, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT locale, COUNT(*) FROM contacts GROUP BY locale ORDER BY locale")
+            .fetch_all(&mut *conn)
+            .await?,
+    )
 }

@@ -90,6 +90,8 @@ pub struct NewOutboxRow {
     pub message: OutboundMessage,
     /// The A/B variant of the send step this message is, if the step has variants.
     pub variant: Option<String>,
+    /// Whether its opens and clicks are tracked (an HTML part with the pixel).
+    pub tracked: bool,
 }
 
 /// A queued row as `queue_and_finish` writes it.
@@ -105,6 +107,7 @@ struct QueuedRow<'a> {
     category: Category,
     priority: i64,
     variant: Option<&'a str>,
+    tracked: bool,
 }
 
 impl<'a> From<&'a NewOutboxRow> for QueuedRow<'a> {
@@ -120,6 +123,7 @@ impl<'a> From<&'a NewOutboxRow> for QueuedRow<'a> {
             category: r.category,
             priority: r.category.priority(),
             variant: r.variant.as_deref(),
+            tracked: r.tracked,
         }
     }
 }
@@ -160,10 +164,10 @@ pub async fn queue_and_finish(
     // SQLite parse the upsert clause after a SELECT.
     let returned: Vec<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(concat!(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
-                             category, priority, next_attempt_at, created_at, variant)
+                             category, priority, next_attempt_at, created_at, variant, tracked)
          SELECT value ->> 'idempotency_key', value ->> 'message_id', value ->> 'run_id', value ->> 'contact_id',
                 value ->> 'channel', value ->> 'recipient', value -> 'message', value ->> 'category',
-                value ->> 'priority', ?1, ?1, value ->> 'variant'
+                value ->> 'priority', ?1, ?1, value ->> 'variant', value ->> 'tracked'
          FROM json_each(?2) WHERE true ORDER BY key
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING 'queued', id, idempotency_key,

@@ -24,6 +24,7 @@ fn new_row(key: &str, run_id: Option<i64>, contact_id: Option<i64>, to: &str) ->
         category: Category::Marketing,
         message: message(to),
         variant: Some("b".into()),
+        tracked: true,
     }
 }
 
@@ -92,9 +93,9 @@ async fn queued_rows_and_finished_steps_land_field_by_field() {
             message_json
         )
     );
-    type Rest = (String, i64, i64, i64, Option<String>, OutboxStatus);
+    type Rest = (String, i64, i64, i64, Option<String>, OutboxStatus, bool);
     let rest: Rest = sqlx::query_as(
-        "SELECT category, priority, next_attempt_at, created_at, variant, status FROM outbox WHERE id = 1",
+        "SELECT category, priority, next_attempt_at, created_at, variant, status, tracked FROM outbox WHERE id = 1",
     )
     .fetch_one(&mut *conn)
     .await
@@ -108,7 +109,8 @@ async fn queued_rows_and_finished_steps_land_field_by_field() {
             77,
             77,
             Some("b".into()),
-            OutboxStatus::Pending
+            OutboxStatus::Pending,
+            true
         )
     );
     let recorded: Vec<(i64, i64, String, String, i64)> =

@@ -391,7 +391,21 @@ fn parse_variants(
             }
         };
         if let (Some(subject), Some(t)) = (&v.subject, template)
-            && !t.fields.iter().any(|(k, _)| k == "subject")
+            && t.languages().next().is_some()
+        {
+            problems.push(
+                Diagnostic::new(
+                    path,
+                    at(subject),
+                    format!(
+                        "template `{}` is written in several languages; one subject would replace them all",
+                        t.name
+                    ),
+                )
+                .help("vary a template written once for everyone, or send each language from its own workflow"),
+            );
+        } else if let (Some(subject), Some(t)) = (&v.subject, template)
+            && !t.texts.values().flatten().any(|(k, _)| k == "subject")
         {
             problems.push(
                 Diagnostic::new(
