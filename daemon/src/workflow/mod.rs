@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 pub(crate) use classification::ClassificationRules;
 pub use condition::{Condition, contact_schema, event_schema};
 pub(crate) use diagnostic::{Diagnostic, Diagnostics};
-pub(crate) use sending::SendingPolicy;
+pub(crate) use sending::{SendingPolicy, Window};
 
 use crate::model::{Category, add_span};
 
@@ -58,12 +58,22 @@ pub(crate) struct Workflow {
     pub(crate) steps: Vec<Step>,
     /// What the workflow's messages to the contact are: priority, caps, unsubscribe.
     pub(crate) category: Category,
-    /// A window of `sending.toml` that its messages to the contact wait for.
-    pub(crate) send_window: Option<String>,
+    /// The window of `sending.toml` that its messages to the contact wait for.
+    pub(crate) send_window: Option<SendWindow>,
     /// Whether its email tracks opens and clicks (`track`): only marketing email ever does.
     pub(crate) track: bool,
     /// What stops a run before its next step.
     pub(crate) exit: Exit,
+}
+
+/// Which window of `sending.toml` a workflow's messages wait for.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SendWindow {
+    /// `send_window = "nurture"`: the same window for every contact.
+    Named(String),
+    /// `send_window = { cadence = "intent" }`: the window the cadence table gives the
+    /// contact (its `at`), so a message goes at the best time of the contact's grade.
+    Cadence(String),
 }
 
 /// Conditions checked before every step; any one met ends the run.
@@ -310,11 +320,18 @@ pub(crate) struct Cadence {
     pub(crate) by: String,
     pub(crate) every: BTreeMap<String, Span>,
     pub(crate) default: Option<Span>,
+    /// The window of `sending.toml` each value's follow-ups and messages fall in
+    /// (`at`); a value without one falls due exactly after its interval.
+    pub(crate) at: BTreeMap<String, String>,
 }
 
 impl Cadence {
     pub(crate) fn interval_for(&self, value: Option<&str>) -> Option<Span> {
         value.and_then(|v| self.every.get(v)).copied().or(self.default)
+    }
+
+    pub(crate) fn window_for(&self, value: Option<&str>) -> Option<&str> {
+        value.and_then(|v| self.at.get(v)).map(String::as_str)
     }
 }
 
@@ -448,6 +465,22 @@ impl WorkflowSet {
 
     pub(crate) fn workflow(&self, name: &str) -> Option<&Workflow> {
         self.workflows.iter().find(|w| w.name == name)
+    }
+
+    /// The send window of `workflow`'s messages to a contact; `field` reads the
+    /// contact field a cadence table is keyed by (`intent_grade`, ...).
+    pub(crate) fn send_window<'a>(
+        &'a self,
+        workflow: &'a Workflow,
+        field: impl Fn(&str) -> Option<String>,
+    ) -> Option<&'a str> {
+        match workflow.send_window.as_ref()? {
+            SendWindow::Named(name) => Some(name),
+            SendWindow::Cadence(name) => {
+                let cadence = self.cadences.get(name)?;
+                cadence.window_for(field(&cadence.by).as_deref())
+            }
+        }
     }
 }
 

@@ -37,7 +37,8 @@ type Compiled = (
 );
 
 /// Compiles a set of files; `stored`: a set stored for its runs (see `Problems::lint`).
-/// Workflows are read last: they name the templates, cadences and windows of the others.
+/// Cadences are read after sending.toml, whose windows they name; workflows are
+/// read last: they name the templates, cadences and windows of the others.
 pub(super) fn compile_set(
     files: &[(String, String)],
     channels: &[String],
@@ -49,6 +50,7 @@ pub(super) fn compile_set(
     let mut sending = SendingPolicy::default();
     let mut classification = None;
     let mut workflow_files = Vec::new();
+    let mut cadence_files = Vec::new();
     for (path, source) in files {
         let file = Path::new(path);
         let in_templates = file
@@ -57,13 +59,17 @@ pub(super) fn compile_set(
             .is_some_and(|n| n == "templates");
         match file.file_name().and_then(|n| n.to_str()) {
             _ if in_templates => parse_templates(path, source, channels, &mut templates, &mut problems),
-            Some("cadences.toml") => parse_cadences(path, source, &mut cadences, &mut problems),
+            Some("cadences.toml") => cadence_files.push((path, source)),
             Some("sending.toml") => sending = sending::parse(path, source, channels, &mut problems),
             Some(CLASSIFICATION_FILE) => {
                 classification = classification::parse_rules(path, source, &mut problems);
             }
             _ => workflow_files.push((path, source)),
         }
+    }
+    // Cadences name the windows of sending.toml.
+    for (path, source) in cadence_files {
+        parse_cadences(path, source, &sending, &mut cadences, &mut problems);
     }
     let folder = Folder {
         channels,

@@ -212,6 +212,17 @@ impl NewContact {
 }
 
 impl Contact {
+    /// A field a cadence table can be keyed by (`workflow::CADENCE_KEYS`); none if unset.
+    pub(crate) fn cadence_key(&self, field: &str) -> Option<String> {
+        match field {
+            "intent_grade" => self.intent_grade.clone(),
+            "value_tier" => self.value_tier.clone(),
+            "stage" => Some(self.stage.clone()),
+            "source" => Some(self.source.clone()),
+            _ => None,
+        }
+    }
+
     /// The contact as conditions and templates see it (see `workflow::contact_schema`).
     pub(crate) fn context(&self, follow_up_count: i64) -> serde_json::Value {
         json!({
