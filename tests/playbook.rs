@@ -4,4 +4,6 @@
 
 mod common;
 
-mod playbook {}
+mod playbook {
+    pub(crate) mod timing;
+}

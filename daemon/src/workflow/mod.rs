@@ -175,6 +175,8 @@ pub(crate) enum Trigger {
     BecameActive,
     /// A contact's first order was recorded.
     FirstOrder,
+    /// Any new order was recorded (`contact.order_count` counts it already).
+    OrderPlaced,
 }
 
 /// Response time allowed for an inquiry, by value tier.

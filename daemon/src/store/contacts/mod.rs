@@ -224,7 +224,7 @@ impl Contact {
     }
 
     /// The contact as conditions and templates see it (see `workflow::contact_schema`).
-    pub(crate) fn context(&self, follow_up_count: i64) -> serde_json::Value {
+    pub(crate) fn context(&self, follow_up_count: i64, order_count: i64) -> serde_json::Value {
         json!({
             "id": self.id, "name": self.name, "company": self.company,
             "email": self.email.clone().unwrap_or_default(), "phone": self.phone.clone().unwrap_or_default(),
@@ -237,6 +237,7 @@ impl Contact {
             "rfm_grade": self.rfm_grade.clone().unwrap_or_default(),
             "behaviour": self.behaviour.clone().unwrap_or_default(),
             "funnel_stage": self.funnel_stage.clone().unwrap_or_default(),
+            "order_count": order_count,
         })
     }
 }
