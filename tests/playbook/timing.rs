@@ -36,7 +36,9 @@ fn ms(time: &str) -> i64 {
 
 /// The contact's next follow-up time, as an RFC 3339 UTC time.
 fn next_follow_up(nudge: &Nudge, email: &str) -> String {
-    let at = contact(nudge, email)["next_follow_up_at"].as_i64().expect("a next follow-up");
+    let at = contact(nudge, email)["next_follow_up_at"]
+        .as_i64()
+        .expect("a next follow-up");
     jiff::Timestamp::from_millisecond(at).unwrap().to_string()
 }
 
@@ -97,7 +99,10 @@ fn the_intent_proposal_goes_at_the_grades_best_time_in_the_contacts_zone() {
     let proposals = |email: &str| subjects_to(&smtp, email, "a proposal");
     // Without a grade there is no best time: at once.
     smtp.wait_for("none@example.com", "a proposal");
-    assert_eq!(proposals("a@example.com") + proposals("b@example.com") + proposals("c@example.com"), 0);
+    assert_eq!(
+        proposals("a@example.com") + proposals("b@example.com") + proposals("c@example.com"),
+        0
+    );
 
     // C: weekends or evenings, Saturday 10:00 in Shanghai (02:00Z), not before.
     set_clock(&nudge, "2026-11-28T01:59:00Z");
@@ -159,7 +164,11 @@ fn reactivation_mail_goes_in_the_nurture_window_and_an_order_brings_the_customer
     add_order(&nudge, "c-2", "chen@example.com", "800");
     nudge.settle();
     let shown = contact(&nudge, "chen@example.com");
-    assert_eq!((&shown["stage"], &shown["behaviour"]), (&"repeat".into(), &"active".into()), "{shown:#}");
+    assert_eq!(
+        (&shown["stage"], &shown["behaviour"]),
+        (&"repeat".into(), &"active".into()),
+        "{shown:#}"
+    );
     nudge.stop();
 }
 

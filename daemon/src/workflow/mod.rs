@@ -12,6 +12,7 @@ mod diagnostic;
 mod parse;
 mod sending;
 mod templates;
+mod timing;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +24,7 @@ pub(crate) use classification::ClassificationRules;
 pub use condition::{Condition, contact_schema, event_schema};
 pub(crate) use diagnostic::{Diagnostic, Diagnostics};
 pub(crate) use sending::{SendingPolicy, Window};
+pub(crate) use timing::{CADENCE_KEYS, Cadence, SendWindow};
 
 use crate::model::{Category, add_span};
 
@@ -64,16 +66,6 @@ pub(crate) struct Workflow {
     pub(crate) track: bool,
     /// What stops a run before its next step.
     pub(crate) exit: Exit,
-}
-
-/// Which window of `sending.toml` a workflow's messages wait for.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum SendWindow {
-    /// `send_window = "nurture"`: the same window for every contact.
-    Named(String),
-    /// `send_window = { cadence = "intent" }`: the window the cadence table gives the
-    /// contact (its `at`), so a message goes at the best time of the contact's grade.
-    Cadence(String),
 }
 
 /// Conditions checked before every step; any one met ends the run.
@@ -315,31 +307,6 @@ pub(crate) struct Template {
     pub(crate) reads_vars: std::collections::BTreeSet<String>,
 }
 
-/// A named cadence table, e.g. intent grade A -> 3d, B -> 7d, C -> 15d.
-#[derive(Debug, Clone)]
-pub(crate) struct Cadence {
-    /// The contact field that picks the row: `intent_grade`, `value_tier` or `stage`.
-    pub(crate) by: String,
-    pub(crate) every: BTreeMap<String, Span>,
-    pub(crate) default: Option<Span>,
-    /// The window of `sending.toml` each value's follow-ups and messages fall in
-    /// (`at`); a value without one falls due exactly after its interval.
-    pub(crate) at: BTreeMap<String, String>,
-}
-
-impl Cadence {
-    pub(crate) fn interval_for(&self, value: Option<&str>) -> Option<Span> {
-        value.and_then(|v| self.every.get(v)).copied().or(self.default)
-    }
-
-    pub(crate) fn window_for(&self, value: Option<&str>) -> Option<&str> {
-        value.and_then(|v| self.at.get(v)).map(String::as_str)
-    }
-}
-
-/// Contact fields that a cadence table may be keyed by.
-pub(crate) const CADENCE_KEYS: &[&str] = &["intent_grade", "value_tier", "stage", "source"];
-
 impl WorkflowSet {
     /// Reads every workflow, template and cadence file under `dir`. A `*.toml`
     /// that cannot be read (a link to nothing, a loop of links, a file that is
@@ -467,22 +434,6 @@ impl WorkflowSet {
 
     pub(crate) fn workflow(&self, name: &str) -> Option<&Workflow> {
         self.workflows.iter().find(|w| w.name == name)
-    }
-
-    /// The send window of `workflow`'s messages to a contact; `field` reads the
-    /// contact field a cadence table is keyed by (`intent_grade`, ...).
-    pub(crate) fn send_window<'a>(
-        &'a self,
-        workflow: &'a Workflow,
-        field: impl Fn(&str) -> Option<String>,
-    ) -> Option<&'a str> {
-        match workflow.send_window.as_ref()? {
-            SendWindow::Named(name) => Some(name),
-            SendWindow::Cadence(name) => {
-                let cadence = self.cadences.get(name)?;
-                cadence.window_for(field(&cadence.by).as_deref())
-            }
-        }
     }
 }
 

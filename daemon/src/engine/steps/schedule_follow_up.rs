@@ -130,7 +130,10 @@ hours = ["19:00-21:00"]
         // B: 7 days on is Friday 03:00 -> Friday 14:00 local.
         assert_eq!(due(now, "7d", Some("weekday_afternoons"), sh), "2027-01-22T06:00:00Z");
         // C: 15 days on is Saturday 03:00 -> Saturday 10:00 local.
-        assert_eq!(due(now, "15d", Some("weekends_or_evenings"), sh), "2027-01-30T02:00:00Z");
+        assert_eq!(
+            due(now, "15d", Some("weekends_or_evenings"), sh),
+            "2027-01-30T02:00:00Z"
+        );
         // Without a window, exactly the interval later.
         assert_eq!(due(now, "3d", None, sh), "2027-01-17T19:00:00Z");
         // Inside the window already: the interval is not lengthened.

@@ -199,8 +199,9 @@ fn send_window(path: &str, raw: &RawWorkflow, folder: &Folder, problems: &mut Pr
         Some(c) if !c.at.is_empty() => Some(SendWindow::Cadence(name.to_string())),
         Some(_) => {
             problems.push(
-                Diagnostic::new(path, span, format!("cadence `{name}` gives no send windows"))
-                    .help(format!("add `at = {{ <value> = \"<window>\", ... }}` to [{name}] in cadences.toml, or name a window here")),
+                Diagnostic::new(path, span, format!("cadence `{name}` gives no send windows")).help(format!(
+                    "add `at = {{ <value> = \"<window>\", ... }}` to [{name}] in cadences.toml, or name a window here"
+                )),
             );
             None
         }
