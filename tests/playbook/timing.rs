@@ -60,16 +60,26 @@ fn each_grades_next_follow_up_falls_in_its_window_in_the_contacts_zone() {
     let smtp = SmtpServer::start(tmp.path());
     let mut nudge = Nudge::new(&smtp, FRIDAY_NIGHT);
     nudge.start();
-    for (email, grade) in [("a@example.com", "A"), ("b@example.com", "B"), ("c@example.com", "C")] {
+    let grades = [("a@example.com", "A"), ("b@example.com", "B"), ("c@example.com", "C")];
+    let log = |email: &str| {
+        nudge.cli(&["followup", "log", email, "--channel", "phone"]);
+        nudge.settle();
+    };
+    for (email, grade) in grades {
         add_contact(&nudge, grade, email, Some(grade));
         nudge.settle();
-        // The second follow-up logged without a next date hands over to intent-cadence.
-        for _ in 0..2 {
-            nudge.cli(&["followup", "log", email, "--channel", "phone"]);
-            nudge.settle();
-        }
+        log(email);
     }
-    // Logged at Saturday 03:30 in Shanghai.
+    // The first follow-up logged at Saturday 03:30 in Shanghai: second-follow-up puts the
+    // next 2 days on (Monday 03:30), then at the grade's best time.
+    assert_eq!(next_follow_up(&nudge, "a@example.com"), "2026-11-30T01:00:00Z"); // Monday 09:00
+    assert_eq!(next_follow_up(&nudge, "b@example.com"), "2026-11-30T06:00:00Z"); // Monday 14:00
+    assert_eq!(next_follow_up(&nudge, "c@example.com"), "2026-11-30T11:00:00Z"); // Monday 19:00
+
+    // The second follow-up logged without a next date hands over to intent-cadence.
+    for (email, _) in grades {
+        log(email);
+    }
     // A: 3 days on is Tuesday 03:30 -> weekday mornings, Tuesday 09:00 local.
     assert_eq!(next_follow_up(&nudge, "a@example.com"), "2026-12-01T01:00:00Z");
     // B: 7 days on is Saturday -> weekday afternoons, Monday 14:00 local.

@@ -126,7 +126,7 @@ async fn capped(
         // A slot frees up when the oldest counted message leaves the period.
         let free = add_span(oldest.unwrap_or(now), cap.per, &contact.time_zone) + 1;
         let slot = set.sending.next_slot(
-            set.send_window(workflow, |field| contact.cadence_key(field)),
+            set.window_name(workflow.send_window.as_ref(), |field| contact.cadence_key(field)),
             workflow.category,
             jiff::Timestamp::from_millisecond(free)?,
             &tz,

@@ -199,6 +199,8 @@ pub(crate) enum Step {
     Wait(Span),
     ScheduleFollowUp {
         after: FollowUpAfter,
+        /// With a fixed span: the window the due time moves into (`window`).
+        window: Option<SendWindow>,
         goal: Option<String>,
     },
     SetStage(String),

@@ -348,6 +348,15 @@ mod tests {
                 .any(|p| p.starts_with("wf/a.toml:2:15 cadence `value` gives no send windows")),
             "{found:?}"
         );
+        let found = problems(
+            "\"weekday_mornings\"\n[[steps]]\nschedule_follow_up = { cadence = \"intent\", window = \"weekday_mornings\" }",
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("wf/a.toml:4:53 a follow-up by cadence falls in the cadence's own windows")),
+            "{found:?}"
+        );
         let found = problems("{ by = \"intent_grade\" }");
         assert!(
             found

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use jiff::Span;
 
-use super::{Workflow, WorkflowSet};
+use super::WorkflowSet;
 
 /// Which window of `sending.toml` a workflow's messages wait for.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,14 +44,14 @@ impl Cadence {
 pub(crate) const CADENCE_KEYS: &[&str] = &["intent_grade", "value_tier", "stage", "source"];
 
 impl WorkflowSet {
-    /// The send window of `workflow`'s messages to a contact; `field` reads the
+    /// The name of the window `window` gives a contact; `field` reads the
     /// contact field a cadence table is keyed by (`intent_grade`, ...).
-    pub(crate) fn send_window<'a>(
+    pub(crate) fn window_name<'a>(
         &'a self,
-        workflow: &'a Workflow,
+        window: Option<&'a SendWindow>,
         field: impl Fn(&str) -> Option<String>,
     ) -> Option<&'a str> {
-        match workflow.send_window.as_ref()? {
+        match window? {
             SendWindow::Named(name) => Some(name),
             SendWindow::Cadence(name) => {
                 let cadence = self.cadences.get(name)?;

@@ -1,8 +1,8 @@
 //! `schedule_follow_up`: sets the contact's next follow-up date, a fixed span
 //! or one looked up in a cadence table by a contact field. When the date
 //! passes with nothing logged, a `follow_up_due` timer makes it overdue. A
-//! cadence that gives the contact's value a send window (`at`) moves the date
-//! to that window's next opening in the contact's time zone.
+//! cadence that gives the contact's value a window (`at`), or a fixed span with
+//! a `window`, moves the date to that window's next opening in the contact's zone.
 
 use anyhow::Context as _;
 use jiff::Span;
@@ -10,23 +10,27 @@ use jiff::Span;
 use super::{Applying, Outcome};
 use crate::model::add_span;
 use crate::store;
-use crate::workflow::{FollowUpAfter, Window};
+use crate::workflow::{FollowUpAfter, SendWindow, Window};
 
 pub(super) async fn apply(
     tx: &mut store::Conn,
     at: &Applying<'_>,
     after: &FollowUpAfter,
+    window: Option<&SendWindow>,
     goal: &Option<String>,
 ) -> anyhow::Result<Outcome> {
     let (span, window) = match after {
-        FollowUpAfter::Fixed(span) => (Some(*span), None),
+        FollowUpAfter::Fixed(span) => {
+            let name = at.set.window_name(window, |field| at.contact.cadence_key(field));
+            (Some(*span), name)
+        }
         FollowUpAfter::Cadence(name) => {
             let cadence = at.set.cadences.get(name).context("cadence missing")?;
             let key = at.contact_ctx.get(&cadence.by).and_then(|v| v.as_str());
-            let window = cadence.window_for(key).and_then(|w| at.set.sending.windows.get(w));
-            (cadence.interval_for(key), window)
+            (cadence.interval_for(key), cadence.window_for(key))
         }
     };
+    let window = window.and_then(|w| at.set.sending.windows.get(w));
     let detail = match span {
         Some(span) => {
             let next = due_at(at.now, span, window, &at.contact.time_zone);
@@ -188,5 +192,34 @@ hours = ["19:00-21:00"]
         // Friday 16:00 in Shanghai + 3 days is Monday 16:00: Tuesday 09:00 local.
         let tuesday_nine = "2027-01-19T01:00:00Z".parse::<jiff::Timestamp>().unwrap();
         assert_eq!(at, Some(tuesday_nine.as_millisecond()));
+    }
+
+    #[tokio::test]
+    async fn a_fixed_span_with_a_window_by_cadence_falls_in_the_grades_window() {
+        let cadences = "[intent]\nby = \"intent_grade\"\nevery = { B = \"7d\" }\nat = { B = \"weekday_afternoons\" }\n";
+        let step = "schedule_follow_up = { in = \"2d\", window = { cadence = \"intent\" } }";
+        let f = Fixture::new(vec![
+            workflow("plan", "", &[step]),
+            ("workflows/cadences.toml".into(), cadences.into()),
+            ("workflows/sending.toml".into(), SENDING.into()),
+        ])
+        .await;
+        let b = f
+            .contact(json!({ "email": "b@test.example", "intent_grade": "B", "time_zone": "Asia/Shanghai" }))
+            .await;
+        let none = f
+            .contact(json!({ "email": "n@test.example", "time_zone": "Asia/Shanghai" }))
+            .await;
+        for contact in [b, none] {
+            f.event(crate::store::EventKind::InquiryReceived, contact).await;
+        }
+        f.settle().await;
+        // Friday 16:00 in Shanghai + 2 days is Sunday: Monday 14:00 local.
+        let (at,): (Option<i64>,) = f.row("SELECT next_follow_up_at FROM contacts WHERE id = ?", b).await;
+        let monday_two = "2027-01-18T06:00:00Z".parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(at, Some(monday_two.as_millisecond()));
+        // No grade, no window: exactly two days on.
+        let (at,): (Option<i64>,) = f.row("SELECT next_follow_up_at FROM contacts WHERE id = ?", none).await;
+        assert_eq!(at, Some(START + 2 * DAY));
     }
 }

@@ -22,7 +22,7 @@ pub(super) async fn held(engine: &Engine, at: &Preparing<'_>) -> anyhow::Result<
     }
     let tz = jiff::tz::TimeZone::get(&contact.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
     let now = jiff::Timestamp::from_millisecond(now)?;
-    let window = at.set.send_window(workflow, |field| contact.cadence_key(field));
+    let window = (at.set).window_name(workflow.send_window.as_ref(), |field| contact.cadence_key(field));
     let slot = at.set.sending.next_slot(window, workflow.category, now, &tz);
     if slot <= now {
         return Ok(None);

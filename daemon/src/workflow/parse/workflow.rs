@@ -9,14 +9,14 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::check::{Folder, Problems, WORKFLOW_KEYS, at, offset_in_string, one_of, serde_problem};
+use super::check::{Folder, Problems, WORKFLOW_KEYS, at, offset_in_string, one_of, serde_problem, window};
 use super::steps::{RawStep, parse_step};
 use super::templates::template_text;
 use super::trigger::{RawTrigger, parse_trigger};
 use crate::model::Category;
 use crate::workflow::condition::ConditionError;
 use crate::workflow::diagnostic::{Diagnostic, did_you_mean};
-use crate::workflow::{Condition, Exit, ExitOn, SendWindow, Step, Template, Trigger, Workflow};
+use crate::workflow::{Condition, Exit, ExitOn, Step, Template, Trigger, Workflow};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,7 +65,10 @@ pub(super) fn parse_workflow(path: &str, source: &str, folder: &Folder, problems
         );
     }
     let category = category(path, &raw, problems);
-    let send_window = send_window(path, &raw, folder, problems);
+    let send_window = raw
+        .send_window
+        .as_ref()
+        .and_then(|w| window(path, "send_window", w, folder, problems));
     let exit_on = exit_on(path, &raw, category, problems);
     let exit_if = raw
         .exit_if
@@ -164,53 +167,6 @@ fn category(path: &str, raw: &RawWorkflow, problems: &mut Problems) -> Category 
                 Category::Marketing
             }
         },
-    }
-}
-
-/// `send_window = "<window>"`, or `{ cadence = "<table>" }`: the window that
-/// cadence table gives each contact (`at` in cadences.toml), one place for both
-/// the follow-ups and the messages of a grade.
-fn send_window(path: &str, raw: &RawWorkflow, folder: &Folder, problems: &mut Problems) -> Option<SendWindow> {
-    let written = raw.send_window.as_ref()?;
-    let span = at(written);
-    let cadence = written
-        .get_ref()
-        .as_table()
-        .filter(|t| t.len() == 1)
-        .and_then(|t| t.get("cadence"))
-        .and_then(toml::Value::as_str);
-    if let Some(name) = written.get_ref().as_str() {
-        if folder.sending.windows.contains_key(name) {
-            return Some(SendWindow::Named(name.to_string()));
-        }
-        let help = did_you_mean(name, folder.sending.windows.keys().map(String::as_str))
-            .unwrap_or_else(|| "define it under [windows.<name>] in sending.toml".to_string());
-        problems.push(Diagnostic::new(path, span, format!("unknown send window `{name}`")).help(help));
-        return None;
-    }
-    let Some(name) = cadence else {
-        problems.push(
-            Diagnostic::new(path, span, "`send_window` is a window's name or `{ cadence = \"<table>\" }`")
-                .help("e.g. `send_window = \"nurture\"`, or `send_window = { cadence = \"intent\" }` for the window cadences.toml gives each intent grade (`at`)"),
-        );
-        return None;
-    };
-    match folder.cadences.get(name) {
-        Some(c) if !c.at.is_empty() => Some(SendWindow::Cadence(name.to_string())),
-        Some(_) => {
-            problems.push(
-                Diagnostic::new(path, span, format!("cadence `{name}` gives no send windows")).help(format!(
-                    "add `at = {{ <value> = \"<window>\", ... }}` to [{name}] in cadences.toml, or name a window here"
-                )),
-            );
-            None
-        }
-        None => {
-            let help = did_you_mean(name, folder.cadences.keys().map(String::as_str))
-                .unwrap_or_else(|| "define it in cadences.toml".to_string());
-            problems.push(Diagnostic::new(path, span, format!("unknown cadence `{name}`")).help(help));
-            None
-        }
     }
 }
 
