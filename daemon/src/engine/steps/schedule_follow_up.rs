@@ -45,7 +45,7 @@ pub(super) async fn apply(
 /// When a follow-up set at `now` falls due: `span` later in the contact's zone
 /// (a day is a civil day across a DST change), then, with a window (docs/domain.md
 /// §2, best time), at its first opening from there in the same zone.
-pub(crate) fn due_at(now: i64, span: Span, window: Option<&Window>, time_zone: &str) -> i64 {
+fn due_at(now: i64, span: Span, window: Option<&Window>, time_zone: &str) -> i64 {
     let next = add_span(now, span, time_zone);
     let (Some(window), Ok(at)) = (window, jiff::Timestamp::from_millisecond(next)) else {
         return next;
