@@ -449,7 +449,7 @@ fn check_accepts_the_shipped_workflows() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.starts_with("ok: 17 workflows"), "{stdout}");
+    assert!(stdout.starts_with("ok: 19 workflows"), "{stdout}");
 }
 
 #[test]

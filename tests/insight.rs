@@ -263,12 +263,13 @@ fn six_months_without_an_order_start_the_reactivation_cadence() {
 
     nudge.cli(&["clock", "--set", "2027-05-23T09:00:00Z"]);
     classified_on("2027-05-23");
-    // A Sunday: the note to customer success (team.toml) waits for their working hours
-    // on Monday, and the run's next steps with it.
-    nudge.advance("1d");
+    // A Sunday: the note to customer success (team.toml) waits for their working hours on
+    // Monday, and the run's next steps with it; the mail keeps to the nurture window,
+    // Monday 10:00 in the contact's zone (UTC).
+    nudge.cli(&["clock", "--set", "2027-05-24T10:00:00Z"]);
+    smtp.wait_for("customer-success@example.com", "Dormant customer: Chen Jie");
     let mail = smtp.wait_for("chen@example.com", "it has been a while");
     assert!(mail.text.contains("5% off"), "{}", mail.text);
-    smtp.wait_for("customer-success@example.com", "Dormant customer: Chen Jie");
     nudge.settle();
     let contact = &show(&nudge, "chen@example.com")["contact"];
     assert_eq!(contact["behaviour"], "dormant");
@@ -279,7 +280,7 @@ fn six_months_without_an_order_start_the_reactivation_cadence() {
     nudge.cli(&["clock", "--advance", "10d"]);
     add_order(&nudge, "c-2", "chen@example.com", "100", "2027-06-02");
     nudge.settle();
-    // At once, not at the next daily pass: active, and `became_active` moves the stage on.
+    // At once, not at the next daily pass: active, and the order moves the stage on.
     let shown = show(&nudge, "chen@example.com");
     assert_eq!(shown["contact"]["behaviour"], "active");
     assert_eq!(shown["contact"]["stage"], "repeat", "{shown:#}");

@@ -8,4 +8,5 @@ mod playbook {
     pub(crate) mod consent;
     pub(crate) mod language;
     pub(crate) mod team;
+    pub(crate) mod timing;
 }

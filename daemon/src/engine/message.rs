@@ -137,7 +137,7 @@ async fn capped(
         // A slot frees up when the oldest counted message leaves the period.
         let free = add_span(oldest.unwrap_or(now), cap.per, &contact.time_zone) + 1;
         let slot = set.sending.next_slot(
-            workflow.send_window.as_deref(),
+            set.window_name(workflow.send_window.as_ref(), |field| contact.cadence_key(field)),
             workflow.category,
             jiff::Timestamp::from_millisecond(free)?,
             &tz,

@@ -105,7 +105,7 @@ fn segment_members<'a>(
         if enrolled_before.contains(&contact.id) {
             continue;
         }
-        let contact_ctx = contact.context(row.follow_up_count);
+        let contact_ctx = contact.context(row.follow_up_count, row.order_count);
         let matched = match &workflow.when {
             Some(condition) => condition.evaluate(&contact_ctx, &event_ctx).unwrap_or_else(|e| {
                 warn!(workflow = %workflow.name, contact_id = contact.id, "segment condition failed: {e}");

@@ -33,6 +33,7 @@ pub(crate) fn matches(trigger: &Trigger, event: &Event) -> bool {
         Trigger::BecameDormant => event.kind == EventKind::BecameDormant,
         Trigger::BecameActive => event.kind == EventKind::BecameActive,
         Trigger::FirstOrder => event.kind == EventKind::FirstOrder,
+        Trigger::OrderPlaced => event.kind == EventKind::OrderPlaced,
     }
 }
 

@@ -21,7 +21,7 @@ pub fn contact_schema() -> serde_json::Value {
         "owner": "owner@example.com", "stage": "lead", "intent_grade": "A", "value_tier": "high",
         "tags": ["probe"], "source": "ads", "time_zone": "UTC", "locale": "en", "consent": "granted",
         "follow_up_count": 0, "has_next_follow_up": false, "rfm_grade": "A", "behaviour": "active",
-        "funnel_stage": "opportunity",
+        "funnel_stage": "opportunity", "order_count": 0,
     })
 }
 

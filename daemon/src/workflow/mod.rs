@@ -14,6 +14,7 @@ mod parse;
 mod sending;
 mod team;
 mod templates;
+mod timing;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,8 +26,9 @@ pub(crate) use classification::ClassificationRules;
 pub use condition::{Condition, contact_schema, event_schema};
 pub(crate) use diagnostic::{Diagnostic, Diagnostics};
 pub(crate) use language::Languages;
-pub(crate) use sending::SendingPolicy;
+pub(crate) use sending::{SendingPolicy, Window};
 pub(crate) use team::{NotifyTo, OwnerRef, Team};
+pub(crate) use timing::{CADENCE_KEYS, Cadence, SendWindow};
 
 use crate::model::{Category, add_span};
 
@@ -66,8 +68,8 @@ pub(crate) struct Workflow {
     pub(crate) steps: Vec<Step>,
     /// What the workflow's messages to the contact are: priority, caps, unsubscribe.
     pub(crate) category: Category,
-    /// A window of `sending.toml` that its messages to the contact wait for.
-    pub(crate) send_window: Option<String>,
+    /// The window of `sending.toml` that its messages to the contact wait for.
+    pub(crate) send_window: Option<SendWindow>,
     /// Whether its email tracks opens and clicks (`track`): only marketing email ever does.
     pub(crate) track: bool,
     /// What stops a run before its next step.
@@ -175,6 +177,8 @@ pub(crate) enum Trigger {
     BecameActive,
     /// A contact's first order was recorded.
     FirstOrder,
+    /// Any new order was recorded (`contact.order_count` counts it already).
+    OrderPlaced,
 }
 
 /// Response time allowed for an inquiry, by value tier.
@@ -207,6 +211,8 @@ pub(crate) enum Step {
     Wait(Span),
     ScheduleFollowUp {
         after: FollowUpAfter,
+        /// With a fixed span: the window the due time moves into (`window`).
+        window: Option<SendWindow>,
         goal: Option<String>,
     },
     SetStage(String),
@@ -319,24 +325,6 @@ pub(crate) struct Template {
     /// The `vars.<name>` its fields read: every workflow that sends it defines them.
     pub(crate) reads_vars: std::collections::BTreeSet<String>,
 }
-
-/// A named cadence table, e.g. intent grade A -> 3d, B -> 7d, C -> 15d.
-#[derive(Debug, Clone)]
-pub(crate) struct Cadence {
-    /// The contact field that picks the row: `intent_grade`, `value_tier` or `stage`.
-    pub(crate) by: String,
-    pub(crate) every: BTreeMap<String, Span>,
-    pub(crate) default: Option<Span>,
-}
-
-impl Cadence {
-    pub(crate) fn interval_for(&self, value: Option<&str>) -> Option<Span> {
-        value.and_then(|v| self.every.get(v)).copied().or(self.default)
-    }
-}
-
-/// Contact fields that a cadence table may be keyed by.
-pub(crate) const CADENCE_KEYS: &[&str] = &["intent_grade", "value_tier", "stage", "source"];
 
 impl WorkflowSet {
     /// Reads every workflow, template and cadence file under `dir`. A `*.toml`

@@ -43,7 +43,8 @@ pub(super) struct Compiled {
 }
 
 /// Compiles a set of files; `stored`: a set stored for its runs (see `Problems::lint`).
-/// Workflows are read last: they name the templates, cadences and windows of the others.
+/// Cadences are read after sending.toml, whose windows they name; workflows are
+/// read last: they name the templates, cadences and windows of the others.
 pub(super) fn compile_set(
     files: &[(String, String)],
     channels: &[String],
@@ -63,6 +64,7 @@ pub(super) fn compile_set(
         .map_or_else(Languages::default, |(path, source)| {
             language::parse(path, source, &mut problems)
         });
+    let mut cadence_files = Vec::new();
     for (path, source) in files {
         let file = Path::new(path);
         let in_templates = file
@@ -75,7 +77,7 @@ pub(super) fn compile_set(
                 parse_templates(path, source, folder, &mut templates, &mut problems)
             }
             Some(LANGUAGE_FILE) => {}
-            Some("cadences.toml") => parse_cadences(path, source, &mut cadences, &mut problems),
+            Some("cadences.toml") => cadence_files.push((path, source)),
             Some("sending.toml") => sending = sending::parse(path, source, channels, &mut problems),
             Some(TEAM_FILE) => team = team::parse(path, source, &mut problems),
             Some(CLASSIFICATION_FILE) => {
@@ -83,6 +85,10 @@ pub(super) fn compile_set(
             }
             _ => workflow_files.push((path, source)),
         }
+    }
+    // Cadences name the windows of sending.toml.
+    for (path, source) in cadence_files {
+        parse_cadences(path, source, &sending, &mut cadences, &mut problems);
     }
     let folder = Folder {
         channels,
@@ -405,5 +411,74 @@ mod tests {
             let rendered = Diagnostic::new("f.toml", span, "here").render(src, false);
             assert!(rendered.contains("f.toml:1:"), "{rendered}");
         }
+    }
+
+    #[test]
+    fn windows_by_cadence_name_windows_that_exist_and_cadences_that_give_them() {
+        let sending = "[[windows.weekday_mornings]]\ndays = [\"mon-fri\"]\nhours = [\"09:00-12:00\"]\n";
+        let cadences = "[intent]\nby = \"intent_grade\"\nevery = { A = \"3d\" }\nat = { A = \"weekday_mornigs\", B = \"weekday_mornings\" }\n\
+                        [value]\nby = \"value_tier\"\nevery = { high = \"30d\" }\n";
+        let workflow = |window: &str| {
+            format!(
+                "category = \"marketing\"\nsend_window = {window}\n[trigger]\non = \"contact_created\"\n[[steps]]\nwait = \"1d\"\n"
+            )
+        };
+        let set = |window: &str| -> Vec<(String, String)> {
+            vec![
+                ("wf/sending.toml".into(), sending.into()),
+                ("wf/cadences.toml".into(), cadences.into()),
+                ("wf/a.toml".into(), workflow(window)),
+            ]
+        };
+        let problems = |window: &str| -> Vec<String> {
+            let files = set(window);
+            let found = compile_set(&files, &["email".to_string()], false)
+                .err()
+                .unwrap_or_default();
+            found
+                .iter()
+                .map(|d| {
+                    let source = &files.iter().find(|(p, _)| *p == d.file).unwrap().1;
+                    let (line, col) = d.line_col(source);
+                    format!(
+                        "{}:{line}:{col} {} ({})",
+                        d.file,
+                        d.message,
+                        d.help.clone().unwrap_or_default()
+                    )
+                })
+                .collect()
+        };
+        let cadence_problem =
+            "wf/cadences.toml:4:12 unknown send window `weekday_mornigs` (did you mean `weekday_mornings`?)";
+        assert_eq!(problems("{ cadence = \"intent\" }"), [cadence_problem]);
+        let found = problems("{ cadence = \"valeu\" }");
+        assert!(
+            found.contains(&"wf/a.toml:2:15 unknown cadence `valeu` (did you mean `value`?)".to_string()),
+            "{found:?}"
+        );
+        let found = problems("{ cadence = \"value\" }");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("wf/a.toml:2:15 cadence `value` gives no send windows")),
+            "{found:?}"
+        );
+        let found = problems(
+            "\"weekday_mornings\"\n[[steps]]\nschedule_follow_up = { cadence = \"intent\", window = \"weekday_mornings\" }",
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("wf/a.toml:4:53 a follow-up by cadence falls in the cadence's own windows")),
+            "{found:?}"
+        );
+        let found = problems("{ by = \"intent_grade\" }");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("wf/a.toml:2:15 `send_window` is a window's name")),
+            "{found:?}"
+        );
     }
 }

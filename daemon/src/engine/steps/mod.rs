@@ -263,7 +263,9 @@ impl Engine {
             Step::Send { channel, .. } => send::apply(self, tx, &at, channel, prepared, effects).await?,
             Step::Notify { .. } => notify::apply(self, &at, prepared, effects),
             Step::Wait(span) => wait::apply(&at, *span, effects),
-            Step::ScheduleFollowUp { after, goal } => schedule_follow_up::apply(tx, &at, after, goal).await?,
+            Step::ScheduleFollowUp { after, window, goal } => {
+                schedule_follow_up::apply(tx, &at, after, window.as_ref(), goal).await?
+            }
             Step::SetStage(stage) => set_stage::apply(tx, &at, stage).await?,
             Step::SetTier(value) => set_classification::apply(tx, &at, store::Classification::ValueTier, value).await?,
             Step::SetIntent(value) => {

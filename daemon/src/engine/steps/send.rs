@@ -52,20 +52,14 @@ pub(super) async fn held(engine: &Engine, at: &Preparing<'_>) -> anyhow::Result<
     }
     let tz = jiff::tz::TimeZone::get(&contact.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
     let now = jiff::Timestamp::from_millisecond(now)?;
-    let slot = at
-        .set
-        .sending
-        .next_slot(workflow.send_window.as_deref(), workflow.category, now, &tz);
+    let window = (at.set).window_name(workflow.send_window.as_ref(), |field| contact.cadence_key(field));
+    let slot = at.set.sending.next_slot(window, workflow.category, now, &tz);
     if slot <= now {
         return Ok(None);
     }
     let reason = format!(
         "outside the send window{}; next opening {} ({})",
-        workflow
-            .send_window
-            .as_deref()
-            .map(|w| format!(" `{w}`"))
-            .unwrap_or_default(),
+        window.map(|w| format!(" `{w}`")).unwrap_or_default(),
         slot.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z"),
         contact.time_zone
     );

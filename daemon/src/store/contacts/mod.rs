@@ -229,8 +229,19 @@ impl NewContact {
 }
 
 impl Contact {
+    /// A field a cadence table can be keyed by (`workflow::CADENCE_KEYS`); none if unset.
+    pub(crate) fn cadence_key(&self, field: &str) -> Option<String> {
+        match field {
+            "intent_grade" => self.intent_grade.clone(),
+            "value_tier" => self.value_tier.clone(),
+            "stage" => Some(self.stage.clone()),
+            "source" => Some(self.source.clone()),
+            _ => None,
+        }
+    }
+
     /// The contact as conditions and templates see it (see `workflow::contact_schema`).
-    pub(crate) fn context(&self, follow_up_count: i64) -> serde_json::Value {
+    pub(crate) fn context(&self, follow_up_count: i64, order_count: i64) -> serde_json::Value {
         json!({
             "id": self.id, "name": self.name, "salutation": self.salutation, "company": self.company,
             "email": self.email.clone().unwrap_or_default(), "phone": self.phone.clone().unwrap_or_default(),
@@ -243,6 +254,7 @@ impl Contact {
             "rfm_grade": self.rfm_grade.clone().unwrap_or_default(),
             "behaviour": self.behaviour.clone().unwrap_or_default(),
             "funnel_stage": self.funnel_stage.clone().unwrap_or_default(),
+            "order_count": order_count,
         })
     }
 }

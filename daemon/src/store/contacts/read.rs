@@ -24,27 +24,31 @@ const CONTACT_JSON: &str = "json_object(
 pub(in crate::store) fn contacts_json_sql(filter: &str) -> String {
     format!(
         "SELECT json_group_array(json_array({CONTACT_JSON},
-                  (SELECT COUNT(*) FROM follow_ups f WHERE f.contact_id = c.id)))
+                  (SELECT COUNT(*) FROM follow_ups f WHERE f.contact_id = c.id),
+                  (SELECT COUNT(*) FROM orders o WHERE o.contact_id = c.id)))
          FROM (SELECT * FROM contacts c {filter}) AS c"
     )
 }
 
 pub(in crate::store) fn parse_contact_rows(json: Option<String>) -> anyhow::Result<Vec<ContactRow>> {
-    let rows: Vec<(Contact, i64)> = serde_json::from_str(json.as_deref().unwrap_or("[]"))?;
+    let rows: Vec<(Contact, i64, i64)> = serde_json::from_str(json.as_deref().unwrap_or("[]"))?;
     Ok(rows
         .into_iter()
-        .map(|(contact, follow_up_count)| ContactRow {
+        .map(|(contact, follow_up_count, order_count)| ContactRow {
             contact,
             follow_up_count,
+            order_count,
         })
         .collect())
 }
 
-/// A contact with the derived count its condition context needs.
+/// A contact with the derived counts its condition context needs.
 #[derive(Debug)]
 pub(crate) struct ContactRow {
     pub(crate) contact: Contact,
     pub(crate) follow_up_count: i64,
+    /// Orders recorded for the contact (docs/domain.md §1: first_order -> repeat -> loyal).
+    pub(crate) order_count: i64,
 }
 
 /// The next contacts after `cursor` in id order.
@@ -88,7 +92,7 @@ pub(crate) async fn contacts_with_context(
 pub(in crate::store) fn with_contexts(rows: Vec<ContactRow>) -> HashMap<i64, (Contact, serde_json::Value)> {
     rows.into_iter()
         .map(|r| {
-            let context = r.contact.context(r.follow_up_count);
+            let context = r.contact.context(r.follow_up_count, r.order_count);
             (r.contact.id, (r.contact, context))
         })
         .collect()

@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use crate::model::{add_span, parse_duration};
 use crate::workflow::diagnostic::{Diagnostic, did_you_mean};
-use crate::workflow::{Cadence, SendingPolicy, Team, Template};
+use crate::workflow::{Cadence, SendWindow, SendingPolicy, Team, Template};
 
 /// The problems found in a set so far.
 #[derive(Debug, Default)]
@@ -222,4 +222,56 @@ pub(super) fn offset_in_string(source: &str, quote: usize, at: usize) -> usize {
         }
     }
     source.len()
+}
+
+/// A window written as `key = "<window>"` (one of sending.toml's), or
+/// `key = { cadence = "<table>" }`: the window that cadence table gives each
+/// contact (`at` in cadences.toml), one place for the best time of a grade.
+pub(super) fn window(
+    path: &str,
+    key: &str,
+    written: &Spanned<toml::Value>,
+    folder: &Folder,
+    problems: &mut Problems,
+) -> Option<SendWindow> {
+    let span = at(written);
+    let cadence = written
+        .get_ref()
+        .as_table()
+        .filter(|t| t.len() == 1)
+        .and_then(|t| t.get("cadence"))
+        .and_then(toml::Value::as_str);
+    if let Some(name) = written.get_ref().as_str() {
+        if folder.sending.windows.contains_key(name) {
+            return Some(SendWindow::Named(name.to_string()));
+        }
+        let help = did_you_mean(name, folder.sending.windows.keys().map(String::as_str))
+            .unwrap_or_else(|| "define it under [windows.<name>] in sending.toml".to_string());
+        problems.push(Diagnostic::new(path, span, format!("unknown send window `{name}`")).help(help));
+        return None;
+    }
+    let Some(name) = cadence else {
+        problems.push(
+            Diagnostic::new(path, span, format!("`{key}` is a window's name or `{{ cadence = \"<table>\" }}`"))
+                .help(format!("e.g. `{key} = \"nurture\"`, or `{key} = {{ cadence = \"intent\" }}` for the window cadences.toml gives each intent grade (`at`)")),
+        );
+        return None;
+    };
+    match folder.cadences.get(name) {
+        Some(c) if !c.at.is_empty() => Some(SendWindow::Cadence(name.to_string())),
+        Some(_) => {
+            problems.push(
+                Diagnostic::new(path, span, format!("cadence `{name}` gives no send windows")).help(format!(
+                    "add `at = {{ <value> = \"<window>\", ... }}` to [{name}] in cadences.toml, or name a window here"
+                )),
+            );
+            None
+        }
+        None => {
+            let help = did_you_mean(name, folder.cadences.keys().map(String::as_str))
+                .unwrap_or_else(|| "define it in cadences.toml".to_string());
+            problems.push(Diagnostic::new(path, span, format!("unknown cadence `{name}`")).help(help));
+            None
+        }
+    }
 }

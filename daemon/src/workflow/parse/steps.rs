@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::check::{Folder, Problems, at, duration, one_of, unknown_channel};
+use super::check::{Folder, Problems, at, duration, one_of, unknown_channel, window};
 use crate::model::{INTENT_GRADES, STAGES, TIERS};
 use crate::workflow::diagnostic::{Diagnostic, did_you_mean};
 use crate::workflow::{FollowUpAfter, NotifyTo, OwnerRef, Step, Template, Variant};
@@ -65,6 +65,8 @@ struct RawSchedule {
     #[serde(rename = "in")]
     after: Option<Spanned<String>>,
     cadence: Option<Spanned<String>>,
+    /// With `in`: the window the due time moves into (a cadence has its own `at`).
+    window: Option<Spanned<toml::Value>>,
     goal: Option<String>,
 }
 
@@ -256,8 +258,23 @@ fn parse_schedule(
             return None;
         }
     };
+    let window = match (&r.window, &after) {
+        (None, _) => None,
+        (Some(w), FollowUpAfter::Fixed(_)) => Some(window(path, "window", w, folder, problems)?),
+        (Some(w), FollowUpAfter::Cadence(name)) => {
+            problems.push(
+                Diagnostic::new(path, at(w), "a follow-up by cadence falls in the cadence's own windows").help(
+                    format!(
+                        "remove `window`, and give the values their windows with `at` in [{name}] of cadences.toml"
+                    ),
+                ),
+            );
+            return None;
+        }
+    };
     Some(Step::ScheduleFollowUp {
         after,
+        window,
         goal: r.goal.clone(),
     })
 }

@@ -39,6 +39,7 @@ const TRIGGERS: &[&str] = &[
     "became_dormant",
     "became_active",
     "first_order",
+    "order_placed",
 ];
 
 /// The shortest `every` of a segment: each pass reads every contact.
@@ -62,6 +63,7 @@ pub(super) fn parse_trigger(path: &str, raw: &Spanned<RawTrigger>, problems: &mu
         "became_dormant" => Trigger::BecameDormant,
         "became_active" => Trigger::BecameActive,
         "first_order" => Trigger::FirstOrder,
+        "order_placed" => Trigger::OrderPlaced,
         "follow_up_overdue" => Trigger::FollowUpOverdue {
             grace: match &t.grace {
                 Some(g) => duration(path, g, problems)?,

@@ -9,14 +9,14 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::check::{Folder, Problems, WORKFLOW_KEYS, at, offset_in_string, one_of, serde_problem};
+use super::check::{Folder, Problems, WORKFLOW_KEYS, at, offset_in_string, one_of, serde_problem, window};
 use super::steps::{RawStep, parse_step};
 use super::templates::template_text;
 use super::trigger::{RawTrigger, parse_trigger};
 use crate::model::Category;
 use crate::workflow::condition::ConditionError;
 use crate::workflow::diagnostic::{Diagnostic, did_you_mean};
-use crate::workflow::{Condition, Exit, ExitOn, SendingPolicy, Step, Template, Trigger, Workflow};
+use crate::workflow::{Condition, Exit, ExitOn, Step, Template, Trigger, Workflow};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +31,8 @@ struct RawWorkflow {
     #[serde(default)]
     vars: BTreeMap<Spanned<String>, toml::Value>,
     category: Option<Spanned<String>>,
-    send_window: Option<Spanned<String>>,
+    /// A window's name, or `{ cadence = "<table>" }`.
+    send_window: Option<Spanned<toml::Value>>,
     exit_when: Option<Vec<Spanned<String>>>,
     exit_if: Option<Spanned<String>>,
     track: Option<Spanned<bool>>,
@@ -64,7 +65,10 @@ pub(super) fn parse_workflow(path: &str, source: &str, folder: &Folder, problems
         );
     }
     let category = category(path, &raw, problems);
-    check_send_window(path, &raw, folder.sending, problems);
+    let send_window = raw
+        .send_window
+        .as_ref()
+        .and_then(|w| window(path, "send_window", w, folder, problems));
     let exit_on = exit_on(path, &raw, category, problems);
     let exit_if = raw
         .exit_if
@@ -93,7 +97,7 @@ pub(super) fn parse_workflow(path: &str, source: &str, folder: &Folder, problems
         ),
         steps,
         category,
-        send_window: raw.send_window.map(Spanned::into_inner),
+        send_window,
         track,
         exit: Exit {
             on: exit_on,
@@ -163,17 +167,6 @@ fn category(path: &str, raw: &RawWorkflow, problems: &mut Problems) -> Category 
                 Category::Marketing
             }
         },
-    }
-}
-
-fn check_send_window(path: &str, raw: &RawWorkflow, sending: &SendingPolicy, problems: &mut Problems) {
-    if let Some(window) = &raw.send_window
-        && !sending.windows.contains_key(window.get_ref())
-    {
-        let help = did_you_mean(window.get_ref(), sending.windows.keys().map(String::as_str))
-            .unwrap_or_else(|| "define it under [windows.<name>] in sending.toml".to_string());
-        problems
-            .push(Diagnostic::new(path, at(window), format!("unknown send window `{}`", window.get_ref())).help(help));
     }
 }
 
