@@ -138,7 +138,10 @@ fn a_tracked_link_redirects_to_its_url_and_counts_one_clicked_message_however_of
     assert_eq!(clicks.len(), 1, "{}", mail.html);
     assert!(!mail.html.contains("shop.example"), "{}", mail.html);
     assert!(mail.html.contains("href='mailto:rep@corp.test'"), "{}", mail.html);
-    assert!(mail.html.contains("/unsubscribe/"), "{}", mail.html);
+    // The template's own unsubscribe link (minijinja escapes its slashes), once: the
+    // daemon's footer does not add a second.
+    let unescaped = mail.html.replace("&#x2f;", "/");
+    assert_eq!(unescaped.matches("/unsubscribe/").count(), 1, "{}", mail.html);
     assert!(
         mail.text.contains("https://shop.example/spring?utm=mail&id=7"),
         "{}",

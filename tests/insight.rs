@@ -263,11 +263,12 @@ fn six_months_without_an_order_start_the_reactivation_cadence() {
 
     nudge.cli(&["clock", "--set", "2027-05-23T09:00:00Z"]);
     classified_on("2027-05-23");
-    // A Sunday: the note to customer success (team.toml) waits for their working hours on
-    // Monday, and the run's next steps with it; the mail keeps to the nurture window,
-    // Monday 10:00 in the contact's zone (UTC).
-    nudge.cli(&["clock", "--set", "2027-05-24T10:00:00Z"]);
+    // A Sunday: the note to customer success (team.toml) waits for their working hours,
+    // Monday 09:00 in Shanghai, and the run's next steps with it; the mail then keeps to
+    // the nurture window, Monday 10:00 in the contact's zone (UTC).
+    nudge.cli(&["clock", "--set", "2027-05-24T01:00:00Z"]);
     smtp.wait_for("customer-success@example.com", "Dormant customer: Chen Jie");
+    nudge.cli(&["clock", "--set", "2027-05-24T10:00:00Z"]);
     let mail = smtp.wait_for("chen@example.com", "it has been a while");
     assert!(mail.text.contains("5% off"), "{}", mail.text);
     nudge.settle();
