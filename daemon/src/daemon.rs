@@ -86,6 +86,7 @@ pub(crate) async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
         engine_wake.clone(),
         engine.clone(),
         unsubscribe,
+        delivery.relay(),
         cancel.clone(),
     )
     .await?;
