@@ -217,13 +217,20 @@ fn a_hung_server_blocks_only_its_own_send_and_an_outage_loses_nothing() {
     wait_for_row(&nudge, &fifth, |r| r["status"] == "pending");
     nudge.advance("3m");
     let relay = wait_until(
-        || Some(nudge.status()["relay"].clone()).filter(|r| r["next_probe_at"].as_i64() > r["open_since"].as_i64().map(|t| t + 5_000)),
+        || {
+            Some(nudge.status()["relay"].clone())
+                .filter(|r| r["next_probe_at"].as_i64() > r["open_since"].as_i64().map(|t| t + 5_000))
+        },
         || format!("the relay was never probed: {:#}", nudge.status()),
     );
     assert!(relay["last_reply"].as_str().unwrap().starts_with("connect:"), "{relay}");
     for (to, attempts) in [(&third, 1), (&fifth, 0)] {
         let row = wait_for_row(&nudge, to, |_| true);
-        assert_eq!((&row["status"], &row["attempts"]), (&json!("pending"), &json!(attempts)), "{row}");
+        assert_eq!(
+            (&row["status"], &row["attempts"]),
+            (&json!("pending"), &json!(attempts)),
+            "{row}"
+        );
     }
     smtp.restart();
     nudge.advance("10m");

@@ -51,7 +51,11 @@ fn assert_held(nudge: &Nudge, smtp: &SmtpServer, n: usize) {
     let rows = outbox(nudge);
     assert_eq!(rows.len(), n);
     for row in &rows {
-        assert_eq!((&row["status"], &row["attempts"]), (&json!("pending"), &json!(0)), "{row}");
+        assert_eq!(
+            (&row["status"], &row["attempts"]),
+            (&json!("pending"), &json!(0)),
+            "{row}"
+        );
     }
     assert!(smtp.mails().is_empty());
 }
@@ -60,7 +64,14 @@ fn assert_held(nudge: &Nudge, smtp: &SmtpServer, n: usize) {
 fn assert_delivered_once(nudge: &Nudge, smtp: &SmtpServer, addresses: &[String]) {
     wait_until(
         || (smtp.mails().len() >= addresses.len()).then_some(()),
-        || format!("{} of {} delivered\n{:#}", smtp.mails().len(), addresses.len(), nudge.status()),
+        || {
+            format!(
+                "{} of {} delivered\n{:#}",
+                smtp.mails().len(),
+                addresses.len(),
+                nudge.status()
+            )
+        },
     );
     nudge.settle();
     let mails = smtp.mails();
@@ -92,14 +103,24 @@ fn a_relay_refusing_at_the_greeting_holds_the_queue_until_a_probe_passes() {
     let relay = &status["relay"];
     assert!(relay["last_reply"].as_str().unwrap().contains("554"), "{relay}");
     assert_eq!(relay["open_since"], ms(MONDAY_9AM));
-    assert_eq!(relay["next_probe_at"], ms(MONDAY_9AM) + 5_000, "the first probe after 5 s");
+    assert_eq!(
+        relay["next_probe_at"],
+        ms(MONDAY_9AM) + 5_000,
+        "the first probe after 5 s"
+    );
     assert_held(&nudge, &smtp, MESSAGES);
     let text = nudge.cli(&["status"]);
     assert!(text.contains("REFUSING since 2026-11-23 09:00:00 UTC"), "{text}");
-    assert!(text.contains("last reply: permanent error (554): 5.7.1 no service for you"), "{text}");
+    assert!(
+        text.contains("last reply: permanent error (554): 5.7.1 no service for you"),
+        "{text}"
+    );
     let (code, health) = nudge.http("GET", "/health", None);
     assert_eq!((code, &health["status"]), (200, &json!("degraded")), "{health}");
-    assert!(health["relay"]["last_reply"].as_str().unwrap().contains("554"), "{health}");
+    assert!(
+        health["relay"]["last_reply"].as_str().unwrap().contains("554"),
+        "{health}"
+    );
     nudge.wait_for_log("SMTP relay refuses sessions");
 
     // The probe 5 s on is refused too: the next comes 10 s after it; still nothing charged.
@@ -136,7 +157,10 @@ fn a_refused_login_holds_the_queue_and_probes_on_the_configured_backoff() {
 
     let status = wait_for_relay(&nudge, |r| r["state"] == "open");
     assert_eq!(status["outbox"], json!({ "pending": MESSAGES }), "none failed");
-    assert!(status["relay"]["last_reply"].as_str().unwrap().contains("535"), "{status}");
+    assert!(
+        status["relay"]["last_reply"].as_str().unwrap().contains("535"),
+        "{status}"
+    );
     assert_eq!(status["relay"]["next_probe_at"], ms(MONDAY_9AM) + 60_000);
     assert_held(&nudge, &smtp, MESSAGES);
     // Refused probes back off by doubling, up to probe_max_secs.

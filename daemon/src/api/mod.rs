@@ -132,7 +132,6 @@ pub(crate) async fn serve(
     clock: Clock,
     engine_wake: Arc<Notify>,
     engine: Arc<Engine>,
-    unsubscribe: Unsubscribe,
     relay: Option<Arc<Relay>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
@@ -164,9 +163,10 @@ pub(crate) async fn serve(
         store,
         clock,
         engine_wake,
+        // The engine's: one key signs the links it writes and checks those that come back.
+        unsubscribe: engine.unsubscribe.clone(),
         engine,
         token: token.map(Into::into),
-        unsubscribe,
         suppression: config.suppression.rules(),
         relay,
     };

@@ -17,8 +17,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Attempt, Finished};
 use super::slots::ChannelSlots;
+use super::{Attempt, Finished};
 use crate::store::OutboxRow;
 
 /// How long delivery waits before it tries again to record attempts it could

@@ -117,7 +117,10 @@ impl Delivery {
         handoff: Arc<Handoff>,
         admission: Arc<Admission>,
     ) -> anyhow::Result<Delivery> {
-        let relay = config.smtp.as_ref().map(|smtp| Arc::new(Relay::new(smtp, clock.clone())));
+        let relay = config
+            .smtp
+            .as_ref()
+            .map(|smtp| Arc::new(Relay::new(smtp, clock.clone())));
         Ok(Delivery {
             mailer: Mailer::new(config)?,
             store,
