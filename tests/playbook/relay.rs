@@ -127,6 +127,7 @@ fn a_relay_refusing_at_the_greeting_holds_the_queue_until_a_probe_passes() {
     nudge.advance("5s");
     wait_for_relay(&nudge, |r| r["next_probe_at"] == ms(MONDAY_9AM) + 15_000);
     assert_held(&nudge, &smtp, MESSAGES);
+    nudge.wait_for_log("SMTP relay still refuses sessions");
 
     smtp.script_faults(json!({}));
     nudge.advance("10s");

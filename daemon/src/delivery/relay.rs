@@ -12,7 +12,7 @@
 use std::sync::Mutex;
 
 use serde_json::{Value, json};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::clock::{Clock, display_ms};
 use crate::config::SmtpConfig;
@@ -169,7 +169,10 @@ impl Relay {
                 true
             }
             Err(reply) => {
-                breaker.probe_refused(self.clock.now_ms(), reply);
+                breaker.probe_refused(self.clock.now_ms(), reply.clone());
+                let next = breaker.next_probe().map(display_ms).unwrap_or_default();
+                drop(breaker);
+                info!(relay = %self.name, next_probe = %next, "SMTP relay still refuses sessions: {reply}");
                 false
             }
         }
