@@ -10,23 +10,31 @@ each logged message says whether its client pipelined ("pipelined": the
 commands after MAIL were already waiting when MAIL was answered).
 
 With --faults FILE the server misbehaves as scripted: FILE holds a JSON object
-mapping a stage ("ehlo", "mail", "rcpt", "data") to a list of actions, one
-consumed per command at that stage: an SMTP reply such as "451 4.3.0 try later"
-(the command is refused with it), "hang" (no reply, ever), "hang-after-accept"
-(data only: the message is stored, then no reply) or "ok". The file is read and
-rewritten at each command, so a test can script faults while the server runs.
+mapping a stage ("greeting", "ehlo", "auth", "mail", "rcpt", "data") to a list
+of actions, one consumed per command at that stage: an SMTP reply such as
+"451 4.3.0 try later" (the command is refused with it; at the greeting, the
+reply is sent instead of 220 and the connection closed), "hang" (no reply,
+ever), "hang-after-accept" (data only: the message is stored, then no reply) or
+"ok". A stage mapped to one string instead of a list answers every command with
+it until the file changes: a server that refuses everything. The file is read
+and rewritten at each command, so a test can script faults while the server runs.
+
+It offers AUTH PLAIN and LOGIN (without TLS: loopback only) and accepts any
+credentials unless the "auth" stage says otherwise.
 """
 import argparse
 import asyncio
 import email
 import email.policy
 import json
+import logging
 import os
 import socket
 import sys
 import time
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult
 
 
 class Recorder:
@@ -41,6 +49,8 @@ class Recorder:
         with open(self.faults_path, encoding="utf-8") as f:
             faults = json.load(f)
         actions = faults.get(stage) or []
+        if isinstance(actions, str):
+            return None if actions == "ok" else actions
         if not actions:
             return None
         action = actions.pop(0)
@@ -57,6 +67,12 @@ class Recorder:
         if action == "hang":
             await asyncio.sleep(3600)
         return action
+
+    def authenticate(self, server, session, envelope, mechanism, auth_data):
+        refusal = self.next_fault("auth")
+        if refusal:
+            return AuthResult(success=False, handled=False, message=refusal)
+        return AuthResult(success=True)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         refusal = await self.fault("ehlo")
@@ -113,7 +129,26 @@ class Recorder:
         return "250 OK"
 
 
+class FaultySMTP(SMTP):
+    """aiosmtpd's server, with the greeting scriptable too."""
+
+    async def _handle_client(self):
+        refusal = await self.event_handler.fault("greeting")
+        if refusal:
+            await self.push(refusal)
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+
+class FaultyController(Controller):
+    def factory(self):
+        return FaultySMTP(self.handler, **self.SMTP_kwargs)
+
+
 def main():
+    # aiosmtpd warns of its own legacy field at each login it accepts.
+    logging.getLogger("mail.log").addFilter(lambda record: "login_data" not in record.getMessage())
     parser = argparse.ArgumentParser()
     parser.add_argument("--log", required=True)
     parser.add_argument("--faults")
@@ -127,7 +162,14 @@ def main():
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-    controller = Controller(Recorder(args.log, args.faults, not args.no_pipelining), hostname="127.0.0.1", port=port)
+    recorder = Recorder(args.log, args.faults, not args.no_pipelining)
+    controller = FaultyController(
+        recorder,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=recorder.authenticate,
+        auth_require_tls=False,
+    )
     controller.start()
     print(f"PORT {port}", flush=True)
     try:

@@ -217,6 +217,13 @@ pub(crate) struct SmtpConfig {
     /// Seconds one send may take from connect to the server's answer after DATA.
     #[serde(default = "default_send_timeout")]
     pub(crate) timeout_secs: u64,
+    /// A relay that refuses the session itself (greeting, TLS, login, connect)
+    /// holds the queue and is probed after this many seconds ...
+    #[serde(default = "default_probe_first")]
+    pub(crate) probe_first_secs: u64,
+    /// ... doubling after each refused probe up to this many.
+    #[serde(default = "default_probe_max")]
+    pub(crate) probe_max_secs: u64,
 }
 
 fn default_smtp_port() -> u16 {
@@ -227,6 +234,12 @@ fn default_password_env() -> String {
 }
 fn default_send_timeout() -> u64 {
     30
+}
+fn default_probe_first() -> u64 {
+    5
+}
+fn default_probe_max() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Deserialize)]

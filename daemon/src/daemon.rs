@@ -60,7 +60,7 @@ pub(crate) async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
             plugins.clone(),
             workflows,
             config.message_id_domain(),
-            unsubscribe.clone(),
+            unsubscribe,
             Arc::new(Admission::new(
                 config.api.max_unsent,
                 Duration::from_millis(config.api.max_hold_ms),
@@ -85,7 +85,7 @@ pub(crate) async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
         clock.clone(),
         engine_wake.clone(),
         engine.clone(),
-        unsubscribe,
+        delivery.relay(),
         cancel.clone(),
     )
     .await?;

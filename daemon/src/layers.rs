@@ -52,6 +52,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "app",
             "report",
             "engine",
+            "delivery",
             "tracking",
             "unsubscribe",
         ],

@@ -35,6 +35,7 @@ use crate::admission::Admission;
 use crate::app::NotFound;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::delivery::Relay;
 use crate::engine::Engine;
 use crate::store::{self, Invalid, Store, SuppressionRules};
 use crate::unsubscribe::Unsubscribe;
@@ -60,6 +61,8 @@ struct AppState {
     token: Option<Arc<str>>,
     unsubscribe: Unsubscribe,
     suppression: SuppressionRules,
+    /// The SMTP relay's breaker, shown by `/health`; None without a relay.
+    relay: Option<Arc<Relay>>,
 }
 
 /// An error answered to the client: a status and a message it can act on.
@@ -129,7 +132,7 @@ pub(crate) async fn serve(
     clock: Clock,
     engine_wake: Arc<Notify>,
     engine: Arc<Engine>,
-    unsubscribe: Unsubscribe,
+    relay: Option<Arc<Relay>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     let admission = engine.admission.clone();
@@ -160,10 +163,12 @@ pub(crate) async fn serve(
         store,
         clock,
         engine_wake,
+        // The engine's: one key signs the links it writes and checks those that come back.
+        unsubscribe: engine.unsubscribe.clone(),
         engine,
         token: token.map(Into::into),
-        unsubscribe,
         suppression: config.suppression.rules(),
+        relay,
     };
     let listener = tokio::net::TcpListener::bind(config.api.bind)
         .await
@@ -233,14 +238,22 @@ fn bearer_token(value: &str) -> Option<&str> {
 
 /// 200 while the daemon can do its work; 503 while its store cannot write
 /// (writes are refused and delivery holds what it sent until it can record it).
+/// 503 while the store cannot write (nothing works); a relay that refuses
+/// sessions is `degraded` with 200: the API still takes work, email is held.
 async fn health(State(s): State<AppState>) -> Response {
+    let relay = s.relay.as_ref().map(|relay| relay.view());
+    let relay_open = relay.as_ref().is_some_and(|r| r["state"] == "open");
+    let mut body = json!({ "status": if relay_open { "degraded" } else { "ok" } });
+    if let Some(relay) = relay {
+        body["relay"] = relay;
+    }
     match s.store.write_failure() {
-        None => Json(json!({ "status": "ok" })).into_response(),
-        Some(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "degraded", "store": format!("cannot write: {error}") })),
-        )
-            .into_response(),
+        None => Json(body).into_response(),
+        Some(error) => {
+            body["status"] = json!("degraded");
+            body["store"] = json!(format!("cannot write: {error}"));
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! `nudge status`: overdue follow-ups per owner, runs, timers, segment passes,
-//! the outbox, and whether the store (and the running daemon) can write.
+//! the outbox, whether the store (and the running daemon) can write, and
+//! whether the running daemon holds email because its SMTP relay refuses sessions.
 
 use serde_json::json;
 
@@ -30,12 +31,16 @@ pub(crate) async fn run(config: &Config, as_json: bool) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let now = clock.now_ms();
     let counts = Counts::read(&store, now).await?;
-    let writable = match daemon_write_failure(config).await {
+    let health = daemon_health(config).await;
+    let writable = match health.as_ref().and_then(|h| h["store"].as_str()) {
         Some(failure) => Err(format!("the running daemon cannot write: {failure}")),
         None => store.prove_writable(now).await.map_err(|e| format!("{e:#}")),
     };
+    let relay = health.map(|mut h| h["relay"].take()).filter(|r| !r.is_null());
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&counts.to_json(now, &writable))?);
+        let mut shown = counts.to_json(now, &writable);
+        shown["relay"] = relay.unwrap_or_default();
+        println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
     }
     println!(
@@ -47,8 +52,26 @@ pub(crate) async fn run(config: &Config, as_json: bool) -> anyhow::Result<()> {
         Ok(()) => println!("store: {} (writable)", config.database.display()),
         Err(e) => println!("store: {} CANNOT WRITE: {e}", config.database.display()),
     }
+    if let Some(relay) = &relay {
+        print_relay(relay);
+    }
     counts.print();
     Ok(())
+}
+
+/// The relay's breaker as the running daemon's `/health` shows it.
+fn print_relay(relay: &serde_json::Value) {
+    let name = relay["relay"].as_str().unwrap_or("?");
+    if relay["state"] != "open" {
+        return println!("smtp relay: {name} (accepting)");
+    }
+    let at = |key: &str| relay[key].as_i64().map(display_ms).unwrap_or_default();
+    println!(
+        "smtp relay: {name} REFUSING since {}, email held (messages stay due); next probe at {}",
+        at("open_since"),
+        at("next_probe_at")
+    );
+    println!("  last reply: {}", relay["last_reply"].as_str().unwrap_or(""));
 }
 
 impl Counts {
@@ -180,11 +203,11 @@ impl Counts {
     }
 }
 
-/// The running daemon's own word on its store, from its `/health`: a daemon
-/// whose transactions no longer fit on a nearly full disk fails where this
-/// command's one-row probe may still fit. None when it can write, or when no
-/// daemon answers.
-async fn daemon_write_failure(config: &Config) -> Option<String> {
+/// The running daemon's `/health`: its own word on its store (a daemon whose
+/// transactions no longer fit on a nearly full disk fails where this command's
+/// one-row probe may still fit) and on its SMTP relay, which only it knows.
+/// None when no daemon answers.
+async fn daemon_health(config: &Config) -> Option<serde_json::Value> {
     let mut address = config.api.bind;
     if address.ip().is_unspecified() {
         address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -202,6 +225,5 @@ async fn daemon_write_failure(config: &Config) -> Option<String> {
         .bytes()
         .await
         .ok()?;
-    let health: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    health["store"].as_str().map(str::to_string)
+    serde_json::from_slice(&body).ok()
 }

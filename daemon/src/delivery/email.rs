@@ -65,19 +65,40 @@ impl Mailer {
         Ok(Mailer { from, route })
     }
 
-    /// Builds and sends one message; never panics on bad data, which becomes a permanent failure.
-    pub(crate) async fn send(&self, row: &OutboxRow, now_ms: i64) -> Outcome {
+    /// Builds and sends one message; never panics on bad data, which becomes a
+    /// permanent failure. Err: the relay refused the session itself (see
+    /// `relay.rs`), which says nothing about this message.
+    pub(crate) async fn send(&self, row: &OutboxRow, now_ms: i64) -> Result<Outcome, String> {
         let message = match build(&self.from, row, now_ms) {
             Ok(m) => m,
-            Err(e) => return Outcome::Permanent(format!("cannot build message: {e:#}")),
+            Err(e) => return Ok(Outcome::Permanent(format!("cannot build message: {e:#}"))),
         };
         match &self.route {
-            Route::EmlDir(dir) => match write_eml(dir, row, &message.formatted()).await {
+            Route::EmlDir(dir) => Ok(match write_eml(dir, row, &message.formatted()).await {
                 Ok(()) => Outcome::Sent,
                 Err(e) => Outcome::Transient(format!("write .eml: {e:#}")),
-            },
+            }),
             Route::Smtp(smtp) => smtp.send(message.envelope(), &message.formatted()).await,
         }
+    }
+
+    /// Opens one session without a message, to see whether the relay accepts
+    /// sessions again; the session then serves the next send. None without a relay.
+    pub(super) fn probe(&self) -> Option<impl Future<Output = Result<(), String>> + Send + 'static> {
+        let Route::Smtp(smtp) = &self.route else {
+            return None;
+        };
+        let (server, pool) = (smtp.server.clone(), smtp.pool.clone());
+        Some(async move {
+            match timeout_at(Instant::now() + server.deadline, server.connect()).await {
+                Ok(Ok(session)) => {
+                    pool.put_idle(session);
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(server.refusal(e)),
+                Err(_) => Err(server.refusal(Failure::TimedOut)),
+            }
+        })
     }
 }
 
@@ -126,7 +147,6 @@ enum Failure {
 /// How far an exchange got when it failed.
 #[derive(Clone, Copy, PartialEq)]
 enum Phase {
-    Connect,
     Envelope,
     Recipient,
     Body,
@@ -172,6 +192,15 @@ impl Pool {
 }
 
 impl Server {
+    /// Why a session could not be opened, as the relay's state shows it.
+    fn refusal(&self, failure: Failure) -> String {
+        match failure {
+            Failure::Smtp(e) => e.to_string(),
+            Failure::Connect(e) => format!("connect: {e}"),
+            Failure::TimedOut => format!("no session within {:?}", self.deadline),
+        }
+    }
+
     async fn connect(&self) -> Result<Session, Failure> {
         let mut conn = match self.tls {
             SmtpTls::Tls => AsyncSmtpConnection::connect_tokio1(
@@ -252,23 +281,18 @@ impl Smtp {
     /// One message over one session (`session`). A reused session the server
     /// has meanwhile closed fails at MAIL with no reply code; then the message
     /// goes once more over a session opened for it.
-    async fn send(&self, envelope: &Envelope, body: &[u8]) -> Outcome {
+    /// A session that cannot be opened is the relay's refusal (Err), not the message's.
+    async fn send(&self, envelope: &Envelope, body: &[u8]) -> Result<Outcome, String> {
         let deadline = Instant::now() + self.server.deadline;
-        let (session, reused) = match self.session(deadline).await {
-            Ok(session) => session,
-            Err(e) => return self.outcome(Err((Phase::Connect, e))),
-        };
+        let (session, reused) = self.session(deadline).await.map_err(|e| self.server.refusal(e))?;
         let result = self.exchange(session, envelope, body, deadline).await;
         match result {
             Err((Phase::Envelope, Failure::Smtp(ref e))) if reused && e.status().is_none() => {}
-            result => return self.outcome(result),
+            result => return Ok(self.outcome(result)),
         }
-        let session = match self.open(deadline).await {
-            Ok(session) => session,
-            Err(e) => return self.outcome(Err((Phase::Connect, e))),
-        };
+        let session = self.open(deadline).await.map_err(|e| self.server.refusal(e))?;
         let result = self.exchange(session, envelope, body, deadline).await;
-        self.outcome(result)
+        Ok(self.outcome(result))
     }
 
     /// A session for one message, and whether it was used before: an idle one

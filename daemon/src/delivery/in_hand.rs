@@ -17,8 +17,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::Attempt;
 use super::slots::ChannelSlots;
+use super::{Attempt, Finished};
 use crate::store::OutboxRow;
 
 /// How long delivery waits before it tries again to record attempts it could
@@ -170,18 +170,26 @@ impl InHand {
 
     /// Moves `first` and every other send already finished to `finished`,
     /// freeing their slots, so that they are recorded together.
-    pub(super) fn finish<F: Future<Output = Attempt>>(
+    /// A held row goes back untouched: out of hand, due in the outbox.
+    pub(super) fn finish<F: Future<Output = Finished>>(
         &mut self,
-        first: Attempt,
+        first: Finished,
         sending: &mut FuturesUnordered<F>,
         finished: &Mutex<Vec<Attempt>>,
     ) {
         let mut finished = finished.lock().unwrap();
-        self.slots.release(&first.0);
-        finished.push(first);
-        while let Some(Some(more)) = sending.next().now_or_never() {
-            self.slots.release(&more.0);
-            finished.push(more);
+        let more = std::iter::from_fn(|| sending.next().now_or_never().flatten());
+        for done in std::iter::once(first).chain(more) {
+            match done {
+                Finished::Attempt(attempt) => {
+                    self.slots.release(&attempt.0);
+                    finished.push(attempt);
+                }
+                Finished::Held(row) => {
+                    self.slots.release(&row);
+                    self.unrecorded.remove(&row.id);
+                }
+            }
         }
     }
 

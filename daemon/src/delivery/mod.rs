@@ -13,13 +13,15 @@
 //!
 //! `run` below is the loop; `in_hand.rs` keeps what it holds between claim and
 //! record, `slots.rs` the plugin channels' share, `record.rs` where a row goes
-//! after its attempt; `email.rs`, `plugin.rs` and `http.rs` send.
+//! after its attempt, `relay.rs` the breaker that holds email while the SMTP
+//! relay refuses sessions; `email.rs`, `plugin.rs` and `http.rs` send.
 
 mod email;
 pub(crate) mod http;
 mod in_hand;
 mod plugin;
 mod record;
+mod relay;
 mod slots;
 
 use std::future::Future;
@@ -40,6 +42,7 @@ use crate::store::{self, OutboxRow, Outcome, Store, SuppressionRules};
 use in_hand::{Claim, InHand};
 
 pub(crate) use email::Mailer;
+pub(crate) use relay::Relay;
 
 /// The delivery worker.
 pub(crate) struct Delivery {
@@ -55,10 +58,19 @@ pub(crate) struct Delivery {
     handoff: Arc<Handoff>,
     /// Told when the API's messages have been attempted.
     admission: Arc<Admission>,
+    /// The SMTP relay's breaker; None when email goes to `.eml` files.
+    relay: Option<Arc<Relay>>,
 }
 
 /// One finished attempt: the row, when the attempt started, how it ended.
 type Attempt = (OutboxRow, i64, Outcome);
+
+/// How a send ended: an attempt to record, or a row held untouched because
+/// the relay refuses sessions (it stays due and is charged no attempt).
+enum Finished {
+    Attempt(Attempt),
+    Held(OutboxRow),
+}
 
 /// Rows handed and not yet taken at most; more are left to the claims.
 const MAX_HANDED: usize = 1024;
@@ -105,6 +117,10 @@ impl Delivery {
         handoff: Arc<Handoff>,
         admission: Arc<Admission>,
     ) -> anyhow::Result<Delivery> {
+        let relay = config
+            .smtp
+            .as_ref()
+            .map(|smtp| Arc::new(Relay::new(smtp, clock.clone())));
         Ok(Delivery {
             mailer: Mailer::new(config)?,
             store,
@@ -116,7 +132,35 @@ impl Delivery {
             suppression: config.suppression.rules(),
             handoff,
             admission,
+            relay,
         })
+    }
+
+    /// The relay's breaker, for `/health`.
+    pub(crate) fn relay(&self) -> Option<Arc<Relay>> {
+        self.relay.clone()
+    }
+
+    fn relay_open(&self) -> bool {
+        self.relay.as_ref().is_some_and(|relay| relay.is_open())
+    }
+
+    /// Probes the relay when its breaker is open and a probe is due, beside the
+    /// loop (a probe may take the whole send deadline); a probe that closes the
+    /// breaker wakes delivery to claim the held email.
+    fn probe_relay(&self) {
+        let Some(relay) = self.relay.as_ref().filter(|relay| relay.probe_due()) else {
+            return;
+        };
+        let Some(probe) = self.mailer.probe() else {
+            return;
+        };
+        let (relay, wake) = (relay.clone(), self.handoff.wake.clone());
+        tokio::spawn(async move {
+            if relay.probed(probe.await) {
+                wake.notify_one();
+            }
+        });
     }
 
     fn concurrency(&self) -> usize {
@@ -150,6 +194,7 @@ impl Delivery {
         // returns a row that is being sent or was just recorded.
         let mut claiming: Pending<'_, anyhow::Result<Vec<OutboxRow>>> = None;
         loop {
+            self.probe_relay();
             if recording.is_none() && !finished.lock().unwrap().is_empty() {
                 recording = Some(Box::pin(self.record_finished(&finished, in_hand.record_failing)));
             }
@@ -240,9 +285,13 @@ impl Delivery {
     }
 
     async fn claim(&self, claim: Claim) -> anyhow::Result<Vec<OutboxRow>> {
+        let mut full = claim.full;
+        if self.relay_open() {
+            full.push("email".into());
+        }
         let mut conn = self.store.pool.acquire().await?;
         let now = self.clock.now_ms();
-        let due = store::due_outbox(&mut conn, now, claim.limit as i64, &claim.exclude, &claim.full).await?;
+        let due = store::due_outbox(&mut conn, now, claim.limit as i64, &claim.exclude, &full).await?;
         // Sent only once the rows are on disk: power loss must not take back a sent message's row.
         if !due.is_empty() {
             self.store.durable().await;
@@ -267,20 +316,35 @@ impl Delivery {
             Ok(mut conn) => store::next_outbox_due(&mut conn).await.ok().flatten(),
             Err(_) => None,
         };
-        match next {
+        let pause = match next {
             // Virtual time moves only on command; the change watcher wakes us then.
             Some(_) if self.clock.is_virtual() => Duration::from_secs(60),
             Some(at) => Duration::from_millis((at - self.clock.now_ms()).clamp(1, 60_000) as u64),
             None => Duration::from_secs(60),
+        };
+        match self.relay.as_ref().and_then(|relay| relay.until_probe()) {
+            // Held email is due and not claimed: without the floor, delivery would spin.
+            Some(probe) => pause
+                .max(Duration::from_secs(1))
+                .min(Duration::from_millis(probe.clamp(1, 60_000) as u64)),
+            None => pause,
         }
     }
 
-    /// Sends one row by its channel's route, unless its recipient is suppressed.
-    async fn attempt(&self, mut row: OutboxRow) -> Attempt {
+    /// Sends one row by its channel's route, unless its recipient is suppressed;
+    /// holds email while the relay refuses sessions.
+    async fn attempt(&self, mut row: OutboxRow) -> Finished {
         let started = self.clock.now_ms();
         let outcome = match (&row.suppressed, row.channel.as_str()) {
             (Some(reason), _) => Outcome::Suppressed(format!("recipient suppressed: {reason}")),
-            (None, "email") => self.mailer.send(&row, started).await,
+            (None, "email") => match self.send_email(&row, started).await {
+                Some(outcome) => outcome,
+                None => {
+                    // Held, not lost: the API need not wait for a relay to come back.
+                    self.admission.messages_done(row.run_id);
+                    return Finished::Held(row);
+                }
+            },
             (None, channel) => {
                 let (outcome, parts_done) = self.send_http(channel, &row).await;
                 row.parts_done = parts_done;
@@ -289,6 +353,22 @@ impl Delivery {
         };
         // Done as far as the API's pace goes: the record need not be waited for.
         self.admission.messages_done(row.run_id);
-        (row, started, outcome)
+        Finished::Attempt((row, started, outcome))
+    }
+
+    /// None: held, the relay's breaker is (or just went) open.
+    async fn send_email(&self, row: &OutboxRow, started: i64) -> Option<Outcome> {
+        if self.relay_open() {
+            return None;
+        }
+        match self.mailer.send(row, started).await {
+            Ok(outcome) => Some(outcome),
+            Err(refusal) => {
+                if let Some(relay) = &self.relay {
+                    relay.refused(refusal);
+                }
+                None
+            }
+        }
     }
 }
