@@ -8,7 +8,7 @@ use crate::commands;
 use crate::commands::report::ReportFormat;
 use crate::commands::suppress::SuppressAction;
 use crate::config::Config;
-use crate::store::{ConsentScope, ContactEdit, NewContact};
+use crate::store::{self, Consent, ConsentScope, ContactEdit, NewContact};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -292,8 +292,8 @@ struct ContactArgs {
     #[arg(long)]
     locale: Option<String>,
     /// granted, unknown or withdrawn.
-    #[arg(long)]
-    consent: Option<String>,
+    #[arg(long, value_parser = consent)]
+    consent: Option<Consent>,
 }
 
 #[derive(Subcommand)]
@@ -591,6 +591,10 @@ impl SuppressCommand {
 fn consent_scope(text: &str) -> Result<ConsentScope, String> {
     text.parse()
         .map_err(|()| format!("`{text}` is not a scope; use `marketing` or `all`"))
+}
+
+fn consent(text: &str) -> Result<Consent, store::Invalid> {
+    store::parse_field("consent", text)
 }
 
 fn init_logs(format: LogFormat) {

@@ -4,13 +4,16 @@
 //! apart, and a misspelt status is a compile error instead of a row that no
 //! query ever finds.
 
+use super::Invalid;
+
 /// Declares an enum stored as TEXT, each variant with its text on disk:
 /// `Variant = "text"`. It (de)serialises, binds and decodes as that text, and
-/// gets `as_str`, `FromStr` and (for the tests) `ALL`; `Display` pads like a `str`.
+/// gets `as_str`, `FromStr`, `StoredText` (its texts, for `parse_field`) and
+/// (for the tests) `ALL`; `Display` pads like a `str`.
 macro_rules! stored_text {
     (
         $(#[$meta:meta])*
-        pub(crate) enum $name:ident {
+        $vis:vis enum $name:ident {
             $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)+
         }
     ) => {
@@ -18,7 +21,7 @@ macro_rules! stored_text {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type)]
         // What PostgreSQL calls the type; SQLite binds and decodes it as a string.
         #[sqlx(type_name = "text")]
-        pub(crate) enum $name {
+        $vis enum $name {
             $($(#[$variant_meta])* #[serde(rename = $text)] #[sqlx(rename = $text)] $variant,)+
         }
 
@@ -33,6 +36,10 @@ macro_rules! stored_text {
                     $($name::$variant => $text,)+
                 }
             }
+        }
+
+        impl $crate::store::StoredText for $name {
+            const TEXTS: &'static [&'static str] = &[$($text),+];
         }
 
         impl std::str::FromStr for $name {
@@ -56,14 +63,31 @@ macro_rules! stored_text {
 
 pub(super) use stored_text;
 
+/// An enum declared with `stored_text!`: the texts it accepts, in order.
+pub(crate) trait StoredText: std::str::FromStr<Err = ()> {
+    const TEXTS: &'static [&'static str];
+}
+
+/// Parses what a person or a file gave for `field` (a CLI argument, an API
+/// field, a CSV cell) into its enum, or says which values it takes.
+pub(crate) fn parse_field<T: StoredText>(field: &str, text: &str) -> Result<T, Invalid> {
+    text.parse().map_err(|()| {
+        Invalid(format!(
+            "unknown {field} `{text}`; expected one of: {}",
+            T::TEXTS.join(", ")
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::fmt::Debug;
     use std::str::FromStr;
 
+    use super::parse_field;
     use crate::store::{
-        AttemptOutcome, BounceKind, ConsentScope, EngagementKind, EnrolmentStatus, EventKind, OutboxStatus, RunStatus,
-        SuppressionReason, TimerKind,
+        AttemptOutcome, BounceKind, Consent, ConsentScope, EngagementKind, EnrolmentStatus, EventKind, OutboxStatus,
+        RunStatus, SuppressionReason, TimerKind,
     };
 
     fn round_trips<T: Copy + PartialEq + Debug + FromStr<Err = ()>>(all: &[T], text: fn(T) -> &'static str) {
@@ -76,6 +100,7 @@ mod tests {
     fn every_stored_value_parses_back_from_its_text() {
         round_trips(AttemptOutcome::ALL, AttemptOutcome::as_str);
         round_trips(BounceKind::ALL, BounceKind::as_str);
+        round_trips(Consent::ALL, Consent::as_str);
         round_trips(ConsentScope::ALL, ConsentScope::as_str);
         round_trips(EngagementKind::ALL, EngagementKind::as_str);
         round_trips(EnrolmentStatus::ALL, EnrolmentStatus::as_str);
@@ -84,5 +109,23 @@ mod tests {
         round_trips(RunStatus::ALL, RunStatus::as_str);
         round_trips(SuppressionReason::ALL, SuppressionReason::as_str);
         round_trips(TimerKind::ALL, TimerKind::as_str);
+    }
+
+    #[test]
+    fn consent_is_parsed_shown_and_refused_by_its_text() {
+        assert_eq!(
+            parse_field::<Consent>("consent", "withdrawn").ok(),
+            Some(Consent::Withdrawn)
+        );
+        assert_eq!(format!("[{:<9}]", Consent::Granted), "[granted  ]");
+        assert_eq!(
+            serde_json::to_value(Consent::Unknown).ok(),
+            Some(serde_json::json!("unknown"))
+        );
+        let refused = parse_field::<Consent>("consent", "Granted").map_err(|e| e.to_string());
+        assert_eq!(
+            refused,
+            Err("unknown consent `Granted`; expected one of: granted, unknown, withdrawn".into())
+        );
     }
 }
