@@ -9,4 +9,5 @@ mod playbook {
     pub(crate) mod language;
     pub(crate) mod team;
     pub(crate) mod timing;
+    pub(crate) mod typed;
 }

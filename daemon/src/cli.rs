@@ -8,7 +8,7 @@ use crate::commands;
 use crate::commands::report::ReportFormat;
 use crate::commands::suppress::SuppressAction;
 use crate::config::Config;
-use crate::store::{self, Consent, ConsentScope, ContactEdit, NewContact};
+use crate::store::{self, Consent, ConsentScope, ContactEdit, FollowUpResult, NewContact};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -355,8 +355,8 @@ struct FollowUpArgs {
     #[arg(long)]
     goal: Option<String>,
     /// in_progress, won, needs_follow_up or lost.
-    #[arg(long)]
-    result: Option<String>,
+    #[arg(long, value_parser = follow_up_result)]
+    result: Option<FollowUpResult>,
     #[arg(long)]
     owner: Option<String>,
     /// When the contact happened (default: now).
@@ -595,6 +595,10 @@ fn consent_scope(text: &str) -> Result<ConsentScope, String> {
 
 fn consent(text: &str) -> Result<Consent, store::Invalid> {
     store::parse_field("consent", text)
+}
+
+fn follow_up_result(text: &str) -> Result<FollowUpResult, store::Invalid> {
+    store::parse_field("result", text)
 }
 
 fn init_logs(format: LogFormat) {

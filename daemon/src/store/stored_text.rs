@@ -86,8 +86,8 @@ mod tests {
 
     use super::parse_field;
     use crate::store::{
-        AttemptOutcome, BounceKind, Consent, ConsentScope, EngagementKind, EnrolmentStatus, EventKind, OutboxStatus,
-        RunStatus, SuppressionReason, TimerKind,
+        AttemptOutcome, BounceKind, Consent, ConsentScope, EngagementKind, EnrolmentStatus, EventKind, FollowUpResult,
+        OutboxStatus, RunStatus, SuppressionReason, TimerKind,
     };
 
     fn round_trips<T: Copy + PartialEq + Debug + FromStr<Err = ()>>(all: &[T], text: fn(T) -> &'static str) {
@@ -105,6 +105,7 @@ mod tests {
         round_trips(EngagementKind::ALL, EngagementKind::as_str);
         round_trips(EnrolmentStatus::ALL, EnrolmentStatus::as_str);
         round_trips(EventKind::ALL, EventKind::as_str);
+        round_trips(FollowUpResult::ALL, FollowUpResult::as_str);
         round_trips(OutboxStatus::ALL, OutboxStatus::as_str);
         round_trips(RunStatus::ALL, RunStatus::as_str);
         round_trips(SuppressionReason::ALL, SuppressionReason::as_str);
@@ -126,6 +127,22 @@ mod tests {
         assert_eq!(
             refused,
             Err("unknown consent `Granted`; expected one of: granted, unknown, withdrawn".into())
+        );
+    }
+
+    #[test]
+    fn a_follow_up_result_is_parsed_shown_and_refused_by_its_text() {
+        let parsed = parse_field::<FollowUpResult>("result", "needs_follow_up");
+        assert_eq!(parsed.ok(), Some(FollowUpResult::NeedsFollowUp));
+        assert_eq!(FollowUpResult::InProgress.to_string(), "in_progress");
+        assert_eq!(
+            serde_json::from_str::<FollowUpResult>("\"lost\"").ok(),
+            Some(FollowUpResult::Lost)
+        );
+        let refused = parse_field::<FollowUpResult>("result", "maybe").map_err(|e| e.to_string());
+        assert_eq!(
+            refused,
+            Err("unknown result `maybe`; expected one of: in_progress, won, needs_follow_up, lost".into())
         );
     }
 }
