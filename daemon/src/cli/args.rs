@@ -1,15 +1,11 @@
-//! The `nudge` command line: parses arguments and calls into the rest of the crate.
+//! The command line's arguments as clap reads them, and the parsers of the
+//! values it checks on the way in (each naming the values it takes).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-use crate::app::{Amount, FollowUpInput, NewInquiry, NewOrder, NewSuppression};
-use crate::commands;
-use crate::commands::report::ReportFormat;
-use crate::commands::suppress::SuppressAction;
-use crate::config::Config;
-use crate::store::{self, Consent, ConsentScope, ContactEdit, FollowUpResult, NewContact};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::store::{self, Consent, ConsentScope, FollowUpResult};
 
 #[derive(Parser)]
 #[command(
@@ -17,32 +13,32 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "Customer follow-up automation: workflow files, channel plugins, one SQLite file"
 )]
-struct Cli {
+pub(super) struct Cli {
     /// Settings file (default: ./nudge.toml if present, else built-in defaults).
     #[arg(long, global = true, env = "NUDGE_CONFIG")]
-    config: Option<PathBuf>,
+    pub(super) config: Option<PathBuf>,
     /// Log format of the daemon.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    pub(super) log_format: LogFormat,
     #[command(subcommand)]
-    command: Command,
+    pub(super) command: Command,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum ReportFormatArg {
+pub(super) enum ReportFormatArg {
     Table,
     Json,
     Csv,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
+pub(super) enum LogFormat {
     Text,
     Json,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub(super) enum Command {
     /// Run the daemon: API, engine, scheduler, delivery, workflow hot reload.
     Run {
         /// Refuse to start if any plugin folder cannot be loaded (by default the
@@ -124,7 +120,7 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum OutboxCommand {
+pub(super) enum OutboxCommand {
     /// Messages, newest first.
     List {
         /// pending, sent, failed, dead, unknown, suppressed or dropped; repeat for more.
@@ -151,7 +147,7 @@ enum OutboxCommand {
 }
 
 #[derive(Subcommand)]
-enum SuppressCommand {
+pub(super) enum SuppressCommand {
     /// Suppress an address (email or phone).
     Add {
         address: String,
@@ -178,7 +174,7 @@ enum SuppressCommand {
 }
 
 #[derive(Subcommand)]
-enum SegmentCommand {
+pub(super) enum SegmentCommand {
     /// Passes and their progress.
     List {
         #[arg(long)]
@@ -194,7 +190,7 @@ enum SegmentCommand {
 }
 
 #[derive(Subcommand)]
-enum ContactCommand {
+pub(super) enum ContactCommand {
     /// Add one contact.
     Add(Box<ContactArgs>),
     /// Import contacts from a CSV file with a header row; contacts known already are skipped.
@@ -223,7 +219,7 @@ enum ContactCommand {
 }
 
 #[derive(Subcommand)]
-enum OrderCommand {
+pub(super) enum OrderCommand {
     /// Record one order; sending the same order id again changes nothing.
     Add {
         /// The order's id in your shop or ERP.
@@ -258,46 +254,46 @@ enum OrderCommand {
 }
 
 #[derive(Args)]
-struct ContactArgs {
+pub(super) struct ContactArgs {
     #[arg(long)]
-    name: String,
+    pub(super) name: String,
     /// How messages address the contact, e.g. 王总, 张女士, "Dr. Smith" (default: by name).
     #[arg(long, default_value = "")]
-    salutation: String,
+    pub(super) salutation: String,
     #[arg(long, default_value = "")]
-    company: String,
+    pub(super) company: String,
     #[arg(long)]
-    email: Option<String>,
+    pub(super) email: Option<String>,
     #[arg(long)]
-    phone: Option<String>,
+    pub(super) phone: Option<String>,
     /// The owner's email address (gets `notify` messages).
     #[arg(long, default_value = "")]
-    owner: String,
+    pub(super) owner: String,
     #[arg(long)]
-    stage: Option<String>,
+    pub(super) stage: Option<String>,
     /// Intent grade: A, B or C.
     #[arg(long)]
-    intent: Option<String>,
+    pub(super) intent: Option<String>,
     /// Value tier: high, medium or low.
     #[arg(long)]
-    tier: Option<String>,
+    pub(super) tier: Option<String>,
     /// A tag; repeat for more.
     #[arg(long = "tag")]
-    tags: Vec<String>,
+    pub(super) tags: Vec<String>,
     #[arg(long, default_value = "")]
-    source: String,
+    pub(super) source: String,
     /// IANA time zone, e.g. Asia/Shanghai.
     #[arg(long)]
-    tz: Option<String>,
+    pub(super) tz: Option<String>,
     #[arg(long)]
-    locale: Option<String>,
+    pub(super) locale: Option<String>,
     /// granted, unknown or withdrawn.
     #[arg(long, value_parser = consent)]
-    consent: Option<Consent>,
+    pub(super) consent: Option<Consent>,
 }
 
 #[derive(Subcommand)]
-enum PluginCommand {
+pub(super) enum PluginCommand {
     /// Every loaded plugin: id, version, interface, channels, origin.
     List,
     /// Run one plugin (a folder with plugin.toml and plugin.wasm, or the id of an
@@ -308,13 +304,13 @@ enum PluginCommand {
 }
 
 #[derive(Subcommand)]
-enum StageCommand {
+pub(super) enum StageCommand {
     /// Set the stage; workflows triggered by `stage_changed` react.
     Set { contact: String, stage: String },
 }
 
 #[derive(Subcommand)]
-enum FollowUpCommand {
+pub(super) enum FollowUpCommand {
     /// Log a follow-up and set the next one.
     Log(Box<FollowUpArgs>),
     /// Import follow-ups from a CSV file with a header row (contact, at, channel, and the
@@ -328,44 +324,44 @@ enum FollowUpCommand {
 }
 
 #[derive(Args)]
-struct FollowUpArgs {
-    contact: String,
+pub(super) struct FollowUpArgs {
+    pub(super) contact: String,
     /// phone, wechat, email, visit, ...
     #[arg(long)]
-    channel: String,
+    pub(super) channel: String,
     #[arg(long, default_value = "")]
-    summary: String,
+    pub(super) summary: String,
     #[arg(long, default_value = "")]
-    feedback: String,
+    pub(super) feedback: String,
     /// New intent grade decided in this contact.
     #[arg(long)]
-    intent: Option<String>,
+    pub(super) intent: Option<String>,
     /// The customer's attitude: doubting or accepting (with --understanding: the funnel stage).
     #[arg(long)]
-    attitude: Option<String>,
+    pub(super) attitude: Option<String>,
     /// How specific the customer's need is: vague or specific.
     #[arg(long)]
-    understanding: Option<String>,
+    pub(super) understanding: Option<String>,
     /// New lifecycle stage reached in this contact.
     #[arg(long)]
-    stage: Option<String>,
+    pub(super) stage: Option<String>,
     /// Next follow-up: a duration (3d), RFC 3339, or a local date-time in the contact's zone.
     #[arg(long)]
-    next: Option<String>,
+    pub(super) next: Option<String>,
     #[arg(long)]
-    goal: Option<String>,
+    pub(super) goal: Option<String>,
     /// in_progress, won, needs_follow_up or lost.
     #[arg(long, value_parser = follow_up_result)]
-    result: Option<FollowUpResult>,
+    pub(super) result: Option<FollowUpResult>,
     #[arg(long)]
-    owner: Option<String>,
+    pub(super) owner: Option<String>,
     /// When the contact happened (default: now).
     #[arg(long)]
-    at: Option<String>,
+    pub(super) at: Option<String>,
 }
 
 #[derive(Subcommand)]
-enum InquiryCommand {
+pub(super) enum InquiryCommand {
     /// Record a new inquiry from a contact.
     Add {
         contact: String,
@@ -374,218 +370,6 @@ enum InquiryCommand {
         #[arg(long, default_value = "")]
         channel: String,
     },
-}
-
-/// Runs the command line: parses the arguments, runs the command, and says how it went.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logs(cli.log_format);
-    let config = match Config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Plugin calls block (wasmtime's WASI bindings drive their own runtime), so the
-    // commands that make them run outside the async runtime.
-    let result = match cli.command {
-        Command::Check { dir } => commands::check::run(&config, dir.as_deref()),
-        // Loads the plugin host (for the workflow set's SLA), which blocks: a runtime of its own.
-        Command::Report {
-            from,
-            to,
-            owner,
-            tier,
-            source,
-            format,
-            html,
-        } => {
-            let format = match format {
-                ReportFormatArg::Table => ReportFormat::Table,
-                ReportFormatArg::Json => ReportFormat::Json,
-                ReportFormatArg::Csv => ReportFormat::Csv,
-            };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("start tokio");
-            runtime.block_on(commands::report::run(
-                &config,
-                from.as_deref(),
-                to.as_deref(),
-                [owner, tier, source],
-                format,
-                html.as_deref(),
-            ))
-        }
-        Command::Plugin(PluginCommand::List) => commands::plugin::list(&config),
-        Command::Plugin(PluginCommand::Test { plugin, fixture }) => commands::plugin::test(&config, &plugin, &fixture),
-        command => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("start tokio");
-            runtime.block_on(dispatch(command, config))
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
-    if let Command::Run { strict } = command {
-        return crate::daemon::run(config, strict).await;
-    }
-    let config = &config;
-    match command {
-        Command::Run { .. } | Command::Check { .. } | Command::Plugin(_) | Command::Report { .. } => {
-            unreachable!("run outside the runtime, in main")
-        }
-        Command::Contact(command) => command.run(config).await,
-        Command::Stage(StageCommand::Set { contact, stage }) => commands::stage::set(config, &contact, &stage).await,
-        Command::FollowUp(command) => command.run(config).await,
-        Command::Order(command) => command.run(config).await,
-        Command::Classify => commands::classify::run(config).await,
-        Command::Inquiry(InquiryCommand::Add {
-            contact,
-            message,
-            channel,
-        }) => commands::inquiry::add(config, &contact, &NewInquiry { message, channel }).await,
-        Command::Status { json } => commands::status::run(config, json).await,
-        Command::Outbox(command) => command.run(config).await,
-        Command::Suppress(command) => command.run(config).await,
-        Command::Segment(SegmentCommand::List { json }) => commands::segment::list(config, json).await,
-        Command::Segment(SegmentCommand::Run { workflow, follow }) => {
-            commands::segment::run(config, &workflow, follow).await
-        }
-        Command::Clock { set, advance } => commands::clock::run(config, set.as_deref(), advance.as_deref()).await,
-    }
-}
-
-impl ContactCommand {
-    async fn run(self, config: &Config) -> anyhow::Result<()> {
-        match self {
-            ContactCommand::Add(args) => commands::contact::add(config, (*args).into()).await,
-            ContactCommand::Import { file, strict } => commands::contact::import(config, &file, strict).await,
-            ContactCommand::Show { contact, json } => commands::contact::show(config, &contact, json).await,
-            ContactCommand::Edit {
-                contact,
-                salutation,
-                locale,
-            } => commands::contact::edit(config, &contact, ContactEdit { salutation, locale }).await,
-        }
-    }
-}
-
-impl From<ContactArgs> for NewContact {
-    fn from(a: ContactArgs) -> NewContact {
-        NewContact {
-            name: a.name,
-            salutation: a.salutation,
-            company: a.company,
-            email: a.email,
-            phone: a.phone,
-            owner: a.owner,
-            stage: a.stage,
-            intent_grade: a.intent,
-            value_tier: a.tier,
-            tags: a.tags,
-            source: a.source,
-            time_zone: a.tz,
-            locale: a.locale,
-            consent: a.consent,
-        }
-    }
-}
-
-impl FollowUpCommand {
-    async fn run(self, config: &Config) -> anyhow::Result<()> {
-        match self {
-            FollowUpCommand::Log(a) => {
-                let input = FollowUpInput {
-                    at: a.at,
-                    channel: a.channel,
-                    summary: a.summary,
-                    feedback: a.feedback,
-                    intent_grade: a.intent,
-                    attitude: a.attitude,
-                    understanding: a.understanding,
-                    stage: a.stage,
-                    next_follow_up: a.next,
-                    next_goal: a.goal,
-                    result: a.result,
-                    owner: a.owner,
-                };
-                commands::follow_up::log(config, &a.contact, input).await
-            }
-            FollowUpCommand::Import { file, strict } => commands::follow_up::import(config, &file, strict).await,
-        }
-    }
-}
-
-impl OrderCommand {
-    async fn run(self, config: &Config) -> anyhow::Result<()> {
-        match self {
-            OrderCommand::Add {
-                id,
-                contact,
-                amount,
-                currency,
-                date,
-                items,
-            } => {
-                let order = NewOrder {
-                    id,
-                    contact,
-                    amount: Amount::Text(amount),
-                    currency,
-                    date,
-                    items,
-                };
-                commands::order::add(config, order).await
-            }
-            OrderCommand::Import { file, strict, history } => {
-                commands::order::import(config, &file, strict, history).await
-            }
-        }
-    }
-}
-
-impl OutboxCommand {
-    async fn run(self, config: &Config) -> anyhow::Result<()> {
-        match self {
-            OutboxCommand::List { status, limit, json } => commands::outbox::list(config, &status, limit, json).await,
-            OutboxCommand::Retry { ids, all } => commands::outbox::act(config, true, &ids, all.as_deref()).await,
-            OutboxCommand::Drop { ids, all } => commands::outbox::act(config, false, &ids, all.as_deref()).await,
-        }
-    }
-}
-
-impl SuppressCommand {
-    async fn run(self, config: &Config) -> anyhow::Result<()> {
-        let action = match &self {
-            SuppressCommand::Add {
-                address,
-                channel,
-                scope,
-                detail,
-            } => SuppressAction::Add(NewSuppression {
-                address: address.clone(),
-                channel: channel.clone(),
-                scope: *scope,
-                detail: detail.clone(),
-            }),
-            SuppressCommand::Remove { address, channel } => SuppressAction::Remove { address, channel },
-            SuppressCommand::List { json } => SuppressAction::List { as_json: *json },
-        };
-        commands::suppress::run(config, action).await
-    }
 }
 
 fn consent_scope(text: &str) -> Result<ConsentScope, String> {
@@ -599,16 +383,4 @@ fn consent(text: &str) -> Result<Consent, store::Invalid> {
 
 fn follow_up_result(text: &str) -> Result<FollowUpResult, store::Invalid> {
     store::parse_field("result", text)
-}
-
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
