@@ -1,7 +1,7 @@
 //! The values a contact's consent and a follow-up's result take (docs/domain.md
-//! §4 and §5) are checked where they come in: the CLI, the API and CSV imports
-//! each refuse a misspelt one, naming the values allowed, and keep what they
-//! were given spelt as people type it.
+//! §4 and §5), and the statuses an operator picks messages by, are checked where
+//! they come in: the CLI, the API and CSV imports each refuse a misspelt one,
+//! naming the values allowed, and keep what they were given spelt as people type it.
 
 use serde_json::{Value, json};
 
@@ -88,4 +88,17 @@ fn a_misspelt_consent_or_result_is_refused_with_the_values_allowed() {
         said.contains(&format!("unknown result `maybe`; expected one of: {RESULTS}")),
         "{said}"
     );
+
+    for args in [
+        &["list", "--status", "sentt"][..],
+        &["retry", "--all", "Dead"],
+        &["drop", "--all", "x"],
+    ] {
+        let (ok, _, stderr) = nudge.try_cli(&[&["outbox"][..], args].concat());
+        assert!(!ok, "{args:?}");
+        assert!(
+            stderr.contains("expected one of: pending, sent, failed, dead, unknown, suppressed, dropped"),
+            "{stderr}"
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::{self, Consent, ConsentScope, FollowUpResult};
+use crate::store::{self, Consent, ConsentScope, FollowUpResult, OutboxStatus};
 
 #[derive(Parser)]
 #[command(
@@ -124,8 +124,8 @@ pub(super) enum OutboxCommand {
     /// Messages, newest first.
     List {
         /// pending, sent, failed, dead, unknown, suppressed or dropped; repeat for more.
-        #[arg(long)]
-        status: Vec<String>,
+        #[arg(long, value_parser = outbox_status)]
+        status: Vec<OutboxStatus>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
         #[arg(long)]
@@ -135,14 +135,14 @@ pub(super) enum OutboxCommand {
     Retry {
         ids: Vec<i64>,
         /// Every message with this status, e.g. dead or unknown.
-        #[arg(long, conflicts_with = "ids")]
-        all: Option<String>,
+        #[arg(long, conflicts_with = "ids", value_parser = outbox_status)]
+        all: Option<OutboxStatus>,
     },
     /// Give messages up for good.
     Drop {
         ids: Vec<i64>,
-        #[arg(long, conflicts_with = "ids")]
-        all: Option<String>,
+        #[arg(long, conflicts_with = "ids", value_parser = outbox_status)]
+        all: Option<OutboxStatus>,
     },
 }
 
@@ -379,6 +379,10 @@ fn consent_scope(text: &str) -> Result<ConsentScope, String> {
 
 fn consent(text: &str) -> Result<Consent, store::Invalid> {
     store::parse_field("consent", text)
+}
+
+fn outbox_status(text: &str) -> Result<OutboxStatus, store::Invalid> {
+    store::parse_field("status", text)
 }
 
 fn follow_up_result(text: &str) -> Result<FollowUpResult, store::Invalid> {

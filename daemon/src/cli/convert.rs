@@ -113,8 +113,8 @@ impl OutboxCommand {
     pub(super) async fn run(self, config: &Config) -> anyhow::Result<()> {
         match self {
             OutboxCommand::List { status, limit, json } => commands::outbox::list(config, &status, limit, json).await,
-            OutboxCommand::Retry { ids, all } => commands::outbox::act(config, true, &ids, all.as_deref()).await,
-            OutboxCommand::Drop { ids, all } => commands::outbox::act(config, false, &ids, all.as_deref()).await,
+            OutboxCommand::Retry { ids, all } => commands::outbox::act(config, true, &ids, all).await,
+            OutboxCommand::Drop { ids, all } => commands::outbox::act(config, false, &ids, all).await,
         }
     }
 }
