@@ -84,7 +84,7 @@ mod tests {
     use std::fmt::Debug;
     use std::str::FromStr;
 
-    use super::parse_field;
+    use super::{StoredText, parse_field};
     use crate::store::{
         AttemptOutcome, BounceKind, Consent, ConsentScope, EngagementKind, EnrolmentStatus, EventKind, FollowUpResult,
         OutboxStatus, RunStatus, SuppressionReason, TimerKind,
@@ -144,5 +144,90 @@ mod tests {
             refused,
             Err("unknown result `maybe`; expected one of: in_progress, won, needs_follow_up, lost".into())
         );
+    }
+
+    /// The texts a column of this name may hold, from the enums of the tables
+    /// that have one (the migrations' CHECK lists say the same).
+    fn stored_texts(column: &str) -> Option<Vec<&'static str>> {
+        let texts = |all: &[&[&'static str]]| Some(all.concat());
+        match column {
+            "status" => texts(&[
+                <OutboxStatus as StoredText>::TEXTS,
+                <RunStatus as StoredText>::TEXTS,
+                <EnrolmentStatus as StoredText>::TEXTS,
+            ]),
+            "kind" => texts(&[
+                <TimerKind as StoredText>::TEXTS,
+                <BounceKind as StoredText>::TEXTS,
+                <EngagementKind as StoredText>::TEXTS,
+                <EventKind as StoredText>::TEXTS,
+            ]),
+            "reason" => texts(&[<SuppressionReason as StoredText>::TEXTS]),
+            "scope" => texts(&[<ConsentScope as StoredText>::TEXTS]),
+            "outcome" => texts(&[<AttemptOutcome as StoredText>::TEXTS]),
+            "consent" => texts(&[<Consent as StoredText>::TEXTS]),
+            "result" => texts(&[<FollowUpResult as StoredText>::TEXTS]),
+            "category" => texts(&[crate::model::Category::ALL]),
+            _ => None,
+        }
+    }
+
+    /// The quoted texts of `'a'` or `('a', 'b')` at the start of `sql`.
+    fn quoted(sql: &str) -> Vec<&str> {
+        let list = match sql.strip_prefix('(') {
+            Some(inner) => &inner[..inner.find(')').unwrap_or(inner.len())],
+            None => &sql[..sql[1..].find('\'').map_or(0, |q| q + 2)],
+        };
+        list.split(',')
+            .filter_map(|t| t.trim().strip_prefix('\'')?.strip_suffix('\''))
+            .collect()
+    }
+
+    /// Some queries compare a stored enum's column with a literal in the SQL
+    /// rather than a bound value, where a partial index asks for it (`runs_ready`,
+    /// `outbox_pending`: SQLite uses one only when the query's text implies its
+    /// WHERE) or a report counts several values at once. CHECK lists catch a
+    /// misspelt write, not a misspelt comparison, which would just match nothing:
+    /// so every such literal in the source is one of the column's values.
+    #[test]
+    fn every_literal_a_query_compares_a_stored_enum_with_is_one_of_its_values() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src];
+        let mut wrong = Vec::new();
+        let mut seen = 0;
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            for op in [" = ", " <> ", " != ", " IN ", " NOT IN "] {
+                for (at, _) in source.match_indices(op) {
+                    let before = &source[..at];
+                    let column = &before[before
+                        .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+                        .map_or(0, |i| i + 1)..];
+                    let rest = &source[at + op.len()..];
+                    let Some(allowed) = stored_texts(column) else { continue };
+                    if !(rest.starts_with('\'') || rest.starts_with("('")) {
+                        continue;
+                    }
+                    for text in quoted(rest) {
+                        seen += 1;
+                        if !allowed.contains(&text) {
+                            wrong.push(format!("{}: {column}{op}'{text}'", path.display()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            seen > 20,
+            "the scan found only {seen} literals: is it still reading the queries?"
+        );
+        assert!(wrong.is_empty(), "values no row can hold:\n{}", wrong.join("\n"));
     }
 }
