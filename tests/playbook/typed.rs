@@ -60,6 +60,13 @@ fn a_misspelt_consent_or_result_is_refused_with_the_values_allowed() {
         error_of(&answer).contains("`in_progress`, `won`, `needs_follow_up`, `lost`"),
         "{answer}"
     );
+    let bounce = json!({ "address": "li@example.com", "kind": "hrad" });
+    let (status, answer) = nudge.http("POST", "/bounces", Some(&bounce.to_string()));
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        error_of(&answer),
+        "unknown kind `hrad`; expected one of: hard, soft, complaint"
+    );
     let shown = nudge.cli(&["contact", "show", "li@example.com"]);
     assert!(shown.contains("consent granted"), "{shown}");
     assert!(shown.contains("phone [needs_follow_up]"), "{shown}");

@@ -372,9 +372,8 @@ pub(super) enum InquiryCommand {
     },
 }
 
-fn consent_scope(text: &str) -> Result<ConsentScope, String> {
-    text.parse()
-        .map_err(|()| format!("`{text}` is not a scope; use `marketing` or `all`"))
+fn consent_scope(text: &str) -> Result<ConsentScope, store::Invalid> {
+    store::parse_field("scope", text)
 }
 
 fn consent(text: &str) -> Result<Consent, store::Invalid> {
