@@ -10,4 +10,5 @@ mod playbook {
     pub(crate) mod relay;
     pub(crate) mod team;
     pub(crate) mod timing;
+    pub(crate) mod typed;
 }

@@ -296,7 +296,7 @@ fn a_suppression_by_hand_takes_a_scope_and_shows_who_made_it() {
     assert!(out.contains("suppressed"), "{out}");
     let (ok, _, err) = nudge.try_cli(&["suppress", "add", &by_phone, "--scope", "some"]);
     assert!(
-        !ok && err.contains("`some` is not a scope; use `marketing` or `all`"),
+        !ok && err.contains("unknown scope `some`; expected one of: marketing, all"),
         "{err}"
     );
     nudge.start();

@@ -30,12 +30,8 @@ fn any_channel() -> String {
 
 pub(super) async fn report_bounce(State(s): State<AppState>, JsonObject(body): JsonObject<BounceInput>) -> ApiResult {
     let input = body;
-    let kind = input.kind.parse::<BounceKind>().map_err(|()| {
-        ApiError(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("kind `{}` is not one of hard, soft, complaint", input.kind),
-        )
-    })?;
+    let kind = store::parse_field::<BounceKind>("kind", &input.kind)
+        .map_err(|invalid| ApiError(StatusCode::UNPROCESSABLE_ENTITY, invalid.0))?;
     let mut tx = s.store.write().await?;
     let bounce = store::Bounce {
         address: &input.address,

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::find_contact;
 use crate::clock::parse_time;
 use crate::insight::{Events, reclassify_customers};
-use crate::store::{self, Conn, Contact, Invalid, NewFollowUp};
+use crate::store::{self, Conn, Contact, FollowUpResult, Invalid, NewFollowUp};
 use crate::workflow::ClassificationRules;
 
 /// A follow-up as people and files give it: times as text (`3d`, RFC 3339, or
@@ -28,7 +28,7 @@ pub(crate) struct FollowUpInput {
     pub(crate) stage: Option<String>,
     pub(crate) next_follow_up: Option<String>,
     pub(crate) next_goal: Option<String>,
-    pub(crate) result: Option<String>,
+    pub(crate) result: Option<FollowUpResult>,
     pub(crate) owner: Option<String>,
 }
 

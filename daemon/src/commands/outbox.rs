@@ -9,7 +9,12 @@ use crate::daemon;
 use crate::store;
 
 /// `nudge outbox list`: messages by status, newest first.
-pub(crate) async fn list(config: &Config, statuses: &[String], limit: i64, as_json: bool) -> anyhow::Result<()> {
+pub(crate) async fn list(
+    config: &Config,
+    statuses: &[store::OutboxStatus],
+    limit: i64,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let (store, _) = daemon::open(config).await?;
     let mut conn = store.pool.acquire().await?;
     let rows = store::list_outbox(&mut conn, statuses, limit).await?;
@@ -23,6 +28,7 @@ pub(crate) async fn list(config: &Config, statuses: &[String], limit: i64, as_js
             if statuses.is_empty() {
                 String::new()
             } else {
+                let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
                 format!(" with status {}", statuses.join(" or "))
             }
         );
@@ -45,7 +51,12 @@ pub(crate) async fn list(config: &Config, statuses: &[String], limit: i64, as_js
 }
 
 /// `nudge outbox retry|drop`: acts on the given rows, or on every row with `all_status`.
-pub(crate) async fn act(config: &Config, retry: bool, ids: &[i64], all_status: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn act(
+    config: &Config,
+    retry: bool,
+    ids: &[i64],
+    all_status: Option<store::OutboxStatus>,
+) -> anyhow::Result<()> {
     let (store, clock) = daemon::open(config).await?;
     let mut tx = store.write().await?;
     let ids = match all_status {

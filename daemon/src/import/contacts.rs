@@ -4,7 +4,7 @@
 
 use super::{Parser, Row, RowKind, RowOutcome};
 use crate::app;
-use crate::store::{Conn, Invalid, NewContact};
+use crate::store::{self, Conn, Invalid, NewContact};
 
 pub(crate) struct Contacts {
     pub(crate) now: i64,
@@ -69,6 +69,7 @@ impl RowKind for Contacts {
 
 /// The row's contact and whether it is valid: a known contact is left alone even so.
 fn parse(row: &Row<'_>) -> Result<(NewContact, Result<(), Invalid>), String> {
+    let consent = row.get("consent").map(|c| store::parse_field("consent", c)).transpose();
     let new = NewContact {
         name: row.text("name"),
         salutation: row.text("salutation"),
@@ -91,11 +92,11 @@ fn parse(row: &Row<'_>) -> Result<(NewContact, Result<(), Invalid>), String> {
         source: row.text("source"),
         time_zone: row.owned("time_zone"),
         locale: row.owned("locale"),
-        consent: row.owned("consent"),
+        consent: consent.as_ref().ok().copied().flatten(),
     };
     // Texts are made one line first (an Excel cell may hold line breaks); a known
     // contact is still recognised if they cannot be.
-    match new.clone().cleaned() {
+    match consent.and_then(|_| new.clone().cleaned()) {
         Ok(clean) => Ok((clean, Ok(()))),
         Err(invalid) => Ok((new, Err(invalid))),
     }

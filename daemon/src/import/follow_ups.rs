@@ -6,7 +6,7 @@
 
 use super::{Parser, Row, RowKind, RowOutcome};
 use crate::app::{self, FollowUpInput, FollowUpLogged, NotFound, Repeats};
-use crate::store::{Conn, Invalid};
+use crate::store::{self, Conn, Invalid};
 use crate::workflow::ClassificationRules;
 
 pub(crate) struct FollowUps<'a> {
@@ -88,7 +88,11 @@ fn parse(row: &Row<'_>) -> Result<(String, FollowUpInput), String> {
         stage: row.owned("stage"),
         next_follow_up: row.owned("next_follow_up"),
         next_goal: row.owned("next_goal"),
-        result: row.owned("result"),
+        result: row
+            .get("result")
+            .map(|r| store::parse_field("result", r))
+            .transpose()
+            .map_err(|invalid| invalid.0)?,
         owner: row.owned("owner"),
     };
     Ok((row.text("contact"), input))

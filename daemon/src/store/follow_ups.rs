@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::contacts::{check, check_owner};
+use super::stored_text::stored_text;
 use super::{
     Classification, Conn, Contact, EventKind, Invalid, insert_event, insert_history, set_classification,
     set_next_follow_up, set_stage,
@@ -31,7 +32,7 @@ pub(crate) struct NewFollowUp {
     pub(crate) stage: Option<String>,
     pub(crate) next_follow_up_at: Option<i64>,
     pub(crate) next_goal: Option<String>,
-    pub(crate) result: Option<String>,
+    pub(crate) result: Option<FollowUpResult>,
     pub(crate) owner: Option<String>,
 }
 
@@ -46,11 +47,19 @@ pub(crate) struct FollowUp {
     pub(crate) status_change: Option<String>,
     pub(crate) next_follow_up_at: Option<i64>,
     pub(crate) next_goal: Option<String>,
-    pub(crate) result: String,
+    pub(crate) result: FollowUpResult,
     pub(crate) owner: String,
 }
 
-const RESULTS: &[&str] = &["in_progress", "won", "needs_follow_up", "lost"];
+stored_text! {
+    /// Where a follow-up left the deal, in the rep's judgement (docs/domain.md §4).
+    pub(crate) enum FollowUpResult {
+        InProgress = "in_progress",
+        Won = "won",
+        NeedsFollowUp = "needs_follow_up",
+        Lost = "lost",
+    }
+}
 
 /// Records a follow-up, in one transaction with everything it changes.
 pub(crate) async fn log_follow_up(
@@ -104,18 +113,11 @@ pub(crate) async fn log_follow_up(
 
 impl NewFollowUp {
     /// Checks the follow-up's values; returns its result (`in_progress` if not given).
-    fn checked_result(&self) -> anyhow::Result<&str> {
+    fn checked_result(&self) -> anyhow::Result<FollowUpResult> {
         if self.channel.trim().is_empty() {
             return Err(Invalid("a follow-up needs a channel (phone, wechat, email, visit, ...)".into()).into());
         }
-        let result = self.result.as_deref().unwrap_or("in_progress");
-        if !RESULTS.contains(&result) {
-            return Err(Invalid(format!(
-                "unknown result `{result}`; expected one of: {}",
-                RESULTS.join(", ")
-            ))
-            .into());
-        }
+        let result = self.result.unwrap_or(FollowUpResult::InProgress);
         if let Some(a) = &self.attitude {
             check(a, ATTITUDES, "attitude")?;
         }
@@ -287,7 +289,7 @@ mod tests {
             stage: Some("intent".into()),
             next_follow_up_at: Some(900),
             next_goal: Some("quote".into()),
-            result: Some("won".into()),
+            result: Some(FollowUpResult::Won),
             owner: Some(" rep@x.test ".into()),
         };
         let follow_up = log_follow_up(&mut conn, &c, &new, 25).await.unwrap();
@@ -304,7 +306,7 @@ mod tests {
             f.status_change.as_deref(),
             f.next_follow_up_at,
             f.next_goal.as_deref(),
-            f.result.as_str(),
+            f.result,
             f.owner.as_str(),
         );
         let status_change = "intent - -> A; funnel - -> opportunity; stage lead -> intent";
@@ -320,7 +322,7 @@ mod tests {
                 Some(status_change),
                 Some(900),
                 Some("quote"),
-                "won",
+                FollowUpResult::Won,
                 "rep@x.test"
             )
         );
@@ -389,22 +391,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_follow_up_without_a_channel_or_with_an_unknown_result_is_refused() {
+    async fn a_follow_up_without_a_channel_is_refused() {
         let db = TestStore::open().await;
         let mut conn = db.conn().await;
         let id = contact(&mut conn, "a@x.test").await;
         let c = contact_by_id(&mut conn, id).await.unwrap().unwrap();
-        for new in [
-            NewFollowUp::default(),
-            NewFollowUp {
-                channel: "phone".into(),
-                result: Some("maybe".into()),
-                ..NewFollowUp::default()
-            },
-        ] {
-            let e = log_follow_up(&mut conn, &c, &new, 1).await.unwrap_err();
-            assert!(e.downcast_ref::<Invalid>().is_some(), "{e:#}");
-        }
+        let e = log_follow_up(&mut conn, &c, &NewFollowUp::default(), 1)
+            .await
+            .unwrap_err();
+        assert!(e.downcast_ref::<Invalid>().is_some(), "{e:#}");
         assert!(follow_ups_of(&mut conn, id, 10).await.unwrap().is_empty());
     }
 }

@@ -36,6 +36,7 @@ pub(crate) use follow_ups::*;
 pub(crate) use orders::*;
 pub use outbox::*;
 pub(crate) use runs::*;
+pub(crate) use stored_text::{StoredText, parse_field};
 pub(crate) use suppressions::*;
 pub(crate) use timers::*;
 pub use tx::Tx;

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::stored_text::stored_text;
-use super::{Conn, Contact, Invalid};
+use super::{Conn, Consent, Contact, Invalid};
 use crate::model::Category;
 
 /// Bounce and complaint counts that suppress an address (from `nudge.toml`).
@@ -295,13 +295,13 @@ pub(crate) async fn withdraw_consent(
         changed |= suppress(conn, &what, now).await?;
     }
     if scope == ConsentScope::All {
-        let done = sqlx::query(
-            "UPDATE contacts SET consent = 'withdrawn', updated_at = ? WHERE id = ? AND consent <> 'withdrawn'",
-        )
-        .bind(now)
-        .bind(contact.id)
-        .execute(&mut *conn)
-        .await?;
+        let done = sqlx::query("UPDATE contacts SET consent = ?, updated_at = ? WHERE id = ? AND consent <> ?")
+            .bind(Consent::Withdrawn)
+            .bind(now)
+            .bind(contact.id)
+            .bind(Consent::Withdrawn)
+            .execute(&mut *conn)
+            .await?;
         changed |= done.rows_affected() == 1;
     }
     if changed {
@@ -461,7 +461,7 @@ mod tests {
                 .unwrap()
         );
         let ann = crate::store::contact_by_id(&mut conn, id).await.unwrap().unwrap();
-        assert_eq!(ann.consent, "unknown", "marketing only leaves consent as it was");
+        assert_eq!(ann.consent, Consent::Unknown, "marketing only leaves consent as it was");
         assert_eq!(
             scopes(list_suppressions(&mut conn).await.unwrap()),
             [("ann@x.test".to_string(), ConsentScope::Marketing)]
@@ -478,7 +478,7 @@ mod tests {
             "a narrower withdrawal does not narrow a wider one"
         );
         let ann = crate::store::contact_by_id(&mut conn, id).await.unwrap().unwrap();
-        assert_eq!(ann.consent, "withdrawn");
+        assert_eq!(ann.consent, Consent::Withdrawn);
         let listed = list_suppressions(&mut conn).await.unwrap();
         assert_eq!(listed[0].reason, SuppressionReason::Unsubscribed);
         assert_eq!(listed[0].detail, "link in <m1>", "the first reason recorded stays");

@@ -171,19 +171,7 @@ impl Engine {
             }
             _ => None,
         };
-        let category = match step {
-            Step::Notify { .. } => Category::Internal,
-            Step::Send { .. } if withheld => Category::Internal,
-            _ => workflow.category,
-        };
-        // Marketing email carries an unsubscribe link (visible and in List-Unsubscribe)
-        // naming the message it is in, for the contact's history.
-        let message = MessageRef {
-            run_id: run.id,
-            step: run.next_step,
-        };
-        let unsubscribe = (category == Category::Marketing && outgoing.as_ref().is_some_and(|o| o.channel == "email"))
-            .then(|| self.unsubscribe.links(contact.id, Some(message)));
+        let (category, unsubscribe) = self.category_and_links(&at, step, withheld, outgoing.as_ref());
         // Rendering is pure and may be slow, so it happens before the transaction
         // opens, for the whole batch at once (`render_messages`).
         let render = match &outgoing {
@@ -199,6 +187,31 @@ impl Engine {
             withheld,
             note,
         })))
+    }
+
+    /// The category a step's message goes out in (a note to staff is internal,
+    /// so is the owner's notice of a withheld message) and its unsubscribe links:
+    /// marketing email carries one (visible and in List-Unsubscribe) naming the
+    /// message it is in, for the contact's history.
+    fn category_and_links(
+        &self,
+        at: &Preparing<'_>,
+        step: &Step,
+        withheld: bool,
+        outgoing: Option<&Outgoing>,
+    ) -> (Category, Option<store::Unsubscribe>) {
+        let category = match step {
+            Step::Notify { .. } => Category::Internal,
+            Step::Send { .. } if withheld => Category::Internal,
+            _ => at.workflow.category,
+        };
+        let message = MessageRef {
+            run_id: at.run.id,
+            step: at.run.next_step,
+        };
+        let unsubscribe = (category == Category::Marketing && outgoing.is_some_and(|o| o.channel == "email"))
+            .then(|| self.unsubscribe.links(at.contact.id, Some(message)));
+        (category, unsubscribe)
     }
 
     /// Works out a prepared move inside the batch's transaction: the checks and

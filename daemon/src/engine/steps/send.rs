@@ -13,7 +13,7 @@ use crate::engine::message::Outgoing;
 use crate::engine::{Engine, variants};
 use crate::model::Category;
 use crate::plugins::Recipient;
-use crate::store::{self, ConsentScope, Contact, SuppressionReason};
+use crate::store::{self, Consent, ConsentScope, Contact, SuppressionReason};
 use crate::workflow::NotifyTo;
 
 /// The owner's template (in `templates/owner.toml`) telling them that a
@@ -23,7 +23,7 @@ const OWNER_NOTICE: &str = "message_withheld";
 /// Whether the contact's consent withholds a message of `category`: they
 /// stopped all email (consent withdrawn). Internal mail is never withheld.
 pub(super) fn withheld_by_consent(contact: &Contact, category: Category) -> bool {
-    contact.consent == "withdrawn" && ConsentScope::All.covers(category)
+    contact.consent == Consent::Withdrawn && ConsentScope::All.covers(category)
 }
 
 /// The notice to the owner of a message withheld by consent: owed for the

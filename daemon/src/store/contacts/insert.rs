@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::QueryBuilder;
 use sqlx::types::Json;
 
-use super::{Invalid, NewContact};
+use super::{Consent, Invalid, NewContact};
 use crate::store::{Conn, EventKind, inserted_ids, push_multi_row_insert};
 
 /// Adds a contact and its `contact_created` event.
@@ -82,7 +82,7 @@ pub(super) async fn insert_contact_rows(
                 .push_bind(&c.source)
                 .push_bind(c.time_zone.as_deref().unwrap_or("UTC"))
                 .push_bind(c.locale.as_deref().unwrap_or("en"))
-                .push_bind(c.consent.as_deref().unwrap_or("unknown"))
+                .push_bind(c.consent.unwrap_or(Consent::Unknown))
                 .push_bind(now)
                 .push_bind(now);
         },
@@ -279,7 +279,7 @@ mod tests {
             source: "fair".into(),
             time_zone: Some("Asia/Shanghai".into()),
             locale: Some("zh".into()),
-            consent: Some("granted".into()),
+            consent: Some(Consent::Granted),
         };
         let id = insert_contact(&mut conn, &new, 44).await.unwrap();
         let c = contact_by_id(&mut conn, id).await.unwrap().unwrap();
@@ -297,7 +297,7 @@ mod tests {
                 c.source.as_str(),
                 c.time_zone.as_str(),
                 c.locale.as_str(),
-                c.consent.as_str(),
+                c.consent,
                 (c.created_at, c.updated_at),
             ),
         );
@@ -317,7 +317,7 @@ mod tests {
                     "fair",
                     "Asia/Shanghai",
                     "zh",
-                    "granted",
+                    Consent::Granted,
                     (44, 44)
                 )
             )

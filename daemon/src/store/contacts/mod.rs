@@ -18,7 +18,18 @@ pub(crate) use read::*;
 pub(super) use read::{contacts_json_sql, parse_contact_rows, with_contexts};
 pub use stage::*;
 
+use super::stored_text::stored_text;
 use crate::model::{INTENT_GRADES, STAGES, TIERS};
+
+stored_text! {
+    /// Whether the contact agreed to be written to (docs/domain.md §5); a
+    /// withdrawal stops all their customer-facing email. Public: `NewContact` holds it.
+    pub enum Consent {
+        Granted = "granted",
+        Unknown = "unknown",
+        Withdrawn = "withdrawn",
+    }
+}
 
 /// A contact as stored.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, Deserialize)]
@@ -39,7 +50,7 @@ pub(crate) struct Contact {
     pub(crate) source: String,
     pub(crate) time_zone: String,
     pub(crate) locale: String,
-    pub(crate) consent: String,
+    pub(crate) consent: Consent,
     pub(crate) next_follow_up_at: Option<i64>,
     pub(crate) next_goal: Option<String>,
     pub(crate) created_at: i64,
@@ -80,7 +91,7 @@ pub struct NewContact {
     pub source: String,
     pub time_zone: Option<String>,
     pub locale: Option<String>,
-    pub consent: Option<String>,
+    pub consent: Option<Consent>,
 }
 
 /// How a contact is addressed and in which language: what `contact edit` and
@@ -213,9 +224,6 @@ impl NewContact {
         }
         if let Some(t) = &self.value_tier {
             check(t, TIERS, "value tier")?;
-        }
-        if let Some(c) = &self.consent {
-            check(c, &["granted", "unknown", "withdrawn"], "consent")?;
         }
         if let Some(tz) = &self.time_zone
             && jiff::tz::TimeZone::get(tz).is_err()

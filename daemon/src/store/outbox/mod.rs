@@ -424,7 +424,11 @@ pub(crate) struct OutboxEntry {
 }
 
 /// Rows with one of `statuses` (all rows when empty), newest first.
-pub(crate) async fn list_outbox(conn: &mut Conn, statuses: &[String], limit: i64) -> anyhow::Result<Vec<OutboxEntry>> {
+pub(crate) async fn list_outbox(
+    conn: &mut Conn,
+    statuses: &[OutboxStatus],
+    limit: i64,
+) -> anyhow::Result<Vec<OutboxEntry>> {
     Ok(sqlx::query_as(
         "SELECT id, status, channel, category, recipient, message_id, attempts, next_attempt_at, last_error, created_at
          FROM outbox WHERE (? = '[]' OR status IN (SELECT value FROM json_each(?))) ORDER BY id DESC LIMIT ?",
@@ -467,7 +471,7 @@ pub(crate) async fn drop_outbox(conn: &mut Conn, ids: &[i64], now: i64) -> anyho
 }
 
 /// Ids of rows with a status, for `--all`.
-pub(crate) async fn outbox_ids_with_status(conn: &mut Conn, status: &str) -> anyhow::Result<Vec<i64>> {
+pub(crate) async fn outbox_ids_with_status(conn: &mut Conn, status: OutboxStatus) -> anyhow::Result<Vec<i64>> {
     Ok(sqlx::query_scalar("SELECT id FROM outbox WHERE status = ? ORDER BY id")
         .bind(status)
         .fetch_all(&mut *conn)

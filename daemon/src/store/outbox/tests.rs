@@ -294,9 +294,12 @@ async fn an_operator_retries_and_drops_only_rows_that_were_not_sent() {
         },
     ];
     record_attempts(&mut conn, &attempts, 30).await.unwrap();
-    assert_eq!(outbox_ids_with_status(&mut conn, "dead").await.unwrap(), [1]);
+    assert_eq!(
+        outbox_ids_with_status(&mut conn, OutboxStatus::Dead).await.unwrap(),
+        [1]
+    );
     assert_eq!(retry_outbox(&mut conn, &[1, 2], 40).await.unwrap(), 1);
-    let listed = list_outbox(&mut conn, &["pending".into()], 10).await.unwrap();
+    let listed = list_outbox(&mut conn, &[OutboxStatus::Pending], 10).await.unwrap();
     assert_eq!(
         listed.iter().map(|r| (r.id, r.status, r.attempts)).collect::<Vec<_>>(),
         [(1, OutboxStatus::Pending, 0)]
@@ -323,10 +326,7 @@ async fn every_status_and_outcome_is_one_the_database_accepts() {
             .execute(&mut *conn)
             .await
             .unwrap();
-        assert_eq!(
-            list_outbox(&mut conn, &[status.as_str().into()], 1).await.unwrap()[0].status,
-            status
-        );
+        assert_eq!(list_outbox(&mut conn, &[status], 1).await.unwrap()[0].status, status);
     }
     for &outcome in AttemptOutcome::ALL {
         sqlx::query(
