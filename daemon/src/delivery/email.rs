@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use lettre::Message;
 use lettre::address::Envelope;
+use lettre::message::dkim::DkimConfig;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart, header::ContentType};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -49,6 +50,8 @@ enum Route {
 pub(crate) struct Mailer {
     from: Mailbox,
     route: Route,
+    /// The From domain's DKIM key, if it has one.
+    dkim: Option<DkimConfig>,
 }
 
 impl Mailer {
@@ -62,15 +65,26 @@ impl Mailer {
             None => Route::EmlDir(config.outbox_dir.clone()),
             Some(smtp) => Route::Smtp(Box::new(Smtp::new(config, smtp)?)),
         };
-        Ok(Mailer { from, route })
+        // A configured key that cannot be used stops the start: never unsigned mail for that domain.
+        let domain = from.email.domain().to_ascii_lowercase();
+        let dkim = config.dkim_signers()?.remove(&domain);
+        match &dkim {
+            Some(_) => tracing::info!("DKIM: mail from {domain} is signed"),
+            None => tracing::info!("DKIM: mail from {domain} goes unsigned (no [email.dkim.\"{domain}\"])"),
+        }
+        Ok(Mailer { from, route, dkim })
     }
 
     /// Builds and sends one message; never panics on bad data, which becomes a permanent failure.
     pub(crate) async fn send(&self, row: &OutboxRow, now_ms: i64) -> Outcome {
-        let message = match build(&self.from, row, now_ms) {
+        let mut message = match build(&self.from, row, now_ms) {
             Ok(m) => m,
             Err(e) => return Outcome::Permanent(format!("cannot build message: {e:#}")),
         };
+        // Last, over the bytes as sent: each attempt rebuilds them (its own Date) and signs again.
+        if let Some(dkim) = &self.dkim {
+            message.sign(dkim);
+        }
         match &self.route {
             Route::EmlDir(dir) => match write_eml(dir, row, &message.formatted()).await {
                 Ok(()) => Outcome::Sent,
