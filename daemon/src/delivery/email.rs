@@ -471,23 +471,19 @@ fn build(from: &Mailbox, row: &OutboxRow, now_ms: i64) -> anyhow::Result<Message
                 "List-Unsubscribe=One-Click".into(),
             ));
     }
-    let message = match (&m.text, &m.html) {
-        (Some(text), Some(html)) => {
-            builder.multipart(MultiPart::alternative_plain_html(normalise(text), normalise(html)))?
-        }
-        (None, Some(html)) => builder.singlepart(
-            SinglePart::builder()
-                .header(ContentType::TEXT_HTML)
-                .body(normalise(html)),
-        )?,
-        (Some(text), None) => builder.singlepart(
-            SinglePart::builder()
-                .header(ContentType::TEXT_PLAIN)
-                .body(normalise(text)),
-        )?,
+    let part = match (&m.text, &m.html) {
+        (Some(text), Some(html)) => MultiPart::alternative_plain_html(normalise(text), normalise(html)).formatted(),
+        (None, Some(html)) => SinglePart::builder()
+            .header(ContentType::TEXT_HTML)
+            .body(normalise(html))
+            .formatted(),
+        (Some(text), None) => SinglePart::builder()
+            .header(ContentType::TEXT_PLAIN)
+            .body(normalise(text))
+            .formatted(),
         (None, None) => anyhow::bail!("the message has no body"),
     };
-    Ok(message)
+    super::mime::with_body(builder, &part)
 }
 
 /// Writes atomically (temp file + rename), so a reader never sees half a message.

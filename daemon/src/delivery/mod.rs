@@ -18,6 +18,7 @@
 mod email;
 pub(crate) mod http;
 mod in_hand;
+mod mime;
 mod plugin;
 mod record;
 mod slots;
