@@ -6,6 +6,7 @@ mod common;
 
 mod playbook {
     pub(crate) mod consent;
+    pub(crate) mod dkim;
     pub(crate) mod language;
     pub(crate) mod relay;
     pub(crate) mod team;

@@ -3,7 +3,8 @@
 
 Prints "PORT <n>" once listening, then appends one JSON line per accepted
 message to --log: time, envelope, Message-ID, To, decoded Subject, text and HTML
-bodies and the List-Unsubscribe headers.
+bodies, the List-Unsubscribe headers, and the raw message as received (base64,
+for checks of its bytes such as DKIM).
 
 It offers PIPELINING (RFC 2920), as real servers do, unless --no-pipelining;
 each logged message says whether its client pipelined ("pipelined": the
@@ -24,6 +25,7 @@ credentials unless the "auth" stage says otherwise.
 """
 import argparse
 import asyncio
+import base64
 import email
 import email.policy
 import json
@@ -121,6 +123,7 @@ class Recorder:
             "html": html.get_content() if html is not None else "",
             "list_unsubscribe": str(msg.get("List-Unsubscribe", "")),
             "list_unsubscribe_post": str(msg.get("List-Unsubscribe-Post", "")),
+            "raw": base64.b64encode(envelope.original_content).decode("ascii"),
         }
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
+mod dkim;
+pub(crate) use dkim::DkimDomain;
+
 /// The whole of `nudge.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -180,6 +183,9 @@ pub(crate) struct EmailConfig {
     pub(crate) from: String,
     /// Domain of generated Message-IDs; defaults to the From address's domain.
     pub(crate) message_id_domain: Option<String>,
+    /// DKIM signing keys by From domain (`[email.dkim."example.com"]`); mail
+    /// from a domain without one goes unsigned.
+    pub(crate) dkim: BTreeMap<String, DkimDomain>,
 }
 
 impl Default for EmailConfig {
@@ -187,6 +193,7 @@ impl Default for EmailConfig {
         EmailConfig {
             from: "nudge <nudge@localhost>".into(),
             message_id_domain: None,
+            dkim: BTreeMap::new(),
         }
     }
 }
@@ -359,6 +366,11 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        for key in config.email.dkim.values_mut().filter_map(|d| d.key_file.as_mut()) {
+            if key.is_relative() {
+                *key = base.join(&*key);
+            }
+        }
         Ok(config)
     }
 
@@ -385,6 +397,11 @@ impl Config {
     pub(crate) fn smtp_password(&self) -> Option<String> {
         let smtp = self.smtp.as_ref()?;
         std::env::var(&smtp.password_env).ok()
+    }
+
+    /// The DKIM signers by lower-case From domain, their keys read and checked.
+    pub(crate) fn dkim_signers(&self) -> anyhow::Result<BTreeMap<String, lettre::message::dkim::DkimConfig>> {
+        dkim::signers(self.file.as_deref(), &self.email.dkim)
     }
 
     /// Domain used in Message-IDs.

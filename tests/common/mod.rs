@@ -65,9 +65,9 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The Python that has aiosmtpd: $NUDGE_TEST_PYTHON, or a venv under target/
-/// created on first use (the machine needs python3 and access to PyPI once).
-fn python() -> &'static Path {
+/// The Python that has aiosmtpd and dkimpy (with pynacl for Ed25519): $NUDGE_TEST_PYTHON, or a venv under
+/// target/ created on first use (the machine needs python3 and access to PyPI once).
+pub fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         if let Ok(p) = std::env::var("NUDGE_TEST_PYTHON") {
@@ -77,7 +77,7 @@ fn python() -> &'static Path {
         let python = venv.join("bin").join("python");
         let has_aiosmtpd = |p: &Path| {
             Command::new(p)
-                .args(["-c", "import aiosmtpd"])
+                .args(["-c", "import aiosmtpd, dkim, nacl"])
                 .status()
                 .is_ok_and(|s| s.success())
         };
@@ -91,18 +91,18 @@ fn python() -> &'static Path {
                 .status()
                 .is_ok_and(|s| s.success())
                 && Command::new(tmp.join("bin/pip"))
-                    .args(["install", "-q", "aiosmtpd"])
+                    .args(["install", "-q", "aiosmtpd", "dkimpy", "pynacl"])
                     .status()
                     .is_ok_and(|s| s.success());
             assert!(
                 ok,
-                "could not create a Python venv with aiosmtpd at {}; run .ci/run or set NUDGE_TEST_PYTHON",
+                "could not create a Python venv with aiosmtpd, dkimpy and pynacl at {}; run .ci/run or set NUDGE_TEST_PYTHON",
                 tmp.display()
             );
             if std::fs::rename(&tmp, &venv).is_err() {
                 let _ = std::fs::remove_dir_all(&tmp);
             }
-            assert!(has_aiosmtpd(&python), "no aiosmtpd in {}", venv.display());
+            assert!(has_aiosmtpd(&python), "no aiosmtpd, dkimpy or pynacl in {}", venv.display());
         }
         python
     })
@@ -121,6 +121,8 @@ pub struct Mail {
     pub list_unsubscribe_post: String,
     /// The client sent the envelope without waiting for each reply.
     pub pipelined: bool,
+    /// The message as received, byte for byte.
+    pub raw: Vec<u8>,
 }
 
 /// A real SMTP server (aiosmtpd), stopped when dropped.
@@ -217,6 +219,11 @@ impl SmtpServer {
                 html: v["html"].as_str().unwrap_or("").to_string(),
                 list_unsubscribe: v["list_unsubscribe"].as_str().unwrap_or("").to_string(),
                 list_unsubscribe_post: v["list_unsubscribe_post"].as_str().unwrap_or("").to_string(),
+                raw: base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    v["raw"].as_str().unwrap_or(""),
+                )
+                .unwrap(),
             })
             .collect()
     }

@@ -1,5 +1,5 @@
 //! `nudge check`: validates the workflow folder as the daemon would load it,
-//! and prints every problem in every file at once.
+//! and prints every problem in every file at once; and the DKIM keys of nudge.toml.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -16,6 +16,14 @@ pub(crate) fn run(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
     let dir = dir.unwrap_or(&config.workflows);
     if let Some(warning) = config.public_link_warning() {
         eprintln!("warning: {warning}");
+    }
+    // The daemon would refuse to start on a key it cannot sign with.
+    let dkim = config.dkim_signers()?;
+    if !dkim.is_empty() {
+        println!(
+            "ok: DKIM keys for {}",
+            dkim.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     let plugins = PluginHost::load(&config.plugin_settings(), None)?.strict()?;
     match WorkflowSet::load(dir, &plugins.channels()) {

@@ -1,5 +1,5 @@
-//! Email delivery: builds the MIME message from an outbox row and sends it over
-//! SMTP, or writes it as an `.eml` file when no SMTP server is configured (the
+//! Email delivery: sends the message built from an outbox row (`build.rs`),
+//! signed, over SMTP, or writes it as an `.eml` file when no SMTP server is configured (the
 //! out-of-the-box default).
 //!
 //! The SMTP exchange is driven command by command (lettre's connection API) over
@@ -11,13 +11,12 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use lettre::Message;
 use lettre::address::Envelope;
-use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart, header::ContentType};
+use lettre::message::Mailbox;
+use lettre::message::dkim::DkimConfig;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
@@ -49,6 +48,8 @@ enum Route {
 pub(crate) struct Mailer {
     from: Mailbox,
     route: Route,
+    /// The From domain's DKIM key, if it has one.
+    dkim: Option<DkimConfig>,
 }
 
 impl Mailer {
@@ -62,17 +63,28 @@ impl Mailer {
             None => Route::EmlDir(config.outbox_dir.clone()),
             Some(smtp) => Route::Smtp(Box::new(Smtp::new(config, smtp)?)),
         };
-        Ok(Mailer { from, route })
+        // A configured key that cannot be used stops the start: never unsigned mail for that domain.
+        let domain = from.email.domain().to_ascii_lowercase();
+        let dkim = config.dkim_signers()?.remove(&domain);
+        match &dkim {
+            Some(_) => tracing::info!("DKIM: mail from {domain} is signed"),
+            None => tracing::info!("DKIM: mail from {domain} goes unsigned (no [email.dkim.\"{domain}\"])"),
+        }
+        Ok(Mailer { from, route, dkim })
     }
 
     /// Builds and sends one message; never panics on bad data, which becomes a
     /// permanent failure. Err: the relay refused the session itself (see
     /// `relay.rs`), which says nothing about this message.
     pub(crate) async fn send(&self, row: &OutboxRow, now_ms: i64) -> Result<Outcome, String> {
-        let message = match build(&self.from, row, now_ms) {
+        let mut message = match super::build::build(&self.from, row, now_ms) {
             Ok(m) => m,
             Err(e) => return Ok(Outcome::Permanent(format!("cannot build message: {e:#}"))),
         };
+        // Last, over the bytes as sent: each attempt rebuilds them (its own Date) and signs again.
+        if let Some(dkim) = &self.dkim {
+            message.sign(dkim);
+        }
         match &self.route {
             Route::EmlDir(dir) => Ok(match write_eml(dir, row, &message.formatted()).await {
                 Ok(()) => Outcome::Sent,
@@ -439,67 +451,6 @@ impl Smtp {
     }
 }
 
-/// Header values must not smuggle in new headers.
-fn check_header(name: &str, value: &str) -> anyhow::Result<()> {
-    if value.chars().any(|c| c.is_control() && c != '\t') {
-        anyhow::bail!("{name} contains a control character");
-    }
-    Ok(())
-}
-
-/// CRLF and bare CR become LF; lettre writes CRLF on the wire.
-fn normalise(body: &str) -> String {
-    body.replace("\r\n", "\n").replace('\r', "\n")
-}
-
-fn build(from: &Mailbox, row: &OutboxRow, now_ms: i64) -> anyhow::Result<Message> {
-    let m = &row.message.0;
-    check_header("subject", &m.subject)?;
-    check_header("recipient name", &m.to_name)?;
-    let to = Mailbox::new(
-        Some(m.to_name.clone()).filter(|n| !n.is_empty() && n != &m.to_address),
-        m.to_address.parse()?,
-    );
-    let mut builder = Message::builder()
-        .from(from.clone())
-        .to(to)
-        .subject(&m.subject)
-        .message_id(Some(row.message_id.clone()))
-        .date(SystemTime::UNIX_EPOCH + Duration::from_millis(now_ms.max(0) as u64));
-    if let Some(unsubscribe) = &m.unsubscribe {
-        // RFC 2369 + RFC 8058: mail clients show an unsubscribe button that POSTs to the https URL.
-        let value = format!("<{}>, <{}>", unsubscribe.https, unsubscribe.mailto);
-        check_header("List-Unsubscribe", &value)?;
-        anyhow::ensure!(value.is_ascii(), "List-Unsubscribe must be ASCII");
-        builder = builder
-            .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("List-Unsubscribe"),
-                value,
-            ))
-            .raw_header(HeaderValue::new(
-                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
-                "List-Unsubscribe=One-Click".into(),
-            ));
-    }
-    let message = match (&m.text, &m.html) {
-        (Some(text), Some(html)) => {
-            builder.multipart(MultiPart::alternative_plain_html(normalise(text), normalise(html)))?
-        }
-        (None, Some(html)) => builder.singlepart(
-            SinglePart::builder()
-                .header(ContentType::TEXT_HTML)
-                .body(normalise(html)),
-        )?,
-        (Some(text), None) => builder.singlepart(
-            SinglePart::builder()
-                .header(ContentType::TEXT_PLAIN)
-                .body(normalise(text)),
-        )?,
-        (None, None) => anyhow::bail!("the message has no body"),
-    };
-    Ok(message)
-}
-
 /// Writes atomically (temp file + rename), so a reader never sees half a message.
 async fn write_eml(dir: &std::path::Path, row: &OutboxRow, bytes: &[u8]) -> anyhow::Result<()> {
     tokio::fs::create_dir_all(dir)
@@ -510,86 +461,4 @@ async fn write_eml(dir: &std::path::Path, row: &OutboxRow, bytes: &[u8]) -> anyh
     tokio::fs::write(&tmp, bytes).await?;
     tokio::fs::rename(&tmp, dir.join(&name)).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{OutboundMessage, Unsubscribe};
-
-    fn row(subject: &str, to_name: &str, text: &str) -> OutboxRow {
-        OutboxRow {
-            id: 1,
-            run_id: Some(1),
-            idempotency_key: "run1-step0-contact1".into(),
-            message_id: "<run1-step0-contact1@nudge.test>".into(),
-            channel: "email".into(),
-            recipient: "li@example.com".into(),
-            message: sqlx::types::Json(OutboundMessage {
-                to_name: to_name.into(),
-                to_address: "li@example.com".into(),
-                subject: subject.into(),
-                text: Some(text.into()),
-                html: None,
-                extra: Vec::new(),
-                unsubscribe: None,
-            }),
-            attempts: 0,
-            suppressed: None,
-            had_unknown: false,
-            parts_done: 0,
-        }
-    }
-
-    fn from() -> Mailbox {
-        "Sales <sales@nudge.test>".parse().unwrap()
-    }
-
-    #[test]
-    fn header_injection_is_refused_before_lettre_sees_it() {
-        for (subject, name) in [
-            ("Hi\r\nBcc: victim@example.com", "Li"),
-            ("Hi\nBcc: victim@example.com", "Li"),
-            ("Hi\0", "Li"),
-            ("Hi", "Li\r\nBcc: victim@example.com"),
-            ("Hi", "Li\u{7f}"),
-        ] {
-            let err = build(&from(), &row(subject, name, "body"), 0).unwrap_err().to_string();
-            assert!(err.contains("control character"), "{subject:?} / {name:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn message_id_is_set_and_bare_carriage_returns_are_normalised() {
-        let message = build(&from(), &row("Hello", "Li Na", "one\rtwo\r\nthree"), 0).unwrap();
-        let wire = String::from_utf8(message.formatted()).unwrap();
-        assert!(wire.contains("Message-ID: <run1-step0-contact1@nudge.test>"), "{wire}");
-        assert!(wire.contains("To: \"Li Na\" <li@example.com>"), "{wire}");
-        assert!(wire.contains("one\r\ntwo\r\nthree"), "{wire}");
-        assert!(!wire.replace("\r\n", "").contains('\r'), "no bare CR on the wire");
-        assert!(
-            !wire.contains("List-Unsubscribe"),
-            "only marketing carries unsubscribe headers"
-        );
-    }
-
-    #[test]
-    fn marketing_mail_carries_one_click_unsubscribe_headers() {
-        let mut row = row("News", "Li", "body");
-        row.message.0.unsubscribe = Some(Unsubscribe {
-            https: "https://nudge.example.com/unsubscribe/abc".into(),
-            mailto: "mailto:unsubscribe@nudge.example.com?subject=unsubscribe%20abc".into(),
-        });
-        let wire = String::from_utf8(build(&from(), &row, 0).unwrap().formatted()).unwrap();
-        // Long headers are folded onto continuation lines; unfold before comparing.
-        let wire = wire.replace("\r\n ", " ");
-        assert!(
-            wire.contains("List-Unsubscribe: <https://nudge.example.com/unsubscribe/abc>, <mailto:unsubscribe@nudge.example.com?subject=unsubscribe%20abc>"),
-            "{wire}"
-        );
-        assert!(
-            wire.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
-            "{wire}"
-        );
-    }
 }

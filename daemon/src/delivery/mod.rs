@@ -16,9 +16,11 @@
 //! after its attempt, `relay.rs` the breaker that holds email while the SMTP
 //! relay refuses sessions; `email.rs`, `plugin.rs` and `http.rs` send.
 
+mod build;
 mod email;
 pub(crate) mod http;
 mod in_hand;
+mod mime;
 mod plugin;
 mod record;
 mod relay;
