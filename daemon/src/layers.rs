@@ -48,6 +48,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "admission",
             "config",
             "store",
+            "workflow",
             "insight",
             "app",
             "report",

@@ -13,6 +13,7 @@ use tracing::info;
 use super::{ApiError, AppState};
 use crate::store::{self, ConsentScope, Contact};
 use crate::unsubscribe::MessageRef;
+use crate::workflow::language;
 
 /// The landing page of an unsubscribe link, in the contact's language. A GET
 /// changes nothing (mail scanners prefetch links); each button POSTs.
@@ -156,10 +157,13 @@ struct Words {
 }
 
 impl Words {
-    /// Chinese for a locale whose language subtag is `zh` (zh, zh-CN, zh_TW, ...), else English.
+    /// Chinese for a locale whose language subtag is `zh` (zh, zh-CN, zh_TW, ...), else
+    /// English: the templates' own matching of a locale to a language.
     fn for_locale(locale: &str) -> &'static Words {
-        let language = locale.trim().split(['-', '_']).next().unwrap_or_default();
-        if language.eq_ignore_ascii_case("zh") { &ZH } else { &EN }
+        match language::pick(locale, ["zh", "en"].into_iter(), "en") {
+            Some("zh") => &ZH,
+            _ => &EN,
+        }
     }
 }
 
