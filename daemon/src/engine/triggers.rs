@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::json;
 
 use crate::model::{Category, add_span};
-use crate::store::{self, Conn, Consent, ConsentScope, Contact, Event, EventKind, Run, RunStart, SuppressionReason};
+use crate::store::{self, Conn, ConsentScope, Contact, Event, EventKind, Run, RunStart, SuppressionReason};
 use crate::workflow::{ExitOn, Team, Trigger, Workflow};
 
 /// Whether `workflow`'s trigger matches `event` (the `when` condition is checked separately).
@@ -167,7 +167,7 @@ pub(crate) fn stop_reason(
     let suppressed_for = |reasons: &[SuppressionReason]| facts.of(contact).any(|(r, _)| reasons.contains(r));
     // An unsubscribe ends the runs whose messages it withholds: marketing only, or all.
     let unsubscribed = || {
-        (contact.consent == Consent::Withdrawn && ConsentScope::All.covers(workflow.category))
+        contact.consent_withholds(workflow.category)
             || facts
                 .of(contact)
                 .any(|&(r, scope)| r == SuppressionReason::Unsubscribed && scope.covers(workflow.category))

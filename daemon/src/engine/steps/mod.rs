@@ -151,7 +151,7 @@ impl Engine {
         };
         // A message the contact's consent withholds is not sent, so it waits for no
         // window; the owner's notice of it (if one is owed) takes its place.
-        let withheld = send::withheld_by_consent(contact, workflow.category);
+        let withheld = contact.consent_withholds(workflow.category);
         let mut note = None;
         let outgoing = match step {
             Step::Send { template, .. } if withheld => send::owner_notice(&at, template),

@@ -13,18 +13,12 @@ use crate::engine::message::Outgoing;
 use crate::engine::{Engine, variants};
 use crate::model::Category;
 use crate::plugins::Recipient;
-use crate::store::{self, Consent, ConsentScope, Contact, SuppressionReason};
+use crate::store::{self, Contact, SuppressionReason};
 use crate::workflow::NotifyTo;
 
 /// The owner's template (in `templates/owner.toml`) telling them that a
 /// message to their contact was withheld for consent.
 const OWNER_NOTICE: &str = "message_withheld";
-
-/// Whether the contact's consent withholds a message of `category`: they
-/// stopped all email (consent withdrawn). Internal mail is never withheld.
-pub(super) fn withheld_by_consent(contact: &Contact, category: Category) -> bool {
-    contact.consent == Consent::Withdrawn && ConsentScope::All.covers(category)
-}
 
 /// The notice to the owner of a message withheld by consent: owed for the
 /// answers and checks the contact expects (sla, transactional), not for
@@ -103,7 +97,7 @@ pub(super) async fn apply(
     effects: &mut Effects,
 ) -> anyhow::Result<Outcome> {
     let category = at.workflow.category;
-    let withheld = withheld_by_consent(at.contact, category);
+    let withheld = at.contact.consent_withholds(category);
     if withheld != step.withheld {
         // Consent changed between preparing the message and now: prepare it again.
         effects.deferred.push(store::DeferredRun {

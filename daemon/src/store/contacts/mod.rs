@@ -237,6 +237,13 @@ impl NewContact {
 }
 
 impl Contact {
+    /// Whether the contact's own consent withholds a message of `category`: they
+    /// stopped all email (consent withdrawn), which covers every customer-facing
+    /// category and never internal mail. Scoped suppressions are checked apart.
+    pub(crate) fn consent_withholds(&self, category: crate::model::Category) -> bool {
+        self.consent == Consent::Withdrawn && super::ConsentScope::All.covers(category)
+    }
+
     /// A field a cadence table can be keyed by (`workflow::CADENCE_KEYS`); none if unset.
     pub(crate) fn cadence_key(&self, field: &str) -> Option<String> {
         match field {
