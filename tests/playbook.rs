@@ -5,6 +5,7 @@
 mod common;
 
 mod playbook {
+    pub(crate) mod bounces;
     pub(crate) mod consent;
     pub(crate) mod dkim;
     pub(crate) mod language;

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
+mod bounces;
 mod dkim;
+pub(crate) use bounces::BouncesConfig;
 pub(crate) use dkim::DkimDomain;
 
 /// The whole of `nudge.toml`.
@@ -42,6 +44,8 @@ pub(crate) struct Config {
     pub(crate) delivery: DeliveryConfig,
     pub(crate) suppression: SuppressionConfig,
     pub(crate) unsubscribe: UnsubscribeConfig,
+    /// Bounces that come back as mail; without it, only bounces at send time and `POST /bounces` count.
+    pub(crate) bounces: Option<BouncesConfig>,
     /// The file these settings came from; None when no nudge.toml was found (all defaults).
     #[serde(skip)]
     pub(crate) file: Option<PathBuf>,
@@ -292,6 +296,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             suppression: SuppressionConfig::default(),
             unsubscribe: UnsubscribeConfig::default(),
+            bounces: None,
             file: None,
         }
     }
@@ -353,6 +358,12 @@ impl Config {
                 path.display()
             );
         }
+        if let Some((offset, problem)) = config.bounces.as_ref().and_then(BouncesConfig::problem) {
+            let before = &text[..offset.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            anyhow::bail!("{}:{line}:{column}: {problem}", path.display());
+        }
         config.file = Some(path.clone());
         let base = path.parent().unwrap_or(Path::new(""));
         for p in [
@@ -365,6 +376,11 @@ impl Config {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(bounces) = config.bounces.as_mut()
+            && bounces.maildir.is_relative()
+        {
+            bounces.maildir = base.join(&bounces.maildir);
         }
         for key in config.email.dkim.values_mut().filter_map(|d| d.key_file.as_mut()) {
             if key.is_relative() {

@@ -71,6 +71,16 @@ pub(crate) async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
     );
     let engine_wake = Arc::new(Notify::new());
     let cancel = CancellationToken::new();
+    let bounce_inbox = match &config.bounces {
+        Some(bounces) => Some(Arc::new(crate::bounces::Inbox {
+            maildir: bounces.maildir.clone(),
+            return_path: crate::bounces::ReturnPath::new(bounces, store.secret("bounce").await?),
+            store: store.clone(),
+            clock: clock.clone(),
+            rules: config.suppression.rules(),
+        })),
+        None => None,
+    };
     let delivery = Delivery::new(
         &config,
         store.clone(),
@@ -78,6 +88,7 @@ pub(crate) async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
         plugins.clone(),
         engine.delivery.clone(),
         engine.admission.clone(),
+        bounce_inbox.as_ref().map(|inbox| inbox.return_path.clone()),
     )?;
     let api = api::serve(
         &config,
@@ -91,6 +102,9 @@ pub(crate) async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
     .await?;
     let mut tasks = spawn_tasks(&config, &engine, &engine_wake, &plugins, delivery, &cancel);
     tasks.spawn(api);
+    if let Some(inbox) = bounce_inbox {
+        tasks.spawn(crate::bounces::watch(inbox, cancel.clone()));
+    }
     info!(
         clock = if clock.is_virtual() { "virtual" } else { "system" },
         "nudge is running"

@@ -19,7 +19,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["plugins", "store"]),
     ("unsubscribe", &["config", "store"]),
     ("tracking", &["model", "unsubscribe", "workflow"]),
-    ("delivery", &["admission", "clock", "config", "plugins", "store"]),
+    ("bounces", &["clock", "config", "store", "watch"]),
+    (
+        "delivery",
+        &["admission", "bounces", "clock", "config", "plugins", "store"],
+    ),
     (
         "engine",
         &[
@@ -63,6 +67,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "admission",
             "api",
+            "bounces",
             "clock",
             "config",
             "delivery",

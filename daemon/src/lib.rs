@@ -4,6 +4,7 @@
 pub mod admission;
 mod api;
 mod app;
+mod bounces;
 pub mod cli;
 pub mod clock;
 mod commands;

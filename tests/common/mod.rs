@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod postfix;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_nudge");
 /// How long to wait for something that should happen within a second or two: a guard
 /// against hangs, generous because a loaded 2-core machine runs many daemons at once.
@@ -293,6 +295,15 @@ impl Nudge {
     /// As `with_config`, with the database at `database` (by default `nudge.db`
     /// in the installation's folder).
     pub fn with_database(smtp: &SmtpServer, start: &str, database: Option<&Path>, extra: &str) -> Nudge {
+        Nudge::install(smtp.port, start, database, extra)
+    }
+
+    /// As `with_config`, relaying through the SMTP server on `port` (a Postfix).
+    pub fn relaying_to(port: u16, start: &str, extra: &str) -> Nudge {
+        Nudge::install(port, start, None, extra)
+    }
+
+    fn install(smtp_port: u16, start: &str, database: Option<&Path>, extra: &str) -> Nudge {
         let dir = tempfile::tempdir().unwrap();
         let database = database.map_or_else(|| dir.path().join("nudge.db"), Path::to_path_buf);
         copy_dir(&repo_root().join("workflows"), &dir.path().join("workflows"));
@@ -304,7 +315,7 @@ impl Nudge {
                  [email]\nfrom = \"Sales <sales@nudge.test>\"\n\
                  [smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\n\
                  [api]\nbind = \"127.0.0.1:{api_port}\"\ntoken_env = \"NUDGE_TEST_TOKEN\"\n{extra}\n",
-                smtp.port
+                smtp_port
             ),
         )
         .unwrap();

@@ -39,6 +39,7 @@ pub(super) async fn report_bounce(State(s): State<AppState>, JsonObject(body): J
         kind,
         detail: &input.detail,
         outbox_id: None,
+        report_id: None,
     };
     let suppressed = store::record_bounce(&mut tx, &bounce, s.suppression, s.clock.now_ms()).await?;
     tx.commit().await.map_err(anyhow::Error::from)?;

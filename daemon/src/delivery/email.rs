@@ -24,6 +24,7 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use crate::bounces::ReturnPath;
 use crate::config::{Config, SmtpConfig, SmtpTls};
 use crate::store::{OutboxRow, Outcome};
 
@@ -50,10 +51,12 @@ pub(crate) struct Mailer {
     route: Route,
     /// The From domain's DKIM key, if it has one.
     dkim: Option<DkimConfig>,
+    /// The envelope sender that names each message, when bounces come back as mail.
+    return_path: Option<ReturnPath>,
 }
 
 impl Mailer {
-    pub(crate) fn new(config: &Config) -> anyhow::Result<Mailer> {
+    pub(crate) fn new(config: &Config, return_path: Option<ReturnPath>) -> anyhow::Result<Mailer> {
         let from: Mailbox = config
             .email
             .from
@@ -70,7 +73,12 @@ impl Mailer {
             Some(_) => tracing::info!("DKIM: mail from {domain} is signed"),
             None => tracing::info!("DKIM: mail from {domain} goes unsigned (no [email.dkim.\"{domain}\"])"),
         }
-        Ok(Mailer { from, route, dkim })
+        Ok(Mailer {
+            from,
+            route,
+            dkim,
+            return_path,
+        })
     }
 
     /// Builds and sends one message; never panics on bad data, which becomes a
@@ -90,8 +98,26 @@ impl Mailer {
                 Ok(()) => Outcome::Sent,
                 Err(e) => Outcome::Transient(format!("write .eml: {e:#}")),
             }),
-            Route::Smtp(smtp) => smtp.send(message.envelope(), &message.formatted()).await,
+            Route::Smtp(smtp) => match self.envelope(row.id, message.envelope()) {
+                Ok(envelope) => smtp.send(&envelope, &message.formatted()).await,
+                Err(e) => Ok(Outcome::Permanent(format!("cannot build the envelope: {e}"))),
+            },
         }
+    }
+
+    /// The message's envelope, with the return path that names it when bounces
+    /// come back as mail: the From address is left as the recipient sees it.
+    fn envelope(&self, outbox_id: i64, built: &Envelope) -> Result<Envelope, lettre::error::Error> {
+        let sender = match &self.return_path {
+            Some(return_path) => Some(
+                return_path
+                    .address(outbox_id)
+                    .parse()
+                    .map_err(|_| lettre::error::Error::MissingFrom)?,
+            ),
+            None => built.from().cloned(),
+        };
+        Envelope::new(sender, built.to().to_vec())
     }
 
     /// Opens one session without a message, to see whether the relay accepts

@@ -118,13 +118,14 @@ impl Delivery {
         plugins: Plugins,
         handoff: Arc<Handoff>,
         admission: Arc<Admission>,
+        return_path: Option<crate::bounces::ReturnPath>,
     ) -> anyhow::Result<Delivery> {
         let relay = config
             .smtp
             .as_ref()
             .map(|smtp| Arc::new(Relay::new(smtp, clock.clone())));
         Ok(Delivery {
-            mailer: Mailer::new(config)?,
+            mailer: Mailer::new(config, return_path)?,
             store,
             clock,
             plugins,

@@ -38,6 +38,7 @@ impl Delivery {
                     kind,
                     detail: outcome.detail(),
                     outbox_id: Some(row.id),
+                    report_id: None,
                 };
                 if store::record_bounce(&mut tx, &bounce, self.suppression, now).await? {
                     warn!(to = %row.recipient, "suppressed after bounces");

@@ -171,6 +171,8 @@ pub(crate) struct Bounce<'a> {
     pub(crate) detail: &'a str,
     /// The message that bounced, when nudge saw it itself.
     pub(crate) outbox_id: Option<i64>,
+    /// The report it came in (a DSN's Message-ID): recorded once however often it is read.
+    pub(crate) report_id: Option<&'a str>,
 }
 
 /// Records a bounce or complaint; suppresses the address on all channels once
@@ -187,17 +189,26 @@ pub(crate) async fn record_bounce(
         kind,
         detail,
         outbox_id,
+        report_id,
     } = *bounce;
     let address = given_address(address)?;
-    sqlx::query("INSERT INTO bounces (address, channel, kind, detail, outbox_id, at) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(&address)
-        .bind(channel)
-        .bind(kind)
-        .bind(detail)
-        .bind(outbox_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO bounces (address, channel, kind, detail, outbox_id, report_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (report_id, address) WHERE report_id IS NOT NULL DO NOTHING",
+    )
+    .bind(&address)
+    .bind(channel)
+    .bind(kind)
+    .bind(detail)
+    .bind(outbox_id)
+    .bind(report_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
     let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bounces WHERE address = ? AND kind = ?")
         .bind(&address)
         .bind(kind)
@@ -328,7 +339,43 @@ mod tests {
             kind,
             detail: "550 no such user",
             outbox_id: None,
+            report_id: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_report_read_twice_counts_once() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let from_report = |report_id| Bounce {
+            report_id: Some(report_id),
+            ..bounce(BounceKind::Soft)
+        };
+        assert!(
+            !record_bounce(&mut conn, &from_report("dsn-1@mx"), RULES, 1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !record_bounce(&mut conn, &from_report("dsn-1@mx"), RULES, 2)
+                .await
+                .unwrap()
+        );
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bounces")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(count, 1, "the second reading of the same report is not a second bounce");
+        assert_eq!(
+            suppression_reason(&mut conn, "ann@x.test", "email").await.unwrap(),
+            None
+        );
+        // Another report about the same address is: the rule's second soft bounce.
+        assert!(
+            record_bounce(&mut conn, &from_report("dsn-2@mx"), RULES, 3)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]

@@ -501,5 +501,43 @@ pub(crate) async fn recent_sends(
     .await?)
 }
 
+/// A message as a bounce report finds it: where it went and what it was called.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub(crate) struct ReturnedMessage {
+    pub(crate) id: i64,
+    pub(crate) recipient: String,
+    pub(crate) channel: String,
+    pub(crate) message_id: String,
+}
+
+/// The message of outbox row `id`.
+pub(crate) async fn returned_message(conn: &mut Conn, id: i64) -> anyhow::Result<Option<ReturnedMessage>> {
+    Ok(
+        sqlx::query_as("SELECT id, recipient, channel, message_id FROM outbox WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
+}
+
+/// The message with this Message-ID (with or without angle brackets). Its local
+/// part is the row's idempotency key, which is indexed; the whole ID must match.
+pub(crate) async fn returned_message_by_id(
+    conn: &mut Conn,
+    message_id: &str,
+) -> anyhow::Result<Option<ReturnedMessage>> {
+    let bare = message_id.trim().trim_start_matches('<').trim_end_matches('>');
+    let Some((key, _)) = bare.rsplit_once('@') else {
+        return Ok(None);
+    };
+    Ok(sqlx::query_as(
+        "SELECT id, recipient, channel, message_id FROM outbox WHERE idempotency_key = ? AND message_id = ?",
+    )
+    .bind(key)
+    .bind(format!("<{bare}>"))
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests;
