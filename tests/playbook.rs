@@ -6,6 +6,7 @@ mod common;
 
 mod playbook {
     pub(crate) mod bounces;
+    pub(crate) mod burst;
     pub(crate) mod consent;
     pub(crate) mod dkim;
     pub(crate) mod language;

@@ -138,6 +138,7 @@ impl Engine {
                 },
                 context,
                 start_stage: &contact.stage,
+                priority: workflow.category.priority(),
             })
             .collect();
         let ids: Vec<i64> = events.iter().map(|e| e.id).collect();

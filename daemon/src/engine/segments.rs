@@ -76,7 +76,16 @@ impl Engine {
         // The whole batch's events and runs in two statements: per-row inserts
         // would make the pass cost one round trip to SQLite's thread per contact.
         let context = json!({ "kind": "segment", "enrolment": pass.id });
-        let enrolled = store::enrol_contacts(&mut tx, &workflow.name, &set.hash, &joining, &context, now).await? as i64;
+        let enrolled = store::enrol_contacts(
+            &mut tx,
+            &workflow.name,
+            &set.hash,
+            &joining,
+            &context,
+            workflow.category.priority(),
+            now,
+        )
+        .await? as i64;
         let cursor = contacts.last().map_or(pass.cursor, |r| r.contact.id);
         let done = (contacts.len() as i64) < SEGMENT_BATCH;
         store::advance_enrolment(&mut tx, pass.id, cursor, contacts.len() as i64, enrolled, done, now).await?;

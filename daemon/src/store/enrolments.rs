@@ -120,6 +120,7 @@ pub(crate) async fn enrol_contacts(
     set_hash: &str,
     contacts: &[(i64, &str)],
     context: &serde_json::Value,
+    priority: i64,
     now: i64,
 ) -> anyhow::Result<u64> {
     if contacts.is_empty() {
@@ -147,14 +148,16 @@ pub(crate) async fn enrol_contacts(
         })
         .collect();
     let done = sqlx::query(
-        "INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, started_at, updated_at)
-         SELECT ?, ?, value ->> 'contact_id', value ->> 'event_id', ?, ?, value ->> 'start_stage', ?, ?
+        "INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, priority,
+                           started_at, updated_at)
+         SELECT ?, ?, value ->> 'contact_id', value ->> 'event_id', ?, ?, value ->> 'start_stage', ?, ?, ?
          FROM json_each(?)",
     )
     .bind(workflow)
     .bind(set_hash)
     .bind(RunStatus::Ready)
     .bind(sqlx::types::Json(context))
+    .bind(priority)
     .bind(now)
     .bind(now)
     .bind(serde_json::to_string(&rows)?)
@@ -183,8 +186,13 @@ mod tests {
         assert!(open_enrolment(&mut conn, "seg", SET, 100, 5).await.unwrap());
         assert!(!open_enrolment(&mut conn, "seg", SET, 100, 6).await.unwrap());
         let context = json!({ "kind": "segment", "enrolment": 1 });
-        let created = enrol_contacts(&mut conn, "seg", SET, &[(b, "intent"), (a, "sample")], &context, 40).await;
+        let created = enrol_contacts(&mut conn, "seg", SET, &[(b, "intent"), (a, "sample")], &context, 2, 40).await;
         assert_eq!(created.unwrap(), 2);
+        let priorities: Vec<i64> = sqlx::query_scalar("SELECT priority FROM runs WHERE workflow = 'seg'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(priorities, [2, 2]);
         type Row = (
             String,
             String,

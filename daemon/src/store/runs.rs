@@ -44,6 +44,8 @@ pub(crate) struct NewRun<'a> {
     /// The trigger's data (the event payload and kind).
     pub(crate) context: &'a serde_json::Value,
     pub(crate) start_stage: &'a str,
+    /// Its workflow category's priority: lower is stepped first (`ready_runs`).
+    pub(crate) priority: i64,
 }
 
 /// Takes `events`: marks them processed and starts the runs they trigger, in one
@@ -59,9 +61,10 @@ pub(crate) async fn start_runs(
     // `WHERE true` lets SQLite parse the upsert clause after a SELECT.
     Ok(sqlx::query_as(
         "UPDATE events SET processed_at = ?1 WHERE id IN (SELECT value FROM json_each(?2));
-         INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, started_at, updated_at)
+         INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, priority,
+                           started_at, updated_at)
          SELECT value ->> 'workflow', value ->> 'set_hash', value ->> 'contact_id', value ->> 'event_id',
-                value ->> 'status', value -> 'context', value ->> 'start_stage', ?1, ?1
+                value ->> 'status', value -> 'context', value ->> 'start_stage', value ->> 'priority', ?1, ?1
          FROM json_each(?3) WHERE true
          ON CONFLICT (workflow, event_id) DO NOTHING RETURNING id, workflow, event_id",
     )
@@ -82,11 +85,12 @@ pub(crate) async fn load_run(conn: &mut Conn, id: i64) -> anyhow::Result<Option<
     .await?)
 }
 
-/// The oldest ready runs, but for those in `in_flight` (a batch being applied).
+/// The most urgent ready runs, oldest first within a priority, but for those in
+/// `in_flight` (a batch being applied).
 pub(crate) async fn ready_runs(conn: &mut Conn, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<Run>> {
     Ok(sqlx::query_as(
         "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage
-         FROM runs WHERE status = 'ready' AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
+         FROM runs WHERE status = 'ready' AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY priority, id LIMIT ?",
     )
     .bind(serde_json::to_string(in_flight)?)
     .bind(limit)
@@ -268,6 +272,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ready_runs_come_most_urgent_first_then_oldest_first() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let a = contact(&mut conn, "a@x.test").await;
+        sqlx::query("INSERT INTO workflow_sets (hash, files, loaded_at) VALUES (?, '[]', 1)")
+            .bind(SET)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let context = json!({});
+        let mut new = vec![];
+        let mut events = vec![];
+        for _ in 0..4 {
+            events.push(
+                insert_event(&mut conn, EventKind::Replied, a, &context, 5)
+                    .await
+                    .unwrap(),
+            );
+        }
+        for (event_id, (workflow, priority)) in events.iter().zip([("m1", 2), ("t", 1), ("m2", 2), ("sla", 0)]) {
+            new.push(NewRun {
+                workflow,
+                set_hash: SET,
+                contact_id: a,
+                event_id: *event_id,
+                status: RunStatus::Ready,
+                context: &context,
+                start_stage: "lead",
+                priority,
+            });
+        }
+        start_runs(&mut conn, &new, &events, 7).await.unwrap();
+        let order = |runs: Vec<Run>| runs.into_iter().map(|r| r.workflow).collect::<Vec<_>>();
+        let all = ready_runs(&mut conn, 10, &[]).await.unwrap();
+        assert_eq!(order(all), ["sla", "t", "m1", "m2"]);
+        // A batch of two while the SLA run is being applied: the next most urgent.
+        let sla_id = ready_runs(&mut conn, 1, &[]).await.unwrap()[0].id;
+        assert_eq!(order(ready_runs(&mut conn, 2, &[sla_id]).await.unwrap()), ["t", "m1"]);
+    }
+
+    #[tokio::test]
     async fn started_runs_land_field_by_field_and_take_their_events() {
         let db = TestStore::open().await;
         let mut conn = db.conn().await;
@@ -296,6 +341,7 @@ mod tests {
                 status: RunStatus::Ready,
                 context: &c1,
                 start_stage: "intent",
+                priority: 0,
             },
             NewRun {
                 workflow: "second",
@@ -305,10 +351,16 @@ mod tests {
                 status: RunStatus::Waiting,
                 context: &c2,
                 start_stage: "sample",
+                priority: 2,
             },
         ];
         let started = start_runs(&mut conn, &new, &[e1, e2], 70).await.unwrap();
         assert_eq!(started, vec![(2, "first".into(), e1), (3, "second".into(), e2)]);
+        let priorities: Vec<i64> = sqlx::query_scalar("SELECT priority FROM runs WHERE id > 1 ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(priorities, [0, 2]);
         type Row = (
             String,
             String,

@@ -57,6 +57,7 @@ pub(crate) async fn run(conn: &mut super::Conn, workflow: &str, contact_id: i64)
         status: RunStatus::Ready,
         context: &context,
         start_stage: "lead",
+        priority: 1,
     };
     let started = start_runs(conn, &[new], &[event], 3).await.unwrap();
     started[0].0
