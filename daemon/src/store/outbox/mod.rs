@@ -501,5 +501,8 @@ pub(crate) async fn recent_sends(
     .await?)
 }
 
+mod simulation;
+pub(crate) use simulation::*;
+
 #[cfg(test)]
 mod tests;
