@@ -31,8 +31,8 @@ pub(crate) struct Simulation {
     zone: TimeZone,
     /// Whether only the contacts of `sim_contacts` are reported.
     filtered: bool,
-    /// The newest outbox row recorded so far.
-    last_outbox: i64,
+    /// How far what the engine wrote is recorded.
+    recorded: store::SimulationCursor,
     /// Outbox rows waiting when the simulation began (queued before it).
     pub(crate) already_queued: i64,
     pub(crate) start: i64,
@@ -49,7 +49,7 @@ impl Simulation {
         zone: TimeZone,
         filter: Option<&Condition>,
     ) -> anyhow::Result<Simulation> {
-        let store = Store::open(copy).await?;
+        let store = Store::open_scratch(copy).await?;
         let start = match config.clock {
             ClockKind::Virtual => store.virtual_now().await?,
             ClockKind::System => None,
@@ -73,13 +73,13 @@ impl Simulation {
         if let Some(filter) = filter {
             match_contacts(&mut conn, filter).await?;
         }
-        let last_outbox = store::last_outbox_id(&mut conn).await?;
+        let recorded = store::simulation_cursor(&mut conn).await?;
         let already_queued = store::pending_outbox_count(&mut conn).await?;
         Ok(Simulation {
             engine: Arc::new(engine),
             zone,
             filtered: filter.is_some(),
-            last_outbox,
+            recorded,
             already_queued,
             start,
         })
@@ -124,7 +124,7 @@ impl Simulation {
             .date()
             .to_string();
         let mut tx = engine.store.write().await?;
-        self.last_outbox = store::record_simulation_step(&mut tx, self.last_outbox, now, &day, self.filtered).await?;
+        self.recorded = store::record_simulation_step(&mut tx, self.recorded, now, &day, self.filtered).await?;
         tx.commit().await?;
         Ok(())
     }

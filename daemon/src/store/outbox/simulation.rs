@@ -50,11 +50,23 @@ pub(crate) async fn add_simulation_contacts(conn: &mut Conn, ids: &[i64]) -> any
     Ok(())
 }
 
-/// The newest outbox row: what was queued before the simulation began.
-pub(crate) async fn last_outbox_id(conn: &mut Conn) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM outbox")
-        .fetch_one(&mut *conn)
-        .await?)
+/// How far the simulation has recorded: the newest outbox row, timer and run
+/// step it has seen (ids only grow, so each step reads only what is new).
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub(crate) struct SimulationCursor {
+    pub(crate) outbox: i64,
+    pub(crate) timer: i64,
+    pub(crate) run_step: i64,
+}
+
+/// Where the rows written before the simulation end.
+pub(crate) async fn simulation_cursor(conn: &mut Conn) -> anyhow::Result<SimulationCursor> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT COALESCE(MAX(id), 0) FROM outbox) AS outbox, (SELECT COALESCE(MAX(id), 0) FROM timers) AS timer,
+                (SELECT COALESCE(MAX(rowid), 0) FROM run_steps) AS run_step",
+    )
+    .fetch_one(&mut *conn)
+    .await?)
 }
 
 /// Messages queued before the simulation began and not sent yet.
@@ -78,11 +90,11 @@ fn in_scope(column: &str) -> String {
 /// frequency caps leave them out. Returns the newest outbox id.
 pub(crate) async fn record_simulation_step(
     conn: &mut Conn,
-    after: i64,
+    after: SimulationCursor,
     now: i64,
     day: &str,
     filtered: bool,
-) -> anyhow::Result<i64> {
+) -> anyhow::Result<SimulationCursor> {
     sqlx::query(&format!(
         concat!(
             "INSERT INTO sim_messages
@@ -102,7 +114,7 @@ pub(crate) async fn record_simulation_step(
         in_scope("o.contact_id")
     ))
     .bind(day)
-    .bind(after)
+    .bind(after.outbox)
     .bind(filtered)
     .execute(&mut *conn)
     .await?;
@@ -110,16 +122,22 @@ pub(crate) async fn record_simulation_step(
         "UPDATE outbox SET status = 'suppressed', last_error = 'simulated: recipient suppressed'
          WHERE id IN (SELECT outbox_id FROM sim_messages WHERE outbox_id > ? AND suppressed IS NOT NULL)",
     )
-    .bind(after)
+    .bind(after.outbox)
     .execute(&mut *conn)
     .await?;
-    record_held_and_left_out(conn, now, day, filtered).await?;
-    last_outbox_id(conn).await
+    record_held_and_left_out(conn, after, now, day, filtered).await?;
+    simulation_cursor(conn).await
 }
 
 /// The runs held at `now` by a window, a cap, working hours or an A/B delay,
 /// and the messages their steps left out (consent, suppression, no address).
-async fn record_held_and_left_out(conn: &mut Conn, now: i64, day: &str, filtered: bool) -> anyhow::Result<()> {
+async fn record_held_and_left_out(
+    conn: &mut Conn,
+    after: SimulationCursor,
+    now: i64,
+    day: &str,
+    filtered: bool,
+) -> anyhow::Result<()> {
     sqlx::query(&format!(
         "INSERT INTO sim_held (day, at, run_id, workflow, kind)
          SELECT ?, ?, id, workflow,
@@ -128,12 +146,14 @@ async fn record_held_and_left_out(conn: &mut Conn, now: i64, day: &str, filtered
                      WHEN waiting_reason LIKE 'outside the working hours%' THEN 'working_hours'
                      WHEN waiting_reason LIKE 'A/B variant%' THEN 'variant_delay'
                      ELSE 'other' END
-         FROM runs WHERE status = 'waiting' AND waiting_reason IS NOT NULL AND updated_at = ? AND {}",
+         FROM runs WHERE status = 'waiting' AND waiting_reason IS NOT NULL AND updated_at = ?
+           AND id IN (SELECT run_id FROM timers WHERE id > ? AND kind = 'resume_run') AND {}",
         in_scope("contact_id")
     ))
     .bind(day)
     .bind(now)
     .bind(now)
+    .bind(after.timer)
     .bind(filtered)
     .execute(&mut *conn)
     .await?;
@@ -145,13 +165,13 @@ async fn record_held_and_left_out(conn: &mut Conn, now: i64, day: &str, filtered
                      WHEN s.detail LIKE '%no address%' THEN 'no_address'
                      ELSE 'other' END
          FROM run_steps s JOIN runs r ON r.id = s.run_id
-         WHERE s.finished_at = ? AND s.kind IN ('send', 'notify') AND s.detail LIKE 'skipped:%'
+         WHERE s.rowid > ? AND s.kind IN ('send', 'notify') AND s.detail LIKE 'skipped:%'
            AND {}",
         in_scope("r.contact_id")
     ))
     .bind(day)
     .bind(now)
-    .bind(now)
+    .bind(after.run_step)
     .bind(filtered)
     .execute(&mut *conn)
     .await?;
