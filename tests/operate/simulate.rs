@@ -23,7 +23,7 @@ type Message = (i64, String, i64, String);
 /// Contacts and events for most of the shipped workflows, written while the daemon
 /// is stopped: new leads (owner notes, follow-ups falling overdue, outside working
 /// hours), a proposal, inquiries (SLA), a first order (after-sale check a week
-/// later), an address suppressed by hand.
+/// later), an address suppressed by hand, a contact who withdrew consent.
 fn seed(nudge: &Nudge) {
     for (i, owner) in [
         "senior.rep1@example.com",
@@ -55,6 +55,20 @@ fn seed(nudge: &Nudge) {
     nudge.cli(&["inquiry", "add", "lead01@example.com", "--message", "price list?"]);
     nudge.cli(&["inquiry", "add", "lead21@example.com", "--message", "samples?"]);
     nudge.cli(&["suppress", "add", "lead11@example.com", "--detail", "asked by phone"]);
+    nudge.cli(&[
+        "contact",
+        "add",
+        "--name",
+        "Quiet",
+        "--email",
+        "quiet@example.com",
+        "--owner",
+        "director@example.com",
+        "--stage",
+        "intent",
+        "--consent",
+        "withdrawn",
+    ]);
     nudge.cli(&["stage", "set", "lead11@example.com", "intent"]);
     nudge.cli(&[
         "order",
@@ -154,7 +168,7 @@ fn shanghai_day(ms: i64) -> String {
 fn settle_day(nudge: &Nudge) {
     let today = shanghai_day(now_ms(nudge));
     wait_until(
-        || (nudge.query("SELECT day FROM classification_pass")[0][0] == Value::from(today.clone())).then_some(()),
+        || (nudge.query("SELECT day FROM classification_pass")[0][0] == today.as_str()).then_some(()),
         || format!("no classification pass on {today}:\n{}", nudge.log()),
     );
     nudge.settle();

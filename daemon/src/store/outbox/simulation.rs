@@ -165,13 +165,16 @@ async fn record_held_and_left_out(
                      WHEN s.detail LIKE '%no address%' THEN 'no_address'
                      ELSE 'other' END
          FROM run_steps s JOIN runs r ON r.id = s.run_id
-         WHERE s.rowid > ? AND s.kind IN ('send', 'notify') AND s.detail LIKE 'skipped:%'
+         WHERE s.rowid > ? AND s.kind IN (?, ?) AND s.detail LIKE 'skipped:%'
            AND {}",
         in_scope("r.contact_id")
     ))
     .bind(day)
     .bind(now)
     .bind(after.run_step)
+    // The kinds of the steps that send (`Step::kind`).
+    .bind("send")
+    .bind("notify")
     .bind(filtered)
     .execute(&mut *conn)
     .await?;
