@@ -171,3 +171,27 @@ async fn match_contacts(conn: &mut store::Conn, filter: &Condition) -> anyhow::R
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(text: &str) -> i64 {
+        text.parse::<Timestamp>().unwrap().as_millisecond()
+    }
+
+    #[test]
+    fn the_next_day_begins_at_local_midnight_even_across_a_clock_change() {
+        let shanghai = TimeZone::get("Asia/Shanghai").unwrap();
+        assert_eq!(
+            next_day(ms("2026-11-23T09:00:00Z"), &shanghai).unwrap(),
+            ms("2026-11-23T16:00:00Z")
+        );
+        // Berlin leaves summer time on 2026-10-25: that day has 25 hours.
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        assert_eq!(
+            next_day(ms("2026-10-24T22:30:00Z"), &berlin).unwrap(),
+            ms("2026-10-25T23:00:00Z")
+        );
+    }
+}

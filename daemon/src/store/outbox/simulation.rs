@@ -131,6 +131,8 @@ pub(crate) async fn record_simulation_step(
 
 /// The runs held at `now` by a window, a cap, working hours or an A/B delay,
 /// and the messages their steps left out (consent, suppression, no address).
+/// A held run is found by the timer it got, a left-out message by its step's
+/// row, both newer than the cursor: never by scanning `runs` or `run_steps`.
 async fn record_held_and_left_out(
     conn: &mut Conn,
     after: SimulationCursor,
@@ -140,20 +142,21 @@ async fn record_held_and_left_out(
 ) -> anyhow::Result<()> {
     sqlx::query(&format!(
         "INSERT INTO sim_held (day, at, run_id, workflow, kind)
-         SELECT ?, ?, id, workflow,
-                CASE WHEN waiting_reason LIKE 'outside the send window%' THEN 'send_window'
-                     WHEN waiting_reason LIKE 'frequency cap%' THEN 'frequency_cap'
-                     WHEN waiting_reason LIKE 'outside the working hours%' THEN 'working_hours'
-                     WHEN waiting_reason LIKE 'A/B variant%' THEN 'variant_delay'
+         SELECT ?, ?, r.id, r.workflow,
+                CASE WHEN r.waiting_reason LIKE 'outside the send window%' THEN 'send_window'
+                     WHEN r.waiting_reason LIKE 'frequency cap%' THEN 'frequency_cap'
+                     WHEN r.waiting_reason LIKE 'outside the working hours%' THEN 'working_hours'
+                     WHEN r.waiting_reason LIKE 'A/B variant%' THEN 'variant_delay'
                      ELSE 'other' END
-         FROM runs WHERE status = 'waiting' AND waiting_reason IS NOT NULL AND updated_at = ?
-           AND id IN (SELECT run_id FROM timers WHERE id > ? AND kind = 'resume_run') AND {}",
-        in_scope("contact_id")
+         FROM timers t JOIN runs r ON r.id = t.run_id
+         WHERE t.id > ? AND t.kind = 'resume_run'
+           AND r.status = 'waiting' AND r.waiting_reason IS NOT NULL AND r.updated_at = ? AND {}",
+        in_scope("r.contact_id")
     ))
     .bind(day)
     .bind(now)
-    .bind(now)
     .bind(after.timer)
+    .bind(now)
     .bind(filtered)
     .execute(&mut *conn)
     .await?;
