@@ -119,6 +119,8 @@ impl Simulation {
                 break;
             }
         }
+        // Handed to a delivery that is not there: read back from the outbox instead.
+        engine.delivery.discard();
         let day = Timestamp::from_millisecond(now)?
             .to_zoned(self.zone.clone())
             .date()
