@@ -396,3 +396,46 @@ fn contacts_limit_the_report_and_a_bad_filter_is_explained() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_simulation_beside_a_running_daemon_copies_its_database_and_sends_nothing() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = Nudge::new(&smtp, START);
+    nudge.start();
+    nudge.cli(&[
+        "contact",
+        "add",
+        "--name",
+        "Zhang Wei",
+        "--company",
+        "Acme",
+        "--email",
+        "zhang@example.com",
+    ]);
+    nudge.cli(&["stage", "set", "zhang@example.com", "intent"]);
+    smtp.wait_for("zhang@example.com", "Zhang Wei");
+    nudge.settle();
+    let outbox = nudge.query("SELECT COUNT(*) FROM outbox");
+
+    // The proposal went out before the copy was taken: the simulation does not send it again.
+    let report: Value = serde_json::from_str(&nudge.cli(&["simulate", "--days", "3", "--json"])).unwrap();
+    assert_eq!(report["already_queued"], 0, "{report:#}");
+    let workflows: Vec<&str> = report["current"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["workflow"].as_str().unwrap())
+        .collect();
+    assert!(!workflows.contains(&"intent-proposal"), "{report:#}");
+
+    nudge.settle();
+    assert_eq!(
+        nudge.query("SELECT COUNT(*) FROM outbox"),
+        outbox,
+        "the daemon's outbox is untouched"
+    );
+    assert_eq!(smtp.mails().len(), 1, "only the daemon's message reached the server");
+    assert!(!nudge.log().contains("ERROR"), "{}", nudge.log());
+    nudge.stop();
+}
