@@ -120,7 +120,7 @@ pub(crate) async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
 }
 
 /// The plugin host, on a blocking thread (compiling components is CPU work).
-async fn load_plugins(config: &Config, strict: bool) -> anyhow::Result<Plugins> {
+pub(crate) async fn load_plugins(config: &Config, strict: bool) -> anyhow::Result<Plugins> {
     let settings = config.plugin_settings();
     let host = tokio::task::spawn_blocking(move || PluginHost::load(&settings, None)).await??;
     let host = if strict {

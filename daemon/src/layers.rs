@@ -79,10 +79,28 @@ const LAYERS: &[(&str, &[&str])] = &[
             "workflow",
         ],
     ),
+    // The daemon's engine without its doors, on a copy: `nudge simulate`.
+    (
+        "simulate",
+        &[
+            "admission",
+            "clock",
+            "config",
+            "daemon",
+            "engine",
+            "insight",
+            "plugins",
+            "report",
+            "store",
+            "unsubscribe",
+            "workflow",
+        ],
+    ),
     (
         "commands",
         &[
             "model", "clock", "config", "store", "workflow", "insight", "app", "import", "report", "plugins", "daemon",
+            "simulate",
         ],
     ),
     // The command line: parses the arguments and hands them to `commands`.

@@ -17,6 +17,7 @@ mod insight;
 pub mod model;
 pub mod plugins;
 mod report;
+mod simulate;
 pub mod store;
 mod tracking;
 pub mod unsubscribe;

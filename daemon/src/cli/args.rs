@@ -108,6 +108,28 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What the workflows would send over the next days: the engine run on a copy
+    /// of the database and a virtual clock, sending nothing.
+    Simulate {
+        /// Days to simulate from now (the virtual clock's reading, or the system's time).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=366))]
+        days: u32,
+        /// A candidate workflow folder: simulate it too and show who gains or loses which message.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// Only report the contacts this condition holds for at the start, written
+        /// as a workflow's `when`, e.g. 'contact.stage == "lead"'.
+        #[arg(long)]
+        contacts: Option<String>,
+        /// Also write the result as a self-contained HTML page.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Also write every simulated message to this file as CSV.
+        #[arg(long)]
+        messages: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or move the virtual clock (only with `clock = "virtual"`).
     Clock {
         /// Set to a time (RFC 3339, or a local date-time in UTC).

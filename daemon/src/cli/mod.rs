@@ -97,6 +97,22 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Segment(SegmentCommand::Run { workflow, follow }) => {
             commands::segment::run(config, &workflow, follow).await
         }
+        Command::Simulate {
+            days,
+            against,
+            contacts,
+            html,
+            messages,
+            json,
+        } => {
+            let options = commands::simulate::Options {
+                days,
+                against,
+                contacts,
+                messages,
+            };
+            commands::simulate::run(config, &options, html.as_deref(), json).await
+        }
         Command::Clock { set, advance } => commands::clock::run(config, set.as_deref(), advance.as_deref()).await,
     }
 }

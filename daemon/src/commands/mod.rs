@@ -15,6 +15,7 @@ pub(crate) mod outbox;
 pub(crate) mod plugin;
 pub(crate) mod report;
 pub(crate) mod segment;
+pub(crate) mod simulate;
 pub(crate) mod stage;
 pub(crate) mod status;
 pub(crate) mod suppress;

@@ -108,6 +108,12 @@ impl Handoff {
     fn take(&self) -> Vec<OutboxRow> {
         std::mem::take(&mut *self.rows.lock().unwrap())
     }
+
+    /// Lets go of the rows handed over, for a process that has no delivery to
+    /// take them (`nudge simulate`): they stay in the outbox, the record.
+    pub(crate) fn discard(&self) {
+        drop(self.take());
+    }
 }
 
 impl Delivery {

@@ -2,7 +2,8 @@
 
 use super::{Report, TO_NEXT_NOTE, TREND_WEEKS};
 
-fn escape(text: &str) -> String {
+/// Text made safe for HTML (shared with `nudge simulate`'s page).
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -10,7 +11,7 @@ fn escape(text: &str) -> String {
 }
 
 /// Horizontal bars, one per (label, value, caption), scaled to the largest value.
-fn bar_chart(rows: &[(String, f64, String)]) -> String {
+pub(crate) fn bar_chart(rows: &[(String, f64, String)]) -> String {
     const ROW: usize = 26;
     let max = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(1e-9);
     let mut svg = format!(

@@ -10,6 +10,7 @@ mod text;
 use jiff::civil::Date;
 use serde::Serialize;
 
+pub(crate) use html::{bar_chart, escape};
 pub(crate) use query::build;
 
 use crate::model::{add_days, sub_days};

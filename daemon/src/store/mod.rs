@@ -118,6 +118,16 @@ const MAX_TURNS_GIVEN: usize = 4;
 impl Store {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub async fn open(path: &Path) -> anyhow::Result<Store> {
+        Store::open_as(path, true).await
+    }
+
+    /// Opens a scratch copy (`nudge simulate`'s): nothing in it has to survive a
+    /// crash, so no commit waits for the disk.
+    pub(crate) async fn open_scratch(path: &Path) -> anyhow::Result<Store> {
+        Store::open_as(path, false).await
+    }
+
+    async fn open_as(path: &Path, durable: bool) -> anyhow::Result<Store> {
         configure_sqlite();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("create database folder {}", dir.display()))?;
@@ -128,7 +138,11 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: an event is acknowledged only once it survives power loss, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(if durable {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Off
+            })
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
             // sqlx hands rows from SQLite's thread over a bounded channel: with room
@@ -148,7 +162,11 @@ impl Store {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .before_acquire(fit_to_hand_out)
-            .connect_with(options.synchronous(SqliteSynchronous::Normal))
+            .connect_with(options.synchronous(if durable {
+                SqliteSynchronous::Normal
+            } else {
+                SqliteSynchronous::Off
+            }))
             .await
             .with_context(|| format!("open database at {}", path.display()))?;
         let mut wal = path.as_os_str().to_owned();
@@ -158,6 +176,7 @@ impl Store {
             writer,
             log: Arc::new(WriteAheadLog {
                 path: wal.into(),
+                durable,
                 committed: AtomicU64::new(0),
                 flushed: tokio::sync::watch::Sender::new(0),
             }),

@@ -538,6 +538,8 @@ pub(crate) async fn returned_message_by_id(
     .fetch_optional(&mut *conn)
     .await?)
 }
+mod simulation;
+pub(crate) use simulation::*;
 
 #[cfg(test)]
 mod tests;
