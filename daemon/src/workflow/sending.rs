@@ -163,6 +163,13 @@ impl SendingPolicy {
         t
     }
 
+    /// Whether `at` falls in the quiet hours for messages of `category` (so a
+    /// message held then is held by them, not by its window).
+    pub(crate) fn in_quiet_hours(&self, category: Category, at: Timestamp, tz: &TimeZone) -> bool {
+        let quiet = self.quiet_hours.as_ref().filter(|q| q.categories.contains(&category));
+        quiet.is_some_and(|q| q.open.next_open(at, tz) > at)
+    }
+
     /// The caps that apply to a message.
     pub(crate) fn caps_for<'a>(&'a self, channel: &'a str, category: Category) -> impl Iterator<Item = &'a Cap> + 'a {
         self.caps
