@@ -28,7 +28,9 @@ pub(super) async fn explain(
     let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let now = s.clock.now_ms();
     let at = match q.at.as_deref() {
-        Some(text) => parse_time(text, now, "UTC").map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("at: {e}")))?,
+        Some(text) => {
+            parse_time(text, now, "UTC").map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("at: {e}")))?
+        }
         None => now,
     };
     let mut conn = s.store.pool.acquire().await.map_err(anyhow::Error::from)?;

@@ -191,7 +191,10 @@ fn matching<'a>(
         let mut decisions = Vec::new();
         if let Some((contact, contact_ctx)) = contacts.get(&event.contact_id) {
             let event_ctx = triggers::event_context(event);
-            let candidates = set.workflows.iter().filter(|w| triggers::takes_kind(&w.trigger, event.kind));
+            let candidates = set
+                .workflows
+                .iter()
+                .filter(|w| triggers::takes_kind(&w.trigger, event.kind));
             for workflow in candidates {
                 match decide(workflow, event, contact, contact_ctx, &event_ctx) {
                     Some(decision) => decisions.push(decision),

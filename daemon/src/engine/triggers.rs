@@ -38,9 +38,9 @@ pub(crate) fn matches(trigger: &Trigger, event: &Event) -> bool {
     };
     takes_kind(trigger, event.kind)
         && match trigger {
-            Trigger::StageChanged { from, to } | Trigger::TierChanged { from, to } | Trigger::RfmChanged { from, to } => {
-                from_to(from, to)
-            }
+            Trigger::StageChanged { from, to }
+            | Trigger::TierChanged { from, to }
+            | Trigger::RfmChanged { from, to } => from_to(from, to),
             _ => true,
         }
 }

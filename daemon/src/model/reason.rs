@@ -17,6 +17,7 @@ macro_rules! reasons {
 
         impl Reason {
             /// Every code, in the order the README's table lists them.
+            #[cfg(test)]
             pub(crate) const ALL: &[Reason] = &[$(Reason::$variant),+];
 
             /// The code as stored, logged and shown.
@@ -138,5 +139,14 @@ mod tests {
             ]
         );
         assert_eq!(Reason::parse("frequency-cap"), None);
+    }
+
+    #[test]
+    fn the_readme_lists_every_code_with_its_meaning() {
+        let readme = include_str!("../../../README.md");
+        for &reason in Reason::ALL {
+            let row = format!("| `{}` | {} |", reason.as_str(), reason.meaning().replace('|', "\\|"));
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
     }
 }

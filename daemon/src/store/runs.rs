@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use super::Conn;
-use crate::model::Reason;
 use super::stored_text::stored_text;
+use crate::model::Reason;
 
 stored_text! {
     /// Where a run is: `ready` for its next step now, `waiting` for a timer,
@@ -352,7 +352,9 @@ mod tests {
                 start_stage: "sample",
             },
         ];
-        let started = start_runs(&mut conn, &new, &[e1, e2].map(TakenEvent::plain), 70).await.unwrap();
+        let started = start_runs(&mut conn, &new, &[e1, e2].map(TakenEvent::plain), 70)
+            .await
+            .unwrap();
         assert_eq!(started, vec![(2, "first".into(), e1), (3, "second".into(), e2)]);
         type Row = (
             String,
@@ -412,7 +414,12 @@ mod tests {
                 .unwrap();
         assert_eq!(unprocessed, 2);
         // A workflow that already ran for an event is left out.
-        assert!(start_runs(&mut conn, &new[..1], &[TakenEvent::plain(e1)], 80).await.unwrap().is_empty());
+        assert!(
+            start_runs(&mut conn, &new[..1], &[TakenEvent::plain(e1)], 80)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -500,7 +507,12 @@ mod tests {
             holds,
             vec![
                 (r1, "send_window".into(), None, Some("send_window".into())),
-                (r2, "frequency_cap".into(), Some("[7,8]".into()), Some("frequency_cap".into()))
+                (
+                    r2,
+                    "frequency_cap".into(),
+                    Some("[7,8]".into()),
+                    Some("frequency_cap".into())
+                )
             ],
             "every hold is journalled with its code, the run keeps the latest"
         );

@@ -198,7 +198,12 @@ impl Condition {
             node = false_one;
         }
         Falsity {
-            part: self.source.get(self.span_of(node)).unwrap_or(&self.source).trim().to_string(),
+            part: self
+                .source
+                .get(self.span_of(node))
+                .unwrap_or(&self.source)
+                .trim()
+                .to_string(),
             values: self.values_read(node, contact, event),
         }
     }
@@ -476,7 +481,10 @@ mod tests {
         contact["order_count"] = json!(0);
         assert!(!c.evaluate(&contact, &event_schema()).unwrap());
         let why = c.explain_false(&contact, &event_schema());
-        assert_eq!(why.part, r#"(contact.intent_grade == "A" || "vip" in contact.tags)"#.trim_matches(['(', ')']));
+        assert_eq!(
+            why.part,
+            r#"(contact.intent_grade == "A" || "vip" in contact.tags)"#.trim_matches(['(', ')'])
+        );
         assert_eq!(
             why.values,
             BTreeMap::from([
@@ -488,7 +496,10 @@ mod tests {
         contact["stage"] = json!("customer");
         let why = c.explain_false(&contact, &event_schema());
         assert_eq!(why.part, r#"contact.stage == "lead""#);
-        assert_eq!(why.values, BTreeMap::from([("contact.stage".to_string(), json!("customer"))]));
+        assert_eq!(
+            why.values,
+            BTreeMap::from([("contact.stage".to_string(), json!("customer"))])
+        );
         contact["stage"] = json!("lead");
         contact["order_count"] = json!(5);
         let why = c.explain_false(&contact, &event_schema());

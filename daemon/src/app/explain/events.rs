@@ -63,7 +63,13 @@ pub(super) async fn read(
         let when = Moment::of(processed_at.unwrap_or(occurred_at));
         for run in runs.iter().filter(|r| r.event_id == id) {
             let what = What::Event(event(Some(run.id), None));
-            out.push((run.workflow.clone(), Entry { when: when.clone(), what }));
+            out.push((
+                run.workflow.clone(),
+                Entry {
+                    when: when.clone(),
+                    what,
+                },
+            ));
         }
         let decided: Vec<EventDecision> = decisions
             .as_deref()
@@ -72,7 +78,13 @@ pub(super) async fn read(
         for decision in decided {
             let workflow = decision.workflow.clone();
             let what = What::Event(event(None, Some(decision)));
-            out.push((workflow, Entry { when: when.clone(), what }));
+            out.push((
+                workflow,
+                Entry {
+                    when: when.clone(),
+                    what,
+                },
+            ));
         }
     }
     Ok(out)

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::runs::RunRow;
-use super::{Entry, Moment, What};
+use super::{Entry, Moment, What, Why};
+use crate::model::Reason;
 use crate::store::Conn;
 
 #[derive(Debug, Serialize)]
@@ -23,6 +24,9 @@ pub(crate) struct MessageEntry {
     pub(crate) variant: Option<String>,
     /// Its status now (pending, sent, failed, dead, unknown, suppressed, dropped).
     pub(crate) status: String,
+    /// Why it was not sent, where a suppression withheld it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<Why>,
     pub(crate) attempts: Vec<Attempt>,
     pub(crate) engagement: Vec<Engaged>,
 }
@@ -47,7 +51,18 @@ pub(crate) struct Engaged {
     pub(crate) url: Option<String>,
 }
 
-type OutboxRow = (i64, Option<i64>, String, String, String, String, String, Option<String>, String, i64);
+type OutboxRow = (
+    i64,
+    Option<i64>,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+);
 
 /// The messages `runs` queued by `at`, under their workflows.
 pub(super) async fn read(
@@ -82,6 +97,7 @@ pub(super) async fn read(
             category,
             subject,
             variant,
+            reason: (status == "suppressed").then(|| Why::of(Reason::Suppressed)),
             status,
             attempts: attempts.remove(&id).unwrap_or_default(),
             engagement: engaged.remove(&Some(id)).unwrap_or_default(),

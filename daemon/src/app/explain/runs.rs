@@ -153,9 +153,12 @@ async fn steps(conn: &mut Conn, runs: &[i64], at: i64) -> anyhow::Result<Vec<Ste
     .await?)
 }
 
+/// run, step, at, until, code, detail, counted ids.
+type HoldRow = (i64, i64, i64, i64, String, String, Option<String>);
+
 /// The holds of `runs` up to `at`, with the messages each cap counted.
 async fn holds(conn: &mut Conn, runs: &[i64], at: i64) -> anyhow::Result<Vec<(HoldEntry, i64)>> {
-    let rows: Vec<(i64, i64, i64, i64, String, String, Option<String>)> = sqlx::query_as(
+    let rows: Vec<HoldRow> = sqlx::query_as(
         "SELECT run_id, step, at, until, reason, detail, counted FROM run_holds
          WHERE run_id IN (SELECT value FROM json_each(?)) AND at <= ? ORDER BY at, rowid",
     )

@@ -49,7 +49,10 @@ pub(crate) fn render(e: &Explanation) -> String {
     for story in &e.workflows {
         let _ = writeln!(out, "\nworkflow {}", story.workflow);
         if story.entries.is_empty() {
-            let _ = writeln!(out, "  nothing recorded: no event of its trigger's kind for this contact");
+            let _ = writeln!(
+                out,
+                "  nothing recorded: no event of its trigger's kind for this contact"
+            );
         }
         for entry in &story.entries {
             let _ = writeln!(out, "  {}  {}", entry.when.time, line(&entry.what));
@@ -74,7 +77,10 @@ fn code(why: &Option<Why>) -> String {
 }
 
 fn event(e: &EventEntry) -> String {
-    let change = match (e.payload.get("from").and_then(|v| v.as_str()), e.payload.get("to").and_then(|v| v.as_str())) {
+    let change = match (
+        e.payload.get("from").and_then(|v| v.as_str()),
+        e.payload.get("to").and_then(|v| v.as_str()),
+    ) {
         (Some(from), Some(to)) => format!(" {from} -> {to}"),
         _ => String::new(),
     };
@@ -98,7 +104,14 @@ fn event(e: &EventEntry) -> String {
 }
 
 fn step(s: &StepEntry) -> String {
-    format!("run #{} step {} {}: {}{}", s.run_id, s.step, s.step_kind, code(&s.reason), s.detail)
+    format!(
+        "run #{} step {} {}: {}{}",
+        s.run_id,
+        s.step,
+        s.step_kind,
+        code(&s.reason),
+        s.detail
+    )
 }
 
 fn hold(h: &HoldEntry) -> String {
@@ -150,11 +163,20 @@ fn message(m: &MessageEntry) -> String {
         m.recipient,
         m.channel,
         m.category,
-        m.variant.as_deref().map(|v| format!(", variant {v}")).unwrap_or_default(),
+        m.variant
+            .as_deref()
+            .map(|v| format!(", variant {v}"))
+            .unwrap_or_default(),
         m.status
     );
+    if let Some(why) = &m.reason {
+        let _ = write!(text, " [{}] {}", why.code, why.meaning);
+    }
     for a in &m.attempts {
-        let _ = write!(text, "\n      attempt {} at {}: {} {}", a.attempt, a.when.time, a.outcome, a.reply);
+        let _ = write!(text, "\n      attempt {} at {}: {}", a.attempt, a.when.time, a.outcome);
+        if !a.reply.is_empty() {
+            let _ = write!(text, ": {}", a.reply);
+        }
     }
     for e in &m.engagement {
         let url = e.url.as_deref().map(|u| format!(" {u}")).unwrap_or_default();

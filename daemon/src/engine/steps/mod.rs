@@ -322,7 +322,9 @@ fn finish(at: &Applying, step: &Step, outcome: Outcome, effects: &mut Effects) {
     let kind = step.kind();
     let contact_id = at.contact.id;
     match reason {
-        Some(code) => info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id, reason = %code, "{detail}"),
+        Some(code) => {
+            info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id, reason = %code, "{detail}")
+        }
         None => info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id, "{detail}"),
     }
     if status == RunStatus::Ready && run.next_step + 1 >= workflow.steps.len() as i64 {
