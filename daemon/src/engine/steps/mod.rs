@@ -229,30 +229,8 @@ impl Engine {
     ) -> anyhow::Result<()> {
         let (run, workflow) = (&next.run, next.workflow());
         let run_id = run.id;
-        let prepared = match &next.action {
-            Action::Finish => {
-                effects.ended.push(store::EndedRun {
-                    id: run_id,
-                    status: RunStatus::Done,
-                    reason: Reason::Completed,
-                    outcome: "all steps done".into(),
-                });
-                info!(run_id, workflow = %workflow.name, "run done");
-                return Ok(());
-            }
-            Action::Defer { until, code, reason } => {
-                effects.deferred.push(store::DeferredRun {
-                    run_id,
-                    step: run.next_step,
-                    until: *until,
-                    reason: reason.clone(),
-                    code: *code,
-                    counted: Vec::new(),
-                });
-                info!(run_id, workflow = %workflow.name, reason = %code, "{reason}");
-                return Ok(());
-            }
-            Action::Step(step) => step,
+        let Some(prepared) = step_or_settle(next, effects) else {
+            return Ok(());
         };
         let step = &workflow.steps[run.next_step as usize];
         // The checks of `prepare` ran before this transaction; repeat them inside it,
@@ -304,6 +282,38 @@ impl Engine {
         };
         finish(&at, step, outcome, effects);
         Ok(())
+    }
+}
+
+/// The prepared step of a move that takes one; a move that ends the run or
+/// defers it is recorded in `effects` instead.
+fn step_or_settle<'a>(next: &'a NextMove, effects: &mut Effects) -> Option<&'a PreparedStep> {
+    let (run, workflow) = (&next.run, next.workflow());
+    let run_id = run.id;
+    match &next.action {
+        Action::Step(step) => Some(step),
+        Action::Finish => {
+            effects.ended.push(store::EndedRun {
+                id: run_id,
+                status: RunStatus::Done,
+                reason: Reason::Completed,
+                outcome: "all steps done".into(),
+            });
+            info!(run_id, workflow = %workflow.name, "run done");
+            None
+        }
+        Action::Defer { until, code, reason } => {
+            effects.deferred.push(store::DeferredRun {
+                run_id,
+                step: run.next_step,
+                until: *until,
+                reason: reason.clone(),
+                code: *code,
+                counted: Vec::new(),
+            });
+            info!(run_id, workflow = %workflow.name, reason = %code, "{reason}");
+            None
+        }
     }
 }
 
