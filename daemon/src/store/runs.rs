@@ -352,9 +352,20 @@ mod tests {
                 start_stage: "sample",
             },
         ];
-        let started = start_runs(&mut conn, &new, &[e1, e2].map(TakenEvent::plain), 70)
-            .await
-            .unwrap();
+        let not_started = EventDecision {
+            workflow: "vip".into(),
+            reason: Reason::ConditionFalse,
+            part: Some("contact.intent_grade == \"A\"".into()),
+            values: Some(json!({ "contact.intent_grade": "B" })),
+        };
+        let taken = [
+            TakenEvent::plain(e1),
+            TakenEvent {
+                id: e2,
+                decisions: vec![not_started],
+            },
+        ];
+        let started = start_runs(&mut conn, &new, &taken, 70).await.unwrap();
         assert_eq!(started, vec![(2, "first".into(), e1), (3, "second".into(), e2)]);
         type Row = (
             String,
@@ -413,6 +424,23 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(unprocessed, 2);
+        let decisions: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT decisions FROM events WHERE id IN (?, ?) ORDER BY id")
+                .bind(e1)
+                .bind(e2)
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let recorded: serde_json::Value = serde_json::from_str(decisions[1].as_deref().unwrap()).unwrap();
+        assert_eq!(
+            decisions[0], None,
+            "an event that started every workflow it could records nothing"
+        );
+        assert_eq!(
+            recorded,
+            json!([{ "workflow": "vip", "reason": "condition_false", "part": "contact.intent_grade == \"A\"",
+                     "values": { "contact.intent_grade": "B" } }])
+        );
         // A workflow that already ran for an event is left out.
         assert!(
             start_runs(&mut conn, &new[..1], &[TakenEvent::plain(e1)], 80)
