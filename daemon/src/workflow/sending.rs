@@ -488,6 +488,10 @@ mod tests {
             at("2026-11-21T00:00:00Z")
         );
         assert_eq!(p.next_slot(None, Category::Sla, late, &shanghai), late);
+        // What `nudge explain` tells apart: held by the quiet hours, not by a window.
+        assert!(p.in_quiet_hours(Category::Marketing, late, &shanghai));
+        assert!(!p.in_quiet_hours(Category::Sla, late, &shanghai));
+        assert!(!p.in_quiet_hours(Category::Marketing, at("2026-11-21T02:00:00Z"), &shanghai));
     }
 
     #[test]
