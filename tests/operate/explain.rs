@@ -205,6 +205,23 @@ fn a_contact_excluded_by_a_condition_shows_the_false_part_and_the_value() {
     assert_eq!(sample[0]["reason"]["code"], "trigger_mismatch", "{explained:#}");
     let promo = entries(&explained, "promo", "event");
     assert!(promo[0]["started_run"].is_i64(), "{explained:#}");
+    let names: Vec<&Value> = explained["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| &w["workflow"])
+        .collect();
+    assert_eq!(
+        names,
+        ["check-in", "promo", "sample", "vip"],
+        "every workflow of the set, met or not"
+    );
+    assert_eq!(explained["workflows"][3]["trigger"], "stage_changed to inquiry");
+    let (ok, _, error) = nudge.try_cli(&["explain", "b@example.com", "--workflow", "vp"]);
+    assert!(
+        !ok && error.contains("no workflow `vp` in the daemon's workflows (check-in, promo, sample, vip)"),
+        "{error}"
+    );
 
     let id = explained["contact"]["id"].as_i64().unwrap();
     let (code, api) = nudge.http("GET", &format!("/contacts/{id}/explain?workflow=vip"), None);

@@ -12,6 +12,7 @@ mod events;
 mod messages;
 mod runs;
 mod text;
+mod workflows;
 
 use std::collections::BTreeMap;
 
@@ -70,6 +71,8 @@ impl Moment {
 #[derive(Debug, Serialize)]
 pub(crate) struct WorkflowStory {
     pub(crate) workflow: String,
+    /// Its trigger in the set the daemon loaded last (None: no longer in it).
+    pub(crate) trigger: Option<String>,
     /// In time order (ties in the order they were recorded).
     pub(crate) entries: Vec<Entry>,
 }
@@ -146,16 +149,29 @@ pub(crate) async fn explain(conn: &mut Conn, question: &Question<'_>) -> anyhow:
     for (workflow, entry) in messages::read(conn, contact.id, &runs, at).await? {
         add(&workflow, entry);
     }
+    let known = workflows::known(conn).await?;
+    for workflow in &known {
+        stories.entry(workflow.name.clone()).or_default();
+    }
     if let Some(only) = question.workflow {
+        if !stories.contains_key(only) {
+            let names: Vec<&str> = known.iter().map(|w| w.name.as_str()).collect();
+            let message = format!("no workflow `{only}` in the daemon's workflows ({})", names.join(", "));
+            return Err(super::NotFound(message).into());
+        }
         stories.retain(|name, _| name == only);
-        stories.entry(only.to_string()).or_default();
     }
     let workflows = stories
         .into_iter()
         .map(|(workflow, mut entries)| {
             // Stable: entries of one moment keep the order they were added in.
             entries.sort_by_key(|e| e.when.at);
-            WorkflowStory { workflow, entries }
+            let trigger = known.iter().find(|w| w.name == workflow).map(|w| w.trigger.clone());
+            WorkflowStory {
+                workflow,
+                trigger,
+                entries,
+            }
         })
         .collect();
     Ok(Explanation {
