@@ -103,6 +103,18 @@ pub(crate) enum What {
     Message(Box<messages::MessageEntry>),
 }
 
+impl What {
+    fn rank(&self) -> u8 {
+        match self {
+            What::Event(_) => 0,
+            What::Step(_) => 1,
+            What::Message(_) => 2,
+            What::Hold(_) => 3,
+            What::Open(_) | What::Ended(_) => 4,
+        }
+    }
+}
+
 /// A reason code with its meaning, as every "did not happen" shows it.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Why {
@@ -164,8 +176,9 @@ pub(crate) async fn explain(conn: &mut Conn, question: &Question<'_>) -> anyhow:
     let workflows = stories
         .into_iter()
         .map(|(workflow, mut entries)| {
-            // Stable: entries of one moment keep the order they were added in.
-            entries.sort_by_key(|e| e.when.at);
+            // Within a moment: the event, the steps, their messages, then the hold and the
+            // state the run was left in; the sort is stable, so each keeps its recorded order.
+            entries.sort_by_key(|e| (e.when.at, e.what.rank()));
             let trigger = known.iter().find(|w| w.name == workflow).map(|w| w.trigger.clone());
             WorkflowStory {
                 workflow,
