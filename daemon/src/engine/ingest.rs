@@ -278,3 +278,56 @@ fn started_ready(
         start_stage: Some(contact.stage.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::engine::steps::fixture::{Fixture, workflow};
+    use crate::store::EventKind;
+
+    const SEND: &str = "send = { channel = \"email\", template = \"hello\" }";
+
+    /// What `nudge explain` shows for an event that started no run: recorded
+    /// with the event when it was taken, with the false part and its values.
+    #[tokio::test]
+    async fn an_event_keeps_why_it_started_no_run_of_a_workflow() {
+        let f = Fixture::new(vec![
+            workflow("plain", "category = \"transactional\"", &[SEND]),
+            workflow(
+                "vip",
+                "category = \"transactional\"\nwhen = 'contact.intent_grade == \"A\" && contact.stage == \"lead\"'",
+                &[SEND],
+            ),
+            workflow("off", "category = \"transactional\"\nenabled = false", &[SEND]),
+        ])
+        .await;
+        let li = f
+            .contact(json!({ "email": "li@test.example", "intent_grade": "B" }))
+            .await;
+        f.event(EventKind::InquiryReceived, li).await;
+        f.settle().await;
+        let (decisions,): (String,) = f
+            .row(
+                "SELECT decisions FROM events WHERE contact_id = ? AND kind = 'inquiry_received'",
+                li,
+            )
+            .await;
+        let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
+        assert_eq!(
+            decisions,
+            json!([
+                { "workflow": "vip", "reason": "condition_false", "part": "contact.intent_grade == \"A\"",
+                  "values": { "contact.intent_grade": "B" } },
+                { "workflow": "off", "reason": "workflow_disabled" },
+            ])
+        );
+        let (runs,): (String,) = f
+            .row("SELECT group_concat(workflow) FROM runs WHERE contact_id = ?", li)
+            .await;
+        assert_eq!(
+            runs, "plain",
+            "the decisions are the workflows not started, the runs the others"
+        );
+    }
+}

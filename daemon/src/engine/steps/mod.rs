@@ -21,7 +21,7 @@ use crate::unsubscribe::MessageRef;
 use crate::workflow::{Step, Variant, Workflow, WorkflowSet};
 
 #[cfg(test)]
-mod fixture;
+pub(super) mod fixture;
 mod notify;
 mod schedule_follow_up;
 mod send;

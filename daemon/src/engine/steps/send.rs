@@ -376,6 +376,22 @@ mod tests {
                 Some("skipped: the contact unsubscribed from marketing".into())
             )
         );
+        let codes: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT r.workflow, r.reason, s.reason FROM runs r LEFT JOIN run_steps s ON s.run_id = r.id ORDER BY r.workflow",
+        )
+        .fetch_all(&f.store.pool)
+        .await
+        .unwrap();
+        let code = |s: &str| Some(s.to_string());
+        assert_eq!(
+            codes,
+            [
+                ("answer".into(), code("completed"), None),
+                ("drip".into(), code("exit_unsubscribed"), None),
+                ("promo".into(), code("completed"), code("marketing_unsubscribed")),
+            ],
+            "each outcome with its code"
+        );
         let recipients: Vec<String> = sqlx::query_scalar("SELECT recipient FROM outbox")
             .fetch_all(&f.store.pool)
             .await
