@@ -139,7 +139,17 @@ fn a_message_held_by_the_frequency_cap_shows_what_counted_and_the_next_slot() {
     let dir = scratch();
     let smtp = SmtpServer::start(dir.path());
     let nudge = start(&smtp);
-    add(&nudge, "cap@example.com", "B");
+    // In Shanghai: 18:00 there, before the quiet hours (21:00-08:00).
+    nudge.cli(&[
+        "contact",
+        "add",
+        "--name",
+        "Li",
+        "--email",
+        "cap@example.com",
+        "--tz",
+        "Asia/Shanghai",
+    ]);
     nudge.cli(&["stage", "set", "cap@example.com", "inquiry"]);
     nudge.settle();
     smtp.wait_for("cap@example.com", "Two for Li");
@@ -152,10 +162,14 @@ fn a_message_held_by_the_frequency_cap_shows_what_counted_and_the_next_slot() {
     assert_eq!(hold["step"], 2);
     let detail = hold["detail"].as_str().unwrap();
     assert!(
-        detail.contains("2 already") && detail.contains("next slot Mon 2026-11-30 10:00 UTC"),
+        detail.contains("2 already") && detail.contains("next slot Mon 2026-11-30 18:00 CST"),
         "{detail}"
     );
     assert_eq!(hold["until"]["time"], "2026-11-30 10:00:00 UTC");
+    assert_eq!(
+        hold["until_local"], "Mon 2026-11-30 18:00 CST",
+        "the slot in the contact's zone"
+    );
     let messages = entries(&explained, "promo", "message");
     let sent: Vec<&Value> = messages.iter().map(|m| &m["message_id"]).collect();
     let counted: Vec<&Value> = hold["counted"]

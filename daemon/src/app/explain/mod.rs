@@ -155,7 +155,7 @@ pub(crate) async fn explain(conn: &mut Conn, question: &Question<'_>) -> anyhow:
     for (workflow, entry) in events::read(conn, contact.id, &runs, at).await? {
         add(&workflow, entry);
     }
-    for (workflow, entry) in runs::entries(conn, &runs, at).await? {
+    for (workflow, entry) in runs::entries(conn, &runs, &contact.time_zone, at).await? {
         add(&workflow, entry);
     }
     for (workflow, entry) in messages::read(conn, contact.id, &runs, at).await? {

@@ -52,8 +52,10 @@ pub(crate) struct HoldEntry {
     pub(crate) step: i64,
     pub(crate) reason: Option<Why>,
     pub(crate) detail: String,
-    /// Until when (the next allowed slot, in the detail in the contact's zone).
+    /// Until when: the next allowed slot.
     pub(crate) until: Moment,
+    /// That slot in the contact's own zone, as a window or cap reads it.
+    pub(crate) until_local: String,
     /// For a frequency cap: the messages that counted against it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) counted: Vec<Counted>,
@@ -89,7 +91,12 @@ pub(crate) struct EndedEntry {
 }
 
 /// The entries of `runs` up to `at`: steps, holds, and the end or current state.
-pub(super) async fn entries(conn: &mut Conn, runs: &[RunRow], at: i64) -> anyhow::Result<Vec<(String, Entry)>> {
+pub(super) async fn entries(
+    conn: &mut Conn,
+    runs: &[RunRow],
+    time_zone: &str,
+    at: i64,
+) -> anyhow::Result<Vec<(String, Entry)>> {
     let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
     let by_id: HashMap<i64, &str> = runs.iter().map(|r| (r.id, r.workflow.as_str())).collect();
     let workflow_of = |run_id: i64| by_id.get(&run_id).copied().unwrap_or_default().to_string();
@@ -104,7 +111,7 @@ pub(super) async fn entries(conn: &mut Conn, runs: &[RunRow], at: i64) -> anyhow
         });
         out.push((workflow_of(run_id), entry(finished_at, what)));
     }
-    for (hold, held_at) in holds(conn, &ids, at).await? {
+    for (hold, held_at) in holds(conn, &ids, time_zone, at).await? {
         out.push((workflow_of(hold.run_id), entry(held_at, What::Hold(hold))));
     }
     for run in runs {
@@ -157,7 +164,13 @@ async fn steps(conn: &mut Conn, runs: &[i64], at: i64) -> anyhow::Result<Vec<Ste
 type HoldRow = (i64, i64, i64, i64, String, String, Option<String>);
 
 /// The holds of `runs` up to `at`, with the messages each cap counted.
-async fn holds(conn: &mut Conn, runs: &[i64], at: i64) -> anyhow::Result<Vec<(HoldEntry, i64)>> {
+async fn holds(conn: &mut Conn, runs: &[i64], time_zone: &str, at: i64) -> anyhow::Result<Vec<(HoldEntry, i64)>> {
+    let tz = jiff::tz::TimeZone::get(time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let local = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms)
+            .map(|t| t.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z").to_string())
+            .unwrap_or_default()
+    };
     let rows: Vec<HoldRow> = sqlx::query_as(
         "SELECT run_id, step, at, until, reason, detail, counted FROM run_holds
          WHERE run_id IN (SELECT value FROM json_each(?)) AND at <= ? ORDER BY at, rowid",
@@ -178,6 +191,7 @@ async fn holds(conn: &mut Conn, runs: &[i64], at: i64) -> anyhow::Result<Vec<(Ho
             reason: Why::stored(Some(&reason)),
             detail,
             until: Moment::of(until),
+            until_local: local(until),
             counted,
         };
         holds.push((hold, held_at));

@@ -116,12 +116,13 @@ fn step(s: &StepEntry) -> String {
 
 fn hold(h: &HoldEntry) -> String {
     let mut text = format!(
-        "run #{} held at step {} {}{} (until {})",
+        "run #{} held at step {} {}{} (until {}, {} for the contact)",
         h.run_id,
         h.step,
         code(&h.reason),
         h.detail,
-        h.until.time
+        h.until.time,
+        h.until_local
     );
     if !h.counted.is_empty() {
         let counted: Vec<String> = h
