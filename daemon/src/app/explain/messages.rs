@@ -64,7 +64,8 @@ type OutboxRow = (
     i64,
 );
 
-/// The messages `runs` queued by `at`, under their workflows.
+/// The messages `runs` queued by `at`, under their workflows (each row names
+/// the contact, the owner's notes about them too: read by the contact's index).
 pub(super) async fn read(
     conn: &mut Conn,
     contact_id: i64,
@@ -75,8 +76,10 @@ pub(super) async fn read(
     let rows: Vec<OutboxRow> = sqlx::query_as(
         "SELECT id, run_id, message_id, channel, recipient, category, COALESCE(message ->> 'subject', ''),
                 variant, status, created_at
-         FROM outbox WHERE run_id IN (SELECT value FROM json_each(?)) AND created_at <= ? ORDER BY id",
+         FROM outbox WHERE contact_id = ? AND run_id IN (SELECT value FROM json_each(?)) AND created_at <= ?
+         ORDER BY id",
     )
+    .bind(contact_id)
     .bind(serde_json::to_string(&ids)?)
     .bind(at)
     .fetch_all(&mut *conn)
