@@ -579,6 +579,15 @@ fn templates_that_can_never_render_are_refused_and_a_held_run_takes_the_fixed_on
         reasons.contains("template field `subject`: undefined value") && reasons.contains("fix the template"),
         "{held:#}"
     );
+    let render_failed = held["waiting_reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == "render_failed");
+    assert!(
+        render_failed.is_some_and(|r| r["details"].to_string().contains("held at step 0")),
+        "held under its reason code: {held:#}"
+    );
     // Ten tries: past the eight after which any other step error fails its run.
     for _ in 0..10 {
         nudge.advance("1h");

@@ -6,6 +6,7 @@
 
 mod contacts;
 mod engagement;
+mod explain;
 mod group_commit;
 mod orders;
 mod replies;
@@ -191,6 +192,7 @@ fn router(state: AppState) -> Router {
             "/contacts/{contact}",
             get(contacts::show_contact).patch(contacts::edit_contact),
         )
+        .route("/contacts/{contact}/explain", get(explain::explain))
         .route("/contacts/{contact}/stage", post(contacts::change_stage))
         .route("/contacts/{contact}/follow-ups", post(contacts::log_follow_up))
         .route("/contacts/{contact}/inquiries", post(contacts::add_inquiry))

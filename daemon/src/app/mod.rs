@@ -6,6 +6,7 @@
 //! running rule set, the CLI the rules in the files; and in how they answer.
 
 mod contacts;
+pub(crate) mod explain;
 mod follow_ups;
 mod orders;
 mod suppressions;

@@ -103,6 +103,19 @@ pub(super) enum Command {
     /// Passes of segment (nurture) workflows over all contacts.
     #[command(subcommand)]
     Segment(SegmentCommand),
+    /// Why a contact is or is not in each workflow, in the order things happened.
+    Explain {
+        /// The contact: an id or an email.
+        contact: String,
+        /// Only this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// As of this time (RFC 3339, or a local date-time in UTC; default: now).
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Overdue follow-ups per owner, runs, timers and the outbox.
     Status {
         #[arg(long)]

@@ -91,6 +91,12 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             channel,
         }) => commands::inquiry::add(config, &contact, &NewInquiry { message, channel }).await,
         Command::Status { json } => commands::status::run(config, json).await,
+        Command::Explain {
+            contact,
+            workflow,
+            at,
+            json,
+        } => commands::explain::run(config, &contact, workflow.as_deref(), at.as_deref(), json).await,
         Command::Outbox(command) => command.run(config).await,
         Command::Suppress(command) => command.run(config).await,
         Command::Segment(SegmentCommand::List { json }) => commands::segment::list(config, json).await,

@@ -8,6 +8,7 @@ pub(crate) mod check;
 pub(crate) mod classify;
 pub(crate) mod clock;
 pub(crate) mod contact;
+pub(crate) mod explain;
 pub(crate) mod follow_up;
 pub(crate) mod inquiry;
 pub(crate) mod order;

@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::clock::display_ms;
 use crate::config::Config;
 use crate::daemon;
+use crate::model::Reason;
 use crate::store::{self, Store};
 
 /// The counts `status` shows, all from one snapshot of the database.
@@ -21,8 +22,8 @@ struct Counts {
     outbox_due: i64,
     unprocessed: i64,
     segments_running: i64,
-    /// (why runs wait, how many), the ten commonest reasons.
-    waiting: Vec<(String, i64)>,
+    /// Waiting runs held at a step, by reason code, commonest first.
+    waiting: Vec<Held>,
     classified_on: Option<String>,
 }
 
@@ -106,12 +107,7 @@ impl Counts {
         let segments_running = sqlx::query_scalar("SELECT COUNT(*) FROM enrolments WHERE status = 'running'")
             .fetch_one(&mut *snapshot)
             .await?;
-        let waiting = sqlx::query_as(
-            "SELECT waiting_reason, COUNT(*) FROM runs WHERE status = 'waiting' AND waiting_reason IS NOT NULL
-         GROUP BY waiting_reason ORDER BY COUNT(*) DESC LIMIT 10",
-        )
-        .fetch_all(&mut *snapshot)
-        .await?;
+        let waiting = Held::read(&mut snapshot).await?;
         let classified_on = store::last_classification_pass(&mut snapshot).await?;
         let outbox_due =
             sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?")
@@ -146,7 +142,7 @@ impl Counts {
             "runs": counts(&self.runs),
             "timers": { "pending": self.timers, "next_due_at": self.next_timer, "due": self.timers_due },
             "segments_running": self.segments_running,
-            "waiting_reasons": self.waiting.iter().map(|(r, n)| json!({"reason": r, "runs": n})).collect::<Vec<_>>(),
+            "waiting_reasons": self.waiting.iter().map(Held::to_json).collect::<Vec<_>>(),
             "outbox": counts(&self.outbox),
             "outbox_due": self.outbox_due,
             "events_unprocessed": self.unprocessed,
@@ -185,8 +181,8 @@ impl Counts {
                 .map(|t| format!(", next at {}", display_ms(t)))
                 .unwrap_or_default()
         );
-        for (reason, count) in &self.waiting {
-            println!("  {count:>6} waiting: {reason}");
+        for held in &self.waiting {
+            held.print();
         }
         if self.segments_running > 0 {
             println!(
@@ -200,6 +196,70 @@ impl Counts {
             "last daily classification pass: {}",
             self.classified_on.as_deref().unwrap_or("never")
         );
+    }
+}
+
+/// Runs held at a step for one reason code (None: held before codes were recorded).
+struct Held {
+    code: Option<String>,
+    runs: i64,
+    /// The commonest wordings of it (a wording names a time, a window, an error), with their counts.
+    details: Vec<(String, i64)>,
+}
+
+/// Wordings shown per reason code.
+const DETAILS_SHOWN: i64 = 3;
+
+impl Held {
+    async fn read(snapshot: &mut store::Conn) -> anyhow::Result<Vec<Held>> {
+        let counts: Vec<(Option<String>, i64)> = sqlx::query_as(
+            "SELECT reason, COUNT(*) FROM runs WHERE status = 'waiting' AND waiting_reason IS NOT NULL
+             GROUP BY reason ORDER BY COUNT(*) DESC, reason",
+        )
+        .fetch_all(&mut *snapshot)
+        .await?;
+        let details: Vec<(Option<String>, String, i64)> = sqlx::query_as(
+            "SELECT reason, waiting_reason, n FROM (
+                 SELECT reason, waiting_reason, COUNT(*) AS n,
+                        ROW_NUMBER() OVER (PARTITION BY reason ORDER BY COUNT(*) DESC, waiting_reason) AS k
+                 FROM runs WHERE status = 'waiting' AND waiting_reason IS NOT NULL GROUP BY reason, waiting_reason)
+             WHERE k <= ? ORDER BY n DESC",
+        )
+        .bind(DETAILS_SHOWN)
+        .fetch_all(&mut *snapshot)
+        .await?;
+        Ok(counts
+            .into_iter()
+            .map(|(code, runs)| Held {
+                details: (details.iter())
+                    .filter(|(c, ..)| *c == code)
+                    .map(|(_, detail, n)| (detail.clone(), *n))
+                    .collect(),
+                code,
+                runs,
+            })
+            .collect())
+    }
+
+    fn meaning(&self) -> &'static str {
+        self.code.as_deref().and_then(Reason::parse).map_or("", Reason::meaning)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "reason": self.code,
+            "meaning": self.meaning(),
+            "runs": self.runs,
+            "details": self.details.iter().map(|(d, n)| json!({"detail": d, "runs": n})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn print(&self) {
+        let code = self.code.as_deref().unwrap_or("(no code)");
+        println!("  {:>6} waiting: {code}: {}", self.runs, self.meaning());
+        for (detail, n) in &self.details {
+            println!("  {n:>10} {detail}");
+        }
     }
 }
 

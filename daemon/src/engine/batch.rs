@@ -18,6 +18,7 @@ use super::effects::Effects;
 use super::steps::NextMove;
 use super::{Contacts, Engine};
 use crate::admission::SteppedRuns;
+use crate::model::Reason;
 use crate::plugins::PluginError;
 use crate::store::{self, OutboxRow, Run, RunStatus};
 use crate::workflow::Workflow;
@@ -303,15 +304,27 @@ impl Engine {
 #[error("{0}")]
 struct CannotRender(String);
 
+/// A channel plugin failed otherwise (it refused, ran out of its limits, crashed).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct PluginFailed(String);
+
 /// The error a step failed with before its transaction, as it is recorded:
-/// a template that cannot render is told apart (`record_step_error`).
+/// a template that cannot render and a plugin's failure are told apart
+/// (`record_step_error`).
 fn step_error(e: &anyhow::Error) -> anyhow::Error {
-    if e.chain()
-        .any(|e| matches!(e.downcast_ref(), Some(PluginError::Template { .. })))
-    {
-        anyhow::Error::new(CannotRender(format!("{e:#}")))
-    } else {
-        anyhow::anyhow!("{e:#}")
+    match e.chain().find_map(|e| e.downcast_ref::<PluginError>()) {
+        Some(PluginError::Template { .. }) => anyhow::Error::new(CannotRender(format!("{e:#}"))),
+        Some(_) => anyhow::Error::new(PluginFailed(format!("{e:#}"))),
+        None => anyhow::anyhow!("{e:#}"),
+    }
+}
+
+/// The code of a step's error: a channel plugin's failure is told apart.
+fn error_code(error: &anyhow::Error) -> Reason {
+    match error.downcast_ref::<PluginFailed>() {
+        Some(_) => Reason::PluginFailed,
+        None => Reason::StepError,
     }
 }
 
@@ -325,29 +338,39 @@ async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::
     match store::load_run(conn, run_id).await? {
         Some(run) if run.status == RunStatus::Ready && (template || errors < MAX_STEP_ERRORS) => {
             let delay = (30_000i64 << (errors - 1).clamp(0, 7)).min(3_600_000);
-            let reason = if template {
-                format!(
+            let (code, reason) = if template {
+                let reason = format!(
                     "held at step {}: {error:#}; fix the template and the run sends with the fixed one (tried again within the hour)",
                     run.next_step
-                )
+                );
+                (Reason::RenderFailed, reason)
             } else {
-                format!(
+                let reason = format!(
                     "error {errors} of {MAX_STEP_ERRORS} at step {}: {error:#}",
                     run.next_step
-                )
+                );
+                (error_code(error), reason)
             };
             let deferred = store::DeferredRun {
                 run_id,
                 step: run.next_step,
                 until: now + delay,
                 reason,
+                code,
+                counted: Vec::new(),
             };
             store::defer_runs(conn, &[deferred], now).await?;
-            warn!(run_id, "step failed, retried in {} s: {error:#}", delay / 1000);
+            warn!(run_id, reason = %code, "step failed, retried in {} s: {error:#}", delay / 1000);
         }
         Some(run) if run.status == RunStatus::Ready => {
-            store::end_runs(conn, &[(run_id, RunStatus::Failed, format!("{error:#}"))], now).await?;
-            warn!(run_id, "run failed after {errors} errors: {error:#}");
+            let ended = store::EndedRun {
+                id: run_id,
+                status: RunStatus::Failed,
+                reason: Reason::StepFailed,
+                outcome: format!("{error:#}"),
+            };
+            store::end_runs(conn, &[ended], now).await?;
+            warn!(run_id, reason = %Reason::StepFailed, "run failed after {errors} errors: {error:#}");
         }
         _ => {}
     }

@@ -6,13 +6,12 @@
 use std::collections::BTreeMap;
 
 use crate::admission::SteppedRuns;
-use crate::store::{self, DeferredRun, FinishedStep, NewOutboxRow, OutboxRow, RunStatus, RunTimer};
+use crate::store::{self, DeferredRun, EndedRun, FinishedStep, NewOutboxRow, OutboxRow, RunStatus, RunTimer};
 
 #[derive(Default)]
 pub(crate) struct Effects {
     pub(crate) finished: Vec<FinishedStep>,
-    /// (run id, status, outcome)
-    pub(crate) ended: Vec<(i64, RunStatus, String)>,
+    pub(crate) ended: Vec<EndedRun>,
     pub(crate) deferred: Vec<DeferredRun>,
     pub(crate) outbox: Vec<NewOutboxRow>,
     /// Timers that resume runs.

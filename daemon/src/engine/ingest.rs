@@ -9,11 +9,12 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::batch::Undo;
 use super::{BATCH, Contacts, Engine, triggers};
-use crate::store::{self, Contact, Run, RunStatus, RunTimer};
+use crate::model::Reason;
+use crate::store::{self, Contact, EventDecision, Run, RunStatus, RunTimer, TakenEvent};
 use crate::workflow::{Workflow, WorkflowSet};
 
 /// The time a stage-change group may spend rendering its runs' first steps
@@ -121,7 +122,7 @@ impl Engine {
         contacts: &Contacts,
     ) -> anyhow::Result<Vec<Run>> {
         let set = self.current();
-        let (starts, contexts) = matching(&set, events, contacts);
+        let (starts, contexts, taken) = matching(&set, events, contacts);
         let now = self.clock.now_ms();
         let new_runs: Vec<store::NewRun> = starts
             .iter()
@@ -141,8 +142,7 @@ impl Engine {
                 priority: workflow.category.priority(),
             })
             .collect();
-        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-        let started = store::start_runs(conn, &new_runs, &ids, now).await?;
+        let started = store::start_runs(conn, &new_runs, &taken, now).await?;
         let start_of: HashMap<(&str, i64), usize> = starts
             .iter()
             .enumerate()
@@ -177,46 +177,83 @@ impl Engine {
 }
 
 /// The runs `events` start: each enabled workflow of `set` whose trigger and
-/// condition match, with the context each run keeps (the event's payload and kind).
+/// condition match, with the context each run keeps (the event's payload and
+/// kind); and for each event, why it started none of the other workflows whose
+/// trigger takes its kind (stored with the event, for `nudge explain`).
 fn matching<'a>(
     set: &'a WorkflowSet,
     events: &'a [store::Event],
     contacts: &'a Contacts,
-) -> (Vec<Start<'a>>, Vec<serde_json::Value>) {
+) -> (Vec<Start<'a>>, Vec<serde_json::Value>, Vec<TakenEvent>) {
     let mut starts = Vec::new();
     let mut contexts = Vec::new();
+    let mut taken = Vec::with_capacity(events.len());
     for event in events {
-        let Some((contact, contact_ctx)) = contacts.get(&event.contact_id) else {
-            continue;
-        };
-        let event_ctx = triggers::event_context(event);
-        for workflow in set
-            .workflows
-            .iter()
-            .filter(|w| w.enabled && triggers::matches(&w.trigger, event))
-        {
-            if let Some(condition) = &workflow.when {
-                match condition.evaluate(contact_ctx, &event_ctx) {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(e) => {
-                        warn!(workflow = %workflow.name, contact_id = contact.id, "condition failed: {e}");
-                        continue;
+        let mut decisions = Vec::new();
+        if let Some((contact, contact_ctx)) = contacts.get(&event.contact_id) {
+            let event_ctx = triggers::event_context(event);
+            let candidates = set
+                .workflows
+                .iter()
+                .filter(|w| triggers::takes_kind(&w.trigger, event.kind));
+            for workflow in candidates {
+                match decide(workflow, event, contact, contact_ctx, &event_ctx) {
+                    Some(decision) => decisions.push(decision),
+                    None => {
+                        let mut context = event.payload.0.clone();
+                        context["kind"] = json!(event.kind);
+                        contexts.push(context);
+                        let start = triggers::start_at(workflow, event, contact, &set.team);
+                        starts.push((workflow, event, contact, start));
                     }
                 }
             }
-            let mut context = event.payload.0.clone();
-            context["kind"] = json!(event.kind);
-            contexts.push(context);
-            starts.push((
-                workflow,
-                event,
-                contact,
-                triggers::start_at(workflow, event, contact, &set.team),
-            ));
+        }
+        taken.push(TakenEvent {
+            id: event.id,
+            decisions,
+        });
+    }
+    (starts, contexts, taken)
+}
+
+/// Why `event` starts no run of `workflow` (whose trigger takes its kind), or
+/// `None` if it starts one.
+fn decide(
+    workflow: &Workflow,
+    event: &store::Event,
+    contact: &Contact,
+    contact_ctx: &serde_json::Value,
+    event_ctx: &serde_json::Value,
+) -> Option<EventDecision> {
+    let decision = |reason, part, values| {
+        Some(EventDecision {
+            workflow: workflow.name.clone(),
+            reason,
+            part,
+            values,
+        })
+    };
+    if !workflow.enabled {
+        return decision(Reason::WorkflowDisabled, None, None);
+    }
+    if !triggers::matches(&workflow.trigger, event) {
+        return decision(Reason::TriggerMismatch, None, None);
+    }
+    let condition = workflow.when.as_ref()?;
+    match condition.evaluate(contact_ctx, event_ctx) {
+        Ok(true) => None,
+        Ok(false) => {
+            let why = condition.explain_false(contact_ctx, event_ctx);
+            debug!(workflow = %workflow.name, contact_id = contact.id, event_id = event.id,
+                   reason = %Reason::ConditionFalse, part = %why.part, "no run: the `when` condition is false");
+            decision(Reason::ConditionFalse, Some(why.part), Some(json!(why.values)))
+        }
+        Err(e) => {
+            warn!(workflow = %workflow.name, contact_id = contact.id, reason = %Reason::ConditionError, "condition failed: {e}");
+            decision(Reason::ConditionError, Some(e), None)
         }
     }
-    (starts, contexts)
 }
 
 /// A run just started ready, as `ready_runs` would read it back.
@@ -240,5 +277,58 @@ fn started_ready(
         context: sqlx::types::Json(context.clone()),
         started_at: now,
         start_stage: Some(contact.stage.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::engine::steps::fixture::{Fixture, workflow};
+    use crate::store::EventKind;
+
+    const SEND: &str = "send = { channel = \"email\", template = \"hello\" }";
+
+    /// What `nudge explain` shows for an event that started no run: recorded
+    /// with the event when it was taken, with the false part and its values.
+    #[tokio::test]
+    async fn an_event_keeps_why_it_started_no_run_of_a_workflow() {
+        let f = Fixture::new(vec![
+            workflow("plain", "category = \"transactional\"", &[SEND]),
+            workflow(
+                "vip",
+                "category = \"transactional\"\nwhen = 'contact.intent_grade == \"A\" && contact.stage == \"lead\"'",
+                &[SEND],
+            ),
+            workflow("off", "category = \"transactional\"\nenabled = false", &[SEND]),
+        ])
+        .await;
+        let li = f
+            .contact(json!({ "email": "li@test.example", "intent_grade": "B" }))
+            .await;
+        f.event(EventKind::InquiryReceived, li).await;
+        f.settle().await;
+        let (decisions,): (String,) = f
+            .row(
+                "SELECT decisions FROM events WHERE contact_id = ? AND kind = 'inquiry_received'",
+                li,
+            )
+            .await;
+        let decisions: serde_json::Value = serde_json::from_str(&decisions).unwrap();
+        assert_eq!(
+            decisions,
+            json!([
+                { "workflow": "vip", "reason": "condition_false", "part": "contact.intent_grade == \"A\"",
+                  "values": { "contact.intent_grade": "B" } },
+                { "workflow": "off", "reason": "workflow_disabled" },
+            ])
+        );
+        let (runs,): (String,) = f
+            .row("SELECT group_concat(workflow) FROM runs WHERE contact_id = ?", li)
+            .await;
+        assert_eq!(
+            runs, "plain",
+            "the decisions are the workflows not started, the runs the others"
+        );
     }
 }

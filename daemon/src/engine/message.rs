@@ -10,7 +10,7 @@ use tracing::info;
 use super::effects::Effects;
 use super::steps::{Applying, PreparedStep};
 use super::{Engine, variants};
-use crate::model::add_span;
+use crate::model::{Reason, add_span};
 use crate::plugins::RenderedMessage;
 use crate::store::{self, Contact, NewOutboxRow, OutboundMessage};
 use crate::tracking;
@@ -93,21 +93,26 @@ impl Engine {
         effects: &mut Effects,
     ) -> anyhow::Result<bool> {
         let (run, workflow, contact) = (at.run, at.workflow, at.contact);
-        let Some((until, reason)) = capped(conn, at.set, workflow, channel, contact, effects, at.now).await? else {
+        let Some((until, reason, counted)) = capped(conn, at.set, workflow, channel, contact, effects, at.now).await?
+        else {
             return Ok(false);
         };
-        info!(run_id = run.id, workflow = %workflow.name, contact_id = contact.id, "{reason}");
+        let code = Reason::FrequencyCap;
+        info!(run_id = run.id, workflow = %workflow.name, contact_id = contact.id, reason = %code, "{reason}");
         effects.deferred.push(store::DeferredRun {
             run_id: run.id,
             step: run.next_step,
             until,
             reason,
+            code,
+            counted,
         });
         Ok(true)
     }
 }
 
-/// If a frequency cap holds this message back: until when, and why.
+/// If a frequency cap holds this message back: until when, why, and the
+/// outbox ids of the messages that counted against it.
 async fn capped(
     conn: &mut store::Conn,
     set: &WorkflowSet,
@@ -116,7 +121,7 @@ async fn capped(
     contact: &Contact,
     effects: &mut Effects,
     now: i64,
-) -> anyhow::Result<Option<(i64, String)>> {
+) -> anyhow::Result<Option<(i64, String, Vec<i64>)>> {
     let mut caps = set.sending.caps_for(channel, workflow.category).peekable();
     if caps.peek().is_some() {
         // What the batch queued so far must be in the outbox to be counted.
@@ -130,7 +135,8 @@ async fn capped(
             .timestamp()
             .as_millisecond();
         let categories: Vec<String> = cap.categories.iter().map(|c| c.as_str().to_string()).collect();
-        let (count, oldest) = store::recent_sends(conn, contact.id, channel, &categories, since).await?;
+        let (counted, oldest) = store::recent_sends(conn, contact.id, channel, &categories, since).await?;
+        let count = counted.len() as i64;
         if count < cap.max {
             continue;
         }
@@ -147,7 +153,7 @@ async fn capped(
             cap.label,
             slot.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z")
         );
-        return Ok(Some((slot.as_millisecond(), reason)));
+        return Ok(Some((slot.as_millisecond(), reason, counted)));
     }
     Ok(None)
 }

@@ -5,9 +5,29 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::json;
 
-use crate::model::{Category, add_span};
+use crate::model::{Category, Reason, add_span};
 use crate::store::{self, Conn, ConsentScope, Contact, Event, EventKind, Run, RunStart, SuppressionReason};
 use crate::workflow::{ExitOn, Team, Trigger, Workflow};
+
+/// Whether `trigger` takes events of `kind`, whatever change they name.
+pub(crate) fn takes_kind(trigger: &Trigger, kind: EventKind) -> bool {
+    let taken = match trigger {
+        Trigger::ContactCreated => EventKind::ContactCreated,
+        Trigger::FollowUpLogged => EventKind::FollowUpLogged,
+        Trigger::FollowUpOverdue { .. } => EventKind::FollowUpOverdue,
+        Trigger::InquiryReceived { .. } => EventKind::InquiryReceived,
+        // Segment runs come from a pass over all contacts, not from one event.
+        Trigger::Segment { .. } => return false,
+        Trigger::StageChanged { .. } => EventKind::StageChanged,
+        Trigger::TierChanged { .. } => EventKind::TierChanged,
+        Trigger::RfmChanged { .. } => EventKind::RfmChanged,
+        Trigger::BecameDormant => EventKind::BecameDormant,
+        Trigger::BecameActive => EventKind::BecameActive,
+        Trigger::FirstOrder => EventKind::FirstOrder,
+        Trigger::OrderPlaced => EventKind::OrderPlaced,
+    };
+    taken == kind
+}
 
 /// Whether `workflow`'s trigger matches `event` (the `when` condition is checked separately).
 pub(crate) fn matches(trigger: &Trigger, event: &Event) -> bool {
@@ -16,25 +36,13 @@ pub(crate) fn matches(trigger: &Trigger, event: &Event) -> bool {
     let from_to = |from: &Option<String>, to: &Option<String>| {
         from.as_deref().is_none_or(|f| field("from") == Some(f)) && to.as_deref().is_none_or(|t| field("to") == Some(t))
     };
-    match trigger {
-        Trigger::ContactCreated => event.kind == EventKind::ContactCreated,
-        Trigger::FollowUpLogged => event.kind == EventKind::FollowUpLogged,
-        Trigger::FollowUpOverdue { .. } => event.kind == EventKind::FollowUpOverdue,
-        Trigger::InquiryReceived { .. } => event.kind == EventKind::InquiryReceived,
-        // Segment runs come from a pass over all contacts, not from one event.
-        Trigger::Segment { .. } => false,
-        Trigger::StageChanged { from, to } => {
-            event.kind == EventKind::StageChanged
-                && from.as_deref().is_none_or(|f| field("from") == Some(f))
-                && to.as_deref().is_none_or(|t| field("to") == Some(t))
+    takes_kind(trigger, event.kind)
+        && match trigger {
+            Trigger::StageChanged { from, to }
+            | Trigger::TierChanged { from, to }
+            | Trigger::RfmChanged { from, to } => from_to(from, to),
+            _ => true,
         }
-        Trigger::TierChanged { from, to } => event.kind == EventKind::TierChanged && from_to(from, to),
-        Trigger::RfmChanged { from, to } => event.kind == EventKind::RfmChanged && from_to(from, to),
-        Trigger::BecameDormant => event.kind == EventKind::BecameDormant,
-        Trigger::BecameActive => event.kind == EventKind::BecameActive,
-        Trigger::FirstOrder => event.kind == EventKind::FirstOrder,
-        Trigger::OrderPlaced => event.kind == EventKind::OrderPlaced,
-    }
 }
 
 /// The event as conditions and templates see it (see `workflow::event_schema`).
@@ -160,9 +168,9 @@ pub(crate) fn stop_reason(
     run: &Run,
     contact: &Contact,
     contact_ctx: &serde_json::Value,
-) -> Option<String> {
+) -> Option<(Reason, String)> {
     if let Some(reason) = trigger_gone(facts, &workflow.trigger, &run.context.0, contact) {
-        return Some(reason.to_string());
+        return Some((Reason::TriggerGone, reason.to_string()));
     }
     let suppressed_for = |reasons: &[SuppressionReason]| facts.of(contact).any(|(r, _)| reasons.contains(r));
     // An unsubscribe ends the runs whose messages it withholds: marketing only, or all.
@@ -194,16 +202,27 @@ pub(crate) fn stop_reason(
             ]),
         };
         if met {
-            return Some(format!("exit condition met: {}", exit.name()));
+            return Some((exit_reason(exit), format!("exit condition met: {}", exit.name())));
         }
     }
     if let Some(condition) = &workflow.exit.condition {
         let event = json!({ "kind": run.context.0.get("kind").cloned().unwrap_or_default() });
         if condition.evaluate(contact_ctx, &event).unwrap_or(false) {
-            return Some("exit condition met: exit_if".to_string());
+            return Some((Reason::ExitCondition, "exit condition met: exit_if".to_string()));
         }
     }
     None
+}
+
+/// The code of an exit condition met.
+fn exit_reason(exit: &ExitOn) -> Reason {
+    match exit {
+        ExitOn::StageChanged => Reason::ExitStageChanged,
+        ExitOn::Replied => Reason::ExitReplied,
+        ExitOn::Ordered => Reason::ExitOrdered,
+        ExitOn::Unsubscribed => Reason::ExitUnsubscribed,
+        ExitOn::Bounced => Reason::ExitBounced,
+    }
 }
 
 /// Whether the trigger's situation has been dealt with.

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::Conn;
 use super::stored_text::stored_text;
+use crate::model::Reason;
 
 stored_text! {
     /// Where a run is: `ready` for its next step now, `waiting` for a timer,
@@ -48,19 +49,55 @@ pub(crate) struct NewRun<'a> {
     pub(crate) priority: i64,
 }
 
-/// Takes `events`: marks them processed and starts the runs they trigger, in one
-/// query; a workflow that already ran for an event is left out. Returns
-/// (run id, workflow, event id) of each run started.
+/// Why an event started no run of a workflow whose trigger takes its kind
+/// (stored with the event, in `events.decisions`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub(crate) struct EventDecision {
+    pub(crate) workflow: String,
+    pub(crate) reason: Reason,
+    /// For a condition: the part that was false (or the error).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) part: Option<String>,
+    /// For a condition: the values of the fields it read, as the contact had them.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub(crate) values: Option<serde_json::Value>,
+}
+
+/// An event taken, with the workflows it did not start.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TakenEvent {
+    pub(crate) id: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) decisions: Vec<EventDecision>,
+}
+
+#[cfg(test)]
+impl TakenEvent {
+    /// An event that every workflow it could start did start.
+    pub(crate) fn plain(id: i64) -> TakenEvent {
+        TakenEvent {
+            id,
+            decisions: Vec::new(),
+        }
+    }
+}
+
+/// Takes `events`: marks them processed (with the decisions of the workflows
+/// they did not start) and starts the runs they trigger, in one query; a
+/// workflow that already ran for an event is left out. Returns (run id,
+/// workflow, event id) of each run started.
 pub(crate) async fn start_runs(
     conn: &mut Conn,
     runs: &[NewRun<'_>],
-    events: &[i64],
+    events: &[TakenEvent],
     now: i64,
 ) -> anyhow::Result<Vec<(i64, String, i64)>> {
     // Both statements in one query: one round trip to SQLite's thread instead of two.
     // `WHERE true` lets SQLite parse the upsert clause after a SELECT.
     Ok(sqlx::query_as(
-        "UPDATE events SET processed_at = ?1 WHERE id IN (SELECT value FROM json_each(?2));
+        "UPDATE events SET processed_at = ?1, decisions = j.decisions
+         FROM (SELECT value ->> 'id' AS id, value -> 'decisions' AS decisions FROM json_each(?2)) AS j
+         WHERE events.id = j.id;
          INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, priority,
                            started_at, updated_at)
          SELECT value ->> 'workflow', value ->> 'set_hash', value ->> 'contact_id', value ->> 'event_id',
@@ -107,38 +144,34 @@ pub struct FinishedStep {
     pub(crate) detail: String,
     /// `Ready` for the next step now, `Waiting` for a timer, `Done` after the last step.
     pub(crate) status: RunStatus,
+    /// Why the step happened without its message, if it did (consent, suppression, no address).
+    pub(crate) reason: Option<Reason>,
 }
 
-/// An ended run, for `end_runs`.
+/// An ended run, for `end_runs`: `Done`, `Cancelled` (its trigger no longer
+/// holds, an exit condition is met) or `Failed`, with the code and the words.
 #[derive(Debug, Clone, Serialize)]
-struct EndedRun<'a> {
-    id: i64,
-    status: RunStatus,
-    outcome: &'a str,
+pub(crate) struct EndedRun {
+    pub(crate) id: i64,
+    pub(crate) status: RunStatus,
+    pub(crate) reason: Reason,
+    pub(crate) outcome: String,
 }
 
-/// Ends runs, each (id, status, outcome): `Done`, `Cancelled` (its trigger no
-/// longer holds) or `Failed`.
-pub(crate) async fn end_runs(conn: &mut Conn, ended: &[(i64, RunStatus, String)], now: i64) -> anyhow::Result<()> {
+/// Ends runs.
+pub(crate) async fn end_runs(conn: &mut Conn, ended: &[EndedRun], now: i64) -> anyhow::Result<()> {
     if ended.is_empty() {
         return Ok(());
     }
-    let rows: Vec<EndedRun> = ended
-        .iter()
-        .map(|(id, status, outcome)| EndedRun {
-            id: *id,
-            status: *status,
-            outcome,
-        })
-        .collect();
     sqlx::query(
-        "UPDATE runs SET status = j.status, outcome = j.outcome, updated_at = ?
-         FROM (SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'outcome' AS outcome
+        "UPDATE runs SET status = j.status, outcome = j.outcome, reason = j.reason, updated_at = ?
+         FROM (SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'outcome' AS outcome,
+                      value ->> 'reason' AS reason
                FROM json_each(?)) AS j
          WHERE runs.id = j.id",
     )
     .bind(now)
-    .bind(serde_json::to_string(&rows)?)
+    .bind(serde_json::to_string(ended)?)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -167,18 +200,24 @@ pub(crate) struct DeferredRun {
     pub(crate) run_id: i64,
     pub(crate) step: i64,
     pub(crate) until: i64,
+    /// The words, for `waiting_reason` and the log.
     pub(crate) reason: String,
+    pub(crate) code: Reason,
+    /// For a frequency cap: the outbox ids of the messages that counted against it.
+    pub(crate) counted: Vec<i64>,
 }
 
-/// Defers runs and sets their timers, in two statements. Fails (and the caller
-/// rolls back) if any run is no longer ready at that step.
+/// Defers runs, sets their timers and journals the holds (`run_holds`), in two
+/// queries. Fails (and the caller rolls back) if any run is no longer ready at
+/// that step.
 pub(crate) async fn defer_runs(conn: &mut Conn, deferred: &[DeferredRun], now: i64) -> anyhow::Result<()> {
     if deferred.is_empty() {
         return Ok(());
     }
     let done = sqlx::query(
-        "UPDATE runs SET status = 'waiting', waiting_reason = j.reason, updated_at = ?
-         FROM (SELECT value ->> 'run_id' AS id, value ->> 'step' AS step, value ->> 'reason' AS reason
+        "UPDATE runs SET status = 'waiting', waiting_reason = j.reason, reason = j.code, updated_at = ?
+         FROM (SELECT value ->> 'run_id' AS id, value ->> 'step' AS step, value ->> 'reason' AS reason,
+                      value ->> 'code' AS code
                FROM json_each(?)) AS j
          WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step",
     )
@@ -193,14 +232,20 @@ pub(crate) async fn defer_runs(conn: &mut Conn, deferred: &[DeferredRun], now: i
         deferred.len() as u64 - done,
         deferred.len()
     );
-    let timers: Vec<super::RunTimer> = deferred
-        .iter()
-        .map(|d| super::RunTimer {
-            run_id: d.run_id,
-            due_at: d.until,
-        })
-        .collect();
-    super::insert_run_timers(conn, &timers).await
+    // The timers and the journal in one query: one round trip to SQLite's thread.
+    sqlx::query(
+        "INSERT INTO timers (due_at, kind, run_id) SELECT value ->> 'until', ?2, value ->> 'run_id' FROM json_each(?1);
+         INSERT INTO run_holds (run_id, step, at, until, reason, detail, counted)
+         SELECT value ->> 'run_id', value ->> 'step', ?3, value ->> 'until', value ->> 'code', value ->> 'reason',
+                CASE WHEN json_array_length(value -> 'counted') > 0 THEN value -> 'counted' END
+         FROM json_each(?1)",
+    )
+    .bind(serde_json::to_string(deferred)?)
+    .bind(super::TimerKind::ResumeRun)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Counts an error at a run's current step; returns the count so far.
@@ -303,7 +348,8 @@ mod tests {
                 priority,
             });
         }
-        start_runs(&mut conn, &new, &events, 7).await.unwrap();
+        let taken: Vec<TakenEvent> = events.iter().map(|&e| TakenEvent::plain(e)).collect();
+        start_runs(&mut conn, &new, &taken, 7).await.unwrap();
         let order = |runs: Vec<Run>| runs.into_iter().map(|r| r.workflow).collect::<Vec<_>>();
         let all = ready_runs(&mut conn, 10, &[]).await.unwrap();
         assert_eq!(order(all), ["sla", "t", "m1", "m2"]);
@@ -354,7 +400,20 @@ mod tests {
                 priority: 2,
             },
         ];
-        let started = start_runs(&mut conn, &new, &[e1, e2], 70).await.unwrap();
+        let not_started = EventDecision {
+            workflow: "vip".into(),
+            reason: Reason::ConditionFalse,
+            part: Some("contact.intent_grade == \"A\"".into()),
+            values: Some(json!({ "contact.intent_grade": "B" })),
+        };
+        let taken = [
+            TakenEvent::plain(e1),
+            TakenEvent {
+                id: e2,
+                decisions: vec![not_started],
+            },
+        ];
+        let started = start_runs(&mut conn, &new, &taken, 70).await.unwrap();
         assert_eq!(started, vec![(2, "first".into(), e1), (3, "second".into(), e2)]);
         let priorities: Vec<i64> = sqlx::query_scalar("SELECT priority FROM runs WHERE id > 1 ORDER BY id")
             .fetch_all(&mut *conn)
@@ -418,8 +477,30 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(unprocessed, 2);
+        let decisions: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT decisions FROM events WHERE id IN (?, ?) ORDER BY id")
+                .bind(e1)
+                .bind(e2)
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        let recorded: serde_json::Value = serde_json::from_str(decisions[1].as_deref().unwrap()).unwrap();
+        assert_eq!(
+            decisions[0], None,
+            "an event that started every workflow it could records nothing"
+        );
+        assert_eq!(
+            recorded,
+            json!([{ "workflow": "vip", "reason": "condition_false", "part": "contact.intent_grade == \"A\"",
+                     "values": { "contact.intent_grade": "B" } }])
+        );
         // A workflow that already ran for an event is left out.
-        assert!(start_runs(&mut conn, &new[..1], &[e1], 80).await.unwrap().is_empty());
+        assert!(
+            start_runs(&mut conn, &new[..1], &[TakenEvent::plain(e1)], 80)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -429,8 +510,18 @@ mod tests {
         let c = contact(&mut conn, "a@x.test").await;
         let (r1, r2) = (run(&mut conn, "w1", c).await, run(&mut conn, "w2", c).await);
         let ended = [
-            (r1, RunStatus::Cancelled, "trigger gone".to_string()),
-            (r2, RunStatus::Failed, "boom".into()),
+            EndedRun {
+                id: r1,
+                status: RunStatus::Cancelled,
+                reason: Reason::TriggerGone,
+                outcome: "trigger gone".to_string(),
+            },
+            EndedRun {
+                id: r2,
+                status: RunStatus::Failed,
+                reason: Reason::StepFailed,
+                outcome: "boom".into(),
+            },
         ];
         end_runs(&mut conn, &ended, 90).await.unwrap();
         assert_eq!(
@@ -455,12 +546,16 @@ mod tests {
                 step: 0,
                 until: 1_000,
                 reason: "window closed".into(),
+                code: Reason::SendWindow,
+                counted: Vec::new(),
             },
             DeferredRun {
                 run_id: r2,
                 step: 0,
                 until: 2_000,
                 reason: "capped".into(),
+                code: Reason::FrequencyCap,
+                counted: vec![7, 8],
             },
         ];
         defer_runs(&mut conn, &deferred, 50).await.unwrap();
@@ -484,6 +579,24 @@ mod tests {
                 (2_000, crate::store::TimerKind::ResumeRun, Some(r2))
             ]
         );
+        let holds: Vec<(i64, String, Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT h.run_id, h.reason, h.counted, r.reason FROM run_holds h JOIN runs r ON r.id = h.run_id ORDER BY h.run_id")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(
+            holds,
+            vec![
+                (r1, "send_window".into(), None, Some("send_window".into())),
+                (
+                    r2,
+                    "frequency_cap".into(),
+                    Some("[7,8]".into()),
+                    Some("frequency_cap".into())
+                )
+            ],
+            "every hold is journalled with its code, the run keeps the latest"
+        );
         // No longer ready: a second deferral fails whole.
         assert!(defer_runs(&mut conn, &deferred[..1], 60).await.is_err());
 
@@ -499,7 +612,13 @@ mod tests {
         let c = contact(&mut conn, "a@x.test").await;
         let r = run(&mut conn, "w", c).await;
         for &status in RunStatus::ALL {
-            end_runs(&mut conn, &[(r, status, String::new())], 1).await.unwrap();
+            let ended = EndedRun {
+                id: r,
+                status,
+                reason: Reason::Completed,
+                outcome: String::new(),
+            };
+            end_runs(&mut conn, &[ended], 1).await.unwrap();
             let text: String = sqlx::query_scalar("SELECT status FROM runs WHERE id = ?")
                 .bind(r)
                 .fetch_one(&mut *conn)

@@ -59,6 +59,8 @@ pub(crate) async fn run(conn: &mut super::Conn, workflow: &str, contact_id: i64)
         start_stage: "lead",
         priority: 1,
     };
-    let started = start_runs(conn, &[new], &[event], 3).await.unwrap();
+    let started = start_runs(conn, &[new], &[super::TakenEvent::plain(event)], 3)
+        .await
+        .unwrap();
     started[0].0
 }

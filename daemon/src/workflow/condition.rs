@@ -30,6 +30,15 @@ pub fn event_schema() -> serde_json::Value {
     json!({ "kind": "stage_changed", "from": "lead", "to": "inquiry", "inquiry_id": 0 })
 }
 
+/// The part of a condition that was false, and the values it read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Falsity {
+    /// The source text of that part.
+    pub(crate) part: String,
+    /// `contact.x` / `event.x` -> the value seen.
+    pub(crate) values: BTreeMap<String, serde_json::Value>,
+}
+
 /// A compiled condition.
 pub struct Condition {
     pub(crate) source: String,
@@ -158,6 +167,103 @@ impl Condition {
             Ok(other) => Err(format!("the condition gives {:?}, not a bool", other.type_of())),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Which part of the condition was false for `contact` and `event`, with the
+    /// values of the fields that part reads, for `nudge explain`. It goes down
+    /// through `&&` to the first operand that is false: that is what excluded the
+    /// contact. An `||` is shown whole (every side of it was false).
+    pub(crate) fn explain_false(&self, contact: &serde_json::Value, event: &serde_json::Value) -> Falsity {
+        let whole = || Falsity {
+            part: self.source.clone(),
+            values: self.values_read(self.program.expression(), contact, event),
+        };
+        let mut ctx = Context::with_env(self.env.clone());
+        let added = cel::to_value(contact)
+            .ok()
+            .and_then(|c| ctx.add_variable("contact", c).ok())
+            .and_then(|_| cel::to_value(event).ok())
+            .and_then(|e| ctx.add_variable("event", e).ok());
+        if added.is_none() {
+            return whole();
+        }
+        let mut node = self.program.expression();
+        while let Expr::Call(call) = &node.expr
+            && call.func_name == "_&&_"
+            && let Some(false_one) = call
+                .args
+                .iter()
+                .find(|arg| matches!(Value::resolve(arg, &ctx), Ok(Value::Bool(false))))
+        {
+            node = false_one;
+        }
+        Falsity {
+            part: self
+                .source
+                .get(self.span_of(node))
+                .unwrap_or(&self.source)
+                .trim()
+                .to_string(),
+            values: self.values_read(node, contact, event),
+        }
+    }
+
+    /// The byte range of the source an expression node was parsed from.
+    fn span_of(&self, expr: &IdedExpr) -> Range<usize> {
+        let info = self.program.source_info();
+        let (mut start, mut end) = (usize::MAX, 0);
+        walk(expr, &mut Vec::new(), &mut |e, _| {
+            if let Some((s, t)) = info.offset_for(e.id) {
+                let (s, t) = (s as usize, t as usize);
+                // A select node sits at its dot: its end is that of the field name.
+                let t = match &e.expr {
+                    Expr::Select(select) => s + 1 + select.field.len(),
+                    _ => t.max(s + 1),
+                };
+                (start, end) = (start.min(s), end.max(t));
+            }
+        });
+        if start >= end {
+            return 0..self.source.len();
+        }
+        // A string literal's node may stop short of its closing quote: take it in.
+        let mut end = end.min(self.source.len());
+        for quote in ['"', '\''] {
+            let (Some(inside), Some(rest)) = (self.source.get(start..end), self.source.get(end..)) else {
+                break;
+            };
+            if inside.matches(quote).count() % 2 == 1
+                && let Some(close) = rest.find(quote)
+            {
+                end += close + 1;
+            }
+        }
+        start..end
+    }
+
+    /// The `contact.x` / `event.x` fields `expr` reads, with their values.
+    fn values_read(
+        &self,
+        expr: &IdedExpr,
+        contact: &serde_json::Value,
+        event: &serde_json::Value,
+    ) -> BTreeMap<String, serde_json::Value> {
+        let mut values = BTreeMap::new();
+        walk(expr, &mut Vec::new(), &mut |e, bound| {
+            if let Expr::Select(select) = &e.expr
+                && let Expr::Ident(root) = &select.operand.expr
+                && !bound.contains(root)
+            {
+                let from = match root.as_str() {
+                    "contact" => contact,
+                    "event" => event,
+                    _ => return,
+                };
+                let value = from.get(&select.field).cloned().unwrap_or_default();
+                values.insert(format!("{root}.{}", select.field), value);
+            }
+        });
+        values
     }
 
     fn check_fields(&self) -> Result<(), ConditionError> {
@@ -360,6 +466,49 @@ mod tests {
         let r = operand_error("contact.follow_up_count > 0u && 10u / contact.follow_up_count > 2u");
         assert!(r.is_none(), "{r:?}");
         assert!(operand_error(r#"contact.tags.exists(t, t == "vip" && t != "x")"#).is_none());
+    }
+
+    #[test]
+    fn the_false_part_is_shown_with_the_values_it_read() {
+        let c = Condition::compile(
+            r#"contact.stage == "lead" && (contact.intent_grade == "A" || "vip" in contact.tags) && contact.order_count < 3"#,
+        )
+        .unwrap();
+        let mut contact = contact_schema();
+        contact["stage"] = json!("lead");
+        contact["intent_grade"] = json!("B");
+        contact["tags"] = json!(["new"]);
+        contact["order_count"] = json!(0);
+        assert!(!c.evaluate(&contact, &event_schema()).unwrap());
+        let why = c.explain_false(&contact, &event_schema());
+        assert_eq!(
+            why.part,
+            r#"(contact.intent_grade == "A" || "vip" in contact.tags)"#.trim_matches(['(', ')'])
+        );
+        assert_eq!(
+            why.values,
+            BTreeMap::from([
+                ("contact.intent_grade".to_string(), json!("B")),
+                ("contact.tags".to_string(), json!(["new"])),
+            ])
+        );
+        contact["intent_grade"] = json!("A");
+        contact["stage"] = json!("customer");
+        let why = c.explain_false(&contact, &event_schema());
+        assert_eq!(why.part, r#"contact.stage == "lead""#);
+        assert_eq!(
+            why.values,
+            BTreeMap::from([("contact.stage".to_string(), json!("customer"))])
+        );
+        contact["stage"] = json!("lead");
+        contact["order_count"] = json!(5);
+        let why = c.explain_false(&contact, &event_schema());
+        assert_eq!(why.part, "contact.order_count < 3");
+        assert_eq!(why.values["contact.order_count"], json!(5));
+        let single = Condition::compile(r#"event.to == "won""#).unwrap();
+        let why = single.explain_false(&contact, &event_schema());
+        assert_eq!(why.part, r#"event.to == "won""#);
+        assert_eq!(why.values["event.to"], json!("inquiry"));
     }
 
     #[test]

@@ -163,6 +163,13 @@ impl SendingPolicy {
         t
     }
 
+    /// Whether `at` falls in the quiet hours for messages of `category` (so a
+    /// message held then is held by them, not by its window).
+    pub(crate) fn in_quiet_hours(&self, category: Category, at: Timestamp, tz: &TimeZone) -> bool {
+        let quiet = self.quiet_hours.as_ref().filter(|q| q.categories.contains(&category));
+        quiet.is_some_and(|q| q.open.next_open(at, tz) > at)
+    }
+
     /// The caps that apply to a message.
     pub(crate) fn caps_for<'a>(&'a self, channel: &'a str, category: Category) -> impl Iterator<Item = &'a Cap> + 'a {
         self.caps
@@ -481,6 +488,10 @@ mod tests {
             at("2026-11-21T00:00:00Z")
         );
         assert_eq!(p.next_slot(None, Category::Sla, late, &shanghai), late);
+        // What `nudge explain` tells apart: held by the quiet hours, not by a window.
+        assert!(p.in_quiet_hours(Category::Marketing, late, &shanghai));
+        assert!(!p.in_quiet_hours(Category::Sla, late, &shanghai));
+        assert!(!p.in_quiet_hours(Category::Marketing, at("2026-11-21T02:00:00Z"), &shanghai));
     }
 
     #[test]

@@ -14,14 +14,14 @@ use super::effects::Effects;
 use super::message::Outgoing;
 use super::render::Render;
 use super::{Contacts, Engine, triggers, variants};
-use crate::model::Category;
+use crate::model::{Category, Reason};
 use crate::plugins::RenderedMessage;
 use crate::store::{self, Contact, Run, RunStatus};
 use crate::unsubscribe::MessageRef;
 use crate::workflow::{Step, Variant, Workflow, WorkflowSet};
 
 #[cfg(test)]
-mod fixture;
+pub(super) mod fixture;
 mod notify;
 mod schedule_follow_up;
 mod send;
@@ -60,8 +60,8 @@ impl NextMove {
 pub(super) enum Action {
     /// No steps left.
     Finish,
-    /// Wait at this step until then (a send window is closed).
-    Defer { until: i64, reason: String },
+    /// Wait at this step until then (a send window is closed), saying why (code and words).
+    Defer { until: i64, code: Reason, reason: String },
     /// Run the step; its message, if any, is rendered by then (`render_messages`).
     Step(Box<PreparedStep>),
 }
@@ -84,6 +84,8 @@ pub(super) struct PreparedStep {
 enum Outcome {
     /// The step happened (the detail says what); the run goes on to the next.
     Done(String),
+    /// The step happened without its message (the code says why); the run goes on.
+    Skipped(Reason, String),
     /// The step happened and the run waits for its timer.
     Waiting(String),
     /// The step was put off (a frequency cap); the run waits at it.
@@ -227,23 +229,8 @@ impl Engine {
     ) -> anyhow::Result<()> {
         let (run, workflow) = (&next.run, next.workflow());
         let run_id = run.id;
-        let prepared = match &next.action {
-            Action::Finish => {
-                effects.ended.push((run_id, RunStatus::Done, "all steps done".into()));
-                info!(run_id, workflow = %workflow.name, "run done");
-                return Ok(());
-            }
-            Action::Defer { until, reason } => {
-                effects.deferred.push(store::DeferredRun {
-                    run_id,
-                    step: run.next_step,
-                    until: *until,
-                    reason: reason.clone(),
-                });
-                info!(run_id, workflow = %workflow.name, "{reason}");
-                return Ok(());
-            }
-            Action::Step(step) => step,
+        let Some(prepared) = step_or_settle(next, effects) else {
+            return Ok(());
         };
         let step = &workflow.steps[run.next_step as usize];
         // The checks of `prepare` ran before this transaction; repeat them inside it,
@@ -258,9 +245,14 @@ impl Engine {
         if step.writes_contact() {
             contacts.remove(&run.contact_id);
         }
-        if let Some(reason) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
-            info!(run_id, workflow = %workflow.name, reason, "run stopped");
-            effects.ended.push((run_id, RunStatus::Cancelled, reason));
+        if let Some((code, outcome)) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
+            info!(run_id, workflow = %workflow.name, reason = %code, "run stopped: {outcome}");
+            effects.ended.push(store::EndedRun {
+                id: run_id,
+                status: RunStatus::Cancelled,
+                reason: code,
+                outcome,
+            });
             return Ok(());
         }
         let at = Applying {
@@ -293,19 +285,58 @@ impl Engine {
     }
 }
 
+/// The prepared step of a move that takes one; a move that ends the run or
+/// defers it is recorded in `effects` instead.
+fn step_or_settle<'a>(next: &'a NextMove, effects: &mut Effects) -> Option<&'a PreparedStep> {
+    let (run, workflow) = (&next.run, next.workflow());
+    let run_id = run.id;
+    match &next.action {
+        Action::Step(step) => Some(step),
+        Action::Finish => {
+            effects.ended.push(store::EndedRun {
+                id: run_id,
+                status: RunStatus::Done,
+                reason: Reason::Completed,
+                outcome: "all steps done".into(),
+            });
+            info!(run_id, workflow = %workflow.name, "run done");
+            None
+        }
+        Action::Defer { until, code, reason } => {
+            effects.deferred.push(store::DeferredRun {
+                run_id,
+                step: run.next_step,
+                until: *until,
+                reason: reason.clone(),
+                code: *code,
+                counted: Vec::new(),
+            });
+            info!(run_id, workflow = %workflow.name, reason = %code, "{reason}");
+            None
+        }
+    }
+}
+
 /// Records a step that happened (or says nothing, if it was put off): its
 /// detail in the log and the run's move past it; after its last step a run is
 /// done at once, not in another batch.
 fn finish(at: &Applying, step: &Step, outcome: Outcome, effects: &mut Effects) {
-    let (detail, mut status) = match outcome {
-        Outcome::Done(detail) => (detail, RunStatus::Ready),
-        Outcome::Waiting(detail) => (detail, RunStatus::Waiting),
+    let (detail, mut status, reason) = match outcome {
+        Outcome::Done(detail) => (detail, RunStatus::Ready, None),
+        Outcome::Skipped(code, detail) => (detail, RunStatus::Ready, Some(code)),
+        Outcome::Waiting(detail) => (detail, RunStatus::Waiting, None),
         Outcome::Deferred => return,
     };
     let (run, workflow) = (at.run, at.workflow);
     let run_id = run.id;
     let kind = step.kind();
-    info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id = at.contact.id, "{detail}");
+    let contact_id = at.contact.id;
+    match reason {
+        Some(code) => {
+            info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id, reason = %code, "{detail}")
+        }
+        None => info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id, "{detail}"),
+    }
     if status == RunStatus::Ready && run.next_step + 1 >= workflow.steps.len() as i64 {
         status = RunStatus::Done;
         info!(run_id, workflow = %workflow.name, "run done");
@@ -316,5 +347,6 @@ fn finish(at: &Applying, step: &Step, outcome: Outcome, effects: &mut Effects) {
         kind,
         detail,
         status,
+        reason,
     });
 }

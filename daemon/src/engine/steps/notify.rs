@@ -8,7 +8,7 @@ use super::{Action, Applying, Outcome, PreparedStep, Preparing};
 use crate::engine::Engine;
 use crate::engine::effects::Effects;
 use crate::engine::message::Outgoing;
-use crate::model::Category;
+use crate::model::{Category, Reason};
 use crate::store::Contact;
 use crate::workflow::{NotifyTo, Team};
 
@@ -72,6 +72,7 @@ pub(super) fn held(at: &Preparing<'_>, recipient: &Recipient) -> anyhow::Result<
     );
     Ok(Some(Action::Defer {
         until: next.as_millisecond(),
+        code: Reason::WorkingHours,
         reason,
     }))
 }
@@ -89,10 +90,11 @@ pub(super) fn outgoing(recipient: &Recipient, to: &NotifyTo, template: &str) -> 
 }
 
 pub(super) fn apply(engine: &Engine, at: &Applying, step: &PreparedStep, effects: &mut Effects) -> Outcome {
-    let detail = match (&step.outgoing, &step.rendered) {
-        (Some(out), Some(rendered)) => engine.queue(at, step, out, rendered, effects),
-        _ => "skipped: nobody to notify (the contact has no owner email)".into(),
+    let (Some(out), Some(rendered)) = (&step.outgoing, &step.rendered) else {
+        let detail = "skipped: nobody to notify (the contact has no owner email)";
+        return Outcome::Skipped(Reason::NoRecipient, detail.into());
     };
+    let detail = engine.queue(at, step, out, rendered, effects);
     Outcome::Done(match &step.note {
         Some(note) => format!("{detail} ({note})"),
         None => detail,

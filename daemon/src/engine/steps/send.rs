@@ -11,7 +11,7 @@ use super::{Action, Applying, Outcome, PreparedStep, Preparing, notify};
 use crate::engine::effects::Effects;
 use crate::engine::message::Outgoing;
 use crate::engine::{Engine, variants};
-use crate::model::Category;
+use crate::model::{Category, Reason};
 use crate::plugins::Recipient;
 use crate::store::{self, Contact, SuppressionReason};
 use crate::workflow::NotifyTo;
@@ -42,7 +42,8 @@ pub(super) async fn held(engine: &Engine, at: &Preparing<'_>) -> anyhow::Result<
     if let Some((until, reason)) =
         variants::held_until(&engine.store, at.run, at.variant, &contact.time_zone, now).await?
     {
-        return Ok(Some(Action::Defer { until, reason }));
+        let code = Reason::VariantDelay;
+        return Ok(Some(Action::Defer { until, code, reason }));
     }
     let tz = jiff::tz::TimeZone::get(&contact.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
     let now = jiff::Timestamp::from_millisecond(now)?;
@@ -51,14 +52,20 @@ pub(super) async fn held(engine: &Engine, at: &Preparing<'_>) -> anyhow::Result<
     if slot <= now {
         return Ok(None);
     }
+    let quiet = at.set.sending.in_quiet_hours(workflow.category, now, &tz);
+    let (code, held_by) = match (quiet, window) {
+        (true, _) => (Reason::QuietHours, "in quiet hours".to_string()),
+        (false, Some(w)) => (Reason::SendWindow, format!("outside the send window `{w}`")),
+        (false, None) => (Reason::SendWindow, "outside the send window".to_string()),
+    };
     let reason = format!(
-        "outside the send window{}; next opening {} ({})",
-        window.map(|w| format!(" `{w}`")).unwrap_or_default(),
+        "{held_by}; next opening {} ({})",
         slot.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z"),
         contact.time_zone
     );
     Ok(Some(Action::Defer {
         until: slot.as_millisecond(),
+        code,
         reason,
     }))
 }
@@ -105,28 +112,39 @@ pub(super) async fn apply(
             step: at.run.next_step,
             until: at.now,
             reason: "consent changed while the message was prepared".into(),
+            code: Reason::ConsentChanged,
+            counted: Vec::new(),
         });
         return Ok(Outcome::Deferred);
     }
     if withheld {
-        return Ok(Outcome::Done(withheld_detail(engine, at, step, effects)));
+        let detail = withheld_detail(engine, at, step, effects);
+        return Ok(Outcome::Skipped(Reason::ConsentWithdrawn, detail));
     }
     if category == Category::Marketing
         && let Some(reason) = at.facts.marketing_suppressed(at.contact)
     {
-        return Ok(Outcome::Done(match reason {
-            SuppressionReason::Unsubscribed => "skipped: the contact unsubscribed from marketing".into(),
-            reason => format!("skipped: the contact's address is suppressed for marketing ({reason})"),
-        }));
+        return Ok(match reason {
+            SuppressionReason::Unsubscribed => Outcome::Skipped(
+                Reason::MarketingUnsubscribed,
+                "skipped: the contact unsubscribed from marketing".into(),
+            ),
+            reason => Outcome::Skipped(
+                Reason::Suppressed,
+                format!("skipped: the contact's address is suppressed for marketing ({reason})"),
+            ),
+        });
     }
     if step.outgoing.is_some() && engine.defer_if_capped(tx, at, channel, effects).await? {
         return Ok(Outcome::Deferred);
     }
-    let detail = match (&step.outgoing, &step.rendered) {
-        (Some(out), Some(rendered)) => engine.queue(at, step, out, rendered, effects),
-        _ => "skipped: the contact has no address for this channel".into(),
-    };
-    Ok(Outcome::Done(detail))
+    Ok(match (&step.outgoing, &step.rendered) {
+        (Some(out), Some(rendered)) => Outcome::Done(engine.queue(at, step, out, rendered, effects)),
+        _ => Outcome::Skipped(
+            Reason::NoAddress,
+            "skipped: the contact has no address for this channel".into(),
+        ),
+    })
 }
 
 /// The detail of a message withheld because the contact stopped all email,
@@ -357,6 +375,22 @@ mod tests {
                 Some("all steps done".into()),
                 Some("skipped: the contact unsubscribed from marketing".into())
             )
+        );
+        let codes: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT r.workflow, r.reason, s.reason FROM runs r LEFT JOIN run_steps s ON s.run_id = r.id ORDER BY r.workflow",
+        )
+        .fetch_all(&f.store.pool)
+        .await
+        .unwrap();
+        let code = |s: &str| Some(s.to_string());
+        assert_eq!(
+            codes,
+            [
+                ("answer".into(), code("completed"), None),
+                ("drip".into(), code("exit_unsubscribed"), None),
+                ("promo".into(), code("completed"), code("marketing_unsubscribed")),
+            ],
+            "each outcome with its code"
         );
         let recipients: Vec<String> = sqlx::query_scalar("SELECT recipient FROM outbox")
             .fetch_all(&f.store.pool)

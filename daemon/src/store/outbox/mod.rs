@@ -175,11 +175,13 @@ pub async fn queue_and_finish(
                      AND s.channel IN ('*', channel) AND ",
         suppression_covers!(""),
         " LIMIT 1);
-         INSERT INTO run_steps (run_id, step, kind, detail, finished_at)
-         SELECT value ->> 'run_id', value ->> 'step', value ->> 'kind', value ->> 'detail', ?1 FROM json_each(?3);
+         INSERT INTO run_steps (run_id, step, kind, detail, reason, finished_at)
+         SELECT value ->> 'run_id', value ->> 'step', value ->> 'kind', value ->> 'detail', value ->> 'reason', ?1
+         FROM json_each(?3);
          UPDATE runs SET next_step = runs.next_step + 1, status = j.status, updated_at = ?1, step_errors = 0,
                          waiting_reason = NULL,
-                         outcome = CASE WHEN j.status = 'done' THEN 'all steps done' ELSE runs.outcome END
+                         outcome = CASE WHEN j.status = 'done' THEN 'all steps done' ELSE runs.outcome END,
+                         reason = CASE WHEN j.status = 'done' THEN 'completed' END
          FROM (SELECT value ->> 'run_id' AS id, value ->> 'step' AS step, value ->> 'status' AS status
                FROM json_each(?3)) AS j
          WHERE runs.id = j.id AND runs.status = 'ready' AND runs.next_step = j.step
@@ -478,17 +480,17 @@ pub(crate) async fn outbox_ids_with_status(conn: &mut Conn, status: OutboxStatus
         .await?)
 }
 
-/// Messages of `categories` queued for a contact on a channel since `since`, and the
-/// oldest of them: what a frequency cap counts.
+/// The ids of the messages of `categories` queued for a contact on a channel
+/// since `since`, and when the oldest was queued: what a frequency cap counts.
 pub(crate) async fn recent_sends(
     conn: &mut Conn,
     contact_id: i64,
     channel: &str,
     categories: &[String],
     since: i64,
-) -> anyhow::Result<(i64, Option<i64>)> {
-    Ok(sqlx::query_as(
-        "SELECT COUNT(*), MIN(created_at) FROM outbox
+) -> anyhow::Result<(Vec<i64>, Option<i64>)> {
+    let (ids, oldest): (String, Option<i64>) = sqlx::query_as(
+        "SELECT json_group_array(id), MIN(created_at) FROM outbox
          WHERE contact_id = ? AND channel = ? AND created_at > ?
            AND category IN (SELECT value FROM json_each(?))
            AND status NOT IN ('failed', 'dead', 'suppressed', 'dropped')",
@@ -498,7 +500,8 @@ pub(crate) async fn recent_sends(
     .bind(since)
     .bind(serde_json::to_string(categories)?)
     .fetch_one(&mut *conn)
-    .await?)
+    .await?;
+    Ok((serde_json::from_str(&ids)?, oldest))
 }
 
 /// A message as a bounce report finds it: where it went and what it was called.

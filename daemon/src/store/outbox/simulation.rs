@@ -129,8 +129,9 @@ pub(crate) async fn record_simulation_step(
     simulation_cursor(conn).await
 }
 
-/// The runs held at `now` by a window, a cap, working hours or an A/B delay,
-/// and the messages their steps left out (consent, suppression, no address).
+/// The runs held at `now` by a window, quiet hours, a cap, working hours or an
+/// A/B delay, and the messages their steps left out (consent, suppression, no
+/// address), each by its reason code (`model::Reason`).
 /// A held run is found by the timer it got, a left-out message by its step's
 /// row, both newer than the cursor: never by scanning `runs` or `run_steps`.
 async fn record_held_and_left_out(
@@ -143,11 +144,7 @@ async fn record_held_and_left_out(
     sqlx::query(&format!(
         "INSERT INTO sim_held (day, at, run_id, workflow, kind)
          SELECT ?, ?, r.id, r.workflow,
-                CASE WHEN r.waiting_reason LIKE 'outside the send window%' THEN 'send_window'
-                     WHEN r.waiting_reason LIKE 'frequency cap%' THEN 'frequency_cap'
-                     WHEN r.waiting_reason LIKE 'outside the working hours%' THEN 'working_hours'
-                     WHEN r.waiting_reason LIKE 'A/B variant%' THEN 'variant_delay'
-                     ELSE 'other' END
+                COALESCE(r.reason, 'step_error')
          FROM timers t JOIN runs r ON r.id = t.run_id
          WHERE t.id > ? AND t.kind = 'resume_run'
            AND r.status = 'waiting' AND r.waiting_reason IS NOT NULL AND r.updated_at = ? AND {}",
@@ -163,12 +160,9 @@ async fn record_held_and_left_out(
     sqlx::query(&format!(
         "INSERT INTO sim_left_out (day, at, run_id, workflow, step, kind)
          SELECT ?, ?, s.run_id, r.workflow, s.step + 1,
-                CASE WHEN s.detail LIKE '%consent withdrawn%' THEN 'withheld_consent'
-                     WHEN s.detail LIKE '%unsubscribed%' OR s.detail LIKE '%suppressed%' THEN 'suppressed'
-                     WHEN s.detail LIKE '%no address%' THEN 'no_address'
-                     ELSE 'other' END
+                s.reason
          FROM run_steps s JOIN runs r ON r.id = s.run_id
-         WHERE s.rowid > ? AND s.kind IN (?, ?) AND s.detail LIKE 'skipped:%'
+         WHERE s.rowid > ? AND s.kind IN (?, ?) AND s.reason IS NOT NULL
            AND {}",
         in_scope("r.contact_id")
     ))

@@ -35,6 +35,7 @@ fn step(run_id: i64, status: RunStatus) -> FinishedStep {
         kind: "send",
         detail: format!("queued for run {run_id}"),
         status,
+        reason: None,
     }
 }
 
