@@ -9,7 +9,9 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 mod dkim;
+mod retention;
 pub(crate) use dkim::DkimDomain;
+pub(crate) use retention::RetentionConfig;
 
 /// The whole of `nudge.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,9 +44,13 @@ pub(crate) struct Config {
     pub(crate) delivery: DeliveryConfig,
     pub(crate) suppression: SuppressionConfig,
     pub(crate) unsubscribe: UnsubscribeConfig,
+    pub(crate) retention: RetentionConfig,
     /// The file these settings came from; None when no nudge.toml was found (all defaults).
     #[serde(skip)]
     pub(crate) file: Option<PathBuf>,
+    /// The file's text, for errors that point into it.
+    #[serde(skip)]
+    pub(crate) source: String,
 }
 
 /// Retries and what to do when the outcome of a send is unknown.
@@ -292,7 +298,9 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             suppression: SuppressionConfig::default(),
             unsubscribe: UnsubscribeConfig::default(),
+            retention: RetentionConfig::default(),
             file: None,
+            source: String::new(),
         }
     }
 }
@@ -354,6 +362,8 @@ impl Config {
             );
         }
         config.file = Some(path.clone());
+        config.source = text;
+        config.check_retention_days()?;
         let base = path.parent().unwrap_or(Path::new(""));
         for p in [
             &mut config.database,
