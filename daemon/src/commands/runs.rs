@@ -97,11 +97,19 @@ fn print_detail(d: &RunDetail) {
     }
     println!("steps:");
     for s in &d.steps {
-        println!("  {:>2} {:<18} {}  {}", s.step, s.kind, display_ms(s.finished_at), s.detail);
+        println!(
+            "  {:>2} {:<18} {}  {}",
+            s.step,
+            s.kind,
+            display_ms(s.finished_at),
+            s.detail
+        );
     }
     println!("timers:");
     for t in &d.timers {
-        let fired = t.fired_at.map_or_else(|| "pending".to_string(), |f| format!("fired {}", display_ms(f)));
+        let fired = t
+            .fired_at
+            .map_or_else(|| "pending".to_string(), |f| format!("fired {}", display_ms(f)));
         println!("  {:>6} {:<12} due {}  {fired}", t.id, t.kind, display_ms(t.due_at));
     }
     println!("messages:");

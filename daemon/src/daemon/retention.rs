@@ -23,7 +23,13 @@ const RETRY_MS: i64 = 3_600_000;
 
 /// Prunes what is older than `keep_days` before `now`, or with `dry` counts it.
 /// Refuses while the set reads more history than that (its frequency caps).
-pub(crate) async fn pass(store: &Store, config: &Config, set: &WorkflowSet, now: i64, dry: bool) -> anyhow::Result<Pruned> {
+pub(crate) async fn pass(
+    store: &Store,
+    config: &Config,
+    set: &WorkflowSet,
+    now: i64,
+    dry: bool,
+) -> anyhow::Result<Pruned> {
     config.check_retention(set)?;
     let cutoff = now.saturating_sub(config.keep_days().saturating_mul(DAY_MS));
     if dry {

@@ -73,6 +73,7 @@ impl Engine {
             idempotency_key: key,
             message_id,
             run_id: Some(run.id),
+            workflow: Some(workflow.name.clone()),
             contact_id: Some(contact.id),
             channel: out.channel.clone(),
             category,
@@ -96,7 +97,7 @@ impl Engine {
         let Some((until, reason)) = capped(conn, at.set, workflow, channel, contact, effects, at.now).await? else {
             return Ok(false);
         };
-        info!(run_id = run.id, workflow = %workflow.name, contact_id = contact.id, "{reason}");
+        info!("{reason}");
         effects.deferred.push(store::DeferredRun {
             run_id: run.id,
             step: run.next_step,

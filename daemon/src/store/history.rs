@@ -142,12 +142,10 @@ pub(crate) async fn run_detail(conn: &mut Conn, id: i64) -> anyhow::Result<Optio
         .bind(id)
         .fetch_one(&mut *conn)
         .await?;
-    let steps = sqlx::query_as(
-        "SELECT step, kind, detail, finished_at FROM run_steps WHERE run_id = ? ORDER BY step",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let steps = sqlx::query_as("SELECT step, kind, detail, finished_at FROM run_steps WHERE run_id = ? ORDER BY step")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
     let timers = sqlx::query_as("SELECT id, kind, due_at, fired_at FROM timers WHERE run_id = ? ORDER BY due_at, id")
         .bind(id)
         .fetch_all(&mut *conn)

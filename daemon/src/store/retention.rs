@@ -101,14 +101,26 @@ async fn delete_messages(conn: &mut Conn, ids: &[i64], pruned: &mut Pruned) -> a
     let exec = async |conn: &mut Conn, sql: &str| -> anyhow::Result<u64> {
         Ok(sqlx::query(sql).bind(&ids).execute(&mut *conn).await?.rows_affected())
     };
-    pruned.deliveries += exec(conn, "DELETE FROM deliveries WHERE outbox_id IN (SELECT value FROM json_each(?))").await?;
+    pruned.deliveries += exec(
+        conn,
+        "DELETE FROM deliveries WHERE outbox_id IN (SELECT value FROM json_each(?))",
+    )
+    .await?;
     pruned.engagement += exec(
         conn,
         "DELETE FROM engagement WHERE outbox_id IN (SELECT value FROM json_each(?)) AND kind IN ('opened', 'clicked')",
     )
     .await?;
-    exec(conn, "UPDATE engagement SET outbox_id = NULL WHERE outbox_id IN (SELECT value FROM json_each(?))").await?;
-    exec(conn, "UPDATE bounces SET outbox_id = NULL WHERE outbox_id IN (SELECT value FROM json_each(?))").await?;
+    exec(
+        conn,
+        "UPDATE engagement SET outbox_id = NULL WHERE outbox_id IN (SELECT value FROM json_each(?))",
+    )
+    .await?;
+    exec(
+        conn,
+        "UPDATE bounces SET outbox_id = NULL WHERE outbox_id IN (SELECT value FROM json_each(?))",
+    )
+    .await?;
     pruned.messages += exec(conn, "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))").await?;
     Ok(())
 }
@@ -116,18 +128,27 @@ async fn delete_messages(conn: &mut Conn, ids: &[i64], pruned: &mut Pruned) -> a
 /// Deletes runs with their steps, timers and (sent, old: `RUN_PRUNABLE`) messages.
 async fn delete_runs(conn: &mut Conn, ids: &[i64], pruned: &mut Pruned) -> anyhow::Result<()> {
     let json = serde_json::to_string(ids)?;
-    let messages: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox WHERE run_id IN (SELECT value FROM json_each(?))")
-        .bind(&json)
-        .fetch_all(&mut *conn)
-        .await?;
+    let messages: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM outbox WHERE run_id IN (SELECT value FROM json_each(?))")
+            .bind(&json)
+            .fetch_all(&mut *conn)
+            .await?;
     if !messages.is_empty() {
         delete_messages(conn, &messages, pruned).await?;
     }
     let exec = async |conn: &mut Conn, sql: &str| -> anyhow::Result<u64> {
         Ok(sqlx::query(sql).bind(&json).execute(&mut *conn).await?.rows_affected())
     };
-    pruned.run_steps += exec(conn, "DELETE FROM run_steps WHERE run_id IN (SELECT value FROM json_each(?))").await?;
-    pruned.timers += exec(conn, "DELETE FROM timers WHERE run_id IN (SELECT value FROM json_each(?))").await?;
+    pruned.run_steps += exec(
+        conn,
+        "DELETE FROM run_steps WHERE run_id IN (SELECT value FROM json_each(?))",
+    )
+    .await?;
+    pruned.timers += exec(
+        conn,
+        "DELETE FROM timers WHERE run_id IN (SELECT value FROM json_each(?))",
+    )
+    .await?;
     pruned.runs += exec(conn, "DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))").await?;
     Ok(())
 }

@@ -230,7 +230,7 @@ impl Engine {
         let prepared = match &next.action {
             Action::Finish => {
                 effects.ended.push((run_id, RunStatus::Done, "all steps done".into()));
-                info!(run_id, workflow = %workflow.name, "run done");
+                info!("run done");
                 return Ok(());
             }
             Action::Defer { until, reason } => {
@@ -240,7 +240,7 @@ impl Engine {
                     until: *until,
                     reason: reason.clone(),
                 });
-                info!(run_id, workflow = %workflow.name, "{reason}");
+                info!("{reason}");
                 return Ok(());
             }
             Action::Step(step) => step,
@@ -259,7 +259,7 @@ impl Engine {
             contacts.remove(&run.contact_id);
         }
         if let Some(reason) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
-            info!(run_id, workflow = %workflow.name, reason, "run stopped");
+            info!(reason, "run stopped");
             effects.ended.push((run_id, RunStatus::Cancelled, reason));
             return Ok(());
         }
@@ -305,10 +305,10 @@ fn finish(at: &Applying, step: &Step, outcome: Outcome, effects: &mut Effects) {
     let (run, workflow) = (at.run, at.workflow);
     let run_id = run.id;
     let kind = step.kind();
-    info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id = at.contact.id, "{detail}");
+    info!(step = run.next_step, kind, "{detail}");
     if status == RunStatus::Ready && run.next_step + 1 >= workflow.steps.len() as i64 {
         status = RunStatus::Done;
-        info!(run_id, workflow = %workflow.name, "run done");
+        info!("run done");
     }
     effects.finished.push(store::FinishedStep {
         run_id,
