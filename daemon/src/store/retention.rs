@@ -200,3 +200,115 @@ pub(crate) async fn record_retention_pass(conn: &mut Conn, now: i64) -> anyhow::
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{TestStore, contact, run};
+    use crate::store::{RunStatus, end_runs};
+
+    async fn exec(conn: &mut Conn, sql: &str) {
+        sqlx::query(sql).execute(&mut *conn).await.unwrap();
+    }
+
+    async fn count(conn: &mut Conn, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&mut *conn).await.unwrap()
+    }
+
+    /// A message of `run` (NULL: none) with `status`, queued and settled at 10.
+    async fn message(conn: &mut Conn, id: i64, run: &str, status: &str) {
+        exec(
+            conn,
+            &format!(
+                "INSERT INTO outbox (id, idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
+                                     status, next_attempt_at, created_at, sent_at)
+                 VALUES ({id}, 'k{id}', '<k{id}@x>', {run}, 1, 'email', 'a@x.test', '{{}}', '{status}', 10, 10, 10)"
+            ),
+        )
+        .await;
+    }
+
+    /// Only the finished run with nothing left that must stay goes; old sent
+    /// messages go unless their run still runs; bounces and replies stay, detached.
+    #[tokio::test]
+    async fn prunes_only_what_nothing_still_needs() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let c = contact(&mut conn, "a@x.test").await;
+        assert_eq!(c, 1);
+        let done = run(&mut conn, "done", c).await;
+        let failed_mail = run(&mut conn, "failed-mail", c).await;
+        let waiting = run(&mut conn, "waiting", c).await;
+        let segment = run(&mut conn, "segment", c).await;
+        let recent = run(&mut conn, "recent", c).await;
+        let ended = |id| (id, RunStatus::Done, "all steps done".to_string());
+        end_runs(&mut conn, &[ended(done), ended(failed_mail), ended(segment)], 10)
+            .await
+            .unwrap();
+        end_runs(&mut conn, &[ended(recent)], 200).await.unwrap();
+        exec(&mut conn, &format!("UPDATE runs SET status = 'waiting' WHERE id = {waiting}")).await;
+        exec(
+            &mut conn,
+            &format!("UPDATE events SET kind = 'segment_entered' WHERE id = (SELECT event_id FROM runs WHERE id = {segment})"),
+        )
+        .await;
+        message(&mut conn, 1, &done.to_string(), "sent").await;
+        message(&mut conn, 2, &failed_mail.to_string(), "failed").await;
+        message(&mut conn, 3, &waiting.to_string(), "sent").await;
+        message(&mut conn, 4, &segment.to_string(), "sent").await;
+        message(&mut conn, 5, "NULL", "sent").await;
+        message(&mut conn, 6, "NULL", "unknown").await;
+        exec(
+            &mut conn,
+            &format!(
+                "INSERT INTO deliveries (outbox_id, attempt, started_at, finished_at, outcome) VALUES (1, 1, 10, 10, 'sent');
+                 INSERT INTO engagement (outbox_id, contact_id, kind, at) VALUES (1, 1, 'opened', 11), (1, 1, 'replied', 12);
+                 INSERT INTO bounces (address, channel, kind, outbox_id, at) VALUES ('a@x.test', 'email', 'soft', 1, 11);
+                 INSERT INTO run_steps (run_id, step, kind, detail, finished_at) VALUES ({done}, 0, 'send', 'queued', 10);
+                 INSERT INTO timers (due_at, kind, run_id, fired_at) VALUES (5, 'resume_run', {done}, 5),
+                                                                            (500, 'resume_run', {waiting}, NULL);"
+            ),
+        )
+        .await;
+
+        let dry = prune_dry(&mut conn, 100).await.unwrap();
+        let expected = Pruned {
+            runs: 1,
+            run_steps: 1,
+            timers: 1,
+            messages: 3,
+            deliveries: 1,
+            engagement: 1,
+        };
+        assert_eq!(dry, expected);
+        assert_eq!(count(&mut conn, "SELECT COUNT(*) FROM runs").await, 5, "a dry run deletes nothing");
+        drop(conn);
+        assert_eq!(prune(&db.store, 100).await.unwrap(), expected);
+
+        let mut conn = db.conn().await;
+        let runs: Vec<i64> = sqlx::query_scalar("SELECT id FROM runs ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(runs, [failed_mail, waiting, segment, recent]);
+        let messages: Vec<i64> = sqlx::query_scalar("SELECT id FROM outbox ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(messages, [2, 3, 6]);
+        let kept: Vec<(String, Option<i64>)> = sqlx::query_as("SELECT kind, outbox_id FROM engagement")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(kept, [("replied".to_string(), None)]);
+        assert_eq!(count(&mut conn, "SELECT COUNT(*) FROM bounces WHERE outbox_id IS NULL").await, 1);
+        assert_eq!(count(&mut conn, "SELECT COUNT(*) FROM timers").await, 1);
+        let dangling: Vec<(String, i64)> = sqlx::query_as("SELECT \"table\", rowid FROM pragma_foreign_key_check")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert!(dangling.is_empty(), "{dangling:?}");
+        drop(conn);
+        assert_eq!(prune(&db.store, 100).await.unwrap(), Pruned::default());
+    }
+}
