@@ -51,21 +51,46 @@ const SUMMARY: &str = "SELECT r.id, r.workflow, r.contact_id, COALESCE(c.name, '
 /// indexes on (contact_id | workflow | nothing, started_at).
 pub(crate) async fn list_runs(conn: &mut Conn, filter: &RunFilter) -> anyhow::Result<(Vec<RunSummary>, Option<i64>)> {
     let limit = filter.limit.max(1);
-    let mut runs: Vec<RunSummary> = sqlx::query_as(&format!(
-        "{SUMMARY}
-         WHERE (?1 IS NULL OR r.contact_id = ?1) AND (?2 IS NULL OR r.workflow = ?2)
-           AND (?3 IS NULL OR r.status = ?3) AND (?4 IS NULL OR r.started_at >= ?4)
-           AND (?5 IS NULL OR (r.started_at, r.id) < (SELECT b.started_at, b.id FROM runs b WHERE b.id = ?5))
-         ORDER BY r.started_at DESC, r.id DESC LIMIT ?6"
-    ))
-    .bind(filter.contact_id)
-    .bind(&filter.workflow)
-    .bind(filter.status)
-    .bind(filter.since)
-    .bind(filter.before)
-    .bind(limit + 1)
-    .fetch_all(&mut *conn)
-    .await?;
+    // Only the filters given are in the query: SQLite plans a statement once,
+    // and `(? IS NULL OR r.contact_id = ?)` would be planned as a scan.
+    let mut conditions = Vec::new();
+    if filter.contact_id.is_some() {
+        conditions.push("r.contact_id = ?");
+    }
+    if filter.workflow.is_some() {
+        conditions.push("r.workflow = ?");
+    }
+    if filter.status.is_some() {
+        conditions.push("r.status = ?");
+    }
+    if filter.since.is_some() {
+        conditions.push("r.started_at >= ?");
+    }
+    if filter.before.is_some() {
+        conditions.push("(r.started_at, r.id) < (SELECT b.started_at, b.id FROM runs b WHERE b.id = ?)");
+    }
+    let mut sql = SUMMARY.to_string();
+    if !conditions.is_empty() {
+        sql += &format!(" WHERE {}", conditions.join(" AND "));
+    }
+    sql += " ORDER BY r.started_at DESC, r.id DESC LIMIT ?";
+    let mut query = sqlx::query_as::<_, RunSummary>(&sql);
+    if let Some(contact_id) = filter.contact_id {
+        query = query.bind(contact_id);
+    }
+    if let Some(workflow) = &filter.workflow {
+        query = query.bind(workflow);
+    }
+    if let Some(status) = filter.status {
+        query = query.bind(status);
+    }
+    if let Some(since) = filter.since {
+        query = query.bind(since);
+    }
+    if let Some(before) = filter.before {
+        query = query.bind(before);
+    }
+    let mut runs = query.bind(limit + 1).fetch_all(&mut *conn).await?;
     let more = runs.len() as i64 > limit;
     runs.truncate(limit as usize);
     let next = more.then(|| runs.last().map(|r| r.id)).flatten();

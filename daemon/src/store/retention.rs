@@ -246,10 +246,16 @@ mod tests {
             .await
             .unwrap();
         end_runs(&mut conn, &[ended(recent)], 200).await.unwrap();
-        exec(&mut conn, &format!("UPDATE runs SET status = 'waiting' WHERE id = {waiting}")).await;
         exec(
             &mut conn,
-            &format!("UPDATE events SET kind = 'segment_entered' WHERE id = (SELECT event_id FROM runs WHERE id = {segment})"),
+            &format!("UPDATE runs SET status = 'waiting' WHERE id = {waiting}"),
+        )
+        .await;
+        exec(
+            &mut conn,
+            &format!(
+                "UPDATE events SET kind = 'segment_entered' WHERE id = (SELECT event_id FROM runs WHERE id = {segment})"
+            ),
         )
         .await;
         message(&mut conn, 1, &done.to_string(), "sent").await;
@@ -281,7 +287,11 @@ mod tests {
             engagement: 1,
         };
         assert_eq!(dry, expected);
-        assert_eq!(count(&mut conn, "SELECT COUNT(*) FROM runs").await, 5, "a dry run deletes nothing");
+        assert_eq!(
+            count(&mut conn, "SELECT COUNT(*) FROM runs").await,
+            5,
+            "a dry run deletes nothing"
+        );
         drop(conn);
         assert_eq!(prune(&db.store, 100).await.unwrap(), expected);
 
@@ -301,7 +311,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(kept, [("replied".to_string(), None)]);
-        assert_eq!(count(&mut conn, "SELECT COUNT(*) FROM bounces WHERE outbox_id IS NULL").await, 1);
+        assert_eq!(
+            count(&mut conn, "SELECT COUNT(*) FROM bounces WHERE outbox_id IS NULL").await,
+            1
+        );
         assert_eq!(count(&mut conn, "SELECT COUNT(*) FROM timers").await, 1);
         let dangling: Vec<(String, i64)> = sqlx::query_as("SELECT \"table\", rowid FROM pragma_foreign_key_check")
             .fetch_all(&mut *conn)
