@@ -64,7 +64,8 @@ impl Engine {
             fields,
             fixed,
             context,
-            span: run.span(),
+            // Worked out inside the run's `prepare`, in its span.
+            span: tracing::Span::current(),
         })
     }
 
