@@ -333,8 +333,10 @@ fn a_retention_within_a_cap_is_refused_where_it_is_written() {
         err.contains("2 marketing email per 7d") && err.contains("keep more than 7 days"),
         "{err}"
     );
-    let (ok, _, err) = nudge.try_cli(&["run"]);
-    assert!(!ok && err.contains("2 marketing email per 7d"), "{err}");
+    for command in ["run", "check"] {
+        let (ok, _, err) = nudge.try_cli(&[command]);
+        assert!(!ok && err.contains("2 marketing email per 7d"), "{command}: {err}");
+    }
 
     let zero = installation(&smtp, "");
     retention(&zero, "0");

@@ -38,7 +38,10 @@ impl Config {
             .as_ref()
             .map_or_else(|| "nudge.toml".to_string(), |f| f.display().to_string());
         let diagnostic = Diagnostic::new(&file, self.retention.keep_days.span(), message).help(help);
-        anyhow::anyhow!("{}", diagnostic.render(&self.source, false).trim_end())
+        let rendered = diagnostic.render(&self.source, false);
+        // The CLI says `error:` before every error already.
+        let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+        anyhow::anyhow!("{}", rendered.trim_end())
     }
 
     /// Refuses a keep_days below one day.
