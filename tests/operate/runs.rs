@@ -343,3 +343,61 @@ fn a_retention_within_a_cap_is_refused_where_it_is_written() {
     let (ok, _, err) = zero.try_cli(&["runs"]);
     assert!(!ok && err.contains("keep_days = 0") && err.contains(":13"), "{err}");
 }
+
+/// A link in a mail whose message the retention pass pruned still leads where
+/// it did (its token seals the URL); the open pixel still answers. Nothing is
+/// recorded: there is no message left to record it against.
+#[test]
+fn links_in_pruned_mail_still_lead_where_they_did() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let mut nudge = installation(&smtp, "");
+    nudge.write_workflow(
+        "templates/offer.toml",
+        "[offer]\nchannel = \"email\"\nsubject = \"An offer for {{ contact.name }}\"\ntext = \"See it\"\n\
+         html = '<p><a href=\"https://shop.example/offer\">The offer</a> <a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>'\n",
+    );
+    nudge.write_workflow(
+        "offer.toml",
+        "category = \"marketing\"\n[trigger]\non = \"stage_changed\"\nto = \"loyal\"\n\
+         [[steps]]\nsend = { channel = \"email\", template = \"offer\" }\n",
+    );
+    nudge.start();
+    let lin = add(&nudge, "Lin", &[]);
+    nudge.cli(&["stage", "set", &lin, "loyal"]);
+    let mail = smtp.wait_for(&lin, "An offer for Lin");
+    let path = |kind: &str| {
+        let marker = format!("/t/{kind}/");
+        let at = mail
+            .html
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {marker}: {}", mail.html))
+            + marker.len();
+        let token: String = mail.html[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        format!("{marker}{token}")
+    };
+    let (click, open) = (path("c"), path("o"));
+    nudge.settle();
+
+    nudge.advance("181d");
+    let messages = || nudge.query(&format!("SELECT COUNT(*) FROM outbox WHERE recipient = '{lin}'"))[0][0].clone();
+    wait_until(
+        || Some(()).filter(|_| messages() == json!(0)),
+        || format!("the offer is still kept:\n{}", nudge.log()),
+    );
+    let (status, head, _) = nudge.get_raw(&click);
+    assert_eq!(status, 302, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\nlocation: https://shop.example/offer"),
+        "{head}"
+    );
+    let (status, _, body) = nudge.get_raw(&open);
+    assert_eq!(status, 200);
+    assert!(body.starts_with(b"GIF89a"));
+    assert_eq!(nudge.query("SELECT COUNT(*) FROM engagement"), json!([[0]]));
+    nudge.stop();
+}
