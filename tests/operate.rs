@@ -7,5 +7,6 @@ mod common;
 
 mod operate {
     pub(crate) mod explain;
+    pub(crate) mod runs;
     pub(crate) mod simulate;
 }

@@ -125,6 +125,7 @@ fn outbox(c: &mut Criterion) {
                     idempotency_key: key.clone(),
                     message_id: key,
                     run_id: None,
+                    workflow: None,
                     contact_id: None,
                     channel: "email".into(),
                     category: Category::Transactional,

@@ -10,8 +10,10 @@ use serde::Deserialize;
 
 mod bounces;
 mod dkim;
+mod retention;
 pub(crate) use bounces::BouncesConfig;
 pub(crate) use dkim::DkimDomain;
+pub(crate) use retention::RetentionConfig;
 
 /// The whole of `nudge.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -46,9 +48,13 @@ pub(crate) struct Config {
     pub(crate) unsubscribe: UnsubscribeConfig,
     /// Bounces that come back as mail; without it, only bounces at send time and `POST /bounces` count.
     pub(crate) bounces: Option<BouncesConfig>,
+    pub(crate) retention: RetentionConfig,
     /// The file these settings came from; None when no nudge.toml was found (all defaults).
     #[serde(skip)]
     pub(crate) file: Option<PathBuf>,
+    /// The file's text, for errors that point into it.
+    #[serde(skip)]
+    pub(crate) source: String,
 }
 
 /// Retries and what to do when the outcome of a send is unknown.
@@ -297,7 +303,9 @@ impl Default for Config {
             suppression: SuppressionConfig::default(),
             unsubscribe: UnsubscribeConfig::default(),
             bounces: None,
+            retention: RetentionConfig::default(),
             file: None,
+            source: String::new(),
         }
     }
 }
@@ -365,6 +373,8 @@ impl Config {
             anyhow::bail!("{}:{line}:{column}: {problem}", path.display());
         }
         config.file = Some(path.clone());
+        config.source = text;
+        config.check_retention_days()?;
         let base = path.parent().unwrap_or(Path::new(""));
         for p in [
             &mut config.database,

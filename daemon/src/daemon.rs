@@ -20,6 +20,8 @@ use crate::plugins::{PluginHost, Plugins};
 use crate::store::Store;
 use crate::workflow::WorkflowSet;
 
+pub(crate) mod retention;
+
 /// Opens the store and the clock the config asks for (shared by the daemon and the CLI).
 pub(crate) async fn open(config: &Config) -> anyhow::Result<(Store, Clock)> {
     let store = Store::open(&config.database).await?;
@@ -50,6 +52,7 @@ pub(crate) async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
     let (store, clock) = open(&config).await?;
     let plugins = load_plugins(&config, strict).await?;
     let workflows = load_workflows(&config, &plugins.get().channels())?;
+    config.check_retention(&workflows)?;
     let unsubscribe = crate::unsubscribe::Unsubscribe::from_config(&config, &store)
         .await
         .context("set up unsubscribe links")?;
@@ -150,7 +153,7 @@ fn load_workflows(config: &Config, channels: &[String]) -> anyhow::Result<Workfl
 }
 
 /// The daemon's loops, each stopping on `cancel`: the engine, delivery, the
-/// daily classification pass, and the watchers of other processes' writes,
+/// daily classification and retention passes, and the watchers of other processes' writes,
 /// the workflow folder and the plugins folder.
 fn spawn_tasks(
     config: &Config,
@@ -161,6 +164,7 @@ fn spawn_tasks(
     cancel: &CancellationToken,
 ) -> JoinSet<()> {
     let classification_wake = Arc::new(Notify::new());
+    let retention_wake = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
     tasks.spawn(scheduler::run(engine.clone(), engine_wake.clone(), cancel.clone()));
     tasks.spawn(delivery.run(cancel.clone()));
@@ -173,7 +177,18 @@ fn spawn_tasks(
     tasks.spawn(scheduler::watch_changes(
         engine.store.clone(),
         engine.clock.clone(),
-        vec![engine_wake.clone(), engine.delivery.wake.clone(), classification_wake],
+        vec![
+            engine_wake.clone(),
+            engine.delivery.wake.clone(),
+            classification_wake,
+            retention_wake.clone(),
+        ],
+        cancel.clone(),
+    ));
+    tasks.spawn(retention::run_daily(
+        engine.clone(),
+        config.clone(),
+        retention_wake,
         cancel.clone(),
     ));
     tasks.spawn(reload::watch(

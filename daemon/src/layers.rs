@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store", &["model", "clock"]),
     ("workflow", &["model"]),
     ("plugins", &["watch"]),
-    ("config", &["plugins", "store"]),
+    ("config", &["plugins", "store", "workflow"]),
     ("unsubscribe", &["config", "store"]),
     ("tracking", &["model", "unsubscribe", "workflow"]),
     ("bounces", &["clock", "config", "store", "watch"]),

@@ -11,6 +11,7 @@ mod group_commit;
 mod orders;
 mod replies;
 mod reports;
+mod runs;
 mod suppressions;
 mod unsubscribe;
 
@@ -202,6 +203,8 @@ fn router(state: AppState) -> Router {
         .route("/orders", post(orders::add_order))
         .route("/replies", post(replies::add_reply))
         .route("/reports", get(reports::report))
+        .route("/runs", get(runs::list))
+        .route("/runs/{id}", get(runs::show))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))

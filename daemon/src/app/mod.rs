@@ -9,6 +9,7 @@ mod contacts;
 pub(crate) mod explain;
 mod follow_ups;
 mod orders;
+mod runs;
 mod suppressions;
 
 pub(crate) use contacts::{
@@ -16,6 +17,7 @@ pub(crate) use contacts::{
 };
 pub(crate) use follow_ups::{FollowUpInput, FollowUpLogged, Repeats, log_follow_up};
 pub(crate) use orders::{Amount, NewOrder, record_order, record_orders};
+pub(crate) use runs::{RunPage, RunQuery, list_runs, run_detail};
 pub(crate) use suppressions::{NewSuppression, suppress};
 
 use crate::store::{self, Conn, Contact};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::store::{self, Consent, ConsentScope, FollowUpResult, OutboxStatus};
+use crate::store::{self, Consent, ConsentScope, FollowUpResult, OutboxStatus, RunStatus};
 
 #[derive(Parser)]
 #[command(
@@ -116,6 +116,21 @@ pub(super) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Workflow runs, newest first: status, steps, waits, outcome; `runs show ID` for one whole.
+    #[command(args_conflicts_with_subcommands = true)]
+    Runs {
+        #[command(subcommand)]
+        command: Option<RunsCommand>,
+        #[command(flatten)]
+        list: RunsList,
+    },
+    /// Delete finished runs and delivered messages older than `[retention] keep_days` now
+    /// (the daemon does it daily).
+    Prune {
+        /// Count what would go; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Overdue follow-ups per owner, runs, timers and the outbox.
     Status {
         #[arg(long)]
@@ -179,6 +194,41 @@ pub(super) enum OutboxCommand {
         #[arg(long, conflicts_with = "ids", value_parser = outbox_status)]
         all: Option<OutboxStatus>,
     },
+}
+
+#[derive(Subcommand)]
+pub(super) enum RunsCommand {
+    /// One run: every step's effect, its timers, its messages and their delivery attempts.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `nudge runs`' filters and page.
+#[derive(Args)]
+pub(super) struct RunsList {
+    /// Only this contact's runs (an id or an email).
+    #[arg(long)]
+    pub(super) contact: Option<String>,
+    /// Only runs of this workflow (its file's name without .toml).
+    #[arg(long)]
+    pub(super) workflow: Option<String>,
+    /// ready, waiting, done, cancelled or failed.
+    #[arg(long, value_parser = run_status)]
+    pub(super) status: Option<RunStatus>,
+    /// Only runs started since: a duration back from now (7d), an RFC 3339 time or a UTC date-time.
+    #[arg(long)]
+    pub(super) since: Option<String>,
+    /// Runs per page.
+    #[arg(long)]
+    pub(super) limit: Option<i64>,
+    /// The next page: the run id that the page before ended with (`next` in --json).
+    #[arg(long)]
+    pub(super) before: Option<i64>,
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 #[derive(Subcommand)]
@@ -413,6 +463,10 @@ fn consent_scope(text: &str) -> Result<ConsentScope, store::Invalid> {
 
 fn consent(text: &str) -> Result<Consent, store::Invalid> {
     store::parse_field("consent", text)
+}
+
+fn run_status(text: &str) -> Result<RunStatus, store::Invalid> {
+    store::parse_field("status", text)
 }
 
 fn outbox_status(text: &str) -> Result<OutboxStatus, store::Invalid> {

@@ -1,9 +1,10 @@
 //! From the parsed arguments to the domain's inputs, handed to `commands`.
 
 use super::args::{
-    ContactArgs, ContactCommand, FollowUpCommand, OrderCommand, OutboxCommand, ReportFormatArg, SuppressCommand,
+    ContactArgs, ContactCommand, FollowUpCommand, OrderCommand, OutboxCommand, ReportFormatArg, RunsCommand, RunsList,
+    SuppressCommand,
 };
-use crate::app::{Amount, FollowUpInput, NewOrder, NewSuppression};
+use crate::app::{Amount, FollowUpInput, NewOrder, NewSuppression, RunQuery};
 use crate::commands;
 use crate::commands::report::ReportFormat;
 use crate::commands::suppress::SuppressAction;
@@ -137,5 +138,30 @@ impl SuppressCommand {
             SuppressCommand::List { json } => SuppressAction::List { as_json: *json },
         };
         commands::suppress::run(config, action).await
+    }
+}
+
+impl From<RunsList> for RunQuery {
+    fn from(a: RunsList) -> RunQuery {
+        RunQuery {
+            contact: a.contact,
+            workflow: a.workflow,
+            status: a.status,
+            since: a.since,
+            before: a.before,
+            limit: a.limit,
+        }
+    }
+}
+
+impl RunsCommand {
+    pub(super) async fn run(command: Option<RunsCommand>, list: RunsList, config: &Config) -> anyhow::Result<()> {
+        match command {
+            Some(RunsCommand::Show { id, json }) => commands::runs::show(config, id, json).await,
+            None => {
+                let json = list.json;
+                commands::runs::list(config, list.into(), json).await
+            }
+        }
     }
 }

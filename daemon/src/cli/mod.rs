@@ -12,7 +12,7 @@ use clap::Parser;
 use crate::app::NewInquiry;
 use crate::commands;
 use crate::config::Config;
-use args::{Cli, Command, InquiryCommand, LogFormat, PluginCommand, SegmentCommand, StageCommand};
+use args::{Cli, Command, InquiryCommand, LogFormat, PluginCommand, RunsCommand, SegmentCommand, StageCommand};
 
 /// Runs the command line: parses the arguments, runs the command, and says how it went.
 pub fn main() -> ExitCode {
@@ -52,6 +52,12 @@ pub fn main() -> ExitCode {
                 html.as_deref(),
             ))
         }
+        // Loads the plugin host (for the workflow set's caps), which blocks: a runtime of its own.
+        Command::Prune { dry_run } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("start tokio")
+            .block_on(commands::prune::run(&config, dry_run)),
         Command::Plugin(PluginCommand::List) => commands::plugin::list(&config),
         Command::Plugin(PluginCommand::Test { plugin, fixture }) => commands::plugin::test(&config, &plugin, &fixture),
         command => {
@@ -77,7 +83,11 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     }
     let config = &config;
     match command {
-        Command::Run { .. } | Command::Check { .. } | Command::Plugin(_) | Command::Report { .. } => {
+        Command::Run { .. }
+        | Command::Check { .. }
+        | Command::Plugin(_)
+        | Command::Report { .. }
+        | Command::Prune { .. } => {
             unreachable!("run outside the runtime, in main")
         }
         Command::Contact(command) => command.run(config).await,
@@ -97,6 +107,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             at,
             json,
         } => commands::explain::run(config, &contact, workflow.as_deref(), at.as_deref(), json).await,
+        Command::Runs { command, list } => RunsCommand::run(command, list, config).await,
         Command::Outbox(command) => command.run(config).await,
         Command::Suppress(command) => command.run(config).await,
         Command::Segment(SegmentCommand::List { json }) => commands::segment::list(config, json).await,

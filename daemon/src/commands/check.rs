@@ -28,6 +28,8 @@ pub(crate) fn run(config: &Config, dir: Option<&Path>) -> anyhow::Result<()> {
     let plugins = PluginHost::load(&config.plugin_settings(), None)?.strict()?;
     match WorkflowSet::load(dir, &plugins.channels()) {
         Ok(set) => {
+            // The daemon would refuse to start on a retention the caps outlast.
+            config.check_retention(&set)?;
             println!(
                 "ok: {} workflows, {} templates, {} cadences, {} in {} (set {})",
                 set.workflows.len(),

@@ -76,6 +76,8 @@ mod tests {
         OutboxRow {
             id: 1,
             run_id: Some(1),
+            workflow: Some("w".into()),
+            contact_id: Some(1),
             idempotency_key: "run1-step0-contact1".into(),
             message_id: "<run1-step0-contact1@nudge.test>".into(),
             channel: "email".into(),

@@ -34,7 +34,7 @@ use std::time::Duration;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{Instrument as _, warn};
 
 use crate::admission::Admission;
 use crate::clock::Clock;
@@ -341,8 +341,13 @@ impl Delivery {
     }
 
     /// Sends one row by its channel's route, unless its recipient is suppressed;
-    /// holds email while the relay refuses sessions.
-    async fn attempt(&self, mut row: OutboxRow) -> Finished {
+    /// holds email while the relay refuses sessions. In its run's span.
+    async fn attempt(&self, row: OutboxRow) -> Finished {
+        let span = row.span();
+        self.attempt_row(row).instrument(span).await
+    }
+
+    async fn attempt_row(&self, mut row: OutboxRow) -> Finished {
         let started = self.clock.now_ms();
         let outcome = match (&row.suppressed, row.channel.as_str()) {
             (Some(reason), _) => Outcome::Suppressed(format!("recipient suppressed: {reason}")),

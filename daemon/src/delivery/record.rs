@@ -73,6 +73,7 @@ impl Delivery {
     }
 
     fn log(&self, row: &OutboxRow, outcome: &Outcome, next: Next) {
+        let _in_run = row.span().entered();
         let attempt = row.attempts + 1;
         match (outcome, next) {
             (Outcome::Sent, _) => {

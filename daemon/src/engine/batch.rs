@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use futures::stream::{self, StreamExt};
 use sqlx::Acquire as _;
-use tracing::warn;
+use tracing::{Instrument as _, warn};
 
 use super::effects::Effects;
 use super::steps::NextMove;
@@ -34,6 +34,8 @@ const MAX_STEP_ERRORS: i64 = 8;
 /// A ready run and its next move, worked out before its transaction.
 pub(super) struct PreparedRun {
     pub(crate) run_id: i64,
+    /// Its log lines' span: its run, workflow and contact.
+    pub(crate) span: tracing::Span,
     /// `None`: the run is not ready after all. An error: its step failed before
     /// the transaction (a render, say), recorded against the run in it.
     pub(crate) next: anyhow::Result<Option<NextMove>>,
@@ -179,9 +181,11 @@ impl Engine {
     ) -> anyhow::Result<Batch> {
         let runs: Vec<PreparedRun> = stream::iter(runs)
             .map(|run| async move {
+                let span = run.span();
                 PreparedRun {
                     run_id: run.id,
-                    next: self.prepare(run, contacts).await,
+                    next: self.prepare(run, contacts).instrument(span.clone()).await,
+                    span,
                 }
             })
             .buffered(PREPARE_AHEAD)
@@ -256,16 +260,20 @@ impl Engine {
         let mut stepped = SteppedRuns::default();
         let mut queued = Vec::new();
         for prepared in &batch.runs {
+            let span = prepared.span.clone();
             let result = match &prepared.next {
                 Ok(None) => continue,
                 Ok(Some(next)) if undo == Undo::WholeBatch => {
-                    self.apply(tx, next, current, &facts, &mut effects, now).await?;
+                    self.apply(tx, next, current, &facts, &mut effects, now)
+                        .instrument(span)
+                        .await?;
                     continue;
                 }
                 Ok(Some(next)) => {
                     let mut savepoint = tx.begin().await?;
                     let applied = match self
                         .apply(&mut savepoint, next, current, &facts, &mut effects, now)
+                        .instrument(span.clone())
                         .await
                     {
                         Ok(()) => effects.flush(&mut savepoint, now).await,
@@ -289,7 +297,7 @@ impl Engine {
                 Err(e) => Err(step_error(e)),
             };
             if let Err(e) = result {
-                record_step_error(tx, prepared.run_id, &e, now).await?;
+                record_step_error(tx, prepared.run_id, &e, now).instrument(span).await?;
             }
         }
         effects.flush(tx, now).await?;
@@ -360,7 +368,7 @@ async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::
                 counted: Vec::new(),
             };
             store::defer_runs(conn, &[deferred], now).await?;
-            warn!(run_id, reason = %code, "step failed, retried in {} s: {error:#}", delay / 1000);
+            warn!(reason = %code, "step failed, retried in {} s: {error:#}", delay / 1000);
         }
         Some(run) if run.status == RunStatus::Ready => {
             let ended = store::EndedRun {
@@ -370,7 +378,7 @@ async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::
                 outcome: format!("{error:#}"),
             };
             store::end_runs(conn, &[ended], now).await?;
-            warn!(run_id, reason = %Reason::StepFailed, "run failed after {errors} errors: {error:#}");
+            warn!(reason = %Reason::StepFailed, "run failed after {errors} errors: {error:#}");
         }
         _ => {}
     }

@@ -169,7 +169,7 @@ impl Engine {
                     now,
                 ));
             }
-            info!(run_id, workflow = %workflow, event_id, "run started");
+            info!(run_id, workflow = %workflow, contact_id = contact.id, event_id, "run started");
         }
         store::insert_run_timers(conn, &timers).await?;
         Ok(ready)

@@ -73,6 +73,7 @@ impl Engine {
             idempotency_key: key,
             message_id,
             run_id: Some(run.id),
+            workflow: Some(workflow.name.clone()),
             contact_id: Some(contact.id),
             channel: out.channel.clone(),
             category,
@@ -98,7 +99,7 @@ impl Engine {
             return Ok(false);
         };
         let code = Reason::FrequencyCap;
-        info!(run_id = run.id, workflow = %workflow.name, contact_id = contact.id, reason = %code, "{reason}");
+        info!(reason = %code, "{reason}");
         effects.deferred.push(store::DeferredRun {
             run_id: run.id,
             step: run.next_step,

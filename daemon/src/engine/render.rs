@@ -23,6 +23,8 @@ pub(super) struct Render {
     /// the runs it held (which stay pinned to their set for everything else).
     fixed: Option<Vec<(String, String)>>,
     context: serde_json::Value,
+    /// Its run's span, for what the plugin host logs.
+    span: tracing::Span,
 }
 
 impl Engine {
@@ -62,6 +64,8 @@ impl Engine {
             fields,
             fixed,
             context,
+            // Worked out inside the run's `prepare`, in its span.
+            span: tracing::Span::current(),
         })
     }
 
@@ -101,6 +105,7 @@ impl Engine {
             calls.push(tokio::task::spawn_blocking(move || {
                 mine.into_iter()
                     .map(|(i, r)| {
+                        let _in_run = r.span.enter();
                         let rendered =
                             within().then(|| match (plugins.render(&r.channel, &r.fields, &r.context), &r.fixed) {
                                 (Err(PluginError::Template { .. }), Some(fixed)) => {

@@ -33,6 +33,26 @@ pub(crate) struct Run {
     pub(crate) start_stage: Option<String>,
 }
 
+/// The span a run's log lines are written in, so that each names its run,
+/// workflow and contact: the engine's steps of the run and the delivery of the
+/// messages it queued. A message no run queued has none of them. At the
+/// highest level, so that it is on whatever level the log is filtered to: a
+/// run's warnings name it too when only warnings are logged.
+pub(crate) fn run_span(run_id: Option<i64>, workflow: Option<&str>, contact_id: Option<i64>) -> tracing::Span {
+    tracing::error_span!(
+        "run",
+        run_id,
+        workflow = workflow.map(tracing::field::display),
+        contact_id
+    )
+}
+
+impl Run {
+    pub(crate) fn span(&self) -> tracing::Span {
+        run_span(Some(self.id), Some(&self.workflow), Some(self.contact_id))
+    }
+}
+
 /// A run about to start.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct NewRun<'a> {

@@ -176,6 +176,16 @@ impl SendingPolicy {
             .iter()
             .filter(move |c| c.channel == channel && c.categories.contains(&category))
     }
+
+    /// The cap that counts the longest past, and how many days it reaches back
+    /// (whole days, rounded up): the history a retention setting must keep.
+    pub(crate) fn longest_cap(&self) -> Option<(&Cap, i64)> {
+        const DAY_MS: i64 = 86_400_000;
+        self.caps
+            .iter()
+            .map(|c| (c, (crate::model::add_span(0, c.per, "UTC") + DAY_MS - 1) / DAY_MS))
+            .max_by_key(|&(_, days)| days)
+    }
 }
 
 #[derive(Deserialize)]

@@ -246,7 +246,7 @@ impl Engine {
             contacts.remove(&run.contact_id);
         }
         if let Some((code, outcome)) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
-            info!(run_id, workflow = %workflow.name, reason = %code, "run stopped: {outcome}");
+            info!(reason = %code, "run stopped: {outcome}");
             effects.ended.push(store::EndedRun {
                 id: run_id,
                 status: RunStatus::Cancelled,
@@ -288,7 +288,7 @@ impl Engine {
 /// The prepared step of a move that takes one; a move that ends the run or
 /// defers it is recorded in `effects` instead.
 fn step_or_settle<'a>(next: &'a NextMove, effects: &mut Effects) -> Option<&'a PreparedStep> {
-    let (run, workflow) = (&next.run, next.workflow());
+    let run = &next.run;
     let run_id = run.id;
     match &next.action {
         Action::Step(step) => Some(step),
@@ -299,7 +299,7 @@ fn step_or_settle<'a>(next: &'a NextMove, effects: &mut Effects) -> Option<&'a P
                 reason: Reason::Completed,
                 outcome: "all steps done".into(),
             });
-            info!(run_id, workflow = %workflow.name, "run done");
+            info!("run done");
             None
         }
         Action::Defer { until, code, reason } => {
@@ -311,7 +311,7 @@ fn step_or_settle<'a>(next: &'a NextMove, effects: &mut Effects) -> Option<&'a P
                 code: *code,
                 counted: Vec::new(),
             });
-            info!(run_id, workflow = %workflow.name, reason = %code, "{reason}");
+            info!(reason = %code, "{reason}");
             None
         }
     }
@@ -330,16 +330,13 @@ fn finish(at: &Applying, step: &Step, outcome: Outcome, effects: &mut Effects) {
     let (run, workflow) = (at.run, at.workflow);
     let run_id = run.id;
     let kind = step.kind();
-    let contact_id = at.contact.id;
     match reason {
-        Some(code) => {
-            info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id, reason = %code, "{detail}")
-        }
-        None => info!(run_id, workflow = %workflow.name, step = run.next_step, kind, contact_id, "{detail}"),
+        Some(code) => info!(step = run.next_step, kind, reason = %code, "{detail}"),
+        None => info!(step = run.next_step, kind, "{detail}"),
     }
     if status == RunStatus::Ready && run.next_step + 1 >= workflow.steps.len() as i64 {
         status = RunStatus::Done;
-        info!(run_id, workflow = %workflow.name, "run done");
+        info!("run done");
     }
     effects.finished.push(store::FinishedStep {
         run_id,

@@ -65,6 +65,9 @@ pub struct OutboxRow {
     pub(crate) id: i64,
     /// The run whose step queued it, if any.
     pub(crate) run_id: Option<i64>,
+    /// That run's workflow and the contact it is about, for its log lines.
+    pub(crate) workflow: Option<String>,
+    pub(crate) contact_id: Option<i64>,
     pub(crate) idempotency_key: String,
     pub(crate) message_id: String,
     pub(crate) channel: String,
@@ -84,6 +87,8 @@ pub struct NewOutboxRow {
     pub idempotency_key: String,
     pub message_id: String,
     pub run_id: Option<i64>,
+    /// The workflow of that run (not stored: the run has it), for the log.
+    pub workflow: Option<String>,
     pub contact_id: Option<i64>,
     pub channel: String,
     pub category: Category,
@@ -221,6 +226,8 @@ fn as_claimed(rows: Vec<NewOutboxRow>, mut queued: HashMap<String, (i64, Option<
             Some(OutboxRow {
                 id,
                 run_id: r.run_id,
+                workflow: r.workflow,
+                contact_id: r.contact_id,
                 recipient: r.message.to_address.clone(),
                 idempotency_key: r.idempotency_key,
                 message_id: r.message_id,
@@ -247,7 +254,8 @@ pub async fn due_outbox(
     full_channels: &[String],
 ) -> anyhow::Result<Vec<OutboxRow>> {
     Ok(sqlx::query_as(concat!(
-        "SELECT o.id, o.run_id, o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts, o.parts_done,
+        "SELECT o.id, o.run_id, (SELECT r.workflow FROM runs r WHERE r.id = o.run_id) AS workflow, o.contact_id,
+                o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts, o.parts_done,
                 (SELECT s.reason FROM suppressions s WHERE s.address = lower(o.recipient)
                   AND s.channel IN ('*', o.channel) AND ",
         suppression_covers!("o."),
@@ -457,6 +465,13 @@ pub(crate) async fn retry_outbox(conn: &mut Conn, ids: &[i64], now: i64) -> anyh
     .execute(&mut *conn)
     .await?
     .rows_affected())
+}
+
+impl OutboxRow {
+    /// The span of its run, for the log lines of its delivery.
+    pub(crate) fn span(&self) -> tracing::Span {
+        super::run_span(self.run_id, self.workflow.as_deref(), self.contact_id)
+    }
 }
 
 /// Marks rows as dropped by an operator: pending or given-up rows, never sent ones.

@@ -19,6 +19,7 @@ fn new_row(key: &str, run_id: Option<i64>, contact_id: Option<i64>, to: &str) ->
         idempotency_key: key.into(),
         message_id: format!("<{key}@x.test>"),
         run_id,
+        workflow: None,
         contact_id,
         channel: "email".into(),
         category: Category::Marketing,
