@@ -42,6 +42,7 @@ pub(crate) struct Config {
     pub(crate) delivery: DeliveryConfig,
     pub(crate) suppression: SuppressionConfig,
     pub(crate) unsubscribe: UnsubscribeConfig,
+    pub(crate) metrics: MetricsConfig,
     /// The file these settings came from; None when no nudge.toml was found (all defaults).
     #[serde(skip)]
     pub(crate) file: Option<PathBuf>,
@@ -83,6 +84,16 @@ impl Default for DeliveryConfig {
             on_unknown: OnUnknown::Hold,
         }
     }
+}
+
+/// `GET /metrics`, the Prometheus exposition.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct MetricsConfig {
+    /// Serve `/metrics` without the API token, for a scraper that cannot send
+    /// one. It shows counts only (no contact, address or path), but says how
+    /// busy the daemon is: leave it false unless the API's port is private.
+    pub(crate) public: bool,
 }
 
 /// How many bounces or complaints suppress an address (0: never).
@@ -292,6 +303,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             suppression: SuppressionConfig::default(),
             unsubscribe: UnsubscribeConfig::default(),
+            metrics: MetricsConfig::default(),
             file: None,
         }
     }

@@ -13,6 +13,7 @@ mod delivery;
 pub mod engine;
 mod import;
 mod insight;
+mod metrics;
 pub mod model;
 pub mod plugins;
 mod report;

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::admission::SteppedRuns;
+use crate::metrics::Tally;
 use crate::store::{self, DeferredRun, FinishedStep, NewOutboxRow, OutboxRow, RunStatus, RunTimer};
 
 #[derive(Default)]
@@ -24,6 +25,8 @@ pub(crate) struct Effects {
     pub(crate) stepped: SteppedRuns,
     /// The messages the flushes so far queued, for delivery once committed.
     pub(crate) queued: Vec<OutboxRow>,
+    /// The runs ended so far, counted once committed.
+    pub(crate) tally: Tally,
 }
 
 impl Effects {
@@ -52,6 +55,7 @@ impl Effects {
         self.clear_writes();
         self.stepped = SteppedRuns::default();
         self.queued.clear();
+        self.tally.clear();
     }
 
     fn clear_writes(&mut self) {

@@ -71,6 +71,18 @@ pub enum PluginError {
     Trap(String),
 }
 
+impl PluginError {
+    /// A short, bounded name for the kind of failure (a metric's label).
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            PluginError::Template { .. } => "template",
+            PluginError::Refused(_) => "refused",
+            PluginError::Limit(_) => "limit",
+            PluginError::Trap(_) => "crash",
+        }
+    }
+}
+
 /// What one call cost.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallStats {

@@ -229,7 +229,9 @@ impl Engine {
         let run_id = run.id;
         let prepared = match &next.action {
             Action::Finish => {
-                effects.ended.push((run_id, RunStatus::Done, "all steps done".into()));
+                let done = "all steps done";
+                crate::metrics::get().run_finished(&mut effects.tally, &workflow.name, RunStatus::Done.as_str(), done);
+                effects.ended.push((run_id, RunStatus::Done, done.into()));
                 info!(run_id, workflow = %workflow.name, "run done");
                 return Ok(());
             }
@@ -260,6 +262,12 @@ impl Engine {
         }
         if let Some(reason) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
             info!(run_id, workflow = %workflow.name, reason, "run stopped");
+            crate::metrics::get().run_finished(
+                &mut effects.tally,
+                &workflow.name,
+                RunStatus::Cancelled.as_str(),
+                &reason,
+            );
             effects.ended.push((run_id, RunStatus::Cancelled, reason));
             return Ok(());
         }
@@ -309,6 +317,12 @@ fn finish(at: &Applying, step: &Step, outcome: Outcome, effects: &mut Effects) {
     if status == RunStatus::Ready && run.next_step + 1 >= workflow.steps.len() as i64 {
         status = RunStatus::Done;
         info!(run_id, workflow = %workflow.name, "run done");
+        crate::metrics::get().run_finished(
+            &mut effects.tally,
+            &workflow.name,
+            RunStatus::Done.as_str(),
+            "all steps done",
+        );
     }
     effects.finished.push(store::FinishedStep {
         run_id,
