@@ -66,7 +66,7 @@ async fn reload(dir: &Path, engine: &Engine, engine_wake: &Notify) {
         tokio::task::spawn_blocking(move || WorkflowSet::load(&dir, &channels).map_err(|d| d.render(false))).await
     };
     match loaded {
-        Ok(Ok(set)) if set.hash == engine.current().hash => {}
+        Ok(Ok(set)) if set.hash == engine.current().hash => crate::metrics::get().workflow_folder_runs(),
         Ok(Ok(set)) => {
             let (hash, count) = (set.hash.clone(), set.workflows.len());
             match engine.install(Arc::new(set)).await {

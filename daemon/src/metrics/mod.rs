@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     outbox: IntGaugeVec,
     oldest_queued: prometheus::Gauge,
     relay_open: prometheus::IntGauge,
+    reload_failing: prometheus::IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -125,6 +126,14 @@ impl Metrics {
         registry
             .register(Box::new(relay_open.clone()))
             .expect("registered once");
+        let reload_failing = prometheus::IntGauge::new(
+            "nudge_workflow_reload_failing",
+            "1 while the workflow folder holds an edit the daemon refused (it runs the set before it), else 0.",
+        )
+        .expect("a valid gauge");
+        registry
+            .register(Box::new(reload_failing.clone()))
+            .expect("registered once");
         Metrics {
             events: counter(
                 "nudge_events_total",
@@ -179,6 +188,7 @@ impl Metrics {
             ),
             oldest_queued,
             relay_open,
+            reload_failing,
             registry,
         }
     }
@@ -220,11 +230,24 @@ impl Metrics {
         self.plugin_failures.with_label_values(&[plugin, reason]).inc();
     }
 
+    /// A plugin loaded: its failure counters, one per reason, start at zero.
+    pub(crate) fn plugin_loaded(&self, plugin: &str, reasons: &[&str]) {
+        for reason in reasons {
+            self.plugin_failures.with_label_values(&[plugin, reason]);
+        }
+    }
+
     /// A reload of the workflow folder, applied or refused.
     pub(crate) fn workflow_reload(&self, ok: bool) {
         self.reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
+        self.reload_failing.set(i64::from(!ok));
+    }
+
+    /// The workflow folder holds the running set again (an edit undone).
+    pub(crate) fn workflow_folder_runs(&self) {
+        self.reload_failing.set(0);
     }
 
     /// An answered API request: `route` is the matched template (or `unmatched`).

@@ -72,6 +72,9 @@ pub enum PluginError {
 }
 
 impl PluginError {
+    /// Every `code`.
+    pub(crate) const CODES: &[&str] = &["template", "refused", "limit", "crash"];
+
     /// A short, bounded name for the kind of failure (a metric's label).
     pub(crate) fn code(&self) -> &'static str {
         match self {
