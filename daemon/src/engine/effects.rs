@@ -50,6 +50,12 @@ impl Effects {
         Ok(())
     }
 
+    /// Ends a run with `outcome` as recorded; counted once the batch commits.
+    pub(crate) fn end_run(&mut self, run_id: i64, workflow: &str, status: RunStatus, outcome: String) {
+        crate::metrics::get().run_finished(&mut self.tally, workflow, status.as_str(), &outcome);
+        self.ended.push((run_id, status, outcome));
+    }
+
     /// Forgets what was gathered and flushed (its transaction was rolled back).
     pub(crate) fn clear(&mut self) {
         self.clear_writes();

@@ -15,7 +15,10 @@ mod reason;
 
 use std::sync::LazyLock;
 
-use prometheus::{Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 pub(crate) use reason::run_end_reason;
 
@@ -31,11 +34,51 @@ pub(crate) struct Metrics {
     reloads: IntCounterVec,
     api_requests: IntCounterVec,
     api_latency: HistogramVec,
+    gauges: Gauges,
+}
+
+/// The gauges: set at each scrape, or as the state they show changes.
+struct Gauges {
     runs: IntGaugeVec,
     outbox: IntGaugeVec,
-    oldest_queued: prometheus::Gauge,
-    relay_open: prometheus::IntGauge,
-    reload_failing: prometheus::IntGauge,
+    oldest_queued: Gauge,
+    relay_open: IntGauge,
+    reload_failing: IntGauge,
+}
+
+impl Gauges {
+    fn new(r: &Registry) -> Gauges {
+        let gauges =
+            |name: &str, help: &str, labels: &[&str]| registered(r, IntGaugeVec::new(Opts::new(name, help), labels));
+        let gauge = |name: &str, help: &str| registered(r, IntGauge::new(name, help));
+        Gauges {
+            runs: gauges(
+                "nudge_runs",
+                "Runs not yet ended, by state (ready, waiting).",
+                &["state"],
+            ),
+            outbox: gauges(
+                "nudge_outbox_messages",
+                "Outbox messages by status, for those not sent: pending, unknown, dead, failed.",
+                &["status"],
+            ),
+            oldest_queued: registered(
+                r,
+                Gauge::new(
+                    "nudge_outbox_oldest_queued_seconds",
+                    "Age of the oldest pending outbox message (0 when none is queued), on the daemon's clock.",
+                ),
+            ),
+            relay_open: gauge(
+                "nudge_relay_circuit_open",
+                "1 while the SMTP relay's circuit is open (email held), else 0.",
+            ),
+            reload_failing: gauge(
+                "nudge_workflow_reload_failing",
+                "1 while the workflow folder holds an edit the daemon refused (it runs the set before it), else 0.",
+            ),
+        }
+    }
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -87,53 +130,13 @@ pub(crate) struct QueueGauges {
 
 impl Metrics {
     fn new() -> Metrics {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter");
-            registry.register(Box::new(c.clone())).expect("registered once");
-            c
-        };
+        let r = Registry::new();
         let histogram = |name: &str, help: &str, labels: &[&str]| {
             let opts = HistogramOpts::new(name, help).buckets(SECONDS.to_vec());
-            let h = HistogramVec::new(opts, labels).expect("a valid histogram");
-            registry.register(Box::new(h.clone())).expect("registered once");
-            h
+            registered(&r, HistogramVec::new(opts, labels))
         };
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid gauge");
-            registry.register(Box::new(g.clone())).expect("registered once");
-            g
-        };
-        let timer_lateness = histogram(
-            "nudge_timer_lateness_seconds",
-            "How long after its due time a timer fired, on the daemon's clock.",
-            &[],
-        )
-        .with_label_values::<&str>(&[]);
-        let oldest_queued = prometheus::Gauge::new(
-            "nudge_outbox_oldest_queued_seconds",
-            "Age of the oldest pending outbox message (0 when none is queued), on the daemon's clock.",
-        )
-        .expect("a valid gauge");
-        registry
-            .register(Box::new(oldest_queued.clone()))
-            .expect("registered once");
-        let relay_open = prometheus::IntGauge::new(
-            "nudge_relay_circuit_open",
-            "1 while the SMTP relay's circuit is open (email held), else 0.",
-        )
-        .expect("a valid gauge");
-        registry
-            .register(Box::new(relay_open.clone()))
-            .expect("registered once");
-        let reload_failing = prometheus::IntGauge::new(
-            "nudge_workflow_reload_failing",
-            "1 while the workflow folder holds an edit the daemon refused (it runs the set before it), else 0.",
-        )
-        .expect("a valid gauge");
-        registry
-            .register(Box::new(reload_failing.clone()))
-            .expect("registered once");
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| registered(&r, IntCounterVec::new(Opts::new(name, help), labels));
         Metrics {
             events: counter(
                 "nudge_events_total",
@@ -145,7 +148,12 @@ impl Metrics {
                 "Runs that ended, by workflow, outcome (done, cancelled, failed) and stop reason.",
                 &["workflow", "outcome", "reason"],
             ),
-            timer_lateness,
+            timer_lateness: histogram(
+                "nudge_timer_lateness_seconds",
+                "How long after its due time a timer fired, on the daemon's clock.",
+                &[],
+            )
+            .with_label_values::<&str>(&[]),
             delivery_attempts: counter(
                 "nudge_delivery_attempts_total",
                 "Delivery attempts recorded, by channel and outcome.",
@@ -176,20 +184,8 @@ impl Metrics {
                 "Time to answer an API request, by route template.",
                 &["route"],
             ),
-            runs: gauge(
-                "nudge_runs",
-                "Runs not yet ended, by state (ready, waiting).",
-                &["state"],
-            ),
-            outbox: gauge(
-                "nudge_outbox_messages",
-                "Outbox messages by status, for those not sent: pending, unknown, dead, failed.",
-                &["status"],
-            ),
-            oldest_queued,
-            relay_open,
-            reload_failing,
-            registry,
+            gauges: Gauges::new(&r),
+            registry: r,
         }
     }
 
@@ -242,12 +238,12 @@ impl Metrics {
         self.reloads
             .with_label_values(&[if ok { "ok" } else { "failed" }])
             .inc();
-        self.reload_failing.set(i64::from(!ok));
+        self.gauges.reload_failing.set(i64::from(!ok));
     }
 
     /// The workflow folder holds the running set again (an edit undone).
     pub(crate) fn workflow_folder_runs(&self) {
-        self.reload_failing.set(0);
+        self.gauges.reload_failing.set(0);
     }
 
     /// An answered API request: `route` is the matched template (or `unmatched`).
@@ -259,18 +255,18 @@ impl Metrics {
 
     /// Whether the relay's circuit is open, set at each scrape.
     pub(crate) fn set_relay_open(&self, open: bool) {
-        self.relay_open.set(i64::from(open));
+        self.gauges.relay_open.set(i64::from(open));
     }
 
     /// The exposition of every metric, with the database's gauges as given.
     pub(crate) fn render(&self, queue: &QueueGauges) -> String {
         for (state, count) in &queue.runs {
-            self.runs.with_label_values(&[*state]).set(*count);
+            self.gauges.runs.with_label_values(&[*state]).set(*count);
         }
         for (status, count) in &queue.outbox {
-            self.outbox.with_label_values(&[*status]).set(*count);
+            self.gauges.outbox.with_label_values(&[*status]).set(*count);
         }
-        self.oldest_queued.set(queue.oldest_queued_secs);
+        self.gauges.oldest_queued.set(queue.oldest_queued_secs);
         let mut out = Vec::new();
         // Encoding into memory cannot fail but on a metric without a value, which none is.
         if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {
@@ -278,6 +274,14 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// A metric registered in `registry`. The names and labels are constants of
+/// this file, each registered once: an error here is a bug caught by any test.
+fn registered<C: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<C>) -> C {
+    let metric = metric.expect("a valid metric");
+    registry.register(Box::new(metric.clone())).expect("registered once");
+    metric
 }
 
 /// The status code as text, without allocating for the ones the API answers.

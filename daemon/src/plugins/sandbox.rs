@@ -391,6 +391,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_failure_has_one_of_the_codes_its_counters_start_with() {
+        let errors = [
+            PluginError::Template {
+                field: "subject".into(),
+                message: "x".into(),
+            },
+            PluginError::Refused("x".into()),
+            PluginError::Limit("x".into()),
+            PluginError::Trap("x".into()),
+        ];
+        let codes: Vec<&str> = errors.iter().map(PluginError::code).collect();
+        assert_eq!(codes, PluginError::CODES);
+    }
+
+    #[test]
     fn a_panic_message_is_kept_on_one_line_without_the_backtrace_hint() {
         let log = b"thread '<unnamed>' panicked at src/lib.rs:37:24:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
         assert_eq!(

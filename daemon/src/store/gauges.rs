@@ -23,23 +23,16 @@ const UNSETTLED: [OutboxStatus; 4] = [
 ];
 const LIVE: [RunStatus; 2] = [RunStatus::Ready, RunStatus::Waiting];
 
+const OUTBOX_BY_STATUS: &str = "SELECT status, COUNT(*) FROM outbox
+     WHERE status IN ('pending', 'unknown', 'dead', 'failed') GROUP BY status";
+const RUNS_BY_STATE: &str = "SELECT status, COUNT(*) FROM runs WHERE status IN ('ready', 'waiting') GROUP BY status";
+const OLDEST_PENDING: &str = "SELECT MIN(created_at) FROM outbox
+     WHERE status IN ('pending', 'unknown', 'dead', 'failed') AND status = 'pending'";
+
 pub(crate) async fn queue_counts(conn: &mut Conn) -> anyhow::Result<QueueCounts> {
-    let outbox: Vec<(OutboxStatus, i64)> = sqlx::query_as(
-        "SELECT status, COUNT(*) FROM outbox
-         WHERE status IN ('pending', 'unknown', 'dead', 'failed') GROUP BY status",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let runs: Vec<(RunStatus, i64)> =
-        sqlx::query_as("SELECT status, COUNT(*) FROM runs WHERE status IN ('ready', 'waiting') GROUP BY status")
-            .fetch_all(&mut *conn)
-            .await?;
-    let oldest_pending_at: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(created_at) FROM outbox
-         WHERE status IN ('pending', 'unknown', 'dead', 'failed') AND status = 'pending'",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let outbox: Vec<(OutboxStatus, i64)> = sqlx::query_as(OUTBOX_BY_STATUS).fetch_all(&mut *conn).await?;
+    let runs: Vec<(RunStatus, i64)> = sqlx::query_as(RUNS_BY_STATE).fetch_all(&mut *conn).await?;
+    let oldest_pending_at: Option<i64> = sqlx::query_scalar(OLDEST_PENDING).fetch_one(&mut *conn).await?;
     Ok(QueueCounts {
         outbox: UNSETTLED.iter().map(|&s| (s, count_of(&outbox, s))).collect(),
         runs: LIVE.iter().map(|&s| (s, count_of(&runs, s))).collect(),
@@ -62,11 +55,7 @@ mod tests {
     async fn the_gauges_are_read_from_indexes() {
         let store = crate::store::testing::TestStore::open().await;
         let mut conn = store.conn().await;
-        for sql in [
-            "SELECT status, COUNT(*) FROM outbox WHERE status IN ('pending', 'unknown', 'dead', 'failed') GROUP BY status",
-            "SELECT status, COUNT(*) FROM runs WHERE status IN ('ready', 'waiting') GROUP BY status",
-            "SELECT MIN(created_at) FROM outbox WHERE status IN ('pending', 'unknown', 'dead', 'failed') AND status = 'pending'",
-        ] {
+        for sql in [OUTBOX_BY_STATUS, RUNS_BY_STATE, OLDEST_PENDING] {
             let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .fetch_all(&mut *conn)
                 .await

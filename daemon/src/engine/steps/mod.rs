@@ -229,9 +229,7 @@ impl Engine {
         let run_id = run.id;
         let prepared = match &next.action {
             Action::Finish => {
-                let done = "all steps done";
-                crate::metrics::get().run_finished(&mut effects.tally, &workflow.name, RunStatus::Done.as_str(), done);
-                effects.ended.push((run_id, RunStatus::Done, done.into()));
+                effects.end_run(run_id, &workflow.name, RunStatus::Done, "all steps done".into());
                 info!(run_id, workflow = %workflow.name, "run done");
                 return Ok(());
             }
@@ -262,13 +260,7 @@ impl Engine {
         }
         if let Some(reason) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
             info!(run_id, workflow = %workflow.name, reason, "run stopped");
-            crate::metrics::get().run_finished(
-                &mut effects.tally,
-                &workflow.name,
-                RunStatus::Cancelled.as_str(),
-                &reason,
-            );
-            effects.ended.push((run_id, RunStatus::Cancelled, reason));
+            effects.end_run(run_id, &workflow.name, RunStatus::Cancelled, reason);
             return Ok(());
         }
         let at = Applying {
