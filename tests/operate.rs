@@ -7,6 +7,7 @@ mod common;
 
 mod operate {
     pub(crate) mod explain;
+    pub(crate) mod metrics;
     pub(crate) mod runs;
     pub(crate) mod simulate;
 }

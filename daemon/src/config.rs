@@ -49,6 +49,7 @@ pub(crate) struct Config {
     /// Bounces that come back as mail; without it, only bounces at send time and `POST /bounces` count.
     pub(crate) bounces: Option<BouncesConfig>,
     pub(crate) retention: RetentionConfig,
+    pub(crate) metrics: MetricsConfig,
     /// The file these settings came from; None when no nudge.toml was found (all defaults).
     #[serde(skip)]
     pub(crate) file: Option<PathBuf>,
@@ -93,6 +94,16 @@ impl Default for DeliveryConfig {
             on_unknown: OnUnknown::Hold,
         }
     }
+}
+
+/// `GET /metrics`, the Prometheus exposition.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct MetricsConfig {
+    /// Serve `/metrics` without the API token, for a scraper that cannot send
+    /// one. It shows counts only (no contact, address or path), but says how
+    /// busy the daemon is: leave it false unless the API's port is private.
+    pub(crate) public: bool,
 }
 
 /// How many bounces or complaints suppress an address (0: never).
@@ -304,6 +315,7 @@ impl Default for Config {
             unsubscribe: UnsubscribeConfig::default(),
             bounces: None,
             retention: RetentionConfig::default(),
+            metrics: MetricsConfig::default(),
             file: None,
             source: String::new(),
         }

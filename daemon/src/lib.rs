@@ -14,6 +14,7 @@ mod delivery;
 pub mod engine;
 mod import;
 mod insight;
+mod metrics;
 pub mod model;
 pub mod plugins;
 mod report;

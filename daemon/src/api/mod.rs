@@ -8,6 +8,7 @@ mod contacts;
 mod engagement;
 mod explain;
 mod group_commit;
+mod metrics;
 mod orders;
 mod replies;
 mod reports;
@@ -177,7 +178,7 @@ pub(crate) async fn serve(
         .with_context(|| format!("bind the API to {}", config.api.bind))?;
     let addr: SocketAddr = listener.local_addr()?;
     info!(%addr, auth = state.token.is_some(), "API listening");
-    let app = router(state);
+    let app = router(state, config.metrics.public);
     Ok(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await });
         if let Err(e) = server.await {
@@ -186,8 +187,15 @@ pub(crate) async fn serve(
     })
 }
 
-fn router(state: AppState) -> Router {
-    let authed = Router::new()
+/// The routes; `/metrics` among those that need the token unless `metrics_public`.
+fn router(state: AppState, metrics_public: bool) -> Router {
+    let scrape = Router::new().route("/metrics", get(metrics::metrics));
+    let (public, authed) = if metrics_public {
+        (scrape, Router::new())
+    } else {
+        (Router::new(), scrape)
+    };
+    let authed = authed
         .route("/contacts", post(contacts::add_contact))
         .route(
             "/contacts/{contact}",
@@ -216,7 +224,10 @@ fn router(state: AppState) -> Router {
         .route("/unsubscribe/{token}/all", post(unsubscribe::unsubscribe_all))
         .route("/t/o/{token}", get(engagement::track_open))
         .route("/t/c/{token}", get(engagement::track_click))
+        .merge(public)
         .merge(authed)
+        // Outside the token's check, so that refused requests are counted too.
+        .layer(middleware::from_fn(metrics::count_request))
         .with_state(state)
 }
 

@@ -95,6 +95,7 @@ mod tests {
             suppressed: None,
             had_unknown: false,
             parts_done: 0,
+            created_at: 0,
         }
     }
 

@@ -46,8 +46,14 @@ impl Delivery {
             }
         }
         tx.commit().await?;
+        let metrics = crate::metrics::get();
         for record in &records {
-            self.log(record.row, record.outcome, record.next);
+            let (row, outcome) = (record.row, record.outcome);
+            metrics.delivery_attempt(&row.channel, outcome.recorded_as().as_str());
+            if matches!(outcome, Outcome::Sent) {
+                metrics.message_accepted(&row.channel, now - row.created_at);
+            }
+            self.log(row, outcome, record.next);
         }
         Ok(())
     }

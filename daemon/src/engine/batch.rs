@@ -18,6 +18,7 @@ use super::effects::Effects;
 use super::steps::NextMove;
 use super::{Contacts, Engine};
 use crate::admission::SteppedRuns;
+use crate::metrics::Tally;
 use crate::model::Reason;
 use crate::plugins::PluginError;
 use crate::store::{self, OutboxRow, Run, RunStatus};
@@ -229,15 +230,17 @@ impl Engine {
         // a step that changes its contact drops it from here, so the next reads it afresh.
         let ids: Vec<i64> = batch.moves().map(|m| m.run.contact_id).collect();
         let mut current = store::contacts_with_context(&mut tx, &ids).await?;
-        let applied = self.apply_in(&mut tx, batch, &mut current, now, undo).await?;
+        let (stepped, queued, tally) = self.apply_in(&mut tx, batch, &mut current, now, undo).await?;
         tx.commit().await?;
-        self.admission.runs_stepped(&batch.run_ids(), &applied.0);
-        Ok(applied)
+        tally.count();
+        self.admission.runs_stepped(&batch.run_ids(), &stepped);
+        Ok((stepped, queued))
     }
 
     /// Applies a batch in `tx`, a transaction that holds the write lock and in
     /// which `current` holds their contacts as they are; returns the runs that
-    /// queued a message and those that go straight on, and the messages queued.
+    /// queued a message and those that go straight on, the messages queued, and
+    /// the runs ended, to count once `tx` commits.
     pub(super) async fn apply_in(
         &self,
         tx: &mut store::Conn,
@@ -245,7 +248,7 @@ impl Engine {
         current: &mut Contacts,
         now: i64,
         undo: Undo,
-    ) -> anyhow::Result<(SteppedRuns, Vec<OutboxRow>)> {
+    ) -> anyhow::Result<(SteppedRuns, Vec<OutboxRow>, Tally)> {
         let stepping: Vec<(&Workflow, &Run, &store::Contact)> = batch
             .moves()
             .filter(|m| m.is_step())
@@ -259,6 +262,7 @@ impl Engine {
         let mut effects = Effects::default();
         let mut stepped = SteppedRuns::default();
         let mut queued = Vec::new();
+        let mut tally = Tally::default();
         for prepared in &batch.runs {
             let span = prepared.span.clone();
             let result = match &prepared.next {
@@ -284,6 +288,7 @@ impl Engine {
                             savepoint.commit().await?;
                             stepped.append(std::mem::take(&mut effects.stepped));
                             queued.append(&mut effects.queued);
+                            tally.append(&mut effects.tally);
                             Ok(())
                         }
                         Err(e) => {
@@ -297,13 +302,16 @@ impl Engine {
                 Err(e) => Err(step_error(e)),
             };
             if let Err(e) = result {
-                record_step_error(tx, prepared.run_id, &e, now).instrument(span).await?;
+                record_step_error(tx, prepared.run_id, &e, now, &mut tally)
+                    .instrument(span)
+                    .await?;
             }
         }
         effects.flush(tx, now).await?;
         stepped.append(std::mem::take(&mut effects.stepped));
         queued.append(&mut effects.queued);
-        Ok((stepped, queued))
+        tally.append(&mut effects.tally);
+        Ok((stepped, queued, tally))
     }
 }
 
@@ -340,7 +348,13 @@ fn error_code(error: &anyhow::Error) -> Reason {
 /// errors in a row. A message whose template cannot render is held instead,
 /// however often: trying again cannot help, fixing the template does (the
 /// retry takes the fixed one), and failing the run would lose the message.
-async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::Error, now: i64) -> anyhow::Result<()> {
+async fn record_step_error(
+    conn: &mut store::Conn,
+    run_id: i64,
+    error: &anyhow::Error,
+    now: i64,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
     let errors = store::count_step_error(conn, run_id).await?;
     let template = error.downcast_ref::<CannotRender>().is_some();
     match store::load_run(conn, run_id).await? {
@@ -377,6 +391,7 @@ async fn record_step_error(conn: &mut store::Conn, run_id: i64, error: &anyhow::
                 reason: Reason::StepFailed,
                 outcome: format!("{error:#}"),
             };
+            crate::metrics::get().run_finished(tally, &run.workflow, ended.status.as_str(), ended.reason);
             store::end_runs(conn, &[ended], now).await?;
             warn!(reason = %Reason::StepFailed, "run failed after {errors} errors: {error:#}");
         }

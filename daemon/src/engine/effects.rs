@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::admission::SteppedRuns;
+use crate::metrics::Tally;
 use crate::store::{self, DeferredRun, EndedRun, FinishedStep, NewOutboxRow, OutboxRow, RunStatus, RunTimer};
 
 #[derive(Default)]
@@ -23,6 +24,8 @@ pub(crate) struct Effects {
     pub(crate) stepped: SteppedRuns,
     /// The messages the flushes so far queued, for delivery once committed.
     pub(crate) queued: Vec<OutboxRow>,
+    /// The runs ended so far, counted once committed.
+    pub(crate) tally: Tally,
 }
 
 impl Effects {
@@ -46,11 +49,18 @@ impl Effects {
         Ok(())
     }
 
+    /// Ends a run of `workflow` as recorded; counted once the batch commits.
+    pub(crate) fn end_run(&mut self, workflow: &str, ended: EndedRun) {
+        crate::metrics::get().run_finished(&mut self.tally, workflow, ended.status.as_str(), ended.reason);
+        self.ended.push(ended);
+    }
+
     /// Forgets what was gathered and flushed (its transaction was rolled back).
     pub(crate) fn clear(&mut self) {
         self.clear_writes();
         self.stepped = SteppedRuns::default();
         self.queued.clear();
+        self.tally.clear();
     }
 
     fn clear_writes(&mut self) {

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use super::batch::Undo;
 use super::{BATCH, Contacts, Engine, triggers};
 use crate::model::Reason;
-use crate::store::{self, Contact, EventDecision, Run, RunStatus, RunTimer, TakenEvent};
+use crate::store::{self, Contact, EventDecision, EventKind, Run, RunStatus, RunTimer, TakenEvent};
 use crate::workflow::{Workflow, WorkflowSet};
 
 /// The time a stage-change group may spend rendering its runs' first steps
@@ -36,6 +36,14 @@ pub(crate) struct Taken {
     pub(crate) committed: Box<dyn FnOnce() + Send>,
 }
 
+/// Counts the events taken in, by kind, once their transaction has committed.
+fn count_events(kinds: &[EventKind]) {
+    let metrics = crate::metrics::get();
+    for kind in kinds {
+        metrics.event_in(kind.as_str());
+    }
+}
+
 impl Engine {
     pub(super) async fn ingest_events(&self) -> anyhow::Result<usize> {
         // The events and their contacts are read before the turn to write: they
@@ -54,6 +62,7 @@ impl Engine {
         let mut tx = self.store.write().await?;
         let ready = self.start_runs(&mut tx, &events, &contacts).await?;
         tx.commit().await?;
+        count_events(&events.iter().map(|e| e.kind).collect::<Vec<_>>());
         // Events come in id order, so every event up to the last is taken.
         let last = events.last().map(|e| e.id).unwrap_or_default();
         self.admission
@@ -75,6 +84,7 @@ impl Engine {
         ids: RangeInclusive<i64>,
     ) -> anyhow::Result<Taken> {
         let (events, mut contacts) = store::events_with_contacts(conn, ids).await?;
+        let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
         let ready = self.start_runs(conn, &events, &contacts).await?;
         let started: Vec<(i64, i64)> = ready.iter().map(|run| (run.id, run.event_id)).collect();
         let paused = self
@@ -85,7 +95,7 @@ impl Engine {
         if paused {
             return Ok(Taken {
                 started,
-                committed: Box::new(|| {}),
+                committed: Box::new(move || count_events(&kinds)),
             });
         }
         let began = std::time::Instant::now();
@@ -98,7 +108,7 @@ impl Engine {
             );
         }
         batch.retain_prepared();
-        let (stepped, queued) = self
+        let (stepped, queued, tally) = self
             .apply_in(conn, &batch, &mut contacts, self.clock.now_ms(), Undo::WholeBatch)
             .await?;
         let runs = batch.run_ids();
@@ -106,6 +116,8 @@ impl Engine {
         Ok(Taken {
             started,
             committed: Box::new(move || {
+                count_events(&kinds);
+                tally.count();
                 engine.admission.runs_stepped(&runs, &stepped);
                 engine.delivery.hand(queued);
             }),

@@ -47,6 +47,7 @@ async fn reload_on_change(
         // watch goes on: the next edit (perhaps the fix) must still be picked up.
         let reload = AssertUnwindSafe(reload(&dir, &engine, &engine_wake)).catch_unwind();
         if let Err(panic) = reload.await {
+            crate::metrics::get().workflow_reload(false);
             error!(
                 "workflow change rejected; still running set {}: checking it failed: {}",
                 engine.current().hash,
@@ -65,27 +66,37 @@ async fn reload(dir: &Path, engine: &Engine, engine_wake: &Notify) {
         tokio::task::spawn_blocking(move || WorkflowSet::load(&dir, &channels).map_err(|d| d.render(false))).await
     };
     match loaded {
-        Ok(Ok(set)) if set.hash == engine.current().hash => {}
+        Ok(Ok(set)) if set.hash == engine.current().hash => crate::metrics::get().workflow_folder_runs(),
         Ok(Ok(set)) => {
             let (hash, count) = (set.hash.clone(), set.workflows.len());
             match engine.install(Arc::new(set)).await {
                 Ok(()) => {
+                    crate::metrics::get().workflow_reload(true);
                     info!(set = %hash, workflows = count, "workflows reloaded");
                     engine_wake.notify_one();
                 }
-                Err(e) => error!("workflows valid but not installed: {e:#}"),
+                Err(e) => {
+                    crate::metrics::get().workflow_reload(false);
+                    error!("workflows valid but not installed: {e:#}")
+                }
             }
         }
-        Ok(Err(problems)) => error!(
-            "workflow change rejected; still running set {}:\n{problems}",
-            engine.current().hash
-        ),
-        Err(e) => error!(
-            "workflow change rejected; still running set {}: checking it failed: {}",
-            engine.current().hash,
-            e.try_into_panic()
-                .map_or_else(|e| e.to_string(), |p| panic_message(&*p))
-        ),
+        Ok(Err(problems)) => {
+            crate::metrics::get().workflow_reload(false);
+            error!(
+                "workflow change rejected; still running set {}:\n{problems}",
+                engine.current().hash
+            )
+        }
+        Err(e) => {
+            crate::metrics::get().workflow_reload(false);
+            error!(
+                "workflow change rejected; still running set {}: checking it failed: {}",
+                engine.current().hash,
+                e.try_into_panic()
+                    .map_or_else(|e| e.to_string(), |p| panic_message(&*p))
+            )
+        }
     }
 }
 

@@ -42,6 +42,10 @@ impl Engine {
         store::wake_runs(&mut tx, &wake, now).await?;
         store::insert_overdue_events(&mut tx, &overdue, now).await?;
         tx.commit().await?;
+        let metrics = crate::metrics::get();
+        for timer in timers.iter().filter(|t| fired.contains(&t.id)) {
+            metrics.timer_fired(now - timer.due_at);
+        }
         Ok(timers.len())
     }
 }

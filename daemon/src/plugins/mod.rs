@@ -106,6 +106,7 @@ pub struct Plugins(Arc<RwLock<Arc<PluginHost>>>);
 
 impl Plugins {
     pub fn new(host: PluginHost) -> Plugins {
+        count_failures_of(&host);
         Plugins(Arc::new(RwLock::new(Arc::new(host))))
     }
 
@@ -114,7 +115,17 @@ impl Plugins {
     }
 
     pub(crate) fn replace(&self, host: PluginHost) {
+        count_failures_of(&host);
         *self.0.write().unwrap() = Arc::new(host);
+    }
+}
+
+/// Starts each plugin's failure counters at zero: an alert's rate over them is
+/// then defined before the first failure.
+fn count_failures_of(host: &PluginHost) {
+    let metrics = crate::metrics::get();
+    for plugin in host.plugins() {
+        metrics.plugin_loaded(&plugin.manifest.id, PluginError::CODES);
     }
 }
 

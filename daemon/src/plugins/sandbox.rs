@@ -71,6 +71,21 @@ pub enum PluginError {
     Trap(String),
 }
 
+impl PluginError {
+    /// Every `code`.
+    pub(crate) const CODES: &[&str] = &["template", "refused", "limit", "crash"];
+
+    /// A short, bounded name for the kind of failure (a metric's label).
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            PluginError::Template { .. } => "template",
+            PluginError::Refused(_) => "refused",
+            PluginError::Limit(_) => "limit",
+            PluginError::Trap(_) => "crash",
+        }
+    }
+}
+
 /// What one call cost.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallStats {
@@ -374,6 +389,21 @@ fn last_words(log: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_failure_has_one_of_the_codes_its_counters_start_with() {
+        let errors = [
+            PluginError::Template {
+                field: "subject".into(),
+                message: "x".into(),
+            },
+            PluginError::Refused("x".into()),
+            PluginError::Limit("x".into()),
+            PluginError::Trap("x".into()),
+        ];
+        let codes: Vec<&str> = errors.iter().map(PluginError::code).collect();
+        assert_eq!(codes, PluginError::CODES);
+    }
 
     #[test]
     fn a_panic_message_is_kept_on_one_line_without_the_backtrace_hint() {

@@ -247,12 +247,13 @@ impl Engine {
         }
         if let Some((code, outcome)) = triggers::stop_reason(facts, workflow, run, contact, contact_ctx) {
             info!(reason = %code, "run stopped: {outcome}");
-            effects.ended.push(store::EndedRun {
+            let ended = store::EndedRun {
                 id: run_id,
                 status: RunStatus::Cancelled,
                 reason: code,
                 outcome,
-            });
+            };
+            effects.end_run(&workflow.name, ended);
             return Ok(());
         }
         let at = Applying {
@@ -293,12 +294,13 @@ fn step_or_settle<'a>(next: &'a NextMove, effects: &mut Effects) -> Option<&'a P
     match &next.action {
         Action::Step(step) => Some(step),
         Action::Finish => {
-            effects.ended.push(store::EndedRun {
+            let ended = store::EndedRun {
                 id: run_id,
                 status: RunStatus::Done,
                 reason: Reason::Completed,
                 outcome: "all steps done".into(),
-            });
+            };
+            effects.end_run(&next.workflow().name, ended);
             info!("run done");
             None
         }
@@ -337,6 +339,13 @@ fn finish(at: &Applying, step: &Step, outcome: Outcome, effects: &mut Effects) {
     if status == RunStatus::Ready && run.next_step + 1 >= workflow.steps.len() as i64 {
         status = RunStatus::Done;
         info!("run done");
+        let metrics = crate::metrics::get();
+        metrics.run_finished(
+            &mut effects.tally,
+            &workflow.name,
+            RunStatus::Done.as_str(),
+            Reason::Completed,
+        );
     }
     effects.finished.push(store::FinishedStep {
         run_id,

@@ -81,6 +81,9 @@ pub struct OutboxRow {
     /// Parts (HTTP requests of a plugin channel) the provider accepted, in order;
     /// after an attempt, those accepted by then.
     pub(crate) parts_done: i64,
+    /// When it was queued, on the daemon's clock (a run's first step queues it
+    /// in its event's transaction): where `nudge_message_latency_seconds` starts.
+    pub(crate) created_at: i64,
 }
 
 pub struct NewOutboxRow {
@@ -213,12 +216,12 @@ pub async fn queue_and_finish(
         steps.len() - moved,
         steps.len()
     );
-    Ok(as_claimed(rows, queued))
+    Ok(as_claimed(rows, queued, now))
 }
 
 /// The rows of `rows` that went in, by idempotency key in `queued` (their ids
 /// and suppressions), as a claim would read them, in id order.
-fn as_claimed(rows: Vec<NewOutboxRow>, mut queued: HashMap<String, (i64, Option<String>)>) -> Vec<OutboxRow> {
+fn as_claimed(rows: Vec<NewOutboxRow>, mut queued: HashMap<String, (i64, Option<String>)>, now: i64) -> Vec<OutboxRow> {
     let mut rows: Vec<OutboxRow> = rows
         .into_iter()
         .filter_map(|r| {
@@ -237,6 +240,7 @@ fn as_claimed(rows: Vec<NewOutboxRow>, mut queued: HashMap<String, (i64, Option<
                 parts_done: 0,
                 suppressed,
                 had_unknown: false,
+                created_at: now,
             })
         })
         .collect();
@@ -256,7 +260,7 @@ pub async fn due_outbox(
     Ok(sqlx::query_as(concat!(
         "SELECT o.id, o.run_id, (SELECT r.workflow FROM runs r WHERE r.id = o.run_id) AS workflow, o.contact_id,
                 o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts, o.parts_done,
-                (SELECT s.reason FROM suppressions s WHERE s.address = lower(o.recipient)
+                o.created_at, (SELECT s.reason FROM suppressions s WHERE s.address = lower(o.recipient)
                   AND s.channel IN ('*', o.channel) AND ",
         suppression_covers!("o."),
         " LIMIT 1) AS suppressed,
