@@ -1,7 +1,7 @@
 //! What the database holds that `GET /metrics` shows as gauges, counted from
-//! the partial indexes of migration 0016 (the query repeats each index's WHERE,
-//! which SQLite needs to use it): index-only reads on a reader connection,
-//! never the writer's turn.
+//! partial indexes (each query repeats its index's WHERE, which SQLite needs to
+//! use it), on a reader connection, never the writer's turn. None of them is
+//! written on the hot path (queue, send, step): see migration 0016.
 
 use super::{Conn, OutboxStatus, RunStatus};
 
@@ -14,7 +14,7 @@ pub(crate) struct QueueCounts {
     pub(crate) oldest_pending_at: Option<i64>,
 }
 
-/// The statuses `outbox_unsettled` indexes, each shown even at zero.
+/// The statuses shown, each even at zero.
 const UNSETTLED: [OutboxStatus; 4] = [
     OutboxStatus::Pending,
     OutboxStatus::Unknown,
@@ -23,14 +23,24 @@ const UNSETTLED: [OutboxStatus; 4] = [
 ];
 const LIVE: [RunStatus; 2] = [RunStatus::Ready, RunStatus::Waiting];
 
+/// Messages given up or held, from `outbox_unsettled` (0016).
 const OUTBOX_BY_STATUS: &str = "SELECT status, COUNT(*) FROM outbox
-     WHERE status IN ('pending', 'unknown', 'dead', 'failed') GROUP BY status";
-const RUNS_BY_STATE: &str = "SELECT status, COUNT(*) FROM runs WHERE status IN ('ready', 'waiting') GROUP BY status";
-const OLDEST_PENDING: &str = "SELECT MIN(created_at) FROM outbox
-     WHERE status IN ('pending', 'unknown', 'dead', 'failed') AND status = 'pending'";
+     WHERE status IN ('unknown', 'dead', 'failed') GROUP BY status";
+/// Messages queued, from `outbox_pending`, the index the delivery claim reads.
+const OUTBOX_PENDING: &str = "SELECT COUNT(*) FROM outbox WHERE status = 'pending'";
+/// Runs by state, from `runs_ready` (the engine's claim) and `runs_waiting` (0016).
+const RUNS_BY_STATE: &str = "SELECT 'ready', COUNT(*) FROM runs WHERE status = 'ready'
+     UNION ALL SELECT 'waiting', COUNT(*) FROM runs WHERE status = 'waiting'";
+/// The oldest queued message: the pending rows are found by `outbox_pending`,
+/// their queue time read from the table (as many reads as messages wait). Not
+/// by `outbox_created`, which SQLite would pick for MIN: it walks every sent
+/// message older than the oldest pending one first.
+const OLDEST_PENDING: &str = "SELECT MIN(created_at) FROM outbox INDEXED BY outbox_pending WHERE status = 'pending'";
 
 pub(crate) async fn queue_counts(conn: &mut Conn) -> anyhow::Result<QueueCounts> {
-    let outbox: Vec<(OutboxStatus, i64)> = sqlx::query_as(OUTBOX_BY_STATUS).fetch_all(&mut *conn).await?;
+    let mut outbox: Vec<(OutboxStatus, i64)> = sqlx::query_as(OUTBOX_BY_STATUS).fetch_all(&mut *conn).await?;
+    let pending: i64 = sqlx::query_scalar(OUTBOX_PENDING).fetch_one(&mut *conn).await?;
+    outbox.push((OutboxStatus::Pending, pending));
     let runs: Vec<(RunStatus, i64)> = sqlx::query_as(RUNS_BY_STATE).fetch_all(&mut *conn).await?;
     let oldest_pending_at: Option<i64> = sqlx::query_scalar(OLDEST_PENDING).fetch_one(&mut *conn).await?;
     Ok(QueueCounts {
@@ -55,7 +65,7 @@ mod tests {
     async fn the_gauges_are_read_from_indexes() {
         let store = crate::store::testing::TestStore::open().await;
         let mut conn = store.conn().await;
-        for sql in [OUTBOX_BY_STATUS, RUNS_BY_STATE, OLDEST_PENDING] {
+        for sql in [OUTBOX_BY_STATUS, OUTBOX_PENDING, RUNS_BY_STATE] {
             let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .fetch_all(&mut *conn)
                 .await
@@ -65,6 +75,16 @@ mod tests {
                 "{sql}: {plan:?}"
             );
         }
+        // The oldest queued message reads the table, but only the pending rows.
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {OLDEST_PENDING}"))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|(.., detail)| detail.contains("USING INDEX outbox_pending")),
+            "{plan:?}"
+        );
         let counts = queue_counts(&mut conn).await.unwrap();
         assert_eq!(counts.outbox.len(), 4);
         assert_eq!(counts.runs, vec![(RunStatus::Ready, 0), (RunStatus::Waiting, 0)]);
