@@ -51,47 +51,53 @@ pub(crate) async fn prune(store: &Store, cutoff: i64) -> anyhow::Result<Pruned> 
     let mut pruned = Pruned::default();
     // Messages first: a run goes only once no message of its must stay, and a
     // run's sent messages are among these.
-    let mut after = (i64::MIN, 0);
-    loop {
-        let mut tx = store.write_after_others().await?;
-        let ids: Vec<(i64, i64)> = sqlx::query_as(&format!(
+    in_batches(store, cutoff, Prunable::Messages, &mut pruned).await?;
+    in_batches(store, cutoff, Prunable::Runs, &mut pruned).await?;
+    Ok(pruned)
+}
+
+/// The two kinds of rows the pass deletes, each with what depends on it.
+#[derive(Clone, Copy)]
+enum Prunable {
+    Messages,
+    Runs,
+}
+
+/// Walks the rows of `what` before `cutoff` by their key (time, id), a batch
+/// per transaction, and deletes each batch.
+async fn in_batches(store: &Store, cutoff: i64, what: Prunable, pruned: &mut Pruned) -> anyhow::Result<()> {
+    let select = match what {
+        Prunable::Messages => format!(
             "SELECT o.created_at, o.id FROM outbox o
              WHERE o.created_at < ?1 AND (o.created_at, o.id) > (?2, ?3) AND {MESSAGE_PRUNABLE}
              ORDER BY o.created_at, o.id LIMIT ?4"
-        ))
-        .bind(cutoff)
-        .bind(after.0)
-        .bind(after.1)
-        .bind(BATCH)
-        .fetch_all(&mut **tx)
-        .await?;
-        let Some(&last) = ids.last() else { break };
-        after = last;
-        let ids: Vec<i64> = ids.into_iter().map(|(_, id)| id).collect();
-        delete_messages(&mut tx, &ids, &mut pruned).await?;
-        tx.commit().await?;
-    }
-    let mut after = (i64::MIN, 0);
-    loop {
-        let mut tx = store.write_after_others().await?;
-        let ids: Vec<(i64, i64)> = sqlx::query_as(&format!(
+        ),
+        Prunable::Runs => format!(
             "SELECT r.started_at, r.id FROM runs r
              WHERE r.started_at < ?1 AND (r.started_at, r.id) > (?2, ?3) AND {RUN_PRUNABLE}
              ORDER BY r.started_at, r.id LIMIT ?4"
-        ))
-        .bind(cutoff)
-        .bind(after.0)
-        .bind(after.1)
-        .bind(BATCH)
-        .fetch_all(&mut **tx)
-        .await?;
-        let Some(&last) = ids.last() else { break };
+        ),
+    };
+    let mut after = (i64::MIN, 0);
+    loop {
+        let mut tx = store.write_after_others().await?;
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&select)
+            .bind(cutoff)
+            .bind(after.0)
+            .bind(after.1)
+            .bind(BATCH)
+            .fetch_all(&mut **tx)
+            .await?;
+        let Some(&last) = rows.last() else { break };
         after = last;
-        let ids: Vec<i64> = ids.into_iter().map(|(_, id)| id).collect();
-        delete_runs(&mut tx, &ids, &mut pruned).await?;
+        let ids: Vec<i64> = rows.into_iter().map(|(_, id)| id).collect();
+        match what {
+            Prunable::Messages => delete_messages(&mut tx, &ids, pruned).await?,
+            Prunable::Runs => delete_runs(&mut tx, &ids, pruned).await?,
+        }
         tx.commit().await?;
     }
-    Ok(pruned)
+    Ok(())
 }
 
 /// Deletes messages with their attempts and opens and clicks; their bounces
