@@ -107,17 +107,15 @@ impl Mailer {
 
     /// The message's envelope, with the return path that names it when bounces
     /// come back as mail: the From address is left as the recipient sees it.
-    fn envelope(&self, outbox_id: i64, built: &Envelope) -> Result<Envelope, lettre::error::Error> {
+    fn envelope(&self, outbox_id: i64, built: &Envelope) -> Result<Envelope, String> {
         let sender = match &self.return_path {
-            Some(return_path) => Some(
-                return_path
-                    .address(outbox_id)
-                    .parse()
-                    .map_err(|_| lettre::error::Error::MissingFrom)?,
-            ),
+            Some(return_path) => {
+                let address = return_path.address(outbox_id);
+                Some(address.parse().map_err(|e| format!("return path {address}: {e}"))?)
+            }
             None => built.from().cloned(),
         };
-        Envelope::new(sender, built.to().to_vec())
+        Envelope::new(sender, built.to().to_vec()).map_err(|e| e.to_string())
     }
 
     /// Opens one session without a message, to see whether the relay accepts
