@@ -47,7 +47,7 @@ impl Delivery {
         }
         tx.commit().await?;
         let metrics = crate::metrics::get();
-        for record in &records {
+        for record in records.iter().filter(|r| !matches!(r.outcome, Outcome::Held { .. })) {
             let (row, outcome) = (record.row, record.outcome);
             metrics.delivery_attempt(&row.channel, outcome.recorded_as().as_str());
             if matches!(outcome, Outcome::Sent) {
@@ -61,7 +61,8 @@ impl Delivery {
     /// Where a row goes after an attempt, by the configured policy.
     fn next(&self, row: &OutboxRow, outcome: &Outcome, now: i64) -> Next {
         let retry = || {
-            if row.attempts + 1 < self.policy.max_attempts {
+            // Throttled attempts are the provider's doing: not charged to the message.
+            if row.attempts - row.throttled + 1 < self.policy.max_attempts {
                 Next::RetryAt(now + backoff_ms(&self.policy, row.id, row.attempts))
             } else {
                 Next::Dead
@@ -72,6 +73,8 @@ impl Delivery {
             Outcome::Transient(_) | Outcome::SoftBounced(_) => retry(),
             Outcome::Permanent(_) | Outcome::Bounced(_) => Next::Failed,
             Outcome::Suppressed(_) => Next::Suppressed,
+            Outcome::Throttled { retry_at, .. } => Next::RetryAt(*retry_at),
+            Outcome::Held { reason, until } => Next::Held(*until, *reason),
             // Resend at most once: a second unknown in a row is held.
             Outcome::Unknown(_) if self.policy.on_unknown == OnUnknown::Resend && !row.had_unknown => retry(),
             Outcome::Unknown(_) => Next::Unknown,
