@@ -78,7 +78,12 @@ fn step_until(nudge: &Nudge, step: &str, steps: usize, done: impl Fn() -> bool) 
         nudge.advance(step);
         nudge.settle();
     }
-    assert!(done(), "not done after {steps} steps of {step}: {:#}\n{}", nudge.status(), nudge.log());
+    assert!(
+        done(),
+        "not done after {steps} steps of {step}: {:#}\n{}",
+        nudge.status(),
+        nudge.log()
+    );
 }
 
 /// Every address got exactly one message, every row is sent, none twice.
@@ -122,7 +127,11 @@ fn a_throttling_provider_slows_its_own_domain_only_and_every_message_goes_once()
     );
     let slow = addresses("s", "slow.test", 10);
     let fast = addresses("f", "fast.test", 10);
-    let all: Vec<String> = slow.iter().zip(&fast).flat_map(|(s, f)| [s.clone(), f.clone()]).collect();
+    let all: Vec<String> = slow
+        .iter()
+        .zip(&fast)
+        .flat_map(|(s, f)| [s.clone(), f.clone()])
+        .collect();
     queue(&nudge, &all, "Notice");
     nudge.settle();
     let t0 = ms(MONDAY_10AM);
@@ -139,7 +148,10 @@ fn a_throttling_provider_slows_its_own_domain_only_and_every_message_goes_once()
     assert_eq!(throttled.as_array().unwrap().len(), 1, "{health}");
     assert_eq!(throttled[0]["domain"], "slow.test");
     assert_eq!(throttled[0]["paused_until"], t0 + MINUTE, "the first pause: {health}");
-    assert!(throttled[0]["last_reply"].as_str().unwrap().contains("4.7.28"), "{health}");
+    assert!(
+        throttled[0]["last_reply"].as_str().unwrap().contains("4.7.28"),
+        "{health}"
+    );
     let status = nudge.status();
     assert_eq!(status["pacing"]["throttled"][0]["domain"], "slow.test", "{status}");
     assert_eq!(status["outbox"]["pending"], 10, "{status}");
@@ -149,9 +161,15 @@ fn a_throttling_provider_slows_its_own_domain_only_and_every_message_goes_once()
 
     // Two more throttling replies, then it accepts.
     smtp.script_faults(json!({ "rcpt:slow.test": vec!["421 4.7.28 rate limited"; 2] }));
-    step_until(&nudge, "10s", 300, || slow.iter().all(|to| smtp.mails_to(to).len() == 1));
+    step_until(&nudge, "10s", 300, || {
+        slow.iter().all(|to| smtp.mails_to(to).len() == 1)
+    });
     assert_each_delivered_once(&nudge, &smtp, &all);
-    assert_eq!(smtp.faults_left()["rcpt:slow.test"], json!([]), "both throttling replies given");
+    assert_eq!(
+        smtp.faults_left()["rcpt:slow.test"],
+        json!([]),
+        "both throttling replies given"
+    );
 
     // Paused after the burst: no attempt at slow.test in the minute after it.
     let tries = attempt_times(&nudge, "slow.test", "transient");
@@ -162,10 +180,16 @@ fn a_throttling_provider_slows_its_own_domain_only_and_every_message_goes_once()
         .collect();
     assert!(later.iter().all(|&t| t >= t0 + MINUTE), "{later:?}");
     // Throttled attempts are recorded but not charged: none died at max_attempts = 2.
-    let charged = rows(&nudge, "SELECT SUM(throttled), MAX(attempts - throttled), MAX(attempts) FROM outbox");
+    let charged = rows(
+        &nudge,
+        "SELECT SUM(throttled), MAX(attempts - throttled), MAX(attempts) FROM outbox",
+    );
     assert_eq!(charged[0][0], json!(tries.len()), "{charged:?}");
     assert_eq!(charged[0][1], 1, "{charged:?}");
-    assert!(charged[0][2].as_i64().unwrap() >= 3, "one message was throttled twice at least: {charged:?}");
+    assert!(
+        charged[0][2].as_i64().unwrap() >= 3,
+        "one message was throttled twice at least: {charged:?}"
+    );
     // Recovered: accepted mail doubled the rate back to where it throttled.
     let (_, health) = nudge.http("GET", "/health", None);
     assert_eq!(health["pacing"]["throttled"], json!([]), "{health}");
@@ -205,7 +229,9 @@ fn a_configured_per_minute_limit_spreads_its_domain_and_never_delays_another() {
     let explain = nudge.cli(&["explain", "p11@paced.test"]);
     assert!(explain.contains(": pending [domain_paced]"), "{explain}");
 
-    step_until(&nudge, "5s", 100, || paced.iter().all(|to| smtp.mails_to(to).len() == 1));
+    step_until(&nudge, "5s", 100, || {
+        paced.iter().all(|to| smtp.mails_to(to).len() == 1)
+    });
     assert_each_delivered_once(&nudge, &smtp, &all);
     // On the recorded (virtual) times: one every 10 s, so never more than 6 in a minute.
     let sent = attempt_times(&nudge, "paced.test", "sent");
@@ -284,7 +310,10 @@ fn a_warm_up_plan_holds_every_day_for_thirty_days_and_drops_nothing() {
         // The backlog keeps the plan's pace: by each day's end, at least what the
         // days before allowed (a held message's slot late in a day may fall to
         // the clock's next step, the next day).
-        assert!(total >= allowed.min(OFFERS as i64), "day {day}: {total} of {allowed}: {per_day:?}");
+        assert!(
+            total >= allowed.min(OFFERS as i64),
+            "day {day}: {total} of {allowed}: {per_day:?}"
+        );
         allowed += cap;
     }
     assert_eq!(total, OFFERS as i64, "{per_day:?}");

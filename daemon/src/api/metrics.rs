@@ -27,7 +27,12 @@ pub(super) async fn metrics(State(s): State<AppState>) -> ApiResult {
     };
     let m = metrics::get();
     let delivery = &s.delivery;
-    m.set_relay_open(delivery.relay.as_ref().is_some_and(|relay| relay.view()["state"] == "open"));
+    m.set_relay_open(
+        delivery
+            .relay
+            .as_ref()
+            .is_some_and(|relay| relay.view()["state"] == "open"),
+    );
     m.set_throttled_domains(delivery.pacing.view().as_array().map_or(0, Vec::len));
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], m.render(&gauges)).into_response())
 }

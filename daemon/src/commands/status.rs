@@ -84,7 +84,9 @@ fn print_pacing(pacing: &serde_json::Value) {
     }
     let warmup = &pacing["warmup"];
     if warmup.is_object() {
-        let cap = warmup["cap"].as_i64().map_or("no cap (the plan is over)".to_string(), |c| format!("cap {c}"));
+        let cap = warmup["cap"]
+            .as_i64()
+            .map_or("no cap (the plan is over)".to_string(), |c| format!("cap {c}"));
         println!(
             "warm-up plan: {} {cap}, {} marketing email sent, {} held to a later day",
             warmup["day"].as_str().unwrap_or("?"),

@@ -102,7 +102,9 @@ impl Config {
             .file
             .as_ref()
             .map_or_else(|| "nudge.toml".to_string(), |f| f.display().to_string());
-        let rendered = Diagnostic::new(&file, span, message).help(help).render(&self.source, false);
+        let rendered = Diagnostic::new(&file, span, message)
+            .help(help)
+            .render(&self.source, false);
         let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
         anyhow::anyhow!("{}", rendered.trim_end())
     }
@@ -120,7 +122,13 @@ impl Config {
 
 fn at_least(value: &Spanned<i64>, least: i64, key: &str, help: &str) -> Option<Problem> {
     let v = *value.get_ref();
-    (v < least).then(|| (value.span(), format!("{key} = {v} must be at least {least}"), help.to_string()))
+    (v < least).then(|| {
+        (
+            value.span(),
+            format!("{key} = {v} must be at least {least}"),
+            help.to_string(),
+        )
+    })
 }
 
 fn pacing_problem(pacing: &PacingConfig, domains: &BTreeMap<String, DomainPace>) -> Option<Problem> {
@@ -177,7 +185,10 @@ fn warmup_problem(warmup: &WarmupConfig) -> Option<Problem> {
     if warmup.time_zone().is_none() {
         return Some((
             warmup.zone.span(),
-            format!("[delivery.warmup] zone = \"{}\" is not a time zone", warmup.zone.get_ref()),
+            format!(
+                "[delivery.warmup] zone = \"{}\" is not a time zone",
+                warmup.zone.get_ref()
+            ),
             "write an IANA zone name, e.g. \"Asia/Shanghai\" or \"UTC\"".into(),
         ));
     }
@@ -210,11 +221,20 @@ mod tests {
     #[test]
     fn bad_pacing_settings_are_named_with_their_line_and_column() {
         let err = error("[delivery.domains.\"gmail.com\"]\nper_minute = 0\n");
-        assert!(err.contains("nudge.toml:2:14: [delivery.domains.\"gmail.com\"] per_minute = 0"), "{err}");
+        assert!(
+            err.contains("nudge.toml:2:14: [delivery.domains.\"gmail.com\"] per_minute = 0"),
+            "{err}"
+        );
         let err = error("[delivery.pacing]\nthrottle_replies = [\"421 4.7\", \"550 5.7.1\"]\n");
-        assert!(err.contains("nudge.toml:2:32: [delivery.pacing] throttle_replies: \"550 5.7.1\""), "{err}");
+        assert!(
+            err.contains("nudge.toml:2:32: [delivery.pacing] throttle_replies: \"550 5.7.1\""),
+            "{err}"
+        );
         let err = error("[delivery.pacing]\nbackoff_first_secs = 60\nbackoff_max_secs = 10\n");
-        assert!(err.contains("nudge.toml:3:20: [delivery.pacing] backoff_max_secs = 10"), "{err}");
+        assert!(
+            err.contains("nudge.toml:3:20: [delivery.pacing] backoff_max_secs = 10"),
+            "{err}"
+        );
         let err = error("[delivery.warmup]\nstart = \"2026-13-01\"\ndaily = [10]\n");
         assert!(err.contains("nudge.toml:2:9: [delivery.warmup] start"), "{err}");
         assert!(err.contains("YYYY-MM-DD"), "{err}");

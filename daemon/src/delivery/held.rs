@@ -45,11 +45,18 @@ impl Delivery {
             return None;
         }
         if let Admit::At { at, throttled } = self.pacing.admit(&domain_of(&row.recipient), row.id) {
-            let reason = if throttled { Reason::DomainThrottled } else { Reason::DomainPaced };
+            let reason = if throttled {
+                Reason::DomainThrottled
+            } else {
+                Reason::DomainPaced
+            };
             crate::metrics::get().delivery_held(reason.as_str());
             return Some(Outcome::Held { reason, until: at });
         }
-        let warmup = self.warmup.as_ref().filter(|_| row.category == Category::Marketing.as_str())?;
+        let warmup = self
+            .warmup
+            .as_ref()
+            .filter(|_| row.category == Category::Marketing.as_str())?;
         let until = warmup.admit()?;
         crate::metrics::get().delivery_held(Reason::WarmupCap.as_str());
         Some(Outcome::Held {

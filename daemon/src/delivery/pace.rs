@@ -38,7 +38,10 @@ pub(super) enum Admit {
     Now,
     /// Not before this time (its slot, kept for it), because the domain is
     /// paced (`throttled`: slowed by a throttling reply).
-    At { at: i64, throttled: bool },
+    At {
+        at: i64,
+        throttled: bool,
+    },
 }
 
 /// A domain slowed by a throttling reply.
@@ -117,6 +120,8 @@ pub(super) struct Paces {
     backoff_max_ms: i64,
     recover_after: i64,
     domains: HashMap<String, Pace>,
+    /// When idle domains were last forgotten.
+    swept: i64,
 }
 
 impl Paces {
@@ -133,6 +138,7 @@ impl Paces {
             backoff_max_ms: pacing.backoff_max_secs.get_ref() * 1000,
             recover_after: *pacing.recover_after.get_ref(),
             domains: HashMap::new(),
+            swept: 0,
         }
     }
 
@@ -140,8 +146,22 @@ impl Paces {
         self.limits.get(domain).copied().or(self.default)
     }
 
+    /// Forgets, once a minute, the domains with nothing to remember: not
+    /// slowed, no slot given out or still ahead, nothing sent in two minutes.
+    /// Mail goes to many domains; the map holds only those of late.
+    fn sweep(&mut self, now: i64) {
+        if now - self.swept < MINUTE_MS {
+            return;
+        }
+        self.swept = now;
+        let minute = now.div_euclid(MINUTE_MS);
+        self.domains
+            .retain(|_, p| p.slowed.is_some() || !p.kept.is_empty() || p.next_free > now || p.minute + 1 >= minute);
+    }
+
     /// May message `row` to `domain` go now? Else the slot it is given.
     pub(super) fn admit(&mut self, domain: &str, row: i64, now: i64) -> Admit {
+        self.sweep(now);
         let limit = self.limit(domain);
         let pace = self.domains.entry(domain.to_string()).or_default();
         let Some(interval) = pace.interval(limit) else {
@@ -277,7 +297,12 @@ impl Pacing {
         Pacing {
             clock,
             paces: Mutex::new(Paces::new(policy)),
-            throttle_replies: policy.pacing.throttle_replies.iter().map(|r| r.get_ref().clone()).collect(),
+            throttle_replies: policy
+                .pacing
+                .throttle_replies
+                .iter()
+                .map(|r| r.get_ref().clone())
+                .collect(),
         }
     }
 
@@ -293,7 +318,10 @@ impl Pacing {
     pub(super) fn accepted(&self, domain: &str) {
         if let Some(per_minute) = self.paces().accepted(domain) {
             match per_minute {
-                0 => info!(domain, "recipient domain recovered from throttling: back to its own pace"),
+                0 => info!(
+                    domain,
+                    "recipient domain recovered from throttling: back to its own pace"
+                ),
                 n => info!(domain, per_minute = n, "recipient domain recovering from throttling"),
             }
         }
@@ -309,7 +337,9 @@ impl Pacing {
             return false;
         };
         let said = format!("{code} {}", text.trim_start());
-        self.throttle_replies.iter().any(|pattern| said.starts_with(pattern.as_str()))
+        self.throttle_replies
+            .iter()
+            .any(|pattern| said.starts_with(pattern.as_str()))
     }
 
     /// `domain` throttled a message of `row`: when the row is tried again.
@@ -343,7 +373,10 @@ mod tests {
     }
 
     fn at(t: i64) -> Admit {
-        Admit::At { at: t, throttled: false }
+        Admit::At {
+            at: t,
+            throttled: false,
+        }
     }
 
     #[test]
@@ -356,9 +389,20 @@ mod tests {
         assert_eq!(p.admit("yahoo.com", 5, 200), Admit::Now);
         assert_eq!(p.admit("gmail.com", 2, 5_000), at(6_000), "early: its slot still");
         assert_eq!(p.admit("gmail.com", 3, 12_000), Admit::Now, "row 3 at its slot");
-        assert_eq!(p.admit("gmail.com", 2, 12_000), Admit::Now, "row 2 late, still its slot");
-        assert_eq!(p.admit("gmail.com", 6, 12_000), at(18_000), "a newcomer after the kept slots");
+        assert_eq!(
+            p.admit("gmail.com", 2, 12_000),
+            Admit::Now,
+            "row 2 late, still its slot"
+        );
+        assert_eq!(
+            p.admit("gmail.com", 6, 12_000),
+            at(18_000),
+            "a newcomer after the kept slots"
+        );
         assert_eq!(p.admit("gmail.com", 7, 60_000), Admit::Now, "idle: at once again");
+        assert_eq!(p.domains.len(), 2);
+        p.admit("gmail.com", 8, 200_000);
+        assert_eq!(p.domains.len(), 1, "yahoo.com, idle, is forgotten");
     }
 
     #[test]
@@ -377,10 +421,17 @@ mod tests {
         let (again, slot) = p.throttled("slow.test", 1, 30_500, "421 4.7.28");
         assert!(!again);
         assert_eq!(slot, 96_000, "20 a minute halved: one every 6 s");
-        assert_eq!(p.admit("other.test", 99, 30_500), Admit::Now, "another domain goes at once");
+        assert_eq!(
+            p.admit("other.test", 99, 30_500),
+            Admit::Now,
+            "another domain goes at once"
+        );
         assert_eq!(
             p.admit("slow.test", 50, 31_000),
-            Admit::At { at: 102_000, throttled: true }
+            Admit::At {
+                at: 102_000,
+                throttled: true
+            }
         );
         assert_eq!(p.view()[0]["per_minute"], 10);
         // Still throttling after the pause: halved again, paused twice as long.
@@ -408,6 +459,12 @@ mod tests {
         let (_, slot) = p.throttled("gmail.com", 0, 1_000, "450 4.2.1");
         assert_eq!(slot, 61_000);
         // Row 59's old slot (59 s) is gone: it comes after the pause, 2 s apart (30 a minute).
-        assert_eq!(p.admit("gmail.com", 59, 59_000), Admit::At { at: 63_000, throttled: true });
+        assert_eq!(
+            p.admit("gmail.com", 59, 59_000),
+            Admit::At {
+                at: 63_000,
+                throttled: true
+            }
+        );
     }
 }

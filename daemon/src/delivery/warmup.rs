@@ -187,7 +187,11 @@ mod tests {
         assert_eq!(p.admit(now), Some(midnight + DAY_MS / 4));
         assert_eq!(p.admit(now + 1), Some(midnight + 2 * DAY_MS / 4));
         assert_eq!(p.admit(now + 1), Some(midnight + 3 * DAY_MS / 4));
-        assert_eq!(p.admit(now + 2), Some(midnight + DAY_MS), "after the plan: the day it ends");
+        assert_eq!(
+            p.admit(now + 2),
+            Some(midnight + DAY_MS),
+            "after the plan: the day it ends"
+        );
         assert_eq!(p.view(now)["sent"], 2);
         assert_eq!(p.view(now)["held"], 5);
         // The next day (in Shanghai): 4, then held.

@@ -11,7 +11,7 @@ macro_rules! reasons {
     ($($(#[$doc:meta])* $variant:ident = $code:literal, $meaning:literal;)+) => {
         /// A stable reason code (see the module doc).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub(crate) enum Reason {
+        pub enum Reason {
             $($(#[$doc])* #[serde(rename = $code)] $variant,)+
         }
 

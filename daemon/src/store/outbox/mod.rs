@@ -293,92 +293,12 @@ pub(crate) async fn next_outbox_due(conn: &mut Conn) -> anyhow::Result<Option<i6
     )
 }
 
-/// How one delivery attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Sent,
-    /// Worth trying again later (4xx, connection trouble before the body was sent).
-    Transient(String),
-    /// The server refused this recipient for now (4xx to RCPT): retried; a soft bounce once retries run out.
-    SoftBounced(String),
-    /// Will never succeed as it is (5xx, a message that cannot be built).
-    Permanent(String),
-    /// The server refused this recipient for good (5xx to RCPT): a hard bounce.
-    Bounced(String),
-    /// The server may or may not have the message (no reply after the body).
-    Unknown(String),
-    /// Not attempted: the recipient is suppressed.
-    Suppressed(String),
-    /// The recipient's provider throttles us (421 4.7.28, 450 4.2.1, ...): an
-    /// attempt, retried at `retry_at` (the domain's pace) without being charged
-    /// to the retry budget, since the message is not at fault.
-    Throttled { reply: String, retry_at: i64 },
-    /// Not attempted: held until `until` by the recipient domain's pace or the
-    /// warm-up plan; no attempt is recorded.
-    Held { reason: Reason, until: i64 },
-}
-
-impl Outcome {
-    /// The outcome as the record of deliveries keeps it.
-    pub(crate) fn recorded_as(&self) -> AttemptOutcome {
-        match self {
-            Outcome::Sent => AttemptOutcome::Sent,
-            Outcome::Transient(_) | Outcome::SoftBounced(_) | Outcome::Throttled { .. } => AttemptOutcome::Transient,
-            Outcome::Permanent(_) | Outcome::Bounced(_) => AttemptOutcome::Permanent,
-            Outcome::Unknown(_) => AttemptOutcome::Unknown,
-            Outcome::Suppressed(_) => AttemptOutcome::Suppressed,
-            // Never written: a held row has no attempt to record.
-            Outcome::Held { .. } => AttemptOutcome::Transient,
-        }
-    }
-
-    pub(crate) fn detail(&self) -> &str {
-        match self {
-            Outcome::Sent => "",
-            Outcome::Transient(d)
-            | Outcome::SoftBounced(d)
-            | Outcome::Permanent(d)
-            | Outcome::Bounced(d)
-            | Outcome::Unknown(d)
-            | Outcome::Suppressed(d)
-            | Outcome::Throttled { reply: d, .. } => d,
-            Outcome::Held { reason, .. } => reason.meaning(),
-        }
-    }
-}
-
-/// Where a row goes after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Next {
-    Sent,
-    RetryAt(i64),
-    Failed,
-    Dead,
-    Unknown,
-    Suppressed,
-    /// Pending, untried, until then, for this reason (`Outcome::Held`).
-    Held(i64, Reason),
-}
-
-impl Next {
-    fn status(self) -> OutboxStatus {
-        match self {
-            Next::Sent => OutboxStatus::Sent,
-            Next::RetryAt(_) | Next::Held(..) => OutboxStatus::Pending,
-            Next::Failed => OutboxStatus::Failed,
-            Next::Dead => OutboxStatus::Dead,
-            Next::Unknown => OutboxStatus::Unknown,
-            Next::Suppressed => OutboxStatus::Suppressed,
-        }
-    }
-}
-
 /// One finished attempt at a row, and where the row goes next.
-pub(crate) struct AttemptRecord<'a> {
-    pub(crate) row: &'a OutboxRow,
-    pub(crate) started_at: i64,
-    pub(crate) outcome: &'a Outcome,
-    pub(crate) next: Next,
+pub struct AttemptRecord<'a> {
+    pub row: &'a OutboxRow,
+    pub started_at: i64,
+    pub outcome: &'a Outcome,
+    pub next: Next,
 }
 
 /// An attempt as `record_attempts` writes it.
@@ -425,7 +345,7 @@ impl<'a> AttemptRow<'a> {
 }
 
 /// Records attempts and the rows' new states, in two statements for the batch.
-pub(crate) async fn record_attempts(conn: &mut Conn, attempts: &[AttemptRecord<'_>], now: i64) -> anyhow::Result<()> {
+pub async fn record_attempts(conn: &mut Conn, attempts: &[AttemptRecord<'_>], now: i64) -> anyhow::Result<()> {
     if attempts.is_empty() {
         return Ok(());
     }
@@ -592,7 +512,9 @@ pub(crate) async fn returned_message_by_id(
     .fetch_optional(&mut *conn)
     .await?)
 }
+mod outcome;
 mod simulation;
+pub use outcome::{Next, Outcome};
 pub(crate) use simulation::*;
 
 #[cfg(test)]
