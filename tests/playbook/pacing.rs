@@ -320,3 +320,24 @@ fn a_warm_up_plan_holds_every_day_for_thirty_days_and_drops_nothing() {
     assert!(sent[0][0].as_i64().unwrap() >= t0);
     nudge.stop();
 }
+
+#[test]
+fn a_bad_pacing_setting_stops_check_with_its_line_and_column() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_10AM);
+    let config = nudge.path("nudge.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[delivery.warmup]\nstart = \"2026-12-01\"\ndaily = [50, 100]\nzone = \"Asia/Shangai\"\n");
+    let line = text.lines().position(|l| l.starts_with("zone")).unwrap() + 1;
+    std::fs::write(&config, text).unwrap();
+    let (ok, _, err) = nudge.try_cli(&["check"]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "nudge.toml:{line}:8: [delivery.warmup] zone = \"Asia/Shangai\" is not a time zone"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("e.g. \"Asia/Shanghai\""), "{err}");
+}

@@ -163,7 +163,12 @@ impl Paces {
     pub(super) fn admit(&mut self, domain: &str, row: i64, now: i64) -> Admit {
         self.sweep(now);
         let limit = self.limit(domain);
-        let pace = self.domains.entry(domain.to_string()).or_default();
+        if !self.domains.contains_key(domain) {
+            self.domains.insert(domain.to_string(), Pace::default());
+        }
+        let Some(pace) = self.domains.get_mut(domain) else {
+            return Admit::Now;
+        };
         let Some(interval) = pace.interval(limit) else {
             pace.started(now);
             return Admit::Now;

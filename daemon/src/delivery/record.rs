@@ -3,7 +3,7 @@
 //! transaction with the bounces it amounts to; the log says what happened
 //! once that transaction has committed.
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Attempt, Delivery};
 use crate::config::{DeliveryConfig, OnUnknown};
@@ -85,6 +85,13 @@ impl Delivery {
         let _in_run = row.span().entered();
         let attempt = row.attempts + 1;
         match (outcome, next) {
+            // Many at a time under a backlog, and the plan working: `nudge status` counts them.
+            (Outcome::Held { reason, until }, _) => debug!(
+                outbox_id = row.id,
+                %reason,
+                due_at = %crate::clock::display_ms(*until),
+                "held untried"
+            ),
             (Outcome::Sent, _) => {
                 info!(outbox_id = row.id, message_id = %row.message_id, to = %row.recipient, "sent")
             }
