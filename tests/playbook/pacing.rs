@@ -200,7 +200,10 @@ fn a_throttling_provider_slows_its_own_domain_only_and_every_message_goes_once()
 fn a_configured_per_minute_limit_spreads_its_domain_and_never_delays_another() {
     let tmp = scratch();
     let smtp = SmtpServer::start(tmp.path());
-    let nudge = start(&smtp, "[delivery.domains.\"paced.test\"]\nper_minute = 6\n");
+    let nudge = start(
+        &smtp,
+        "[delivery.domains.\"paced.test\"]\nper_minute = 6\n[metrics]\npublic = true\n",
+    );
     let paced = addresses("p", "paced.test", 12);
     let free = addresses("q", "free.test", 5);
     let all: Vec<String> = paced.iter().chain(&free).cloned().collect();
@@ -228,6 +231,13 @@ fn a_configured_per_minute_limit_spreads_its_domain_and_never_delays_another() {
     assert!(nudge.cli(&["status"]).contains("11 pending held untried: domain_paced"));
     let explain = nudge.cli(&["explain", "p11@paced.test"]);
     assert!(explain.contains(": pending [domain_paced]"), "{explain}");
+    let (_, _, metrics) = nudge.get_raw("/metrics");
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("nudge_delivery_held_total{reason=\"domain_paced\"} 11"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("nudge_throttled_domains 0"), "{metrics}");
 
     step_until(&nudge, "5s", 100, || {
         paced.iter().all(|to| smtp.mails_to(to).len() == 1)

@@ -50,7 +50,6 @@ impl Delivery {
             } else {
                 Reason::DomainPaced
             };
-            crate::metrics::get().delivery_held(reason.as_str());
             return Some(Outcome::Held { reason, until: at });
         }
         let warmup = self
@@ -58,7 +57,6 @@ impl Delivery {
             .as_ref()
             .filter(|_| row.category == Category::Marketing.as_str())?;
         let until = warmup.admit()?;
-        crate::metrics::get().delivery_held(Reason::WarmupCap.as_str());
         Some(Outcome::Held {
             reason: Reason::WarmupCap,
             until,

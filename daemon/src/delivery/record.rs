@@ -47,8 +47,13 @@ impl Delivery {
         }
         tx.commit().await?;
         let metrics = crate::metrics::get();
-        for record in records.iter().filter(|r| !matches!(r.outcome, Outcome::Held { .. })) {
+        for record in &records {
             let (row, outcome) = (record.row, record.outcome);
+            if let Outcome::Held { reason, .. } = outcome {
+                metrics.delivery_held(reason.as_str());
+                self.log(row, outcome, record.next);
+                continue;
+            }
             metrics.delivery_attempt(&row.channel, outcome.recorded_as().as_str());
             if matches!(outcome, Outcome::Sent) {
                 metrics.message_accepted(&row.channel, now - row.created_at);
@@ -63,7 +68,7 @@ impl Delivery {
         let retry = || {
             // Throttled attempts are the provider's doing: not charged to the message.
             if row.attempts - row.throttled + 1 < self.policy.max_attempts {
-                Next::RetryAt(now + backoff_ms(&self.policy, row.id, row.attempts))
+                Next::RetryAt(now + backoff_ms(&self.policy, row.id, row.attempts - row.throttled))
             } else {
                 Next::Dead
             }
