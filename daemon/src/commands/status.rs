@@ -80,7 +80,10 @@ fn print_pacing(pacing: &serde_json::Value) {
             d["recovers_to"],
             at("paused_until")
         );
-        println!("  last reply: {}", d["last_reply"].as_str().unwrap_or(""));
+        println!(
+            "  last throttling reply: {} (its words are in the daemon's log)",
+            d["reply_code"].as_str().unwrap_or("")
+        );
     }
     let warmup = &pacing["warmup"];
     if warmup.is_object() {

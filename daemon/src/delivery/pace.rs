@@ -58,6 +58,8 @@ struct Slowed {
     /// No message before this (the pause after the last throttling reply).
     paused_until: i64,
     since: i64,
+    /// The last throttling reply's codes (`421 4.7.28`): its words may name a
+    /// recipient, and `/health` answers without a token; the log has them.
     reply: String,
 }
 
@@ -280,13 +282,21 @@ impl Paces {
                     "recovers_to": s.ceiling,
                     "since": s.since,
                     "paused_until": s.paused_until,
-                    "last_reply": s.reply,
+                    "reply_code": s.reply,
                 }))
             })
             .collect();
         slowed.sort_by(|a, b| a["domain"].as_str().cmp(&b["domain"].as_str()));
         Value::Array(slowed)
     }
+}
+
+/// `reply` as lettre words it (`transient error (421): 4.7.28 slow down`) as
+/// the server said it (`421 4.7.28 slow down`).
+fn said(reply: &str) -> Option<String> {
+    let (_, rest) = reply.split_once('(')?;
+    let (code, text) = rest.split_once("):")?;
+    Some(format!("{code} {}", text.trim_start()))
 }
 
 /// The paces, shared by delivery and the API (`/health`, `nudge status`, `/metrics`).
@@ -335,13 +345,9 @@ impl Pacing {
     /// Whether `reply` (an SMTP server's, as lettre words it: `transient error
     /// (421): 4.7.28 ...`) is a throttling reply.
     pub(super) fn is_throttling(&self, reply: &str) -> bool {
-        let Some(rest) = reply.split_once('(').map(|(_, rest)| rest) else {
+        let Some(said) = said(reply) else {
             return false;
         };
-        let Some((code, text)) = rest.split_once("):") else {
-            return false;
-        };
-        let said = format!("{code} {}", text.trim_start());
         self.throttle_replies
             .iter()
             .any(|pattern| said.starts_with(pattern.as_str()))
@@ -349,7 +355,10 @@ impl Pacing {
 
     /// `domain` throttled a message of `row`: when the row is tried again.
     pub(super) fn throttled(&self, domain: &str, row: i64, reply: &str) -> i64 {
-        let (slowed, at) = self.paces().throttled(domain, row, self.clock.now_ms(), reply);
+        let codes = said(reply).map_or_else(String::new, |said| {
+            said.split(' ').take(2).collect::<Vec<_>>().join(" ")
+        });
+        let (slowed, at) = self.paces().throttled(domain, row, self.clock.now_ms(), &codes);
         if slowed {
             warn!(
                 domain,
@@ -361,7 +370,7 @@ impl Pacing {
     }
 
     /// The domains slowed by throttling now: `[{domain, per_minute, recovers_to,
-    /// since, paused_until, last_reply}]`.
+    /// since, paused_until, reply_code}]`.
     pub(crate) fn view(&self) -> Value {
         self.paces().view()
     }
@@ -452,6 +461,26 @@ mod tests {
         assert_eq!(p.view(), serde_json::json!([]));
         assert_eq!(p.admit("slow.test", 51, 300_000), Admit::Now);
         assert_eq!(p.admit("slow.test", 52, 300_000), Admit::Now);
+    }
+
+    #[test]
+    fn the_shipped_throttle_replies_are_told_from_other_refusals() {
+        let patterns = crate::config::PacingConfig::default().throttle_replies;
+        let throttling = |reply: &str| {
+            let said = super::said(reply).unwrap_or_default();
+            patterns.iter().any(|p| said.starts_with(p.get_ref().as_str()))
+        };
+        assert!(throttling(
+            "transient error (421): 4.7.28 Our system has detected an unusual rate"
+        ));
+        assert!(throttling(
+            "transient error (450): 4.2.1 The user is receiving mail too quickly"
+        ));
+        assert!(throttling("transient error (454): 4.7.0 try later"));
+        assert!(!throttling("transient error (451): 4.3.0 local error"));
+        assert!(!throttling("transient error (421): 4.3.2 service shutting down"));
+        assert!(!throttling("permanent error (550): 5.7.1 no"));
+        assert!(!throttling("connect: refused"));
     }
 
     #[test]
