@@ -136,8 +136,8 @@ impl Paces {
                 .map(|(domain, pace)| (domain.to_ascii_lowercase(), *pace.per_minute.get_ref()))
                 .collect(),
             default: Some(*pacing.per_minute.get_ref()).filter(|&n| n > 0),
-            backoff_first_ms: pacing.backoff_first_secs.get_ref() * 1000,
-            backoff_max_ms: pacing.backoff_max_secs.get_ref() * 1000,
+            backoff_first_ms: pacing.backoff_first_secs.get_ref().saturating_mul(1000),
+            backoff_max_ms: pacing.backoff_max_secs.get_ref().saturating_mul(1000),
             recover_after: *pacing.recover_after.get_ref(),
             domains: HashMap::new(),
             swept: 0,
@@ -212,7 +212,7 @@ impl Paces {
             return None;
         }
         slowed.accepted = 0;
-        slowed.per_minute *= 2;
+        slowed.per_minute = slowed.per_minute.saturating_mul(2);
         if slowed.per_minute < slowed.ceiling {
             return Some(slowed.per_minute);
         }
@@ -233,8 +233,8 @@ impl Paces {
             Some(slowed) if now < slowed.paused_until => false,
             Some(slowed) => {
                 slowed.per_minute = (slowed.per_minute / 2).max(1);
-                slowed.paused_until = now + slowed.backoff_ms;
-                slowed.backoff_ms = (slowed.backoff_ms * 2).min(max);
+                slowed.paused_until = now.saturating_add(slowed.backoff_ms);
+                slowed.backoff_ms = slowed.backoff_ms.saturating_mul(2).min(max);
                 slowed.accepted = 0;
                 slowed.reply = reply.to_string();
                 true
@@ -250,8 +250,8 @@ impl Paces {
                     ceiling,
                     per_minute: (ceiling / 2).max(1),
                     accepted: 0,
-                    backoff_ms: (first * 2).min(max),
-                    paused_until: now + first,
+                    backoff_ms: first.saturating_mul(2).min(max),
+                    paused_until: now.saturating_add(first),
                     since: now,
                     reply: reply.to_string(),
                 });
