@@ -10,6 +10,7 @@ mod playbook {
     pub(crate) mod consent;
     pub(crate) mod dkim;
     pub(crate) mod language;
+    pub(crate) mod pacing;
     pub(crate) mod relay;
     pub(crate) mod team;
     pub(crate) mod timing;

@@ -17,7 +17,10 @@ of actions, one consumed per command at that stage: an SMTP reply such as
 reply is sent instead of 220 and the connection closed), "hang" (no reply,
 ever), "hang-after-accept" (data only: the message is stored, then no reply) or
 "ok". A stage mapped to one string instead of a list answers every command with
-it until the file changes: a server that refuses everything. The file is read
+it until the file changes: a server that refuses everything. A stage
+"rcpt:<domain>" scripts the recipients of that domain only (a provider that
+throttles, e.g. "421 4.7.28 rate limited"); it is asked before "rcpt", and
+recipients of other domains never consume it. The file is read
 and rewritten at each command, so a test can script faults while the server runs.
 
 It offers AUTH PLAIN and LOGIN (without TLS: loopback only) and accepts any
@@ -96,7 +99,8 @@ class Recorder:
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        refusal = await self.fault("rcpt")
+        domain = address.rsplit("@", 1)[-1].lower()
+        refusal = await self.fault("rcpt:" + domain) or await self.fault("rcpt")
         if refusal:
             return refusal
         envelope.rcpt_tos.append(address)

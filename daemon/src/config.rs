@@ -10,9 +10,11 @@ use serde::Deserialize;
 
 mod bounces;
 mod dkim;
+mod pacing;
 mod retention;
 pub(crate) use bounces::BouncesConfig;
 pub(crate) use dkim::DkimDomain;
+pub(crate) use pacing::{DomainPace, PacingConfig, WarmupConfig};
 pub(crate) use retention::RetentionConfig;
 
 /// The whole of `nudge.toml`.
@@ -74,6 +76,12 @@ pub(crate) struct DeliveryConfig {
     /// operator (`nudge outbox retry|drop`), or `resend` it once after the backoff
     /// with the same Message-ID, which lets most receivers drop a duplicate.
     pub(crate) on_unknown: OnUnknown,
+    /// How fast email goes to each recipient domain, and what slows one down.
+    pub(crate) pacing: PacingConfig,
+    /// Recipient domains with a limit of their own (`[delivery.domains."gmail.com"]`).
+    pub(crate) domains: BTreeMap<String, DomainPace>,
+    /// A new From domain's daily volume of marketing email; None: no plan.
+    pub(crate) warmup: Option<WarmupConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -92,6 +100,9 @@ impl Default for DeliveryConfig {
             backoff_cap_secs: 3600,
             concurrency: 32,
             on_unknown: OnUnknown::Hold,
+            pacing: PacingConfig::default(),
+            domains: BTreeMap::new(),
+            warmup: None,
         }
     }
 }
@@ -387,6 +398,7 @@ impl Config {
         config.file = Some(path.clone());
         config.source = text;
         config.check_retention_days()?;
+        config.check_pacing()?;
         let base = path.parent().unwrap_or(Path::new(""));
         for p in [
             &mut config.database,

@@ -99,7 +99,7 @@ pub(crate) async fn run(config: Config, strict: bool) -> anyhow::Result<()> {
         clock.clone(),
         engine_wake.clone(),
         engine.clone(),
-        delivery.relay(),
+        delivery.shown(),
         cancel.clone(),
     )
     .await?;

@@ -24,7 +24,16 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("bounces", &["clock", "config", "store", "watch"]),
     (
         "delivery",
-        &["admission", "bounces", "clock", "config", "metrics", "plugins", "store"],
+        &[
+            "admission",
+            "bounces",
+            "clock",
+            "config",
+            "metrics",
+            "model",
+            "plugins",
+            "store",
+        ],
     ),
     (
         "engine",

@@ -26,7 +26,14 @@ pub(super) async fn metrics(State(s): State<AppState>) -> ApiResult {
             .map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0),
     };
     let m = metrics::get();
-    m.set_relay_open(s.relay.as_ref().is_some_and(|relay| relay.view()["state"] == "open"));
+    let delivery = &s.delivery;
+    m.set_relay_open(
+        delivery
+            .relay
+            .as_ref()
+            .is_some_and(|relay| relay.view()["state"] == "open"),
+    );
+    m.set_throttled_domains(delivery.pacing.view().as_array().map_or(0, Vec::len));
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], m.render(&gauges)).into_response())
 }
 

@@ -38,7 +38,7 @@ use crate::admission::Admission;
 use crate::app::NotFound;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::delivery::Relay;
+use crate::delivery::Shown;
 use crate::engine::Engine;
 use crate::store::{self, Invalid, Store, SuppressionRules};
 use crate::unsubscribe::Unsubscribe;
@@ -64,8 +64,8 @@ struct AppState {
     token: Option<Arc<str>>,
     unsubscribe: Unsubscribe,
     suppression: SuppressionRules,
-    /// The SMTP relay's breaker, shown by `/health`; None without a relay.
-    relay: Option<Arc<Relay>>,
+    /// The SMTP relay's breaker, the domains' paces and the warm-up plan, shown by `/health`.
+    delivery: Shown,
 }
 
 /// An error answered to the client: a status and a message it can act on.
@@ -135,7 +135,7 @@ pub(crate) async fn serve(
     clock: Clock,
     engine_wake: Arc<Notify>,
     engine: Arc<Engine>,
-    relay: Option<Arc<Relay>>,
+    delivery: Shown,
     cancel: CancellationToken,
 ) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     let admission = engine.admission.clone();
@@ -171,7 +171,7 @@ pub(crate) async fn serve(
         engine,
         token: token.map(Into::into),
         suppression: config.suppression.rules(),
-        relay,
+        delivery,
     };
     let listener = tokio::net::TcpListener::bind(config.api.bind)
         .await
@@ -257,12 +257,14 @@ fn bearer_token(value: &str) -> Option<&str> {
 /// 503 while the store cannot write (nothing works); a relay that refuses
 /// sessions is `degraded` with 200: the API still takes work, email is held.
 async fn health(State(s): State<AppState>) -> Response {
-    let relay = s.relay.as_ref().map(|relay| relay.view());
+    let relay = s.delivery.relay.as_ref().map(|relay| relay.view());
     let relay_open = relay.as_ref().is_some_and(|r| r["state"] == "open");
     let mut body = json!({ "status": if relay_open { "degraded" } else { "ok" } });
     if let Some(relay) = relay {
         body["relay"] = relay;
     }
+    // Throttled domains and warm-up holds are the plan working, not a fault: still `ok`.
+    body["pacing"] = s.delivery.pacing_view();
     match s.store.write_failure() {
         None => Json(body).into_response(),
         Some(error) => {

@@ -1,6 +1,7 @@
 //! `nudge status`: overdue follow-ups per owner, runs, timers, segment passes,
 //! the outbox, whether the store (and the running daemon) can write, and
-//! whether the running daemon holds email because its SMTP relay refuses sessions.
+//! whether the running daemon holds email because its SMTP relay refuses sessions,
+//! the recipient domains slowed by throttling and the warm-up plan's day.
 
 use serde_json::json;
 
@@ -20,6 +21,8 @@ struct Counts {
     timers_due: i64,
     outbox: Vec<(String, i64)>,
     outbox_due: i64,
+    /// Pending email held untried, by reason code (domain_paced, warmup_cap, ...).
+    outbox_held: Vec<(String, i64)>,
     unprocessed: i64,
     segments_running: i64,
     /// Waiting runs held at a step, by reason code, commonest first.
@@ -37,10 +40,14 @@ pub(crate) async fn run(config: &Config, as_json: bool) -> anyhow::Result<()> {
         Some(failure) => Err(format!("the running daemon cannot write: {failure}")),
         None => store.prove_writable(now).await.map_err(|e| format!("{e:#}")),
     };
-    let relay = health.map(|mut h| h["relay"].take()).filter(|r| !r.is_null());
+    let (relay, pacing) = match health {
+        Some(mut h) => (Some(h["relay"].take()).filter(|r| !r.is_null()), h["pacing"].take()),
+        None => (None, serde_json::Value::Null),
+    };
     if as_json {
         let mut shown = counts.to_json(now, &writable);
         shown["relay"] = relay.unwrap_or_default();
+        shown["pacing"] = pacing;
         println!("{}", serde_json::to_string_pretty(&shown)?);
         return Ok(());
     }
@@ -56,8 +63,40 @@ pub(crate) async fn run(config: &Config, as_json: bool) -> anyhow::Result<()> {
     if let Some(relay) = &relay {
         print_relay(relay);
     }
+    print_pacing(&pacing);
     counts.print();
     Ok(())
+}
+
+/// The domains slowed by throttling and the warm-up plan's day, as `/health` shows them.
+fn print_pacing(pacing: &serde_json::Value) {
+    for d in pacing["throttled"].as_array().into_iter().flatten() {
+        let at = |key: &str| d[key].as_i64().map(display_ms).unwrap_or_default();
+        println!(
+            "recipient domain {} THROTTLES since {}: {} a minute (back to {} as it accepts mail), paused until {}",
+            d["domain"].as_str().unwrap_or("?"),
+            at("since"),
+            d["per_minute"],
+            d["recovers_to"],
+            at("paused_until")
+        );
+        println!(
+            "  last throttling reply: {} (its words are in the daemon's log)",
+            d["reply_code"].as_str().unwrap_or("")
+        );
+    }
+    let warmup = &pacing["warmup"];
+    if warmup.is_object() {
+        let cap = warmup["cap"]
+            .as_i64()
+            .map_or("no cap (the plan is over)".to_string(), |c| format!("cap {c}"));
+        println!(
+            "warm-up plan: {} {cap}, {} marketing email sent, {} held to a later day",
+            warmup["day"].as_str().unwrap_or("?"),
+            warmup["sent"],
+            warmup["held"]
+        );
+    }
 }
 
 /// The relay's breaker as the running daemon's `/health` shows it.
@@ -114,6 +153,12 @@ impl Counts {
                 .bind(now)
                 .fetch_one(&mut *snapshot)
                 .await?;
+        let outbox_held = sqlx::query_as(
+            "SELECT held_reason, COUNT(*) FROM outbox WHERE status = 'pending' AND held_reason IS NOT NULL
+             GROUP BY held_reason ORDER BY held_reason",
+        )
+        .fetch_all(&mut *snapshot)
+        .await?;
         snapshot.commit().await?;
         Ok(Counts {
             overdue,
@@ -123,6 +168,7 @@ impl Counts {
             timers_due,
             outbox,
             outbox_due,
+            outbox_held,
             unprocessed,
             segments_running,
             waiting,
@@ -145,6 +191,7 @@ impl Counts {
             "waiting_reasons": self.waiting.iter().map(Held::to_json).collect::<Vec<_>>(),
             "outbox": counts(&self.outbox),
             "outbox_due": self.outbox_due,
+            "outbox_held": counts(&self.outbox_held),
             "events_unprocessed": self.unprocessed,
             "classified_on": self.classified_on,
             "store": match writable {
@@ -191,6 +238,10 @@ impl Counts {
             );
         }
         println!("outbox: {} ({} due now)", line(&self.outbox), self.outbox_due);
+        for (code, n) in &self.outbox_held {
+            let meaning = Reason::parse(code).map_or("", Reason::meaning);
+            println!("  {n:>6} pending held untried: {code}: {meaning}");
+        }
         println!("events waiting for the daemon: {}", self.unprocessed);
         println!(
             "last daily classification pass: {}",

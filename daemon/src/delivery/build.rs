@@ -96,6 +96,8 @@ mod tests {
             had_unknown: false,
             parts_done: 0,
             created_at: 0,
+            category: "marketing".into(),
+            throttled: 0,
         }
     }
 

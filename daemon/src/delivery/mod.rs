@@ -14,17 +14,22 @@
 //! `run` below is the loop; `in_hand.rs` keeps what it holds between claim and
 //! record, `slots.rs` the plugin channels' share, `record.rs` where a row goes
 //! after its attempt, `relay.rs` the breaker that holds email while the SMTP
-//! relay refuses sessions; `email.rs`, `plugin.rs` and `http.rs` send.
+//! relay refuses sessions, `pace.rs` each recipient domain's pace and
+//! `warmup.rs` the warm-up plan (asked in `held.rs`); `email.rs`, `plugin.rs`
+//! and `http.rs` send.
 
 mod build;
 mod email;
+mod held;
 pub(crate) mod http;
 mod in_hand;
 mod mime;
+mod pace;
 mod plugin;
 mod record;
 mod relay;
 mod slots;
+mod warmup;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,7 +49,9 @@ use crate::store::{self, OutboxRow, Outcome, Store, SuppressionRules};
 use in_hand::{Claim, InHand};
 
 pub(crate) use email::Mailer;
+pub(crate) use pace::Pacing;
 pub(crate) use relay::Relay;
+pub(crate) use warmup::Warmup;
 
 /// The delivery worker.
 pub(crate) struct Delivery {
@@ -62,6 +69,31 @@ pub(crate) struct Delivery {
     admission: Arc<Admission>,
     /// The SMTP relay's breaker; None when email goes to `.eml` files.
     relay: Option<Arc<Relay>>,
+    /// Each recipient domain's pace.
+    pacing: Arc<Pacing>,
+    /// The From domain's warm-up plan, if it has one.
+    warmup: Option<Arc<Warmup>>,
+}
+
+/// What `/health`, `nudge status` and `/metrics` show of delivery's state.
+#[derive(Clone)]
+pub(crate) struct Shown {
+    /// The SMTP relay's breaker; None without a relay.
+    pub(crate) relay: Option<Arc<Relay>>,
+    pub(crate) pacing: Arc<Pacing>,
+    pub(crate) warmup: Option<Arc<Warmup>>,
+}
+
+impl Shown {
+    /// `/health`'s `pacing`: the domains slowed by throttling and, with a
+    /// warm-up plan, today's cap, sent and held.
+    pub(crate) fn pacing_view(&self) -> serde_json::Value {
+        let mut view = serde_json::json!({ "throttled": self.pacing.view() });
+        if let Some(warmup) = &self.warmup {
+            view["warmup"] = warmup.view();
+        }
+        view
+    }
 }
 
 /// One finished attempt: the row, when the attempt started, how it ended.
@@ -130,6 +162,13 @@ impl Delivery {
             .smtp
             .as_ref()
             .map(|smtp| Arc::new(Relay::new(smtp, clock.clone())));
+        let pacing = Arc::new(Pacing::new(&config.delivery, clock.clone()));
+        let warmup = config
+            .delivery
+            .warmup
+            .as_ref()
+            .and_then(|plan| Warmup::new(plan, clock.clone()))
+            .map(Arc::new);
         Ok(Delivery {
             mailer: Mailer::new(config, return_path)?,
             store,
@@ -142,12 +181,18 @@ impl Delivery {
             handoff,
             admission,
             relay,
+            pacing,
+            warmup,
         })
     }
 
-    /// The relay's breaker, for `/health`.
-    pub(crate) fn relay(&self) -> Option<Arc<Relay>> {
-        self.relay.clone()
+    /// The relay's breaker, the domains' paces and the warm-up plan, for `/health`.
+    pub(crate) fn shown(&self) -> Shown {
+        Shown {
+            relay: self.relay.clone(),
+            pacing: self.pacing.clone(),
+            warmup: self.warmup.clone(),
+        }
     }
 
     fn relay_open(&self) -> bool {
@@ -202,6 +247,7 @@ impl Delivery {
         // are only recorded (and so claimable again) after that, so a claim never
         // returns a row that is being sent or was just recorded.
         let mut claiming: Pending<'_, anyhow::Result<Vec<OutboxRow>>> = None;
+        self.count_warmup().await;
         loop {
             self.probe_relay();
             if recording.is_none() && !finished.lock().unwrap().is_empty() {
@@ -351,13 +397,16 @@ impl Delivery {
         let started = self.clock.now_ms();
         let outcome = match (&row.suppressed, row.channel.as_str()) {
             (Some(reason), _) => Outcome::Suppressed(format!("recipient suppressed: {reason}")),
-            (None, "email") => match self.send_email(&row, started).await {
-                Some(outcome) => outcome,
-                None => {
-                    // Held, not lost: the API need not wait for a relay to come back.
-                    self.admission.messages_done(row.run_id);
-                    return Finished::Held(row);
-                }
+            (None, "email") => match self.hold(&row) {
+                Some(held) => held,
+                None => match self.send_email(&row, started).await {
+                    Some(outcome) => self.paced(&row, outcome),
+                    None => {
+                        // Held, not lost: the API need not wait for a relay to come back.
+                        self.admission.messages_done(row.run_id);
+                        return Finished::Held(row);
+                    }
+                },
             },
             (None, channel) => {
                 let (outcome, parts_done) = self.send_http(channel, &row).await;

@@ -3,7 +3,7 @@
 //! transaction with the bounces it amounts to; the log says what happened
 //! once that transaction has committed.
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Attempt, Delivery};
 use crate::config::{DeliveryConfig, OnUnknown};
@@ -49,6 +49,11 @@ impl Delivery {
         let metrics = crate::metrics::get();
         for record in &records {
             let (row, outcome) = (record.row, record.outcome);
+            if let Outcome::Held { reason, .. } = outcome {
+                metrics.delivery_held(reason.as_str());
+                self.log(row, outcome, record.next);
+                continue;
+            }
             metrics.delivery_attempt(&row.channel, outcome.recorded_as().as_str());
             if matches!(outcome, Outcome::Sent) {
                 metrics.message_accepted(&row.channel, now - row.created_at);
@@ -61,8 +66,9 @@ impl Delivery {
     /// Where a row goes after an attempt, by the configured policy.
     fn next(&self, row: &OutboxRow, outcome: &Outcome, now: i64) -> Next {
         let retry = || {
-            if row.attempts + 1 < self.policy.max_attempts {
-                Next::RetryAt(now + backoff_ms(&self.policy, row.id, row.attempts))
+            // Throttled attempts are the provider's doing: not charged to the message.
+            if row.attempts - row.throttled + 1 < self.policy.max_attempts {
+                Next::RetryAt(now + backoff_ms(&self.policy, row.id, row.attempts - row.throttled))
             } else {
                 Next::Dead
             }
@@ -72,6 +78,8 @@ impl Delivery {
             Outcome::Transient(_) | Outcome::SoftBounced(_) => retry(),
             Outcome::Permanent(_) | Outcome::Bounced(_) => Next::Failed,
             Outcome::Suppressed(_) => Next::Suppressed,
+            Outcome::Throttled { retry_at, .. } => Next::RetryAt(*retry_at),
+            Outcome::Held { reason, until } => Next::Held(*until, *reason),
             // Resend at most once: a second unknown in a row is held.
             Outcome::Unknown(_) if self.policy.on_unknown == OnUnknown::Resend && !row.had_unknown => retry(),
             Outcome::Unknown(_) => Next::Unknown,
@@ -82,6 +90,13 @@ impl Delivery {
         let _in_run = row.span().entered();
         let attempt = row.attempts + 1;
         match (outcome, next) {
+            // Many at a time under a backlog, and the plan working: `nudge status` counts them.
+            (Outcome::Held { reason, until }, _) => debug!(
+                outbox_id = row.id,
+                %reason,
+                due_at = %crate::clock::display_ms(*until),
+                "held untried"
+            ),
             (Outcome::Sent, _) => {
                 info!(outbox_id = row.id, message_id = %row.message_id, to = %row.recipient, "sent")
             }

@@ -27,6 +27,7 @@ pub(crate) struct Metrics {
     runs_finished: IntCounterVec,
     timer_lateness: Histogram,
     delivery_attempts: IntCounterVec,
+    delivery_held: IntCounterVec,
     message_latency: HistogramVec,
     plugin_failures: IntCounterVec,
     reloads: IntCounterVec,
@@ -41,6 +42,7 @@ struct Gauges {
     outbox: IntGaugeVec,
     oldest_queued: Gauge,
     relay_open: IntGauge,
+    throttled_domains: IntGauge,
     reload_failing: IntGauge,
 }
 
@@ -70,6 +72,10 @@ impl Gauges {
             relay_open: gauge(
                 "nudge_relay_circuit_open",
                 "1 while the SMTP relay's circuit is open (email held), else 0.",
+            ),
+            throttled_domains: gauge(
+                "nudge_throttled_domains",
+                "Recipient domains slowed down by a throttling reply now (their mail paced and paused).",
             ),
             reload_failing: gauge(
                 "nudge_workflow_reload_failing",
@@ -156,6 +162,11 @@ impl Metrics {
                 "nudge_delivery_attempts_total",
                 "Delivery attempts recorded, by channel and outcome.",
                 &["channel", "outcome"],
+            ),
+            delivery_held: counter(
+                "nudge_delivery_held_total",
+                "Email held in the outbox untried, by reason (domain_paced, domain_throttled, warmup_cap).",
+                &["reason"],
             ),
             message_latency: histogram(
                 "nudge_message_latency_seconds",
@@ -250,6 +261,16 @@ impl Metrics {
         let status = status_text(status);
         self.api_requests.with_label_values(&[route, method, status]).inc();
         self.api_latency.with_label_values(&[route]).observe(seconds);
+    }
+
+    /// An email held untried by its domain's pace or the warm-up plan.
+    pub(crate) fn delivery_held(&self, reason: &str) {
+        self.delivery_held.with_label_values(&[reason]).inc();
+    }
+
+    /// Recipient domains slowed by throttling, set at each scrape.
+    pub(crate) fn set_throttled_domains(&self, domains: usize) {
+        self.gauges.throttled_domains.set(domains as i64);
     }
 
     /// Whether the relay's circuit is open, set at each scrape.

@@ -16,7 +16,7 @@ mod tier;
 pub use category::Category;
 pub(crate) use funnel::{ATTITUDES, UNDERSTANDINGS, funnel_stage};
 pub(crate) use intent::INTENT_GRADES;
-pub(crate) use reason::Reason;
+pub use reason::Reason;
 pub(crate) use rfm::RFM_GRADES;
 pub(crate) use span::{add_days, add_span, parse_duration, sub_days};
 pub(crate) use stage::STAGES;

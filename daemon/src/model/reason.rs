@@ -11,7 +11,7 @@ macro_rules! reasons {
     ($($(#[$doc:meta])* $variant:ident = $code:literal, $meaning:literal;)+) => {
         /// A stable reason code (see the module doc).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub(crate) enum Reason {
+        pub enum Reason {
             $($(#[$doc])* #[serde(rename = $code)] $variant,)+
         }
 
@@ -61,6 +61,10 @@ reasons! {
     RenderFailed = "render_failed", "the message's template cannot render; held until the template is fixed";
     PluginFailed = "plugin_failed", "the channel's plugin failed while rendering; tried again with backoff";
     StepError = "step_error", "the step failed with an error; tried again with backoff";
+    // A queued message held in the outbox (pending, not tried, no attempt counted).
+    DomainPaced = "domain_paced", "the recipient's domain is paced (its messages a minute): sent at its next slot";
+    DomainThrottled = "domain_throttled", "the recipient's provider throttles our mail: its domain is slowed and paused, sent at its next slot";
+    WarmupCap = "warmup_cap", "the warm-up plan's marketing email for today is used up: held to a later day";
     // A step that happened without its message.
     ConsentWithdrawn = "consent_withdrawn", "the contact stopped all email: the message is withheld";
     MarketingUnsubscribed = "marketing_unsubscribed", "the contact unsubscribed from marketing: marketing is withheld";
@@ -122,6 +126,9 @@ mod tests {
                 "render_failed",
                 "plugin_failed",
                 "step_error",
+                "domain_paced",
+                "domain_throttled",
+                "warmup_cap",
                 "consent_withdrawn",
                 "marketing_unsubscribed",
                 "suppressed",

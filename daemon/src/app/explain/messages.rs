@@ -24,7 +24,8 @@ pub(crate) struct MessageEntry {
     pub(crate) variant: Option<String>,
     /// Its status now (pending, sent, failed, dead, unknown, suppressed, dropped).
     pub(crate) status: String,
-    /// Why it was not sent, where a suppression withheld it.
+    /// Why it was not sent, where a suppression withheld it, or why it waits
+    /// untried (its domain's pace, the warm-up plan).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<Why>,
     pub(crate) attempts: Vec<Attempt>,
@@ -62,6 +63,7 @@ type OutboxRow = (
     Option<String>,
     String,
     i64,
+    Option<String>,
 );
 
 /// The messages `runs` queued by `at`, under their workflows (each row names
@@ -75,7 +77,7 @@ pub(super) async fn read(
     let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
     let rows: Vec<OutboxRow> = sqlx::query_as(
         "SELECT id, run_id, message_id, channel, recipient, category, COALESCE(message ->> 'subject', ''),
-                variant, status, created_at
+                variant, status, created_at, held_reason
          FROM outbox WHERE contact_id = ? AND run_id IN (SELECT value FROM json_each(?)) AND created_at <= ?
          ORDER BY id",
     )
@@ -89,7 +91,12 @@ pub(super) async fn read(
     let mut engaged = engagement(conn, contact_id, at).await?;
     let workflow_of: HashMap<i64, &str> = runs.iter().map(|r| (r.id, r.workflow.as_str())).collect();
     let mut out = Vec::new();
-    for (id, run_id, message_id, channel, recipient, category, subject, variant, status, created_at) in rows {
+    for (id, run_id, message_id, channel, recipient, category, subject, variant, status, created_at, held) in rows {
+        let reason = match status.as_str() {
+            "suppressed" => Some(Why::of(Reason::Suppressed)),
+            "pending" => held.as_deref().and_then(Reason::parse).map(Why::of),
+            _ => None,
+        };
         let workflow = run_id.and_then(|r| workflow_of.get(&r)).copied().unwrap_or_default();
         let message = MessageEntry {
             outbox_id: id,
@@ -100,7 +107,7 @@ pub(super) async fn read(
             category,
             subject,
             variant,
-            reason: (status == "suppressed").then(|| Why::of(Reason::Suppressed)),
+            reason,
             status,
             attempts: attempts.remove(&id).unwrap_or_default(),
             engagement: engaged.remove(&Some(id)).unwrap_or_default(),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Conn;
 use super::stored_text::stored_text;
-use crate::model::Category;
+use crate::model::{Category, Reason};
 
 stored_text! {
     /// Where an outbox row is: `pending` until an attempt settles it, then sent,
@@ -84,6 +84,10 @@ pub struct OutboxRow {
     /// When it was queued, on the daemon's clock (a run's first step queues it
     /// in its event's transaction): where `nudge_message_latency_seconds` starts.
     pub(crate) created_at: i64,
+    /// What it is for (`model::Category`): the warm-up plan counts marketing only.
+    pub(crate) category: String,
+    /// Attempts a provider's throttling reply ended: not charged to the retry budget.
+    pub(crate) throttled: i64,
 }
 
 pub struct NewOutboxRow {
@@ -241,6 +245,8 @@ fn as_claimed(rows: Vec<NewOutboxRow>, mut queued: HashMap<String, (i64, Option<
                 suppressed,
                 had_unknown: false,
                 created_at: now,
+                category: r.category.as_str().to_string(),
+                throttled: 0,
             })
         })
         .collect();
@@ -260,7 +266,7 @@ pub async fn due_outbox(
     Ok(sqlx::query_as(concat!(
         "SELECT o.id, o.run_id, (SELECT r.workflow FROM runs r WHERE r.id = o.run_id) AS workflow, o.contact_id,
                 o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts, o.parts_done,
-                o.created_at, (SELECT s.reason FROM suppressions s WHERE s.address = lower(o.recipient)
+                o.created_at, o.category, o.throttled, (SELECT s.reason FROM suppressions s WHERE s.address = lower(o.recipient)
                   AND s.channel IN ('*', o.channel) AND ",
         suppression_covers!("o."),
         " LIMIT 1) AS suppressed,
@@ -287,73 +293,6 @@ pub(crate) async fn next_outbox_due(conn: &mut Conn) -> anyhow::Result<Option<i6
     )
 }
 
-/// How one delivery attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Sent,
-    /// Worth trying again later (4xx, connection trouble before the body was sent).
-    Transient(String),
-    /// The server refused this recipient for now (4xx to RCPT): retried; a soft bounce once retries run out.
-    SoftBounced(String),
-    /// Will never succeed as it is (5xx, a message that cannot be built).
-    Permanent(String),
-    /// The server refused this recipient for good (5xx to RCPT): a hard bounce.
-    Bounced(String),
-    /// The server may or may not have the message (no reply after the body).
-    Unknown(String),
-    /// Not attempted: the recipient is suppressed.
-    Suppressed(String),
-}
-
-impl Outcome {
-    /// The outcome as the record of deliveries keeps it.
-    pub(crate) fn recorded_as(&self) -> AttemptOutcome {
-        match self {
-            Outcome::Sent => AttemptOutcome::Sent,
-            Outcome::Transient(_) | Outcome::SoftBounced(_) => AttemptOutcome::Transient,
-            Outcome::Permanent(_) | Outcome::Bounced(_) => AttemptOutcome::Permanent,
-            Outcome::Unknown(_) => AttemptOutcome::Unknown,
-            Outcome::Suppressed(_) => AttemptOutcome::Suppressed,
-        }
-    }
-
-    pub(crate) fn detail(&self) -> &str {
-        match self {
-            Outcome::Sent => "",
-            Outcome::Transient(d)
-            | Outcome::SoftBounced(d)
-            | Outcome::Permanent(d)
-            | Outcome::Bounced(d)
-            | Outcome::Unknown(d)
-            | Outcome::Suppressed(d) => d,
-        }
-    }
-}
-
-/// Where a row goes after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    Sent,
-    RetryAt(i64),
-    Failed,
-    Dead,
-    Unknown,
-    Suppressed,
-}
-
-impl Next {
-    fn status(self) -> OutboxStatus {
-        match self {
-            Next::Sent => OutboxStatus::Sent,
-            Next::RetryAt(_) => OutboxStatus::Pending,
-            Next::Failed => OutboxStatus::Failed,
-            Next::Dead => OutboxStatus::Dead,
-            Next::Unknown => OutboxStatus::Unknown,
-            Next::Suppressed => OutboxStatus::Suppressed,
-        }
-    }
-}
-
 /// One finished attempt at a row, and where the row goes next.
 pub struct AttemptRecord<'a> {
     pub row: &'a OutboxRow,
@@ -373,11 +312,16 @@ struct AttemptRow<'a> {
     status: OutboxStatus,
     next_at: i64,
     parts_done: i64,
+    /// Whether a deliveries row is written (not for a held row).
+    tried: bool,
+    throttled: i64,
+    held_reason: Option<Reason>,
 }
 
 impl<'a> AttemptRow<'a> {
     fn new(a: &'a AttemptRecord<'a>, now: i64) -> Self {
-        let attempted = !matches!(a.outcome, Outcome::Suppressed(_));
+        let attempted = !matches!(a.outcome, Outcome::Suppressed(_) | Outcome::Held { .. });
+        let throttled = matches!(a.outcome, Outcome::Throttled { .. });
         AttemptRow {
             outbox_id: a.row.id,
             attempt: a.row.attempts + i64::from(attempted),
@@ -386,10 +330,16 @@ impl<'a> AttemptRow<'a> {
             detail: a.outcome.detail(),
             status: a.next.status(),
             next_at: match a.next {
-                Next::RetryAt(at) => at,
+                Next::RetryAt(at) | Next::Held(at, _) => at,
                 _ => now,
             },
             parts_done: a.row.parts_done,
+            tried: !matches!(a.outcome, Outcome::Held { .. }),
+            throttled: a.row.throttled + i64::from(throttled),
+            held_reason: match a.next {
+                Next::Held(_, reason) => Some(reason),
+                _ => None,
+            },
         }
     }
 }
@@ -405,13 +355,15 @@ pub async fn record_attempts(conn: &mut Conn, attempts: &[AttemptRecord<'_>], no
         "INSERT INTO deliveries (outbox_id, attempt, started_at, finished_at, outcome, detail)
          SELECT value ->> 'outbox_id', value ->> 'attempt', value ->> 'started_at', ?1, value ->> 'outcome',
                 value ->> 'detail'
-         FROM json_each(?2);
+         FROM json_each(?2) WHERE value ->> 'tried';
          UPDATE outbox SET status = j.status, attempts = j.attempts, next_attempt_at = j.next_at,
-                           last_error = NULLIF(j.detail, ''), parts_done = j.parts_done,
+                           last_error = CASE WHEN j.held IS NULL THEN NULLIF(j.detail, '') ELSE last_error END,
+                           parts_done = j.parts_done, throttled = j.throttled, held_reason = j.held,
                            sent_at = CASE WHEN j.status = 'sent' THEN ?1 ELSE sent_at END
          FROM (SELECT value ->> 'outbox_id' AS id, value ->> 'attempt' AS attempts, value ->> 'detail' AS detail,
                       value ->> 'status' AS status, value ->> 'next_at' AS next_at,
-                      value ->> 'parts_done' AS parts_done
+                      value ->> 'parts_done' AS parts_done, value ->> 'throttled' AS throttled,
+                      value ->> 'held_reason' AS held
                FROM json_each(?2)) AS j
          WHERE outbox.id = j.id",
     )
@@ -560,8 +512,21 @@ pub(crate) async fn returned_message_by_id(
     .fetch_optional(&mut *conn)
     .await?)
 }
+mod outcome;
 mod simulation;
+pub use outcome::{Next, Outcome};
 pub(crate) use simulation::*;
 
 #[cfg(test)]
 mod tests;
+
+/// Marketing email sent since `since`: what the warm-up plan had counted of
+/// today when the daemon (re)starts. Once a start: no index is worth it.
+pub(crate) async fn marketing_email_sent_since(conn: &mut Conn, since: i64) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox WHERE channel = 'email' AND category = 'marketing' AND sent_at >= ?",
+    )
+    .bind(since)
+    .fetch_one(&mut *conn)
+    .await?)
+}

@@ -418,3 +418,69 @@ async fn a_suppression_withholds_the_categories_its_scope_covers() {
     at_queue.sort();
     assert_eq!(at_queue, expected, "as queued");
 }
+
+#[tokio::test]
+async fn a_held_row_is_moved_without_an_attempt_and_a_throttled_one_is_counted_apart() {
+    let db = TestStore::open().await;
+    let mut conn = db.conn().await;
+    let c = contact(&mut conn, "a@x.test").await;
+    let rows = vec![
+        new_row("k1", None, Some(c), "a@x.test"),
+        new_row("k2", None, Some(c), "a@x.test"),
+    ];
+    let claimed = queue_and_finish(&mut conn, rows, &[], 10).await.unwrap();
+    assert_eq!((claimed[0].category.as_str(), claimed[0].throttled), ("marketing", 0));
+    let held = Outcome::Held {
+        reason: Reason::WarmupCap,
+        until: 9_000,
+    };
+    let throttled = Outcome::Throttled {
+        reply: "transient error (421): 4.7.28 slow down".into(),
+        retry_at: 7_000,
+    };
+    let attempts = [
+        AttemptRecord {
+            row: &claimed[0],
+            started_at: 20,
+            outcome: &held,
+            next: Next::Held(9_000, Reason::WarmupCap),
+        },
+        AttemptRecord {
+            row: &claimed[1],
+            started_at: 21,
+            outcome: &throttled,
+            next: Next::RetryAt(7_000),
+        },
+    ];
+    record_attempts(&mut conn, &attempts, 30).await.unwrap();
+    let deliveries: Vec<(i64, i64, AttemptOutcome)> =
+        sqlx::query_as("SELECT outbox_id, attempt, outcome FROM deliveries ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        deliveries,
+        vec![(2, 1, AttemptOutcome::Transient)],
+        "no attempt for the held row"
+    );
+    type Row = (OutboxStatus, i64, i64, i64, Option<String>);
+    let outbox: Vec<Row> =
+        sqlx::query_as("SELECT status, attempts, throttled, next_attempt_at, held_reason FROM outbox ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        outbox,
+        vec![
+            (OutboxStatus::Pending, 0, 0, 9_000, Some("warmup_cap".into())),
+            (OutboxStatus::Pending, 1, 1, 7_000, None),
+        ]
+    );
+    // Claimed again, the row carries what was counted.
+    let due = due_outbox(&mut conn, 10_000, 10, &[], &[]).await.unwrap();
+    assert_eq!(
+        due.iter().map(|r| (r.id, r.throttled)).collect::<Vec<_>>(),
+        vec![(2, 1), (1, 0)]
+    );
+    assert_eq!(marketing_email_sent_since(&mut conn, 0).await.unwrap(), 0);
+}
