@@ -6,6 +6,7 @@
 #   bench/run_nudge.sh                  # 3 runs x 2000 requests, concurrency 16
 #   RUNS=1 COUNT=300 CONC=8 bench/run_nudge.sh
 #   NUDGE_BIN=/tmp/other/nudge bench/run_nudge.sh   # measure that build instead
+#   PRELOAD=/tmp/big.db bench/run_nudge.sh         # on a copy of a preloaded database (bench/preload.sh)
 #
 # Per run: fresh database -> start nudge -> measure start-up (HTTP ready, and
 # the first event accepted) -> idle RSS after IDLE_SETTLE_S -> load.py (COUNT
@@ -89,6 +90,8 @@ TOML
 }
 target_start(){  # $1 = run number; sets TARGET_PID
   rm -f "$RUN_DIR"/nudge.db*                 # fresh DB every run
+  # PRELOAD=file.db (bench/preload.sh): a copy of that database instead, years of data in it.
+  if [ -n "${PRELOAD:-}" ]; then cp --reflink=auto "$PRELOAD" "$RUN_DIR/nudge.db"; fi
   NUDGE_LOG="${NUDGE_LOG:-warn}" "$NUDGE_BIN" --config "$RUN_DIR/nudge.toml" run > "$OUT/nudge-run$1.log" 2>&1 &
   TARGET_PID=$!
   STARTED_PIDS+=("$TARGET_PID")
