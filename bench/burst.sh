@@ -102,13 +102,15 @@ cd "$WORK"
 nudge contact import --strict contacts.csv > import.log 2>&1 || { cat import.log >&2; exit 1; }
 python3 "$REPO/bench/postfix_sink.py" "$SMTP" --log "$WORK/sink.jsonl" --max-seconds $(( LEAD_S + DRAIN_S + 600 )) > sink.out 2>&1 &
 PIDS+=($!)
-nudge run > nudge.log 2>&1 &
+# The binary itself, not the function: its pid is the one to stop.
+NUDGE_LOG="${NUDGE_LOG:-warn}" "$NUDGE_BIN" --config "$WORK/nudge.toml" run > nudge.log 2>&1 &
 PIDS+=($!)
 log "$N segment contacts, $INQUIRIES inquiries at $RATE/s; window opens $(date -u -d @"$OPENS" +%T) UTC ($DAY $HOURS)"
 
 db(){ python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1], timeout=30).execute(sys.argv[2]).fetchone()[0])" "$WORK/nudge.db" "$1"; }
 # The segment enrolled and waiting for the window before it opens, or the burst is not one.
 until [ "$(db "SELECT COUNT(*) FROM runs WHERE workflow = 'nurture-leads' AND status = 'waiting'")" = "$N" ]; do
+  kill -0 "${PIDS[-1]}" 2>/dev/null || { log "nudge stopped:"; tail -3 nudge.log >&2; exit 1; }
   [ "$(date +%s)" -lt "$OPENS" ] || { log "the segment was not enrolled before the window opened: raise LEAD_S"; exit 1; }
   sleep 1
 done
