@@ -7,6 +7,8 @@
 #   ROUNDS=1 COUNT=500 CONC=8 bench/compare.sh
 #   BUILDS="before=/tmp/a/nudge after=/tmp/b/nudge" bench/compare.sh
 #                                           # two builds of nudge, each once a round
+#   PRELOAD=/tmp/big.db bench/compare.sh    # nudge on a copy of a preloaded database
+#                                           # (bench/preload.sh) each run; n8n as ever
 #
 # Needs ../shared/bench/n8n/setup.sh once (installs n8n, ~15 min).
 set -euo pipefail

@@ -6,6 +6,7 @@
 #   bench/run_nudge.sh                  # 3 runs x 2000 requests, concurrency 16
 #   RUNS=1 COUNT=300 CONC=8 bench/run_nudge.sh
 #   NUDGE_BIN=/tmp/other/nudge bench/run_nudge.sh   # measure that build instead
+#   PRELOAD=/tmp/big.db bench/run_nudge.sh         # on a copy of a preloaded database (bench/preload.sh)
 #
 # Per run: fresh database -> start nudge -> measure start-up (HTTP ready, and
 # the first event accepted) -> idle RSS after IDLE_SETTLE_S -> load.py (COUNT
@@ -87,8 +88,15 @@ concurrency = ${DELIVERY_CONCURRENCY:-96}
 TOML
   "$NUDGE_BIN" --config "$RUN_DIR/nudge.toml" check > /dev/null
 }
-target_start(){  # $1 = run number; sets TARGET_PID
+target_reset(){  # before the start-up clock starts
   rm -f "$RUN_DIR"/nudge.db*                 # fresh DB every run
+  # PRELOAD=file.db (bench/preload.sh): a copy of that database instead, years of data in it.
+  # The copy is synced before the start, or the daemon's first fsync waits behind its writeback.
+  # PRELOAD_COPY=0: that file itself (no room for a copy of 6 GB); each run adds its rows to it.
+  if [ -n "${PRELOAD:-}" ] && [ "${PRELOAD_COPY:-1}" = 0 ]; then ln -s "$(realpath "$PRELOAD")" "$RUN_DIR/nudge.db"
+  elif [ -n "${PRELOAD:-}" ]; then cp --reflink=auto "$PRELOAD" "$RUN_DIR/nudge.db"; sync "$RUN_DIR/nudge.db"; fi
+}
+target_start(){  # $1 = run number; sets TARGET_PID
   NUDGE_LOG="${NUDGE_LOG:-warn}" "$NUDGE_BIN" --config "$RUN_DIR/nudge.toml" run > "$OUT/nudge-run$1.log" 2>&1 &
   TARGET_PID=$!
   STARTED_PIDS+=("$TARGET_PID")
@@ -114,6 +122,7 @@ port_busy "$SMTP_PORT" || { echo "SMTP sink did not start" >&2; cat "$OUT/sink.o
 log "sink pid $SINK_PID on :$SMTP_PORT; target $TARGET_URL; $RUNS run(s) x $COUNT req, conc $CONC, variant $VARIANT"
 
 for r in $(seq 1 "$RUNS"); do
+  target_reset
   t0=$(now)
   target_start "$r"
   # start-up: (a) HTTP server answers readiness, (b) the webhook itself answers 200
@@ -126,7 +135,7 @@ for r in $(seq 1 "$RUNS"); do
     fi
     if [ -n "$http_ready" ]; then
       code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
-             -d "{\"name\":\"Warm Up\",\"company\":\"Warm\",\"email\":\"warmup-$r@bench.test\",\"stage\":\"intent\"}" "$TARGET_URL" || true)
+             -d "{\"name\":\"Warm Up\",\"company\":\"Warm\",\"email\":\"warmup-$r-$STAMP@bench.test\",\"stage\":\"intent\"}" "$TARGET_URL" || true)
       if [ "$code" = 202 ]; then hook_ready=$(since "$t0"); break; fi
     fi
     sleep 0.1

@@ -127,14 +127,15 @@ impl Counts {
         .bind(now)
         .fetch_all(&mut *snapshot)
         .await?;
-        let runs = sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
-            .fetch_all(&mut *snapshot)
-            .await?;
+        let totals = store::totals(&mut snapshot).await?;
+        let runs = totals.runs.iter().map(|(s, n)| (s.as_str().to_string(), *n)).collect();
+        let outbox = totals
+            .outbox
+            .iter()
+            .map(|(s, n)| (s.as_str().to_string(), *n))
+            .collect();
         let (timers, next_timer) = sqlx::query_as("SELECT COUNT(*), MIN(due_at) FROM timers WHERE fired_at IS NULL")
             .fetch_one(&mut *snapshot)
-            .await?;
-        let outbox = sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status")
-            .fetch_all(&mut *snapshot)
             .await?;
         let unprocessed = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE processed_at IS NULL")
             .fetch_one(&mut *snapshot)

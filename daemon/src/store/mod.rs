@@ -36,7 +36,7 @@ pub(crate) use engagement::*;
 pub(crate) use enrolments::*;
 pub(crate) use events::*;
 pub(crate) use follow_ups::*;
-pub(crate) use gauges::queue_counts;
+pub(crate) use gauges::{queue_counts, totals};
 pub(crate) use history::*;
 pub(crate) use orders::*;
 pub use outbox::*;
