@@ -116,6 +116,12 @@ pub(crate) async fn set_tags(
     Ok(())
 }
 
+/// A contact's pending follow-up timers, found through `timers_contact_pending`:
+/// without it each follow-up set read every pending timer, so a workflow step
+/// that sets follow-ups for many contacts cost the square of their number.
+const RETIRE_FOLLOW_UP_TIMERS: &str =
+    "UPDATE timers SET fired_at = ? WHERE kind = ? AND contact_id = ? AND fired_at IS NULL";
+
 /// Sets (or clears) the next follow-up. A timer fires at that time; if the time
 /// is still the contact's next follow-up then, the follow-up is overdue.
 pub(crate) async fn set_next_follow_up(
@@ -134,7 +140,7 @@ pub(crate) async fn set_next_follow_up(
         .await?;
     // Only the newest next follow-up may fall due: retire the timers of earlier ones,
     // or setting the same time twice would make it overdue twice.
-    sqlx::query("UPDATE timers SET fired_at = ? WHERE kind = ? AND contact_id = ? AND fired_at IS NULL")
+    sqlx::query(RETIRE_FOLLOW_UP_TIMERS)
         .bind(now)
         .bind(TimerKind::FollowUpDue)
         .bind(contact_id)
@@ -233,6 +239,22 @@ mod tests {
                 (100, TimerKind::FollowUpDue, Some(c), Some(6)),
                 (200, TimerKind::FollowUpDue, Some(c), None)
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_contacts_follow_up_timers_are_found_by_index() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {RETIRE_FOLLOW_UP_TIMERS}"))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+        assert!(
+            plan.iter()
+                .any(|(.., detail)| detail.contains("USING INDEX timers_contact_pending")),
+            "{plan:?}"
         );
     }
 
