@@ -33,6 +33,9 @@ pub(crate) struct Simulation {
     filtered: bool,
     /// How far what the engine wrote is recorded.
     recorded: store::SimulationCursor,
+    /// The day the daily classification pass was last looked at for: it runs
+    /// once a day, so the stops after the first of a day need not ask again.
+    classified: Option<jiff::civil::Date>,
     /// Outbox rows waiting when the simulation began (queued before it).
     pub(crate) already_queued: i64,
     pub(crate) start: i64,
@@ -80,6 +83,7 @@ impl Simulation {
             zone,
             filtered: filter.is_some(),
             recorded,
+            classified: None,
             already_queued,
             start,
         })
@@ -111,7 +115,11 @@ impl Simulation {
         let engine = &self.engine;
         let now = engine.clock.now_ms();
         if let Some(rules) = engine.current().classification.clone() {
-            insight::classification_pass(&engine.store, &rules, now, false).await?;
+            let today = rules.today(now);
+            if self.classified != Some(today) {
+                insight::classification_pass(&engine.store, &rules, now, false).await?;
+                self.classified = Some(today);
+            }
         }
         loop {
             while engine.tick().await? {}

@@ -23,24 +23,6 @@ pub(crate) struct Timer {
     pub(crate) contact_id: Option<i64>,
 }
 
-pub(crate) async fn insert_timer(
-    conn: &mut Conn,
-    due_at: i64,
-    kind: TimerKind,
-    run_id: Option<i64>,
-    contact_id: Option<i64>,
-) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("INSERT INTO timers (due_at, kind, run_id, contact_id) VALUES (?, ?, ?, ?) RETURNING id")
-            .bind(due_at)
-            .bind(kind)
-            .bind(run_id)
-            .bind(contact_id)
-            .fetch_one(&mut *conn)
-            .await?,
-    )
-}
-
 pub(crate) async fn due_timers(conn: &mut Conn, now: i64, limit: i64) -> anyhow::Result<Vec<Timer>> {
     Ok(sqlx::query_as(
         "SELECT id, due_at, kind, run_id, contact_id FROM timers WHERE fired_at IS NULL AND due_at <= ? ORDER BY due_at, id LIMIT ?",
@@ -114,7 +96,7 @@ mod tests {
             },
         ];
         insert_run_timers(&mut conn, &timers).await.unwrap();
-        insert_timer(&mut conn, 200, TimerKind::FollowUpDue, None, Some(c))
+        crate::store::set_next_follow_up(&mut conn, c, Some(200), None, 1)
             .await
             .unwrap();
         let due = due_timers(&mut conn, 250, 10).await.unwrap();

@@ -3,7 +3,7 @@
 
 use super::{Contact, ContactEdit, check, one_line};
 use crate::model::{INTENT_GRADES, TIERS};
-use crate::store::{Conn, TimerKind, insert_history, insert_timer};
+use crate::store::{Conn, TimerKind, insert_history};
 
 /// Sets one of the single-valued classification fields.
 pub(crate) async fn set_classification(
@@ -116,6 +116,18 @@ pub(crate) async fn set_tags(
     Ok(())
 }
 
+/// Sets the next follow-up (?1, goal ?2) at ?3 of contact ?4, in one round trip
+/// (the engine sets one per run step in a batch's transaction). Only the newest
+/// next follow-up may fall due: the contact's earlier follow-up timers (kind ?5)
+/// are retired, or setting the same time twice would make it overdue twice. They
+/// are found through `timers_contact_pending`: without it each follow-up set read
+/// every pending timer, so a workflow step that sets follow-ups for many contacts
+/// cost the square of their number.
+const SET_NEXT_FOLLOW_UP: &str =
+    "UPDATE contacts SET next_follow_up_at = ?1, next_goal = ?2, updated_at = ?3 WHERE id = ?4;
+     UPDATE timers SET fired_at = ?3 WHERE kind = ?5 AND contact_id = ?4 AND fired_at IS NULL;
+     INSERT INTO timers (due_at, kind, contact_id) SELECT ?1, ?5, ?4 WHERE ?1 IS NOT NULL";
+
 /// Sets (or clears) the next follow-up. A timer fires at that time; if the time
 /// is still the contact's next follow-up then, the follow-up is overdue.
 pub(crate) async fn set_next_follow_up(
@@ -125,24 +137,14 @@ pub(crate) async fn set_next_follow_up(
     goal: Option<&str>,
     now: i64,
 ) -> anyhow::Result<()> {
-    sqlx::query("UPDATE contacts SET next_follow_up_at = ?, next_goal = ?, updated_at = ? WHERE id = ?")
+    sqlx::query(SET_NEXT_FOLLOW_UP)
         .bind(at)
         .bind(goal)
         .bind(now)
         .bind(contact_id)
-        .execute(&mut *conn)
-        .await?;
-    // Only the newest next follow-up may fall due: retire the timers of earlier ones,
-    // or setting the same time twice would make it overdue twice.
-    sqlx::query("UPDATE timers SET fired_at = ? WHERE kind = ? AND contact_id = ? AND fired_at IS NULL")
-        .bind(now)
         .bind(TimerKind::FollowUpDue)
-        .bind(contact_id)
         .execute(&mut *conn)
         .await?;
-    if let Some(at) = at {
-        insert_timer(conn, at, TimerKind::FollowUpDue, None, Some(contact_id)).await?;
-    }
     Ok(())
 }
 
@@ -233,6 +235,24 @@ mod tests {
                 (100, TimerKind::FollowUpDue, Some(c), Some(6)),
                 (200, TimerKind::FollowUpDue, Some(c), None)
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_contacts_follow_up_timers_are_found_by_index() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+            "EXPLAIN QUERY PLAN {}",
+            SET_NEXT_FOLLOW_UP.split(';').nth(1).unwrap()
+        ))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert!(
+            plan.iter()
+                .any(|(.., detail)| detail.contains("USING INDEX timers_contact_pending")),
+            "{plan:?}"
         );
     }
 

@@ -78,16 +78,64 @@ pub(crate) async fn pending_outbox_count(conn: &mut Conn) -> anyhow::Result<i64>
     )
 }
 
-/// Whether `column`'s contact is reported: a placeholder takes whether `--contacts` was given.
-fn in_scope(column: &str) -> String {
-    format!("(? = 0 OR {column} IN (SELECT contact_id FROM sim_contacts))")
+/// Whether `column`'s contact is reported: parameter ?4 says whether `--contacts` was given.
+macro_rules! in_scope {
+    ($column:literal) => {
+        concat!("(?4 = 0 OR ", $column, " IN (SELECT contact_id FROM sim_contacts))")
+    };
 }
 
-/// Records what one step of the simulation did at `now` (on `day`): the rows
-/// queued after `after` (each with whether delivery would find its recipient
-/// suppressed, as its claim does), the runs held and the messages left out.
-/// Rows delivery would suppress are marked so, as delivery marks them, since
-/// frequency caps leave them out. Returns the newest outbox id.
+/// What one step of the simulation did, recorded in one round trip: the step's
+/// own work is a few rows, so six statements each waiting for the database's
+/// thread cost more than the rows did. Parameters: ?1 the day, ?2 ?5 ?6 the
+/// cursor (outbox, timer, run step), ?3 the time, ?4 whether `--contacts` was
+/// given, ?7 ?8 the kinds of the steps that send (`Step::kind`).
+///
+/// The messages queued after the cursor, each with whether delivery would find
+/// its recipient suppressed, as its claim does, and marked so, as delivery marks
+/// them, since frequency caps leave them out. Then the runs held at the time by a
+/// window, quiet hours, a cap, working hours or an A/B delay, and the messages
+/// their steps left out (consent, suppression, no address), each by its reason
+/// code (`model::Reason`): a held run is found by the timer it got, a left-out
+/// message by its step's row, both newer than the cursor, never by scanning
+/// `runs` or `run_steps`. Last, the new cursor.
+const RECORD_STEP: &str = concat!(
+    "INSERT INTO sim_messages
+     SELECT o.id, ?1, o.created_at, o.contact_id, COALESCE(r.workflow, ''), o.step,
+            COALESCE(t.template, ''), COALESCE(o.variant, ''), o.category, o.channel, o.recipient,
+            COALESCE(o.message ->> 'subject', ''),
+            (SELECT s.reason FROM suppressions s WHERE s.address = lower(o.recipient)
+              AND s.channel IN ('*', o.channel) AND ",
+    suppression_covers!("o."),
+    " LIMIT 1)
+     FROM (SELECT *, CAST(substr(idempotency_key, instr(idempotency_key, '-step') + 5) AS INTEGER) + 1 AS step
+           FROM outbox WHERE id > ?2 AND status = 'pending') o
+     LEFT JOIN runs r ON r.id = o.run_id
+     LEFT JOIN sim_templates t ON t.workflow = r.workflow AND t.step = o.step
+     WHERE ",
+    in_scope!("o.contact_id"),
+    ";
+     UPDATE outbox SET status = 'suppressed', last_error = 'simulated: recipient suppressed'
+     WHERE id IN (SELECT outbox_id FROM sim_messages WHERE outbox_id > ?2 AND suppressed IS NOT NULL);
+     INSERT INTO sim_held (day, at, run_id, workflow, kind)
+     SELECT ?1, ?3, r.id, r.workflow, COALESCE(r.reason, 'step_error')
+     FROM timers t JOIN runs r ON r.id = t.run_id
+     WHERE t.id > ?5 AND t.kind = 'resume_run'
+       AND r.status = 'waiting' AND r.waiting_reason IS NOT NULL AND r.updated_at = ?3 AND ",
+    in_scope!("r.contact_id"),
+    ";
+     INSERT INTO sim_left_out (day, at, run_id, workflow, step, kind)
+     SELECT ?1, ?3, s.run_id, r.workflow, s.step + 1, s.reason
+     FROM run_steps s JOIN runs r ON r.id = s.run_id
+     WHERE s.rowid > ?6 AND s.kind IN (?7, ?8) AND s.reason IS NOT NULL AND ",
+    in_scope!("r.contact_id"),
+    ";
+     SELECT (SELECT COALESCE(MAX(id), 0) FROM outbox) AS outbox, (SELECT COALESCE(MAX(id), 0) FROM timers) AS timer,
+            (SELECT COALESCE(MAX(rowid), 0) FROM run_steps) AS run_step"
+);
+
+/// Records what one step of the simulation did at `now` (on `day`), after
+/// `after` (`RECORD_STEP`). Returns the new cursor.
 pub(crate) async fn record_simulation_step(
     conn: &mut Conn,
     after: SimulationCursor,
@@ -95,87 +143,17 @@ pub(crate) async fn record_simulation_step(
     day: &str,
     filtered: bool,
 ) -> anyhow::Result<SimulationCursor> {
-    sqlx::query(&format!(
-        concat!(
-            "INSERT INTO sim_messages
-             SELECT o.id, ?, o.created_at, o.contact_id, COALESCE(r.workflow, ''), o.step,
-                    COALESCE(t.template, ''), COALESCE(o.variant, ''), o.category, o.channel, o.recipient,
-                    COALESCE(o.message ->> 'subject', ''),
-                    (SELECT s.reason FROM suppressions s WHERE s.address = lower(o.recipient)
-                      AND s.channel IN ('*', o.channel) AND ",
-            suppression_covers!("o."),
-            " LIMIT 1)
-             FROM (SELECT *, CAST(substr(idempotency_key, instr(idempotency_key, '-step') + 5) AS INTEGER) + 1 AS step
-                   FROM outbox WHERE id > ? AND status = 'pending') o
-             LEFT JOIN runs r ON r.id = o.run_id
-             LEFT JOIN sim_templates t ON t.workflow = r.workflow AND t.step = o.step
-             WHERE {}"
-        ),
-        in_scope("o.contact_id")
-    ))
-    .bind(day)
-    .bind(after.outbox)
-    .bind(filtered)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE outbox SET status = 'suppressed', last_error = 'simulated: recipient suppressed'
-         WHERE id IN (SELECT outbox_id FROM sim_messages WHERE outbox_id > ? AND suppressed IS NOT NULL)",
-    )
-    .bind(after.outbox)
-    .execute(&mut *conn)
-    .await?;
-    record_held_and_left_out(conn, after, now, day, filtered).await?;
-    simulation_cursor(conn).await
-}
-
-/// The runs held at `now` by a window, quiet hours, a cap, working hours or an
-/// A/B delay, and the messages their steps left out (consent, suppression, no
-/// address), each by its reason code (`model::Reason`).
-/// A held run is found by the timer it got, a left-out message by its step's
-/// row, both newer than the cursor: never by scanning `runs` or `run_steps`.
-async fn record_held_and_left_out(
-    conn: &mut Conn,
-    after: SimulationCursor,
-    now: i64,
-    day: &str,
-    filtered: bool,
-) -> anyhow::Result<()> {
-    sqlx::query(&format!(
-        "INSERT INTO sim_held (day, at, run_id, workflow, kind)
-         SELECT ?, ?, r.id, r.workflow,
-                COALESCE(r.reason, 'step_error')
-         FROM timers t JOIN runs r ON r.id = t.run_id
-         WHERE t.id > ? AND t.kind = 'resume_run'
-           AND r.status = 'waiting' AND r.waiting_reason IS NOT NULL AND r.updated_at = ? AND {}",
-        in_scope("r.contact_id")
-    ))
-    .bind(day)
-    .bind(now)
-    .bind(after.timer)
-    .bind(now)
-    .bind(filtered)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(&format!(
-        "INSERT INTO sim_left_out (day, at, run_id, workflow, step, kind)
-         SELECT ?, ?, s.run_id, r.workflow, s.step + 1,
-                s.reason
-         FROM run_steps s JOIN runs r ON r.id = s.run_id
-         WHERE s.rowid > ? AND s.kind IN (?, ?) AND s.reason IS NOT NULL
-           AND {}",
-        in_scope("r.contact_id")
-    ))
-    .bind(day)
-    .bind(now)
-    .bind(after.run_step)
-    // The kinds of the steps that send (`Step::kind`).
-    .bind("send")
-    .bind("notify")
-    .bind(filtered)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    Ok(sqlx::query_as(RECORD_STEP)
+        .bind(day)
+        .bind(after.outbox)
+        .bind(now)
+        .bind(filtered)
+        .bind(after.timer)
+        .bind(after.run_step)
+        .bind("send")
+        .bind("notify")
+        .fetch_one(&mut *conn)
+        .await?)
 }
 
 /// Messages of a day by workflow, A/B variant and category.
