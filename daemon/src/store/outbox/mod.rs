@@ -560,7 +560,9 @@ pub(crate) async fn returned_message_by_id(
     .fetch_optional(&mut *conn)
     .await?)
 }
+mod browse;
 mod simulation;
+pub(crate) use browse::*;
 pub(crate) use simulation::*;
 
 #[cfg(test)]
