@@ -138,6 +138,7 @@ pub(crate) async fn attempts_of(conn: &mut Conn, id: i64) -> anyhow::Result<Vec<
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub(crate) struct MessageLine {
     #[sqlx(flatten)]
+    #[serde(flatten)]
     pub(crate) line: OutboxLine,
     pub(crate) message_id: String,
     pub(crate) message: sqlx::types::Json<super::OutboundMessage>,
