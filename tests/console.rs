@@ -253,6 +253,16 @@ fn an_admin_logs_in_retries_a_dead_letter_and_suppresses_an_address() {
     browser.goto("/console/outbox?domain=elsewhere.org");
     browser.wait_for_text("no message matches");
 
+    // The contact's page, with its timeline as `nudge explain` tells it.
+    browser.goto("/console/contacts?q=kong%40example.com");
+    let page = browser.wait_for_text("Timeline");
+    assert!(page.contains("inquiry-received"), "{page}");
+
+    // The report, its period as form fields.
+    browser.goto("/console/reports?from=2026-11-01&to=2026-11-30");
+    browser.wait_for_text("Reports");
+    assert_eq!(browser.count("iframe.report"), 1, "{}", browser.text());
+
     // A suppression added by hand, with its reason.
     browser.goto("/console/suppressions");
     browser.fill("#add-suppression input[name=address]", "gone@example.com");

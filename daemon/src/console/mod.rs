@@ -9,6 +9,7 @@ mod auth;
 mod outbox;
 mod overview;
 mod pages;
+mod reports;
 
 use std::sync::Arc;
 
@@ -79,6 +80,7 @@ pub(crate) fn router(state: ConsoleState) -> Router {
         .route("/console/suppressions/remove", post(pages::remove_suppression))
         .route("/console/contacts", get(pages::find_contact))
         .route("/console/contacts/{id}", get(pages::contact))
+        .route("/console/reports", get(reports::reports))
         .route("/console/static/console.css", get(stylesheet))
         .route("/console/static/htmx.min.js", get(htmx))
         .with_state(state)
@@ -95,6 +97,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("suppressions.html", include_str!("templates/suppressions.html")),
     ("contacts.html", include_str!("templates/contacts.html")),
     ("contact.html", include_str!("templates/contact.html")),
+    ("reports.html", include_str!("templates/reports.html")),
 ];
 
 fn templates() -> Environment<'static> {
