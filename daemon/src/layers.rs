@@ -51,7 +51,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "console",
         &[
-            "model", "clock", "store", "workflow", "insight", "app", "engine", "plugins",
+            "model", "clock", "store", "workflow", "insight", "report", "app", "engine", "plugins",
         ],
     ),
     // The two front doors: neither uses the other; what they share is in `app`.
