@@ -271,6 +271,13 @@ fn an_admin_logs_in_retries_a_dead_letter_and_suppresses_an_address() {
     let page = browser.wait_for_text("gone@example.com");
     assert!(page.contains("asked by phone"), "{page}");
     assert!(nudge.cli(&["suppress", "list"]).contains("gone@example.com"));
+
+    // A refused change to the workflows folder, where it went wrong, beside the set that still runs.
+    nudge.write_workflow("broken.toml", "name = \"broken\"\n[trigger\n");
+    nudge.wait_for_log("workflow change rejected");
+    browser.goto("/console");
+    let page = browser.wait_for_text("was refused");
+    assert!(page.contains("broken.toml:2:"), "{page}");
     browser.close();
 }
 
