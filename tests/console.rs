@@ -258,6 +258,11 @@ fn an_admin_logs_in_retries_a_dead_letter_and_suppresses_an_address() {
     let page = browser.wait_for_text("Timeline");
     assert!(page.contains("inquiry-received"), "{page}");
 
+    // The workflows, with their triggers and runs by state.
+    browser.goto("/console/workflows");
+    let page = browser.wait_for_text("Runs by state");
+    assert!(page.contains("inquiry_received"), "{page}");
+
     // The report, its period as form fields.
     browser.goto("/console/reports?from=2026-11-01&to=2026-11-30");
     browser.wait_for_text("Reports");

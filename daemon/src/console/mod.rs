@@ -10,6 +10,7 @@ mod outbox;
 mod overview;
 mod pages;
 mod reports;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -81,6 +82,7 @@ pub(crate) fn router(state: ConsoleState) -> Router {
         .route("/console/contacts", get(pages::find_contact))
         .route("/console/contacts/{id}", get(pages::contact))
         .route("/console/reports", get(reports::reports))
+        .route("/console/workflows", get(workflows::workflows))
         .route("/console/static/console.css", get(stylesheet))
         .route("/console/static/htmx.min.js", get(htmx))
         .with_state(state)
@@ -98,6 +100,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("contacts.html", include_str!("templates/contacts.html")),
     ("contact.html", include_str!("templates/contact.html")),
     ("reports.html", include_str!("templates/reports.html")),
+    ("workflows.html", include_str!("templates/workflows.html")),
 ];
 
 fn templates() -> Environment<'static> {
