@@ -287,6 +287,9 @@ pub(crate) struct ApiConfig {
     pub(crate) bind: SocketAddr,
     /// Name of the environment variable holding the bearer token.
     pub(crate) token_env: String,
+    /// Name of the environment variable holding the console's read-only token:
+    /// who logs in with it sees every page and may do nothing.
+    pub(crate) read_only_token_env: String,
     /// A write waits while this many messages (or the work before them) of
     /// earlier API writes are unsent: the API keeps the daemon's pace instead of
     /// queueing behind its answers. 0: never wait.
@@ -300,6 +303,7 @@ impl Default for ApiConfig {
         ApiConfig {
             bind: "127.0.0.1:8425".parse().expect("valid address"),
             token_env: "NUDGE_API_TOKEN".into(),
+            read_only_token_env: "NUDGE_READ_ONLY_TOKEN".into(),
             max_unsent: 32,
             max_hold_ms: 500,
         }
@@ -441,6 +445,13 @@ impl Config {
     /// The API bearer token, if the environment sets one.
     pub(crate) fn api_token(&self) -> Option<String> {
         std::env::var(&self.api.token_env).ok().filter(|t| !t.is_empty())
+    }
+
+    /// The console's read-only token, if the environment sets one.
+    pub(crate) fn read_only_token(&self) -> Option<String> {
+        std::env::var(&self.api.read_only_token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
     }
 
     /// The SMTP password, if the environment sets one.

@@ -55,6 +55,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("report", &["model", "clock", "store", "workflow", "insight"]),
     ("app", &["model", "clock", "store", "workflow", "insight"]),
     ("import", &["model", "clock", "store", "workflow", "insight", "app"]),
+    // The web console: pages over what `app` computes, with the engine's set in
+    // force and its plugins; served by `api`, which hands it its state.
+    (
+        "console",
+        &[
+            "model", "clock", "store", "workflow", "insight", "report", "app", "engine", "plugins",
+        ],
+    ),
     // The two front doors: neither uses the other; what they share is in `app`.
     (
         "api",
@@ -68,6 +76,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "workflow",
             "insight",
             "app",
+            "console",
             "report",
             "engine",
             "delivery",

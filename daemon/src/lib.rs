@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 mod commands;
 mod config;
+mod console;
 mod daemon;
 mod delivery;
 pub mod engine;

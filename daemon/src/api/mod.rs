@@ -38,6 +38,7 @@ use crate::admission::Admission;
 use crate::app::NotFound;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::console;
 use crate::delivery::Shown;
 use crate::engine::Engine;
 use crate::store::{self, Invalid, Store, SuppressionRules};
@@ -173,12 +174,22 @@ pub(crate) async fn serve(
         suppression: config.suppression.rules(),
         delivery,
     };
+    let console = console::ConsoleState::new(
+        state.store.clone(),
+        state.clock.clone(),
+        state.engine.clone(),
+        state.engine_wake.clone(),
+        console::Tokens {
+            admin: config.api_token(),
+            read_only: config.read_only_token(),
+        },
+    );
     let listener = tokio::net::TcpListener::bind(config.api.bind)
         .await
         .with_context(|| format!("bind the API to {}", config.api.bind))?;
     let addr: SocketAddr = listener.local_addr()?;
     info!(%addr, auth = state.token.is_some(), "API listening");
-    let app = router(state, config.metrics.public);
+    let app = router(state, config.metrics.public, console);
     Ok(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await });
         if let Err(e) = server.await {
@@ -188,7 +199,8 @@ pub(crate) async fn serve(
 }
 
 /// The routes; `/metrics` among those that need the token unless `metrics_public`.
-fn router(state: AppState, metrics_public: bool) -> Router {
+/// The console's pages ask for a session of their own, not the bearer token.
+fn router(state: AppState, metrics_public: bool, console: console::ConsoleState) -> Router {
     let scrape = Router::new().route("/metrics", get(metrics::metrics));
     let (public, authed) = if metrics_public {
         (scrape, Router::new())
@@ -226,9 +238,10 @@ fn router(state: AppState, metrics_public: bool) -> Router {
         .route("/t/c/{token}", get(engagement::track_click))
         .merge(public)
         .merge(authed)
+        .with_state(state)
+        .merge(console::router(console))
         // Outside the token's check, so that refused requests are counted too.
         .layer(middleware::from_fn(metrics::count_request))
-        .with_state(state)
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -10,6 +10,7 @@ pub(crate) mod explain;
 mod follow_ups;
 mod orders;
 mod runs;
+pub(crate) mod status;
 mod suppressions;
 
 pub(crate) use contacts::{

@@ -75,6 +75,9 @@ pub struct Engine {
     /// Until when stage-change groups leave their first steps to the engine
     /// (`TURN_RENDER_PAUSE`); the machine's monotonic clock, as it is about its pace.
     turn_renders_paused: Mutex<Option<tokio::time::Instant>>,
+    /// Why the last change to the workflows folder was refused (file:line:col),
+    /// until a change is taken: the console shows it beside the set in force.
+    reload_error: Mutex<Option<String>>,
 }
 
 impl Engine {
@@ -100,6 +103,7 @@ impl Engine {
             pinned: Mutex::new(HashMap::new()),
             writing: tokio::sync::Mutex::new(None),
             turn_renders_paused: Mutex::new(None),
+            reload_error: Mutex::new(None),
         };
         engine.install(set).await?;
         Ok(engine)
@@ -114,6 +118,11 @@ impl Engine {
         self.pinned.lock().unwrap().insert(set.hash.clone(), set.clone());
         *self.current.write().unwrap() = set;
         Ok(())
+    }
+
+    /// Why the last change to the workflows folder was refused, if it was.
+    pub(crate) fn reload_error(&self) -> Option<String> {
+        self.reload_error.lock().unwrap().clone()
     }
 
     pub(crate) fn current(&self) -> Arc<WorkflowSet> {

@@ -47,12 +47,7 @@ async fn reload_on_change(
         // watch goes on: the next edit (perhaps the fix) must still be picked up.
         let reload = AssertUnwindSafe(reload(&dir, &engine, &engine_wake)).catch_unwind();
         if let Err(panic) = reload.await {
-            crate::metrics::get().workflow_reload(false);
-            error!(
-                "workflow change rejected; still running set {}: checking it failed: {}",
-                engine.current().hash,
-                panic_message(&*panic)
-            );
+            refused(&engine, format!("checking it failed: {}", panic_message(&*panic)));
         }
     }
 }
@@ -66,38 +61,47 @@ async fn reload(dir: &Path, engine: &Engine, engine_wake: &Notify) {
         tokio::task::spawn_blocking(move || WorkflowSet::load(&dir, &channels).map_err(|d| d.render(false))).await
     };
     match loaded {
-        Ok(Ok(set)) if set.hash == engine.current().hash => crate::metrics::get().workflow_folder_runs(),
+        Ok(Ok(set)) if set.hash == engine.current().hash => {
+            *engine.reload_error.lock().unwrap() = None;
+            crate::metrics::get().workflow_folder_runs()
+        }
         Ok(Ok(set)) => {
             let (hash, count) = (set.hash.clone(), set.workflows.len());
             match engine.install(Arc::new(set)).await {
                 Ok(()) => {
+                    *engine.reload_error.lock().unwrap() = None;
                     crate::metrics::get().workflow_reload(true);
                     info!(set = %hash, workflows = count, "workflows reloaded");
                     engine_wake.notify_one();
                 }
                 Err(e) => {
                     crate::metrics::get().workflow_reload(false);
-                    error!("workflows valid but not installed: {e:#}")
+                    error!("workflows valid but not installed: {e:#}");
+                    *engine.reload_error.lock().unwrap() = Some(format!("valid but not installed: {e:#}"));
                 }
             }
         }
-        Ok(Err(problems)) => {
-            crate::metrics::get().workflow_reload(false);
-            error!(
-                "workflow change rejected; still running set {}:\n{problems}",
-                engine.current().hash
-            )
-        }
-        Err(e) => {
-            crate::metrics::get().workflow_reload(false);
-            error!(
-                "workflow change rejected; still running set {}: checking it failed: {}",
-                engine.current().hash,
+        Ok(Err(problems)) => refused(engine, problems),
+        Err(e) => refused(
+            engine,
+            format!(
+                "checking it failed: {}",
                 e.try_into_panic()
                     .map_or_else(|e| e.to_string(), |p| panic_message(&*p))
-            )
-        }
+            ),
+        ),
     }
+}
+
+/// A change to the folder refused: counted, logged, and kept for the console.
+fn refused(engine: &Engine, why: String) {
+    crate::metrics::get().workflow_reload(false);
+    let separator = if why.contains('\n') { ":\n" } else { ": " };
+    error!(
+        "workflow change rejected; still running set {}{separator}{why}",
+        engine.current().hash
+    );
+    *engine.reload_error.lock().unwrap() = Some(why);
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -202,3 +202,12 @@ pub(crate) async fn run_detail(conn: &mut Conn, id: i64) -> anyhow::Result<Optio
         messages,
     }))
 }
+
+/// Runs by workflow and status, for the console's workflows page.
+pub(crate) async fn runs_by_workflow(conn: &mut Conn) -> anyhow::Result<Vec<(String, String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT workflow, status, COUNT(*) FROM runs GROUP BY workflow, status ORDER BY workflow, status",
+    )
+    .fetch_all(&mut *conn)
+    .await?)
+}

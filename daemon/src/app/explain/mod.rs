@@ -23,6 +23,7 @@ use crate::model::Reason;
 use crate::store::Conn;
 
 pub(crate) use text::render as render_text;
+pub(crate) use workflows::known as known_workflows;
 
 /// Everything `explain` shows about one contact.
 #[derive(Debug, Serialize)]

@@ -14,7 +14,7 @@ pub(crate) struct Known {
 }
 
 /// The workflows of the set the daemon loaded last (none before it first ran).
-pub(super) async fn known(conn: &mut Conn) -> anyhow::Result<Vec<Known>> {
+pub(crate) async fn known(conn: &mut Conn) -> anyhow::Result<Vec<Known>> {
     let files: Option<String> =
         sqlx::query_scalar("SELECT files FROM workflow_sets ORDER BY loaded_at DESC, rowid DESC LIMIT 1")
             .fetch_optional(&mut *conn)

@@ -512,8 +512,10 @@ pub(crate) async fn returned_message_by_id(
     .fetch_optional(&mut *conn)
     .await?)
 }
+mod browse;
 mod outcome;
 mod simulation;
+pub(crate) use browse::*;
 pub use outcome::{Next, Outcome};
 pub(crate) use simulation::*;
 

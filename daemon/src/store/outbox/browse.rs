@@ -1,0 +1,157 @@
+//! The outbox as the console browses it: filtered pages walked by id (keyset,
+//! so the thousandth page costs what the first does), counts since a moment,
+//! rows given up grouped by their error, and one message's attempts.
+
+use serde::Serialize;
+
+use super::OutboxStatus;
+use crate::store::Conn;
+
+/// What the outbox page is filtered by; `before` is the keyset cursor (the
+/// smallest id of the page before).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct OutboxFilter {
+    pub(crate) status: Option<OutboxStatus>,
+    pub(crate) workflow: Option<String>,
+    pub(crate) channel: Option<String>,
+    /// The recipient's domain (`example.com`), matched case-insensitively.
+    pub(crate) domain: Option<String>,
+    pub(crate) before: Option<i64>,
+}
+
+/// One row of the outbox page.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub(crate) struct OutboxLine {
+    pub(crate) id: i64,
+    pub(crate) status: OutboxStatus,
+    pub(crate) workflow: Option<String>,
+    pub(crate) channel: String,
+    pub(crate) category: String,
+    pub(crate) recipient: String,
+    pub(crate) attempts: i64,
+    pub(crate) last_error: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) contact_id: Option<i64>,
+}
+
+/// Up to `limit` rows matching `filter`, newest first, from below its cursor.
+pub(crate) async fn browse_outbox(
+    conn: &mut Conn,
+    filter: &OutboxFilter,
+    limit: i64,
+) -> anyhow::Result<Vec<OutboxLine>> {
+    let domain = filter
+        .domain
+        .as_deref()
+        .map(|d| format!("%@{}", d.trim().to_lowercase()));
+    Ok(sqlx::query_as(
+        "SELECT o.id, o.status, r.workflow, o.channel, o.category, o.recipient, o.attempts, o.last_error,
+                o.created_at, o.contact_id
+         FROM outbox o LEFT JOIN runs r ON r.id = o.run_id
+         WHERE o.id < ?1 AND (?2 IS NULL OR o.status = ?2) AND (?3 IS NULL OR r.workflow = ?3)
+           AND (?4 IS NULL OR o.channel = ?4) AND (?5 IS NULL OR lower(o.recipient) LIKE ?5)
+         ORDER BY o.id DESC LIMIT ?6",
+    )
+    .bind(filter.before.unwrap_or(i64::MAX))
+    .bind(filter.status)
+    .bind(filter.workflow.as_deref())
+    .bind(filter.channel.as_deref())
+    .bind(domain)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// Messages queued since `since`, by status.
+pub(crate) async fn outbox_counts_since(conn: &mut Conn, since: i64) -> anyhow::Result<Vec<(String, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT status, COUNT(*) FROM outbox WHERE created_at >= ? GROUP BY status ORDER BY status")
+            .bind(since)
+            .fetch_all(&mut *conn)
+            .await?,
+    )
+}
+
+/// The oldest message still waiting to go: its id and when it was queued.
+pub(crate) async fn oldest_pending(conn: &mut Conn) -> anyhow::Result<Option<(i64, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT id, created_at FROM outbox WHERE status = 'pending' ORDER BY created_at, id LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
+}
+
+/// Rows given up or held (dead, failed, unknown) that share a status and an error.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub(crate) struct GivenUpGroup {
+    pub(crate) status: OutboxStatus,
+    pub(crate) error: String,
+    pub(crate) messages: i64,
+    pub(crate) newest: i64,
+}
+
+/// The groups of given-up rows, largest first; read through the partial index
+/// of unsettled rows.
+pub(crate) async fn given_up_groups(conn: &mut Conn) -> anyhow::Result<Vec<GivenUpGroup>> {
+    Ok(sqlx::query_as(
+        "SELECT status, COALESCE(last_error, '') AS error, COUNT(*) AS messages, MAX(created_at) AS newest
+         FROM outbox WHERE status IN ('unknown', 'dead', 'failed')
+         GROUP BY status, COALESCE(last_error, '') ORDER BY messages DESC, status, error",
+    )
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// The ids of one group of `given_up_groups`.
+pub(crate) async fn given_up_ids(conn: &mut Conn, status: OutboxStatus, error: &str) -> anyhow::Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM outbox WHERE status = ? AND status IN ('unknown', 'dead', 'failed')
+           AND COALESCE(last_error, '') = ? ORDER BY id",
+    )
+    .bind(status)
+    .bind(error)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// One delivery attempt and the server's reply.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub(crate) struct AttemptLine {
+    pub(crate) attempt: i64,
+    pub(crate) started_at: i64,
+    pub(crate) finished_at: i64,
+    pub(crate) outcome: String,
+    pub(crate) detail: String,
+}
+
+/// The attempts at outbox row `id`, in order.
+pub(crate) async fn attempts_of(conn: &mut Conn, id: i64) -> anyhow::Result<Vec<AttemptLine>> {
+    Ok(sqlx::query_as(
+        "SELECT attempt, started_at, finished_at, outcome, detail FROM deliveries WHERE outbox_id = ? ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+/// One message with what it says, as the recipient sees it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub(crate) struct MessageLine {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub(crate) line: OutboxLine,
+    pub(crate) message_id: String,
+    pub(crate) message: sqlx::types::Json<super::OutboundMessage>,
+}
+
+/// Outbox row `id`, if there is one.
+pub(crate) async fn outbox_message(conn: &mut Conn, id: i64) -> anyhow::Result<Option<MessageLine>> {
+    Ok(sqlx::query_as(
+        "SELECT o.id, o.status, r.workflow, o.channel, o.category, o.recipient, o.attempts, o.last_error,
+                o.created_at, o.contact_id, o.message_id, o.message
+         FROM outbox o LEFT JOIN runs r ON r.id = o.run_id WHERE o.id = ?",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
