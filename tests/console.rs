@@ -223,7 +223,13 @@ fn an_admin_logs_in_retries_a_dead_letter_and_suppresses_an_address() {
         "the workflows in force are listed: {overview}"
     );
     let png = browser.rt.block_on(browser.client.screenshot()).unwrap();
-    std::fs::write(repo_root().join("docs/console.png"), png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+    // README's picture is refreshed on request only, so a test run leaves the tree clean.
+    let shot = match std::env::var_os("NUDGE_CONSOLE_SCREENSHOT") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => std::env::temp_dir().join(format!("nudge-console-{}.png", std::process::id())),
+    };
+    std::fs::write(&shot, png).unwrap();
 
     // The dead letter, grouped by its error, and retried from its group.
     browser.goto("/console/dead");
