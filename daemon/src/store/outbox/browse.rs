@@ -107,13 +107,15 @@ pub(crate) async fn outbox_counts_since(conn: &mut Conn, since: i64) -> anyhow::
     Ok(sqlx::query_as(COUNTS_SINCE).bind(since).fetch_all(&mut *conn).await?)
 }
 
+/// The pending rows found by `outbox_pending` (as many reads as messages
+/// wait), not by `outbox_created_status`, which SQLite would pick for the
+/// order: it walks every message sent before the oldest pending one first.
+const OLDEST_PENDING: &str = "SELECT id, created_at FROM outbox INDEXED BY outbox_pending
+     WHERE status = 'pending' ORDER BY created_at, id LIMIT 1";
+
 /// The oldest message still waiting to go: its id and when it was queued.
 pub(crate) async fn oldest_pending(conn: &mut Conn) -> anyhow::Result<Option<(i64, i64)>> {
-    Ok(
-        sqlx::query_as("SELECT id, created_at FROM outbox WHERE status = 'pending' ORDER BY created_at, id LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(OLDEST_PENDING).fetch_optional(&mut *conn).await?)
 }
 
 /// Rows given up or held (dead, failed, unknown) that share a status and an error.

@@ -37,6 +37,11 @@ async fn the_outbox_filters_are_read_from_indexes() {
         assert!(plan.iter().any(|d| d.contains(index)), "{filter:?}: {plan:?}");
         assert!(!plan.iter().any(|d| d.contains("TEMP B-TREE")), "{filter:?}: {plan:?}");
     }
+    let plan = query_plan(&mut conn, OLDEST_PENDING).await;
+    assert!(
+        plan.iter().any(|d| d.contains("USING INDEX outbox_pending")),
+        "{plan:?}"
+    );
     // The statuses are grouped in a small temporary tree; no row of the table is read.
     let plan = query_plan(&mut conn, COUNTS_SINCE).await;
     assert!(
