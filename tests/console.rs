@@ -222,6 +222,7 @@ fn an_admin_logs_in_retries_a_dead_letter_and_suppresses_an_address() {
         overview.contains("inquiry-sla"),
         "the workflows in force are listed: {overview}"
     );
+    assert!(overview.contains("fired since start"), "timer lateness: {overview}");
     let png = browser.rt.block_on(browser.client.screenshot()).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
     // README's picture is refreshed on request only, so a test run leaves the tree clean.
@@ -257,6 +258,14 @@ fn an_admin_logs_in_retries_a_dead_letter_and_suppresses_an_address() {
     browser.goto("/console/outbox?domain=example.com&status=sent");
     assert!(browser.wait_for_text("kong@example.com").contains("sent"));
     browser.goto("/console/outbox?domain=elsewhere.org");
+    browser.wait_for_text("no message matches");
+    // ... and by the workflow that queued it, stored on the message's row.
+    let queued_by = "SELECT r.workflow FROM outbox o JOIN runs r ON r.id = o.run_id";
+    let workflow = nudge.query(queued_by)[0][0].as_str().unwrap_or_default().to_string();
+    assert!(!workflow.is_empty(), "{}", nudge.query(queued_by));
+    browser.goto(&format!("/console/outbox?workflow={workflow}"));
+    browser.wait_for_text("kong@example.com");
+    browser.goto("/console/outbox?workflow=no-such-workflow");
     browser.wait_for_text("no message matches");
 
     // The contact's page, with its timeline as `nudge explain` tells it.

@@ -56,11 +56,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("app", &["model", "clock", "store", "workflow", "insight"]),
     ("import", &["model", "clock", "store", "workflow", "insight", "app"]),
     // The web console: pages over what `app` computes, with the engine's set in
-    // force and its plugins; served by `api`, which hands it its state.
+    // force and its plugins, and the process's metrics; served by `api`,
+    // which hands it its state.
     (
         "console",
         &[
-            "model", "clock", "store", "workflow", "insight", "report", "app", "engine", "plugins",
+            "model", "clock", "store", "workflow", "insight", "report", "app", "engine", "plugins", "metrics",
         ],
     ),
     // The two front doors: neither uses the other; what they share is in `app`.

@@ -1,6 +1,7 @@
 //! The overview: `nudge status`'s counts (`app::status`), the messages queued
 //! today and this week by status, the oldest message waiting, the workflow set
-//! in force with the last refused reload, and the plugins loaded.
+//! in force with the last refused reload, the plugins loaded, and how late the
+//! timers fired (the `/metrics` histogram's count and sum).
 
 use axum::extract::State;
 use jiff::tz::TimeZone;
@@ -49,6 +50,7 @@ pub(super) async fn overview(State(s): State<ConsoleState>, viewer: Viewer) -> P
         .filter(|(status, _)| matches!(status.as_str(), "dead" | "unknown" | "failed"))
         .map(|(_, n)| n)
         .sum();
+    let lateness = crate::metrics::get().timer_lateness();
     let set = s.engine.current();
     let workflows: Vec<WorkflowLine> = (set.workflows.iter())
         .map(|w| WorkflowLine {
@@ -77,6 +79,8 @@ pub(super) async fn overview(State(s): State<ConsoleState>, viewer: Viewer) -> P
         "files": set.files.len(),
         "workflows": workflows,
         "reload_error": s.engine.reload_error(),
+        "timers_fired": lateness.fired,
+        "mean_lateness": (lateness.fired > 0).then(|| format!("{:.1}", lateness.late_seconds / lateness.fired as f64)),
         "plugins": plugins,
     });
     s.render("overview.html", &viewer, values)

@@ -16,13 +16,32 @@ use crate::store::{self, ConsentScope};
 /// Follow-ups and orders shown on a contact's page, newest first.
 const CONTACT_LATEST: i64 = 20;
 
-pub(super) async fn suppressions(State(s): State<ConsoleState>, viewer: Viewer) -> Page {
+/// Suppressions per page: a page stays small however many addresses bounced.
+const SUPPRESSION_ROWS: i64 = 100;
+
+/// The keyset cursor: the last address and channel of the page before.
+#[derive(Deserialize, Default)]
+pub(super) struct AfterQuery {
+    #[serde(default)]
+    after: String,
+    #[serde(default)]
+    after_channel: String,
+}
+
+pub(super) async fn suppressions(State(s): State<ConsoleState>, viewer: Viewer, Query(q): Query<AfterQuery>) -> Page {
     let mut conn = s.store.pool.acquire().await?;
-    let rows = store::list_suppressions(&mut conn).await?;
+    // One row more than shown says whether there is a next page.
+    let after = (q.after.as_str(), q.after_channel.as_str());
+    let mut rows = store::suppressions_page(&mut conn, after, SUPPRESSION_ROWS + 1).await?;
+    let more = rows.len() as i64 > SUPPRESSION_ROWS;
+    rows.truncate(SUPPRESSION_ROWS as usize);
+    let next = more
+        .then(|| rows.last().map(|r| (r.address.clone(), r.channel.clone())))
+        .flatten();
     s.render(
         "suppressions.html",
         &viewer,
-        serde_json::json!({ "page": "suppressions", "rows": rows }),
+        serde_json::json!({ "page": "suppressions", "rows": rows, "next": next }),
     )
 }
 

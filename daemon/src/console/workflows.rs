@@ -1,7 +1,8 @@
 //! The workflows page, read-only (the files are the source of truth): each
 //! workflow of the set in force with its trigger (as `explain` names it), its
-//! category, and its runs by state; its messages per A/B variant are the
-//! report's (the reports page).
+//! category, and its runs not done by state (the runs done are counted for all
+//! workflows: per workflow that is a walk of millions); its messages per A/B
+//! variant are the report's (the reports page).
 
 use axum::extract::State;
 use serde::Serialize;
@@ -24,7 +25,7 @@ pub(super) async fn workflows(State(s): State<ConsoleState>, viewer: Viewer) -> 
     let set = s.engine.current();
     let mut conn = s.store.pool.acquire().await?;
     let known = explain::known_workflows(&mut conn).await?;
-    let runs = store::runs_by_workflow(&mut conn).await?;
+    let (runs, done) = store::runs_by_workflow(&mut conn).await?;
     let rows: Vec<WorkflowRow> = (set.workflows.iter())
         .map(|w| WorkflowRow {
             name: w.name.clone(),
@@ -42,6 +43,6 @@ pub(super) async fn workflows(State(s): State<ConsoleState>, viewer: Viewer) -> 
     s.render(
         "workflows.html",
         &viewer,
-        serde_json::json!({ "page": "workflows", "rows": rows }),
+        serde_json::json!({ "page": "workflows", "rows": rows, "done": done }),
     )
 }

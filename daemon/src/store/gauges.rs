@@ -33,7 +33,7 @@ const RUNS_BY_STATE: &str = "SELECT 'ready', COUNT(*) FROM runs WHERE status = '
      UNION ALL SELECT 'waiting', COUNT(*) FROM runs WHERE status = 'waiting'";
 /// The oldest queued message: the pending rows are found by `outbox_pending`,
 /// their queue time read from the table (as many reads as messages wait). Not
-/// by `outbox_created`, which SQLite would pick for MIN: it walks every sent
+/// by `outbox_created_status`, which SQLite would pick for MIN: it walks every sent
 /// message older than the oldest pending one first.
 const OLDEST_PENDING: &str = "SELECT MIN(created_at) FROM outbox INDEXED BY outbox_pending WHERE status = 'pending'";
 

@@ -162,6 +162,25 @@ pub(crate) async fn list_suppressions(conn: &mut Conn) -> anyhow::Result<Vec<Sup
     .await?)
 }
 
+/// The suppressions after `after` (an address and channel) in address order,
+/// at most `limit`: a page of the console's list is a range of the primary
+/// key, whatever the table holds.
+const SUPPRESSIONS_PAGE: &str = "SELECT address, channel, reason, scope, detail, created_at FROM suppressions
+     WHERE (address, channel) > (?1, ?2) ORDER BY address, channel LIMIT ?3";
+
+pub(crate) async fn suppressions_page(
+    conn: &mut Conn,
+    after: (&str, &str),
+    limit: i64,
+) -> anyhow::Result<Vec<Suppression>> {
+    Ok(sqlx::query_as(SUPPRESSIONS_PAGE)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
 /// A bounce or complaint about one address.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bounce<'a> {
@@ -537,5 +556,43 @@ mod tests {
                 (Some("marketing".to_string()), "link in <m1>".to_string()),
             ]
         );
+    }
+
+    /// The console lists suppressions a page at a time, each a range of the
+    /// primary key from the last one shown.
+    #[tokio::test]
+    async fn suppressions_come_a_page_at_a_time_from_the_key() {
+        let db = TestStore::open().await;
+        let mut conn = db.conn().await;
+        let plan = crate::store::testing::query_plan(&mut conn, SUPPRESSIONS_PAGE).await;
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("USING INDEX sqlite_autoindex_suppressions_1")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|d| d.contains("TEMP B-TREE")), "{plan:?}");
+        for (address, channel) in [
+            ("c@x.test", "*"),
+            ("a@x.test", "sms"),
+            ("a@x.test", "*"),
+            ("b@x.test", "*"),
+        ] {
+            let what = Suppress {
+                address,
+                channel,
+                reason: SuppressionReason::Manual,
+                scope: ConsentScope::All,
+                detail: "",
+            };
+            suppress(&mut conn, &what, 1).await.unwrap();
+        }
+        let keys = |rows: Vec<Suppression>| rows.into_iter().map(|r| (r.address, r.channel)).collect::<Vec<_>>();
+        let first = keys(suppressions_page(&mut conn, ("", ""), 3).await.unwrap());
+        assert_eq!(
+            first,
+            [("a@x.test", "*"), ("a@x.test", "sms"), ("b@x.test", "*")].map(|(a, c)| (a.to_string(), c.to_string()))
+        );
+        let next = keys(suppressions_page(&mut conn, ("b@x.test", "*"), 3).await.unwrap());
+        assert_eq!(next, [("c@x.test".to_string(), "*".to_string())]);
     }
 }

@@ -64,3 +64,12 @@ pub(crate) async fn run(conn: &mut super::Conn, workflow: &str, contact_id: i64)
         .unwrap();
     started[0].0
 }
+
+/// What SQLite's plan for `sql` says it does, one detail a step.
+pub(crate) async fn query_plan(conn: &mut super::Conn, sql: &str) -> Vec<String> {
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    plan.into_iter().map(|(.., detail)| detail).collect()
+}

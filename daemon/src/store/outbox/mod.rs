@@ -94,7 +94,8 @@ pub struct NewOutboxRow {
     pub idempotency_key: String,
     pub message_id: String,
     pub run_id: Option<i64>,
-    /// The workflow of that run (not stored: the run has it), for the log.
+    /// The workflow of that run: for the log, and stored on the row so the
+    /// console's workflow filter reads one index (`outbox_workflow`, 0022).
     pub workflow: Option<String>,
     pub contact_id: Option<i64>,
     pub channel: String,
@@ -112,6 +113,7 @@ struct QueuedRow<'a> {
     idempotency_key: &'a str,
     message_id: &'a str,
     run_id: Option<i64>,
+    workflow: Option<&'a str>,
     contact_id: Option<i64>,
     channel: &'a str,
     recipient: &'a str,
@@ -128,6 +130,7 @@ impl<'a> From<&'a NewOutboxRow> for QueuedRow<'a> {
             idempotency_key: &r.idempotency_key,
             message_id: &r.message_id,
             run_id: r.run_id,
+            workflow: r.workflow.as_deref(),
             contact_id: r.contact_id,
             channel: &r.channel,
             recipient: &r.message.to_address,
@@ -175,9 +178,10 @@ pub async fn queue_and_finish(
     // as rows of one shape, told apart by their first column. `WHERE true` lets
     // SQLite parse the upsert clause after a SELECT.
     let returned: Vec<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(concat!(
-        "INSERT INTO outbox (idempotency_key, message_id, run_id, contact_id, channel, recipient, message,
+        "INSERT INTO outbox (idempotency_key, message_id, run_id, workflow, contact_id, channel, recipient, message,
                              category, priority, next_attempt_at, created_at, variant, tracked)
-         SELECT value ->> 'idempotency_key', value ->> 'message_id', value ->> 'run_id', value ->> 'contact_id',
+         SELECT value ->> 'idempotency_key', value ->> 'message_id', value ->> 'run_id', value ->> 'workflow',
+                value ->> 'contact_id',
                 value ->> 'channel', value ->> 'recipient', value -> 'message', value ->> 'category',
                 value ->> 'priority', ?1, ?1, value ->> 'variant', value ->> 'tracked'
          FROM json_each(?2) WHERE true ORDER BY key
