@@ -8,7 +8,7 @@ mod common;
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
-use common::{Nudge, SmtpServer, repo_root, scratch, wait_until};
+use common::{Nudge, SmtpServer, scratch, wait_until};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
