@@ -3,10 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::Deserialize;
+
+use crate::workflow::Diagnostic;
 
 mod bounces;
 mod dkim;
@@ -338,6 +341,23 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The error for a setting at `span` of nudge.toml, rendered as a workflow
+    /// file's is (`file:line:col: message`, the line, what to do).
+    fn setting_error(&self, span: Range<usize>, message: String, help: Option<String>) -> anyhow::Error {
+        let file = self
+            .file
+            .as_ref()
+            .map_or_else(|| "nudge.toml".to_string(), |f| f.display().to_string());
+        let mut diagnostic = Diagnostic::new(&file, span, message);
+        if let Some(help) = help {
+            diagnostic = diagnostic.help(help);
+        }
+        let rendered = diagnostic.render(&self.source, false);
+        // The CLI says `error:` before every error already.
+        let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+        anyhow::anyhow!("{}", rendered.trim_end())
+    }
+
     /// The address recipients follow unsubscribe and tracking links to.
     pub(crate) fn public_base_url(&self) -> String {
         self.unsubscribe
@@ -393,14 +413,11 @@ impl Config {
                 path.display()
             );
         }
-        if let Some((offset, problem)) = config.bounces.as_ref().and_then(BouncesConfig::problem) {
-            let before = &text[..offset.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            anyhow::bail!("{}:{line}:{column}: {problem}", path.display());
-        }
         config.file = Some(path.clone());
         config.source = text;
+        if let Some((span, problem)) = config.bounces.as_ref().and_then(BouncesConfig::problem) {
+            return Err(config.setting_error(span, problem, None));
+        }
         config.check_retention_days()?;
         config.check_pacing()?;
         let base = path.parent().unwrap_or(Path::new(""));

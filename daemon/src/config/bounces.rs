@@ -3,6 +3,7 @@
 //! (`bounce+<id>-<tag>@<return_path_domain>`); the mail server that receives
 //! mail for that domain delivers the reports into a maildir that nudge reads.
 
+use std::ops::Range;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -27,12 +28,12 @@ fn default_local_part() -> Spanned<String> {
 
 impl BouncesConfig {
     /// What is wrong with the settings, said so that the admin can fix it, with
-    /// the byte offset in nudge.toml of the value that is wrong.
-    pub(crate) fn problem(&self) -> Option<(usize, String)> {
+    /// the place in nudge.toml of the value that is wrong.
+    pub(crate) fn problem(&self) -> Option<(Range<usize>, String)> {
         let domain = self.return_path_domain.get_ref().trim();
         if domain.is_empty() || domain.contains(['@', ' ', '<', '>']) || !domain.contains('.') {
             return Some((
-                self.return_path_domain.span().start,
+                self.return_path_domain.span(),
                 format!(
                     "[bounces] return_path_domain = \"{domain}\" is not a domain: write the domain whose MX \
                      receives the bounces, e.g. \"bounces.example.com\""
@@ -42,7 +43,7 @@ impl BouncesConfig {
         let local = self.local_part.get_ref();
         if local.is_empty() || !local.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Some((
-                self.local_part.span().start,
+                self.local_part.span(),
                 format!("[bounces] local_part = \"{local}\" must be letters, digits, '-', '_' or '.', e.g. \"bounce\""),
             ));
         }

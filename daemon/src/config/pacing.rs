@@ -11,7 +11,6 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Config;
-use crate::workflow::Diagnostic;
 
 /// The pace of every recipient domain and how a throttling reply slows one.
 #[derive(Debug, Clone, Deserialize)]
@@ -96,25 +95,12 @@ fn reply_pattern_ok(reply: &str) -> bool {
 type Problem = (Range<usize>, String, String);
 
 impl Config {
-    /// The error for a pacing setting, at its place in nudge.toml.
-    fn pacing_error(&self, (span, message, help): Problem) -> anyhow::Error {
-        let file = self
-            .file
-            .as_ref()
-            .map_or_else(|| "nudge.toml".to_string(), |f| f.display().to_string());
-        let rendered = Diagnostic::new(&file, span, message)
-            .help(help)
-            .render(&self.source, false);
-        let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
-        anyhow::anyhow!("{}", rendered.trim_end())
-    }
-
     /// Refuses pacing and warm-up settings that cannot work.
     pub(super) fn check_pacing(&self) -> anyhow::Result<()> {
         match pacing_problem(&self.delivery.pacing, &self.delivery.domains)
             .or_else(|| self.delivery.warmup.as_ref().and_then(warmup_problem))
         {
-            Some(problem) => Err(self.pacing_error(problem)),
+            Some((span, message, help)) => Err(self.setting_error(span, message, Some(help))),
             None => Ok(()),
         }
     }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Config;
-use crate::workflow::{Diagnostic, WorkflowSet};
+use crate::workflow::WorkflowSet;
 
 /// What the retention pass keeps.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,15 +33,7 @@ impl Config {
 
     /// The error for `[retention] keep_days`, at its place in nudge.toml.
     fn retention_error(&self, message: String, help: String) -> anyhow::Error {
-        let file = self
-            .file
-            .as_ref()
-            .map_or_else(|| "nudge.toml".to_string(), |f| f.display().to_string());
-        let diagnostic = Diagnostic::new(&file, self.retention.keep_days.span(), message).help(help);
-        let rendered = diagnostic.render(&self.source, false);
-        // The CLI says `error:` before every error already.
-        let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
-        anyhow::anyhow!("{}", rendered.trim_end())
+        self.setting_error(self.retention.keep_days.span(), message, Some(help))
     }
 
     /// Refuses a keep_days below one day.
