@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod postfix;
+pub mod postgres;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_nudge");
 /// How long to wait for something that should happen within a second or two: a guard
