@@ -12,10 +12,12 @@ use serde::Deserialize;
 use crate::workflow::Diagnostic;
 
 mod bounces;
+mod database;
 mod dkim;
 mod pacing;
 mod retention;
 pub(crate) use bounces::BouncesConfig;
+pub(crate) use database::PostgresUrl;
 pub(crate) use dkim::DkimDomain;
 pub(crate) use pacing::{DomainPace, PacingConfig, WarmupConfig};
 pub(crate) use retention::RetentionConfig;
@@ -24,8 +26,15 @@ pub(crate) use retention::RetentionConfig;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct Config {
+    /// `database` as written: a SQLite file or a PostgreSQL URL (config/database.rs).
+    #[serde(rename = "database")]
+    database_setting: Option<toml::Spanned<String>>,
     /// SQLite database file.
+    #[serde(skip)]
     pub(crate) database: PathBuf,
+    /// The PostgreSQL database `database` or `$NUDGE_DATABASE_URL` names, if it does.
+    #[serde(skip)]
+    pub(crate) postgres: Option<PostgresUrl>,
     /// Folder of workflow files (`*.toml`, `templates/*.toml`, `cadences.toml`).
     pub(crate) workflows: PathBuf,
     /// Folder of installed channel plugins (`<id>/plugin.toml` + `<id>/plugin.wasm`),
@@ -316,7 +325,9 @@ impl Default for ApiConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            database_setting: None,
             database: "data/nudge.db".into(),
+            postgres: None,
             workflows: "workflows".into(),
             plugins: "plugins.d".into(),
             plugin_cache: "data/plugin-cache".into(),
@@ -344,6 +355,17 @@ impl Config {
     /// The error for a setting at `span` of nudge.toml, rendered as a workflow
     /// file's is (`file:line:col: message`, the line, what to do).
     fn setting_error(&self, span: Range<usize>, message: String, help: Option<String>) -> anyhow::Error {
+        self.setting_error_in(&self.source, span, message, help)
+    }
+
+    /// As `setting_error`, showing `source` for the file's text (with a secret blanked out).
+    fn setting_error_in(
+        &self,
+        source: &str,
+        span: Range<usize>,
+        message: String,
+        help: Option<String>,
+    ) -> anyhow::Error {
         let file = self
             .file
             .as_ref()
@@ -352,7 +374,7 @@ impl Config {
         if let Some(help) = help {
             diagnostic = diagnostic.help(help);
         }
-        let rendered = diagnostic.render(&self.source, false);
+        let rendered = diagnostic.render(source, false);
         // The CLI says `error:` before every error already.
         let rendered = rendered.strip_prefix("error: ").unwrap_or(&rendered);
         anyhow::anyhow!("{}", rendered.trim_end())
@@ -401,7 +423,9 @@ impl Config {
             None => (PathBuf::from("nudge.toml"), false),
         };
         if !required && !path.exists() {
-            return Ok(Config::default());
+            let mut config = Config::default();
+            config.resolve_database()?;
+            return Ok(config);
         }
         let text = std::fs::read_to_string(&path).with_context(|| format!("read config {}", path.display()))?;
         let mut config: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e))?;
@@ -420,6 +444,7 @@ impl Config {
         }
         config.check_retention_days()?;
         config.check_pacing()?;
+        config.resolve_database()?;
         let base = path.parent().unwrap_or(Path::new(""));
         for p in [
             &mut config.database,

@@ -167,6 +167,24 @@ pub(super) enum Command {
         #[arg(long)]
         advance: Option<String>,
     },
+    /// Copy the SQLite database into a PostgreSQL one: every table, counts checked;
+    /// run again after an interruption and it goes on where it stopped.
+    Migrate {
+        /// The PostgreSQL database, empty or partly copied by an earlier run:
+        /// postgres://user@host:port/database (the password from $NUDGE_DATABASE_PASSWORD,
+        /// $PGPASSWORD or ~/.pgpass).
+        #[arg(long)]
+        to: String,
+        /// The SQLite file (default: `database` of nudge.toml).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Rows a batch copies, each batch committed with how far the copy got.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch_rows: i64,
+        /// For the tests: stop after this many batches and wait to be killed.
+        #[arg(long, hide = true)]
+        hold_after_batches: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]

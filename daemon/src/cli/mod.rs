@@ -25,6 +25,14 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Until the store runs on PostgreSQL, only `migrate` (which copies into one) and
+    // the commands that open no database take a PostgreSQL `database`.
+    if !matches!(cli.command, Command::Migrate { .. } | Command::Plugin(_))
+        && let Err(e) = config.refuse_postgres()
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     // Plugin calls block (wasmtime's WASI bindings drive their own runtime), so the
     // commands that make them run outside the async runtime.
     let result = match cli.command {
@@ -131,6 +139,22 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             commands::simulate::run(config, &options, html.as_deref(), json).await
         }
         Command::Clock { set, advance } => commands::clock::run(config, set.as_deref(), advance.as_deref()).await,
+        Command::Migrate {
+            to,
+            from,
+            batch_rows,
+            hold_after_batches,
+        } => {
+            let options = commands::migrate::Options {
+                to: &to,
+                from: from.as_deref(),
+                copy: crate::store::postgres::CopyOptions {
+                    batch_rows,
+                    hold_after_batches,
+                },
+            };
+            commands::migrate::run(config, options).await
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod contact;
 pub(crate) mod explain;
 pub(crate) mod follow_up;
 pub(crate) mod inquiry;
+pub(crate) mod migrate;
 pub(crate) mod order;
 pub(crate) mod outbox;
 pub(crate) mod plugin;

@@ -12,6 +12,7 @@ mod gauges;
 mod history;
 mod orders;
 mod outbox;
+pub(crate) mod postgres;
 mod retention;
 mod runs;
 mod stored_text;
