@@ -350,20 +350,30 @@ fn migrate_refuses_a_postgres_database_that_holds_other_data() {
     other.execute("INSERT INTO contacts (name, created_at, updated_at) VALUES ('Someone', 1, 1)");
     let (ok, _, err) = first.try_cli(&["migrate", "--to", &other.url]);
     assert!(!ok);
-    assert!(err.contains("already holds data that is not this SQLite database's copy"), "{err}");
+    assert!(
+        err.contains("already holds data that is not this SQLite database's copy"),
+        "{err}"
+    );
     assert_eq!(other.scalar("SELECT count(*) FROM contacts"), 1);
+}
+
+/// Writes `database = value` in the installation's nudge.toml (its first line);
+/// returns the file as it was.
+fn set_database(nudge: &Nudge, value: &str) -> String {
+    let toml = std::fs::read_to_string(nudge.path("nudge.toml")).unwrap();
+    let database_line = toml.lines().next().unwrap().to_string();
+    std::fs::write(
+        nudge.path("nudge.toml"),
+        toml.replace(&database_line, &format!("database = {value:?}")),
+    )
+    .unwrap();
+    toml
 }
 
 #[test]
 fn every_command_but_migrate_refuses_a_postgres_database_in_one_sentence() {
     let nudge = installation();
-    let toml = std::fs::read_to_string(nudge.path("nudge.toml")).unwrap();
-    let database_line = toml.lines().next().unwrap().to_string();
-    std::fs::write(
-        nudge.path("nudge.toml"),
-        toml.replace(&database_line, "database = \"postgres://nudge@db.example/nudge\""),
-    )
-    .unwrap();
+    let toml = set_database(&nudge, "postgres://nudge@db.example/nudge");
     for args in [&["run"][..], &["status"], &["contact", "add", "--name", "X"]] {
         let (ok, out, err) = nudge.try_cli(args);
         assert!(!ok, "nudge {args:?} ran on PostgreSQL: {out}");
@@ -395,16 +405,7 @@ fn every_command_but_migrate_refuses_a_postgres_database_in_one_sentence() {
 #[test]
 fn a_password_in_nudge_toml_is_refused_at_its_place() {
     let nudge = installation();
-    let toml = std::fs::read_to_string(nudge.path("nudge.toml")).unwrap();
-    let database_line = toml.lines().next().unwrap().to_string();
-    std::fs::write(
-        nudge.path("nudge.toml"),
-        toml.replace(
-            &database_line,
-            "database = \"postgres://nudge:hunter2@db.example/nudge\"",
-        ),
-    )
-    .unwrap();
+    set_database(&nudge, "postgres://nudge:hunter2@db.example/nudge");
     let (ok, _, err) = nudge.try_cli(&["migrate", "--to", "postgres://nudge@db.example/nudge"]);
     assert!(!ok);
     assert!(err.contains("nudge.toml:1:12"), "file:line:col: {err}");
