@@ -94,6 +94,7 @@ bind = "127.0.0.1:{port}"
             ("outbox, by domain, later page", f"/console/outbox?domain={domain}&before={(low + high) // 2}"),
             ("outbox, rare domain (none)", "/console/outbox?domain=nowhere.test"),
             ("outbox, status dead", "/console/outbox?status=dead"),
+            ("one message", f"/console/outbox/{high}"),
             ("given-up groups", "/console/dead"),
             ("suppressions", "/console/suppressions"),
             ("suppressions, later page", "/console/suppressions?after=gone-5&after_channel=*"),
