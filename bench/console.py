@@ -4,7 +4,7 @@
 Usage: bench/console.py NUDGE_BIN DATABASE [N]   (DATABASE from bench/preload.sh;
 the daemon runs on that file itself, and applies its pending migrations first)
 Env: SUPPRESSIONS=100000 adds that many suppressed addresses first (preload makes
-none), PORT (8498).
+none), PORT (8498), ONLY=overview,workflows asks only for the pages so named.
 
 Starts the daemon with an API token, logs in to the console with it, then asks
 for each page N times (default 100) one after another, and prints per page p50,
@@ -94,6 +94,7 @@ bind = "127.0.0.1:{port}"
             ("outbox, by domain, later page", f"/console/outbox?domain={domain}&before={(low + high) // 2}"),
             ("outbox, rare domain (none)", "/console/outbox?domain=nowhere.test"),
             ("outbox, status dead", "/console/outbox?status=dead"),
+            ("one message", f"/console/outbox/{high}"),
             ("given-up groups", "/console/dead"),
             ("suppressions", "/console/suppressions"),
             ("suppressions, later page", "/console/suppressions?after=gone-5&after_channel=*"),
@@ -101,6 +102,8 @@ bind = "127.0.0.1:{port}"
             ("workflows", "/console/workflows"),
             ("reports", "/console/reports"),
         ]
+        only = [o for o in os.environ.get("ONLY", "").split(",") if o]
+        pages = [(name, path) for name, path in pages if not only or name in only]
         print(f"{'page':32} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'bytes':>9}")
         for name, path in pages:
             times, size = [], 0

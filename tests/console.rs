@@ -223,6 +223,10 @@ fn an_admin_logs_in_retries_a_dead_letter_and_suppresses_an_address() {
         "the workflows in force are listed: {overview}"
     );
     assert!(overview.contains("fired since start"), "timer lateness: {overview}");
+    assert!(
+        overview.contains("Counted as of 09:00:00 UTC"),
+        "status's counts, read in the background, say when on the daemon's (virtual) clock: {overview}"
+    );
     let png = browser.rt.block_on(browser.client.screenshot()).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
     // README's picture is refreshed on request only, so a test run leaves the tree clean.
@@ -357,5 +361,179 @@ fn forms_without_the_sessions_csrf_token_and_read_only_sessions_are_refused() {
     ));
     browser.wait_for_text("logged in with the read-only token");
     nudge.wait_for_log("console: refused, read-only");
+    browser.close();
+}
+
+/// Monday 10:00 UTC: outside the marketing quiet hours of the shipped sending.toml.
+const MONDAY_10AM: &str = "2026-11-23T10:00:00Z";
+
+/// An A/B test of 20 contacts whose mail names an image on `image_host`.
+fn daemon_with_an_ab_test(smtp: &SmtpServer, image_host: u16) -> Nudge {
+    let mut nudge = Nudge::new(smtp, MONDAY_10AM);
+    nudge.write_workflow(
+        "templates/ab.toml",
+        &format!(
+            "[ab_offer]\nchannel = \"email\"\nsubject = \"template subject\"\n\
+             text = \"Plain words for {{{{ contact.name }}}}\"\n\
+             html = '<p>Rendered words for {{{{ contact.name }}}}</p><img src=\"http://127.0.0.1:{image_host}/logo.png\" alt=\"logo\">\
+             <p><a href=\"https://shop.example/ab\">the offer</a></p>'\n"
+        ),
+    );
+    nudge.write_workflow(
+        "ab-test.toml",
+        "category = \"marketing\"\nwhen = 'contact.source == \"ab\"'\n[trigger]\non = \"segment\"\n\
+         [[steps]]\nsend = { channel = \"email\", template = \"ab_offer\" }\n\
+         [[steps.variants]]\nname = \"short\"\nweight = 50\nsubject = \"A: {{ contact.name }}\"\n\
+         [[steps.variants]]\nname = \"late\"\nweight = 50\nsubject = \"B: {{ contact.name }}\"\n",
+    );
+    let csv: String = std::iter::once("name,email,source\n".to_string())
+        .chain((1..=20).map(|i| format!("AB {i},ab{i}@example.com,ab\n")))
+        .collect();
+    std::fs::write(nudge.path("ab.csv"), csv).unwrap();
+    nudge.cli(&["contact", "import", nudge.path("ab.csv").to_str().unwrap()]);
+    nudge.start();
+    wait_until(
+        || Some(()).filter(|_| smtp.mails().len() >= 20),
+        || format!("{} of 20 mails: {}", smtp.mails().len(), nudge.log()),
+    );
+    nudge.settle();
+    nudge
+}
+
+/// The daemon's tracking links of `kind` (`c` click, `o` open) in a mail's HTML.
+fn tracked(html: &str, kind: &str) -> String {
+    let marker = format!("/t/{kind}/");
+    let at = html.find(&marker).unwrap_or_else(|| panic!("no {marker} in {html}"));
+    let token: String = html[at + marker.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    format!("{marker}{token}")
+}
+
+/// A web server that answers every request with an empty 200 and counts the
+/// connections made to it: a remote image's host.
+fn image_host() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.read(&mut [0; 4096]);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, asked)
+}
+
+/// The head of a GET of `path` with the console session's cookie.
+fn head_with_cookie(nudge: &Nudge, path: &str, cookie: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", nudge.api_port)).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).to_string();
+    text.split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase()
+}
+
+#[test]
+fn the_workflows_page_counts_each_variant_and_a_message_renders_without_fetching_anything() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let (image_port, image_requests) = image_host();
+    let nudge = daemon_with_an_ab_test(&smtp, image_port);
+    let mails = smtp.mails();
+    let (a, b): (Vec<_>, Vec<_>) = mails.iter().partition(|m| m.subject.starts_with("A: "));
+    assert!(a.len() >= 2 && b.len() >= 4, "{} A, {} B", a.len(), b.len());
+    // Two A mails clicked (the first twice), three B mails opened, a fourth replied to.
+    for (i, mail) in a.iter().take(2).enumerate() {
+        for _ in 0..=usize::from(i == 0) {
+            assert_eq!(nudge.get_raw(&tracked(&mail.html, "c")).0, 302);
+        }
+    }
+    for mail in b.iter().take(3) {
+        assert_eq!(nudge.get_raw(&tracked(&mail.html, "o")).0, 200);
+    }
+    let (status, body) = nudge.http(
+        "POST",
+        "/replies",
+        Some(&json!({ "message_id": b[3].message_id }).to_string()),
+    );
+    assert_eq!(status, 201, "{body}");
+    nudge.settle();
+
+    let browser = Browser::open(&nudge);
+    browser.log_in(&nudge.token);
+    browser.goto("/console/workflows");
+    browser.wait_for_text("Messages by workflow and A/B variant");
+    let rows = browser.run(
+        "return [...document.querySelectorAll('#engagement tr[data-workflow=\"ab-test\"]')]\
+         .map(r => [r.dataset.variant, ...[...r.cells].slice(1, 6).map(c => Number(c.textContent))]);",
+    );
+    let (na, nb) = (a.len(), b.len());
+    assert_eq!(
+        rows,
+        json!([
+            ["", 20, 20, 5, 2, 1],
+            ["late", nb, nb, 3, 0, 1],
+            ["short", na, na, 2, 2, 0]
+        ]),
+        "sent, delivered, opened, clicked, replied: the whole workflow, then each variant\n{}",
+        browser.text()
+    );
+
+    // A message as its recipient sees it: the HTML rendered in a sandbox that
+    // fetches nothing (the remote image, the open pixel), and the plain text.
+    let opens = "SELECT COUNT(*) FROM engagement";
+    let recorded = nudge.query(opens);
+    let shown = b.last().unwrap();
+    let id = nudge.query(&format!(
+        "SELECT id FROM outbox WHERE message_id = '{}'",
+        shown.message_id
+    ))[0][0]
+        .clone();
+    browser.goto(&format!("/console/outbox/{id}"));
+    let page = browser.wait_for_text("Plain-text part");
+    assert!(page.contains("Plain words for AB "), "{page}");
+    assert_eq!(
+        browser.run("return document.querySelector('iframe.mail-html').getAttribute('sandbox');"),
+        json!(""),
+        "the frame is sandboxed with no exception"
+    );
+    let framed = browser
+        .rt
+        .block_on(async {
+            browser.client.enter_frame(0).await?;
+            let text = browser.client.find(Locator::Css("body")).await?.text().await;
+            browser.client.enter_parent_frame().await?;
+            text
+        })
+        .unwrap();
+    assert!(framed.contains("Rendered words for AB "), "{framed}");
+    assert_eq!(
+        image_requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the remote image was fetched"
+    );
+    assert_eq!(nudge.query(opens), recorded, "viewing the message counted as an open");
+    let cookie = browser
+        .rt
+        .block_on(browser.client.get_named_cookie("nudge_console"))
+        .unwrap();
+    let head = head_with_cookie(
+        &nudge,
+        &format!("/console/outbox/{id}/html"),
+        &format!("nudge_console={}", cookie.value()),
+    );
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'none'") && head.contains("; sandbox"),
+        "{head}"
+    );
     browser.close();
 }

@@ -189,10 +189,12 @@ pub(crate) async fn serve(
         .with_context(|| format!("bind the API to {}", config.api.bind))?;
     let addr: SocketAddr = listener.local_addr()?;
     info!(%addr, auth = state.token.is_some(), "API listening");
+    let counting = console.keep_counting(cancel.clone());
     let app = router(state, config.metrics.public, console);
     Ok(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await });
-        if let Err(e) = server.await {
+        let (served, ()) = tokio::join!(server.into_future(), counting);
+        if let Err(e) = served {
             warn!("API server: {e}");
         }
     })

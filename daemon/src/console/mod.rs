@@ -9,7 +9,9 @@ mod auth;
 mod outbox;
 mod overview;
 mod pages;
+mod rendered;
 mod reports;
+mod snapshot;
 mod workflows;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use axum::routing::{get, post};
 use minijinja::Environment;
 use serde::Serialize;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::app::NotFound;
@@ -41,6 +44,8 @@ pub(crate) struct ConsoleState {
     tokens: Arc<Tokens>,
     sessions: Arc<Sessions>,
     templates: Arc<Environment<'static>>,
+    /// The overview's counts, read by `keep_counting`.
+    counts: snapshot::Snapshot,
 }
 
 impl ConsoleState {
@@ -59,7 +64,13 @@ impl ConsoleState {
             tokens: Arc::new(tokens),
             sessions: Arc::new(Sessions::default()),
             templates: Arc::new(templates()),
+            counts: snapshot::Snapshot::new(),
         }
+    }
+
+    /// Reads the overview's counts in the background until `cancel`.
+    pub(crate) fn keep_counting(&self, cancel: CancellationToken) -> impl Future<Output = ()> + use<> {
+        (self.counts.clone()).keep_reading(self.store.clone(), self.clock.clone(), cancel)
     }
 }
 
@@ -71,6 +82,7 @@ pub(crate) fn router(state: ConsoleState) -> Router {
         .route("/console/logout", post(auth::log_out))
         .route("/console/outbox", get(outbox::list))
         .route("/console/outbox/{id}", get(outbox::message))
+        .route("/console/outbox/{id}/html", get(rendered::message_html))
         .route("/console/dead", get(outbox::given_up))
         .route("/console/dead/retry", post(outbox::retry_group))
         .route("/console/dead/drop", post(outbox::drop_group))
@@ -113,6 +125,9 @@ fn templates() -> Environment<'static> {
         }
     }
     env.add_filter("when", |ms: i64| display_ms(ms));
+    env.add_filter("clock_time", |ms: i64| {
+        display_ms(ms).get(11..19).unwrap_or_default().to_string()
+    });
     env
 }
 

@@ -1,4 +1,5 @@
-//! The overview: `nudge status`'s counts (`app::status`), the messages queued
+//! The overview: `nudge status`'s counts (`app::status`, as of their last
+//! read by the console's `snapshot`), the messages queued
 //! today and this week by status, the oldest message waiting, the workflow set
 //! in force with the last refused reload, the plugins loaded, and how late the
 //! timers fired (the `/metrics` histogram's count and sum).
@@ -10,7 +11,6 @@ use serde::Serialize;
 
 use super::auth::Viewer;
 use super::{ConsoleState, Page};
-use crate::app::status::Counts;
 use crate::store;
 
 #[derive(Serialize)]
@@ -39,7 +39,8 @@ fn day_and_week(now: i64) -> anyhow::Result<(i64, i64)> {
 
 pub(super) async fn overview(State(s): State<ConsoleState>, viewer: Viewer) -> Page {
     let now = s.clock.now_ms();
-    let counts = Counts::read(&s.store, now).await?;
+    let counted = s.counts.get(&s.store, &s.clock).await?;
+    let counts = &counted.counts;
     let (today, week) = day_and_week(now)?;
     let mut conn = s.store.pool.acquire().await?;
     let queued_today = store::outbox_counts_since(&mut conn, today).await?;
@@ -71,6 +72,7 @@ pub(super) async fn overview(State(s): State<ConsoleState>, viewer: Viewer) -> P
     let values = serde_json::json!({
         "page": "overview",
         "counts": counts,
+        "counts_as_of": counted.as_of,
         "queued_today": queued_today,
         "queued_week": queued_week,
         "given_up": given_up,

@@ -11,7 +11,7 @@ use jiff::civil::Date;
 use serde::Serialize;
 
 pub(crate) use html::{bar_chart, escape};
-pub(crate) use query::build;
+pub(crate) use query::{build, engagement_in};
 
 use crate::model::{add_days, sub_days};
 use crate::store::{Conn, Invalid};

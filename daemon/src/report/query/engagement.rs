@@ -1,8 +1,20 @@
 //! The engagement section: what happened to each workflow's messages.
 
+use jiff::tz::TimeZone;
+
 use super::{FILTER, Period};
 use crate::report::{Engagement, ReportScope, VariantEngagement, WorkflowEngagement};
 use crate::store::Conn;
+
+/// The report's engagement section alone, for the scope's days in `time_zone`
+/// (the console's workflows page).
+pub(crate) async fn engagement_in(
+    conn: &mut Conn,
+    scope: &ReportScope,
+    time_zone: &TimeZone,
+) -> anyhow::Result<Vec<WorkflowEngagement>> {
+    engagement(conn, scope, Period::of(scope, time_zone)?).await
+}
 
 /// Per workflow (and variant) over the messages to contacts queued in the period:
 /// what happened to them since, up to now. A click counts as an open too: the

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use jiff::civil::Date;
+use jiff::tz::TimeZone;
 
 use super::{Measure, Report, ReportScope};
 use crate::model::add_days;
@@ -18,6 +19,17 @@ use crate::workflow::{ClassificationRules, WorkflowSet};
 struct Period {
     from_ms: i64,
     to_ms: i64,
+}
+
+impl Period {
+    /// The scope's days in `time_zone`: from the start of its first to the start of the day after its last.
+    fn of(scope: &ReportScope, time_zone: &TimeZone) -> anyhow::Result<Period> {
+        let start_ms = |d: Date| d.to_zoned(time_zone.clone()).map(|z| z.timestamp().as_millisecond());
+        Ok(Period {
+            from_ms: start_ms(scope.from)?,
+            to_ms: start_ms(add_days(scope.to, jiff::Span::new().days(1)))?,
+        })
+    }
 }
 
 /// Binds the parameters `FILTER` and the period use (?1 to ?5) to a query.
@@ -40,6 +52,7 @@ mod sla;
 mod tests;
 
 use engagement::engagement;
+pub(crate) use engagement::engagement_in;
 use follow_ups::{conversion_rate, overdue_by_owner, response_rate};
 use funnel::{entered_by_stage, funnel, moved_on_by_stage, stage_counts};
 use sla::sla_compliance;
@@ -62,14 +75,7 @@ pub(crate) async fn build(
     scope: ReportScope,
     now: i64,
 ) -> anyhow::Result<Report> {
-    let start_ms = |d: Date| {
-        d.to_zoned(rules.time_zone.clone())
-            .map(|z| z.timestamp().as_millisecond())
-    };
-    let period = Period {
-        from_ms: start_ms(scope.from)?,
-        to_ms: start_ms(add_days(scope.to, jiff::Span::new().days(1)))?,
-    };
+    let period = Period::of(&scope, &rules.time_zone)?;
     let by_stage = stage_counts(conn, &scope, period).await?;
     let (customers, churned) = by_stage
         .iter()
