@@ -3,12 +3,15 @@
 //! messages they take tens of milliseconds (the table totals and the pending
 //! timers are counts over hundreds of thousands of index entries), which the
 //! page's budget cannot hold. The page shows them "as of" the daemon's time
-//! they were read at; `nudge status` still reads them itself, exactly.
+//! they were read at; `nudge status` still reads them itself, exactly. The
+//! task counts only while someone looks at the overview: an idle daemon with
+//! nobody at its console spends nothing on the counts.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -20,6 +23,16 @@ use crate::store::Store;
 pub(crate) struct Counted {
     pub(crate) counts: Counts,
     pub(crate) as_of: i64,
+    /// When it was read, and how long that took: it is too old to show once
+    /// the task would have read twice since (nobody was looking, so it did not).
+    read_at: Instant,
+    took: Duration,
+}
+
+impl Counted {
+    fn fresh(&self) -> bool {
+        self.read_at.elapsed() <= 2 * pause_after(self.took)
+    }
 }
 
 /// The shortest pause between two reads.
@@ -38,6 +51,10 @@ fn pause_after(took: Duration) -> Duration {
 pub(crate) struct Snapshot {
     latest: watch::Receiver<Option<Arc<Counted>>>,
     sender: Arc<watch::Sender<Option<Arc<Counted>>>>,
+    /// Set by each view of the overview, taken by the task before it reads.
+    viewed: Arc<AtomicBool>,
+    /// Wakes the task when a view comes after a pause without any.
+    view: Arc<Notify>,
 }
 
 impl Snapshot {
@@ -46,32 +63,52 @@ impl Snapshot {
         Snapshot {
             latest,
             sender: Arc::new(sender),
+            viewed: Arc::new(AtomicBool::new(false)),
+            view: Arc::new(Notify::new()),
         }
     }
 
-    /// The counts last read; read now when the task has not read any yet
-    /// (the first moments after start).
+    /// The counts last read; read now when there are none yet or they are too
+    /// old (the first view after start, or after nobody looked for a while).
     pub(crate) async fn get(&self, store: &Store, clock: &Clock) -> anyhow::Result<Arc<Counted>> {
+        self.viewed.store(true, Ordering::Release);
+        self.view.notify_one();
         let latest = self.latest.borrow().clone();
         match latest {
-            Some(counted) => Ok(counted),
-            None => self.read(store, clock).await,
+            Some(counted) if counted.fresh() => Ok(counted),
+            _ => self.read(store, clock).await,
+        }
+    }
+
+    /// Returns once the overview was viewed since the last call.
+    async fn until_viewed(&self) {
+        while !self.viewed.swap(false, Ordering::AcqRel) {
+            self.view.notified().await;
         }
     }
 
     async fn read(&self, store: &Store, clock: &Clock) -> anyhow::Result<Arc<Counted>> {
         let as_of = clock.now_ms();
+        let read_at = Instant::now();
+        let counts = Counts::read(store, as_of).await?;
         let counted = Arc::new(Counted {
-            counts: Counts::read(store, as_of).await?,
+            counts,
             as_of,
+            read_at,
+            took: read_at.elapsed(),
         });
         self.sender.send_replace(Some(counted.clone()));
         Ok(counted)
     }
 
-    /// Reads the counts again and again until `cancel`, on a reader connection.
+    /// Reads the counts again and again until `cancel`, on a reader connection,
+    /// while the overview is being viewed; waits for a view when it is not.
     pub(crate) async fn keep_reading(self, store: Store, clock: Clock, cancel: CancellationToken) {
         loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.until_viewed() => {}
+            }
             let started = Instant::now();
             if let Err(e) = self.read(&store, &clock).await {
                 warn!("console: the overview's counts: {e:#}");
@@ -87,6 +124,23 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Nobody at the console: the task waits, and counts nothing, until a view.
+    #[tokio::test]
+    async fn the_task_counts_only_after_a_view() {
+        use futures::FutureExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("nudge.db")).await.unwrap();
+        let clock = Clock::virtual_at(jiff::Timestamp::from_second(1_800_000_000).unwrap());
+        let snapshot = Snapshot::new();
+        assert!(snapshot.until_viewed().now_or_never().is_none(), "no view yet");
+        snapshot.get(&store, &clock).await.unwrap();
+        assert!(snapshot.until_viewed().now_or_never().is_some(), "viewed");
+        assert!(
+            snapshot.until_viewed().now_or_never().is_none(),
+            "the view is taken once"
+        );
+    }
 
     #[test]
     fn a_slow_read_is_repeated_less_often() {
