@@ -35,6 +35,9 @@ const MAX_STEP_ERRORS: i64 = 8;
 /// A ready run and its next move, worked out before its transaction.
 pub(super) struct PreparedRun {
     pub(crate) run_id: i64,
+    /// Since when the run is ready: its step happens then, within the pass's
+    /// span (`Engine::at`), so now on the live daemon.
+    pub(crate) ready_at: i64,
     /// Its log lines' span: its run, workflow and contact.
     pub(crate) span: tracing::Span,
     /// `None`: the run is not ready after all. An error: its step failed before
@@ -185,6 +188,7 @@ impl Engine {
                 let span = run.span();
                 PreparedRun {
                     run_id: run.id,
+                    ready_at: run.updated_at,
                     next: self.prepare(run, contacts).instrument(span.clone()).await,
                     span,
                 }
@@ -193,6 +197,13 @@ impl Engine {
             .collect()
             .await;
         let mut batch = Batch { runs };
+        // In a pass of `nudge simulate` that reaches past the clock, the steps go in
+        // the order of their times, so that those of one time are written together;
+        // on the live daemon they all happen now, and keep their order.
+        let (now, until) = self.span();
+        if until > now {
+            batch.runs.sort_by_key(|p| p.ready_at.clamp(now, until));
+        }
         self.render_messages(&mut batch, budget).await?;
         Ok(batch)
     }
@@ -201,13 +212,13 @@ impl Engine {
     /// at a time, each under its own savepoint, so that one run's error undoes
     /// only that run's step. Then hands delivery what it queued.
     async fn write_batch(&self, batch: &Batch) -> anyhow::Result<Advanced> {
-        let now = self.clock.now_ms();
-        let (stepped, queued) = match self.write_in_one_transaction(batch, now, Undo::WholeBatch).await {
+        let times = self.span();
+        let (stepped, queued) = match self.write_in_one_transaction(batch, times, Undo::WholeBatch).await {
             Ok(applied) => applied,
             Err(e) => {
                 let count = batch.runs.len();
                 warn!("a batch of {count} steps failed as a whole ({e:#}); applying them one by one");
-                self.write_in_one_transaction(batch, now, Undo::OneStep).await?
+                self.write_in_one_transaction(batch, times, Undo::OneStep).await?
             }
         };
         self.delivery.hand(queued);
@@ -222,7 +233,7 @@ impl Engine {
     async fn write_in_one_transaction(
         &self,
         batch: &Batch,
-        now: i64,
+        times: (i64, i64),
         undo: Undo,
     ) -> anyhow::Result<(SteppedRuns, Vec<OutboxRow>)> {
         let mut tx = self.store.write().await?;
@@ -230,7 +241,7 @@ impl Engine {
         // a step that changes its contact drops it from here, so the next reads it afresh.
         let ids: Vec<i64> = batch.moves().map(|m| m.run.contact_id).collect();
         let mut current = store::contacts_with_context(&mut tx, &ids).await?;
-        let (stepped, queued, tally) = self.apply_in(&mut tx, batch, &mut current, now, undo).await?;
+        let (stepped, queued, tally) = self.apply_in(&mut tx, batch, &mut current, times, undo).await?;
         tx.commit().await?;
         tally.count();
         self.admission.runs_stepped(&batch.run_ids(), &stepped);
@@ -240,13 +251,15 @@ impl Engine {
     /// Applies a batch in `tx`, a transaction that holds the write lock and in
     /// which `current` holds their contacts as they are; returns the runs that
     /// queued a message and those that go straight on, the messages queued, and
-    /// the runs ended, to count once `tx` commits.
+    /// the runs ended, to count once `tx` commits. Each step happens at its
+    /// run's time within `times` (`Engine::span`: all now on the live daemon);
+    /// what the steps of one time gathered is written before the next time's.
     pub(super) async fn apply_in(
         &self,
         tx: &mut store::Conn,
         batch: &Batch,
         current: &mut Contacts,
-        now: i64,
+        times: (i64, i64),
         undo: Undo,
     ) -> anyhow::Result<(SteppedRuns, Vec<OutboxRow>, Tally)> {
         let stepping: Vec<(&Workflow, &Run, &store::Contact)> = batch
@@ -263,7 +276,13 @@ impl Engine {
         let mut stepped = SteppedRuns::default();
         let mut queued = Vec::new();
         let mut tally = Tally::default();
-        for prepared in &batch.runs {
+        let mut time = times.0;
+        for (i, prepared) in batch.runs.iter().enumerate() {
+            let now = prepared.ready_at.clamp(times.0, times.1);
+            if i > 0 && now != time {
+                effects.flush(tx, time).await?;
+            }
+            time = now;
             let span = prepared.span.clone();
             let result = match &prepared.next {
                 Ok(None) => continue,
@@ -307,7 +326,7 @@ impl Engine {
                     .await?;
             }
         }
-        effects.flush(tx, now).await?;
+        effects.flush(tx, time).await?;
         stepped.append(std::mem::take(&mut effects.stepped));
         queued.append(&mut effects.queued);
         tally.append(&mut effects.tally);

@@ -109,7 +109,7 @@ impl Engine {
         }
         batch.retain_prepared();
         let (stepped, queued, tally) = self
-            .apply_in(conn, &batch, &mut contacts, self.clock.now_ms(), Undo::WholeBatch)
+            .apply_in(conn, &batch, &mut contacts, self.span(), Undo::WholeBatch)
             .await?;
         let runs = batch.run_ids();
         let engine = self.clone();
@@ -126,16 +126,33 @@ impl Engine {
 
     /// Starts the runs `events` trigger (each enabled workflow whose trigger and
     /// condition match, as of `contacts`) and marks the events processed, in
-    /// a query or two; returns the runs started ready.
+    /// a query or two for the events of one time (`Engine::at`: on the live
+    /// daemon all are taken now); returns the runs started ready.
     async fn start_runs(
         &self,
         conn: &mut store::Conn,
         events: &[store::Event],
         contacts: &Contacts,
     ) -> anyhow::Result<Vec<Run>> {
+        let (now, until) = self.span();
+        let mut ready = Vec::new();
+        for group in events.chunk_by(|a, b| a.occurred_at.clamp(now, until) == b.occurred_at.clamp(now, until)) {
+            let at = group[0].occurred_at.clamp(now, until);
+            ready.extend(self.start_runs_at(conn, group, contacts, at).await?);
+        }
+        Ok(ready)
+    }
+
+    /// `start_runs` for events taken at `now`.
+    async fn start_runs_at(
+        &self,
+        conn: &mut store::Conn,
+        events: &[store::Event],
+        contacts: &Contacts,
+        now: i64,
+    ) -> anyhow::Result<Vec<Run>> {
         let set = self.current();
         let (starts, contexts, taken) = matching(&set, events, contacts);
-        let now = self.clock.now_ms();
         let new_runs: Vec<store::NewRun> = starts
             .iter()
             .zip(&contexts)
@@ -289,6 +306,7 @@ fn started_ready(
         context: sqlx::types::Json(context.clone()),
         started_at: now,
         start_stage: Some(contact.stage.clone()),
+        updated_at: now,
     }
 }
 

@@ -19,6 +19,7 @@
 //! changed workflow set.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context as _;
@@ -78,6 +79,10 @@ pub struct Engine {
     /// Why the last change to the workflows folder was refused (file:line:col),
     /// until a change is taken: the console shows it beside the set in force.
     reload_error: Mutex<Option<String>>,
+    /// `nudge simulate` only: how far past the clock's reading the work of this
+    /// pass may lie (`span`); `i64::MIN` on the live daemon, where everything
+    /// happens at the clock's reading.
+    ahead: AtomicI64,
 }
 
 impl Engine {
@@ -104,6 +109,7 @@ impl Engine {
             writing: tokio::sync::Mutex::new(None),
             turn_renders_paused: Mutex::new(None),
             reload_error: Mutex::new(None),
+            ahead: AtomicI64::new(i64::MIN),
         };
         engine.install(set).await?;
         Ok(engine)
@@ -172,6 +178,29 @@ impl Engine {
         let events = self.ingest_events().await?;
         let runs = self.advance_runs().await?;
         Ok(timers_left || enrolled > 0 || events == BATCH as usize || runs.more)
+    }
+
+    /// The times the work of this pass happens at: from the clock's reading to
+    /// as far as `nudge simulate` lets the pass reach (`set_ahead`). A fired
+    /// timer's effects, an event's runs and a ready run's step each happen at
+    /// their own time within it (`at`); on the live daemon both ends are the
+    /// clock's reading, so everything happens now.
+    pub(crate) fn span(&self) -> (i64, i64) {
+        let now = self.clock.now_ms();
+        (now, self.ahead.load(Ordering::Relaxed).max(now))
+    }
+
+    /// When a piece of work of time `t` (a timer's due time, an event's, a run
+    /// ready since then) happens: `t` within this pass's span, now on the live daemon.
+    pub(crate) fn at(&self, t: i64) -> i64 {
+        let (now, until) = self.span();
+        t.clamp(now, until)
+    }
+
+    /// `nudge simulate` only: lets the work of the passes until the next call reach
+    /// `until` (`None`: the clock's reading), for timers fired by `fire_timers_until`.
+    pub(crate) fn set_ahead(&self, until: Option<i64>) {
+        self.ahead.store(until.unwrap_or(i64::MIN), Ordering::Relaxed);
     }
 
     /// When the next timer falls due, if any.

@@ -13,6 +13,19 @@ use super::Engine;
 use crate::store::{self, ContactRow, EnrolmentStatus};
 use crate::workflow::{Trigger, Workflow, next_segment_due};
 
+/// When `workflow`'s next segment pass falls due, as of `now`; `None` if it is
+/// not a segment workflow or runs once and has run.
+async fn segment_due(conn: &mut store::Conn, workflow: &Workflow, now: i64) -> anyhow::Result<Option<i64>> {
+    let Trigger::Segment { start, every } = &workflow.trigger else {
+        return Ok(None);
+    };
+    Ok(match (store::last_enrolment_due(conn, &workflow.name).await?, every) {
+        (None, _) => Some(start.unwrap_or(now)),
+        (Some(last), Some(every)) => Some(next_segment_due(last, *every, now)),
+        (Some(_), None) => None,
+    })
+}
+
 /// Contacts looked at per transaction in a segment pass.
 const SEGMENT_BATCH: i64 = 2000;
 /// A segment pass gets longer slices than timers: enrolling the whole segment
@@ -27,13 +40,8 @@ impl Engine {
         let now = self.clock.now_ms();
         let mut conn = self.store.pool.acquire().await?;
         for workflow in set.workflows.iter().filter(|w| w.enabled) {
-            let Trigger::Segment { start, every } = &workflow.trigger else {
+            let Some(due) = segment_due(&mut conn, workflow, now).await? else {
                 continue;
-            };
-            let due = match (store::last_enrolment_due(&mut conn, &workflow.name).await?, every) {
-                (None, _) => start.unwrap_or(now),
-                (Some(last), Some(every)) => next_segment_due(last, *every, now),
-                (Some(_), None) => continue,
             };
             if due <= now && store::open_enrolment(&mut conn, &workflow.name, &set.hash, due, now).await? {
                 info!(workflow = %workflow.name, "segment pass started");
@@ -49,6 +57,24 @@ impl Engine {
             }
         }
         Ok(scanned)
+    }
+
+    /// `nudge simulate` only: until when no segment pass is under way or due,
+    /// the clock's reading if one is; `None`: never.
+    pub(crate) async fn segments_quiet_until(&self) -> anyhow::Result<Option<i64>> {
+        let set = self.current();
+        let now = self.clock.now_ms();
+        let mut conn = self.store.pool.acquire().await?;
+        if !store::running_enrolments(&mut conn).await?.is_empty() {
+            return Ok(Some(now));
+        }
+        let mut quiet: Option<i64> = None;
+        for workflow in set.workflows.iter().filter(|w| w.enabled) {
+            if let Some(due) = segment_due(&mut conn, workflow, now).await? {
+                quiet = Some(quiet.map_or(due, |q| q.min(due)).max(now));
+            }
+        }
+        Ok(quiet)
     }
 
     /// Enrols the next batch of a pass in one transaction: every contact that

@@ -23,6 +23,8 @@ use crate::workflow::{Condition, Step, WorkflowSet};
 
 /// Contacts read at a time to match `--contacts`.
 const FILTER_BATCH: i64 = 1000;
+/// The most timers one step of the simulation fires at their own times (`reach`).
+const REACH: i64 = 2000;
 
 /// A simulation under way on its copy.
 pub(crate) struct Simulation {
@@ -95,23 +97,72 @@ impl Simulation {
 
     /// Runs the engine until `end`: at every moment something falls due (a
     /// timer) or a day begins (the daily classification pass), what is due
-    /// is done as the daemon does it, and recorded.
+    /// is done as the daemon does it, and recorded. Timers of different
+    /// contacts that fall due one after the other are fired in one step, each
+    /// at its own time (`reach`), as the daemon would have at that time.
     pub(crate) async fn run_until(&mut self, end: i64) -> anyhow::Result<()> {
+        let mut until = None;
         loop {
-            self.step().await?;
+            let due = self.step(until).await?.unwrap_or(i64::MAX);
             let now = self.engine.clock.now_ms();
             if now >= end {
                 return Ok(());
             }
-            let due = self.engine.next_due().await?.unwrap_or(i64::MAX);
-            let next = due.min(next_day(now, &self.zone)?).min(end).max(now + 1);
+            let boundary = next_day(now, &self.zone)?.min(end);
+            let next = due.min(boundary).max(now + 1);
             self.engine.clock.set_virtual_ms(next);
+            until = if next < boundary {
+                self.reach(boundary).await?
+            } else {
+                None
+            };
         }
     }
 
+    /// How far past the clock's reading (a timer's due time) this step may fire
+    /// timers, each at its own time, with the daemon's result: while each of them
+    /// is the only one of its contact, what one does cannot change what another
+    /// does, since a contact's runs, caps and messages are its own; and what each
+    /// one's work makes due later is done in a later step at that time (the
+    /// simulation's clock may go back for it: another contact's work is no
+    /// earlier or later for it). Never past `boundary` (a day's start, the end) or
+    /// a segment pass's time, which concern every contact. `None`: the clock's reading.
+    async fn reach(&self, boundary: i64) -> anyhow::Result<Option<i64>> {
+        let engine = &self.engine;
+        let first = engine.clock.now_ms();
+        let boundary = match engine.segments_quiet_until().await? {
+            Some(quiet) => boundary.min(quiet),
+            None => boundary,
+        };
+        if boundary <= first + 1 {
+            return Ok(None);
+        }
+        let timers = {
+            let mut conn = engine.store.pool.acquire().await?;
+            store::timers_ahead(&mut conn, boundary, REACH).await?
+        };
+        let mut contacts = std::collections::HashSet::new();
+        let mut until = first;
+        for (due, contact) in &timers {
+            if !contact.is_some_and(|c| contacts.insert(c)) {
+                // The timers of this time wait for a step of their own.
+                until = due - 1;
+                break;
+            }
+            until = *due;
+        }
+        if timers.len() as i64 == REACH && until == timers.last().map_or(first, |t| t.0) {
+            // More timers of this time may follow: they too wait.
+            until -= 1;
+        }
+        Ok((until > first).then_some(until))
+    }
+
     /// Everything due at the clock's reading: the daily pass if a day began,
-    /// then the engine's ticks until nothing more is due; then what they did is recorded.
-    async fn step(&mut self) -> anyhow::Result<()> {
+    /// the timers due up to `until` (each at its own time), then the engine's
+    /// ticks until nothing more is due; then what they did is recorded. Returns
+    /// when the next timer falls due.
+    async fn step(&mut self, until: Option<i64>) -> anyhow::Result<Option<i64>> {
         let engine = &self.engine;
         let now = engine.clock.now_ms();
         if let Some(rules) = engine.current().classification.clone() {
@@ -121,12 +172,18 @@ impl Simulation {
                 self.classified = Some(today);
             }
         }
+        engine.set_ahead(until);
+        if let Some(until) = until {
+            while engine.fire_timers_until(until).await? > 0 {}
+        }
         loop {
             while engine.tick().await? {}
             if !engine.settle().await? {
                 break;
             }
         }
+        let span = engine.span();
+        engine.set_ahead(None);
         // Handed to a delivery that is not there: read back from the outbox instead.
         engine.delivery.discard();
         let day = Timestamp::from_millisecond(now)?
@@ -134,9 +191,10 @@ impl Simulation {
             .date()
             .to_string();
         let mut tx = engine.store.write().await?;
-        self.recorded = store::record_simulation_step(&mut tx, self.recorded, now, &day, self.filtered).await?;
+        let recorded = store::record_simulation_step(&mut tx, self.recorded, span, &day, self.filtered).await?;
         tx.commit().await?;
-        Ok(())
+        self.recorded = recorded.cursor;
+        Ok(recorded.next_due)
     }
 }
 

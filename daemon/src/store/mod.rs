@@ -157,6 +157,10 @@ impl Store {
             .row_buffer_size(4096);
         let pool = SqlitePoolOptions::new()
             .max_connections(3)
+            // No ping before each hand-out: it is a round trip to the connection's
+            // thread for every read, and an in-process SQLite connection cannot have
+            // hung up; `fit_to_hand_out` still checks what can go wrong.
+            .test_before_acquire(false)
             .before_acquire(fit_to_hand_out)
             .connect_with(options.clone())
             .await
@@ -168,6 +172,7 @@ impl Store {
         // One connection is enough: the turn lets one transaction write at a time.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .before_acquire(fit_to_hand_out)
             .connect_with(options.synchronous(if durable {
                 SqliteSynchronous::Normal

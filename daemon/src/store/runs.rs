@@ -31,6 +31,10 @@ pub(crate) struct Run {
     pub(crate) started_at: i64,
     /// The contact's stage when the run began (or when the run itself last set it).
     pub(crate) start_stage: Option<String>,
+    /// When the run last changed: for a ready run, since when it is ready
+    /// (`ready_runs` reads it; 0 where it is not read).
+    #[sqlx(default)]
+    pub(crate) updated_at: i64,
 }
 
 /// The span a run's log lines are written in, so that each names its run,
@@ -146,7 +150,8 @@ pub(crate) async fn load_run(conn: &mut Conn, id: i64) -> anyhow::Result<Option<
 /// `in_flight` (a batch being applied).
 pub(crate) async fn ready_runs(conn: &mut Conn, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<Run>> {
     Ok(sqlx::query_as(
-        "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage
+        "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage,
+                updated_at
          FROM runs WHERE status = 'ready' AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY priority, id LIMIT ?",
     )
     .bind(serde_json::to_string(in_flight)?)

@@ -100,6 +100,11 @@ struct PendingFlush(Option<(Arc<WriteAheadLog>, u64)>);
 impl PendingFlush {
     async fn wait(mut self) {
         let (log, seq) = self.0.take().expect("a flush is waited for once");
+        if !log.durable {
+            // A scratch copy is never synced: nothing to wait for, no thread to wake.
+            log.flushed.send_modify(|flushed| *flushed = (*flushed).max(seq));
+            return;
+        }
         if log.flush(seq).await.is_err() {
             tracing::error!("the write-ahead log flush did not finish; stopping");
             std::process::abort();

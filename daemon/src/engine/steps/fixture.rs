@@ -119,13 +119,12 @@ impl Fixture {
         sqlx::query(meanwhile).execute(&self.store.pool).await.unwrap();
         let mut tx = self.store.write().await.unwrap();
         let mut current = store::contacts_with_context(&mut tx, &ids).await.unwrap();
-        let now = engine.clock.now_ms();
         engine
             .apply_in(
                 &mut tx,
                 &batch,
                 &mut current,
-                now,
+                engine.span(),
                 crate::engine::batch::Undo::WholeBatch,
             )
             .await

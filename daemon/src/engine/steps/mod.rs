@@ -149,7 +149,7 @@ impl Engine {
             contact,
             contact_ctx,
             variant: variants::of_step(workflow, &run),
-            now: self.clock.now_ms(),
+            now: self.at(run.updated_at),
         };
         // A message the contact's consent withholds is not sent, so it waits for no
         // window; the owner's notice of it (if one is owed) takes its place.

@@ -88,8 +88,9 @@ macro_rules! in_scope {
 /// What one step of the simulation did, recorded in one round trip: the step's
 /// own work is a few rows, so six statements each waiting for the database's
 /// thread cost more than the rows did. Parameters: ?1 the day, ?2 ?5 ?6 the
-/// cursor (outbox, timer, run step), ?3 the time, ?4 whether `--contacts` was
-/// given, ?7 ?8 the kinds of the steps that send (`Step::kind`).
+/// cursor (outbox, timer, run step), ?3 ?9 the times the step's work happened
+/// between (`Engine::span`), ?4 whether `--contacts` was given, ?7 ?8 the kinds
+/// of the steps that send (`Step::kind`).
 ///
 /// The messages queued after the cursor, each with whether delivery would find
 /// its recipient suppressed, as its claim does, and marked so, as delivery marks
@@ -98,7 +99,7 @@ macro_rules! in_scope {
 /// their steps left out (consent, suppression, no address), each by its reason
 /// code (`model::Reason`): a held run is found by the timer it got, a left-out
 /// message by its step's row, both newer than the cursor, never by scanning
-/// `runs` or `run_steps`. Last, the new cursor.
+/// `runs` or `run_steps`. Last, the new cursor and when the next timer falls due.
 const RECORD_STEP: &str = concat!(
     "INSERT INTO sim_messages
      SELECT o.id, ?1, o.created_at, o.contact_id, COALESCE(r.workflow, ''), o.step,
@@ -118,42 +119,67 @@ const RECORD_STEP: &str = concat!(
      UPDATE outbox SET status = 'suppressed', last_error = 'simulated: recipient suppressed'
      WHERE id IN (SELECT outbox_id FROM sim_messages WHERE outbox_id > ?2 AND suppressed IS NOT NULL);
      INSERT INTO sim_held (day, at, run_id, workflow, kind)
-     SELECT ?1, ?3, r.id, r.workflow, COALESCE(r.reason, 'step_error')
+     SELECT ?1, r.updated_at, r.id, r.workflow, COALESCE(r.reason, 'step_error')
      FROM timers t JOIN runs r ON r.id = t.run_id
      WHERE t.id > ?5 AND t.kind = 'resume_run'
-       AND r.status = 'waiting' AND r.waiting_reason IS NOT NULL AND r.updated_at = ?3 AND ",
+       AND r.status = 'waiting' AND r.waiting_reason IS NOT NULL AND r.updated_at BETWEEN ?3 AND ?9 AND ",
     in_scope!("r.contact_id"),
     ";
      INSERT INTO sim_left_out (day, at, run_id, workflow, step, kind)
-     SELECT ?1, ?3, s.run_id, r.workflow, s.step + 1, s.reason
+     SELECT ?1, s.finished_at, s.run_id, r.workflow, s.step + 1, s.reason
      FROM run_steps s JOIN runs r ON r.id = s.run_id
      WHERE s.rowid > ?6 AND s.kind IN (?7, ?8) AND s.reason IS NOT NULL AND ",
     in_scope!("r.contact_id"),
     ";
      SELECT (SELECT COALESCE(MAX(id), 0) FROM outbox) AS outbox, (SELECT COALESCE(MAX(id), 0) FROM timers) AS timer,
-            (SELECT COALESCE(MAX(rowid), 0) FROM run_steps) AS run_step"
+            (SELECT COALESCE(MAX(rowid), 0) FROM run_steps) AS run_step,
+            (SELECT MIN(due_at) FROM timers WHERE fired_at IS NULL) AS next_due"
 );
 
-/// Records what one step of the simulation did at `now` (on `day`), after
-/// `after` (`RECORD_STEP`). Returns the new cursor.
+/// What recording a step of the simulation returns: the new cursor, and when
+/// the next timer falls due (the engine's `next_due`, in the same round trip).
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub(crate) struct RecordedStep {
+    #[sqlx(flatten)]
+    pub(crate) cursor: SimulationCursor,
+    pub(crate) next_due: Option<i64>,
+}
+
+/// Records what one step of the simulation did between `span`'s times (on
+/// `day`), after `after` (`RECORD_STEP`). Returns the new cursor and the next
+/// timer's due time.
 pub(crate) async fn record_simulation_step(
     conn: &mut Conn,
     after: SimulationCursor,
-    now: i64,
+    span: (i64, i64),
     day: &str,
     filtered: bool,
-) -> anyhow::Result<SimulationCursor> {
+) -> anyhow::Result<RecordedStep> {
     Ok(sqlx::query_as(RECORD_STEP)
         .bind(day)
         .bind(after.outbox)
-        .bind(now)
+        .bind(span.0)
         .bind(filtered)
         .bind(after.timer)
         .bind(after.run_step)
         .bind("send")
         .bind("notify")
+        .bind(span.1)
         .fetch_one(&mut *conn)
         .await?)
+}
+
+/// The pending timers due before `before`, earliest first, at most `limit`:
+/// each one's due time and contact (a run's timer, its run's).
+pub(crate) async fn timers_ahead(conn: &mut Conn, before: i64, limit: i64) -> anyhow::Result<Vec<(i64, Option<i64>)>> {
+    Ok(sqlx::query_as(
+        "SELECT t.due_at, COALESCE(t.contact_id, r.contact_id) FROM timers t LEFT JOIN runs r ON r.id = t.run_id
+         WHERE t.fired_at IS NULL AND t.due_at < ? ORDER BY t.due_at LIMIT ?",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?)
 }
 
 /// Messages of a day by workflow, A/B variant and category.
