@@ -120,16 +120,7 @@ impl Fixture {
         let mut tx = self.store.write().await.unwrap();
         let mut current = store::contacts_with_context(&mut tx, &ids).await.unwrap();
         let now = engine.clock.now_ms();
-        engine
-            .apply_in(
-                &mut tx,
-                &batch,
-                &mut current,
-                now,
-                crate::engine::batch::Undo::WholeBatch,
-            )
-            .await
-            .unwrap();
+        engine.apply_in(&mut tx, &batch.runs, &mut current, now).await.unwrap();
         tx.commit().await.unwrap();
     }
 
