@@ -252,7 +252,7 @@ impl Engine {
             Written::Together(applied) => (applied, Vec::new()),
             Written::Alone(e, each) => {
                 let count = batch.runs.len();
-                warn!("a batch of {count} steps failed as a whole ({e:#}); applied one by one");
+                warn!("a batch of {count} steps failed as a whole ({e:#}); applying them one by one");
                 let mut applied = Applied::default();
                 let mut failed = Vec::new();
                 for (prepared, result) in batch.runs.iter().zip(each) {

@@ -302,7 +302,7 @@ async fn intake_loop(
             Ok(Written::Alone(e, each)) => {
                 if changes.len() > 1 {
                     warn!(
-                        "a group of {} stage changes failed ({e:#}); applied one by one",
+                        "a group of {} stage changes failed ({e:#}); applying them one by one",
                         changes.len()
                     );
                 }
