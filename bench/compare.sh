@@ -9,8 +9,10 @@
 #                                           # two builds of nudge, each once a round
 #   PRELOAD=/tmp/big.db bench/compare.sh    # nudge on a copy of a preloaded database
 #                                           # (bench/preload.sh) each run; n8n as ever
+#   PEER=none BUILDS="before=... after=..." bench/compare.sh
+#                                           # the builds only, each against the first
 #
-# Needs ../shared/bench/n8n/setup.sh once (installs n8n, ~15 min).
+# Needs ../shared/bench/n8n/setup.sh once (installs n8n, ~15 min), unless PEER=none.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEERS="$REPO/../shared/bench"
@@ -20,6 +22,9 @@ OUT="${BENCH_WORK:-$HOME/.cache/nudge-bench}/compare/$(date +%Y%m%d-%H%M%S)-c$CO
 mkdir -p "$OUT"
 # NAME=BINARY pairs; by default the release build of this checkout, as "nudge".
 BUILDS="${BUILDS:-nudge=}"
+# PEER=none: no n8n; each build is compared with the first one instead.
+PEER="${PEER:-n8n}"
+[ "$PEER" = none ] && PEER="${BUILDS%%=*}"
 : > "$OUT/n8n.jsonl"
 for build in $BUILDS; do : > "$OUT/${build%%=*}.jsonl"; done
 
@@ -32,20 +37,21 @@ run(){  # run NAME SCRIPT: one run, its runs.jsonl line appended to $OUT/NAME.js
 }
 
 for r in $(seq "$ROUNDS"); do
-  run n8n "$PEERS/n8n/run_bench.sh" "$r"
+  [ "$PEER" = n8n ] && run n8n "$PEERS/n8n/run_bench.sh" "$r"
   for build in $BUILDS; do
     NUDGE_BIN="${build#*=}" run "${build%%=*}" "$REPO/bench/run_nudge.sh" "$r"
   done
 done
 
-for name in n8n $(for build in $BUILDS; do echo "${build%%=*}"; done); do
+for name in $( [ "$PEER" = n8n ] && echo n8n) $(for build in $BUILDS; do echo "${build%%=*}"; done); do
   python3 "$PEERS/summarize.py" "$OUT/$name.jsonl" > "$OUT/$name-summary.json"
 done
 for build in $BUILDS; do
-python3 - "$OUT" "${build%%=*}" <<'PY'
+[ "${build%%=*}" = "$PEER" ] && continue
+python3 - "$OUT" "${build%%=*}" "$PEER" <<'PY'
 import json, sys
-out, name = sys.argv[1], sys.argv[2]
-n8n = json.load(open(f"{out}/n8n-summary.json"))
+out, name, peer = sys.argv[1], sys.argv[2], sys.argv[3]
+n8n = json.load(open(f"{out}/{peer}-summary.json"))
 nudge = json.load(open(f"{out}/{name}-summary.json"))
 def med(s, k):
     v = s.get(k)
@@ -62,7 +68,7 @@ rows = [
     ("start-up to first event s", "startup_webhook_ready_s", "lower"),
     ("CPU ms per request", "cpu_ms_per_request", "lower"),
 ]
-print(f"{'median of runs':<28}{'n8n':>12}{name:>12}{name + ' advantage':>18}")
+print(f"{'median of runs':<28}{peer:>12}{name:>12}{name + ' advantage':>18}")
 for label, key, better in rows:
     a, b = med(n8n, key), med(nudge, key)
     ratio = ""

@@ -154,13 +154,7 @@ pub(crate) async fn serve(
             store.clone(),
             admission.clone(),
             clock.clone(),
-            {
-                let engine = engine.clone();
-                Arc::new(move |conn, events| {
-                    let engine = engine.clone();
-                    Box::pin(async move { engine.take_events(conn, events).await })
-                })
-            },
+            engine.clone(),
             engine_wake.clone(),
         ),
         admission,

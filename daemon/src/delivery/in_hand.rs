@@ -94,8 +94,10 @@ impl InHand {
             .min((2 * self.concurrency).saturating_sub(self.unrecorded.len()))
     }
 
-    /// Takes handed rows while `free` lasts; returns those to send now. Called
-    /// only while no claim is under way.
+    /// Takes handed rows while `free` lasts, as `claimed` takes a claim's
+    /// (`take`); returns those to send now. The claim's shortcut: called only
+    /// while no claim is under way, and only while no due row may wait in the
+    /// outbox, so that a claim would have returned these same rows.
     pub(super) fn handed(
         &mut self,
         rows: Vec<OutboxRow>,

@@ -109,9 +109,12 @@ enum Finished {
 /// Rows handed and not yet taken at most; more are left to the claims.
 const MAX_HANDED: usize = 1024;
 
-/// The rows a batch of steps queued, handed over as it commits, so that a new
-/// message need not wait for a claim to read it back. The outbox stays the
-/// record: a row delivery does not take at once, its claims find there.
+/// The rows a batch of steps queued, handed over as it commits: a shortcut of
+/// the claim, so that a new message need not wait for a claim to read it back.
+/// A handed row is what a claim would read (`store::queue_and_finish` returns
+/// it with the claim's suppression check), taken as a claimed one is
+/// (`InHand::handed`, `InHand::claimed`). The outbox stays the record: a row
+/// delivery does not take at once, its claims find there.
 #[derive(Default)]
 pub(crate) struct Handoff {
     rows: Mutex<Vec<OutboxRow>>,
@@ -261,6 +264,7 @@ impl Delivery {
             );
             let mut free = in_hand.free(sending.len());
             if claiming.is_none() {
+                // The claim's shortcut first: rows just queued, as a claim would read them.
                 let handed = in_hand.handed(self.handoff.take(), &mut free, &cancel);
                 sending.extend(handed.into_iter().map(|row| self.attempt(row)));
                 if let Some(claim) = in_hand.claim(free, &cancel) {

@@ -5,13 +5,13 @@
 //! (`steps::apply`), its writes gathered in `Effects` and written set-based.
 //! While that task writes, the next tick prepares the next batch. A batch that
 //! fails as a whole is applied again one step at a time, each under its own
-//! savepoint, so that one run's error undoes only that run's step.
+//! savepoint (`store::batch_else_each`), so that one run's error undoes only
+//! that run's step.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::stream::{self, StreamExt};
-use sqlx::Acquire as _;
 use tracing::{Instrument as _, warn};
 
 use super::effects::Effects;
@@ -21,7 +21,7 @@ use crate::admission::SteppedRuns;
 use crate::metrics::Tally;
 use crate::model::Reason;
 use crate::plugins::PluginError;
-use crate::store::{self, OutboxRow, Run, RunStatus};
+use crate::store::{self, Alone, OutboxRow, Run, RunStatus, Written};
 use crate::workflow::Workflow;
 
 /// Runs advanced by one step each per transaction.
@@ -62,13 +62,61 @@ impl Batch {
 
     /// The moves worked out (leaving out runs not ready and those that failed).
     pub(crate) fn moves(&self) -> impl Iterator<Item = &NextMove> {
-        self.runs.iter().filter_map(|p| p.next.as_ref().ok()?.as_ref())
+        moves(&self.runs)
     }
 
     /// Leaves out the runs whose move could not be worked out, for the engine
     /// to take them (and record why) as any other.
     pub(crate) fn retain_prepared(&mut self) {
         self.runs.retain(|p| p.next.is_ok());
+    }
+}
+
+/// The moves worked out of `runs` (leaving out runs not ready and those that failed).
+fn moves(runs: &[PreparedRun]) -> impl Iterator<Item = &NextMove> {
+    runs.iter().filter_map(|p| p.next.as_ref().ok()?.as_ref())
+}
+
+/// What the steps of a batch did, told once it commits: the runs that queued a
+/// message and those that go straight on, the messages queued, and the runs
+/// ended, counted.
+#[derive(Default)]
+pub(super) struct Applied {
+    pub(crate) stepped: SteppedRuns,
+    pub(crate) queued: Vec<OutboxRow>,
+    pub(crate) tally: Tally,
+}
+
+impl Applied {
+    fn append(&mut self, mut other: Applied) {
+        self.stepped.append(other.stepped);
+        self.queued.append(&mut other.queued);
+        self.tally.append(&mut other.tally);
+    }
+}
+
+/// A batch's run steps, as `store::batch_else_each` writes them.
+struct Steps<'a> {
+    engine: &'a Engine,
+    /// The pass's span (`Engine::span`): each step happens at its run's time in it.
+    times: (i64, i64),
+}
+
+impl store::Unit for Steps<'_> {
+    type Item = PreparedRun;
+    type Written = Applied;
+
+    /// Applies the steps of `runs` in `conn`, a transaction that holds the
+    /// write lock; their contacts are read again there, where nothing but these
+    /// steps changes them.
+    async fn write(&self, conn: &mut store::Conn, runs: &[PreparedRun]) -> anyhow::Result<Applied> {
+        let ids: Vec<i64> = moves(runs).map(|m| m.run.contact_id).collect();
+        let mut current = store::contacts_with_context(conn, &ids).await?;
+        self.engine.apply_in(conn, runs, &mut current, self.times).await
+    }
+
+    async fn commit(&self, tx: store::Tx, _: &[&Applied]) -> anyhow::Result<()> {
+        Ok(tx.commit().await?)
     }
 }
 
@@ -85,17 +133,6 @@ pub(super) struct Advanced {
 pub(super) struct Writing {
     runs: Vec<i64>,
     task: tokio::task::JoinHandle<anyhow::Result<Advanced>>,
-}
-
-/// What an error in one step of a batch undoes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Undo {
-    /// The whole batch fails (the caller rolls back): the fast way, one
-    /// transaction and a few statements for all the steps.
-    WholeBatch,
-    /// Each step under its own savepoint: an error undoes its step alone and
-    /// is recorded against its run.
-    OneStep,
 }
 
 impl Engine {
@@ -209,61 +246,86 @@ impl Engine {
     }
 
     /// Writes a prepared batch: in one transaction, or if that fails one step
-    /// at a time, each under its own savepoint, so that one run's error undoes
-    /// only that run's step. Then hands delivery what it queued.
+    /// at a time, each under its own savepoint (`store::batch_else_each`), so
+    /// that one run's error undoes only that run's step and is recorded against
+    /// it. Then tells admission control and hands delivery what it queued.
     async fn write_batch(&self, batch: &Batch) -> anyhow::Result<Advanced> {
-        let times = self.span();
-        let (stepped, queued) = match self.write_in_one_transaction(batch, times, Undo::WholeBatch).await {
-            Ok(applied) => applied,
-            Err(e) => {
+        let steps = Steps {
+            engine: self,
+            times: self.span(),
+        };
+        let written = store::batch_else_each(
+            &self.store,
+            self.store.write().await,
+            &batch.runs,
+            Alone::Savepoint,
+            &steps,
+        )
+        .await?;
+        let (applied, failed) = match written {
+            Written::Together(applied) => (applied, Vec::new()),
+            Written::Alone(e, each) => {
                 let count = batch.runs.len();
                 warn!("a batch of {count} steps failed as a whole ({e:#}); applying them one by one");
-                self.write_in_one_transaction(batch, times, Undo::OneStep).await?
+                let mut applied = Applied::default();
+                let mut failed = Vec::new();
+                for (prepared, result) in batch.runs.iter().zip(each) {
+                    match result {
+                        Ok(one) => applied.append(one),
+                        Err(e) => failed.push((prepared, e)),
+                    }
+                }
+                (applied, failed)
             }
         };
-        self.delivery.hand(queued);
-        Ok(Advanced {
-            more: !stepped.continuing.is_empty() || batch.moves().any(NextMove::writes_contact),
-        })
+        let more = !applied.stepped.continuing.is_empty() || batch.moves().any(NextMove::writes_contact);
+        self.steps_committed(&batch.run_ids(), applied);
+        self.record_step_errors(&failed).await?;
+        Ok(Advanced { more })
     }
 
-    /// Applies a batch in a transaction of its own (`apply_in`) and tells
-    /// admission control; returns the runs that queued a message and those
-    /// that go straight on, and the messages queued.
-    async fn write_in_one_transaction(
-        &self,
-        batch: &Batch,
-        times: (i64, i64),
-        undo: Undo,
-    ) -> anyhow::Result<(SteppedRuns, Vec<OutboxRow>)> {
+    /// Once the steps of `runs` have committed: counts the runs ended, tells
+    /// admission control which runs moved, and hands delivery the messages
+    /// queued (the shortcut of its claim: `Handoff`).
+    pub(super) fn steps_committed(&self, runs: &[i64], applied: Applied) {
+        applied.tally.count();
+        self.admission.runs_stepped(runs, &applied.stepped);
+        self.delivery.hand(applied.queued);
+    }
+
+    /// Records the steps that failed alone against their runs, in a
+    /// transaction of their own.
+    async fn record_step_errors(&self, failed: &[(&PreparedRun, anyhow::Error)]) -> anyhow::Result<()> {
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let mut tally = Tally::default();
         let mut tx = self.store.write().await?;
-        // Read again under the write lock, where nothing but this batch changes them;
-        // a step that changes its contact drops it from here, so the next reads it afresh.
-        let ids: Vec<i64> = batch.moves().map(|m| m.run.contact_id).collect();
-        let mut current = store::contacts_with_context(&mut tx, &ids).await?;
-        let (stepped, queued, tally) = self.apply_in(&mut tx, batch, &mut current, times, undo).await?;
+        for (prepared, e) in failed {
+            record_step_error(&mut tx, prepared.run_id, e, self.at(prepared.ready_at), &mut tally)
+                .instrument(prepared.span.clone())
+                .await?;
+        }
         tx.commit().await?;
         tally.count();
-        self.admission.runs_stepped(&batch.run_ids(), &stepped);
-        Ok((stepped, queued))
+        Ok(())
     }
 
-    /// Applies a batch in `tx`, a transaction that holds the write lock and in
-    /// which `current` holds their contacts as they are; returns the runs that
-    /// queued a message and those that go straight on, the messages queued, and
-    /// the runs ended, to count once `tx` commits. Each step happens at its
-    /// run's time within `times` (`Engine::span`: all now on the live daemon);
-    /// what the steps of one time gathered is written before the next time's.
+    /// Applies the steps of `runs` in `tx`, a transaction that holds the write
+    /// lock and in which `current` holds their contacts as they are, and writes
+    /// what they gathered set-based; a step that fails fails them all. A step
+    /// that failed before the transaction (a render) is recorded against its run.
+    /// Each step happens at its run's time within `times` (`Engine::span`: all
+    /// now on the live daemon); what the steps of one time gathered is written
+    /// before the next time's.
     pub(super) async fn apply_in(
         &self,
         tx: &mut store::Conn,
-        batch: &Batch,
+        runs: &[PreparedRun],
         current: &mut Contacts,
         times: (i64, i64),
-        undo: Undo,
-    ) -> anyhow::Result<(SteppedRuns, Vec<OutboxRow>, Tally)> {
-        let stepping: Vec<(&Workflow, &Run, &store::Contact)> = batch
-            .moves()
+    ) -> anyhow::Result<Applied> {
+        let stepping: Vec<(&Workflow, &Run, &store::Contact)> = moves(runs)
             .filter(|m| m.is_step())
             .filter_map(|m| {
                 let (contact, _) = current.get(&m.run.contact_id)?;
@@ -273,64 +335,36 @@ impl Engine {
         let facts = super::triggers::ExitFacts::load(tx, &stepping).await?;
         drop(stepping);
         let mut effects = Effects::default();
-        let mut stepped = SteppedRuns::default();
-        let mut queued = Vec::new();
         let mut tally = Tally::default();
         let mut time = times.0;
-        for (i, prepared) in batch.runs.iter().enumerate() {
+        for (i, prepared) in runs.iter().enumerate() {
             let now = prepared.ready_at.clamp(times.0, times.1);
             if i > 0 && now != time {
                 effects.flush(tx, time).await?;
             }
             time = now;
             let span = prepared.span.clone();
-            let result = match &prepared.next {
-                Ok(None) => continue,
-                Ok(Some(next)) if undo == Undo::WholeBatch => {
+            match &prepared.next {
+                Ok(None) => {}
+                Ok(Some(next)) => {
                     self.apply(tx, next, current, &facts, &mut effects, now)
                         .instrument(span)
-                        .await?;
-                    continue;
+                        .await?
                 }
-                Ok(Some(next)) => {
-                    let mut savepoint = tx.begin().await?;
-                    let applied = match self
-                        .apply(&mut savepoint, next, current, &facts, &mut effects, now)
-                        .instrument(span.clone())
-                        .await
-                    {
-                        Ok(()) => effects.flush(&mut savepoint, now).await,
-                        Err(e) => Err(e),
-                    };
-                    match applied {
-                        Ok(()) => {
-                            savepoint.commit().await?;
-                            stepped.append(std::mem::take(&mut effects.stepped));
-                            queued.append(&mut effects.queued);
-                            tally.append(&mut effects.tally);
-                            Ok(())
-                        }
-                        Err(e) => {
-                            savepoint.rollback().await?;
-                            effects.clear();
-                            current.remove(&next.run.contact_id);
-                            Err(e)
-                        }
-                    }
+                Err(e) => {
+                    record_step_error(tx, prepared.run_id, &step_error(e), now, &mut tally)
+                        .instrument(span)
+                        .await?
                 }
-                Err(e) => Err(step_error(e)),
-            };
-            if let Err(e) = result {
-                record_step_error(tx, prepared.run_id, &e, now, &mut tally)
-                    .instrument(span)
-                    .await?;
             }
         }
         effects.flush(tx, time).await?;
-        stepped.append(std::mem::take(&mut effects.stepped));
-        queued.append(&mut effects.queued);
         tally.append(&mut effects.tally);
-        Ok((stepped, queued, tally))
+        Ok(Applied {
+            stepped: std::mem::take(&mut effects.stepped),
+            queued: std::mem::take(&mut effects.queued),
+            tally,
+        })
     }
 }
 

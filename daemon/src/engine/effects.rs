@@ -55,14 +55,6 @@ impl Effects {
         self.ended.push(ended);
     }
 
-    /// Forgets what was gathered and flushed (its transaction was rolled back).
-    pub(crate) fn clear(&mut self) {
-        self.clear_writes();
-        self.stepped = SteppedRuns::default();
-        self.queued.clear();
-        self.tally.clear();
-    }
-
     fn clear_writes(&mut self) {
         self.finished.clear();
         self.ended.clear();

@@ -6,12 +6,11 @@
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
-use std::sync::Arc;
 
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::batch::Undo;
+use super::batch::Applied;
 use super::{BATCH, Contacts, Engine, triggers};
 use crate::model::Reason;
 use crate::store::{self, Contact, EventDecision, EventKind, Run, RunStatus, RunTimer, TakenEvent};
@@ -28,12 +27,14 @@ const TURN_RENDER_PAUSE: std::time::Duration = std::time::Duration::from_secs(60
 /// A run an event starts: its workflow, event and contact, and when it begins.
 type Start<'a> = (&'a Workflow, &'a store::Event, &'a Contact, i64);
 
-/// What taking a group's events did: the runs started ready, (run id, event
-/// id), and what is left to do once the group's commit is durable (tell
-/// admission control and delivery what the runs' first steps did).
+/// What taking a group's events did, told once the group's commit is durable
+/// (`Engine::taken_committed`): the runs started ready (run id, event id), the
+/// events' kinds, and the runs whose first steps were taken and what those did.
+#[derive(Default)]
 pub(crate) struct Taken {
     pub(crate) started: Vec<(i64, i64)>,
-    pub(crate) committed: Box<dyn FnOnce() + Send>,
+    kinds: Vec<EventKind>,
+    first_steps: Option<(Vec<i64>, Applied)>,
 }
 
 /// Counts the events taken in, by kind, once their transaction has committed.
@@ -70,36 +71,46 @@ impl Engine {
         Ok(events.len())
     }
 
-    /// Takes the events `ids` in `conn`, the transaction that wrote them: starts
-    /// their runs as `ingest_events` would, reading them and their contacts there,
-    /// and takes the first step of each run started ready there too, prepared and
-    /// rendered as the engine would. The API's stage changes go this way, so that
-    /// their messages are queued when the write commits instead of one engine
-    /// cycle or two later. A run whose step cannot be prepared or rendered is left
-    /// ready, for the engine to take it (and record why) as any other. What the
-    /// steps did is told to admission control and delivery by `Taken::committed`.
-    pub(crate) async fn take_events(
-        self: &Arc<Self>,
-        conn: &mut store::Conn,
-        ids: RangeInclusive<i64>,
-    ) -> anyhow::Result<Taken> {
+    /// Takes the events `ids` in `conn`, the transaction that wrote them: the
+    /// path of `ingest_events` then `advance_runs`, taken in one transaction.
+    /// Their runs start as `ingest_events` starts them (`start_runs`), and the
+    /// first step of each run started ready is taken as `advance_runs` takes it
+    /// (`first_steps`). The API's stage changes go this way, so that their
+    /// messages are queued when the write commits instead of one engine cycle
+    /// or two later.
+    pub(crate) async fn take_events(&self, conn: &mut store::Conn, ids: RangeInclusive<i64>) -> anyhow::Result<Taken> {
         let (events, mut contacts) = store::events_with_contacts(conn, ids).await?;
-        let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
         let ready = self.start_runs(conn, &events, &contacts).await?;
-        let started: Vec<(i64, i64)> = ready.iter().map(|run| (run.id, run.event_id)).collect();
+        Ok(Taken {
+            started: ready.iter().map(|run| (run.id, run.event_id)).collect(),
+            kinds: events.iter().map(|e| e.kind).collect(),
+            first_steps: self.first_steps(conn, ready, &mut contacts).await?,
+        })
+    }
+
+    /// The first steps of runs just started ready, taken in `conn` as
+    /// `advance_runs` takes a step (`prepare_all`, then `apply_in`), but
+    /// rendered within TURN_RENDER_BUDGET: `conn` holds the turn to write. A
+    /// run whose step cannot be prepared or rendered in time is left ready,
+    /// for the engine to take it (and record why) as any other. None while
+    /// groups leave their first steps to the engine (a render ran past the
+    /// budget): the runs wait for it.
+    async fn first_steps(
+        &self,
+        conn: &mut store::Conn,
+        ready: Vec<Run>,
+        contacts: &mut Contacts,
+    ) -> anyhow::Result<Option<(Vec<i64>, Applied)>> {
         let paused = self
             .turn_renders_paused
             .lock()
             .unwrap()
             .is_some_and(|until| until > tokio::time::Instant::now());
         if paused {
-            return Ok(Taken {
-                started,
-                committed: Box::new(move || count_events(&kinds)),
-            });
+            return Ok(None);
         }
         let began = std::time::Instant::now();
-        let mut batch = self.prepare_all(ready, &contacts, Some(TURN_RENDER_BUDGET)).await?;
+        let mut batch = self.prepare_all(ready, contacts, Some(TURN_RENDER_BUDGET)).await?;
         if began.elapsed() > TURN_RENDER_BUDGET {
             *self.turn_renders_paused.lock().unwrap() = Some(tokio::time::Instant::now() + TURN_RENDER_PAUSE);
             warn!(
@@ -108,20 +119,18 @@ impl Engine {
             );
         }
         batch.retain_prepared();
-        let (stepped, queued, tally) = self
-            .apply_in(conn, &batch, &mut contacts, self.span(), Undo::WholeBatch)
-            .await?;
-        let runs = batch.run_ids();
-        let engine = self.clone();
-        Ok(Taken {
-            started,
-            committed: Box::new(move || {
-                count_events(&kinds);
-                tally.count();
-                engine.admission.runs_stepped(&runs, &stepped);
-                engine.delivery.hand(queued);
-            }),
-        })
+        let applied = self.apply_in(conn, &batch.runs, contacts, self.span()).await?;
+        Ok(Some((batch.run_ids(), applied)))
+    }
+
+    /// Once the transaction that took events has committed: counts them, and
+    /// tells admission control and delivery what their first steps did, as
+    /// `write_batch` does for the engine's own batches.
+    pub(crate) fn taken_committed(&self, taken: Taken) {
+        count_events(&taken.kinds);
+        if let Some((runs, applied)) = taken.first_steps {
+            self.steps_committed(&runs, applied);
+        }
     }
 
     /// Starts the runs `events` trigger (each enabled workflow whose trigger and

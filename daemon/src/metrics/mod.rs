@@ -116,10 +116,6 @@ impl Tally {
         self.0.append(&mut other.0);
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.0.clear();
-    }
-
     /// Makes the increments: call once the transaction has committed.
     pub(crate) fn count(self) {
         for counter in self.0 {

@@ -3,6 +3,7 @@
 //! state change and the rows it causes (events, timers, outbox) commit together.
 
 mod batch;
+mod batch_else_each;
 mod contacts;
 mod engagement;
 mod enrolments;
@@ -32,6 +33,7 @@ use anyhow::Context as _;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub(crate) use batch_else_each::{Alone, Unit, Written, batch_else_each};
 pub use contacts::*;
 pub(crate) use engagement::*;
 pub(crate) use enrolments::*;

@@ -6,11 +6,11 @@
 //! the route events come in by), but writes a group's changes set-based: a
 //! handful of statements for the group instead of six for each change.
 //!
-//! A group first runs straight in its transaction: a savepoint around each write
-//! would cost two more round trips to SQLite's thread a request. If a write fails,
-//! the transaction (with that write's partial changes) is rolled back and the
-//! group runs again, each write under its own savepoint. A write is therefore a
-//! function that may be called twice; only the run that commits counts.
+//! A group is written by `store::batch_else_each`: straight in one transaction
+//! (a savepoint around each write would cost two more round trips to SQLite's
+//! thread a request), else each write alone, so that a failure stays with its
+//! own request. A write is therefore a function that may be called twice; only
+//! the run that commits counts.
 
 use std::future::Future;
 use std::ops::RangeInclusive;
@@ -24,8 +24,8 @@ use tracing::warn;
 
 use crate::admission::Admission;
 use crate::clock::Clock;
-use crate::engine::Taken;
-use crate::store::{self, Conn, StageByEmail, Store, Tx};
+use crate::engine::{Engine, Taken};
+use crate::store::{self, Alone, Conn, StageByEmail, Store, Tx, Written};
 
 /// Requests gathered into one transaction at most.
 const MAX_GROUP: usize = 256;
@@ -51,7 +51,7 @@ impl<T> Clone for GroupCommit<T> {
     }
 }
 
-impl<T: Send + 'static> GroupCommit<T> {
+impl<T: Send + Sync + 'static> GroupCommit<T> {
     /// Starts the committing task; it ends when every handle is dropped. The
     /// events each group writes are counted by `admission`.
     pub(crate) fn start(store: Store, admission: Arc<Admission>) -> GroupCommit<T> {
@@ -96,7 +96,11 @@ async fn next_group<J>(store: &Store, queue: &mut mpsc::Receiver<J>) -> Option<(
     Some((tx, group))
 }
 
-async fn commit_loop<T: Send + 'static>(store: Store, admission: Arc<Admission>, mut queue: mpsc::Receiver<Job<T>>) {
+async fn commit_loop<T: Send + Sync + 'static>(
+    store: Store,
+    admission: Arc<Admission>,
+    mut queue: mpsc::Receiver<Job<T>>,
+) {
     while let Some((tx, group)) = next_group(&store, &mut queue).await {
         if let Err(e) = commit_group(&store, &admission, tx, group).await {
             warn!("group commit: {e:#}");
@@ -104,13 +108,13 @@ async fn commit_loop<T: Send + 'static>(store: Store, admission: Arc<Admission>,
     }
 }
 
-/// The first id of the events a transaction is about to write, when admission
+/// The first id of the events a write is about to write, when admission
 /// control counts them: nothing else writes while it holds the write lock.
-async fn first_new_event(tx: &mut Tx, admission: &Admission) -> Option<i64> {
+async fn first_new_event(conn: &mut Conn, admission: &Admission) -> Option<i64> {
     if !admission.is_on() {
         return None;
     }
-    store::last_event_id(tx).await.ok().map(|last| last + 1)
+    store::last_event_id(conn).await.ok().map(|last| last + 1)
 }
 
 /// Commits a group's transaction, which wrote the events `events`. They are
@@ -129,100 +133,107 @@ async fn commit_counted(tx: Tx, admission: &Admission, events: Option<RangeInclu
     Ok(())
 }
 
-/// Commits a group's writes in one transaction; answers each after the commit.
-async fn commit_group<T: Send + 'static>(
+/// What the writes of a transaction returned, and the first id of the events
+/// they wrote (when admission control counts them).
+struct Wrote<T> {
+    values: Vec<T>,
+    first_event: Option<i64>,
+}
+
+/// A group of requests' writes, each a closure that may run twice.
+struct Writes<'a, T> {
+    admission: &'a Admission,
+    _answers: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Send + Sync + 'static> store::Unit for Writes<'_, T> {
+    type Item = Job<T>;
+    type Written = Wrote<T>;
+
+    async fn write(&self, conn: &mut Conn, jobs: &[Job<T>]) -> anyhow::Result<Wrote<T>> {
+        let first_event = first_new_event(conn, self.admission).await;
+        let mut values = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            values.push((job.write)(conn).await?);
+        }
+        Ok(Wrote { values, first_event })
+    }
+
+    async fn commit(&self, mut tx: Tx, wrote: &[&Wrote<T>]) -> anyhow::Result<()> {
+        let first = wrote.iter().filter_map(|w| w.first_event).min();
+        let events = match first {
+            Some(first) => store::last_event_id(&mut tx).await.ok().map(|last| first..=last),
+            None => None,
+        };
+        commit_counted(tx, self.admission, events).await
+    }
+}
+
+/// Commits a group's writes in one transaction, else each under its own
+/// savepoint (`store::batch_else_each`); answers each after the commit.
+async fn commit_group<T: Send + Sync + 'static>(
     store: &Store,
     admission: &Admission,
     tx: anyhow::Result<Tx>,
     group: Vec<Job<T>>,
 ) -> anyhow::Result<()> {
-    let first = match tx {
-        Ok(tx) => run_group(tx, admission, &group, Isolation::None).await,
-        Err(e) => Err(e),
+    let writes = Writes {
+        admission,
+        _answers: std::marker::PhantomData,
     };
-    let results = match first {
-        Ok(Some(results)) => Ok(results),
-        Ok(None) => match store.write().await {
-            Ok(tx) => run_group(tx, admission, &group, Isolation::Savepoints)
-                .await
-                .map(|results| results.expect("with savepoints every write has its result")),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
-    match results {
-        Ok(results) => {
-            for (job, result) in group.into_iter().zip(results) {
-                let _ = job.answer.send(result);
-            }
-            Ok(())
-        }
-        Err(e) => {
-            for job in group {
-                let _ = job.answer.send(Err(anyhow::anyhow!("{e:#}")));
-            }
-            Err(e)
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Isolation {
-    /// The writes run straight in the transaction; a failing one ends the attempt.
-    None,
-    /// Each write runs under its own savepoint; a failing one undoes only itself.
-    Savepoints,
-}
-
-/// Runs every write of the group in one transaction and commits it, returning
-/// each write's result; `None` when, without isolation, a write failed (the
-/// transaction is rolled back and nothing is counted).
-async fn run_group<T: Send + 'static>(
-    mut tx: Tx,
-    admission: &Admission,
-    group: &[Job<T>],
-    isolation: Isolation,
-) -> anyhow::Result<Option<Vec<anyhow::Result<T>>>> {
-    let first_event = first_new_event(&mut tx, admission).await;
-    let mut results = Vec::with_capacity(group.len());
-    for job in group {
-        let result = match isolation {
-            Isolation::None => match (job.write)(&mut tx).await {
-                Ok(value) => Ok(value),
-                Err(_) => {
-                    tx.rollback().await?;
-                    return Ok(None);
+    let results: Vec<anyhow::Result<T>> =
+        match store::batch_else_each(store, tx, &group, Alone::Savepoint, &writes).await {
+            Ok(Written::Together(wrote)) => wrote.values.into_iter().map(Ok).collect(),
+            Ok(Written::Alone(_, each)) => (each.into_iter())
+                .map(|wrote| Ok(wrote?.values.into_iter().next().expect("one value a write")))
+                .collect(),
+            Err(e) => {
+                for job in group {
+                    let _ = job.answer.send(Err(anyhow::anyhow!("{e:#}")));
                 }
-            },
-            Isolation::Savepoints => match tx.begin().await {
-                Ok(mut savepoint) => match (job.write)(&mut savepoint).await {
-                    Ok(value) => savepoint.commit().await.map(|_| value).map_err(Into::into),
-                    Err(e) => {
-                        let _ = savepoint.rollback().await;
-                        Err(e)
-                    }
-                },
-                Err(e) => Err(e.into()),
-            },
+                return Err(e);
+            }
         };
-        results.push(result);
+    for (job, result) in group.into_iter().zip(results) {
+        let _ = job.answer.send(result);
     }
-    let events = match first_event {
-        Some(first) => store::last_event_id(&mut tx).await.ok().map(|last| first..=last),
-        None => None,
-    };
-    commit_counted(tx, admission, events).await?;
-    Ok(Some(results))
+    Ok(())
 }
 
 /// What a stage change by email did: the contact, and its `stage_changed`
 /// event (`None`: the contact was at that stage already).
 pub(crate) type StageChanged = (i64, Option<i64>);
 
-/// Takes the events `ids` in the transaction that wrote them, starting their
-/// runs and taking their first steps (`Engine::take_events`).
-pub(crate) type TakeEvents =
-    Arc<dyn for<'c> Fn(&'c mut Conn, RangeInclusive<i64>) -> BoxFuture<'c, anyhow::Result<Taken>> + Send + Sync>;
+/// What takes a group's events in the group's own transaction and is told
+/// once it has committed: the engine (`Engine::take_events`,
+/// `Engine::taken_committed`).
+pub(crate) trait TakeEvents: Send + Sync + 'static {
+    /// Starts the runs of the events `ids` in `conn`, which wrote them, and
+    /// takes their first steps there.
+    fn take_events(
+        &self,
+        conn: &mut Conn,
+        ids: RangeInclusive<i64>,
+    ) -> impl Future<Output = anyhow::Result<Taken>> + Send;
+
+    /// Tells admission control and delivery what the taken steps did, once
+    /// their transaction has committed.
+    fn committed(&self, taken: Taken);
+}
+
+impl TakeEvents for Arc<Engine> {
+    fn take_events(
+        &self,
+        conn: &mut Conn,
+        ids: RangeInclusive<i64>,
+    ) -> impl Future<Output = anyhow::Result<Taken>> + Send {
+        Engine::take_events(self, conn, ids)
+    }
+
+    fn committed(&self, taken: Taken) {
+        self.taken_committed(taken);
+    }
+}
 
 struct Intake {
     change: StageByEmail,
@@ -245,7 +256,7 @@ impl StageIntake {
         store: Store,
         admission: Arc<Admission>,
         clock: Clock,
-        take: TakeEvents,
+        take: impl TakeEvents,
         engine: Arc<Notify>,
     ) -> StageIntake {
         let (changes, queue) = mpsc::channel(MAX_GROUP * 4);
@@ -270,81 +281,132 @@ async fn intake_loop(
     store: Store,
     admission: Arc<Admission>,
     clock: Clock,
-    take: TakeEvents,
+    take: impl TakeEvents,
     engine: Arc<Notify>,
     mut queue: mpsc::Receiver<Intake>,
 ) {
     while let Some((tx, group)) = next_group(&store, &mut queue).await {
         let (changes, answers): (Vec<StageByEmail>, Vec<_>) =
             group.into_iter().map(|job| (job.change, job.answer)).unzip();
-        let written = match tx {
-            Ok(tx) => intake_group(tx, &admission, &changes, clock.now_ms(), Some((&take, &engine))).await,
-            Err(e) => Err(e),
+        let changes_unit = Changes {
+            now: clock.now_ms(),
+            take: &take,
+            admission: &admission,
+            engine: &engine,
         };
-        match written {
-            Ok(done) => {
-                for (answer, done) in answers.into_iter().zip(done) {
-                    let _ = answer.send(Ok(done));
+        // A set-based write cannot be split by savepoints: a change the
+        // database refuses goes again in a transaction of its own.
+        let written = store::batch_else_each(&store, tx, &changes, Alone::Transaction, &changes_unit).await;
+        let done: Vec<anyhow::Result<StageChanged>> = match written {
+            Ok(Written::Together(written)) => written.committed(&take).into_iter().map(Ok).collect(),
+            Ok(Written::Alone(e, each)) => {
+                if changes.len() > 1 {
+                    warn!(
+                        "a group of {} stage changes failed ({e:#}); applying them one by one",
+                        changes.len()
+                    );
                 }
+                (each.into_iter())
+                    .map(|written| Ok(written?.committed(&take).remove(0)))
+                    .collect()
             }
-            Err(e) if changes.len() == 1 && e.downcast_ref::<TakeFailed>().is_none() => {
-                let _ = answers.into_iter().next().map(|answer| answer.send(Err(e)));
-            }
-            // One at a time, so that a change the database refuses fails alone,
-            // and their events left to the engine, so that a run that cannot
-            // start does not fail the change.
-            Err(e) => {
-                warn!(
-                    "a group of {} stage changes failed ({e:#}); applying them one by one",
-                    changes.len()
-                );
-                for (change, answer) in changes.iter().zip(answers) {
-                    let done = match store.write().await {
-                        Ok(tx) => {
-                            intake_group(tx, &admission, std::slice::from_ref(change), clock.now_ms(), None).await
-                        }
-                        Err(e) => Err(e),
-                    };
-                    let _ = answer.send(done.map(|mut done| done.remove(0)));
-                }
-            }
+            Err(e) => changes.iter().map(|_| Err(anyhow::anyhow!("{e:#}"))).collect(),
+        };
+        for (answer, done) in answers.into_iter().zip(done) {
+            let _ = answer.send(done);
         }
     }
 }
 
-/// Starting a group's runs failed: the group goes again without.
-#[derive(Debug)]
-struct TakeFailed;
+/// What a group of stage changes wrote in its transaction: each change's
+/// answer, the events written, and their runs if they were taken.
+struct ChangesWritten {
+    done: Vec<StageChanged>,
+    events: Option<RangeInclusive<i64>>,
+    taken: Option<Taken>,
+}
 
-impl std::fmt::Display for TakeFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("start the runs of the group's events")
+impl ChangesWritten {
+    /// Once committed: tells admission control and delivery what the runs'
+    /// first steps did; returns each change's answer.
+    fn committed(self, take: &impl TakeEvents) -> Vec<StageChanged> {
+        if let Some(taken) = self.taken {
+            take.committed(taken);
+        }
+        self.done
     }
 }
 
-/// Writes a group of stage changes in `tx`, takes their events with `take`
-/// (else they wait for the engine), and commits it.
-async fn intake_group(
-    mut tx: Tx,
-    admission: &Admission,
-    changes: &[StageByEmail],
+/// A group of stage changes, written set-based, their events taken by `take`.
+struct Changes<'a, E> {
     now: i64,
-    take: Option<(&TakeEvents, &Notify)>,
-) -> anyhow::Result<Vec<StageChanged>> {
-    let written = store::stage_changes_by_email(&mut tx, changes, "api", now).await?;
-    match (take, written.events) {
-        (Some((take, engine)), Some(events)) => {
-            let taken = take(&mut tx, events).await.context(TakeFailed)?;
-            admission.runs_started(&taken.started);
-            if let Err(e) = tx.commit_and_then(|| engine.notify_one()).await {
-                admission.runs_dropped(&taken.started);
-                return Err(e).context("commit failed");
+    take: &'a E,
+    admission: &'a Admission,
+    /// Woken as soon as the runs the changes started can be read.
+    engine: &'a Notify,
+}
+
+impl<E: TakeEvents> store::Unit for Changes<'_, E> {
+    type Item = StageByEmail;
+    type Written = ChangesWritten;
+
+    /// Writes stage changes set-based in `conn` and takes their events under a
+    /// savepoint: if taking them fails, the changes commit without, and the
+    /// engine takes their events as it takes everyone else's.
+    async fn write(&self, conn: &mut Conn, changes: &[StageByEmail]) -> anyhow::Result<ChangesWritten> {
+        let written = store::stage_changes_by_email(conn, changes, "api", self.now).await?;
+        let mut taken = None;
+        if let Some(events) = written.events.clone() {
+            let mut savepoint = conn.begin().await?;
+            match self.take.take_events(&mut savepoint, events).await {
+                Ok(runs) => {
+                    savepoint.commit().await?;
+                    taken = Some(runs);
+                }
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    warn!(
+                        "the runs of {} stage changes are left to the engine: {e:#}",
+                        changes.len()
+                    );
+                }
             }
-            (taken.committed)();
         }
-        (_, events) => commit_counted(tx, admission, events).await?,
+        Ok(ChangesWritten {
+            done: written.done,
+            events: written.events,
+            taken,
+        })
     }
-    Ok(written.done)
+
+    /// Commits stage changes, waking the engine as soon as the runs they
+    /// started can be read. Their runs (or, not taken, their events) are
+    /// counted by admission control before the commit, and dropped again if
+    /// it fails.
+    async fn commit(&self, tx: Tx, written: &[&ChangesWritten]) -> anyhow::Result<()> {
+        let admission = self.admission;
+        let count = |on: bool| {
+            for w in written {
+                match (&w.taken, &w.events) {
+                    (Some(taken), _) if on => admission.runs_started(&taken.started),
+                    (Some(taken), _) => admission.runs_dropped(&taken.started),
+                    (None, Some(events)) if on => admission.events_written(*events.start(), *events.end()),
+                    (None, Some(events)) => admission.events_dropped(*events.start(), *events.end()),
+                    (None, None) => {}
+                }
+            }
+        };
+        count(true);
+        let committed = match written.iter().any(|w| w.taken.is_some()) {
+            true => tx.commit_and_then(|| self.engine.notify_one()).await,
+            false => tx.commit().await,
+        };
+        if let Err(e) = committed {
+            count(false);
+            return Err(e).context("commit failed");
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -106,6 +106,52 @@ async fn a_group_runs_once_without_savepoints_and_again_with_them_when_a_write_f
     );
 }
 
+/// A stand-in for the engine: marks the events it takes processed (and with
+/// `failing` then fails, so that the mark must be undone), starting no run.
+struct MarkTaken {
+    failing: bool,
+}
+
+impl TakeEvents for MarkTaken {
+    async fn take_events(&self, conn: &mut Conn, ids: RangeInclusive<i64>) -> anyhow::Result<Taken> {
+        sqlx::query("UPDATE events SET processed_at = 9 WHERE id BETWEEN ? AND ?")
+            .bind(ids.start())
+            .bind(ids.end())
+            .execute(&mut *conn)
+            .await?;
+        anyhow::ensure!(!self.failing, "no runs today");
+        Ok(Taken::default())
+    }
+
+    fn committed(&self, _: Taken) {}
+}
+
+/// A take that takes nothing: the events wait for the engine.
+struct TakeNothing;
+
+impl TakeEvents for TakeNothing {
+    async fn take_events(&self, _: &mut Conn, _: RangeInclusive<i64>) -> anyhow::Result<Taken> {
+        Ok(Taken::default())
+    }
+
+    fn committed(&self, _: Taken) {}
+}
+
+/// Writes `changes` as one group, in one transaction.
+async fn write_group(store: &Store, changes: &[StageByEmail], now: i64) -> anyhow::Result<Vec<StageChanged>> {
+    use store::Unit as _;
+    let unit = Changes {
+        now,
+        take: &TakeNothing,
+        admission: &Admission::off(),
+        engine: &Notify::new(),
+    };
+    let mut tx = store.write().await?;
+    let written = unit.write(&mut tx, changes).await?;
+    unit.commit(tx, &[&written]).await?;
+    Ok(written.committed(&TakeNothing))
+}
+
 fn by_email(email: &str, stage: &str) -> StageByEmail {
     StageByEmail {
         email: email.into(),
@@ -139,9 +185,7 @@ async fn stage_changes_by_email_in_one_group_apply_as_if_one_after_another() {
         by_email("there@x.test", "intent"),
         by_email("new@x.test", "sample"),
     ];
-    let done = intake_group(store.write().await.unwrap(), &Admission::off(), &changes, 5, None)
-        .await
-        .unwrap();
+    let done = write_group(&store, &changes, 5).await.unwrap();
     let ids: Vec<i64> = done.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, [3, 1, 2, 3]);
     let mut conn = store.pool.acquire().await.unwrap();
@@ -202,9 +246,7 @@ async fn an_unknown_stage_fails_the_group_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.db")).await.unwrap();
     let changes = [by_email("a@x.test", "intent"), by_email("b@x.test", "won-ish")];
-    let e = intake_group(store.write().await.unwrap(), &Admission::off(), &changes, 5, None)
-        .await
-        .unwrap_err();
+    let e = write_group(&store, &changes, 5).await.unwrap_err();
     assert!(e.downcast_ref::<store::Invalid>().is_some(), "{e:#}");
     let contacts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contacts")
         .fetch_one(&store.pool)
@@ -214,33 +256,19 @@ async fn an_unknown_stage_fails_the_group_and_writes_nothing() {
 }
 
 /// A group takes its own events in its transaction and wakes the engine
-/// once it commits; if taking them fails, every change still commits and
-/// its events wait for the engine.
+/// once it commits; if taking them fails, every change still commits, in
+/// the group's transaction, and its events wait for the engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_takes_its_events_and_a_failure_to_leaves_them_to_the_engine() {
     for failing in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("t.db")).await.unwrap();
-        let take: TakeEvents = Arc::new(move |conn, events| {
-            Box::pin(async move {
-                sqlx::query("UPDATE events SET processed_at = 9 WHERE id BETWEEN ? AND ?")
-                    .bind(events.start())
-                    .bind(events.end())
-                    .execute(&mut *conn)
-                    .await?;
-                anyhow::ensure!(!failing, "no runs today");
-                Ok(Taken {
-                    started: Vec::new(),
-                    committed: Box::new(|| {}),
-                })
-            })
-        });
         let engine = Arc::new(Notify::new());
         let intake = StageIntake::start(
             store.clone(),
             Arc::new(Admission::off()),
             Clock::virtual_at(jiff::Timestamp::from_millisecond(5).unwrap()),
-            take,
+            MarkTaken { failing },
             engine.clone(),
         );
         let submits: Vec<_> = (0..8)
@@ -263,4 +291,39 @@ async fn a_group_takes_its_events_and_a_failure_to_leaves_them_to_the_engine() {
         let woken = futures::FutureExt::now_or_never(engine.notified()).is_some();
         assert_eq!(woken, !failing, "failing: {failing}");
     }
+}
+
+/// A change the database refuses fails alone: the group goes again, a
+/// transaction a change, and the others commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_change_fails_alone_and_the_others_of_its_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).await.unwrap();
+    let intake = StageIntake::start(
+        store.clone(),
+        Arc::new(Admission::off()),
+        Clock::virtual_at(jiff::Timestamp::from_millisecond(5).unwrap()),
+        TakeNothing,
+        Arc::new(Notify::new()),
+    );
+    let submits: Vec<_> = (0..16)
+        .map(|i| {
+            let intake = intake.clone();
+            let stage = if i == 5 { "won-ish" } else { "intent" };
+            tokio::spawn(async move { intake.submit(by_email(&format!("c{i}@x.test"), stage)).await })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for (i, submit) in submits.into_iter().enumerate() {
+        if let Err(e) = submit.await.unwrap() {
+            assert!(e.downcast_ref::<store::Invalid>().is_some(), "{e:#}");
+            refused.push(i);
+        }
+    }
+    assert_eq!(refused, [5]);
+    let contacts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contacts")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(contacts, 15);
 }

@@ -120,13 +120,7 @@ impl Fixture {
         let mut tx = self.store.write().await.unwrap();
         let mut current = store::contacts_with_context(&mut tx, &ids).await.unwrap();
         engine
-            .apply_in(
-                &mut tx,
-                &batch,
-                &mut current,
-                engine.span(),
-                crate::engine::batch::Undo::WholeBatch,
-            )
+            .apply_in(&mut tx, &batch.runs, &mut current, engine.span())
             .await
             .unwrap();
         tx.commit().await.unwrap();
