@@ -16,7 +16,7 @@ use tracing::{Instrument as _, warn};
 
 use super::effects::Effects;
 use super::steps::NextMove;
-use super::{Contacts, Engine};
+use super::{Contacts, Engine, traces};
 use crate::admission::SteppedRuns;
 use crate::metrics::Tally;
 use crate::model::Reason;
@@ -37,6 +37,8 @@ pub(super) struct PreparedRun {
     pub(crate) run_id: i64,
     /// Its log lines' span: its run, workflow and contact.
     pub(crate) span: tracing::Span,
+    /// Its step's span in an exported trace (`traces.rs`), ended with the batch.
+    pub(crate) trace: tracing::Span,
     /// `None`: the run is not ready after all. An error: its step failed before
     /// the transaction (a render, say), recorded against the run in it.
     pub(crate) next: anyhow::Result<Option<NextMove>>,
@@ -181,12 +183,14 @@ impl Engine {
         budget: Option<std::time::Duration>,
     ) -> anyhow::Result<Batch> {
         let runs: Vec<PreparedRun> = stream::iter(runs)
-            .map(|run| async move {
+            .map(|mut run| async move {
                 let span = run.span();
+                let trace = traces::step_span(&mut run);
                 PreparedRun {
                     run_id: run.id,
                     next: self.prepare(run, contacts).instrument(span.clone()).await,
                     span,
+                    trace,
                 }
             })
             .buffered(PREPARE_AHEAD)
@@ -270,7 +274,8 @@ impl Engine {
                 Ok(Some(next)) if undo == Undo::WholeBatch => {
                     self.apply(tx, next, current, &facts, &mut effects, now)
                         .instrument(span)
-                        .await?;
+                        .await?
+                        .record(&prepared.trace);
                     continue;
                 }
                 Ok(Some(next)) => {
@@ -280,11 +285,12 @@ impl Engine {
                         .instrument(span.clone())
                         .await
                     {
-                        Ok(()) => effects.flush(&mut savepoint, now).await,
+                        Ok(outcome) => effects.flush(&mut savepoint, now).await.map(|()| outcome),
                         Err(e) => Err(e),
                     };
                     match applied {
-                        Ok(()) => {
+                        Ok(outcome) => {
+                            outcome.record(&prepared.trace);
                             savepoint.commit().await?;
                             stepped.append(std::mem::take(&mut effects.stepped));
                             queued.append(&mut effects.queued);
@@ -302,6 +308,7 @@ impl Engine {
                 Err(e) => Err(step_error(e)),
             };
             if let Err(e) = result {
+                prepared.trace.record("outcome", "error");
                 record_step_error(tx, prepared.run_id, &e, now, &mut tally)
                     .instrument(span)
                     .await?;
