@@ -139,7 +139,14 @@ fn a_stage_change_is_one_trace_from_its_event_to_the_delivery_of_its_email() {
     for span in &spans {
         assert_eq!(span["resource"]["service.name"], "nudge-test", "{span:#}");
         let attributes = span["attributes"].to_string();
-        for secret in ["@example.com", "Li Na", "Zhang Wei", "Beta Ltd", "Acme", "a proposal for"] {
+        for secret in [
+            "@example.com",
+            "Li Na",
+            "Zhang Wei",
+            "Beta Ltd",
+            "Acme",
+            "a proposal for",
+        ] {
             assert!(
                 !attributes.contains(secret),
                 "no address or content in a span: {span:#}"

@@ -166,6 +166,13 @@ fn start_export(_config: &Config, _daemon: bool) -> anyhow::Result<Option<Export
 #[cfg(not(feature = "otel"))]
 enum Export {}
 
+#[cfg(not(feature = "otel"))]
+impl Export {
+    fn shutdown(self) {
+        match self {}
+    }
+}
+
 #[cfg(feature = "otel")]
 use trace::Export;
 
