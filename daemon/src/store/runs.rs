@@ -31,7 +31,7 @@ pub(crate) struct Run {
     pub(crate) started_at: i64,
     /// The contact's stage when the run began (or when the run itself last set it).
     pub(crate) start_stage: Option<String>,
-    /// The trace its work continues (W3C traceparent, `crate::trace`): as
+    /// The trace its work continues (W3C traceparent, see `trace.rs`): as
     /// stored, its `run` span's; while a step is taken, that step's span's, so
     /// the message it queues carries it on to delivery. None unless exported.
     #[sqlx(default)]
