@@ -613,3 +613,21 @@ fn templates_that_can_never_render_are_refused_and_a_held_run_takes_the_fixed_on
     assert_eq!(smtp.mails_to("ma@example.com").len(), 1, "{mail:?}");
     nudge.stop();
 }
+
+/// `[tracing]` asks for OpenTelemetry export, which a default build leaves out:
+/// the daemon refuses to start and says how to build one that has it.
+#[cfg(not(feature = "otel"))]
+#[test]
+fn a_tracing_endpoint_in_a_build_without_otel_says_how_to_build_one() {
+    let tmp = scratch();
+    let smtp = SmtpServer::start(tmp.path());
+    let nudge = Nudge::new(&smtp, MONDAY_9AM);
+    let mut toml = std::fs::read_to_string(nudge.path("nudge.toml")).unwrap();
+    toml.push_str("[tracing]\notlp_endpoint = \"http://127.0.0.1:4318\"\n");
+    std::fs::write(nudge.path("nudge.toml"), toml).unwrap();
+    let (ok, _, stderr) = nudge.try_cli(&["run"]);
+    assert!(!ok, "refused: {stderr}");
+    assert!(stderr.contains("nudge.toml:"), "file:line:col: {stderr}");
+    assert!(stderr.contains("[tracing] otlp_endpoint is set"), "{stderr}");
+    assert!(stderr.contains("--features otel"), "{stderr}");
+}

@@ -132,6 +132,7 @@ fn outbox(c: &mut Criterion) {
                     message: message.clone(),
                     variant: None,
                     tracked: false,
+                    traceparent: None,
                 };
                 store::queue_and_finish(&mut tx, vec![row], &[], 0).await.unwrap();
                 tx.commit().await.unwrap();

@@ -16,11 +16,13 @@ mod database;
 mod dkim;
 mod pacing;
 mod retention;
+mod trace_export;
 pub(crate) use bounces::BouncesConfig;
 pub(crate) use database::PostgresUrl;
 pub(crate) use dkim::DkimDomain;
 pub(crate) use pacing::{DomainPace, PacingConfig, WarmupConfig};
 pub(crate) use retention::RetentionConfig;
+pub(crate) use trace_export::TracingConfig;
 
 /// The whole of `nudge.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +66,8 @@ pub(crate) struct Config {
     pub(crate) bounces: Option<BouncesConfig>,
     pub(crate) retention: RetentionConfig,
     pub(crate) metrics: MetricsConfig,
+    /// OpenTelemetry export of traces (a build with the `otel` feature).
+    pub(crate) tracing: TracingConfig,
     /// The file these settings came from; None when no nudge.toml was found (all defaults).
     #[serde(skip)]
     pub(crate) file: Option<PathBuf>,
@@ -345,6 +349,7 @@ impl Default for Config {
             bounces: None,
             retention: RetentionConfig::default(),
             metrics: MetricsConfig::default(),
+            tracing: TracingConfig::default(),
             file: None,
             source: String::new(),
         }
@@ -445,6 +450,7 @@ impl Config {
         config.check_retention_days()?;
         config.check_pacing()?;
         config.resolve_database()?;
+        config.check_tracing()?;
         let base = path.parent().unwrap_or(Path::new(""));
         for p in [
             &mut config.database,

@@ -14,11 +14,13 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("admission", &[]),
     // Counters anything may bump; it names nothing of the crate.
     ("metrics", &["model"]),
+    // Spans exported as traces, and the context carried between them; names nothing of the crate.
+    ("trace", &[]),
     ("clock", &["model"]),
     ("store", &["model", "clock"]),
     ("workflow", &["model"]),
     ("plugins", &["watch", "metrics"]),
-    ("config", &["plugins", "store", "workflow"]),
+    ("config", &["plugins", "store", "trace", "workflow"]),
     ("unsubscribe", &["config", "store"]),
     ("tracking", &["model", "unsubscribe", "workflow"]),
     ("bounces", &["clock", "config", "store", "watch"]),
@@ -33,6 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "model",
             "plugins",
             "store",
+            "trace",
         ],
     ),
     (
@@ -47,6 +50,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "workflow",
             "plugins",
             "delivery",
+            "trace",
             "tracking",
             "unsubscribe",
         ],
@@ -128,7 +132,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     // The command line: parses the arguments and hands them to `commands`.
-    ("cli", &["config", "store", "app", "daemon", "commands"]),
+    ("cli", &["config", "trace", "store", "app", "daemon", "commands"]),
 ];
 
 /// The top-level modules that a source text names as `crate::x` or `crate::{x, y}`.

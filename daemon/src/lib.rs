@@ -21,6 +21,7 @@ pub mod plugins;
 mod report;
 mod simulate;
 pub mod store;
+mod trace;
 mod tracking;
 pub mod unsubscribe;
 mod watch;

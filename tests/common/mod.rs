@@ -659,6 +659,40 @@ impl HttpServer {
     }
 }
 
+/// A real OTLP/HTTP trace receiver (tests/otlp_receiver.py, Python's stdlib):
+/// decodes the protobuf the exporter posts and keeps every span.
+pub struct OtlpReceiver {
+    process: ServerProcess,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl OtlpReceiver {
+    pub fn start(dir: &Path) -> OtlpReceiver {
+        let log = dir.join("spans.jsonl");
+        let mut command = Command::new("python3");
+        command
+            .arg(repo_root().join("tests/otlp_receiver.py"))
+            .arg("--log")
+            .arg(&log);
+        let process = ServerProcess::spawn(command);
+        OtlpReceiver {
+            port: process.port,
+            process,
+            log,
+        }
+    }
+
+    /// Every span received so far: name, trace_id, span_id, parent_span_id, attributes, resource.
+    pub fn spans(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect()
+    }
+}
+
 impl Drop for Nudge {
     fn drop(&mut self) {
         self.kill();

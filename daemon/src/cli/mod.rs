@@ -12,12 +12,12 @@ use clap::Parser;
 use crate::app::NewInquiry;
 use crate::commands;
 use crate::config::Config;
+use crate::trace;
 use args::{Cli, Command, InquiryCommand, LogFormat, PluginCommand, RunsCommand, SegmentCommand, StageCommand};
 
 /// Runs the command line: parses the arguments, runs the command, and says how it went.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -33,6 +33,15 @@ pub fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
+    // Only the daemon exports traces: `simulate` runs the engine too, and must leave no trace.
+    let export = match start_export(&config, matches!(cli.command, Command::Run { .. })) {
+        Ok(export) => export,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logs(cli.log_format, export.as_ref());
     // Plugin calls block (wasmtime's WASI bindings drive their own runtime), so the
     // commands that make them run outside the async runtime.
     let result = match cli.command {
@@ -76,6 +85,10 @@ pub fn main() -> ExitCode {
             runtime.block_on(dispatch(command, config))
         }
     };
+    // After the runtime has stopped: the exporter's HTTP client blocks.
+    if let Some(export) = export {
+        export.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -158,14 +171,57 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
-fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// The trace exporter, if this build has one and `nudge run` is to export.
+#[cfg(feature = "otel")]
+fn start_export(config: &Config, daemon: bool) -> anyhow::Result<Option<trace::Export>> {
+    match config.trace_export() {
+        Some(settings) if daemon => trace::Export::start(settings).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Without the `otel` feature there is no exporter (`[tracing]` in nudge.toml is refused).
+#[cfg(not(feature = "otel"))]
+fn start_export(_config: &Config, _daemon: bool) -> anyhow::Result<Option<Export>> {
+    Ok(None)
+}
+
+/// Stands in for the exporter in a build without it.
+#[cfg(not(feature = "otel"))]
+enum Export {}
+
+#[cfg(not(feature = "otel"))]
+impl Export {
+    fn shutdown(self) {
+        match self {}
+    }
+}
+
+#[cfg(feature = "otel")]
+use trace::Export;
+
+/// Human-readable or JSON log lines on stderr, filtered by `NUDGE_LOG`; the
+/// spans of `nudge::otel` go to the trace exporter alone, if there is one.
+fn init_logs(format: LogFormat, export: Option<&Export>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG")
+        .unwrap_or_else(|_| "info".into())
+        .add_directive(format!("{}=off", trace::TARGET).parse().expect("a valid directive"));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let fmt: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let logs = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    #[cfg(feature = "otel")]
+    logs.with(export.map(|e| e.layer())).init();
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = export;
+        logs.init();
     }
 }

@@ -98,6 +98,7 @@ mod tests {
             created_at: 0,
             category: "marketing".into(),
             throttled: 0,
+            traceparent: None,
         }
     }
 

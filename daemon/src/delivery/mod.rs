@@ -394,7 +394,17 @@ impl Delivery {
     /// holds email while the relay refuses sessions. In its run's span.
     async fn attempt(&self, row: OutboxRow) -> Finished {
         let span = row.span();
-        self.attempt_row(row).instrument(span).await
+        let trace = delivery_span(&row);
+        let finished = self.attempt_row(row).instrument(span).await;
+        trace.record(
+            "outcome",
+            match &finished {
+                Finished::Attempt((_, _, Outcome::Held { reason, .. })) => reason.as_str(),
+                Finished::Attempt((_, _, outcome)) => outcome.recorded_as().as_str(),
+                Finished::Held(_) => "relay_held",
+            },
+        );
+        finished
     }
 
     async fn attempt_row(&self, mut row: OutboxRow) -> Finished {
@@ -438,4 +448,24 @@ impl Delivery {
             }
         }
     }
+}
+
+/// The span of one attempt at a row in an exported trace: a child of the span
+/// of the step that queued it (`engine/traces.rs`), carried by the row. Ids,
+/// the channel and the outcome; never the message or its address.
+fn delivery_span(row: &OutboxRow) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: crate::trace::TARGET,
+        parent: None,
+        "delivery",
+        outbox_id = row.id,
+        run_id = row.run_id,
+        workflow = row.workflow.as_deref(),
+        contact_id = row.contact_id,
+        channel = row.channel.as_str(),
+        attempt = row.attempts + 1,
+        outcome = tracing::field::Empty,
+    );
+    crate::trace::continue_from(&span, row.traceparent.as_deref());
+    span
 }

@@ -16,7 +16,7 @@ use tracing::{Instrument as _, warn};
 
 use super::effects::Effects;
 use super::steps::NextMove;
-use super::{Contacts, Engine};
+use super::{Contacts, Engine, traces};
 use crate::admission::SteppedRuns;
 use crate::metrics::Tally;
 use crate::model::Reason;
@@ -40,6 +40,8 @@ pub(super) struct PreparedRun {
     pub(crate) ready_at: i64,
     /// Its log lines' span: its run, workflow and contact.
     pub(crate) span: tracing::Span,
+    /// Its step's span in an exported trace (`traces.rs`), ended with the batch.
+    pub(crate) trace: tracing::Span,
     /// `None`: the run is not ready after all. An error: its step failed before
     /// the transaction (a render, say), recorded against the run in it.
     pub(crate) next: anyhow::Result<Option<NextMove>>,
@@ -221,13 +223,15 @@ impl Engine {
         budget: Option<std::time::Duration>,
     ) -> anyhow::Result<Batch> {
         let runs: Vec<PreparedRun> = stream::iter(runs)
-            .map(|run| async move {
+            .map(|mut run| async move {
                 let span = run.span();
+                let trace = traces::step_span(&mut run);
                 PreparedRun {
                     run_id: run.id,
                     ready_at: run.updated_at,
                     next: self.prepare(run, contacts).instrument(span.clone()).await,
                     span,
+                    trace,
                 }
             })
             .buffered(PREPARE_AHEAD)
@@ -302,6 +306,7 @@ impl Engine {
         let mut tally = Tally::default();
         let mut tx = self.store.write().await?;
         for (prepared, e) in failed {
+            prepared.trace.record("outcome", "error");
             record_step_error(&mut tx, prepared.run_id, e, self.at(prepared.ready_at), &mut tally)
                 .instrument(prepared.span.clone())
                 .await?;
@@ -346,12 +351,13 @@ impl Engine {
             let span = prepared.span.clone();
             match &prepared.next {
                 Ok(None) => {}
-                Ok(Some(next)) => {
-                    self.apply(tx, next, current, &facts, &mut effects, now)
-                        .instrument(span)
-                        .await?
-                }
+                Ok(Some(next)) => self
+                    .apply(tx, next, current, &facts, &mut effects, now)
+                    .instrument(span)
+                    .await?
+                    .record(&prepared.trace),
                 Err(e) => {
+                    prepared.trace.record("outcome", "error");
                     record_step_error(tx, prepared.run_id, &step_error(e), now, &mut tally)
                         .instrument(span)
                         .await?

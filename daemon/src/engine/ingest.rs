@@ -11,9 +11,10 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::batch::Applied;
-use super::{BATCH, Contacts, Engine, triggers};
+use super::{BATCH, Contacts, Engine, traces, triggers};
 use crate::model::Reason;
 use crate::store::{self, Contact, EventDecision, EventKind, Run, RunStatus, RunTimer, TakenEvent};
+use crate::trace;
 use crate::workflow::{Workflow, WorkflowSet};
 
 /// The time a stage-change group may spend rendering its runs' first steps
@@ -162,10 +163,17 @@ impl Engine {
     ) -> anyhow::Result<Vec<Run>> {
         let set = self.current();
         let (starts, contexts, taken) = matching(&set, events, contacts);
+        // Each event's span, and under it each run's, whose context the run keeps.
+        let event_spans = traces::event_spans(events);
+        let run_spans: Vec<tracing::Span> = starts
+            .iter()
+            .map(|(workflow, event, contact, _)| traces::run_span(&event_spans[&event.id], workflow, contact))
+            .collect();
         let new_runs: Vec<store::NewRun> = starts
             .iter()
             .zip(&contexts)
-            .map(|((workflow, event, contact, start), context)| store::NewRun {
+            .zip(&run_spans)
+            .map(|(((workflow, event, contact, start), context), span)| store::NewRun {
                 workflow: &workflow.name,
                 set_hash: &set.hash,
                 contact_id: contact.id,
@@ -178,6 +186,7 @@ impl Engine {
                 context,
                 start_stage: &contact.stage,
                 priority: workflow.category.priority(),
+                traceparent: trace::traceparent(span),
             })
             .collect();
         let started = store::start_runs(conn, &new_runs, &taken, now).await?;
@@ -191,21 +200,14 @@ impl Engine {
         for (run_id, workflow, event_id) in &started {
             let i = start_of[&(workflow.as_str(), *event_id)];
             let (_, _, contact, start) = starts[i];
+            run_spans[i].record("run_id", run_id);
             if start > now {
                 timers.push(RunTimer {
                     run_id: *run_id,
                     due_at: start,
                 });
             } else {
-                ready.push(started_ready(
-                    *run_id,
-                    workflow,
-                    &set.hash,
-                    contact,
-                    *event_id,
-                    &contexts[i],
-                    now,
-                ));
+                ready.push(started_ready(*run_id, &new_runs[i], contact, now));
             }
             info!(run_id, workflow = %workflow, contact_id = contact.id, event_id, "run started");
         }
@@ -295,27 +297,20 @@ fn decide(
 }
 
 /// A run just started ready, as `ready_runs` would read it back.
-fn started_ready(
-    id: i64,
-    workflow: &str,
-    set_hash: &str,
-    contact: &Contact,
-    event_id: i64,
-    context: &serde_json::Value,
-    now: i64,
-) -> Run {
+fn started_ready(id: i64, new: &store::NewRun, contact: &Contact, now: i64) -> Run {
     Run {
         id,
-        workflow: workflow.to_string(),
-        set_hash: set_hash.to_string(),
+        workflow: new.workflow.to_string(),
+        set_hash: new.set_hash.to_string(),
         contact_id: contact.id,
-        event_id,
+        event_id: new.event_id,
         status: RunStatus::Ready,
         next_step: 0,
-        context: sqlx::types::Json(context.clone()),
+        context: sqlx::types::Json(new.context.clone()),
         started_at: now,
         start_stage: Some(contact.stage.clone()),
         updated_at: now,
+        traceparent: new.traceparent.clone(),
     }
 }
 

@@ -80,6 +80,8 @@ impl Engine {
             message: outbound,
             variant: variants::of_step(workflow, run).map(|v| v.name.clone()),
             tracked,
+            // The step's span, as `traces::step_span` left it on the run.
+            traceparent: run.traceparent.clone(),
         });
         detail
     }

@@ -34,6 +34,7 @@ pub(crate) mod scheduler;
 mod segments;
 mod steps;
 mod timers;
+mod traces;
 mod triggers;
 mod variants;
 

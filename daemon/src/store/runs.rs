@@ -35,6 +35,11 @@ pub(crate) struct Run {
     /// (`ready_runs` reads it; 0 where it is not read).
     #[sqlx(default)]
     pub(crate) updated_at: i64,
+    /// The trace its work continues (W3C traceparent, see `trace.rs`): as
+    /// stored, its `run` span's; while a step is taken, that step's span's, so
+    /// the message it queues carries it on to delivery. None unless exported.
+    #[sqlx(default)]
+    pub(crate) traceparent: Option<String>,
 }
 
 /// The span a run's log lines are written in, so that each names its run,
@@ -71,6 +76,9 @@ pub(crate) struct NewRun<'a> {
     pub(crate) start_stage: &'a str,
     /// Its workflow category's priority: lower is stepped first (`ready_runs`).
     pub(crate) priority: i64,
+    /// Its `run` span's context, if traces are exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) traceparent: Option<String>,
 }
 
 /// Why an event started no run of a workflow whose trigger takes its kind
@@ -123,9 +131,10 @@ pub(crate) async fn start_runs(
          FROM (SELECT value ->> 'id' AS id, value -> 'decisions' AS decisions FROM json_each(?2)) AS j
          WHERE events.id = j.id;
          INSERT INTO runs (workflow, set_hash, contact_id, event_id, status, context, start_stage, priority,
-                           started_at, updated_at)
+                           started_at, updated_at, traceparent)
          SELECT value ->> 'workflow', value ->> 'set_hash', value ->> 'contact_id', value ->> 'event_id',
-                value ->> 'status', value -> 'context', value ->> 'start_stage', value ->> 'priority', ?1, ?1
+                value ->> 'status', value -> 'context', value ->> 'start_stage', value ->> 'priority', ?1, ?1,
+                value ->> 'traceparent'
          FROM json_each(?3) WHERE true
          ON CONFLICT (workflow, event_id) DO NOTHING RETURNING id, workflow, event_id",
     )
@@ -138,7 +147,8 @@ pub(crate) async fn start_runs(
 
 pub(crate) async fn load_run(conn: &mut Conn, id: i64) -> anyhow::Result<Option<Run>> {
     Ok(sqlx::query_as(
-        "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage
+        "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage,
+                traceparent
          FROM runs WHERE id = ?",
     )
     .bind(id)
@@ -151,7 +161,7 @@ pub(crate) async fn load_run(conn: &mut Conn, id: i64) -> anyhow::Result<Option<
 pub(crate) async fn ready_runs(conn: &mut Conn, limit: i64, in_flight: &[i64]) -> anyhow::Result<Vec<Run>> {
     Ok(sqlx::query_as(
         "SELECT id, workflow, set_hash, contact_id, event_id, status, next_step, context, started_at, start_stage,
-                updated_at
+                updated_at, traceparent
          FROM runs WHERE status = 'ready' AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY priority, id LIMIT ?",
     )
     .bind(serde_json::to_string(in_flight)?)
@@ -371,6 +381,7 @@ mod tests {
                 context: &context,
                 start_stage: "lead",
                 priority,
+                traceparent: None,
             });
         }
         let taken: Vec<TakenEvent> = events.iter().map(|&e| TakenEvent::plain(e)).collect();
@@ -413,6 +424,7 @@ mod tests {
                 context: &c1,
                 start_stage: "intent",
                 priority: 0,
+                traceparent: None,
             },
             NewRun {
                 workflow: "second",
@@ -423,6 +435,7 @@ mod tests {
                 context: &c2,
                 start_stage: "sample",
                 priority: 2,
+                traceparent: None,
             },
         ];
         let not_started = EventDecision {

@@ -58,6 +58,7 @@ pub(crate) async fn run(conn: &mut super::Conn, workflow: &str, contact_id: i64)
         context: &context,
         start_stage: "lead",
         priority: 1,
+        traceparent: None,
     };
     let started = start_runs(conn, &[new], &[super::TakenEvent::plain(event)], 3)
         .await

@@ -13,6 +13,7 @@ use tracing::info;
 use super::effects::Effects;
 use super::message::Outgoing;
 use super::render::Render;
+use super::traces::StepOutcome;
 use super::{Contacts, Engine, triggers, variants};
 use crate::model::{Category, Reason};
 use crate::plugins::RenderedMessage;
@@ -218,6 +219,7 @@ impl Engine {
 
     /// Works out a prepared move inside the batch's transaction: the checks and
     /// the contact's changes happen here, the run's own writes go to `effects`.
+    /// Returns what the step did, for its span.
     pub(super) async fn apply(
         &self,
         tx: &mut store::Conn,
@@ -226,11 +228,11 @@ impl Engine {
         facts: &triggers::ExitFacts,
         effects: &mut Effects,
         now: i64,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<StepOutcome> {
         let (run, workflow) = (&next.run, next.workflow());
         let run_id = run.id;
         let Some(prepared) = step_or_settle(next, effects) else {
-            return Ok(());
+            return Ok(settled(&next.action));
         };
         let step = &workflow.steps[run.next_step as usize];
         // The checks of `prepare` ran before this transaction; repeat them inside it,
@@ -254,7 +256,10 @@ impl Engine {
                 outcome,
             };
             effects.end_run(&workflow.name, ended);
-            return Ok(());
+            return Ok(StepOutcome {
+                kind: Some(step.kind()),
+                outcome: code.to_string(),
+            });
         }
         let at = Applying {
             run,
@@ -281,9 +286,35 @@ impl Engine {
             Step::Untag(tag) => tag::apply(&at, tag, false, contacts, effects),
             Step::SetOwner(owner) => set_owner::apply(tx, &at, owner).await?,
         };
+        let traced = StepOutcome {
+            kind: Some(step.kind()),
+            outcome: outcome.label(),
+        };
         finish(&at, step, outcome, effects);
-        Ok(())
+        Ok(traced)
     }
+}
+
+impl Outcome {
+    /// The step's outcome in its span: the reason code of a step taken without its message.
+    fn label(&self) -> String {
+        match self {
+            Outcome::Done(_) => "done".into(),
+            Outcome::Skipped(code, _) => code.to_string(),
+            Outcome::Waiting(_) => "waiting".into(),
+            Outcome::Deferred => "deferred".into(),
+        }
+    }
+}
+
+/// What a move that takes no step did, for its step's span.
+fn settled(action: &Action) -> StepOutcome {
+    let outcome = match action {
+        Action::Finish => Reason::Completed.to_string(),
+        Action::Defer { code, .. } => code.to_string(),
+        Action::Step(_) => "done".into(),
+    };
+    StepOutcome { kind: None, outcome }
 }
 
 /// The prepared step of a move that takes one; a move that ends the run or

@@ -72,6 +72,7 @@ fn queued(key: &str, run_id: i64, workflow: &str, contact_id: i64, to: &str) -> 
         },
         variant: None,
         tracked: false,
+        traceparent: None,
     }
 }
 

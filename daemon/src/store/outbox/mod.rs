@@ -88,6 +88,10 @@ pub struct OutboxRow {
     pub(crate) category: String,
     /// Attempts a provider's throttling reply ended: not charged to the retry budget.
     pub(crate) throttled: i64,
+    /// The span of the step that queued it (W3C traceparent), which its
+    /// delivery's span continues; None unless traces are exported.
+    #[sqlx(default)]
+    pub(crate) traceparent: Option<String>,
 }
 
 pub struct NewOutboxRow {
@@ -105,6 +109,8 @@ pub struct NewOutboxRow {
     pub variant: Option<String>,
     /// Whether its opens and clicks are tracked (an HTML part with the pixel).
     pub tracked: bool,
+    /// The span of the step that queues it (`OutboxRow::traceparent`).
+    pub traceparent: Option<String>,
 }
 
 /// A queued row as `queue_and_finish` writes it.
@@ -122,6 +128,8 @@ struct QueuedRow<'a> {
     priority: i64,
     variant: Option<&'a str>,
     tracked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
 }
 
 impl<'a> From<&'a NewOutboxRow> for QueuedRow<'a> {
@@ -139,6 +147,7 @@ impl<'a> From<&'a NewOutboxRow> for QueuedRow<'a> {
             priority: r.category.priority(),
             variant: r.variant.as_deref(),
             tracked: r.tracked,
+            traceparent: r.traceparent.as_deref(),
         }
     }
 }
@@ -179,11 +188,11 @@ pub async fn queue_and_finish(
     // SQLite parse the upsert clause after a SELECT.
     let returned: Vec<(String, i64, Option<String>, Option<String>)> = sqlx::query_as(concat!(
         "INSERT INTO outbox (idempotency_key, message_id, run_id, workflow, contact_id, channel, recipient, message,
-                             category, priority, next_attempt_at, created_at, variant, tracked)
+                             category, priority, next_attempt_at, created_at, variant, tracked, traceparent)
          SELECT value ->> 'idempotency_key', value ->> 'message_id', value ->> 'run_id', value ->> 'workflow',
                 value ->> 'contact_id',
                 value ->> 'channel', value ->> 'recipient', value -> 'message', value ->> 'category',
-                value ->> 'priority', ?1, ?1, value ->> 'variant', value ->> 'tracked'
+                value ->> 'priority', ?1, ?1, value ->> 'variant', value ->> 'tracked', value ->> 'traceparent'
          FROM json_each(?2) WHERE true ORDER BY key
          ON CONFLICT (idempotency_key) DO NOTHING
          RETURNING 'queued', id, idempotency_key,
@@ -251,6 +260,7 @@ fn as_claimed(rows: Vec<NewOutboxRow>, mut queued: HashMap<String, (i64, Option<
                 created_at: now,
                 category: r.category.as_str().to_string(),
                 throttled: 0,
+                traceparent: r.traceparent,
             })
         })
         .collect();
@@ -270,7 +280,7 @@ pub async fn due_outbox(
     Ok(sqlx::query_as(concat!(
         "SELECT o.id, o.run_id, (SELECT r.workflow FROM runs r WHERE r.id = o.run_id) AS workflow, o.contact_id,
                 o.idempotency_key, o.message_id, o.channel, o.recipient, o.message, o.attempts, o.parts_done,
-                o.created_at, o.category, o.throttled, (SELECT s.reason FROM suppressions s WHERE s.address = lower(o.recipient)
+                o.created_at, o.category, o.throttled, o.traceparent, (SELECT s.reason FROM suppressions s WHERE s.address = lower(o.recipient)
                   AND s.channel IN ('*', o.channel) AND ",
         suppression_covers!("o."),
         " LIMIT 1) AS suppressed,

@@ -26,6 +26,7 @@ fn new_row(key: &str, run_id: Option<i64>, contact_id: Option<i64>, to: &str) ->
         message: message(to),
         variant: Some("b".into()),
         tracked: true,
+        traceparent: None,
     }
 }
 
