@@ -18,21 +18,13 @@ use args::{Cli, Command, InquiryCommand, LogFormat, PluginCommand, RunsCommand, 
 /// Runs the command line: parses the arguments, runs the command, and says how it went.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    // Until the store runs on PostgreSQL, only `migrate` (which copies into one) and
-    // the commands that open no database take a PostgreSQL `database`.
-    if !matches!(cli.command, Command::Migrate { .. } | Command::Plugin(_))
-        && let Err(e) = config.refuse_postgres()
-    {
-        eprintln!("error: {e:#}");
-        return ExitCode::FAILURE;
-    }
     // Only the daemon exports traces: `simulate` runs the engine too, and must leave no trace.
     let export = match start_export(&config, matches!(cli.command, Command::Run { .. })) {
         Ok(export) => export,
@@ -96,6 +88,17 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The configuration the command runs with. Until the store runs on PostgreSQL,
+/// only `migrate` (which copies into one) and the commands that open no database
+/// take a PostgreSQL `database`.
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let config = Config::load(cli.config.as_deref())?;
+    if !matches!(cli.command, Command::Migrate { .. } | Command::Plugin(_)) {
+        config.refuse_postgres()?;
+    }
+    Ok(config)
 }
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
