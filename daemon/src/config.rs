@@ -526,3 +526,12 @@ impl Config {
             .unwrap_or_else(|| "localhost".into())
     }
 }
+
+/// Loads `toml` as the text of a nudge.toml, for the tests of each section's checks.
+#[cfg(test)]
+pub(crate) fn load_text(toml: &str) -> anyhow::Result<Config> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nudge.toml");
+    std::fs::write(&file, toml).unwrap();
+    Config::load(Some(&file))
+}

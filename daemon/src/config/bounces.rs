@@ -53,14 +53,7 @@ impl BouncesConfig {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
-
-    fn load(toml: &str) -> anyhow::Result<Config> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("nudge.toml");
-        std::fs::write(&file, toml).unwrap();
-        Config::load(Some(&file))
-    }
+    use crate::config::{Config, load_text as load};
 
     #[test]
     fn a_return_path_domain_that_is_no_domain_is_named_with_its_line_and_column() {

@@ -191,14 +191,7 @@ fn warmup_problem(warmup: &WarmupConfig) -> Option<Problem> {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
-
-    fn load(toml: &str) -> anyhow::Result<Config> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("nudge.toml");
-        std::fs::write(&file, toml).unwrap();
-        Config::load(Some(&file))
-    }
+    use crate::config::load_text as load;
 
     fn error(toml: &str) -> String {
         load(toml).unwrap_err().to_string()

@@ -97,14 +97,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
-
-    fn load(toml: &str) -> anyhow::Result<Config> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("nudge.toml");
-        std::fs::write(&file, toml).unwrap();
-        Config::load(Some(&file))
-    }
+    use crate::config::load_text as load;
 
     #[test]
     fn bad_tracing_settings_are_named_with_their_line_and_column() {
